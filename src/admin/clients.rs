@@ -1,0 +1,221 @@
+//! Registering and managing service clients. Secrets are generated here, shown once, and stored
+//! only as a verifier (see `oauth::secret`).
+
+use serde::Serialize;
+use serde_json::json;
+
+use super::{AdminError, check_ttl, invalid};
+use crate::audit::AuditDraft;
+use crate::clock::UnixTime;
+use crate::oauth::client_auth::is_valid_client_id;
+use crate::oauth::client_credentials::GRANT_TYPE;
+use crate::oauth::{scope, secret};
+use crate::store::{ClientRecord, Store};
+
+#[derive(Debug, Clone)]
+pub struct NewClient {
+    pub realm: String,
+    pub client_id: String,
+    pub scopes: String,
+    /// `None`: every allowed scope is a default (a request without `scope` gets them all).
+    pub default_scopes: Option<String>,
+    pub audience: String,
+    pub access_token_ttl: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ClientView {
+    pub realm: String,
+    pub client_id: String,
+    pub enabled: bool,
+    pub allowed_scopes: Vec<String>,
+    pub default_scopes: Vec<String>,
+    pub audience: String,
+    pub grant_types: Vec<String>,
+    pub token_endpoint_auth_methods: [&'static str; 2],
+    pub access_token_ttl: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A client with the secret that was just generated for it (shown once).
+#[derive(Serialize)]
+pub struct WithSecret {
+    pub client_secret: String,
+    #[serde(flatten)]
+    pub client: ClientView,
+}
+
+fn normalise_scopes(field: &'static str, text: &str) -> Result<String, AdminError> {
+    scope::parse(text)
+        .map(|s| s.join(" "))
+        .map_err(|e| invalid(field, e.to_string()))
+}
+
+pub async fn create(
+    store: &dyn Store,
+    req: NewClient,
+    now: UnixTime,
+    actor: &str,
+) -> Result<WithSecret, AdminError> {
+    if !is_valid_client_id(&req.client_id) {
+        return Err(invalid("id", "use 1-128 characters of A-Z a-z 0-9 . _ ~ -"));
+    }
+    let allowed = normalise_scopes("scope", &req.scopes)?;
+    let defaults = match &req.default_scopes {
+        None => allowed.clone(),
+        Some(d) => {
+            let d = normalise_scopes("default-scope", d)?;
+            if let Some(extra) = d.split(' ').find(|s| !allowed.split(' ').any(|a| a == *s)) {
+                return Err(invalid(
+                    "default-scope",
+                    format!("{extra:?} is not among the allowed scopes"),
+                ));
+            }
+            d
+        }
+    };
+    if req.audience.is_empty()
+        || req.audience.len() > 256
+        || req.audience.chars().any(char::is_control)
+    {
+        return Err(invalid("audience", "must be 1-256 printable characters"));
+    }
+    if let Some(ttl) = req.access_token_ttl {
+        check_ttl("token-ttl", ttl)?;
+    }
+    let new_secret = secret::generate();
+    let record = ClientRecord {
+        realm: req.realm.clone(),
+        client_id: req.client_id.clone(),
+        enabled: true,
+        secret_salt: new_secret.salt,
+        secret_verifier: new_secret.verifier,
+        allowed_scopes: allowed,
+        default_scopes: defaults,
+        audience: req.audience,
+        grant_types: GRANT_TYPE.to_owned(),
+        access_token_ttl: req.access_token_ttl,
+        created_at: now,
+        updated_at: now,
+    };
+    if store.realm(&req.realm).await?.is_none() {
+        return Err(AdminError::NotFound(format!("realm {}", req.realm)));
+    }
+    let audit = [AuditDraft::new(now, Some(&req.realm), "client.created", actor)
+        .subject(&record.client_id)
+        .detail(json!({
+            "scopes": record.allowed_scopes,
+            "default_scopes": record.default_scopes,
+            "audience": record.audience,
+            "access_token_ttl": record.access_token_ttl,
+        }))];
+    store.create_client(&record, &audit).await?;
+    Ok(WithSecret {
+        client_secret: new_secret.secret,
+        client: view(record),
+    })
+}
+
+pub async fn show(store: &dyn Store, realm: &str, id: &str) -> Result<ClientView, AdminError> {
+    store
+        .client(realm, id)
+        .await?
+        .map(view)
+        .ok_or_else(|| not_found(realm, id))
+}
+
+pub async fn list(store: &dyn Store, realm: &str) -> Result<Vec<ClientView>, AdminError> {
+    if store.realm(realm).await?.is_none() {
+        return Err(AdminError::NotFound(format!("realm {realm}")));
+    }
+    Ok(store.clients(realm).await?.into_iter().map(view).collect())
+}
+
+pub async fn delete(
+    store: &dyn Store,
+    realm: &str,
+    id: &str,
+    now: UnixTime,
+    actor: &str,
+) -> Result<(), AdminError> {
+    let audit = [AuditDraft::new(now, Some(realm), "client.deleted", actor).subject(id)];
+    if store.delete_client(realm, id, &audit).await? {
+        Ok(())
+    } else {
+        Err(not_found(realm, id))
+    }
+}
+
+pub async fn rotate_secret(
+    store: &dyn Store,
+    realm: &str,
+    id: &str,
+    now: UnixTime,
+    actor: &str,
+) -> Result<WithSecret, AdminError> {
+    let new_secret = secret::generate();
+    let audit = [AuditDraft::new(now, Some(realm), "client.secret_rotated", actor).subject(id)];
+    let done = store
+        .set_client_secret(realm, id, &new_secret.salt, &new_secret.verifier, now, &audit)
+        .await?;
+    if !done {
+        return Err(not_found(realm, id));
+    }
+    let client = show(store, realm, id).await?;
+    Ok(WithSecret {
+        client_secret: new_secret.secret,
+        client,
+    })
+}
+
+pub async fn set_enabled(
+    store: &dyn Store,
+    realm: &str,
+    id: &str,
+    enabled: bool,
+    now: UnixTime,
+    actor: &str,
+) -> Result<(), AdminError> {
+    let kind = if enabled {
+        "client.enabled"
+    } else {
+        "client.disabled"
+    };
+    let audit = [AuditDraft::new(now, Some(realm), kind, actor).subject(id)];
+    if store
+        .set_client_enabled(realm, id, enabled, now, &audit)
+        .await?
+    {
+        Ok(())
+    } else {
+        Err(not_found(realm, id))
+    }
+}
+
+fn not_found(realm: &str, id: &str) -> AdminError {
+    AdminError::NotFound(format!("client {id} in realm {realm}"))
+}
+
+fn split(s: &str) -> Vec<String> {
+    s.split(' ')
+        .filter(|x| !x.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn view(c: ClientRecord) -> ClientView {
+    ClientView {
+        allowed_scopes: split(&c.allowed_scopes),
+        default_scopes: split(&c.default_scopes),
+        grant_types: split(&c.grant_types),
+        token_endpoint_auth_methods: ["client_secret_basic", "client_secret_post"],
+        realm: c.realm,
+        client_id: c.client_id,
+        enabled: c.enabled,
+        audience: c.audience,
+        access_token_ttl: c.access_token_ttl,
+        created_at: c.created_at,
+        updated_at: c.updated_at,
+    }
+}

@@ -1,0 +1,52 @@
+//! Administrative operations on realms, clients and the audit log. The CLI calls these today; the
+//! admin REST API will call the same functions. Every change is audited in its own transaction.
+
+pub mod audit;
+pub mod clients;
+pub mod realms;
+
+use crate::keys::KeyError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("invalid {field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(StoreError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+}
+
+impl From<StoreError> for AdminError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(what) => AdminError::Conflict(what),
+            StoreError::NotFound(what) => AdminError::NotFound(what),
+            other => AdminError::Store(other),
+        }
+    }
+}
+
+pub(crate) fn invalid(field: &'static str, message: impl Into<String>) -> AdminError {
+    AdminError::Invalid {
+        field,
+        message: message.into(),
+    }
+}
+
+/// Token lifetimes an operator may configure: 1 minute to 24 hours.
+pub(crate) fn check_ttl(field: &'static str, ttl: i64) -> Result<i64, AdminError> {
+    if (60..=86_400).contains(&ttl) {
+        Ok(ttl)
+    } else {
+        Err(invalid(field, format!("{ttl} is outside 60..=86400 seconds")))
+    }
+}

@@ -1,0 +1,122 @@
+//! Creating and reading realms. A realm is born with one active signing key, sealed under the KEK.
+
+use serde::Serialize;
+use serde_json::json;
+
+use super::{AdminError, check_ttl, invalid};
+use crate::audit::AuditDraft;
+use crate::clock::UnixTime;
+use crate::directory::{is_valid_realm_name, issuer_for};
+use crate::keys::{Alg, KekSource, SigningKey, key_aad};
+use crate::store::{KeyRecord, RealmRecord, Store};
+
+#[derive(Debug, Clone)]
+pub struct NewRealm {
+    pub name: String,
+    pub alg: Alg,
+    pub access_token_ttl: i64,
+    pub display_name: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct KeyView {
+    pub kid: String,
+    pub alg: String,
+    pub state: String,
+    pub created_at: i64,
+    pub activated_at: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RealmView {
+    pub name: String,
+    pub issuer: String,
+    pub alg: String,
+    pub display_name: Option<String>,
+    pub access_token_ttl: i64,
+    pub created_at: i64,
+    pub keys: Vec<KeyView>,
+}
+
+pub async fn create(
+    store: &dyn Store,
+    kek: &dyn KekSource,
+    base_url: &str,
+    req: NewRealm,
+    now: UnixTime,
+    actor: &str,
+) -> Result<RealmView, AdminError> {
+    if !is_valid_realm_name(&req.name) {
+        return Err(invalid("realm", "use 1-64 characters of a-z 0-9 - _"));
+    }
+    check_ttl("token-ttl", req.access_token_ttl)?;
+    let generated = SigningKey::generate(req.alg)?;
+    let sealed = kek.seal(&key_aad(&req.name, &generated.kid), &generated.pkcs8)?;
+    let realm = RealmRecord {
+        name: req.name.clone(),
+        alg: req.alg.to_string(),
+        display_name: req.display_name.clone(),
+        access_token_ttl: req.access_token_ttl,
+        created_at: now,
+    };
+    let key = KeyRecord {
+        realm: req.name.clone(),
+        kid: generated.kid.clone(),
+        alg: req.alg.to_string(),
+        state: "active".into(),
+        public_jwk: generated.public_jwk.to_string(),
+        private_sealed: sealed,
+        kek_id: kek.id().to_owned(),
+        created_at: now,
+        activated_at: Some(now),
+    };
+    let audit = [
+        AuditDraft::new(now, Some(&req.name), "realm.created", actor)
+            .subject(&req.name)
+            .detail(json!({"alg": realm.alg, "access_token_ttl": realm.access_token_ttl})),
+        AuditDraft::new(now, Some(&req.name), "key.created", actor)
+            .subject(&key.kid)
+            .detail(json!({"alg": key.alg, "state": key.state, "kek_id": key.kek_id})),
+    ];
+    store.create_realm(&realm, &key, &audit).await?;
+    Ok(view(base_url, realm, vec![key]))
+}
+
+pub async fn show(store: &dyn Store, base_url: &str, name: &str) -> Result<RealmView, AdminError> {
+    let realm = store
+        .realm(name)
+        .await?
+        .ok_or_else(|| AdminError::NotFound(format!("realm {name}")))?;
+    let keys = store.realm_keys(name).await?;
+    Ok(view(base_url, realm, keys))
+}
+
+pub async fn list(store: &dyn Store, base_url: &str) -> Result<Vec<RealmView>, AdminError> {
+    let mut out = Vec::new();
+    for realm in store.realms().await? {
+        let keys = store.realm_keys(&realm.name).await?;
+        out.push(view(base_url, realm, keys));
+    }
+    Ok(out)
+}
+
+fn view(base_url: &str, r: RealmRecord, keys: Vec<KeyRecord>) -> RealmView {
+    RealmView {
+        issuer: issuer_for(base_url, &r.name),
+        name: r.name,
+        alg: r.alg,
+        display_name: r.display_name,
+        access_token_ttl: r.access_token_ttl,
+        created_at: r.created_at,
+        keys: keys
+            .into_iter()
+            .map(|k| KeyView {
+                kid: k.kid,
+                alg: k.alg,
+                state: k.state,
+                created_at: k.created_at,
+                activated_at: k.activated_at,
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,386 @@
+//! The `sigil` command line: `serve`, `migrate`, and realm/client/audit administration against
+//! the same database a running server uses.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use crate::admin::{self, AdminError};
+use crate::audit::VerifyReport;
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, ConfigError, Settings, base_url_string};
+use crate::keys::{Alg, open_file_kek};
+use crate::store::{self, Store};
+
+#[derive(Debug, Parser)]
+#[command(name = "sigil", version, about = "Self-hosted OpenID Connect issuer")]
+pub struct Cli {
+    /// TOML configuration file (see sigil.example.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Database URL: sqlite://PATH (default sqlite://data/sigil.db) or postgres://...
+    #[arg(long, global = true, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Key-encryption key file (default keys/kek).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub kek_file: Option<PathBuf>,
+    /// Base URL of every issuer: {public-url}/realms/{realm}.
+    #[arg(long, global = true, value_name = "URL")]
+    pub public_url: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve {
+        /// Address to listen on (default 127.0.0.1:8080).
+        #[arg(long, value_name = "HOST:PORT")]
+        bind: Option<String>,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage realms.
+    #[command(subcommand)]
+    Realm(RealmCommand),
+    /// Manage service clients.
+    #[command(subcommand)]
+    Client(ClientCommand),
+    /// Inspect the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Measure the raw signing rate of a realm's active key in-process (for bench/).
+    #[command(hide = true)]
+    BenchSign {
+        #[arg(long)]
+        realm: String,
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RealmCommand {
+    /// Create a realm with a fresh signing key.
+    Create {
+        name: String,
+        #[arg(long, default_value = "ES256")]
+        alg: Alg,
+        /// Access token lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        token_ttl: i64,
+        #[arg(long)]
+        display_name: Option<String>,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ClientRef {
+    #[arg(long)]
+    pub realm: String,
+    #[arg(long)]
+    pub id: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Register a client; prints its secret once, as JSON.
+    Create {
+        #[command(flatten)]
+        client: ClientRef,
+        /// Space-separated scopes the client may request.
+        #[arg(long)]
+        scope: String,
+        /// Scopes granted when a request names none (default: all allowed scopes).
+        #[arg(long)]
+        default_scope: Option<String>,
+        /// The `aud` of the client's tokens.
+        #[arg(long)]
+        audience: String,
+        /// Access token lifetime in seconds (default: the realm's).
+        #[arg(long)]
+        token_ttl: Option<i64>,
+        /// Accepted for symmetry; the output is always JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    List {
+        #[arg(long)]
+        realm: String,
+        #[arg(long)]
+        json: bool,
+    },
+    Show {
+        #[command(flatten)]
+        client: ClientRef,
+        #[arg(long)]
+        json: bool,
+    },
+    Delete {
+        #[command(flatten)]
+        client: ClientRef,
+    },
+    /// Replace the secret; the old one stops working at once. Prints the new one as JSON.
+    RotateSecret {
+        #[command(flatten)]
+        client: ClientRef,
+        #[arg(long)]
+        json: bool,
+    },
+    Disable {
+        #[command(flatten)]
+        client: ClientRef,
+    },
+    Enable {
+        #[command(flatten)]
+        client: ClientRef,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Walk the hash chain; exits 1 and names the first broken row if it is broken.
+    Verify,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Startup(#[from] crate::startup::StartupError),
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+    #[error("database: {0}")]
+    Store(#[from] store::StoreError),
+    #[error("{0}")]
+    Kek(#[from] crate::keys::KekOpenError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Layers file, environment and flags into a validated configuration.
+pub fn resolve_config(cli: &Cli) -> Result<Config, ConfigError> {
+    let file = match &cli.config {
+        Some(path) => Settings::from_file(path)?,
+        None => Settings::default(),
+    };
+    let env = Settings::from_env(|k| std::env::var(k).ok())?;
+    let flags = Settings {
+        bind: match &cli.command {
+            Command::Serve { bind } => bind.clone(),
+            _ => None,
+        },
+        public_url: cli.public_url.clone(),
+        database_url: cli.database_url.clone(),
+        kek_file: cli.kek_file.clone(),
+        ..Settings::default()
+    };
+    Config::from_settings(file.merge(env).merge(flags))
+}
+
+fn print_json<T: Serialize>(v: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).unwrap_or_else(|_| "null".into())
+    );
+}
+
+async fn open_store(config: &Config) -> Result<Arc<dyn Store>, CliError> {
+    let store = store::connect(&config.database_url).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+fn base_url(config: &Config) -> String {
+    match &config.public_url {
+        Some(u) => base_url_string(u),
+        None => format!("http://{}", config.bind),
+    }
+}
+
+/// Runs a parsed command; returns the process exit code.
+pub async fn run(cli: Cli, config: Config) -> Result<i32, CliError> {
+    let now = SystemClock.now();
+    let actor = "cli";
+    match cli.command {
+        Command::Serve { .. } => {
+            let app = crate::Application::build(config).await?;
+            tracing::info!(address = %app.local_addr(), base_url = %app.base_url(), "sigil listening");
+            println!("listening on http://{}", app.local_addr());
+            app.run_until_stopped()
+                .await
+                .map_err(|e| CliError::Other(format!("server error: {e}")))?;
+            Ok(0)
+        }
+        Command::Migrate => {
+            open_store(&config).await?;
+            println!("migrations applied");
+            Ok(0)
+        }
+        Command::Realm(cmd) => {
+            let store = open_store(&config).await?;
+            let base = base_url(&config);
+            match cmd {
+                RealmCommand::Create {
+                    name,
+                    alg,
+                    token_ttl,
+                    display_name,
+                } => {
+                    let (kek, created) = open_file_kek(&config.kek_file, store.as_ref()).await?;
+                    if created {
+                        eprintln!(
+                            "warning: created a new key-encryption key at {}; production must provide its own",
+                            config.kek_file.display()
+                        );
+                    }
+                    let req = admin::realms::NewRealm {
+                        name,
+                        alg,
+                        access_token_ttl: token_ttl,
+                        display_name,
+                    };
+                    let view =
+                        admin::realms::create(store.as_ref(), kek.as_ref(), &base, req, now, actor)
+                            .await?;
+                    print_json(&view);
+                }
+                RealmCommand::List { json } => {
+                    let realms = admin::realms::list(store.as_ref(), &base).await?;
+                    if json {
+                        print_json(&realms);
+                    } else {
+                        for r in realms {
+                            println!("{}\t{}\t{}", r.name, r.alg, r.issuer);
+                        }
+                    }
+                }
+                RealmCommand::Show { name, json } => {
+                    let r = admin::realms::show(store.as_ref(), &base, &name).await?;
+                    if json {
+                        print_json(&r);
+                    } else {
+                        println!("realm:   {}\nissuer:  {}\nalg:     {}\nttl:     {}s", r.name, r.issuer, r.alg, r.access_token_ttl);
+                        for k in r.keys {
+                            println!("key:     {} {} {}", k.kid, k.alg, k.state);
+                        }
+                    }
+                }
+            }
+            Ok(0)
+        }
+        Command::Client(cmd) => {
+            let store = open_store(&config).await?;
+            let s = store.as_ref();
+            match cmd {
+                ClientCommand::Create {
+                    client,
+                    scope,
+                    default_scope,
+                    audience,
+                    token_ttl,
+                    json: _,
+                } => {
+                    let req = admin::clients::NewClient {
+                        realm: client.realm,
+                        client_id: client.id,
+                        scopes: scope,
+                        default_scopes: default_scope,
+                        audience,
+                        access_token_ttl: token_ttl,
+                    };
+                    print_json(&admin::clients::create(s, req, now, actor).await?);
+                }
+                ClientCommand::List { realm, json } => {
+                    let clients = admin::clients::list(s, &realm).await?;
+                    if json {
+                        print_json(&clients);
+                    } else {
+                        for c in clients {
+                            let state = if c.enabled { "enabled" } else { "disabled" };
+                            println!("{}\t{}\t{}\t{}", c.client_id, state, c.audience, c.allowed_scopes.join(" "));
+                        }
+                    }
+                }
+                ClientCommand::Show { client, json } => {
+                    let c = admin::clients::show(s, &client.realm, &client.id).await?;
+                    if json {
+                        print_json(&c);
+                    } else {
+                        println!(
+                            "client:   {}\nrealm:    {}\nenabled:  {}\naudience: {}\nscopes:   {}\ndefaults: {}",
+                            c.client_id, c.realm, c.enabled, c.audience,
+                            c.allowed_scopes.join(" "), c.default_scopes.join(" ")
+                        );
+                    }
+                }
+                ClientCommand::Delete { client } => {
+                    admin::clients::delete(s, &client.realm, &client.id, now, actor).await?;
+                    println!("deleted {}", client.id);
+                }
+                ClientCommand::RotateSecret { client, json: _ } => {
+                    print_json(
+                        &admin::clients::rotate_secret(s, &client.realm, &client.id, now, actor)
+                            .await?,
+                    );
+                }
+                ClientCommand::Disable { client } => {
+                    admin::clients::set_enabled(s, &client.realm, &client.id, false, now, actor)
+                        .await?;
+                    println!("disabled {}", client.id);
+                }
+                ClientCommand::Enable { client } => {
+                    admin::clients::set_enabled(s, &client.realm, &client.id, true, now, actor)
+                        .await?;
+                    println!("enabled {}", client.id);
+                }
+            }
+            Ok(0)
+        }
+        Command::Audit(AuditCommand::Verify) => {
+            let store = open_store(&config).await?;
+            match admin::audit::verify(store.as_ref()).await? {
+                VerifyReport::Intact { rows, head } => {
+                    println!("audit chain intact: {rows} rows, head {head}");
+                    Ok(0)
+                }
+                VerifyReport::Broken { seq, reason } => {
+                    println!("audit chain BROKEN at row {seq}: {reason}");
+                    Ok(1)
+                }
+            }
+        }
+        Command::BenchSign {
+            realm,
+            seconds,
+            threads,
+        } => {
+            let store = open_store(&config).await?;
+            let (kek, _) = open_file_kek(&config.kek_file, store.as_ref()).await?;
+            let dir = crate::directory::Directory::new(store, kek, base_url(&config), 0);
+            let live = dir
+                .realm(&realm, now)
+                .await
+                .map_err(|e| CliError::Other(e.to_string()))?
+                .ok_or_else(|| CliError::Other(format!("realm {realm} not found")))?;
+            let rate = crate::oauth::token::bench_sign_rate(&live, seconds, threads);
+            println!("raw_signs_per_sec {rate:.0}");
+            Ok(0)
+        }
+    }
+}

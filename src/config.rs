@@ -1,0 +1,292 @@
+//! Configuration: built-in defaults, then a TOML file, then `SIGIL_*` environment variables, then
+//! command-line flags; validated once at start so a bad value fails early and names its option.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use url::Url;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value for {option}: {message}")]
+    Invalid {
+        option: &'static str,
+        message: String,
+    },
+}
+
+fn invalid(option: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        option,
+        message: message.into(),
+    }
+}
+
+/// Raw settings as they come from one layer (file, environment or flags); `None` = not given.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub bind: Option<String>,
+    pub public_url: Option<String>,
+    pub database_url: Option<String>,
+    pub kek_file: Option<PathBuf>,
+    pub cache_ttl_secs: Option<u64>,
+    pub jwks_max_age_secs: Option<u64>,
+    pub max_body_bytes: Option<usize>,
+    pub request_timeout_secs: Option<u64>,
+    pub audit_batch_max: Option<usize>,
+    pub log_format: Option<String>,
+}
+
+impl Settings {
+    /// Layer `over` on top of `self`: any value `over` sets wins.
+    pub fn merge(self, over: Settings) -> Settings {
+        Settings {
+            bind: over.bind.or(self.bind),
+            public_url: over.public_url.or(self.public_url),
+            database_url: over.database_url.or(self.database_url),
+            kek_file: over.kek_file.or(self.kek_file),
+            cache_ttl_secs: over.cache_ttl_secs.or(self.cache_ttl_secs),
+            jwks_max_age_secs: over.jwks_max_age_secs.or(self.jwks_max_age_secs),
+            max_body_bytes: over.max_body_bytes.or(self.max_body_bytes),
+            request_timeout_secs: over.request_timeout_secs.or(self.request_timeout_secs),
+            audit_batch_max: over.audit_batch_max.or(self.audit_batch_max),
+            log_format: over.log_format.or(self.log_format),
+        }
+    }
+
+    pub fn from_file(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.message().to_owned(),
+        })
+    }
+
+    /// Reads `SIGIL_*` variables through `get` (the process environment in production).
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
+        fn num<T: std::str::FromStr>(
+            get: &impl Fn(&str) -> Option<String>,
+            var: &'static str,
+        ) -> Result<Option<T>, ConfigError> {
+            match get(var) {
+                None => Ok(None),
+                Some(v) => v
+                    .trim()
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| invalid(var, format!("{v:?} is not a number"))),
+            }
+        }
+        Ok(Settings {
+            bind: get("SIGIL_BIND"),
+            public_url: get("SIGIL_PUBLIC_URL"),
+            database_url: get("SIGIL_DATABASE_URL"),
+            kek_file: get("SIGIL_KEK_FILE").map(PathBuf::from),
+            cache_ttl_secs: num(&get, "SIGIL_CACHE_TTL_SECS")?,
+            jwks_max_age_secs: num(&get, "SIGIL_JWKS_MAX_AGE_SECS")?,
+            max_body_bytes: num(&get, "SIGIL_MAX_BODY_BYTES")?,
+            request_timeout_secs: num(&get, "SIGIL_REQUEST_TIMEOUT_SECS")?,
+            audit_batch_max: num(&get, "SIGIL_AUDIT_BATCH_MAX")?,
+            log_format: get("SIGIL_LOG_FORMAT"),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind: SocketAddr,
+    /// Base URL of every issuer (`{public_url}/realms/{realm}`); `None` = derived from the bound
+    /// address once the listener exists (port 0 in tests).
+    pub public_url: Option<Url>,
+    pub database_url: String,
+    pub kek_file: PathBuf,
+    /// How long a node trusts its in-memory copy of a realm or client before re-reading it.
+    pub cache_ttl_secs: u64,
+    pub jwks_max_age_secs: u64,
+    pub max_body_bytes: usize,
+    pub request_timeout_secs: u64,
+    pub audit_batch_max: usize,
+    pub log_format: LogFormat,
+}
+
+pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/sigil.db";
+pub const DEFAULT_KEK_FILE: &str = "keys/kek";
+
+impl Config {
+    pub fn from_settings(s: Settings) -> Result<Config, ConfigError> {
+        let bind_text = s.bind.unwrap_or_else(|| DEFAULT_BIND.to_owned());
+        let bind: SocketAddr = bind_text
+            .parse()
+            .map_err(|_| invalid("bind", format!("{bind_text:?} is not host:port")))?;
+        let public_url = match s.public_url {
+            None => None,
+            Some(text) => Some(parse_public_url(&text)?),
+        };
+        let database_url = s
+            .database_url
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+        if !(database_url.starts_with("sqlite:")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
+            return Err(invalid(
+                "database_url",
+                "must start with sqlite:, postgres:// or postgresql://",
+            ));
+        }
+        let bounded = |option: &'static str, v: u64, lo: u64, hi: u64| {
+            if (lo..=hi).contains(&v) {
+                Ok(v)
+            } else {
+                Err(invalid(option, format!("{v} is outside {lo}..={hi}")))
+            }
+        };
+        let log_format = match s.log_format.as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(invalid(
+                    "log_format",
+                    format!("{other:?} is not text or json"),
+                ));
+            }
+        };
+        Ok(Config {
+            bind,
+            public_url,
+            database_url,
+            kek_file: s.kek_file.unwrap_or_else(|| PathBuf::from(DEFAULT_KEK_FILE)),
+            cache_ttl_secs: bounded("cache_ttl_secs", s.cache_ttl_secs.unwrap_or(5), 0, 3600)?,
+            jwks_max_age_secs: bounded(
+                "jwks_max_age_secs",
+                s.jwks_max_age_secs.unwrap_or(3600),
+                0,
+                86_400,
+            )?,
+            max_body_bytes: bounded(
+                "max_body_bytes",
+                s.max_body_bytes.unwrap_or(16 * 1024) as u64,
+                1024,
+                1024 * 1024,
+            )? as usize,
+            request_timeout_secs: bounded(
+                "request_timeout_secs",
+                s.request_timeout_secs.unwrap_or(15),
+                1,
+                300,
+            )?,
+            audit_batch_max: bounded(
+                "audit_batch_max",
+                s.audit_batch_max.unwrap_or(256) as u64,
+                1,
+                1000,
+            )? as usize,
+            log_format,
+        })
+    }
+
+    /// A configuration for tests: loopback on port 0, the given database and KEK.
+    pub fn for_tests(database_url: &str, kek_file: &Path) -> Config {
+        Config {
+            bind: ([127, 0, 0, 1], 0).into(),
+            public_url: None,
+            database_url: database_url.to_owned(),
+            kek_file: kek_file.to_owned(),
+            cache_ttl_secs: 0,
+            jwks_max_age_secs: 3600,
+            max_body_bytes: 16 * 1024,
+            request_timeout_secs: 15,
+            audit_batch_max: 256,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+fn parse_public_url(text: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(text).map_err(|e| invalid("public_url", e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid("public_url", "scheme must be http or https"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid("public_url", "must have no query or fragment"));
+    }
+    Ok(url)
+}
+
+/// `{base}` without a trailing slash, so issuers compose as `{base}/realms/{realm}`.
+pub fn base_url_string(url: &Url) -> String {
+    url.as_str().trim_end_matches('/').to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::from_settings(Settings::default()).expect("defaults");
+        assert_eq!(c.bind.to_string(), DEFAULT_BIND);
+        assert_eq!(c.database_url, DEFAULT_DATABASE_URL);
+    }
+
+    #[test]
+    fn bad_values_name_their_option() {
+        let e = Config::from_settings(Settings {
+            bind: Some("nope".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("bind"), "{e}");
+        let e = Config::from_settings(Settings {
+            database_url: Some("mysql://x".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("database_url"), "{e}");
+        let e = Config::from_settings(Settings {
+            public_url: Some("ftp://x".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("public_url"), "{e}");
+        let e = Settings::from_env(|k| (k == "SIGIL_CACHE_TTL_SECS").then(|| "x".to_owned()))
+            .unwrap_err();
+        assert!(e.to_string().contains("SIGIL_CACHE_TTL_SECS"), "{e}");
+    }
+
+    #[test]
+    fn later_layers_win() {
+        let file = Settings {
+            bind: Some("127.0.0.1:1".into()),
+            cache_ttl_secs: Some(9),
+            ..Default::default()
+        };
+        let env = Settings {
+            bind: Some("127.0.0.1:2".into()),
+            ..Default::default()
+        };
+        let merged = file.merge(env);
+        assert_eq!(merged.bind.as_deref(), Some("127.0.0.1:2"));
+        assert_eq!(merged.cache_ttl_secs, Some(9));
+    }
+}

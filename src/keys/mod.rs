@@ -1,0 +1,86 @@
+//! Realm signing keys: generation, encryption at rest under the KEK, signing, and JWKS documents.
+
+pub mod jwk;
+pub mod kek;
+pub mod signing;
+
+pub use jwk::Jwks;
+pub use kek::{FileKek, KekSource};
+pub use signing::{Alg, SigningKey};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("key-encryption key: {0}")]
+    Kek(String),
+    #[error("private key of {kid} cannot be decrypted with the configured KEK ({kek_id}); it was sealed under KEK {sealed_under}")]
+    WrongKek {
+        kid: String,
+        kek_id: String,
+        sealed_under: String,
+    },
+    #[error("private key of {0} failed to decrypt (tampered or wrong KEK)")]
+    Unseal(String),
+    #[error("malformed key material: {0}")]
+    Malformed(String),
+    #[error("signing failed")]
+    Sign,
+}
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::store::{Store, StoreError};
+
+/// The additional data a sealed private key is bound to.
+pub fn key_aad(realm: &str, kid: &str) -> Vec<u8> {
+    format!("sigil-key/{realm}/{kid}").into_bytes()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KekOpenError {
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "KEK file {path} is missing but the database holds private keys sealed under {ids}; \
+         restore the KEK file (a new one would not open them)"
+    )]
+    Missing { path: String, ids: String },
+    #[error(
+        "the KEK in {path} ({found}) is not the one the database's keys are sealed under ({ids})"
+    )]
+    Mismatch {
+        path: String,
+        found: String,
+        ids: String,
+    },
+}
+
+/// Opens the file KEK. Creates one only when the file is absent *and* no key in the database is
+/// sealed under any KEK, so a wrong path can never silently start a second key hierarchy.
+/// Returns the KEK and whether it was created.
+pub async fn open_file_kek(
+    path: &Path,
+    store: &dyn Store,
+) -> Result<(Arc<dyn KekSource>, bool), KekOpenError> {
+    let in_use = store.kek_ids_in_use().await?;
+    if !path.exists() {
+        if !in_use.is_empty() {
+            return Err(KekOpenError::Missing {
+                path: path.display().to_string(),
+                ids: in_use.join(", "),
+            });
+        }
+        return Ok((Arc::new(FileKek::create(path)?), true));
+    }
+    let kek = FileKek::load(path)?;
+    if in_use.iter().any(|id| id != kek.id()) {
+        return Err(KekOpenError::Mismatch {
+            path: path.display().to_string(),
+            found: kek.id().to_owned(),
+            ids: in_use.join(", "),
+        });
+    }
+    Ok((Arc::new(kek), false))
+}

@@ -1,0 +1,17 @@
+//! Sigil: a self-hosted OpenID Connect issuer. `startup::Application` is the entry point shared by
+//! `sigil serve` and the integration tests.
+
+pub mod admin;
+pub mod audit;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod directory;
+pub mod keys;
+pub mod oauth;
+pub mod oidc;
+pub mod startup;
+pub mod state;
+pub mod store;
+
+pub use startup::Application;

@@ -1,0 +1,52 @@
+//! `sigil`: parse the command line, set up logging, hand over to the library.
+
+use clap::Parser;
+use sigil::cli::{Cli, resolve_config, run};
+use sigil::config::LogFormat;
+
+fn main() {
+    tame_malloc();
+    let cli = Cli::parse();
+    let config = match resolve_config(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sigil: configuration error: {e}");
+            std::process::exit(2);
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SIGIL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sigil: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = runtime.block_on(run(cli, config)).unwrap_or_else(|e| {
+        eprintln!("sigil: {e}");
+        1
+    });
+    std::process::exit(code);
+}
+
+/// glibc gives every thread its own malloc arena, which left an idle server at ~60 MB RSS; two
+/// arenas keep it near a few MB with no measurable cost at this core count.
+#[allow(unsafe_code)]
+fn tame_malloc() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only adjusts allocator tuning; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}

@@ -1,0 +1,104 @@
+//! Access tokens (RFC 9068): claim building and signing, no HTTP types.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use serde::Serialize;
+
+use super::secret::random_bytes;
+use crate::clock::UnixTime;
+use crate::keys::{KeyError, SigningKey};
+
+#[derive(Debug, Serialize)]
+struct AccessClaims<'a> {
+    iss: &'a str,
+    sub: &'a str,
+    aud: &'a str,
+    client_id: &'a str,
+    azp: &'a str,
+    scope: &'a str,
+    token_use: &'static str,
+    iat: UnixTime,
+    nbf: UnixTime,
+    exp: UnixTime,
+    jti: &'a str,
+}
+
+/// What an access token says.
+#[derive(Debug, Clone, Copy)]
+pub struct AccessSpec<'a> {
+    pub issuer: &'a str,
+    pub subject: &'a str,
+    pub audience: &'a str,
+    pub client_id: &'a str,
+    pub scope: &'a str,
+    pub ttl: i64,
+    pub now: UnixTime,
+}
+
+#[derive(Debug)]
+pub struct Minted {
+    pub jwt: String,
+    pub jti: String,
+    pub exp: UnixTime,
+}
+
+/// A fresh token id: 128 random bits, base64url.
+pub fn new_jti() -> String {
+    B64.encode(random_bytes::<16>())
+}
+
+pub fn mint_access_token(key: &SigningKey, spec: AccessSpec<'_>) -> Result<Minted, KeyError> {
+    let jti = new_jti();
+    let exp = spec.now + spec.ttl;
+    let claims = AccessClaims {
+        iss: spec.issuer,
+        sub: spec.subject,
+        aud: spec.audience,
+        client_id: spec.client_id,
+        azp: spec.client_id,
+        scope: spec.scope,
+        token_use: "access",
+        iat: spec.now,
+        nbf: spec.now,
+        exp,
+        jti: &jti,
+    };
+    let json = serde_json::to_vec(&claims).map_err(|_| KeyError::Sign)?;
+    let jwt = key.sign_access_token(&json)?;
+    Ok(Minted { jwt, jti, exp })
+}
+
+/// Signs access tokens shaped like the token endpoint's, on `threads` threads for `seconds`, and
+/// returns signatures per second: the in-process baseline the load benchmark is compared with.
+#[allow(clippy::disallowed_methods)] // a benchmark measures wall time
+pub fn bench_sign_rate(realm: &crate::directory::LiveRealm, seconds: u64, threads: usize) -> f64 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    let total: u64 = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads.max(1))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut n = 0u64;
+                    while std::time::Instant::now() < deadline {
+                        for _ in 0..64 {
+                            let spec = AccessSpec {
+                                issuer: &realm.issuer,
+                                subject: "bench-client",
+                                audience: "ledger",
+                                client_id: "bench-client",
+                                scope: "tx:post:ach",
+                                ttl: 3600,
+                                now: 1_700_000_000,
+                            };
+                            if mint_access_token(&realm.signing, spec).is_ok() {
+                                n += 1;
+                            }
+                        }
+                    }
+                    n
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+    });
+    total as f64 / seconds.max(1) as f64
+}

@@ -1,0 +1,180 @@
+//! Builds the application (store, KEK, caches, audit writer, router, listener) the same way for
+//! `sigil serve` and for tests, and runs it until a shutdown signal.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::audit::AuditWriter;
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, base_url_string};
+use crate::directory::Directory;
+use crate::keys::{KekOpenError, open_file_kek};
+use crate::oauth::{ErrorCode, OAuthError};
+use crate::oidc;
+use crate::state::AppState;
+use crate::store::{self, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Kek(#[from] KekOpenError),
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+pub struct Application {
+    listener: TcpListener,
+    addr: SocketAddr,
+    base_url: String,
+    router: Router,
+    state: AppState,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> Result<Application, StartupError> {
+        Self::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    pub async fn build_with_clock(
+        config: Config,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Application, StartupError> {
+        let store = store::connect(&config.database_url).await?;
+        store.migrate().await?;
+        let (kek, created) = open_file_kek(&config.kek_file, store.as_ref()).await?;
+        if created {
+            tracing::warn!(
+                path = %config.kek_file.display(),
+                "created a new key-encryption key; production must provide its own KEK (kek_file) and back it up"
+            );
+        }
+        let listener = TcpListener::bind(config.bind)
+            .await
+            .map_err(|source| StartupError::Bind {
+                addr: config.bind,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| StartupError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+        let base_url = match &config.public_url {
+            Some(url) => base_url_string(url),
+            None => format!("http://{addr}"),
+        };
+        let directory = Arc::new(Directory::new(
+            store.clone(),
+            kek,
+            base_url.clone(),
+            config.cache_ttl_secs,
+        ));
+        let audit = AuditWriter::spawn(store.clone(), config.audit_batch_max);
+        let state = AppState {
+            config: Arc::new(config),
+            store,
+            directory,
+            audit,
+            clock,
+        };
+        let router = router(state.clone());
+        Ok(Application {
+            listener,
+            addr,
+            base_url,
+            router,
+            state,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The base of every issuer URL (`{base_url}/realms/{realm}`).
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let timeout = Duration::from_secs(state.config.request_timeout_secs);
+    let body_limit = state.config.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/realms/{realm}/.well-known/openid-configuration",
+            get(oidc::discovery::openid_configuration),
+        )
+        .route(
+            "/.well-known/oauth-authorization-server/realms/{realm}",
+            get(oidc::discovery::openid_configuration),
+        )
+        .route(
+            &format!("/realms/{{realm}}{}", oidc::JWKS_PATH),
+            get(oidc::jwks::jwks),
+        )
+        .route(
+            &format!("/realms/{{realm}}{}", oidc::TOKEN_PATH),
+            post(crate::oauth::token_endpoint::token),
+        )
+        .route(
+            &format!("/realms/{{realm}}{}", oidc::AUTHORIZE_PATH),
+            get(oidc::discovery::authorize_unavailable),
+        )
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        .with_state(state)
+}
+
+async fn not_found() -> Response {
+    OAuthError::new(ErrorCode::NotFound, "no such endpoint").into_response()
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

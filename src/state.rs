@@ -1,0 +1,18 @@
+//! The shared application state handed to every handler: built once in startup, no globals.
+
+use std::sync::Arc;
+
+use crate::audit::AuditWriter;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::directory::Directory;
+use crate::store::Store;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub directory: Arc<Directory>,
+    pub audit: AuditWriter,
+    pub clock: Arc<dyn Clock>,
+}

@@ -1,0 +1,329 @@
+//! The SQL both backends share. The dialects agree on everything used here (`$n` placeholders,
+//! integer seconds, blobs), so one macro body serves both pools.
+
+macro_rules! impl_store {
+    ($ty:ident, $db:ident, $migrations:tt) => {
+        impl $ty {
+            /// Locks the chain head (the first write of the transaction, so SQLite takes its write
+            /// lock here and PostgreSQL its row lock), then appends `drafts` after it.
+            async fn append_in_tx(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                drafts: &[$crate::audit::AuditDraft],
+            ) -> Result<Vec<i64>, $crate::store::StoreError> {
+                if drafts.is_empty() {
+                    return Ok(Vec::new());
+                }
+                sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1")
+                    .execute(&mut **tx)
+                    .await?;
+                let (mut seq, mut prev): (i64, String) =
+                    sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
+                        .fetch_one(&mut **tx)
+                        .await?;
+                let mut rows = Vec::with_capacity(drafts.len());
+                for d in drafts {
+                    seq += 1;
+                    let detail = d.detail.to_string();
+                    let hash = $crate::audit::row_hash(
+                        &prev,
+                        seq,
+                        d.ts,
+                        d.realm.as_deref(),
+                        d.kind,
+                        &d.actor,
+                        d.subject.as_deref(),
+                        &detail,
+                    );
+                    let prev_hash = std::mem::replace(&mut prev, hash.clone());
+                    rows.push((seq, d, detail, prev_hash, hash));
+                }
+                // 100 rows x 9 columns stays far below either database's bind limit.
+                for chunk in rows.chunks(100) {
+                    let mut qb = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO audit_log (seq, ts, realm, kind, actor, subject, detail, prev_hash, hash) ",
+                    );
+                    qb.push_values(chunk, |mut b, (seq, d, detail, prev_hash, hash)| {
+                        b.push_bind(*seq)
+                            .push_bind(d.ts)
+                            .push_bind(d.realm.clone())
+                            .push_bind(d.kind)
+                            .push_bind(d.actor.clone())
+                            .push_bind(d.subject.clone())
+                            .push_bind(detail.clone())
+                            .push_bind(prev_hash.clone())
+                            .push_bind(hash.clone());
+                    });
+                    qb.build().execute(&mut **tx).await?;
+                }
+                sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+                    .bind(seq)
+                    .bind(&prev)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(rows.iter().map(|r| r.0).collect())
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::Store for $ty {
+            async fn migrate(&self) -> Result<(), $crate::store::StoreError> {
+                sqlx::migrate!($migrations).run(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn create_realm(
+                &self,
+                realm: &$crate::store::RealmRecord,
+                key: &$crate::store::KeyRecord,
+                audit: $crate::store::Audited<'_>,
+            ) -> Result<(), $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::append_in_tx(&mut tx, audit).await?;
+                sqlx::query(
+                    "INSERT INTO realms (name, alg, display_name, access_token_ttl, created_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&realm.name)
+                .bind(&realm.alg)
+                .bind(&realm.display_name)
+                .bind(realm.access_token_ttl)
+                .bind(realm.created_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| $crate::store::map_unique(e, || format!("realm {}", realm.name)))?;
+                sqlx::query(
+                    "INSERT INTO signing_keys (realm, kid, alg, state, public_jwk, private_sealed, \
+                     kek_id, created_at, activated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(&key.realm)
+                .bind(&key.kid)
+                .bind(&key.alg)
+                .bind(&key.state)
+                .bind(&key.public_jwk)
+                .bind(&key.private_sealed)
+                .bind(&key.kek_id)
+                .bind(key.created_at)
+                .bind(key.activated_at)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn realm(
+                &self,
+                name: &str,
+            ) -> Result<Option<$crate::store::RealmRecord>, $crate::store::StoreError> {
+                Ok(sqlx::query_as(
+                    "SELECT name, alg, display_name, access_token_ttl, created_at \
+                     FROM realms WHERE name = $1",
+                )
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn realms(
+                &self,
+            ) -> Result<Vec<$crate::store::RealmRecord>, $crate::store::StoreError> {
+                Ok(sqlx::query_as(
+                    "SELECT name, alg, display_name, access_token_ttl, created_at \
+                     FROM realms ORDER BY name",
+                )
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn realm_keys(
+                &self,
+                realm: &str,
+            ) -> Result<Vec<$crate::store::KeyRecord>, $crate::store::StoreError> {
+                Ok(sqlx::query_as(
+                    "SELECT realm, kid, alg, state, public_jwk, private_sealed, kek_id, created_at, \
+                     activated_at FROM signing_keys WHERE realm = $1 ORDER BY created_at, kid",
+                )
+                .bind(realm)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn kek_ids_in_use(&self) -> Result<Vec<String>, $crate::store::StoreError> {
+                let rows: Vec<(String,)> =
+                    sqlx::query_as("SELECT DISTINCT kek_id FROM signing_keys ORDER BY kek_id")
+                        .fetch_all(&self.pool)
+                        .await?;
+                Ok(rows.into_iter().map(|r| r.0).collect())
+            }
+
+            async fn create_client(
+                &self,
+                c: &$crate::store::ClientRecord,
+                audit: $crate::store::Audited<'_>,
+            ) -> Result<(), $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::append_in_tx(&mut tx, audit).await?;
+                sqlx::query(
+                    "INSERT INTO clients (realm, client_id, enabled, secret_salt, secret_verifier, \
+                     allowed_scopes, default_scopes, audience, grant_types, access_token_ttl, \
+                     created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                )
+                .bind(&c.realm)
+                .bind(&c.client_id)
+                .bind(c.enabled)
+                .bind(&c.secret_salt)
+                .bind(&c.secret_verifier)
+                .bind(&c.allowed_scopes)
+                .bind(&c.default_scopes)
+                .bind(&c.audience)
+                .bind(&c.grant_types)
+                .bind(c.access_token_ttl)
+                .bind(c.created_at)
+                .bind(c.updated_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| {
+                    $crate::store::map_unique(e, || format!("client {} in realm {}", c.client_id, c.realm))
+                })?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn client(
+                &self,
+                realm: &str,
+                id: &str,
+            ) -> Result<Option<$crate::store::ClientRecord>, $crate::store::StoreError> {
+                Ok(sqlx::query_as(
+                    "SELECT realm, client_id, enabled, secret_salt, secret_verifier, allowed_scopes, \
+                     default_scopes, audience, grant_types, access_token_ttl, created_at, updated_at \
+                     FROM clients WHERE realm = $1 AND client_id = $2",
+                )
+                .bind(realm)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn clients(
+                &self,
+                realm: &str,
+            ) -> Result<Vec<$crate::store::ClientRecord>, $crate::store::StoreError> {
+                Ok(sqlx::query_as(
+                    "SELECT realm, client_id, enabled, secret_salt, secret_verifier, allowed_scopes, \
+                     default_scopes, audience, grant_types, access_token_ttl, created_at, updated_at \
+                     FROM clients WHERE realm = $1 ORDER BY client_id",
+                )
+                .bind(realm)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn delete_client(
+                &self,
+                realm: &str,
+                id: &str,
+                audit: $crate::store::Audited<'_>,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::append_in_tx(&mut tx, audit).await?;
+                let done = sqlx::query("DELETE FROM clients WHERE realm = $1 AND client_id = $2")
+                    .bind(realm)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                    == 1;
+                if done {
+                    tx.commit().await?;
+                }
+                Ok(done)
+            }
+
+            async fn set_client_secret(
+                &self,
+                realm: &str,
+                id: &str,
+                salt: &[u8],
+                verifier: &[u8],
+                now: i64,
+                audit: $crate::store::Audited<'_>,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::append_in_tx(&mut tx, audit).await?;
+                let done = sqlx::query(
+                    "UPDATE clients SET secret_salt = $1, secret_verifier = $2, updated_at = $3 \
+                     WHERE realm = $4 AND client_id = $5",
+                )
+                .bind(salt)
+                .bind(verifier)
+                .bind(now)
+                .bind(realm)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                if done {
+                    tx.commit().await?;
+                }
+                Ok(done)
+            }
+
+            async fn set_client_enabled(
+                &self,
+                realm: &str,
+                id: &str,
+                enabled: bool,
+                now: i64,
+                audit: $crate::store::Audited<'_>,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::append_in_tx(&mut tx, audit).await?;
+                let done = sqlx::query(
+                    "UPDATE clients SET enabled = $1, updated_at = $2 \
+                     WHERE realm = $3 AND client_id = $4",
+                )
+                .bind(enabled)
+                .bind(now)
+                .bind(realm)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                if done {
+                    tx.commit().await?;
+                }
+                Ok(done)
+            }
+
+            async fn append_audit(
+                &self,
+                drafts: &[$crate::audit::AuditDraft],
+            ) -> Result<Vec<i64>, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let seqs = Self::append_in_tx(&mut tx, drafts).await?;
+                tx.commit().await?;
+                Ok(seqs)
+            }
+
+            async fn audit_page(
+                &self,
+                after: i64,
+                limit: i64,
+            ) -> Result<Vec<$crate::audit::AuditRecord>, $crate::store::StoreError> {
+                Ok(sqlx::query_as(
+                    "SELECT seq, ts, realm, kind, actor, subject, detail, prev_hash, hash \
+                     FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
+                )
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+        }
+    };
+}
+
+pub(crate) use impl_store;

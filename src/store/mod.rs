@@ -1,0 +1,156 @@
+//! All SQL lives here: one `Store` trait of whole units of work, with a SQLite (embedded default)
+//! and a PostgreSQL implementation chosen by the database URL's scheme.
+
+mod backend;
+pub mod postgres;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::audit::{AuditDraft, AuditRecord};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RealmRecord {
+    pub name: String,
+    pub alg: String,
+    pub display_name: Option<String>,
+    pub access_token_ttl: i64,
+    pub created_at: i64,
+}
+
+#[derive(Clone, sqlx::FromRow)]
+pub struct KeyRecord {
+    pub realm: String,
+    pub kid: String,
+    pub alg: String,
+    pub state: String,
+    pub public_jwk: String,
+    /// PKCS#8 sealed under the KEK; see `keys::kek`.
+    pub private_sealed: Vec<u8>,
+    pub kek_id: String,
+    pub created_at: i64,
+    pub activated_at: Option<i64>,
+}
+
+impl std::fmt::Debug for KeyRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRecord")
+            .field("realm", &self.realm)
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, sqlx::FromRow)]
+pub struct ClientRecord {
+    pub realm: String,
+    pub client_id: String,
+    pub enabled: bool,
+    pub secret_salt: Vec<u8>,
+    pub secret_verifier: Vec<u8>,
+    /// Space-separated, as in an OAuth `scope` parameter.
+    pub allowed_scopes: String,
+    pub default_scopes: String,
+    pub audience: String,
+    pub grant_types: String,
+    pub access_token_ttl: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl std::fmt::Debug for ClientRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientRecord")
+            .field("realm", &self.realm)
+            .field("client_id", &self.client_id)
+            .field("enabled", &self.enabled)
+            .field("allowed_scopes", &self.allowed_scopes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A write plus the audit records that describe it, committed together or not at all.
+pub type Audited<'a> = &'a [AuditDraft];
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    async fn create_realm(
+        &self,
+        realm: &RealmRecord,
+        key: &KeyRecord,
+        audit: Audited<'_>,
+    ) -> Result<(), StoreError>;
+    async fn realm(&self, name: &str) -> Result<Option<RealmRecord>, StoreError>;
+    async fn realms(&self) -> Result<Vec<RealmRecord>, StoreError>;
+    /// Keys that are published (every state), oldest first.
+    async fn realm_keys(&self, realm: &str) -> Result<Vec<KeyRecord>, StoreError>;
+    /// The KEK ids any stored private key is sealed under (to refuse a wrong or missing KEK).
+    async fn kek_ids_in_use(&self) -> Result<Vec<String>, StoreError>;
+
+    async fn create_client(&self, c: &ClientRecord, audit: Audited<'_>) -> Result<(), StoreError>;
+    async fn client(&self, realm: &str, id: &str) -> Result<Option<ClientRecord>, StoreError>;
+    async fn clients(&self, realm: &str) -> Result<Vec<ClientRecord>, StoreError>;
+    async fn delete_client(
+        &self,
+        realm: &str,
+        id: &str,
+        audit: Audited<'_>,
+    ) -> Result<bool, StoreError>;
+    async fn set_client_secret(
+        &self,
+        realm: &str,
+        id: &str,
+        salt: &[u8],
+        verifier: &[u8],
+        now: i64,
+        audit: Audited<'_>,
+    ) -> Result<bool, StoreError>;
+    async fn set_client_enabled(
+        &self,
+        realm: &str,
+        id: &str,
+        enabled: bool,
+        now: i64,
+        audit: Audited<'_>,
+    ) -> Result<bool, StoreError>;
+
+    /// Appends to the hash chain in one transaction; returns the new rows' sequence numbers.
+    async fn append_audit(&self, drafts: &[AuditDraft]) -> Result<Vec<i64>, StoreError>;
+    /// Rows with `seq > after`, in order, at most `limit`.
+    async fn audit_page(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError>;
+}
+
+/// Opens the store the URL names (`sqlite:` or `postgres://`), without migrating.
+pub async fn connect(database_url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if database_url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::connect(database_url).await?))
+    } else {
+        Ok(Arc::new(postgres::PgStore::connect(database_url).await?))
+    }
+}
+
+fn map_unique(e: sqlx::Error, what: impl FnOnce() -> String) -> StoreError {
+    match e.as_database_error() {
+        Some(d) if d.is_unique_violation() => StoreError::Conflict(what()),
+        Some(d) if d.is_foreign_key_violation() => StoreError::NotFound(what()),
+        _ => StoreError::Database(e),
+    }
+}
