@@ -1,0 +1,80 @@
+//! The validator's error: a boxed, non-exhaustive kind, mapped to RFC 6750 codes.
+
+use std::fmt;
+
+/// Why a token or the key source was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// Not three base64url parts of JSON, or too large.
+    Malformed,
+    /// A header this validator does not accept (`typ`, `crit`, missing `kid`).
+    UnsupportedHeader(String),
+    /// No published key has this `kid`, even after a refetch.
+    UnknownKey,
+    /// The header's `alg` is not the algorithm of the key it names (`none`, `HS256`, ...).
+    AlgorithmMismatch,
+    BadSignature,
+    Expired,
+    NotYetValid,
+    WrongIssuer,
+    WrongAudience,
+    /// `token_use` is not `access` (an ID token, say).
+    WrongTokenUse,
+    ClientNotAllowed,
+    MissingClaim(&'static str),
+    /// Valid token without a required scope.
+    InsufficientScope(Vec<String>),
+    /// Discovery failed or described another issuer.
+    Discovery(String),
+    /// The JWKS could not be fetched or parsed.
+    Jwks(String),
+}
+
+/// The public error type. Boxed to keep `Result<Claims, Error>` small.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error(Box<ErrorKind>);
+
+impl Error {
+    pub fn kind(&self) -> &ErrorKind {
+        &self.0
+    }
+
+    /// RFC 6750 error code: `insufficient_scope` or `invalid_token`.
+    pub fn rfc6750_code(&self) -> &'static str {
+        match *self.0 {
+            ErrorKind::InsufficientScope(_) => "insufficient_scope",
+            _ => "invalid_token",
+        }
+    }
+}
+
+impl From<ErrorKind> for Error {
+    fn from(k: ErrorKind) -> Self {
+        Error(Box::new(k))
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &*self.0 {
+            ErrorKind::Malformed => f.write_str("malformed token"),
+            ErrorKind::UnsupportedHeader(h) => write!(f, "unsupported token header: {h}"),
+            ErrorKind::UnknownKey => f.write_str("token signed by an unknown key"),
+            ErrorKind::AlgorithmMismatch => f.write_str("token algorithm does not match its key"),
+            ErrorKind::BadSignature => f.write_str("bad signature"),
+            ErrorKind::Expired => f.write_str("token expired"),
+            ErrorKind::NotYetValid => f.write_str("token not yet valid"),
+            ErrorKind::WrongIssuer => f.write_str("wrong issuer"),
+            ErrorKind::WrongAudience => f.write_str("wrong audience"),
+            ErrorKind::WrongTokenUse => f.write_str("not an access token"),
+            ErrorKind::ClientNotAllowed => f.write_str("client not allowed"),
+            ErrorKind::MissingClaim(c) => write!(f, "missing claim {c}"),
+            ErrorKind::InsufficientScope(s) => write!(f, "insufficient scope: needs {}", s.join(" ")),
+            ErrorKind::Discovery(m) => write!(f, "discovery failed: {m}"),
+            ErrorKind::Jwks(m) => write!(f, "JWKS unavailable: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}

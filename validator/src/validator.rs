@@ -1,0 +1,435 @@
+//! The validator: discovery, the JWKS cache (lock-free reads through `arc-swap`, single-flight
+//! refresh that holds no lock across the HTTP call, a cooldown on unknown-`kid` refetches) and
+//! the token checks.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use crate::claims::Claims;
+use crate::error::{Error, ErrorKind};
+use crate::jwks::{VerifyingKey, max_age, parse_jwks};
+
+/// Seconds since the Unix epoch, from an injectable source.
+pub type ClockFn = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+#[allow(clippy::disallowed_methods)] // the validator's one read of the wall clock
+fn system_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+const MAX_TOKEN_BYTES: usize = 16 * 1024;
+const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
+/// Never cache keys longer than this, whatever the JWKS server says.
+pub const MAX_CACHE_SECS: i64 = 24 * 3600;
+
+pub struct ValidatorBuilder {
+    issuer: String,
+    audience: String,
+    leeway: i64,
+    allowed_client_ids: Option<HashSet<String>>,
+    cooldown: i64,
+    default_cache: i64,
+    min_cache: i64,
+    jwks_uri: Option<String>,
+    http: Option<reqwest::Client>,
+    clock: Option<ClockFn>,
+    fetch_timeout: Duration,
+}
+
+impl ValidatorBuilder {
+    /// Clock skew tolerated on `exp` and `nbf` (default 60 s).
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway.as_secs() as i64;
+        self
+    }
+    /// Accept only tokens whose `client_id` is one of these.
+    pub fn allowed_client_ids<I: IntoIterator<Item = S>, S: Into<String>>(mut self, ids: I) -> Self {
+        self.allowed_client_ids = Some(ids.into_iter().map(Into::into).collect());
+        self
+    }
+    /// Least time between two refetches caused by unknown `kid`s (default 30 s).
+    pub fn refetch_cooldown(mut self, cooldown: Duration) -> Self {
+        self.cooldown = cooldown.as_secs() as i64;
+        self
+    }
+    /// Cache period when the JWKS response has no `max-age` (default 300 s).
+    pub fn default_cache_period(mut self, period: Duration) -> Self {
+        self.default_cache = (period.as_secs() as i64).clamp(1, MAX_CACHE_SECS);
+        self
+    }
+    /// Skip discovery and fetch keys from this URL.
+    pub fn jwks_uri(mut self, uri: impl Into<String>) -> Self {
+        self.jwks_uri = Some(uri.into());
+        self
+    }
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http = Some(client);
+        self
+    }
+    /// Replace the wall clock (tests and simulations).
+    pub fn clock(mut self, clock: impl Fn() -> i64 + Send + Sync + 'static) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// Runs discovery (unless a JWKS URI was given) and fetches the keys once.
+    pub async fn build(self) -> Result<Validator, Error> {
+        let http = match self.http {
+            Some(c) => c,
+            None => {
+                // reqwest is built without a bundled crypto provider; use ring's (idempotent).
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                reqwest::Client::builder()
+                    .timeout(self.fetch_timeout)
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+                    .map_err(|e| ErrorKind::Discovery(e.to_string()))?
+            }
+        };
+        let issuer = self.issuer.trim_end_matches('/').to_owned();
+        let jwks_uri = match self.jwks_uri {
+            Some(u) => u,
+            None => discover(&http, &issuer).await?,
+        };
+        let clock = self.clock.unwrap_or_else(|| Arc::new(system_now));
+        let inner = Arc::new(Inner {
+            issuer,
+            audience: self.audience,
+            leeway: self.leeway,
+            allowed_client_ids: self.allowed_client_ids,
+            cooldown: self.cooldown,
+            default_cache: self.default_cache,
+            min_cache: self.min_cache,
+            jwks_uri,
+            http,
+            clock,
+            keys: ArcSwap::from_pointee(KeySet::default()),
+            flight: Mutex::new(None),
+            last_unknown_kid_fetch: AtomicI64::new(i64::MIN / 2),
+            fetches: AtomicU64::new(0),
+        });
+        inner.fetch_and_swap().await?;
+        Ok(Validator { inner })
+    }
+}
+
+#[derive(Default)]
+struct KeySet {
+    keys: HashMap<String, Arc<VerifyingKey>>,
+    expires_at: i64,
+}
+
+struct Inner {
+    issuer: String,
+    audience: String,
+    leeway: i64,
+    allowed_client_ids: Option<HashSet<String>>,
+    cooldown: i64,
+    default_cache: i64,
+    min_cache: i64,
+    jwks_uri: String,
+    http: reqwest::Client,
+    clock: ClockFn,
+    keys: ArcSwap<KeySet>,
+    /// The refresh in flight, if any: joiners wait on it instead of fetching again.
+    flight: Mutex<Option<watch::Receiver<bool>>>,
+    last_unknown_kid_fetch: AtomicI64,
+    fetches: AtomicU64,
+}
+
+/// Verifies access tokens for one issuer and audience. Cheap to clone.
+#[derive(Clone)]
+pub struct Validator {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Validator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Validator")
+            .field("issuer", &self.inner.issuer)
+            .field("audience", &self.inner.audience)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+struct Header {
+    alg: String,
+    kid: Option<String>,
+    typ: Option<String>,
+    crit: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct Discovery {
+    issuer: String,
+    jwks_uri: String,
+}
+
+async fn get_limited(http: &reqwest::Client, url: &str) -> Result<(Vec<u8>, Option<u64>), String> {
+    let mut res = http.get(url).send().await.map_err(|e| e.to_string())?;
+    if !res.status().is_success() {
+        return Err(format!("{url} answered {}", res.status()));
+    }
+    let max_age = res
+        .headers()
+        .get(reqwest::header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .and_then(max_age);
+    let mut body = Vec::new();
+    while let Some(chunk) = res.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
+            return Err(format!("{url} answered more than {MAX_DOCUMENT_BYTES} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, max_age))
+}
+
+async fn discover(http: &reqwest::Client, issuer: &str) -> Result<String, Error> {
+    let url = format!("{issuer}/.well-known/openid-configuration");
+    let (body, _) = get_limited(http, &url).await.map_err(ErrorKind::Discovery)?;
+    let doc: Discovery = serde_json::from_slice(&body)
+        .map_err(|e| ErrorKind::Discovery(format!("bad metadata: {e}")))?;
+    if doc.issuer != issuer {
+        return Err(ErrorKind::Discovery(format!(
+            "metadata names issuer {:?}, expected {issuer:?}",
+            doc.issuer
+        ))
+        .into());
+    }
+    if !(doc.jwks_uri.starts_with("https://") || doc.jwks_uri.starts_with("http://")) {
+        return Err(ErrorKind::Discovery("jwks_uri is not an http(s) URL".into()).into());
+    }
+    Ok(doc.jwks_uri)
+}
+
+impl Inner {
+    fn now(&self) -> i64 {
+        (self.clock)()
+    }
+
+    /// Fetches the JWKS and swaps it in. A failure keeps the keys already held.
+    async fn fetch_and_swap(&self) -> Result<(), Error> {
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        let result = get_limited(&self.http, &self.jwks_uri)
+            .await
+            .and_then(|(body, max_age)| Ok((parse_jwks(&body)?, max_age)));
+        let now = self.now();
+        match result {
+            Ok((keys, max_age)) => {
+                let period = max_age
+                    .map(|s| s.min(MAX_CACHE_SECS as u64) as i64)
+                    .unwrap_or(self.default_cache)
+                    .max(self.min_cache);
+                self.keys.store(Arc::new(KeySet {
+                    keys: keys.into_iter().map(|(k, v)| (k, Arc::new(v))).collect(),
+                    expires_at: now + period,
+                }));
+                Ok(())
+            }
+            Err(message) => {
+                tracing::warn!(jwks_uri = %self.jwks_uri, error = %message, "JWKS refresh failed; keeping cached keys");
+                let current = self.keys.load_full();
+                if !current.keys.is_empty() {
+                    // Try again after the cooldown rather than on every request.
+                    self.keys.store(Arc::new(KeySet {
+                        keys: current.keys.clone(),
+                        expires_at: now + self.cooldown.max(1),
+                    }));
+                }
+                Err(ErrorKind::Jwks(message).into())
+            }
+        }
+    }
+}
+
+/// Starts a refresh unless one is in flight; returns a receiver that turns `true` when it ends.
+/// The fetch runs in its own task, so a cancelled caller never strands the others.
+fn join_or_start_refresh(inner: &Arc<Inner>) -> watch::Receiver<bool> {
+    let mut slot = inner.flight.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(rx) = &*slot {
+        return rx.clone();
+    }
+    let (tx, rx) = watch::channel(false);
+    *slot = Some(rx.clone());
+    drop(slot);
+    let inner = inner.clone();
+    tokio::spawn(async move {
+        let _ = inner.fetch_and_swap().await;
+        *inner.flight.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+impl Validator {
+    /// `issuer` and `audience` are required: there are no silent defaults.
+    pub fn builder(issuer: impl Into<String>, audience: impl Into<String>) -> ValidatorBuilder {
+        ValidatorBuilder {
+            issuer: issuer.into(),
+            audience: audience.into(),
+            leeway: 60,
+            allowed_client_ids: None,
+            cooldown: 30,
+            default_cache: 300,
+            min_cache: 5,
+            jwks_uri: None,
+            http: None,
+            clock: None,
+            fetch_timeout: Duration::from_secs(5),
+        }
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.inner.issuer
+    }
+
+    /// How many times the JWKS has been fetched (for metrics and tests).
+    pub fn jwks_fetches(&self) -> u64 {
+        self.inner.fetches.load(Ordering::Relaxed)
+    }
+
+    /// Refreshes the keys now (single-flight with any refresh already running).
+    pub async fn refresh(&self) {
+        let mut rx = join_or_start_refresh(&self.inner);
+        let _ = rx.wait_for(|done| *done).await;
+    }
+
+    fn lookup(&self, kid: &str) -> Option<Arc<VerifyingKey>> {
+        self.inner.keys.load().keys.get(kid).cloned()
+    }
+
+    async fn refetch_for_unknown_kid(&self, now: i64) {
+        let last = self.inner.last_unknown_kid_fetch.load(Ordering::Acquire);
+        let cooled = now - last >= self.inner.cooldown;
+        if cooled
+            && self
+                .inner
+                .last_unknown_kid_fetch
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            self.refresh().await;
+            return;
+        }
+        // Within the cooldown: wait for a refresh already in flight, but never start one.
+        let pending = self
+            .inner
+            .flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(mut rx) = pending {
+            let _ = rx.wait_for(|done| *done).await;
+        }
+    }
+
+    /// Verifies signature and claims; returns the claims of a valid access token.
+    pub async fn validate(&self, token: &str) -> Result<Claims, Error> {
+        let malformed = || Error::from(ErrorKind::Malformed);
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(malformed());
+        }
+        let (signing_input, sig_b64) = token.rsplit_once('.').ok_or_else(malformed)?;
+        let (header_b64, payload_b64) = signing_input.split_once('.').ok_or_else(malformed)?;
+        if payload_b64.contains('.') {
+            return Err(malformed());
+        }
+        let header: Header = B64
+            .decode(header_b64)
+            .ok()
+            .and_then(|h| serde_json::from_slice(&h).ok())
+            .ok_or_else(malformed)?;
+        match header.typ.as_deref() {
+            Some(t) if t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt") => {}
+            other => {
+                return Err(ErrorKind::UnsupportedHeader(format!("typ {other:?}")).into());
+            }
+        }
+        if header.crit.is_some() {
+            return Err(ErrorKind::UnsupportedHeader("crit".into()).into());
+        }
+        let kid = header
+            .kid
+            .ok_or_else(|| ErrorKind::UnsupportedHeader("no kid".into()))?;
+        let now = self.inner.now();
+        if self.inner.keys.load().expires_at <= now {
+            // Stale cache: refresh in the background, keep verifying with what we hold.
+            drop(join_or_start_refresh(&self.inner));
+        }
+        let key = match self.lookup(&kid) {
+            Some(k) => k,
+            None => {
+                self.refetch_for_unknown_kid(now).await;
+                self.lookup(&kid).ok_or(ErrorKind::UnknownKey)?
+            }
+        };
+        if header.alg != key.alg() {
+            return Err(ErrorKind::AlgorithmMismatch.into());
+        }
+        let signature = B64.decode(sig_b64).map_err(|_| malformed())?;
+        if !key.verify(signing_input.as_bytes(), &signature) {
+            return Err(ErrorKind::BadSignature.into());
+        }
+        let payload = B64.decode(payload_b64).map_err(|_| malformed())?;
+        let claims: Claims = serde_json::from_slice(&payload).map_err(|_| malformed())?;
+        self.check_claims(&claims, now)?;
+        Ok(claims)
+    }
+
+    fn check_claims(&self, c: &Claims, now: i64) -> Result<(), Error> {
+        let i = &self.inner;
+        if c.iss != i.issuer {
+            return Err(ErrorKind::WrongIssuer.into());
+        }
+        if !c.aud.contains(&i.audience) {
+            return Err(ErrorKind::WrongAudience.into());
+        }
+        if c.exp <= now - i.leeway {
+            return Err(ErrorKind::Expired.into());
+        }
+        if c.nbf.is_some_and(|nbf| nbf > now + i.leeway) {
+            return Err(ErrorKind::NotYetValid.into());
+        }
+        if c.token_use.as_deref() != Some("access") {
+            return Err(ErrorKind::WrongTokenUse.into());
+        }
+        if let Some(allowed) = &i.allowed_client_ids {
+            let id = c
+                .client_id
+                .as_deref()
+                .ok_or(ErrorKind::MissingClaim("client_id"))?;
+            if !allowed.contains(id) {
+                return Err(ErrorKind::ClientNotAllowed.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Validates and requires every scope in `required`.
+    pub async fn validate_with_scopes(&self, token: &str, required: &[&str]) -> Result<Claims, Error> {
+        let claims = self.validate(token).await?;
+        let missing: Vec<String> = required
+            .iter()
+            .filter(|s| !claims.has_scope(s))
+            .map(|s| (*s).to_owned())
+            .collect();
+        if missing.is_empty() {
+            Ok(claims)
+        } else {
+            Err(ErrorKind::InsufficientScope(required.iter().map(|s| (*s).to_owned()).collect()).into())
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! The validator against a JWKS server on a random port that counts its fetches.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use ring::rand::SystemRandom;
+use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+use serde_json::{Value, json};
+use sigil_validator::{ErrorKind, Validator};
+
+const ISS: &str = "https://issuer.test/realms/ledger";
+const NOW: i64 = 1_800_000_000;
+
+struct Key {
+    kid: String,
+    pair: EcdsaKeyPair,
+}
+
+impl Key {
+    fn new(kid: &str) -> Key {
+        let rng = SystemRandom::new();
+        let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).expect("gen");
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, doc.as_ref(), &rng)
+            .expect("parse");
+        Key { kid: kid.into(), pair }
+    }
+    fn jwk(&self) -> Value {
+        let p = self.pair.public_key().as_ref();
+        json!({"kty":"EC","crv":"P-256","kid":self.kid,"alg":"ES256","use":"sig",
+               "x":B64.encode(&p[1..33]),"y":B64.encode(&p[33..65])})
+    }
+    fn sign(&self, header: Value, claims: Value) -> String {
+        let input = format!(
+            "{}.{}",
+            B64.encode(header.to_string()),
+            B64.encode(claims.to_string())
+        );
+        let sig = self
+            .pair
+            .sign(&SystemRandom::new(), input.as_bytes())
+            .expect("sign");
+        format!("{input}.{}", B64.encode(sig.as_ref()))
+    }
+    fn token(&self, claims: Value) -> String {
+        self.sign(json!({"alg":"ES256","kid":self.kid,"typ":"at+jwt"}), claims)
+    }
+}
+
+fn claims() -> Value {
+    json!({"iss":ISS,"sub":"ach-processor","aud":"ledger","client_id":"ach-processor",
+           "scope":"tx:post:ach balances:read","token_use":"access",
+           "iat":NOW,"nbf":NOW,"exp":NOW+3600,"jti":"j1"})
+}
+
+/// 0 = serve keys, 1 = garbage, 2 = 503, 3 = empty key set.
+struct Jwks {
+    keys: Mutex<Vec<Value>>,
+    mode: AtomicU8,
+    hits: AtomicU64,
+}
+
+async fn serve_jwks(State(s): State<Arc<Jwks>>) -> Response {
+    s.hits.fetch_add(1, Ordering::SeqCst);
+    match s.mode.load(Ordering::SeqCst) {
+        1 => "<html>oops</html>".into_response(),
+        2 => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        3 => axum::Json(json!({"keys": []})).into_response(),
+        _ => {
+            let keys = s.keys.lock().expect("lock").clone();
+            let mut r = axum::Json(json!({ "keys": keys })).into_response();
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=600"));
+            r
+        }
+    }
+}
+
+struct Harness {
+    jwks: Arc<Jwks>,
+    clock: Arc<AtomicI64>,
+    validator: Validator,
+}
+
+async fn harness(keys: &[&Key]) -> Harness {
+    let jwks = Arc::new(Jwks {
+        keys: Mutex::new(keys.iter().map(|k| k.jwk()).collect()),
+        mode: AtomicU8::new(0),
+        hits: AtomicU64::new(0),
+    });
+    let app = Router::new()
+        .route("/jwks", get(serve_jwks))
+        .with_state(jwks.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let clock = Arc::new(AtomicI64::new(NOW));
+    let c = clock.clone();
+    let validator = Validator::builder(ISS, "ledger")
+        .jwks_uri(format!("http://{addr}/jwks"))
+        .clock(move || c.load(Ordering::SeqCst))
+        .build()
+        .await
+        .expect("build");
+    Harness { jwks, clock, validator }
+}
+
+#[tokio::test]
+async fn valid_token_passes_and_claims_are_read() {
+    let k = Key::new("k1");
+    let h = harness(&[&k]).await;
+    let c = h.validator.validate(&k.token(claims())).await.expect("valid");
+    assert_eq!(c.client_id.as_deref(), Some("ach-processor"));
+    assert!(c.has_scope("balances:read") && !c.has_scope("balances"));
+    assert_eq!(h.jwks.hits.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn claim_checks_refuse_each_bad_claim() {
+    let k = Key::new("k1");
+    let h = harness(&[&k]).await;
+    let cases: Vec<(&str, Value, ErrorKind)> = vec![
+        ("exp", json!(NOW - 120), ErrorKind::Expired),
+        ("nbf", json!(NOW + 600), ErrorKind::NotYetValid),
+        ("iss", json!("https://evil.test/realms/ledger"), ErrorKind::WrongIssuer),
+        ("aud", json!("payments"), ErrorKind::WrongAudience),
+        ("token_use", json!("id"), ErrorKind::WrongTokenUse),
+    ];
+    for (claim, value, kind) in cases {
+        let mut c = claims();
+        c[claim] = value;
+        let err = h.validator.validate(&k.token(c)).await.expect_err(claim);
+        assert_eq!(err.kind(), &kind, "{claim}");
+    }
+    // An array audience containing ours is fine; leeway covers small skew.
+    let mut c = claims();
+    c["aud"] = json!(["other", "ledger"]);
+    c["exp"] = json!(NOW - 30);
+    h.validator.validate(&k.token(c)).await.expect("within leeway");
+    // An ID-token-shaped header is refused before anything else.
+    let id = k.sign(json!({"alg":"ES256","kid":"k1","typ":"JWT"}), claims());
+    assert!(matches!(h.validator.validate(&id).await.unwrap_err().kind(), ErrorKind::UnsupportedHeader(_)));
+}
+
+#[tokio::test]
+async fn forged_algorithms_and_tampering_fail() {
+    let k = Key::new("k1");
+    let h = harness(&[&k]).await;
+    let good = k.token(claims());
+    let parts: Vec<&str> = good.split('.').collect();
+    // alg none, no signature.
+    let none = format!(
+        "{}.{}.",
+        B64.encode(json!({"alg":"none","kid":"k1","typ":"at+jwt"}).to_string()),
+        parts[1]
+    );
+    assert_eq!(h.validator.validate(&none).await.unwrap_err().kind(), &ErrorKind::AlgorithmMismatch);
+    // HS256 keyed with the public key's JWK text.
+    let header = B64.encode(json!({"alg":"HS256","kid":"k1","typ":"at+jwt"}).to_string());
+    let input = format!("{header}.{}", parts[1]);
+    let hkey = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, k.jwk().to_string().as_bytes());
+    let forged = format!("{input}.{}", B64.encode(ring::hmac::sign(&hkey, input.as_bytes()).as_ref()));
+    assert_eq!(h.validator.validate(&forged).await.unwrap_err().kind(), &ErrorKind::AlgorithmMismatch);
+    // A scope added after signing.
+    let mut c = claims();
+    c["scope"] = json!("tx:post:ach balances:read tx:post:wire");
+    let tampered = format!("{}.{}.{}", parts[0], B64.encode(c.to_string()), parts[2]);
+    assert_eq!(h.validator.validate(&tampered).await.unwrap_err().kind(), &ErrorKind::BadSignature);
+    // Garbage.
+    for junk in ["", "a.b", "a.b.c.d", "...", "eyJ.eyJ.sig"] {
+        assert!(h.validator.validate(junk).await.is_err(), "{junk}");
+    }
+}
+
+#[tokio::test]
+async fn flood_of_unknown_kids_costs_one_fetch_per_cooldown() {
+    let k = Key::new("k1");
+    let h = harness(&[&k]).await;
+    let stranger = Key::new("k1");
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let v = h.validator.clone();
+        let mut header = json!({"alg":"ES256","typ":"at+jwt"});
+        header["kid"] = json!(format!("random-{i}"));
+        let t = stranger.sign(header, claims());
+        tasks.push(tokio::spawn(async move { v.validate(&t).await }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.expect("join").unwrap_err().kind(), &ErrorKind::UnknownKey);
+    }
+    assert_eq!(h.jwks.hits.load(Ordering::SeqCst), 2, "build + one refetch");
+    // After the cooldown a new unknown kid may trigger one more.
+    h.clock.fetch_add(31, Ordering::SeqCst);
+    let mut header = json!({"alg":"ES256","typ":"at+jwt"});
+    header["kid"] = json!("again");
+    let _ = h.validator.validate(&stranger.sign(header, claims())).await;
+    assert_eq!(h.jwks.hits.load(Ordering::SeqCst), 3);
+    // A same-kid token signed by another key is a bad signature, not a refetch.
+    let _ = h.validator.validate(&stranger.token(claims())).await;
+    assert_eq!(h.jwks.hits.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn new_key_is_picked_up_by_one_refetch() {
+    let k1 = Key::new("k1");
+    let h = harness(&[&k1]).await;
+    let k2 = Key::new("k2");
+    h.jwks.keys.lock().expect("lock").push(k2.jwk());
+    h.validator.validate(&k2.token(claims())).await.expect("k2 after refetch");
+    assert_eq!(h.jwks.hits.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn garbage_and_outages_do_not_evict_good_keys() {
+    let k = Key::new("k1");
+    let h = harness(&[&k]).await;
+    let token = k.token(claims());
+    for mode in [1u8, 2, 3] {
+        h.jwks.mode.store(mode, Ordering::SeqCst);
+        h.clock.fetch_add(601, Ordering::SeqCst); // cache expired: a refresh is due
+        h.validator.refresh().await;
+        let mut c = claims();
+        let now = h.clock.load(Ordering::SeqCst);
+        c["iat"] = json!(now);
+        c["nbf"] = json!(now);
+        c["exp"] = json!(now + 3600);
+        h.validator.validate(&k.token(c)).await.expect("still verifies");
+    }
+    let _ = token;
+    assert!(h.jwks.hits.load(Ordering::SeqCst) >= 4);
+}
