@@ -275,7 +275,10 @@ pub async fn run(cli: Cli, config: Config) -> Result<i32, CliError> {
                     if json {
                         print_json(&r);
                     } else {
-                        println!("realm:   {}\nissuer:  {}\nalg:     {}\nttl:     {}s", r.name, r.issuer, r.alg, r.access_token_ttl);
+                        println!(
+                            "realm:   {}\nissuer:  {}\nalg:     {}\nttl:     {}s",
+                            r.name, r.issuer, r.alg, r.access_token_ttl
+                        );
                         for k in r.keys {
                             println!("key:     {} {} {}", k.kid, k.alg, k.state);
                         }
@@ -313,7 +316,13 @@ pub async fn run(cli: Cli, config: Config) -> Result<i32, CliError> {
                     } else {
                         for c in clients {
                             let state = if c.enabled { "enabled" } else { "disabled" };
-                            println!("{}\t{}\t{}\t{}", c.client_id, state, c.audience, c.allowed_scopes.join(" "));
+                            println!(
+                                "{}\t{}\t{}\t{}",
+                                c.client_id,
+                                state,
+                                c.audience,
+                                c.allowed_scopes.join(" ")
+                            );
                         }
                     }
                 }
@@ -324,8 +333,12 @@ pub async fn run(cli: Cli, config: Config) -> Result<i32, CliError> {
                     } else {
                         println!(
                             "client:   {}\nrealm:    {}\nenabled:  {}\naudience: {}\nscopes:   {}\ndefaults: {}",
-                            c.client_id, c.realm, c.enabled, c.audience,
-                            c.allowed_scopes.join(" "), c.default_scopes.join(" ")
+                            c.client_id,
+                            c.realm,
+                            c.enabled,
+                            c.audience,
+                            c.allowed_scopes.join(" "),
+                            c.default_scopes.join(" ")
                         );
                     }
                 }

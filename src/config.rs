@@ -175,7 +175,9 @@ impl Config {
             bind,
             public_url,
             database_url,
-            kek_file: s.kek_file.unwrap_or_else(|| PathBuf::from(DEFAULT_KEK_FILE)),
+            kek_file: s
+                .kek_file
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_KEK_FILE)),
             cache_ttl_secs: bounded("cache_ttl_secs", s.cache_ttl_secs.unwrap_or(5), 0, 3600)?,
             jwks_max_age_secs: bounded(
                 "jwks_max_age_secs",
@@ -255,22 +257,22 @@ mod tests {
             bind: Some("nope".into()),
             ..Default::default()
         })
-        .unwrap_err();
+        .expect_err("must fail");
         assert!(e.to_string().contains("bind"), "{e}");
         let e = Config::from_settings(Settings {
             database_url: Some("mysql://x".into()),
             ..Default::default()
         })
-        .unwrap_err();
+        .expect_err("must fail");
         assert!(e.to_string().contains("database_url"), "{e}");
         let e = Config::from_settings(Settings {
             public_url: Some("ftp://x".into()),
             ..Default::default()
         })
-        .unwrap_err();
+        .expect_err("must fail");
         assert!(e.to_string().contains("public_url"), "{e}");
         let e = Settings::from_env(|k| (k == "SIGIL_CACHE_TTL_SECS").then(|| "x".to_owned()))
-            .unwrap_err();
+            .expect_err("must fail");
         assert!(e.to_string().contains("SIGIL_CACHE_TTL_SECS"), "{e}");
     }
 

@@ -44,8 +44,11 @@ pub struct Directory {
     base_url: String,
     ttl: i64,
     realms: RwLock<HashMap<String, Entry<Option<Arc<LiveRealm>>>>>,
-    clients: RwLock<HashMap<(String, String), Entry<Option<Arc<ClientRecord>>>>>,
+    clients: RwLock<HashMap<ClientKey, Entry<Option<Arc<ClientRecord>>>>>,
 }
+
+/// (realm, client id)
+type ClientKey = (String, String);
 
 /// A realm name: 1-64 of `a-z 0-9 - _`.
 pub fn is_valid_realm_name(name: &str) -> bool {
@@ -126,8 +129,10 @@ impl Directory {
             return Ok(None);
         };
         let keys = self.store.realm_keys(name).await?;
-        let key_states: Vec<(String, String)> =
-            keys.iter().map(|k| (k.kid.clone(), k.state.clone())).collect();
+        let key_states: Vec<(String, String)> = keys
+            .iter()
+            .map(|k| (k.kid.clone(), k.state.clone()))
+            .collect();
         let issuer = issuer_for(&self.base_url, name);
         if let Some(prev) = previous
             && prev.key_states == key_states

@@ -62,12 +62,13 @@ impl Application {
                 "created a new key-encryption key; production must provide its own KEK (kek_file) and back it up"
             );
         }
-        let listener = TcpListener::bind(config.bind)
-            .await
-            .map_err(|source| StartupError::Bind {
-                addr: config.bind,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(config.bind)
+                .await
+                .map_err(|source| StartupError::Bind {
+                    addr: config.bind,
+                    source,
+                })?;
         let addr = listener.local_addr().map_err(|source| StartupError::Bind {
             addr: config.bind,
             source,

@@ -102,14 +102,16 @@ pub async fn create(
     if store.realm(&req.realm).await?.is_none() {
         return Err(AdminError::NotFound(format!("realm {}", req.realm)));
     }
-    let audit = [AuditDraft::new(now, Some(&req.realm), "client.created", actor)
-        .subject(&record.client_id)
-        .detail(json!({
-            "scopes": record.allowed_scopes,
-            "default_scopes": record.default_scopes,
-            "audience": record.audience,
-            "access_token_ttl": record.access_token_ttl,
-        }))];
+    let audit = [
+        AuditDraft::new(now, Some(&req.realm), "client.created", actor)
+            .subject(&record.client_id)
+            .detail(json!({
+                "scopes": record.allowed_scopes,
+                "default_scopes": record.default_scopes,
+                "audience": record.audience,
+                "access_token_ttl": record.access_token_ttl,
+            })),
+    ];
     store.create_client(&record, &audit).await?;
     Ok(WithSecret {
         client_secret: new_secret.secret,
@@ -157,7 +159,14 @@ pub async fn rotate_secret(
     let new_secret = secret::generate();
     let audit = [AuditDraft::new(now, Some(realm), "client.secret_rotated", actor).subject(id)];
     let done = store
-        .set_client_secret(realm, id, &new_secret.salt, &new_secret.verifier, now, &audit)
+        .set_client_secret(
+            realm,
+            id,
+            &new_secret.salt,
+            &new_secret.verifier,
+            now,
+            &audit,
+        )
         .await?;
     if !done {
         return Err(not_found(realm, id));

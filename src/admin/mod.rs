@@ -47,6 +47,9 @@ pub(crate) fn check_ttl(field: &'static str, ttl: i64) -> Result<i64, AdminError
     if (60..=86_400).contains(&ttl) {
         Ok(ttl)
     } else {
-        Err(invalid(field, format!("{ttl} is outside 60..=86400 seconds")))
+        Err(invalid(
+            field,
+            format!("{ttl} is outside 60..=86400 seconds"),
+        ))
     }
 }

@@ -55,7 +55,10 @@ impl ChainWalker {
         if r.seq != self.expected_seq {
             return Err((
                 r.seq,
-                format!("expected seq {}, found {} (a row is missing)", self.expected_seq, r.seq),
+                format!(
+                    "expected seq {}, found {} (a row is missing)",
+                    self.expected_seq, r.seq
+                ),
             ));
         }
         if r.prev_hash != self.prev_hash {
@@ -128,21 +131,33 @@ mod tests {
 
     #[test]
     fn intact_chain_verifies() {
-        assert!(matches!(verify_chain(&chain(5)), VerifyReport::Intact { rows: 5, .. }));
+        assert!(matches!(
+            verify_chain(&chain(5)),
+            VerifyReport::Intact { rows: 5, .. }
+        ));
     }
 
     #[test]
     fn edited_missing_or_reordered_rows_are_named() {
         let mut c = chain(5);
         c[2].actor = "mallory".into();
-        assert!(matches!(verify_chain(&c), VerifyReport::Broken { seq: 3, .. }));
+        assert!(matches!(
+            verify_chain(&c),
+            VerifyReport::Broken { seq: 3, .. }
+        ));
         let mut c = chain(5);
         c.remove(1);
-        assert!(matches!(verify_chain(&c), VerifyReport::Broken { seq: 3, .. }));
+        assert!(matches!(
+            verify_chain(&c),
+            VerifyReport::Broken { seq: 3, .. }
+        ));
         let mut c = chain(5);
         // Recomputing the edited row's own hash still breaks the link to the next row.
         c[1].detail = "{}".into();
         c[1].hash = row_hash(&c[1].prev_hash, 2, c[1].ts, Some("r"), "k", "a", None, "{}");
-        assert!(matches!(verify_chain(&c), VerifyReport::Broken { seq: 3, .. }));
+        assert!(matches!(
+            verify_chain(&c),
+            VerifyReport::Broken { seq: 3, .. }
+        ));
     }
 }

@@ -31,7 +31,10 @@ impl PublicParts {
                 B64.encode(n)
             ),
         };
-        B64.encode(ring::digest::digest(&ring::digest::SHA256, canonical.as_bytes()))
+        B64.encode(ring::digest::digest(
+            &ring::digest::SHA256,
+            canonical.as_bytes(),
+        ))
     }
 
     pub fn to_jwk(&self, alg: Alg, kid: &str) -> serde_json::Value {
@@ -40,7 +43,9 @@ impl PublicParts {
                 json!({"kty": "EC", "crv": "P-256", "x": B64.encode(x), "y": B64.encode(y)})
             }
             PublicParts::Okp { x } => json!({"kty": "OKP", "crv": "Ed25519", "x": B64.encode(x)}),
-            PublicParts::Rsa { n, e } => json!({"kty": "RSA", "n": B64.encode(n), "e": B64.encode(e)}),
+            PublicParts::Rsa { n, e } => {
+                json!({"kty": "RSA", "n": B64.encode(n), "e": B64.encode(e)})
+            }
         };
         jwk["kid"] = json!(kid);
         jwk["alg"] = json!(alg.as_str());

@@ -58,7 +58,10 @@ impl FileKek {
         let text = std::fs::read_to_string(path)
             .map_err(|e| KeyError::Kek(format!("cannot read {}: {e}", path.display())))?;
         let bytes = STANDARD.decode(text.trim()).map_err(|_| {
-            KeyError::Kek(format!("{} does not hold base64 key material", path.display()))
+            KeyError::Kek(format!(
+                "{} does not hold base64 key material",
+                path.display()
+            ))
         })?;
         Self::from_bytes(&bytes)
     }
@@ -142,7 +145,10 @@ mod tests {
         let kek = FileKek::from_bytes(&[7u8; 32]).expect("kek");
         let sealed = kek.seal(b"realm/kid1", b"secret key").expect("seal");
         assert!(!sealed.windows(10).any(|w| w == b"secret key"));
-        assert_eq!(kek.open(b"realm/kid1", &sealed).expect("open"), b"secret key");
+        assert_eq!(
+            kek.open(b"realm/kid1", &sealed).expect("open"),
+            b"secret key"
+        );
         assert!(kek.open(b"realm/kid2", &sealed).is_err());
         let other = FileKek::from_bytes(&[8u8; 32]).expect("kek");
         assert!(other.open(b"realm/kid1", &sealed).is_err());

@@ -12,7 +12,9 @@ pub use signing::{Alg, SigningKey};
 pub enum KeyError {
     #[error("key-encryption key: {0}")]
     Kek(String),
-    #[error("private key of {kid} cannot be decrypted with the configured KEK ({kek_id}); it was sealed under KEK {sealed_under}")]
+    #[error(
+        "private key of {kid} cannot be decrypted with the configured KEK ({kek_id}); it was sealed under KEK {sealed_under}"
+    )]
     WrongKek {
         kid: String,
         kek_id: String,

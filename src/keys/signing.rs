@@ -45,7 +45,9 @@ impl FromStr for Alg {
             "ES256" => Ok(Alg::ES256),
             "RS256" => Ok(Alg::RS256),
             "EdDSA" => Ok(Alg::EdDSA),
-            other => Err(format!("unsupported algorithm {other:?} (ES256, RS256, EdDSA)")),
+            other => Err(format!(
+                "unsupported algorithm {other:?} (ES256, RS256, EdDSA)"
+            )),
         }
     }
 }
@@ -91,9 +93,7 @@ impl SigningKey {
                 EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8, &rng)
                     .map_err(|e| bad(e.to_string()))?,
             ),
-            Alg::RS256 => {
-                Pair::Rsa(RsaKeyPair::from_pkcs8(pkcs8).map_err(|e| bad(e.to_string()))?)
-            }
+            Alg::RS256 => Pair::Rsa(RsaKeyPair::from_pkcs8(pkcs8).map_err(|e| bad(e.to_string()))?),
             Alg::EdDSA => Pair::Ed(
                 Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8)
                     .map_err(|e| bad(e.to_string()))?,
@@ -241,7 +241,8 @@ mod tests {
             let key = SigningKey::from_pkcs8(alg, g.kid.clone(), &g.pkcs8).expect("parse");
             let jwt = key.sign_access_token(br#"{"sub":"x"}"#).expect("sign");
             let header: serde_json::Value = serde_json::from_slice(
-                &B64.decode(jwt.split('.').next().expect("header")).expect("b64"),
+                &B64.decode(jwt.split('.').next().expect("header"))
+                    .expect("b64"),
             )
             .expect("json");
             assert_eq!(header["typ"], "at+jwt");

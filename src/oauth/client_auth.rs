@@ -55,7 +55,9 @@ pub fn extract(headers: &HeaderMap, params: &Params) -> Result<Presented, OAuthE
     let mut auth_headers = headers.get_all(header::AUTHORIZATION).iter();
     let basic = auth_headers.next();
     if auth_headers.next().is_some() {
-        return Err(OAuthError::invalid_request("more than one Authorization header"));
+        return Err(OAuthError::invalid_request(
+            "more than one Authorization header",
+        ));
     }
     let post_secret = params.get("client_secret");
     let presented = match (basic, post_secret) {
@@ -81,7 +83,9 @@ pub fn extract(headers: &HeaderMap, params: &Params) -> Result<Presented, OAuthE
         }
         (None, Some(secret)) => {
             let Some(id) = params.get("client_id") else {
-                return Err(OAuthError::invalid_request("client_secret without client_id"));
+                return Err(OAuthError::invalid_request(
+                    "client_secret without client_id",
+                ));
             };
             Presented {
                 client_id: id.to_owned(),
@@ -110,7 +114,10 @@ fn decode_basic(value: &[u8]) -> Result<(String, String), OAuthError> {
     let raw = STANDARD.decode(rest.trim()).map_err(|_| bad())?;
     let raw = String::from_utf8(raw).map_err(|_| bad())?;
     let (id, secret) = raw.split_once(':').ok_or_else(bad)?;
-    Ok((form_decode(id).ok_or_else(bad)?, form_decode(secret).ok_or_else(bad)?))
+    Ok((
+        form_decode(id).ok_or_else(bad)?,
+        form_decode(secret).ok_or_else(bad)?,
+    ))
 }
 
 fn form_decode(s: &str) -> Option<String> {
@@ -129,7 +136,10 @@ mod tests {
     fn basic(id: &str, secret: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
         let v = format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_str(&v).expect("hv"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&v).expect("hv"),
+        );
         h
     }
 
@@ -150,13 +160,27 @@ mod tests {
         let p = extract(&HeaderMap::new(), &params("client_id=a&client_secret=s")).expect("post");
         assert_eq!(p.method, AuthMethod::ClientSecretPost);
         let both = extract(&basic("a", "s"), &params("client_id=a&client_secret=s"));
-        assert_eq!(both.unwrap_err().code, super::super::ErrorCode::InvalidRequest);
+        assert_eq!(
+            both.expect_err("must fail").code,
+            super::super::ErrorCode::InvalidRequest
+        );
         let none = extract(&HeaderMap::new(), &params("grant_type=x"));
-        assert_eq!(none.unwrap_err().code, super::super::ErrorCode::InvalidClient);
+        assert_eq!(
+            none.expect_err("must fail").code,
+            super::super::ErrorCode::InvalidClient
+        );
         let mismatch = extract(&basic("a", "s"), &params("client_id=b"));
-        assert_eq!(mismatch.unwrap_err().code, super::super::ErrorCode::InvalidRequest);
-        assert!(format!("{:?}", extract(&basic("a", "topsecret"), &params("")).expect("ok"))
+        assert_eq!(
+            mismatch.expect_err("must fail").code,
+            super::super::ErrorCode::InvalidRequest
+        );
+        assert!(
+            format!(
+                "{:?}",
+                extract(&basic("a", "topsecret"), &params("")).expect("ok")
+            )
             .find("topsecret")
-            .is_none());
+            .is_none()
+        );
     }
 }

@@ -29,14 +29,18 @@ pub fn issue(
             "this client may not use client_credentials",
         ));
     }
-    let granted = scope::grant(requested_scope, &client.allowed_scopes, &client.default_scopes)
-        .map_err(|e| match e {
-            ScopeError::Empty => OAuthError::new(
-                ErrorCode::InvalidScope,
-                "no scope requested and the client has no default scope",
-            ),
-            other => OAuthError::new(ErrorCode::InvalidScope, other.to_string()),
-        })?;
+    let granted = scope::grant(
+        requested_scope,
+        &client.allowed_scopes,
+        &client.default_scopes,
+    )
+    .map_err(|e| match e {
+        ScopeError::Empty => OAuthError::new(
+            ErrorCode::InvalidScope,
+            "no scope requested and the client has no default scope",
+        ),
+        other => OAuthError::new(ErrorCode::InvalidScope, other.to_string()),
+    })?;
     let ttl = client
         .access_token_ttl
         .unwrap_or(realm.record.access_token_ttl);

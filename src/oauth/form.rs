@@ -79,7 +79,10 @@ mod tests {
         assert!(parse(&form(), b"scope=a&scope=b").is_err());
         assert!(parse(&form(), b"scope=&scope=b").is_err());
         let mut json = HeaderMap::new();
-        json.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        json.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         assert!(parse(&json, br#"{"grant_type":"client_credentials"}"#).is_err());
         assert!(parse(&form(), b"a=\xff").is_err());
         assert_eq!(parse(&form(), b"scope=").expect("ok").get("scope"), None);

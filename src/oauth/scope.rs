@@ -64,8 +64,14 @@ mod tests {
     #[test]
     fn subset_rule() {
         let allowed = "tx:post:ach balances:read";
-        assert_eq!(grant(Some("tx:post:ach"), allowed, "").as_deref(), Ok("tx:post:ach"));
-        assert_eq!(grant(None, allowed, "balances:read").as_deref(), Ok("balances:read"));
+        assert_eq!(
+            grant(Some("tx:post:ach"), allowed, "").as_deref(),
+            Ok("tx:post:ach")
+        );
+        assert_eq!(
+            grant(None, allowed, "balances:read").as_deref(),
+            Ok("balances:read")
+        );
         assert_eq!(
             grant(Some("balances:read balances:read"), allowed, "").as_deref(),
             Ok("balances:read")

@@ -144,14 +144,15 @@ async fn grant(
         Refusal::new(e, reason)
     })?;
     let client = authenticate(state, realm, &presented, now).await?;
-    let issued = client_credentials::issue(realm, &client, params.get("scope"), now).map_err(|e| {
-        let reason = match e.code {
-            ErrorCode::InvalidScope => "invalid_scope",
-            ErrorCode::UnauthorizedClient => "grant_not_allowed",
-            _ => "signing_failed",
-        };
-        Refusal::new(e, reason).client(&client.client_id)
-    })?;
+    let issued =
+        client_credentials::issue(realm, &client, params.get("scope"), now).map_err(|e| {
+            let reason = match e.code {
+                ErrorCode::InvalidScope => "invalid_scope",
+                ErrorCode::UnauthorizedClient => "grant_not_allowed",
+                _ => "signing_failed",
+            };
+            Refusal::new(e, reason).client(&client.client_id)
+        })?;
     Ok((client.client_id.clone(), issued))
 }
 
@@ -163,7 +164,8 @@ async fn authenticate(
     presented: &Presented,
     now: UnixTime,
 ) -> Result<std::sync::Arc<crate::store::ClientRecord>, Refusal> {
-    let refuse = |reason| Refusal::new(OAuthError::invalid_client(), reason).client(&presented.client_id);
+    let refuse =
+        |reason| Refusal::new(OAuthError::invalid_client(), reason).client(&presented.client_id);
     if !client_auth::is_valid_client_id(&presented.client_id) {
         secret::burn(&presented.secret);
         return Err(refuse("unknown_client"));
@@ -180,7 +182,11 @@ async fn authenticate(
         secret::burn(&presented.secret);
         return Err(refuse("unknown_client"));
     };
-    if !secret::matches(&client.secret_salt, &client.secret_verifier, &presented.secret) {
+    if !secret::matches(
+        &client.secret_salt,
+        &client.secret_verifier,
+        &presented.secret,
+    ) {
         return Err(refuse("bad_secret"));
     }
     if !client.enabled {

@@ -25,10 +25,17 @@ impl Validator {
     }
 
     /// A layer that also requires each of `scopes`.
-    pub fn require_scopes<I: IntoIterator<Item = S>, S: Into<String>>(&self, scopes: I) -> AuthLayer {
+    pub fn require_scopes<I: IntoIterator<Item = S>, S: Into<String>>(
+        &self,
+        scopes: I,
+    ) -> AuthLayer {
         AuthLayer {
             validator: self.clone(),
-            scopes: scopes.into_iter().map(Into::into).collect::<Vec<_>>().into(),
+            scopes: scopes
+                .into_iter()
+                .map(Into::into)
+                .collect::<Vec<_>>()
+                .into(),
         }
     }
 

@@ -70,7 +70,9 @@ impl fmt::Display for Error {
             ErrorKind::WrongTokenUse => f.write_str("not an access token"),
             ErrorKind::ClientNotAllowed => f.write_str("client not allowed"),
             ErrorKind::MissingClaim(c) => write!(f, "missing claim {c}"),
-            ErrorKind::InsufficientScope(s) => write!(f, "insufficient scope: needs {}", s.join(" ")),
+            ErrorKind::InsufficientScope(s) => {
+                write!(f, "insufficient scope: needs {}", s.join(" "))
+            }
             ErrorKind::Discovery(m) => write!(f, "discovery failed: {m}"),
             ErrorKind::Jwks(m) => write!(f, "JWKS unavailable: {m}"),
         }

@@ -54,7 +54,10 @@ impl ValidatorBuilder {
         self
     }
     /// Accept only tokens whose `client_id` is one of these.
-    pub fn allowed_client_ids<I: IntoIterator<Item = S>, S: Into<String>>(mut self, ids: I) -> Self {
+    pub fn allowed_client_ids<I: IntoIterator<Item = S>, S: Into<String>>(
+        mut self,
+        ids: I,
+    ) -> Self {
         self.allowed_client_ids = Some(ids.into_iter().map(Into::into).collect());
         self
     }
@@ -190,7 +193,9 @@ async fn get_limited(http: &reqwest::Client, url: &str) -> Result<(Vec<u8>, Opti
     let mut body = Vec::new();
     while let Some(chunk) = res.chunk().await.map_err(|e| e.to_string())? {
         if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
-            return Err(format!("{url} answered more than {MAX_DOCUMENT_BYTES} bytes"));
+            return Err(format!(
+                "{url} answered more than {MAX_DOCUMENT_BYTES} bytes"
+            ));
         }
         body.extend_from_slice(&chunk);
     }
@@ -199,7 +204,9 @@ async fn get_limited(http: &reqwest::Client, url: &str) -> Result<(Vec<u8>, Opti
 
 async fn discover(http: &reqwest::Client, issuer: &str) -> Result<String, Error> {
     let url = format!("{issuer}/.well-known/openid-configuration");
-    let (body, _) = get_limited(http, &url).await.map_err(ErrorKind::Discovery)?;
+    let (body, _) = get_limited(http, &url)
+        .await
+        .map_err(ErrorKind::Discovery)?;
     let doc: Discovery = serde_json::from_slice(&body)
         .map_err(|e| ErrorKind::Discovery(format!("bad metadata: {e}")))?;
     if doc.issuer != issuer {
@@ -353,7 +360,9 @@ impl Validator {
             .and_then(|h| serde_json::from_slice(&h).ok())
             .ok_or_else(malformed)?;
         match header.typ.as_deref() {
-            Some(t) if t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt") => {}
+            Some(t)
+                if t.eq_ignore_ascii_case("at+jwt")
+                    || t.eq_ignore_ascii_case("application/at+jwt") => {}
             other => {
                 return Err(ErrorKind::UnsupportedHeader(format!("typ {other:?}")).into());
             }
@@ -419,7 +428,11 @@ impl Validator {
     }
 
     /// Validates and requires every scope in `required`.
-    pub async fn validate_with_scopes(&self, token: &str, required: &[&str]) -> Result<Claims, Error> {
+    pub async fn validate_with_scopes(
+        &self,
+        token: &str,
+        required: &[&str],
+    ) -> Result<Claims, Error> {
         let claims = self.validate(token).await?;
         let missing: Vec<String> = required
             .iter()
@@ -429,7 +442,10 @@ impl Validator {
         if missing.is_empty() {
             Ok(claims)
         } else {
-            Err(ErrorKind::InsufficientScope(required.iter().map(|s| (*s).to_owned()).collect()).into())
+            Err(
+                ErrorKind::InsufficientScope(required.iter().map(|s| (*s).to_owned()).collect())
+                    .into(),
+            )
         }
     }
 }

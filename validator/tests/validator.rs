@@ -1,6 +1,6 @@
 //! The validator against a JWKS server on a random port that counts its fetches.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -26,10 +26,14 @@ struct Key {
 impl Key {
     fn new(kid: &str) -> Key {
         let rng = SystemRandom::new();
-        let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).expect("gen");
+        let doc =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).expect("gen");
         let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, doc.as_ref(), &rng)
             .expect("parse");
-        Key { kid: kid.into(), pair }
+        Key {
+            kid: kid.into(),
+            pair,
+        }
     }
     fn jwk(&self) -> Value {
         let p = self.pair.public_key().as_ref();
@@ -75,8 +79,10 @@ async fn serve_jwks(State(s): State<Arc<Jwks>>) -> Response {
         _ => {
             let keys = s.keys.lock().expect("lock").clone();
             let mut r = axum::Json(json!({ "keys": keys })).into_response();
-            r.headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=600"));
+            r.headers_mut().insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("max-age=600"),
+            );
             r
         }
     }
@@ -97,7 +103,9 @@ async fn harness(keys: &[&Key]) -> Harness {
     let app = Router::new()
         .route("/jwks", get(serve_jwks))
         .with_state(jwks.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, app).await });
     let clock = Arc::new(AtomicI64::new(NOW));
@@ -108,14 +116,22 @@ async fn harness(keys: &[&Key]) -> Harness {
         .build()
         .await
         .expect("build");
-    Harness { jwks, clock, validator }
+    Harness {
+        jwks,
+        clock,
+        validator,
+    }
 }
 
 #[tokio::test]
 async fn valid_token_passes_and_claims_are_read() {
     let k = Key::new("k1");
     let h = harness(&[&k]).await;
-    let c = h.validator.validate(&k.token(claims())).await.expect("valid");
+    let c = h
+        .validator
+        .validate(&k.token(claims()))
+        .await
+        .expect("valid");
     assert_eq!(c.client_id.as_deref(), Some("ach-processor"));
     assert!(c.has_scope("balances:read") && !c.has_scope("balances"));
     assert_eq!(h.jwks.hits.load(Ordering::SeqCst), 1);
@@ -128,7 +144,11 @@ async fn claim_checks_refuse_each_bad_claim() {
     let cases: Vec<(&str, Value, ErrorKind)> = vec![
         ("exp", json!(NOW - 120), ErrorKind::Expired),
         ("nbf", json!(NOW + 600), ErrorKind::NotYetValid),
-        ("iss", json!("https://evil.test/realms/ledger"), ErrorKind::WrongIssuer),
+        (
+            "iss",
+            json!("https://evil.test/realms/ledger"),
+            ErrorKind::WrongIssuer,
+        ),
         ("aud", json!("payments"), ErrorKind::WrongAudience),
         ("token_use", json!("id"), ErrorKind::WrongTokenUse),
     ];
@@ -142,10 +162,20 @@ async fn claim_checks_refuse_each_bad_claim() {
     let mut c = claims();
     c["aud"] = json!(["other", "ledger"]);
     c["exp"] = json!(NOW - 30);
-    h.validator.validate(&k.token(c)).await.expect("within leeway");
+    h.validator
+        .validate(&k.token(c))
+        .await
+        .expect("within leeway");
     // An ID-token-shaped header is refused before anything else.
     let id = k.sign(json!({"alg":"ES256","kid":"k1","typ":"JWT"}), claims());
-    assert!(matches!(h.validator.validate(&id).await.unwrap_err().kind(), ErrorKind::UnsupportedHeader(_)));
+    assert!(matches!(
+        h.validator
+            .validate(&id)
+            .await
+            .expect_err("must fail")
+            .kind(),
+        ErrorKind::UnsupportedHeader(_)
+    ));
 }
 
 #[tokio::test]
@@ -160,18 +190,42 @@ async fn forged_algorithms_and_tampering_fail() {
         B64.encode(json!({"alg":"none","kid":"k1","typ":"at+jwt"}).to_string()),
         parts[1]
     );
-    assert_eq!(h.validator.validate(&none).await.unwrap_err().kind(), &ErrorKind::AlgorithmMismatch);
+    assert_eq!(
+        h.validator
+            .validate(&none)
+            .await
+            .expect_err("must fail")
+            .kind(),
+        &ErrorKind::AlgorithmMismatch
+    );
     // HS256 keyed with the public key's JWK text.
     let header = B64.encode(json!({"alg":"HS256","kid":"k1","typ":"at+jwt"}).to_string());
     let input = format!("{header}.{}", parts[1]);
     let hkey = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, k.jwk().to_string().as_bytes());
-    let forged = format!("{input}.{}", B64.encode(ring::hmac::sign(&hkey, input.as_bytes()).as_ref()));
-    assert_eq!(h.validator.validate(&forged).await.unwrap_err().kind(), &ErrorKind::AlgorithmMismatch);
+    let forged = format!(
+        "{input}.{}",
+        B64.encode(ring::hmac::sign(&hkey, input.as_bytes()).as_ref())
+    );
+    assert_eq!(
+        h.validator
+            .validate(&forged)
+            .await
+            .expect_err("must fail")
+            .kind(),
+        &ErrorKind::AlgorithmMismatch
+    );
     // A scope added after signing.
     let mut c = claims();
     c["scope"] = json!("tx:post:ach balances:read tx:post:wire");
     let tampered = format!("{}.{}.{}", parts[0], B64.encode(c.to_string()), parts[2]);
-    assert_eq!(h.validator.validate(&tampered).await.unwrap_err().kind(), &ErrorKind::BadSignature);
+    assert_eq!(
+        h.validator
+            .validate(&tampered)
+            .await
+            .expect_err("must fail")
+            .kind(),
+        &ErrorKind::BadSignature
+    );
     // Garbage.
     for junk in ["", "a.b", "a.b.c.d", "...", "eyJ.eyJ.sig"] {
         assert!(h.validator.validate(junk).await.is_err(), "{junk}");
@@ -192,7 +246,10 @@ async fn flood_of_unknown_kids_costs_one_fetch_per_cooldown() {
         tasks.push(tokio::spawn(async move { v.validate(&t).await }));
     }
     for t in tasks {
-        assert_eq!(t.await.expect("join").unwrap_err().kind(), &ErrorKind::UnknownKey);
+        assert_eq!(
+            t.await.expect("join").expect_err("must fail").kind(),
+            &ErrorKind::UnknownKey
+        );
     }
     assert_eq!(h.jwks.hits.load(Ordering::SeqCst), 2, "build + one refetch");
     // After the cooldown a new unknown kid may trigger one more.
@@ -212,7 +269,10 @@ async fn new_key_is_picked_up_by_one_refetch() {
     let h = harness(&[&k1]).await;
     let k2 = Key::new("k2");
     h.jwks.keys.lock().expect("lock").push(k2.jwk());
-    h.validator.validate(&k2.token(claims())).await.expect("k2 after refetch");
+    h.validator
+        .validate(&k2.token(claims()))
+        .await
+        .expect("k2 after refetch");
     assert_eq!(h.jwks.hits.load(Ordering::SeqCst), 2);
 }
 
@@ -230,7 +290,10 @@ async fn garbage_and_outages_do_not_evict_good_keys() {
         c["iat"] = json!(now);
         c["nbf"] = json!(now);
         c["exp"] = json!(now + 3600);
-        h.validator.validate(&k.token(c)).await.expect("still verifies");
+        h.validator
+            .validate(&k.token(c))
+            .await
+            .expect("still verifies");
     }
     let _ = token;
     assert!(h.jwks.hits.load(Ordering::SeqCst) >= 4);

@@ -1,0 +1,288 @@
+//! `spawn_app`: the real application on 127.0.0.1:0 with a fresh database (a temp SQLite file, or a
+//! fresh PostgreSQL database when TEST_DATABASE_URL is set) and a reqwest client.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use serde_json::Value;
+use sigil::Application;
+use sigil::admin;
+use sigil::clock::{Clock, MockClock, SystemClock};
+use sigil::config::Config;
+use sigil::keys::{Alg, FileKek, KekSource};
+use sigil::store::Store;
+use sqlx::Connection;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// SQLite always; PostgreSQL too when TEST_DATABASE_URL is set.
+pub fn backends() -> Vec<Backend> {
+    let mut b = vec![Backend::Sqlite];
+    if std::env::var("TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty()) {
+        b.push(Backend::Postgres);
+    }
+    b
+}
+
+/// Runs an async scenario once per backend.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($name:ident, $scenario:path) => {
+        #[tokio::test]
+        async fn $name() {
+            for backend in $crate::helpers::backends() {
+                let app = $crate::helpers::spawn_app(backend).await;
+                $scenario(&app).await;
+            }
+        }
+    };
+}
+
+pub struct TestApp {
+    pub backend: Backend,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub store: Arc<dyn Store>,
+    pub kek: Arc<dyn KekSource>,
+    pub database_url: String,
+    pub clock: Option<MockClock>,
+    /// Keeps the temp directory (SQLite file, KEK) alive as long as the app.
+    pub _dir: tempfile::TempDir,
+}
+
+pub struct Client {
+    pub id: String,
+    pub secret: String,
+}
+
+pub async fn fresh_database_url(backend: Backend, dir: &std::path::Path) -> String {
+    match backend {
+        Backend::Sqlite => format!("sqlite://{}", dir.join("sigil.db").display()),
+        Backend::Postgres => {
+            let admin_url = std::env::var("TEST_DATABASE_URL").expect("TEST_DATABASE_URL");
+            let name = format!("sigil_test_{}", hex_random());
+            let mut conn = sqlx::PgConnection::connect(&admin_url)
+                .await
+                .expect("connect to TEST_DATABASE_URL");
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&mut conn)
+                .await
+                .expect("create database");
+            let mut url = url::Url::parse(&admin_url).expect("url");
+            url.set_path(&format!("/{name}"));
+            url.to_string()
+        }
+    }
+}
+
+fn hex_random() -> String {
+    let b: [u8; 8] = sigil::oauth::secret::random_bytes();
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, None, |_| {}).await
+}
+
+pub async fn spawn_app_with(
+    backend: Backend,
+    clock: Option<MockClock>,
+    tweak: impl FnOnce(&mut Config),
+) -> TestApp {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let database_url = fresh_database_url(backend, dir.path()).await;
+    let kek_path = dir.path().join("keys/kek");
+    let mut config = Config::for_tests(&database_url, &kek_path);
+    tweak(&mut config);
+    let clock_arc: Arc<dyn Clock> = match &clock {
+        Some(c) => Arc::new(c.clone()),
+        None => Arc::new(SystemClock),
+    };
+    let app = Application::build_with_clock(config, clock_arc)
+        .await
+        .expect("application builds");
+    let base = app.base_url().to_owned();
+    let store = app.state().store.clone();
+    tokio::spawn(app.run_until_stopped());
+    let kek: Arc<dyn KekSource> = Arc::new(FileKek::load(&kek_path).expect("kek"));
+    // reqwest is built without a bundled crypto provider (one crypto stack: ring).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    TestApp {
+        backend,
+        base,
+        http,
+        store,
+        kek,
+        database_url,
+        clock,
+        _dir: dir,
+    }
+}
+
+impl TestApp {
+    pub fn now(&self) -> i64 {
+        match &self.clock {
+            Some(c) => c.now(),
+            None => SystemClock.now(),
+        }
+    }
+
+    pub fn issuer(&self, realm: &str) -> String {
+        format!("{}/realms/{realm}", self.base)
+    }
+
+    pub fn token_url(&self, realm: &str) -> String {
+        format!("{}/oauth2/token", self.issuer(realm))
+    }
+
+    pub async fn create_realm(&self, name: &str, alg: Alg) {
+        admin::realms::create(
+            self.store.as_ref(),
+            self.kek.as_ref(),
+            &self.base,
+            admin::realms::NewRealm {
+                name: name.into(),
+                alg,
+                access_token_ttl: 3600,
+                display_name: None,
+            },
+            self.now(),
+            "test",
+        )
+        .await
+        .expect("realm created");
+    }
+
+    pub async fn create_client(
+        &self,
+        realm: &str,
+        id: &str,
+        scopes: &str,
+        audience: &str,
+    ) -> Client {
+        self.create_client_with(realm, id, scopes, None, audience)
+            .await
+    }
+
+    pub async fn create_client_with(
+        &self,
+        realm: &str,
+        id: &str,
+        scopes: &str,
+        defaults: Option<&str>,
+        audience: &str,
+    ) -> Client {
+        let made = admin::clients::create(
+            self.store.as_ref(),
+            admin::clients::NewClient {
+                realm: realm.into(),
+                client_id: id.into(),
+                scopes: scopes.into(),
+                default_scopes: defaults.map(str::to_owned),
+                audience: audience.into(),
+                access_token_ttl: None,
+            },
+            self.now(),
+            "test",
+        )
+        .await
+        .expect("client created");
+        Client {
+            id: made.client.client_id,
+            secret: made.client_secret,
+        }
+    }
+
+    /// POSTs a form to the token endpoint with optional Basic credentials.
+    pub async fn token_request(
+        &self,
+        realm: &str,
+        basic: Option<(&str, &str)>,
+        form: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut req = self.http.post(self.token_url(realm)).form(form);
+        if let Some((id, secret)) = basic {
+            req = req.basic_auth(id, Some(secret));
+        }
+        req.send().await.expect("request")
+    }
+
+    /// A client_credentials token (Basic auth); panics unless it is issued.
+    pub async fn token(&self, realm: &str, c: &Client, scope: Option<&str>) -> String {
+        let mut form = vec![("grant_type", "client_credentials")];
+        if let Some(s) = scope {
+            form.push(("scope", s));
+        }
+        let res = self
+            .token_request(realm, Some((&c.id, &c.secret)), &form)
+            .await;
+        assert_eq!(res.status(), 200, "token issued");
+        let body: Value = res.json().await.expect("json");
+        body["access_token"].as_str().expect("token").to_owned()
+    }
+
+    pub async fn audit(&self) -> Vec<sigil::audit::AuditRecord> {
+        self.store.audit_page(0, 100_000).await.expect("audit")
+    }
+}
+
+pub fn decode_part(jwt: &str, index: usize) -> Value {
+    let part = jwt.split('.').nth(index).expect("part");
+    serde_json::from_slice(&B64.decode(part).expect("b64")).expect("json")
+}
+
+pub async fn error_of(res: reqwest::Response) -> (u16, String, Value) {
+    let status = res.status().as_u16();
+    let www = res
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().expect("ascii").to_owned())
+        .unwrap_or_default();
+    let body: Value = res.json().await.expect("json error body");
+    (status, www, body)
+}
+
+/// Runs one raw SQL statement against the app's database, as an operator with a SQL shell would.
+pub async fn exec_raw(app: &TestApp, sql: &str) -> Result<u64, String> {
+    let sql = sqlx::AssertSqlSafe(sql.to_owned());
+    match app.backend {
+        Backend::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(&app.database_url)
+                .await
+                .map_err(|e| e.to_string())?;
+            sqlx::query(sql)
+                .execute(&mut c)
+                .await
+                .map(|r| r.rows_affected())
+                .map_err(|e| e.to_string())
+        }
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&app.database_url)
+                .await
+                .map_err(|e| e.to_string())?;
+            sqlx::query(sql)
+                .execute(&mut c)
+                .await
+                .map(|r| r.rows_affected())
+                .map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// The realm as the server holds it, with its decrypted active key (to forge well-signed tokens).
+pub async fn live_realm(app: &TestApp, realm: &str) -> Arc<sigil::directory::LiveRealm> {
+    sigil::directory::Directory::new(app.store.clone(), app.kek.clone(), app.base.clone(), 0)
+        .realm(realm, app.now())
+        .await
+        .expect("load")
+        .expect("realm")
+}

@@ -1,0 +1,11 @@
+//! Integration tests: the real application on a random loopback port, on SQLite and (when
+//! TEST_DATABASE_URL is set) PostgreSQL.
+
+mod helpers;
+
+mod attacks;
+mod audit;
+mod cli;
+mod client_credentials;
+mod discovery_jwks;
+mod validator_e2e;
