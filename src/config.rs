@@ -292,3 +292,16 @@ mod tests {
         assert_eq!(merged.cache_ttl_secs, Some(9));
     }
 }
+
+#[cfg(test)]
+mod example_file {
+    use super::*;
+
+    #[test]
+    fn the_documented_example_parses_and_validates() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("sigil.example.toml");
+        let s = Settings::from_file(&path).expect("example parses");
+        let c = Config::from_settings(s).expect("example validates");
+        assert_eq!(c.cache_ttl_secs, 5);
+    }
+}

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Load benchmark: builds release, starts the real server on loopback with a fresh SQLite database,
+# drives client_credentials grants with wrk (64 connections), and in the same run measures the raw
+# in-process signing rate of the same key. Prints grants/s, p50/p99, raw signs/s, their ratio, idle
+# and peak RSS; then the validator's verify rate against raw ring verification, and the latency of
+# a wrong secret next to an unknown client.
+#   bench/run.sh [ES256|RS256|EdDSA ...]   (default: ES256 RS256)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sigil-target}"
+DURATION="${BENCH_SECONDS:-10}"
+ALGS=("$@"); [ ${#ALGS[@]} -gt 0 ] || ALGS=(ES256 RS256)
+
+command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+cargo build --release --quiet --bin sigil
+BIN="$CARGO_TARGET_DIR/release/sigil"
+WORK=$(mktemp -d)
+trap 'kill $PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
+PID=
+
+rss() { awk -v k="$2" '$1==k":" {print $2/1024 " MB"}' "/proc/$1/status"; }
+sig() { "$BIN" --database-url "sqlite://$WORK/sigil.db" --kek-file "$WORK/kek" "$@"; }
+
+for ALG in "${ALGS[@]}"; do
+  realm=$(echo "bench-$ALG" | tr 'A-Z' 'a-z')
+  sig realm create "$realm" --alg "$ALG" >/dev/null
+  secret=$(sig client create --realm "$realm" --id bench --scope "tx:post:ach" --audience ledger \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["client_secret"])')
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  SIGIL_LOG=warn "$BIN" --database-url "sqlite://$WORK/sigil.db" --kek-file "$WORK/kek" \
+    serve --bind "127.0.0.1:$port" >/dev/null 2>&1 &
+  PID=$!
+  for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+  sleep 1
+  idle=$(rss $PID VmRSS)
+  url="http://127.0.0.1:$port/realms/$realm/oauth2/token"
+  export SIGIL_BASIC=$(printf 'bench:%s' "$secret" | base64 -w0)
+  wrk -t2 -c64 -d2s -s bench/token.lua "$url" >/dev/null   # warm-up
+  out=$(wrk -t2 -c64 -d"${DURATION}s" --latency -s bench/token.lua "$url")
+  grants=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  p50=$(echo "$out" | awk '$1=="50%" {print $2}')
+  p99=$(echo "$out" | awk '$1=="99%" {print $2}')
+  non2xx=$(echo "$out" | awk '/Non-2xx/ {print $5}')
+  peak=$(rss $PID VmHWM)
+
+  # Same-run baselines: raw signing on both cores with the server idle.
+  raw=$(sig bench-sign --realm "$realm" --seconds 3 --threads 2 | awk '{print $2}')
+
+  # Wrong secret vs unknown client: same answer, compare latency.
+  export SIGIL_BASIC=$(printf 'bench:%s' "wrong-secret-wrong-secret-wrong-secret-xxx" | base64 -w0)
+  wrong=$(wrk -t1 -c8 -d3s --latency -s bench/token.lua "$url" | awk '$1=="50%" {print $2}')
+  export SIGIL_BASIC=$(printf 'nobody:%s' "wrong-secret-wrong-secret-wrong-secret-xxx" | base64 -w0)
+  unknown=$(wrk -t1 -c8 -d3s --latency -s bench/token.lua "$url" | awk '$1=="50%" {print $2}')
+  kill $PID; wait $PID 2>/dev/null || true; PID=
+
+  echo "== $ALG client_credentials, wrk -t2 -c64 -d${DURATION}s (server and wrk share 2 cores)"
+  echo "grants_per_sec      $grants   (non-2xx: ${non2xx:-0})"
+  echo "latency_p50         $p50"
+  echo "latency_p99         $p99"
+  echo "raw_signs_per_sec   $raw   (2 threads, in-process, same key)"
+  python3 -c "print('grants_vs_raw_sign  %.3f' % ($grants / $raw))"
+  echo "rss_idle            $idle"
+  echo "rss_peak            $peak"
+  echo "p50_wrong_secret    $wrong"
+  echo "p50_unknown_client  $unknown"
+done
+
+echo "== validator: Validator::validate vs raw ring verify (same key, same token, one core)"
+cargo bench -q -p sigil-validator --bench verify 2>/dev/null | grep -E '_per_sec|ratio'
