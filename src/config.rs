@@ -42,6 +42,7 @@ pub struct Settings {
     pub jwks_max_age_secs: Option<u64>,
     pub max_body_bytes: Option<usize>,
     pub request_timeout_secs: Option<u64>,
+    pub header_read_timeout_secs: Option<u64>,
     pub audit_batch_max: Option<usize>,
     pub log_format: Option<String>,
 }
@@ -58,6 +59,9 @@ impl Settings {
             jwks_max_age_secs: over.jwks_max_age_secs.or(self.jwks_max_age_secs),
             max_body_bytes: over.max_body_bytes.or(self.max_body_bytes),
             request_timeout_secs: over.request_timeout_secs.or(self.request_timeout_secs),
+            header_read_timeout_secs: over
+                .header_read_timeout_secs
+                .or(self.header_read_timeout_secs),
             audit_batch_max: over.audit_batch_max.or(self.audit_batch_max),
             log_format: over.log_format.or(self.log_format),
         }
@@ -98,6 +102,7 @@ impl Settings {
             jwks_max_age_secs: num(&get, "SIGIL_JWKS_MAX_AGE_SECS")?,
             max_body_bytes: num(&get, "SIGIL_MAX_BODY_BYTES")?,
             request_timeout_secs: num(&get, "SIGIL_REQUEST_TIMEOUT_SECS")?,
+            header_read_timeout_secs: num(&get, "SIGIL_HEADER_READ_TIMEOUT_SECS")?,
             audit_batch_max: num(&get, "SIGIL_AUDIT_BATCH_MAX")?,
             log_format: get("SIGIL_LOG_FORMAT"),
         })
@@ -124,6 +129,8 @@ pub struct Config {
     pub jwks_max_age_secs: u64,
     pub max_body_bytes: usize,
     pub request_timeout_secs: u64,
+    /// A connection that has not sent a complete request head within this is closed.
+    pub header_read_timeout_secs: u64,
     pub audit_batch_max: usize,
     pub log_format: LogFormat,
 }
@@ -197,6 +204,12 @@ impl Config {
                 1,
                 300,
             )?,
+            header_read_timeout_secs: bounded(
+                "header_read_timeout_secs",
+                s.header_read_timeout_secs.unwrap_or(10),
+                1,
+                120,
+            )?,
             audit_batch_max: bounded(
                 "audit_batch_max",
                 s.audit_batch_max.unwrap_or(256) as u64,
@@ -218,6 +231,7 @@ impl Config {
             jwks_max_age_secs: 3600,
             max_body_bytes: 16 * 1024,
             request_timeout_secs: 15,
+            header_read_timeout_secs: 10,
             audit_batch_max: 256,
             log_format: LogFormat::Text,
         }

@@ -10,6 +10,7 @@ pub mod directory;
 pub mod keys;
 pub mod oauth;
 pub mod oidc;
+pub mod serve;
 pub mod startup;
 pub mod state;
 pub mod store;

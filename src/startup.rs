@@ -115,9 +115,11 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
+        let limits = crate::serve::ConnLimits {
+            header_read_timeout: Duration::from_secs(self.state.config.header_read_timeout_secs),
+            max_buf_size: 64 * 1024,
+        };
+        crate::serve::serve(self.listener, self.router, limits, shutdown_signal()).await
     }
 }
 

@@ -8,4 +8,5 @@ mod audit;
 mod cli;
 mod client_credentials;
 mod discovery_jwks;
+mod limits;
 mod validator_e2e;
