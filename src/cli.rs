@@ -52,6 +52,12 @@ pub enum Command {
     /// Inspect the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Signing keys: list, rotate now, revoke.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// The key-encryption key.
+    #[command(subcommand)]
+    Kek(KekCommand),
     /// Measure the raw signing rate of a realm's active key in-process (for bench/).
     #[command(hide = true)]
     BenchSign {
@@ -76,6 +82,12 @@ pub enum RealmCommand {
         token_ttl: i64,
         #[arg(long)]
         display_name: Option<String>,
+        /// Seconds a key signs before the next one takes over (default 30 days).
+        #[arg(long, default_value_t = admin::realms::DEFAULT_ROTATION_PERIOD)]
+        rotation_period: i64,
+        /// Seconds a next key is published before it signs (default 24 h; at least the JWKS max-age).
+        #[arg(long, default_value_t = admin::realms::DEFAULT_PREPUBLISH)]
+        prepublish: i64,
     },
     List {
         #[arg(long)]
@@ -152,6 +164,42 @@ pub enum ClientCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Every key of the realm with its state and dates.
+    List {
+        #[arg(long)]
+        realm: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the next key sign now (or a fresh key, if none is published yet).
+    Rotate {
+        #[arg(long)]
+        realm: String,
+        /// Switch the realm to this algorithm from this key on.
+        #[arg(long)]
+        alg: Option<Alg>,
+    },
+    /// Emergency: remove a key from JWKS at once and destroy its private half.
+    Revoke {
+        #[arg(long)]
+        realm: String,
+        #[arg(long)]
+        kid: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KekCommand {
+    /// Re-encrypt every private key under the KEK in FILE, in one transaction. Afterwards, point
+    /// kek_file at FILE (or move it into place) and restart the servers.
+    Rotate {
+        #[arg(long, value_name = "FILE")]
+        new_kek: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Walk the hash chain; exits 1 and names the first broken row if it is broken.
     Verify,
@@ -169,6 +217,8 @@ pub enum CliError {
     Store(#[from] store::StoreError),
     #[error("{0}")]
     Kek(#[from] crate::keys::KekOpenError),
+    #[error("{0}")]
+    Key(#[from] crate::keys::KeyError),
     #[error("{0}")]
     Other(String),
 }
@@ -241,6 +291,8 @@ pub async fn run(cli: Cli, config: Config) -> Result<i32, CliError> {
                     alg,
                     token_ttl,
                     display_name,
+                    rotation_period,
+                    prepublish,
                 } => {
                     let (kek, created) = open_file_kek(&config.kek_file, store.as_ref()).await?;
                     if created {
@@ -254,6 +306,9 @@ pub async fn run(cli: Cli, config: Config) -> Result<i32, CliError> {
                         alg,
                         access_token_ttl: token_ttl,
                         display_name,
+                        rotation_period_secs: rotation_period,
+                        prepublish_secs: prepublish,
+                        jwks_max_age_secs: config.jwks_max_age_secs as i64,
                     };
                     let view =
                         admin::realms::create(store.as_ref(), kek.as_ref(), &base, req, now, actor)
@@ -363,6 +418,76 @@ pub async fn run(cli: Cli, config: Config) -> Result<i32, CliError> {
                     println!("enabled {}", client.id);
                 }
             }
+            Ok(0)
+        }
+        Command::Key(cmd) => {
+            let store = open_store(&config).await?;
+            let base = base_url(&config);
+            match cmd {
+                KeyCommand::List { realm, json } => {
+                    let r = admin::realms::show(store.as_ref(), &base, &realm).await?;
+                    if json {
+                        print_json(&r.keys);
+                    } else {
+                        for k in r.keys {
+                            println!(
+                                "{}\t{}\t{}\tcreated {}\tactivated {}\tretired {}\tmax_exp {}",
+                                k.kid,
+                                k.alg,
+                                k.state,
+                                k.created_at,
+                                k.activated_at.map_or("-".into(), |t| t.to_string()),
+                                k.retired_at.map_or("-".into(), |t| t.to_string()),
+                                k.max_exp
+                            );
+                        }
+                    }
+                }
+                KeyCommand::Rotate { realm, alg } => {
+                    let (kek, _) = open_file_kek(&config.kek_file, store.as_ref()).await?;
+                    let kid = crate::keys::rotation::rotate_now(
+                        store.as_ref(),
+                        kek.as_ref(),
+                        &realm,
+                        alg,
+                        actor,
+                        now,
+                    )
+                    .await
+                    .map_err(|e| CliError::Other(e.to_string()))?;
+                    println!("{kid} now signs for realm {realm}");
+                }
+                KeyCommand::Revoke { realm, kid } => {
+                    let (kek, _) = open_file_kek(&config.kek_file, store.as_ref()).await?;
+                    crate::keys::rotation::revoke(
+                        store.as_ref(),
+                        kek.as_ref(),
+                        &realm,
+                        &kid,
+                        actor,
+                        now,
+                    )
+                    .await
+                    .map_err(|e| CliError::Other(e.to_string()))?;
+                    println!(
+                        "revoked {kid}: it has left the JWKS; validators drop it at their next JWKS \
+                         fetch (at most jwks_max_age_secs = {} s, or at once on Validator::refresh)",
+                        config.jwks_max_age_secs
+                    );
+                }
+            }
+            Ok(0)
+        }
+        Command::Kek(KekCommand::Rotate { new_kek }) => {
+            let store = open_store(&config).await?;
+            let (old, _) = open_file_kek(&config.kek_file, store.as_ref()).await?;
+            let new = crate::keys::FileKek::load(&new_kek)?;
+            let n = admin::keys::rotate_kek(store.as_ref(), old.as_ref(), &new, actor, now).await?;
+            println!(
+                "re-encrypted {n} keys under {}; now set kek_file to {} and restart every node",
+                crate::keys::KekSource::id(&new),
+                new_kek.display()
+            );
             Ok(0)
         }
         Command::Audit(AuditCommand::Verify) => {

@@ -44,6 +44,7 @@ pub struct Settings {
     pub request_timeout_secs: Option<u64>,
     pub header_read_timeout_secs: Option<u64>,
     pub audit_batch_max: Option<usize>,
+    pub rotation_check_secs: Option<u64>,
     pub log_format: Option<String>,
 }
 
@@ -63,6 +64,7 @@ impl Settings {
                 .header_read_timeout_secs
                 .or(self.header_read_timeout_secs),
             audit_batch_max: over.audit_batch_max.or(self.audit_batch_max),
+            rotation_check_secs: over.rotation_check_secs.or(self.rotation_check_secs),
             log_format: over.log_format.or(self.log_format),
         }
     }
@@ -104,6 +106,7 @@ impl Settings {
             request_timeout_secs: num(&get, "SIGIL_REQUEST_TIMEOUT_SECS")?,
             header_read_timeout_secs: num(&get, "SIGIL_HEADER_READ_TIMEOUT_SECS")?,
             audit_batch_max: num(&get, "SIGIL_AUDIT_BATCH_MAX")?,
+            rotation_check_secs: num(&get, "SIGIL_ROTATION_CHECK_SECS")?,
             log_format: get("SIGIL_LOG_FORMAT"),
         })
     }
@@ -132,6 +135,8 @@ pub struct Config {
     /// A connection that has not sent a complete request head within this is closed.
     pub header_read_timeout_secs: u64,
     pub audit_batch_max: usize,
+    /// How often `serve` runs the key-rotation schedule; 0 turns the scheduler off.
+    pub rotation_check_secs: u64,
     pub log_format: LogFormat,
 }
 
@@ -216,6 +221,12 @@ impl Config {
                 1,
                 1000,
             )? as usize,
+            rotation_check_secs: bounded(
+                "rotation_check_secs",
+                s.rotation_check_secs.unwrap_or(60),
+                0,
+                3600,
+            )?,
             log_format,
         })
     }
@@ -233,6 +244,7 @@ impl Config {
             request_timeout_secs: 15,
             header_read_timeout_secs: 10,
             audit_batch_max: 256,
+            rotation_check_secs: 0,
             log_format: LogFormat::Text,
         }
     }

@@ -79,7 +79,7 @@ impl Application {
         };
         let directory = Arc::new(Directory::new(
             store.clone(),
-            kek,
+            kek.clone(),
             base_url.clone(),
             config.cache_ttl_secs,
         ));
@@ -90,6 +90,7 @@ impl Application {
             directory,
             audit,
             clock,
+            kek,
         };
         let router = router(state.clone());
         Ok(Application {
@@ -119,6 +120,9 @@ impl Application {
             header_read_timeout: Duration::from_secs(self.state.config.header_read_timeout_secs),
             max_buf_size: 64 * 1024,
         };
+        if self.state.config.rotation_check_secs > 0 {
+            tokio::spawn(rotation_schedule(self.state.clone()));
+        }
         crate::serve::serve(self.listener, self.router, limits, shutdown_signal()).await
     }
 }
@@ -155,6 +159,42 @@ pub fn router(state: AppState) -> Router {
             timeout,
         ))
         .with_state(state)
+}
+
+/// Runs every realm's rotation schedule every `rotation_check_secs`. Each node runs it; the
+/// store's compare-and-set lets exactly one node apply each change, and every node's directory
+/// picks the change up within `cache_ttl_secs`.
+async fn rotation_schedule(state: AppState) {
+    let mut every = tokio::time::interval(Duration::from_secs(state.config.rotation_check_secs));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let realms = match state.store.realms().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "rotation schedule: cannot list realms");
+                continue;
+            }
+        };
+        for realm in realms {
+            let now = state.clock.now();
+            match crate::keys::rotation::tick(
+                state.store.as_ref(),
+                state.kek.as_ref(),
+                &realm.name,
+                now,
+            )
+            .await
+            {
+                Ok(actions) if !actions.is_empty() => {
+                    tracing::info!(realm = %realm.name, ?actions, "key rotation applied");
+                    state.directory.invalidate(&realm.name);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(realm = %realm.name, error = %e, "key rotation failed"),
+            }
+        }
+    }
 }
 
 async fn not_found() -> Response {

@@ -6,6 +6,7 @@ use crate::audit::AuditWriter;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::directory::Directory;
+use crate::keys::KekSource;
 use crate::store::Store;
 
 #[derive(Clone)]
@@ -15,4 +16,5 @@ pub struct AppState {
     pub directory: Arc<Directory>,
     pub audit: AuditWriter,
     pub clock: Arc<dyn Clock>,
+    pub kek: Arc<dyn KekSource>,
 }

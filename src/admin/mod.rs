@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod clients;
+pub mod keys;
 pub mod realms;
 
 use crate::keys::KeyError;

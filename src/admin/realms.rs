@@ -7,7 +7,8 @@ use super::{AdminError, check_ttl, invalid};
 use crate::audit::AuditDraft;
 use crate::clock::UnixTime;
 use crate::directory::{is_valid_realm_name, issuer_for};
-use crate::keys::{Alg, KekSource, SigningKey, key_aad};
+use crate::keys::rotation::new_key;
+use crate::keys::{Alg, KekSource};
 use crate::store::{KeyRecord, RealmRecord, Store};
 
 #[derive(Debug, Clone)]
@@ -16,7 +17,14 @@ pub struct NewRealm {
     pub alg: Alg,
     pub access_token_ttl: i64,
     pub display_name: Option<String>,
+    pub rotation_period_secs: i64,
+    pub prepublish_secs: i64,
+    /// The JWKS `max-age` the servers send: a next key must be published at least this long.
+    pub jwks_max_age_secs: i64,
 }
+
+pub const DEFAULT_ROTATION_PERIOD: i64 = 30 * 86_400;
+pub const DEFAULT_PREPUBLISH: i64 = 86_400;
 
 #[derive(Debug, Serialize)]
 pub struct KeyView {
@@ -25,6 +33,9 @@ pub struct KeyView {
     pub state: String,
     pub created_at: i64,
     pub activated_at: Option<i64>,
+    pub retired_at: Option<i64>,
+    /// The latest `exp` this key signed (0 = none yet).
+    pub max_exp: i64,
 }
 
 #[derive(Debug, Serialize)]
@@ -34,6 +45,8 @@ pub struct RealmView {
     pub alg: String,
     pub display_name: Option<String>,
     pub access_token_ttl: i64,
+    pub rotation_period_secs: i64,
+    pub prepublish_secs: i64,
     pub created_at: i64,
     pub keys: Vec<KeyView>,
 }
@@ -50,30 +63,41 @@ pub async fn create(
         return Err(invalid("realm", "use 1-64 characters of a-z 0-9 - _"));
     }
     check_ttl("token-ttl", req.access_token_ttl)?;
-    let generated = SigningKey::generate(req.alg)?;
-    let sealed = kek.seal(&key_aad(&req.name, &generated.kid), &generated.pkcs8)?;
+    if req.prepublish_secs < req.jwks_max_age_secs.max(1) {
+        return Err(invalid(
+            "prepublish",
+            format!(
+                "{} s is shorter than the JWKS max-age ({} s): validators could meet a key before fetching it",
+                req.prepublish_secs, req.jwks_max_age_secs
+            ),
+        ));
+    }
+    if req.rotation_period_secs < 2 * req.prepublish_secs {
+        return Err(invalid(
+            "rotation-period",
+            "must be at least twice the prepublish period",
+        ));
+    }
+    let key = new_key(kek, &req.name, req.alg, "active", now)?;
     let realm = RealmRecord {
         name: req.name.clone(),
         alg: req.alg.to_string(),
         display_name: req.display_name.clone(),
         access_token_ttl: req.access_token_ttl,
         created_at: now,
-    };
-    let key = KeyRecord {
-        realm: req.name.clone(),
-        kid: generated.kid.clone(),
-        alg: req.alg.to_string(),
-        state: "active".into(),
-        public_jwk: generated.public_jwk.to_string(),
-        private_sealed: sealed,
-        kek_id: kek.id().to_owned(),
-        created_at: now,
-        activated_at: Some(now),
+        rotation_period_secs: req.rotation_period_secs,
+        prepublish_secs: req.prepublish_secs,
+        key_version: 0,
     };
     let audit = [
         AuditDraft::new(now, Some(&req.name), "realm.created", actor)
             .subject(&req.name)
-            .detail(json!({"alg": realm.alg, "access_token_ttl": realm.access_token_ttl})),
+            .detail(json!({
+                "alg": realm.alg,
+                "access_token_ttl": realm.access_token_ttl,
+                "rotation_period_secs": realm.rotation_period_secs,
+                "prepublish_secs": realm.prepublish_secs,
+            })),
         AuditDraft::new(now, Some(&req.name), "key.created", actor)
             .subject(&key.kid)
             .detail(json!({"alg": key.alg, "state": key.state, "kek_id": key.kek_id})),
@@ -107,6 +131,8 @@ fn view(base_url: &str, r: RealmRecord, keys: Vec<KeyRecord>) -> RealmView {
         alg: r.alg,
         display_name: r.display_name,
         access_token_ttl: r.access_token_ttl,
+        rotation_period_secs: r.rotation_period_secs,
+        prepublish_secs: r.prepublish_secs,
         created_at: r.created_at,
         keys: keys
             .into_iter()
@@ -116,6 +142,8 @@ fn view(base_url: &str, r: RealmRecord, keys: Vec<KeyRecord>) -> RealmView {
                 state: k.state,
                 created_at: k.created_at,
                 activated_at: k.activated_at,
+                retired_at: k.retired_at,
+                max_exp: k.max_exp,
             })
             .collect(),
     }

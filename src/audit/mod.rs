@@ -24,6 +24,9 @@ pub struct AuditDraft {
     pub subject: Option<String>,
     /// Event details. Never a secret: callers put ids, scopes and reasons here, nothing presented.
     pub detail: Value,
+    /// For a token: the signing key's kid and the token's `exp`. The same transaction raises that
+    /// key's `max_exp`, which is how long a retired key must stay published.
+    pub signed_with: Option<(String, i64)>,
 }
 
 impl AuditDraft {
@@ -35,7 +38,13 @@ impl AuditDraft {
             actor: actor.to_owned(),
             subject: None,
             detail: Value::Object(Default::default()),
+            signed_with: None,
         }
+    }
+
+    pub fn signed_with(mut self, kid: &str, exp: i64) -> Self {
+        self.signed_with = Some((kid.to_owned(), exp));
+        self
     }
 
     pub fn subject(mut self, subject: &str) -> Self {

@@ -2,6 +2,7 @@
 
 pub mod jwk;
 pub mod kek;
+pub mod rotation;
 pub mod signing;
 
 pub use jwk::Jwks;

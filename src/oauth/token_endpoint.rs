@@ -80,6 +80,7 @@ pub async fn token(
         Ok((client_id, issued)) => {
             let draft = AuditDraft::new(now, Some(&realm.record.name), "token.issued", &client_id)
                 .subject(&client_id)
+                .signed_with(realm.signing.kid(), issued.token.exp)
                 .detail(json!({
                     "grant_type": client_credentials::GRANT_TYPE,
                     "jti": issued.token.jti,

@@ -55,12 +55,59 @@ macro_rules! impl_store {
                     });
                     qb.build().execute(&mut **tx).await?;
                 }
+                // Raise each signing key's max_exp to the latest token it signed in this batch.
+                let mut latest: Vec<(&str, &str, i64)> = Vec::new();
+                for d in drafts {
+                    if let (Some(realm), Some((kid, exp))) = (&d.realm, &d.signed_with) {
+                        match latest.iter_mut().find(|l| l.0 == realm && l.1 == kid) {
+                            Some(l) => l.2 = l.2.max(*exp),
+                            None => latest.push((realm, kid, *exp)),
+                        }
+                    }
+                }
+                for (realm, kid, exp) in latest {
+                    sqlx::query(
+                        "UPDATE signing_keys SET max_exp = $1 \
+                         WHERE realm = $2 AND kid = $3 AND max_exp < $1",
+                    )
+                    .bind(exp)
+                    .bind(realm)
+                    .bind(kid)
+                    .execute(&mut **tx)
+                    .await?;
+                }
                 sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
                     .bind(seq)
                     .bind(&prev)
                     .execute(&mut **tx)
                     .await?;
                 Ok(rows.iter().map(|r| r.0).collect())
+            }
+
+            async fn insert_key(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                key: &$crate::store::KeyRecord,
+            ) -> Result<(), $crate::store::StoreError> {
+                sqlx::query(
+                    "INSERT INTO signing_keys (realm, kid, alg, state, public_jwk, private_sealed, \
+                     kek_id, created_at, activated_at, retired_at, max_exp) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                )
+                .bind(&key.realm)
+                .bind(&key.kid)
+                .bind(&key.alg)
+                .bind(&key.state)
+                .bind(&key.public_jwk)
+                .bind(&key.private_sealed)
+                .bind(&key.kek_id)
+                .bind(key.created_at)
+                .bind(key.activated_at)
+                .bind(key.retired_at)
+                .bind(key.max_exp)
+                .execute(&mut **tx)
+                .await
+                .map_err(|e| $crate::store::map_unique(e, || format!("key {} in realm {}", key.kid, key.realm)))?;
+                Ok(())
             }
         }
 
@@ -80,32 +127,21 @@ macro_rules! impl_store {
                 let mut tx = self.pool.begin().await?;
                 Self::append_in_tx(&mut tx, audit).await?;
                 sqlx::query(
-                    "INSERT INTO realms (name, alg, display_name, access_token_ttl, created_at) \
-                     VALUES ($1, $2, $3, $4, $5)",
+                    "INSERT INTO realms (name, alg, display_name, access_token_ttl, created_at, \
+                     rotation_period_secs, prepublish_secs, key_version) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 0)",
                 )
                 .bind(&realm.name)
                 .bind(&realm.alg)
                 .bind(&realm.display_name)
                 .bind(realm.access_token_ttl)
                 .bind(realm.created_at)
+                .bind(realm.rotation_period_secs)
+                .bind(realm.prepublish_secs)
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| $crate::store::map_unique(e, || format!("realm {}", realm.name)))?;
-                sqlx::query(
-                    "INSERT INTO signing_keys (realm, kid, alg, state, public_jwk, private_sealed, \
-                     kek_id, created_at, activated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                )
-                .bind(&key.realm)
-                .bind(&key.kid)
-                .bind(&key.alg)
-                .bind(&key.state)
-                .bind(&key.public_jwk)
-                .bind(&key.private_sealed)
-                .bind(&key.kek_id)
-                .bind(key.created_at)
-                .bind(key.activated_at)
-                .execute(&mut *tx)
-                .await?;
+                Self::insert_key(&mut tx, key).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -115,8 +151,8 @@ macro_rules! impl_store {
                 name: &str,
             ) -> Result<Option<$crate::store::RealmRecord>, $crate::store::StoreError> {
                 Ok(sqlx::query_as(
-                    "SELECT name, alg, display_name, access_token_ttl, created_at \
-                     FROM realms WHERE name = $1",
+                    "SELECT name, alg, display_name, access_token_ttl, created_at, \
+                     rotation_period_secs, prepublish_secs, key_version FROM realms WHERE name = $1",
                 )
                 .bind(name)
                 .fetch_optional(&self.pool)
@@ -127,8 +163,8 @@ macro_rules! impl_store {
                 &self,
             ) -> Result<Vec<$crate::store::RealmRecord>, $crate::store::StoreError> {
                 Ok(sqlx::query_as(
-                    "SELECT name, alg, display_name, access_token_ttl, created_at \
-                     FROM realms ORDER BY name",
+                    "SELECT name, alg, display_name, access_token_ttl, created_at, \
+                     rotation_period_secs, prepublish_secs, key_version FROM realms ORDER BY name",
                 )
                 .fetch_all(&self.pool)
                 .await?)
@@ -140,11 +176,107 @@ macro_rules! impl_store {
             ) -> Result<Vec<$crate::store::KeyRecord>, $crate::store::StoreError> {
                 Ok(sqlx::query_as(
                     "SELECT realm, kid, alg, state, public_jwk, private_sealed, kek_id, created_at, \
-                     activated_at FROM signing_keys WHERE realm = $1 ORDER BY created_at, kid",
+                     activated_at, retired_at, max_exp FROM signing_keys WHERE realm = $1 \
+                     ORDER BY created_at, kid",
                 )
                 .bind(realm)
                 .fetch_all(&self.pool)
                 .await?)
+            }
+
+            async fn apply_key_changes(
+                &self,
+                realm: &str,
+                expected_version: i64,
+                changes: &$crate::store::KeyChanges,
+                audit: $crate::store::Audited<'_>,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::append_in_tx(&mut tx, audit).await?;
+                let won = sqlx::query(
+                    "UPDATE realms SET key_version = key_version + 1, alg = COALESCE($1, alg) \
+                     WHERE name = $2 AND key_version = $3",
+                )
+                .bind(&changes.set_alg)
+                .bind(realm)
+                .bind(expected_version)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                if !won {
+                    return Ok(false); // dropping the transaction rolls it back
+                }
+                // Removals first, so a replacement active key never meets the one it replaces
+                // in the one-active-key index.
+                for kid in &changes.remove {
+                    sqlx::query("DELETE FROM signing_keys WHERE realm = $1 AND kid = $2")
+                        .bind(realm)
+                        .bind(kid)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                if let Some(kid) = &changes.retire {
+                    sqlx::query(
+                        "UPDATE signing_keys SET state = 'retired', retired_at = $1 \
+                         WHERE realm = $2 AND kid = $3 AND state = 'active'",
+                    )
+                    .bind(changes.now)
+                    .bind(realm)
+                    .bind(kid)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                if let Some(kid) = &changes.activate {
+                    sqlx::query(
+                        "UPDATE signing_keys SET state = 'active', activated_at = $1 \
+                         WHERE realm = $2 AND kid = $3 AND state = 'next'",
+                    )
+                    .bind(changes.now)
+                    .bind(realm)
+                    .bind(kid)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                for key in &changes.insert {
+                    Self::insert_key(&mut tx, key).await?;
+                }
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn all_keys(
+                &self,
+            ) -> Result<Vec<$crate::store::KeyRecord>, $crate::store::StoreError> {
+                Ok(sqlx::query_as(
+                    "SELECT realm, kid, alg, state, public_jwk, private_sealed, kek_id, created_at, \
+                     activated_at, retired_at, max_exp FROM signing_keys ORDER BY realm, created_at, kid",
+                )
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn reseal_keys(
+                &self,
+                keys: &[$crate::store::Resealed],
+                audit: $crate::store::Audited<'_>,
+            ) -> Result<(), $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::append_in_tx(&mut tx, audit).await?;
+                for k in keys {
+                    sqlx::query(
+                        "UPDATE signing_keys SET private_sealed = $1, kek_id = $2 \
+                         WHERE realm = $3 AND kid = $4",
+                    )
+                    .bind(&k.private_sealed)
+                    .bind(&k.kek_id)
+                    .bind(&k.realm)
+                    .bind(&k.kid)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
             }
 
             async fn kek_ids_in_use(&self) -> Result<Vec<String>, $crate::store::StoreError> {

@@ -30,6 +30,12 @@ pub struct RealmRecord {
     pub display_name: Option<String>,
     pub access_token_ttl: i64,
     pub created_at: i64,
+    /// How long a key signs before the next one takes over.
+    pub rotation_period_secs: i64,
+    /// How long a `next` key is published before it may sign.
+    pub prepublish_secs: i64,
+    /// Bumped by every key change: the compare-and-set that lets exactly one node rotate.
+    pub key_version: i64,
 }
 
 #[derive(Clone, sqlx::FromRow)]
@@ -44,6 +50,9 @@ pub struct KeyRecord {
     pub kek_id: String,
     pub created_at: i64,
     pub activated_at: Option<i64>,
+    pub retired_at: Option<i64>,
+    /// The latest `exp` of any token this key signed (0 = none).
+    pub max_exp: i64,
 }
 
 impl std::fmt::Debug for KeyRecord {
@@ -85,6 +94,28 @@ impl std::fmt::Debug for ClientRecord {
     }
 }
 
+/// A set of key changes applied together, in this order: delete removed keys (their private halves
+/// are destroyed with the row), retire the active key, activate the next one, insert new keys.
+#[derive(Debug, Default)]
+pub struct KeyChanges {
+    pub retire: Option<String>,
+    pub activate: Option<String>,
+    pub insert: Vec<KeyRecord>,
+    pub remove: Vec<String>,
+    /// The realm's algorithm for keys generated from now on.
+    pub set_alg: Option<String>,
+    pub now: i64,
+}
+
+/// A sealed private key re-encrypted under another KEK.
+#[derive(Debug)]
+pub struct Resealed {
+    pub realm: String,
+    pub kid: String,
+    pub private_sealed: Vec<u8>,
+    pub kek_id: String,
+}
+
 /// A write plus the audit records that describe it, committed together or not at all.
 pub type Audited<'a> = &'a [AuditDraft];
 
@@ -102,6 +133,19 @@ pub trait Store: Send + Sync + 'static {
     async fn realms(&self) -> Result<Vec<RealmRecord>, StoreError>;
     /// Keys that are published (every state), oldest first.
     async fn realm_keys(&self, realm: &str) -> Result<Vec<KeyRecord>, StoreError>;
+    /// Applies `changes` if the realm's `key_version` is still `expected_version` (then bumps it);
+    /// returns false, changing nothing, when another node got there first.
+    async fn apply_key_changes(
+        &self,
+        realm: &str,
+        expected_version: i64,
+        changes: &KeyChanges,
+        audit: Audited<'_>,
+    ) -> Result<bool, StoreError>;
+    /// Every key of every realm (for KEK rotation).
+    async fn all_keys(&self) -> Result<Vec<KeyRecord>, StoreError>;
+    /// Replaces every listed sealed key in one transaction.
+    async fn reseal_keys(&self, keys: &[Resealed], audit: Audited<'_>) -> Result<(), StoreError>;
     /// The KEK ids any stored private key is sealed under (to refuse a wrong or missing KEK).
     async fn kek_ids_in_use(&self) -> Result<Vec<String>, StoreError>;
 

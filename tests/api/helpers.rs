@@ -154,6 +154,9 @@ impl TestApp {
                 alg,
                 access_token_ttl: 3600,
                 display_name: None,
+                rotation_period_secs: admin::realms::DEFAULT_ROTATION_PERIOD,
+                prepublish_secs: admin::realms::DEFAULT_PREPUBLISH,
+                jwks_max_age_secs: 3600,
             },
             self.now(),
             "test",
@@ -181,6 +184,19 @@ impl TestApp {
         defaults: Option<&str>,
         audience: &str,
     ) -> Client {
+        self.create_client_ttl(realm, id, scopes, defaults, audience, None)
+            .await
+    }
+
+    pub async fn create_client_ttl(
+        &self,
+        realm: &str,
+        id: &str,
+        scopes: &str,
+        defaults: Option<&str>,
+        audience: &str,
+        ttl: Option<i64>,
+    ) -> Client {
         let made = admin::clients::create(
             self.store.as_ref(),
             admin::clients::NewClient {
@@ -189,7 +205,7 @@ impl TestApp {
                 scopes: scopes.into(),
                 default_scopes: defaults.map(str::to_owned),
                 audience: audience.into(),
-                access_token_ttl: None,
+                access_token_ttl: ttl,
             },
             self.now(),
             "test",

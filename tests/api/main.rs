@@ -9,4 +9,5 @@ mod cli;
 mod client_credentials;
 mod discovery_jwks;
 mod limits;
+mod rotation;
 mod validator_e2e;

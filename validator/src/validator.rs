@@ -41,6 +41,7 @@ pub struct ValidatorBuilder {
     cooldown: i64,
     default_cache: i64,
     min_cache: i64,
+    stale_period: i64,
     jwks_uri: Option<String>,
     http: Option<reqwest::Client>,
     clock: Option<ClockFn>,
@@ -69,6 +70,12 @@ impl ValidatorBuilder {
     /// Cache period when the JWKS response has no `max-age` (default 300 s).
     pub fn default_cache_period(mut self, period: Duration) -> Self {
         self.default_cache = (period.as_secs() as i64).clamp(1, MAX_CACHE_SECS);
+        self
+    }
+    /// How long cached keys stay usable past their `max-age` while the JWKS endpoint is down or
+    /// answers garbage (default 6 h); after that, validation fails closed.
+    pub fn stale_period(mut self, period: Duration) -> Self {
+        self.stale_period = period.as_secs() as i64;
         self
     }
     /// Skip discovery and fetch keys from this URL.
@@ -114,6 +121,7 @@ impl ValidatorBuilder {
             cooldown: self.cooldown,
             default_cache: self.default_cache,
             min_cache: self.min_cache,
+            stale_period: self.stale_period,
             jwks_uri,
             http,
             clock,
@@ -121,6 +129,7 @@ impl ValidatorBuilder {
             flight: Mutex::new(None),
             last_unknown_kid_fetch: AtomicI64::new(i64::MIN / 2),
             fetches: AtomicU64::new(0),
+            unknown_kid_fetches: AtomicU64::new(0),
         });
         inner.fetch_and_swap().await?;
         Ok(Validator { inner })
@@ -130,7 +139,11 @@ impl ValidatorBuilder {
 #[derive(Default)]
 struct KeySet {
     keys: HashMap<String, Arc<VerifyingKey>>,
-    expires_at: i64,
+    /// When a background refresh is due (a little before `max-age` runs out, or after the
+    /// cooldown following a failed fetch).
+    refresh_at: i64,
+    /// After this the keys are too stale to trust: `max-age` plus the stale period.
+    usable_until: i64,
 }
 
 struct Inner {
@@ -141,6 +154,7 @@ struct Inner {
     cooldown: i64,
     default_cache: i64,
     min_cache: i64,
+    stale_period: i64,
     jwks_uri: String,
     http: reqwest::Client,
     clock: ClockFn,
@@ -149,6 +163,7 @@ struct Inner {
     flight: Mutex<Option<watch::Receiver<bool>>>,
     last_unknown_kid_fetch: AtomicI64,
     fetches: AtomicU64,
+    unknown_kid_fetches: AtomicU64,
 }
 
 /// Verifies access tokens for one issuer and audience. Cheap to clone.
@@ -240,20 +255,30 @@ impl Inner {
                     .map(|s| s.min(MAX_CACHE_SECS as u64) as i64)
                     .unwrap_or(self.default_cache)
                     .max(self.min_cache);
+                // Refresh a tenth of the period early (at most a minute), so a validator never
+                // verifies with keys older than max-age while the endpoint is healthy.
+                let early = (period / 10).min(60);
                 self.keys.store(Arc::new(KeySet {
                     keys: keys.into_iter().map(|(k, v)| (k, Arc::new(v))).collect(),
-                    expires_at: now + period,
+                    refresh_at: now + period - early,
+                    usable_until: now + period + self.stale_period,
                 }));
                 Ok(())
             }
             Err(message) => {
-                tracing::warn!(jwks_uri = %self.jwks_uri, error = %message, "JWKS refresh failed; keeping cached keys");
                 let current = self.keys.load_full();
+                tracing::warn!(
+                    jwks_uri = %self.jwks_uri,
+                    error = %message,
+                    usable_for_secs = current.usable_until - now,
+                    "JWKS refresh failed; keeping cached keys"
+                );
                 if !current.keys.is_empty() {
                     // Try again after the cooldown rather than on every request.
                     self.keys.store(Arc::new(KeySet {
                         keys: current.keys.clone(),
-                        expires_at: now + self.cooldown.max(1),
+                        refresh_at: now + self.cooldown.max(1),
+                        usable_until: current.usable_until,
                     }));
                 }
                 Err(ErrorKind::Jwks(message).into())
@@ -292,6 +317,7 @@ impl Validator {
             cooldown: 30,
             default_cache: 300,
             min_cache: 5,
+            stale_period: 6 * 3600,
             jwks_uri: None,
             http: None,
             clock: None,
@@ -306,6 +332,11 @@ impl Validator {
     /// How many times the JWKS has been fetched (for metrics and tests).
     pub fn jwks_fetches(&self) -> u64 {
         self.inner.fetches.load(Ordering::Relaxed)
+    }
+
+    /// How many of those fetches an unknown `kid` caused (0 when rotation is pre-published).
+    pub fn unknown_kid_fetches(&self) -> u64 {
+        self.inner.unknown_kid_fetches.load(Ordering::Relaxed)
     }
 
     /// Refreshes the keys now (single-flight with any refresh already running).
@@ -328,6 +359,9 @@ impl Validator {
                 .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
         {
+            self.inner
+                .unknown_kid_fetches
+                .fetch_add(1, Ordering::Relaxed);
             self.refresh().await;
             return;
         }
@@ -374,9 +408,16 @@ impl Validator {
             .kid
             .ok_or_else(|| ErrorKind::UnsupportedHeader("no kid".into()))?;
         let now = self.inner.now();
-        if self.inner.keys.load().expires_at <= now {
-            // Stale cache: refresh in the background, keep verifying with what we hold.
+        let (refresh_at, usable_until) = {
+            let set = self.inner.keys.load();
+            (set.refresh_at, set.usable_until)
+        };
+        if refresh_at <= now {
+            // Due: refresh in the background, keep verifying with what we hold.
             drop(join_or_start_refresh(&self.inner));
+        }
+        if usable_until <= now {
+            return Err(ErrorKind::Jwks("cached keys are past their stale period".into()).into());
         }
         let key = match self.lookup(&kid) {
             Some(k) => k,

@@ -298,3 +298,55 @@ async fn garbage_and_outages_do_not_evict_good_keys() {
     let _ = token;
     assert!(h.jwks.hits.load(Ordering::SeqCst) >= 4);
 }
+
+#[tokio::test]
+async fn keys_past_the_stale_period_fail_closed_and_recover() {
+    let k = Key::new("k1");
+    let jwks = Arc::new(Jwks {
+        keys: Mutex::new(vec![k.jwk()]),
+        mode: AtomicU8::new(0),
+        hits: AtomicU64::new(0),
+    });
+    let app = Router::new()
+        .route("/jwks", get(serve_jwks))
+        .with_state(jwks.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let clock = Arc::new(AtomicI64::new(NOW));
+    let c = clock.clone();
+    let v = Validator::builder(ISS, "ledger")
+        .jwks_uri(format!("http://{addr}/jwks"))
+        .stale_period(std::time::Duration::from_secs(3600))
+        .clock(move || c.load(Ordering::SeqCst))
+        .build()
+        .await
+        .expect("build");
+    let token_at = |now: i64| {
+        let mut c = claims();
+        c["iat"] = json!(now);
+        c["nbf"] = json!(now);
+        c["exp"] = json!(now + 600);
+        k.token(c)
+    };
+    jwks.mode.store(2, Ordering::SeqCst); // outage
+    // max-age 600 + stale 3600: still usable just before, refused after.
+    clock.store(NOW + 600 + 3500, Ordering::SeqCst);
+    v.refresh().await;
+    v.validate(&token_at(NOW + 4100))
+        .await
+        .expect("inside the stale period");
+    clock.store(NOW + 600 + 3601, Ordering::SeqCst);
+    let err = v
+        .validate(&token_at(NOW + 4201))
+        .await
+        .expect_err("past the stale period");
+    assert!(matches!(err.kind(), ErrorKind::Jwks(_)));
+    jwks.mode.store(0, Ordering::SeqCst); // recovered
+    v.refresh().await;
+    v.validate(&token_at(NOW + 4201))
+        .await
+        .expect("works again without a restart");
+}
