@@ -2,6 +2,7 @@
 //! transaction and then answers every waiter, so a response leaves only after its record is durable
 //! while the database sees one commit per batch instead of one per token.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
@@ -44,16 +45,44 @@ impl AuditWriter {
     }
 }
 
+/// A key's `max_exp` is kept rounded up to this many seconds, so the store raises it about once a
+/// minute per key instead of on every batch. Rounding up only keeps a retired key published longer.
+const MAX_EXP_GRANULE: i64 = 60;
+
 async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Job>, batch_max: usize) {
     let mut jobs: Vec<Job> = Vec::with_capacity(batch_max);
+    // (realm, kid) -> the max_exp this node last committed.
+    let mut written: HashMap<(String, String), i64> = HashMap::new();
     loop {
         if rx.recv_many(&mut jobs, batch_max).await == 0 {
             return; // every sender is gone: the server is shutting down
         }
-        let (drafts, waiters): (Vec<AuditDraft>, Vec<_>) =
+        let (mut drafts, waiters): (Vec<AuditDraft>, Vec<_>) =
             jobs.drain(..).map(|j| (j.draft, j.done)).unzip();
+        let mut raised: Vec<((String, String), i64)> = Vec::new();
+        for d in &mut drafts {
+            let (Some(realm), Some((kid, exp))) = (&d.realm, &mut d.signed_with) else {
+                continue;
+            };
+            *exp = exp.div_euclid(MAX_EXP_GRANULE) * MAX_EXP_GRANULE + MAX_EXP_GRANULE;
+            let key = (realm.clone(), kid.clone());
+            if written.get(&key).is_some_and(|w| *w >= *exp)
+                || raised.iter().any(|(k, e)| *k == key && *e >= *exp)
+            {
+                d.signed_with = None;
+            } else {
+                raised.push((key, *exp));
+            }
+        }
         match store.append_audit(&drafts).await {
             Ok(seqs) => {
+                if written.len() > 10_000 {
+                    written.clear();
+                }
+                for (key, exp) in raised {
+                    let w = written.entry(key).or_insert(exp);
+                    *w = (*w).max(exp);
+                }
                 for (done, seq) in waiters.into_iter().zip(seqs) {
                     let _ = done.send(Ok(seq));
                 }
