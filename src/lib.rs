@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod aws;
 pub mod cli;
 pub mod clock;
 pub mod config;

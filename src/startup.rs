@@ -91,6 +91,7 @@ impl Application {
             audit,
             clock,
             kek,
+            sts_http: crate::aws::sts::http_client(),
         };
         let router = router(state.clone());
         Ok(Application {
@@ -147,6 +148,14 @@ pub fn router(state: AppState) -> Router {
         .route(
             &format!("/realms/{{realm}}{}", oidc::TOKEN_PATH),
             post(crate::oauth::token_endpoint::token),
+        )
+        .route(
+            &format!("/realms/{{realm}}{}", oidc::AWS_EXCHANGE_PATH),
+            post(crate::aws::exchange::endpoint),
+        )
+        .route(
+            &format!("/realms/{{realm}}{}", oidc::AWS_CHALLENGE_PATH),
+            post(crate::aws::exchange::challenge),
         )
         .route(
             &format!("/realms/{{realm}}{}", oidc::AUTHORIZE_PATH),

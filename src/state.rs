@@ -17,4 +17,6 @@ pub struct AppState {
     pub audit: AuditWriter,
     pub clock: Arc<dyn Clock>,
     pub kek: Arc<dyn KekSource>,
+    /// For STS calls: no redirects, short timeouts.
+    pub sts_http: reqwest::Client,
 }

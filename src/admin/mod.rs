@@ -2,6 +2,7 @@
 //! admin REST API will call the same functions. Every change is audited in its own transaction.
 
 pub mod audit;
+pub mod aws;
 pub mod clients;
 pub mod keys;
 pub mod realms;

@@ -54,6 +54,7 @@ pub fn issue(
             scope: &granted,
             ttl,
             now,
+            extra: None,
         },
     )
     .map_err(|e| {

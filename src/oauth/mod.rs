@@ -4,6 +4,7 @@ pub mod client_auth;
 pub mod client_credentials;
 pub mod error;
 pub mod form;
+pub mod outcome;
 pub mod scope;
 pub mod secret;
 pub mod token;

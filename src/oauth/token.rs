@@ -21,6 +21,8 @@ struct AccessClaims<'a> {
     nbf: UnixTime,
     exp: UnixTime,
     jti: &'a str,
+    #[serde(flatten)]
+    extra: Option<&'a serde_json::Map<String, serde_json::Value>>,
 }
 
 /// What an access token says.
@@ -33,6 +35,8 @@ pub struct AccessSpec<'a> {
     pub scope: &'a str,
     pub ttl: i64,
     pub now: UnixTime,
+    /// Further claims (AWS identity, user attributes); never overriding the ones above.
+    pub extra: Option<&'a serde_json::Map<String, serde_json::Value>>,
 }
 
 #[derive(Debug)]
@@ -62,6 +66,7 @@ pub fn mint_access_token(key: &SigningKey, spec: AccessSpec<'_>) -> Result<Minte
         nbf: spec.now,
         exp,
         jti: &jti,
+        extra: spec.extra,
     };
     let json = serde_json::to_vec(&claims).map_err(|_| KeyError::Sign)?;
     let jwt = key.sign_access_token(&json)?;
@@ -88,6 +93,7 @@ pub fn bench_sign_rate(realm: &crate::directory::LiveRealm, seconds: u64, thread
                                 scope: "tx:post:ach",
                                 ttl: 3600,
                                 now: 1_700_000_000,
+                                extra: None,
                             };
                             if mint_access_token(&realm.signing, spec).is_ok() {
                                 n += 1;

@@ -1,43 +1,17 @@
 //! `POST /realms/{realm}/oauth2/token`: parse, authenticate, run the grant, audit, answer.
 //! Every outcome, issued or refused, is in the audit log before the response leaves.
 
-use axum::body::{Body, to_bytes};
+use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use super::client_auth::{self, Presented};
+use super::outcome::{Granted, Refusal, finish, read_body};
 use super::{ErrorCode, OAuthError, client_credentials, form, secret};
-use crate::audit::AuditDraft;
 use crate::clock::UnixTime;
 use crate::directory::LiveRealm;
 use crate::state::AppState;
-
-/// Why a request was refused, for the audit log (never shown to the caller).
-struct Refusal {
-    error: OAuthError,
-    reason: &'static str,
-    client_id: Option<String>,
-}
-
-impl Refusal {
-    fn new(error: OAuthError, reason: &'static str) -> Self {
-        Refusal {
-            error,
-            reason,
-            client_id: None,
-        }
-    }
-    fn client(mut self, id: &str) -> Self {
-        self.client_id = Some(if client_auth::is_valid_client_id(id) {
-            id.to_owned()
-        } else {
-            "(malformed)".to_owned()
-        });
-        self
-    }
-}
 
 pub async fn token(
     State(state): State<AppState>,
@@ -57,60 +31,11 @@ pub async fn token(
             return OAuthError::server_error().into_response();
         }
     };
-    let limit = state.config.max_body_bytes;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let outcome = if declared.is_some_and(|n| n > limit as u64) {
-        Err(Refusal::new(
-            OAuthError::new(ErrorCode::TooLarge, "request body too large"),
-            "body_too_large",
-        ))
-    } else {
-        match to_bytes(body, limit).await {
-            Ok(bytes) => grant(&state, &realm, &headers, &bytes, now).await,
-            Err(_) => Err(Refusal::new(
-                OAuthError::new(ErrorCode::TooLarge, "request body too large or unreadable"),
-                "body_unreadable",
-            )),
-        }
+    let outcome = match read_body(&headers, body, state.config.max_body_bytes).await {
+        Ok(bytes) => grant(&state, &realm, &headers, &bytes, now).await,
+        Err(refusal) => Err(refusal),
     };
-    match outcome {
-        Ok((client_id, issued)) => {
-            let draft = AuditDraft::new(now, Some(&realm.record.name), "token.issued", &client_id)
-                .subject(&client_id)
-                .signed_with(realm.signing.kid(), issued.token.exp)
-                .detail(json!({
-                    "grant_type": client_credentials::GRANT_TYPE,
-                    "jti": issued.token.jti,
-                    "scope": issued.scope,
-                    "exp": issued.token.exp,
-                    "kid": realm.signing.kid(),
-                }));
-            // The token leaves only once its audit record is durable.
-            if state.audit.record(draft).await.is_err() {
-                return OAuthError::new(
-                    ErrorCode::TemporarilyUnavailable,
-                    "the token could not be recorded; try again",
-                )
-                .into_response();
-            }
-            token_response(&issued)
-        }
-        Err(refusal) => {
-            let actor = refusal.client_id.as_deref().unwrap_or("(anonymous)");
-            let draft = AuditDraft::new(now, Some(&realm.record.name), "token.refused", actor)
-                .detail(json!({
-                    "error": refusal.error.code.as_str(),
-                    "reason": refusal.reason,
-                }));
-            if state.audit.record(draft).await.is_err() {
-                tracing::error!(realm = %realm.record.name, "refusal could not be audited");
-            }
-            refusal.error.into_response()
-        }
-    }
+    finish(&state, &realm, outcome, now).await
 }
 
 async fn grant(
@@ -119,7 +44,7 @@ async fn grant(
     headers: &HeaderMap,
     body: &[u8],
     now: UnixTime,
-) -> Result<(String, client_credentials::Issued), Refusal> {
+) -> Result<Granted, Refusal> {
     let params = form::parse(headers, body).map_err(|e| Refusal::new(e, "malformed_request"))?;
     let grant_type = params.get("grant_type").ok_or_else(|| {
         Refusal::new(
@@ -127,11 +52,14 @@ async fn grant(
             "missing_grant_type",
         )
     })?;
+    if grant_type == crate::aws::exchange::TOKEN_EXCHANGE {
+        return crate::aws::exchange::from_token_request(state, realm, &params, now).await;
+    }
     if grant_type != client_credentials::GRANT_TYPE {
         return Err(Refusal::new(
             OAuthError::new(
                 ErrorCode::UnsupportedGrantType,
-                "this server supports grant_type=client_credentials",
+                "this server supports client_credentials and token-exchange",
             ),
             "unsupported_grant_type",
         ));
@@ -154,7 +82,15 @@ async fn grant(
             };
             Refusal::new(e, reason).client(&client.client_id)
         })?;
-    Ok((client.client_id.clone(), issued))
+    Ok(Granted {
+        actor: client.client_id.clone(),
+        grant_type: client_credentials::GRANT_TYPE,
+        token: issued.token,
+        scope: issued.scope,
+        expires_in: issued.expires_in,
+        detail: Default::default(),
+        token_exchange: false,
+    })
 }
 
 /// Looks the client up and checks its secret. An unknown id, a wrong secret and a disabled client
@@ -194,18 +130,4 @@ async fn authenticate(
         return Err(refuse("client_disabled"));
     }
     Ok(client)
-}
-
-fn token_response(issued: &client_credentials::Issued) -> Response {
-    let body = json!({
-        "access_token": issued.token.jwt,
-        "token_type": "Bearer",
-        "expires_in": issued.expires_in,
-        "scope": issued.scope,
-    });
-    let mut res = axum::Json(body).into_response();
-    let h = res.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    res
 }

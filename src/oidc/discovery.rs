@@ -11,9 +11,13 @@ use crate::oauth::{ErrorCode, OAuthError};
 use crate::state::AppState;
 
 /// The metadata document (pure: the handler adds only the realm lookup).
-pub fn metadata(realm: &LiveRealm, scopes: &[String]) -> Value {
+pub fn metadata(
+    realm: &LiveRealm,
+    scopes: &[String],
+    aws: Option<&crate::store::AwsSettingsRecord>,
+) -> Value {
     let iss = &realm.issuer;
-    json!({
+    let mut doc = json!({
         "issuer": iss,
         "jwks_uri": format!("{iss}{JWKS_PATH}"),
         "token_endpoint": format!("{iss}{TOKEN_PATH}"),
@@ -31,7 +35,18 @@ pub fn metadata(realm: &LiveRealm, scopes: &[String]) -> Value {
             "iss", "sub", "aud", "exp", "iat", "nbf", "jti",
             "client_id", "azp", "scope", "token_use"
         ],
-    })
+    });
+    if let Some(aws) = aws {
+        doc["grant_types_supported"] =
+            json!(["client_credentials", crate::aws::exchange::TOKEN_EXCHANGE]);
+        doc["aws_sts_exchange_endpoint"] = json!(format!("{iss}{}", super::AWS_EXCHANGE_PATH));
+        doc["aws_sts_challenge_endpoint"] = json!(format!("{iss}{}", super::AWS_CHALLENGE_PATH));
+        doc["aws_sts_subject_token_type"] = json!(crate::aws::exchange::AWS_SUBJECT_TOKEN_TYPE);
+        // Not a secret: it binds a signed request to this server, as Vault's server ID does.
+        doc["aws_sts_server_id"] = json!(aws.server_id);
+        doc["aws_sts_challenge_required"] = json!(aws.require_challenge);
+    }
+    doc
 }
 
 pub async fn openid_configuration(
@@ -63,7 +78,14 @@ pub async fn openid_configuration(
             return OAuthError::server_error().into_response();
         }
     };
-    let mut res = axum::Json(metadata(&live, &scopes)).into_response();
+    let aws = match state.store.aws_settings(&live.record.name).await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = %e, %realm, "AWS settings unavailable");
+            return OAuthError::server_error().into_response();
+        }
+    };
+    let mut res = axum::Json(metadata(&live, &scopes, aws.as_ref())).into_response();
     res.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=300"),

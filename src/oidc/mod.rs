@@ -7,3 +7,5 @@ pub mod jwks;
 pub const TOKEN_PATH: &str = "/oauth2/token";
 pub const AUTHORIZE_PATH: &str = "/oauth2/authorize";
 pub const JWKS_PATH: &str = "/jwks";
+pub const AWS_EXCHANGE_PATH: &str = "/aws/token";
+pub const AWS_CHALLENGE_PATH: &str = "/aws/challenge";

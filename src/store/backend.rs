@@ -279,6 +279,153 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            async fn set_aws_settings(
+                &self,
+                st: &$crate::store::AwsSettingsRecord,
+                audit: $crate::store::Audited<'_>,
+            ) -> Result<(), $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::append_in_tx(&mut tx, audit).await?;
+                sqlx::query("DELETE FROM aws_settings WHERE realm = $1")
+                    .bind(&st.realm)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "INSERT INTO aws_settings (realm, sts_endpoint, partitions, server_id, \
+                     require_challenge, updated_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&st.realm)
+                .bind(&st.sts_endpoint)
+                .bind(&st.partitions)
+                .bind(&st.server_id)
+                .bind(st.require_challenge)
+                .bind(st.updated_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| $crate::store::map_unique(e, || format!("realm {}", st.realm)))?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn aws_settings(
+                &self,
+                realm: &str,
+            ) -> Result<Option<$crate::store::AwsSettingsRecord>, $crate::store::StoreError> {
+                Ok(sqlx::query_as(
+                    "SELECT realm, sts_endpoint, partitions, server_id, require_challenge, \
+                     updated_at FROM aws_settings WHERE realm = $1",
+                )
+                .bind(realm)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn add_aws_binding(
+                &self,
+                b: &$crate::store::AwsBindingRecord,
+                audit: $crate::store::Audited<'_>,
+            ) -> Result<(), $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::append_in_tx(&mut tx, audit).await?;
+                sqlx::query(
+                    "INSERT INTO aws_bindings (realm, id, principal, account, effect, scopes, \
+                     audience, access_token_ttl, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(&b.realm)
+                .bind(&b.id)
+                .bind(&b.principal)
+                .bind(&b.account)
+                .bind(&b.effect)
+                .bind(&b.scopes)
+                .bind(&b.audience)
+                .bind(b.access_token_ttl)
+                .bind(b.created_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| {
+                    $crate::store::map_unique(e, || format!("AWS binding {} in realm {}", b.id, b.realm))
+                })?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn aws_bindings(
+                &self,
+                realm: &str,
+            ) -> Result<Vec<$crate::store::AwsBindingRecord>, $crate::store::StoreError> {
+                Ok(sqlx::query_as(
+                    "SELECT realm, id, principal, account, effect, scopes, audience, \
+                     access_token_ttl, created_at FROM aws_bindings WHERE realm = $1 \
+                     ORDER BY created_at, id",
+                )
+                .bind(realm)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn delete_aws_binding(
+                &self,
+                realm: &str,
+                id: &str,
+                audit: $crate::store::Audited<'_>,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::append_in_tx(&mut tx, audit).await?;
+                let done = sqlx::query("DELETE FROM aws_bindings WHERE realm = $1 AND id = $2")
+                    .bind(realm)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                    == 1;
+                if done {
+                    tx.commit().await?;
+                }
+                Ok(done)
+            }
+
+            async fn create_aws_challenge(
+                &self,
+                realm: &str,
+                nonce_hash: &str,
+                expires_at: i64,
+                now: i64,
+            ) -> Result<(), $crate::store::StoreError> {
+                sqlx::query("DELETE FROM aws_challenges WHERE expires_at < $1")
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                sqlx::query(
+                    "INSERT INTO aws_challenges (nonce_hash, realm, expires_at) VALUES ($1, $2, $3)",
+                )
+                .bind(nonce_hash)
+                .bind(realm)
+                .bind(expires_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn consume_aws_challenge(
+                &self,
+                realm: &str,
+                nonce_hash: &str,
+                now: i64,
+            ) -> Result<bool, $crate::store::StoreError> {
+                Ok(sqlx::query(
+                    "DELETE FROM aws_challenges WHERE nonce_hash = $1 AND realm = $2 \
+                     AND expires_at >= $3",
+                )
+                .bind(nonce_hash)
+                .bind(realm)
+                .bind(now)
+                .execute(&self.pool)
+                .await?
+                .rows_affected()
+                    == 1)
+            }
+
             async fn kek_ids_in_use(&self) -> Result<Vec<String>, $crate::store::StoreError> {
                 let rows: Vec<(String,)> =
                     sqlx::query_as("SELECT DISTINCT kek_id FROM signing_keys ORDER BY kek_id")

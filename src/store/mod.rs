@@ -116,6 +116,37 @@ pub struct Resealed {
     pub kek_id: String,
 }
 
+/// A realm's AWS exchange settings.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AwsSettingsRecord {
+    pub realm: String,
+    /// An explicit STS endpoint URL (tests, VPC endpoints); `None` = the real AWS STS hosts of
+    /// `partitions`.
+    pub sts_endpoint: Option<String>,
+    /// Space-separated AWS partitions whose STS hosts are allowed (`aws aws-us-gov aws-cn`).
+    pub partitions: String,
+    /// The value the `X-Sigil-Server-ID` header must carry (and be signed).
+    pub server_id: String,
+    pub require_challenge: bool,
+    pub updated_at: i64,
+}
+
+/// Maps IAM principals to what their tokens may carry.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct AwsBindingRecord {
+    pub realm: String,
+    pub id: String,
+    /// Exact canonical ARN or a `*`/`?` glob over it; `None` = any principal (of `account`).
+    pub principal: Option<String>,
+    pub account: Option<String>,
+    /// `allow` or `deny`.
+    pub effect: String,
+    pub scopes: String,
+    pub audience: String,
+    pub access_token_ttl: Option<i64>,
+    pub created_at: i64,
+}
+
 /// A write plus the audit records that describe it, committed together or not at all.
 pub type Audited<'a> = &'a [AuditDraft];
 
@@ -174,6 +205,40 @@ pub trait Store: Send + Sync + 'static {
         enabled: bool,
         now: i64,
         audit: Audited<'_>,
+    ) -> Result<bool, StoreError>;
+
+    async fn set_aws_settings(
+        &self,
+        s: &AwsSettingsRecord,
+        audit: Audited<'_>,
+    ) -> Result<(), StoreError>;
+    async fn aws_settings(&self, realm: &str) -> Result<Option<AwsSettingsRecord>, StoreError>;
+    async fn add_aws_binding(
+        &self,
+        b: &AwsBindingRecord,
+        audit: Audited<'_>,
+    ) -> Result<(), StoreError>;
+    async fn aws_bindings(&self, realm: &str) -> Result<Vec<AwsBindingRecord>, StoreError>;
+    async fn delete_aws_binding(
+        &self,
+        realm: &str,
+        id: &str,
+        audit: Audited<'_>,
+    ) -> Result<bool, StoreError>;
+    /// Stores a challenge (by hash) and prunes expired ones.
+    async fn create_aws_challenge(
+        &self,
+        realm: &str,
+        nonce_hash: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<(), StoreError>;
+    /// Consumes a live challenge; false if unknown, expired or already used.
+    async fn consume_aws_challenge(
+        &self,
+        realm: &str,
+        nonce_hash: &str,
+        now: i64,
     ) -> Result<bool, StoreError>;
 
     /// Appends to the hash chain in one transaction; returns the new rows' sequence numbers.

@@ -5,6 +5,7 @@ mod helpers;
 
 mod attacks;
 mod audit;
+mod aws;
 mod cli;
 mod client_credentials;
 mod discovery_jwks;

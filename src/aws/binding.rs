@@ -1,0 +1,142 @@
+//! Which binding, if any, lets a principal have a token: DENY beats ALLOW, no match is refused,
+//! among ALLOWs the most specific pattern wins.
+
+use super::arn::Principal;
+use crate::store::AwsBindingRecord;
+
+/// `*` matches any run of characters (including `/`), `?` exactly one.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti) = (0usize, 0usize);
+    let (mut star, mut mark) = (None::<usize>, 0usize);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+pub fn matches(b: &AwsBindingRecord, who: &Principal) -> bool {
+    b.principal
+        .as_deref()
+        .is_none_or(|pat| glob_match(pat, &who.canonical))
+        && b.account.as_deref().is_none_or(|a| a == who.account)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision<'a> {
+    Allow(&'a AwsBindingRecord),
+    Denied(&'a AwsBindingRecord),
+    NoBinding,
+}
+
+/// Decides for `who`, optionally restricted to bindings for `audience`.
+pub fn decide<'a>(
+    bindings: &'a [AwsBindingRecord],
+    who: &Principal,
+    audience: Option<&str>,
+) -> Decision<'a> {
+    let matching: Vec<&AwsBindingRecord> = bindings.iter().filter(|b| matches(b, who)).collect();
+    if let Some(deny) = matching.iter().find(|b| b.effect == "deny") {
+        return Decision::Denied(deny);
+    }
+    let best = matching
+        .into_iter()
+        .filter(|b| b.effect == "allow")
+        .filter(|b| audience.is_none_or(|a| a == b.audience))
+        // Most specific first: the longest literal part of the pattern, then an account pin.
+        .max_by_key(|b| {
+            let literal = b
+                .principal
+                .as_deref()
+                .map_or(0, |p| p.chars().filter(|c| *c != '*' && *c != '?').count());
+            (literal, b.account.is_some())
+        });
+    match best {
+        Some(b) => Decision::Allow(b),
+        None => Decision::NoBinding,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binding(
+        id: &str,
+        principal: Option<&str>,
+        account: Option<&str>,
+        effect: &str,
+    ) -> AwsBindingRecord {
+        AwsBindingRecord {
+            realm: "r".into(),
+            id: id.into(),
+            principal: principal.map(Into::into),
+            account: account.map(Into::into),
+            effect: effect.into(),
+            scopes: "tx:post:ach".into(),
+            audience: "ledger".into(),
+            access_token_ttl: None,
+            created_at: 0,
+        }
+    }
+
+    fn role(name: &str) -> Principal {
+        super::super::arn::canonicalise(&format!("arn:aws:sts::123456789012:assumed-role/{name}/s"))
+            .expect("arn")
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match(
+            "arn:aws:iam::*:role/ledger-*",
+            "arn:aws:iam::123456789012:role/ledger-writer"
+        ));
+        assert!(glob_match("a?c", "abc") && !glob_match("a?c", "abbc"));
+        assert!(!glob_match(
+            "arn:aws:iam::1:role/x",
+            "arn:aws:iam::1:role/xy"
+        ));
+        assert!(glob_match("*", ""));
+    }
+
+    #[test]
+    fn deny_beats_allow_and_no_match_is_refused() {
+        let b = vec![
+            binding(
+                "all",
+                Some("arn:aws:iam::123456789012:role/*"),
+                None,
+                "allow",
+            ),
+            binding("no-temp", Some("*:role/temp-*"), None, "deny"),
+            binding("acct", None, Some("123456789012"), "allow"),
+        ];
+        assert!(
+            matches!(decide(&b, &role("temp-job"), None), Decision::Denied(x) if x.id == "no-temp")
+        );
+        assert!(matches!(decide(&b, &role("ledger"), None), Decision::Allow(x) if x.id == "all"));
+        let other =
+            super::super::arn::canonicalise("arn:aws:iam::999999999999:user/x").expect("arn");
+        assert_eq!(decide(&b, &other, None), Decision::NoBinding);
+        assert_eq!(
+            decide(&b, &role("ledger"), Some("payments")),
+            Decision::NoBinding
+        );
+    }
+}

@@ -1,0 +1,141 @@
+//! How every token-issuing endpoint ends: the token is audited (durably) before it is returned;
+//! a refusal is audited with its reason (never the presented credential) and answered per RFC 6749.
+
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use super::token::Minted;
+use super::{ErrorCode, OAuthError, client_auth};
+use crate::audit::AuditDraft;
+use crate::clock::UnixTime;
+use crate::directory::LiveRealm;
+use crate::state::AppState;
+
+/// A token ready to be returned.
+#[derive(Debug)]
+pub struct Granted {
+    /// Who got it: a client id or a canonical ARN.
+    pub actor: String,
+    pub grant_type: &'static str,
+    pub token: Minted,
+    pub scope: String,
+    pub expires_in: i64,
+    /// Extra audit details (binding, AWS user id, ...).
+    pub detail: Map<String, Value>,
+    /// RFC 8693 responses name the issued token type.
+    pub token_exchange: bool,
+}
+
+/// Why a request was refused, for the audit log (never shown to the caller).
+#[derive(Debug)]
+pub struct Refusal {
+    pub error: OAuthError,
+    pub reason: &'static str,
+    pub actor: Option<String>,
+}
+
+impl Refusal {
+    pub fn new(error: OAuthError, reason: &'static str) -> Self {
+        Refusal {
+            error,
+            reason,
+            actor: None,
+        }
+    }
+
+    /// Names the client the request claimed to be (only if it is a well-formed client id).
+    pub fn client(mut self, id: &str) -> Self {
+        self.actor = Some(if client_auth::is_valid_client_id(id) {
+            id.to_owned()
+        } else {
+            "(malformed)".to_owned()
+        });
+        self
+    }
+
+    pub fn actor(mut self, actor: &str) -> Self {
+        self.actor = Some(actor.to_owned());
+        self
+    }
+}
+
+pub async fn finish(
+    state: &AppState,
+    realm: &LiveRealm,
+    outcome: Result<Granted, Refusal>,
+    now: UnixTime,
+) -> Response {
+    match outcome {
+        Ok(g) => {
+            let mut detail = g.detail;
+            detail.insert("grant_type".into(), json!(g.grant_type));
+            detail.insert("jti".into(), json!(g.token.jti));
+            detail.insert("scope".into(), json!(g.scope));
+            detail.insert("exp".into(), json!(g.token.exp));
+            detail.insert("kid".into(), json!(realm.signing.kid()));
+            let draft = AuditDraft::new(now, Some(&realm.record.name), "token.issued", &g.actor)
+                .subject(&g.actor)
+                .signed_with(realm.signing.kid(), g.token.exp)
+                .detail(Value::Object(detail));
+            // The token leaves only once its audit record is durable.
+            if state.audit.record(draft).await.is_err() {
+                return OAuthError::new(
+                    ErrorCode::TemporarilyUnavailable,
+                    "the token could not be recorded; try again",
+                )
+                .into_response();
+            }
+            let mut body = json!({
+                "access_token": g.token.jwt,
+                "token_type": "Bearer",
+                "expires_in": g.expires_in,
+                "scope": g.scope,
+            });
+            if g.token_exchange {
+                body["issued_token_type"] = json!("urn:ietf:params:oauth:token-type:access_token");
+            }
+            let mut res = axum::Json(body).into_response();
+            let h = res.headers_mut();
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+            res
+        }
+        Err(refusal) => {
+            let actor = refusal.actor.as_deref().unwrap_or("(anonymous)");
+            let draft = AuditDraft::new(now, Some(&realm.record.name), "token.refused", actor)
+                .detail(json!({
+                    "error": refusal.error.code.as_str(),
+                    "reason": refusal.reason,
+                }));
+            if state.audit.record(draft).await.is_err() {
+                tracing::error!(realm = %realm.record.name, "refusal could not be audited");
+            }
+            refusal.error.into_response()
+        }
+    }
+}
+
+/// Reads a request body up to `limit` bytes; `Err` is the refusal for an oversized body.
+pub async fn read_body(
+    headers: &axum::http::HeaderMap,
+    body: axum::body::Body,
+    limit: usize,
+) -> Result<axum::body::Bytes, Refusal> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(Refusal::new(
+            OAuthError::new(ErrorCode::TooLarge, "request body too large"),
+            "body_too_large",
+        ));
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        Refusal::new(
+            OAuthError::new(ErrorCode::TooLarge, "request body too large or unreadable"),
+            "body_unreadable",
+        )
+    })
+}

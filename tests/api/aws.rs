@@ -1,0 +1,271 @@
+//! The AWS exchange against a fake STS on loopback that misbehaves on purpose: redirects, errors,
+//! garbage, oversized answers, silence. Each is `invalid_client` and an audit record, never a 500.
+//! (The real-STS-peer tests, with moto, are in tests/python/test_aws_exchange.py.)
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::Value;
+use sigil::aws::sign::{AwsCredentials, sign_get_caller_identity};
+use sigil::keys::Alg;
+
+use crate::helpers::{TestApp, decode_part, error_of};
+use crate::on_every_backend;
+
+const OK: &str = r#"<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><GetCallerIdentityResult><Arn>arn:aws:sts::123456789012:assumed-role/ledger-writer/i-0abc</Arn><UserId>AROAEXAMPLE:i-0abc</UserId><Account>123456789012</Account></GetCallerIdentityResult></GetCallerIdentityResponse>"#;
+
+struct FakeSts {
+    mode: AtomicU8,
+    hits: AtomicUsize,
+    last_host: std::sync::Mutex<Option<String>>,
+}
+
+async fn sts(State(s): State<Arc<FakeSts>>, headers: HeaderMap, body: String) -> Response {
+    s.hits.fetch_add(1, Ordering::SeqCst);
+    *s.last_host.lock().expect("lock") = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned);
+    assert_eq!(body, "Action=GetCallerIdentity&Version=2011-06-15");
+    match s.mode.load(Ordering::SeqCst) {
+        1 => (
+            StatusCode::FOUND,
+            [(header::LOCATION, "http://127.0.0.1:1/")],
+        )
+            .into_response(),
+        2 => (StatusCode::FORBIDDEN, "<ErrorResponse/>").into_response(),
+        3 => "this is not xml".into_response(),
+        4 => "x".repeat(200 * 1024).into_response(),
+        5 => {
+            tokio::time::sleep(std::time::Duration::from_secs(8)).await;
+            OK.into_response()
+        }
+        6 => OK
+            .replace("123456789012</Account>", "999999999999</Account>")
+            .into_response(),
+        _ => OK.into_response(),
+    }
+}
+
+async fn fake_sts() -> (Arc<FakeSts>, String) {
+    let s = Arc::new(FakeSts {
+        mode: AtomicU8::new(0),
+        hits: AtomicUsize::new(0),
+        last_host: std::sync::Mutex::new(None),
+    });
+    let app = Router::new().route("/", post(sts)).with_state(s.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (s, format!("http://{addr}/"))
+}
+
+fn creds() -> AwsCredentials {
+    AwsCredentials {
+        access_key_id: "AKIDEXAMPLE".into(),
+        secret_access_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into(),
+        session_token: Some("session-token-value".into()),
+    }
+}
+
+async fn setup(app: &TestApp, sts_url: &str) {
+    app.create_realm("ledger", Alg::ES256).await;
+    let now = app.now();
+    sigil::admin::aws::configure(
+        app.store.as_ref(),
+        sigil::admin::aws::Configure {
+            realm: "ledger".into(),
+            sts_endpoint: Some(sts_url.into()),
+            partitions: vec![],
+            server_id: "sigil-test".into(),
+            require_challenge: false,
+        },
+        now,
+        "test",
+    )
+    .await
+    .expect("configure");
+    sigil::admin::aws::bind(
+        app.store.as_ref(),
+        sigil::admin::aws::Bind {
+            realm: "ledger".into(),
+            id: Some("writers".into()),
+            principal: Some("arn:aws:iam::123456789012:role/ledger-*".into()),
+            account: None,
+            deny: false,
+            scopes: Some("tx:post:ach".into()),
+            audience: Some("ledger".into()),
+            access_token_ttl: Some(900),
+        },
+        now,
+        "test",
+    )
+    .await
+    .expect("bind");
+}
+
+async fn post_exchange(app: &TestApp, payload: &Value) -> reqwest::Response {
+    app.http
+        .post(format!("{}/aws/token", app.issuer("ledger")))
+        .json(payload)
+        .send()
+        .await
+        .expect("send")
+}
+
+async fn exchange_with_aws_sigv4_and_misbehaving_sts(app: &TestApp) {
+    let (fake, url) = fake_sts().await;
+    setup(app, &url).await;
+    let signed =
+        sign_get_caller_identity(&creds(), "us-east-1", &url, "sigil-test", None, app.now())
+            .expect("sign");
+    assert!(
+        signed["headers"]["authorization"]
+            .as_str()
+            .expect("auth")
+            .contains("x-sigil-server-id")
+    );
+
+    let res = post_exchange(app, &signed).await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.expect("json");
+    let claims = decode_part(body["access_token"].as_str().expect("token"), 1);
+    assert_eq!(
+        claims["sub"],
+        "arn:aws:iam::123456789012:role/ledger-writer"
+    );
+    assert_eq!(claims["aws_user_id"], "AROAEXAMPLE:i-0abc");
+    assert_eq!(
+        claims["exp"].as_i64().expect("exp") - claims["iat"].as_i64().expect("iat"),
+        900
+    );
+    let forwarded_host = fake.last_host.lock().expect("lock").clone();
+    assert_eq!(
+        forwarded_host.as_deref(),
+        Some(url.trim_start_matches("http://").trim_end_matches('/'))
+    );
+
+    for (mode, reason) in [
+        (1, "sts_refused"),
+        (2, "sts_refused"),
+        (3, "sts_malformed"),
+        (4, "sts_malformed"),
+        (5, "sts_unreachable"),
+        (6, "account_mismatch"),
+    ] {
+        fake.mode.store(mode, Ordering::SeqCst);
+        let signed =
+            sign_get_caller_identity(&creds(), "us-east-1", &url, "sigil-test", None, app.now())
+                .expect("sign");
+        let (status, _, body) = error_of(post_exchange(app, &signed).await).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("invalid_client")),
+            "mode {mode}"
+        );
+        let last = app
+            .audit()
+            .await
+            .into_iter()
+            .rev()
+            .find(|r| r.kind == "token.refused")
+            .expect("audited");
+        assert!(last.detail.contains(reason), "mode {mode}: {}", last.detail);
+    }
+    fake.mode.store(0, Ordering::SeqCst);
+
+    // Refused before any call to STS: a stale date (signed 10 minutes ago), and garbage JSON.
+    let before = fake.hits.load(Ordering::SeqCst);
+    let stale = sign_get_caller_identity(
+        &creds(),
+        "us-east-1",
+        &url,
+        "sigil-test",
+        None,
+        app.now() - 600,
+    )
+    .expect("sign");
+    let (status, _, _) = error_of(post_exchange(app, &stale).await).await;
+    assert_eq!(status, 401);
+    for junk in [
+        serde_json::json!({"method": "POST"}),
+        serde_json::json!([1, 2]),
+        serde_json::json!({"method":"POST","url":url,"headers":{},"body":"","extra":1}),
+    ] {
+        let (status, _, body) = error_of(post_exchange(app, &junk).await).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_request"))
+        );
+    }
+    let res = app
+        .http
+        .post(format!("{}/aws/token", app.issuer("ledger")))
+        .body("{not json")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status(), 400);
+    assert_eq!(
+        fake.hits.load(Ordering::SeqCst),
+        before,
+        "nothing reached STS"
+    );
+
+    // The secret key and the session token never reach the audit log.
+    for row in app.audit().await {
+        assert!(
+            !row.detail.contains("wJalrXUtnFEMI") && !row.detail.contains("session-token-value")
+        );
+    }
+}
+on_every_backend!(
+    aws_exchange_sts_failures,
+    exchange_with_aws_sigv4_and_misbehaving_sts
+);
+
+async fn realm_without_aws_refuses_cleanly(app: &TestApp) {
+    app.create_realm("ledger", Alg::ES256).await;
+    let signed = sign_get_caller_identity(
+        &creds(),
+        "us-east-1",
+        "https://sts.amazonaws.com/",
+        "x",
+        None,
+        app.now(),
+    )
+    .expect("sign");
+    let (status, _, body) = error_of(post_exchange(app, &signed).await).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request"))
+    );
+    let res = app
+        .http
+        .post(format!("{}/aws/challenge", app.issuer("ledger")))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status(), 400);
+    let doc: Value = app
+        .http
+        .get(format!(
+            "{}/.well-known/openid-configuration",
+            app.issuer("ledger")
+        ))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert!(doc.get("aws_sts_exchange_endpoint").is_none());
+}
+on_every_backend!(aws_not_configured, realm_without_aws_refuses_cleanly);
