@@ -45,6 +45,7 @@ pub struct Settings {
     pub header_read_timeout_secs: Option<u64>,
     pub audit_batch_max: Option<usize>,
     pub rotation_check_secs: Option<u64>,
+    pub failures_per_minute_per_ip: Option<u32>,
     pub log_format: Option<String>,
 }
 
@@ -65,6 +66,9 @@ impl Settings {
                 .or(self.header_read_timeout_secs),
             audit_batch_max: over.audit_batch_max.or(self.audit_batch_max),
             rotation_check_secs: over.rotation_check_secs.or(self.rotation_check_secs),
+            failures_per_minute_per_ip: over
+                .failures_per_minute_per_ip
+                .or(self.failures_per_minute_per_ip),
             log_format: over.log_format.or(self.log_format),
         }
     }
@@ -107,6 +111,7 @@ impl Settings {
             header_read_timeout_secs: num(&get, "SIGIL_HEADER_READ_TIMEOUT_SECS")?,
             audit_batch_max: num(&get, "SIGIL_AUDIT_BATCH_MAX")?,
             rotation_check_secs: num(&get, "SIGIL_ROTATION_CHECK_SECS")?,
+            failures_per_minute_per_ip: num(&get, "SIGIL_FAILURES_PER_MINUTE_PER_IP")?,
             log_format: get("SIGIL_LOG_FORMAT"),
         })
     }
@@ -137,6 +142,9 @@ pub struct Config {
     pub audit_batch_max: usize,
     /// How often `serve` runs the key-rotation schedule; 0 turns the scheduler off.
     pub rotation_check_secs: u64,
+    /// Failed client authentications one address may make per minute before the token endpoints
+    /// answer it 429 for the rest of the minute; 0 = no limit.
+    pub failures_per_minute_per_ip: u32,
     pub log_format: LogFormat,
 }
 
@@ -227,6 +235,12 @@ impl Config {
                 0,
                 3600,
             )?,
+            failures_per_minute_per_ip: bounded(
+                "failures_per_minute_per_ip",
+                u64::from(s.failures_per_minute_per_ip.unwrap_or(60)),
+                0,
+                1_000_000,
+            )? as u32,
             log_format,
         })
     }
@@ -245,6 +259,7 @@ impl Config {
             header_read_timeout_secs: 10,
             audit_batch_max: 256,
             rotation_check_secs: 0,
+            failures_per_minute_per_ip: 60,
             log_format: LogFormat::Text,
         }
     }

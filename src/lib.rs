@@ -11,6 +11,7 @@ pub mod directory;
 pub mod keys;
 pub mod oauth;
 pub mod oidc;
+pub mod ratelimit;
 pub mod serve;
 pub mod startup;
 pub mod state;

@@ -84,6 +84,7 @@ impl Application {
             config.cache_ttl_secs,
         ));
         let audit = AuditWriter::spawn(store.clone(), config.audit_batch_max);
+        let config_failures_per_minute = config.failures_per_minute_per_ip;
         let state = AppState {
             config: Arc::new(config),
             store,
@@ -92,6 +93,9 @@ impl Application {
             clock,
             kek,
             sts_http: crate::aws::sts::http_client(),
+            failures: Arc::new(crate::ratelimit::FailureLimiter::new(
+                config_failures_per_minute,
+            )),
         };
         let router = router(state.clone());
         Ok(Application {

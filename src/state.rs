@@ -19,4 +19,5 @@ pub struct AppState {
     pub kek: Arc<dyn KekSource>,
     /// For STS calls: no redirects, short timeouts.
     pub sts_http: reqwest::Client,
+    pub failures: Arc<crate::ratelimit::FailureLimiter>,
 }

@@ -1,8 +1,11 @@
 //! The exchange itself, shared by the realm's AWS endpoint and the RFC 8693 token-exchange grant:
 //! local checks → challenge → STS → canonical ARN → binding → scopes → token.
 
+use std::net::SocketAddr;
+
+use axum::Extension;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -17,7 +20,7 @@ use crate::clock::UnixTime;
 use crate::directory::LiveRealm;
 use crate::keys::kek::hex;
 use crate::oauth::form::Params;
-use crate::oauth::outcome::{Granted, Refusal, finish, read_body};
+use crate::oauth::outcome::{Granted, Refusal, finish, rate_limited, read_body};
 use crate::oauth::scope::{self, ScopeError};
 use crate::oauth::token::{AccessSpec, mint_access_token};
 use crate::oauth::{ErrorCode, OAuthError, secret};
@@ -233,6 +236,7 @@ async fn live_realm(
 /// `audience` as optional query parameters.
 pub async fn endpoint(
     State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     Path(realm): Path<String>,
     query: Result<Query<ExchangeQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
@@ -243,6 +247,10 @@ pub async fn endpoint(
         Ok(r) => r,
         Err(res) => return res,
     };
+    let peer = peer.map(|Extension(ConnectInfo(addr))| addr.ip());
+    if let Some(res) = rate_limited(&state, peer, now) {
+        return res;
+    }
     let outcome = async {
         let Ok(Query(q)) = query else {
             return Err(Refusal::new(
@@ -263,7 +271,7 @@ pub async fn endpoint(
         .await
     }
     .await;
-    finish(&state, &live, outcome, now).await
+    finish(&state, &live, outcome, peer, now).await
 }
 
 /// `POST /realms/{realm}/aws/challenge`: a single-use challenge, valid for a minute, to be sent

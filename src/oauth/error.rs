@@ -20,6 +20,8 @@ pub enum ErrorCode {
     TooLarge,
     ServerError,
     TemporarilyUnavailable,
+    /// Too many failures from this address (429).
+    RateLimited,
 }
 
 impl ErrorCode {
@@ -34,7 +36,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedGrantType => "unsupported_grant_type",
             ErrorCode::InvalidScope => "invalid_scope",
             ErrorCode::ServerError => "server_error",
-            ErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
+            ErrorCode::TemporarilyUnavailable | ErrorCode::RateLimited => "temporarily_unavailable",
         }
     }
 
@@ -45,6 +47,7 @@ impl ErrorCode {
             ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -93,6 +96,9 @@ impl IntoResponse for OAuthError {
         let h = res.headers_mut();
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        if self.code == ErrorCode::RateLimited {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+        }
         if self.code == ErrorCode::InvalidClient {
             h.insert(
                 header::WWW_AUTHENTICATE,

@@ -1,6 +1,8 @@
 //! How every token-issuing endpoint ends: the token is audited (durably) before it is returned;
 //! a refusal is audited with its reason (never the presented credential) and answered per RFC 6749.
 
+use std::net::IpAddr;
+
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
@@ -60,12 +62,42 @@ impl Refusal {
     }
 }
 
+/// The 429 for an address that has used up its failures this minute (checked before any work).
+pub fn rate_limited(state: &AppState, peer: Option<IpAddr>, now: UnixTime) -> Option<Response> {
+    let ip = peer?;
+    state.failures.is_blocked(ip, now).then(|| {
+        OAuthError::new(
+            ErrorCode::RateLimited,
+            "too many failed attempts; retry later",
+        )
+        .into_response()
+    })
+}
+
 pub async fn finish(
     state: &AppState,
     realm: &LiveRealm,
     outcome: Result<Granted, Refusal>,
+    peer: Option<IpAddr>,
     now: UnixTime,
 ) -> Response {
+    if let (Err(r), Some(ip)) = (&outcome, peer)
+        && r.error.code == ErrorCode::InvalidClient
+        && state.failures.record_failure(ip, now)
+    {
+        // Audited once per address and minute, not once per blocked request.
+        tracing::warn!(%ip, "failed-authentication limit reached");
+        let draft = AuditDraft::new(
+            now,
+            Some(&realm.record.name),
+            "token.rate_limited",
+            "(address)",
+        )
+        .detail(json!({"ip": ip.to_string()}));
+        if state.audit.record(draft).await.is_err() {
+            tracing::error!("rate-limit event could not be audited");
+        }
+    }
     match outcome {
         Ok(g) => {
             let mut detail = g.detail;

@@ -1,13 +1,16 @@
 //! `POST /realms/{realm}/oauth2/token`: parse, authenticate, run the grant, audit, answer.
 //! Every outcome, issued or refused, is in the audit log before the response leaves.
 
+use std::net::SocketAddr;
+
+use axum::Extension;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
 use super::client_auth::{self, Presented};
-use super::outcome::{Granted, Refusal, finish, read_body};
+use super::outcome::{Granted, Refusal, finish, rate_limited, read_body};
 use super::{ErrorCode, OAuthError, client_credentials, form, secret};
 use crate::clock::UnixTime;
 use crate::directory::LiveRealm;
@@ -15,6 +18,7 @@ use crate::state::AppState;
 
 pub async fn token(
     State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     path: Result<Path<String>, axum::extract::rejection::PathRejection>,
     headers: HeaderMap,
     body: Body,
@@ -31,11 +35,15 @@ pub async fn token(
             return OAuthError::server_error().into_response();
         }
     };
+    let peer = peer.map(|Extension(ConnectInfo(addr))| addr.ip());
+    if let Some(res) = rate_limited(&state, peer, now) {
+        return res;
+    }
     let outcome = match read_body(&headers, body, state.config.max_body_bytes).await {
         Ok(bytes) => grant(&state, &realm, &headers, &bytes, now).await,
         Err(refusal) => Err(refusal),
     };
-    finish(&state, &realm, outcome, now).await
+    finish(&state, &realm, outcome, peer, now).await
 }
 
 async fn grant(

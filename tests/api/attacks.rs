@@ -203,3 +203,42 @@ async fn malformed_requests_get_standard_errors(app: &TestApp) {
     assert_eq!(res.status(), 405);
 }
 on_every_backend!(malformed_requests, malformed_requests_get_standard_errors);
+
+#[tokio::test]
+async fn an_address_failing_too_often_is_slowed_down() {
+    for backend in crate::helpers::backends() {
+        let clock = sigil::clock::MockClock::new(1_800_000_000);
+        let app = crate::helpers::spawn_app_with(backend, Some(clock.clone()), |c| {
+            c.failures_per_minute_per_ip = 5
+        })
+        .await;
+        app.create_realm("ledger", Alg::ES256).await;
+        let c = app
+            .create_client("ledger", "svc", "balances:read", "ledger")
+            .await;
+        let form = [("grant_type", "client_credentials")];
+        for _ in 0..5 {
+            let res = app
+                .token_request("ledger", Some((&c.id, "wrong")), &form)
+                .await;
+            assert_eq!(res.status(), 401);
+        }
+        // Now even a correct request from this address waits for the next minute.
+        let res = app
+            .token_request("ledger", Some((&c.id, &c.secret)), &form)
+            .await;
+        assert_eq!(res.status(), 429);
+        assert_eq!(res.headers()["retry-after"], "60");
+        let body: Value = res.json().await.expect("json");
+        assert_eq!(body["error"], "temporarily_unavailable");
+        let limited = app
+            .audit()
+            .await
+            .into_iter()
+            .filter(|r| r.kind == "token.rate_limited")
+            .count();
+        assert_eq!(limited, 1, "audited once, not per blocked request");
+        clock.advance(60);
+        app.token("ledger", &c, None).await;
+    }
+}
