@@ -260,12 +260,16 @@ impl Drop for Node {
 }
 
 fn start_node(db: &str, kek: &std::path::Path) -> Node {
+    start_node_with(db, kek, "1")
+}
+
+fn start_node_with(db: &str, kek: &std::path::Path, rotation_check_secs: &str) -> Node {
     use std::io::BufRead;
     let mut child = Command::new(env!("CARGO_BIN_EXE_sigil"))
         .args(["--database-url", db, "--kek-file"])
         .arg(kek)
         .args(["serve", "--bind", "127.0.0.1:0"])
-        .env("SIGIL_ROTATION_CHECK_SECS", "1")
+        .env("SIGIL_ROTATION_CHECK_SECS", rotation_check_secs)
         .env("SIGIL_CACHE_TTL_SECS", "1")
         .env("SIGIL_JWKS_MAX_AGE_SECS", "1")
         .env("SIGIL_LOG", "warn")
@@ -472,3 +476,72 @@ async fn algorithm_changes_at_a_rotation(app: &TestApp) {
     );
 }
 crate::on_every_backend!(alg_change, algorithm_changes_at_a_rotation);
+
+async fn jwks_kids(http: &reqwest::Client, base: &str) -> Vec<String> {
+    let body: Value = http
+        .get(format!("{base}/realms/ledger/jwks"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    let mut kids: Vec<String> = body["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| k["kid"].as_str().expect("kid").to_owned())
+        .collect();
+    kids.sort();
+    kids
+}
+
+#[tokio::test]
+async fn a_rotation_on_one_node_reaches_every_node_within_the_cache_ttl() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    for backend in backends() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let db = crate::helpers::fresh_database_url(backend, dir.path()).await;
+        let kek = dir.path().join("kek");
+        let cli = |args: &[&str]| {
+            let out = Command::new(env!("CARGO_BIN_EXE_sigil"))
+                .args(["--database-url", &db, "--kek-file"])
+                .arg(&kek)
+                .args(args)
+                .env("SIGIL_LOG", "warn")
+                .output()
+                .expect("cli");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).expect("utf8")
+        };
+        cli(&["realm", "create", "ledger"]);
+        let (a, b) = (
+            start_node_with(&db, &kek, "0"),
+            start_node_with(&db, &kek, "0"),
+        );
+        let before = jwks_kids(&http, &a.1).await;
+        assert_eq!(before, jwks_kids(&http, &b.1).await);
+        let new_kid = cli(&["key", "rotate", "--realm", "ledger"])
+            .split_whitespace()
+            .next()
+            .expect("kid")
+            .to_owned();
+        // SIGIL_CACHE_TTL_SECS=1: both nodes must publish the new key within ~1 s (3 s bound).
+        let mut converged = false;
+        for _ in 0..30 {
+            let (ka, kb) = (jwks_kids(&http, &a.1).await, jwks_kids(&http, &b.1).await);
+            if ka.contains(&new_kid) && kb.contains(&new_kid) && ka == kb {
+                converged = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(converged, "both nodes publish {new_kid} within 3 s");
+        drop((a, b));
+    }
+}
