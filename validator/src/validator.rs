@@ -33,7 +33,8 @@ const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
 /// Never cache keys longer than this, whatever the JWKS server says.
 pub const MAX_CACHE_SECS: i64 = 24 * 3600;
 
-pub struct ValidatorBuilder {
+/// What a validator accepts and how it caches: set by the builder, read by the validator.
+struct Policy {
     issuer: String,
     audience: String,
     leeway: i64,
@@ -42,6 +43,10 @@ pub struct ValidatorBuilder {
     default_cache: i64,
     min_cache: i64,
     stale_period: i64,
+}
+
+pub struct ValidatorBuilder {
+    policy: Policy,
     jwks_uri: Option<String>,
     http: Option<reqwest::Client>,
     clock: Option<ClockFn>,
@@ -51,7 +56,7 @@ pub struct ValidatorBuilder {
 impl ValidatorBuilder {
     /// Clock skew tolerated on `exp` and `nbf` (default 60 s).
     pub fn leeway(mut self, leeway: Duration) -> Self {
-        self.leeway = leeway.as_secs() as i64;
+        self.policy.leeway = leeway.as_secs() as i64;
         self
     }
     /// Accept only tokens whose `client_id` is one of these.
@@ -59,23 +64,23 @@ impl ValidatorBuilder {
         mut self,
         ids: I,
     ) -> Self {
-        self.allowed_client_ids = Some(ids.into_iter().map(Into::into).collect());
+        self.policy.allowed_client_ids = Some(ids.into_iter().map(Into::into).collect());
         self
     }
     /// Least time between two refetches caused by unknown `kid`s (default 30 s).
     pub fn refetch_cooldown(mut self, cooldown: Duration) -> Self {
-        self.cooldown = cooldown.as_secs() as i64;
+        self.policy.cooldown = cooldown.as_secs() as i64;
         self
     }
     /// Cache period when the JWKS response has no `max-age` (default 300 s).
     pub fn default_cache_period(mut self, period: Duration) -> Self {
-        self.default_cache = (period.as_secs() as i64).clamp(1, MAX_CACHE_SECS);
+        self.policy.default_cache = (period.as_secs() as i64).clamp(1, MAX_CACHE_SECS);
         self
     }
     /// How long cached keys stay usable past their `max-age` while the JWKS endpoint is down or
     /// answers garbage (default 6 h); after that, validation fails closed.
     pub fn stale_period(mut self, period: Duration) -> Self {
-        self.stale_period = period.as_secs() as i64;
+        self.policy.stale_period = period.as_secs() as i64;
         self
     }
     /// Skip discovery and fetch keys from this URL.
@@ -107,21 +112,15 @@ impl ValidatorBuilder {
                     .map_err(|e| ErrorKind::Discovery(e.to_string()))?
             }
         };
-        let issuer = self.issuer.trim_end_matches('/').to_owned();
+        let mut policy = self.policy;
+        policy.issuer = policy.issuer.trim_end_matches('/').to_owned();
         let jwks_uri = match self.jwks_uri {
             Some(u) => u,
-            None => discover(&http, &issuer).await?,
+            None => discover(&http, &policy.issuer).await?,
         };
         let clock = self.clock.unwrap_or_else(|| Arc::new(system_now));
         let inner = Arc::new(Inner {
-            issuer,
-            audience: self.audience,
-            leeway: self.leeway,
-            allowed_client_ids: self.allowed_client_ids,
-            cooldown: self.cooldown,
-            default_cache: self.default_cache,
-            min_cache: self.min_cache,
-            stale_period: self.stale_period,
+            policy,
             jwks_uri,
             http,
             clock,
@@ -147,14 +146,7 @@ struct KeySet {
 }
 
 struct Inner {
-    issuer: String,
-    audience: String,
-    leeway: i64,
-    allowed_client_ids: Option<HashSet<String>>,
-    cooldown: i64,
-    default_cache: i64,
-    min_cache: i64,
-    stale_period: i64,
+    policy: Policy,
     jwks_uri: String,
     http: reqwest::Client,
     clock: ClockFn,
@@ -175,8 +167,8 @@ pub struct Validator {
 impl std::fmt::Debug for Validator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Validator")
-            .field("issuer", &self.inner.issuer)
-            .field("audience", &self.inner.audience)
+            .field("issuer", &self.inner.policy.issuer)
+            .field("audience", &self.inner.policy.audience)
             .finish_non_exhaustive()
     }
 }
@@ -253,15 +245,15 @@ impl Inner {
             Ok((keys, max_age)) => {
                 let period = max_age
                     .map(|s| s.min(MAX_CACHE_SECS as u64) as i64)
-                    .unwrap_or(self.default_cache)
-                    .max(self.min_cache);
+                    .unwrap_or(self.policy.default_cache)
+                    .max(self.policy.min_cache);
                 // Refresh a tenth of the period early (at most a minute), so a validator never
                 // verifies with keys older than max-age while the endpoint is healthy.
                 let early = (period / 10).min(60);
                 self.keys.store(Arc::new(KeySet {
                     keys: keys.into_iter().map(|(k, v)| (k, Arc::new(v))).collect(),
                     refresh_at: now + period - early,
-                    usable_until: now + period + self.stale_period,
+                    usable_until: now + period + self.policy.stale_period,
                 }));
                 Ok(())
             }
@@ -277,7 +269,7 @@ impl Inner {
                     // Try again after the cooldown rather than on every request.
                     self.keys.store(Arc::new(KeySet {
                         keys: current.keys.clone(),
-                        refresh_at: now + self.cooldown.max(1),
+                        refresh_at: now + self.policy.cooldown.max(1),
                         usable_until: current.usable_until,
                     }));
                 }
@@ -310,14 +302,16 @@ impl Validator {
     /// `issuer` and `audience` are required: there are no silent defaults.
     pub fn builder(issuer: impl Into<String>, audience: impl Into<String>) -> ValidatorBuilder {
         ValidatorBuilder {
-            issuer: issuer.into(),
-            audience: audience.into(),
-            leeway: 60,
-            allowed_client_ids: None,
-            cooldown: 30,
-            default_cache: 300,
-            min_cache: 5,
-            stale_period: 6 * 3600,
+            policy: Policy {
+                issuer: issuer.into(),
+                audience: audience.into(),
+                leeway: 60,
+                allowed_client_ids: None,
+                cooldown: 30,
+                default_cache: 300,
+                min_cache: 5,
+                stale_period: 6 * 3600,
+            },
             jwks_uri: None,
             http: None,
             clock: None,
@@ -326,7 +320,7 @@ impl Validator {
     }
 
     pub fn issuer(&self) -> &str {
-        &self.inner.issuer
+        &self.inner.policy.issuer
     }
 
     /// How many times the JWKS has been fetched (for metrics and tests).
@@ -351,7 +345,7 @@ impl Validator {
 
     async fn refetch_for_unknown_kid(&self, now: i64) {
         let last = self.inner.last_unknown_kid_fetch.load(Ordering::Acquire);
-        let cooled = now - last >= self.inner.cooldown;
+        let cooled = now - last >= self.inner.policy.cooldown;
         if cooled
             && self
                 .inner
@@ -440,7 +434,7 @@ impl Validator {
     }
 
     fn check_claims(&self, c: &Claims, now: i64) -> Result<(), Error> {
-        let i = &self.inner;
+        let i = &self.inner.policy;
         if c.iss != i.issuer {
             return Err(ErrorKind::WrongIssuer.into());
         }

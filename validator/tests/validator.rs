@@ -95,6 +95,13 @@ struct Harness {
 }
 
 async fn harness(keys: &[&Key]) -> Harness {
+    harness_with(keys, |b| b).await
+}
+
+async fn harness_with(
+    keys: &[&Key],
+    tweak: impl FnOnce(sigil_validator::ValidatorBuilder) -> sigil_validator::ValidatorBuilder,
+) -> Harness {
     let jwks = Arc::new(Jwks {
         keys: Mutex::new(keys.iter().map(|k| k.jwk()).collect()),
         mode: AtomicU8::new(0),
@@ -110,12 +117,10 @@ async fn harness(keys: &[&Key]) -> Harness {
     tokio::spawn(async move { axum::serve(listener, app).await });
     let clock = Arc::new(AtomicI64::new(NOW));
     let c = clock.clone();
-    let validator = Validator::builder(ISS, "ledger")
+    let builder = Validator::builder(ISS, "ledger")
         .jwks_uri(format!("http://{addr}/jwks"))
-        .clock(move || c.load(Ordering::SeqCst))
-        .build()
-        .await
-        .expect("build");
+        .clock(move || c.load(Ordering::SeqCst));
+    let validator = tweak(builder).build().await.expect("build");
     Harness {
         jwks,
         clock,
@@ -302,28 +307,14 @@ async fn garbage_and_outages_do_not_evict_good_keys() {
 #[tokio::test]
 async fn keys_past_the_stale_period_fail_closed_and_recover() {
     let k = Key::new("k1");
-    let jwks = Arc::new(Jwks {
-        keys: Mutex::new(vec![k.jwk()]),
-        mode: AtomicU8::new(0),
-        hits: AtomicU64::new(0),
-    });
-    let app = Router::new()
-        .route("/jwks", get(serve_jwks))
-        .with_state(jwks.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    let clock = Arc::new(AtomicI64::new(NOW));
-    let c = clock.clone();
-    let v = Validator::builder(ISS, "ledger")
-        .jwks_uri(format!("http://{addr}/jwks"))
-        .stale_period(std::time::Duration::from_secs(3600))
-        .clock(move || c.load(Ordering::SeqCst))
-        .build()
-        .await
-        .expect("build");
+    let Harness {
+        jwks,
+        clock,
+        validator: v,
+    } = harness_with(&[&k], |b| {
+        b.stale_period(std::time::Duration::from_secs(3600))
+    })
+    .await;
     let token_at = |now: i64| {
         let mut c = claims();
         c["iat"] = json!(now);
