@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use axum::Extension;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -237,7 +237,7 @@ async fn live_realm(
 pub async fn endpoint(
     State(state): State<AppState>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
-    Path(realm): Path<String>,
+    crate::oidc::RealmPath(realm): crate::oidc::RealmPath,
     query: Result<Query<ExchangeQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
     body: Body,
@@ -276,7 +276,10 @@ pub async fn endpoint(
 
 /// `POST /realms/{realm}/aws/challenge`: a single-use challenge, valid for a minute, to be sent
 /// (and signed) as `X-Sigil-Challenge`.
-pub async fn challenge(State(state): State<AppState>, Path(realm): Path<String>) -> Response {
+pub async fn challenge(
+    State(state): State<AppState>,
+    crate::oidc::RealmPath(realm): crate::oidc::RealmPath,
+) -> Response {
     let now = state.clock.now();
     let live = match live_realm(&state, &realm, now).await {
         Ok(r) => r,

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use axum::Extension;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
@@ -19,13 +19,10 @@ use crate::state::AppState;
 pub async fn token(
     State(state): State<AppState>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
-    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    crate::oidc::RealmPath(realm_name): crate::oidc::RealmPath,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let Ok(Path(realm_name)) = path else {
-        return OAuthError::new(ErrorCode::NotFound, "unknown realm").into_response();
-    };
     let now = state.clock.now();
     let realm = match state.directory.realm(&realm_name, now).await {
         Ok(Some(r)) => r,

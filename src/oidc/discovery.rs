@@ -1,6 +1,6 @@
 //! OpenID Connect Discovery 1.0 / RFC 8414 metadata for one realm.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{Html, IntoResponse, Response};
 use serde_json::{Value, json};
@@ -51,7 +51,7 @@ pub fn metadata(
 
 pub async fn openid_configuration(
     State(state): State<AppState>,
-    Path(realm): Path<String>,
+    crate::oidc::RealmPath(realm): crate::oidc::RealmPath,
 ) -> Response {
     let now = state.clock.now();
     let live = match state.directory.realm(&realm, now).await {

@@ -1,14 +1,17 @@
 //! The realm's JWKS: public keys only, precomputed bytes, cacheable for `jwks_max_age_secs`.
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::oauth::{ErrorCode, OAuthError};
 use crate::state::AppState;
 
-pub async fn jwks(State(state): State<AppState>, Path(realm): Path<String>) -> Response {
+pub async fn jwks(
+    State(state): State<AppState>,
+    crate::oidc::RealmPath(realm): crate::oidc::RealmPath,
+) -> Response {
     let now = state.clock.now();
     match state.directory.realm(&realm, now).await {
         Ok(Some(live)) => {

@@ -9,3 +9,23 @@ pub const AUTHORIZE_PATH: &str = "/oauth2/authorize";
 pub const JWKS_PATH: &str = "/jwks";
 pub const AWS_EXCHANGE_PATH: &str = "/aws/token";
 pub const AWS_CHALLENGE_PATH: &str = "/aws/challenge";
+
+/// The `{realm}` path segment; a segment that does not decode answers a JSON 404, like an
+/// unknown realm, instead of axum's plain-text rejection.
+pub struct RealmPath(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RealmPath {
+    type Rejection = crate::oauth::OAuthError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(r)| RealmPath(r))
+            .map_err(|_| {
+                crate::oauth::OAuthError::new(crate::oauth::ErrorCode::NotFound, "unknown realm")
+            })
+    }
+}

@@ -198,6 +198,28 @@ async fn malformed_requests_get_standard_errors(app: &TestApp) {
         let body: Value = res.json().await.expect("json");
         assert_eq!(body["error"], "invalid_request");
     }
+    // A realm segment that does not even decode is a JSON 404 on every realm endpoint.
+    for path in [
+        "oauth2/token",
+        "jwks",
+        ".well-known/openid-configuration",
+        "aws/token",
+    ] {
+        let url = format!("{}/realms/%FF%FE/{path}", app.base);
+        let res = if path.ends_with("token") {
+            app.http
+                .post(&url)
+                .form(&[("grant_type", "client_credentials")])
+                .send()
+                .await
+        } else {
+            app.http.get(&url).send().await
+        }
+        .expect("send");
+        assert_eq!(res.status(), 404, "{path}");
+        let body: Value = res.json().await.expect("json");
+        assert_eq!(body["error"], "invalid_request");
+    }
     // Wrong method on the token endpoint is not a 500.
     let res = app.http.get(&url).send().await.expect("send");
     assert_eq!(res.status(), 405);
