@@ -132,6 +132,12 @@ pub enum ClientCommand {
         /// Access token lifetime in seconds (default: the realm's).
         #[arg(long)]
         token_ttl: Option<i64>,
+        /// An exact redirect URI (repeatable): makes this a sign-in (authorization code) client.
+        #[arg(long = "redirect-uri")]
+        redirect_uris: Vec<String>,
+        /// A public client (mobile app): no secret, PKCE only.
+        #[arg(long)]
+        public: bool,
         /// Accepted for symmetry; the output is always JSON.
         #[arg(long)]
         json: bool,
@@ -434,6 +440,8 @@ pub async fn run(cli: Cli, config: Config) -> Result<i32, CliError> {
                     default_scope,
                     audience,
                     token_ttl,
+                    redirect_uris,
+                    public,
                     json: _,
                 } => {
                     let req = admin::clients::NewClient {
@@ -443,6 +451,8 @@ pub async fn run(cli: Cli, config: Config) -> Result<i32, CliError> {
                         default_scopes: default_scope,
                         audience,
                         access_token_ttl: token_ttl,
+                        redirect_uris,
+                        public,
                     };
                     print_json(&admin::clients::create(s, req, now, actor).await?);
                 }

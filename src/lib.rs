@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod directory;
 pub mod keys;
+pub mod login;
 pub mod oauth;
 pub mod oidc;
 pub mod ratelimit;

@@ -21,6 +21,10 @@ pub struct NewClient {
     pub default_scopes: Option<String>,
     pub audience: String,
     pub access_token_ttl: Option<i64>,
+    /// Exact redirect URIs; a client with any is a sign-in (authorization code) client.
+    pub redirect_uris: Vec<String>,
+    /// A public client (mobile app) has no secret.
+    pub public: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -32,16 +36,36 @@ pub struct ClientView {
     pub default_scopes: Vec<String>,
     pub audience: String,
     pub grant_types: Vec<String>,
-    pub token_endpoint_auth_methods: [&'static str; 2],
+    pub token_endpoint_auth_methods: Vec<&'static str>,
     pub access_token_ttl: Option<i64>,
+    pub redirect_uris: Vec<String>,
+    pub public: bool,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+/// A redirect URI Sigil accepts: absolute, no fragment; https, or http only on loopback hosts
+/// (development), or a private-use scheme with a dot (`com.bank.app:/cb`, RFC 8252 §7.1).
+pub fn is_valid_redirect_uri(uri: &str) -> bool {
+    let Ok(u) = url::Url::parse(uri) else {
+        return false;
+    };
+    if u.fragment().is_some() || uri.len() > 512 {
+        return false;
+    }
+    match u.scheme() {
+        "https" => u.host_str().is_some(),
+        "http" => matches!(u.host_str(), Some("localhost" | "127.0.0.1" | "[::1]")),
+        other => other.contains('.'),
+    }
 }
 
 /// A client with the secret that was just generated for it (shown once).
 #[derive(Serialize)]
 pub struct WithSecret {
-    pub client_secret: String,
+    /// Absent for public clients.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
     #[serde(flatten)]
     pub client: ClientView,
 }
@@ -84,6 +108,26 @@ pub async fn create(
     if let Some(ttl) = req.access_token_ttl {
         check_ttl("token-ttl", ttl)?;
     }
+    if let Some(bad) = req.redirect_uris.iter().find(|u| !is_valid_redirect_uri(u)) {
+        return Err(invalid(
+            "redirect-uri",
+            format!(
+                "{bad:?} must be https, http on a loopback host, or a private-use scheme, without a fragment"
+            ),
+        ));
+    }
+    if req.public && req.redirect_uris.is_empty() {
+        return Err(invalid(
+            "public",
+            "a public client needs at least one redirect URI",
+        ));
+    }
+    let grant_types = if req.redirect_uris.is_empty() {
+        GRANT_TYPE.to_owned()
+    } else {
+        "authorization_code refresh_token".to_owned()
+    };
+    // A public client's verifier matches no secret anyone holds.
     let new_secret = secret::generate();
     let record = ClientRecord {
         realm: req.realm.clone(),
@@ -94,10 +138,12 @@ pub async fn create(
         allowed_scopes: allowed,
         default_scopes: defaults,
         audience: req.audience,
-        grant_types: GRANT_TYPE.to_owned(),
+        grant_types,
         access_token_ttl: req.access_token_ttl,
         created_at: now,
         updated_at: now,
+        redirect_uris: req.redirect_uris.join(" "),
+        public_client: req.public,
     };
     if store.realm(&req.realm).await?.is_none() {
         return Err(AdminError::NotFound(format!("realm {}", req.realm)));
@@ -114,7 +160,7 @@ pub async fn create(
     ];
     store.create_client(&record, &audit).await?;
     Ok(WithSecret {
-        client_secret: new_secret.secret,
+        client_secret: (!record.public_client).then_some(new_secret.secret),
         client: view(record),
     })
 }
@@ -156,6 +202,9 @@ pub async fn rotate_secret(
     now: UnixTime,
     actor: &str,
 ) -> Result<WithSecret, AdminError> {
+    if show(store, realm, id).await?.public {
+        return Err(invalid("id", "a public client has no secret to rotate"));
+    }
     let new_secret = secret::generate();
     let audit = [AuditDraft::new(now, Some(realm), "client.secret_rotated", actor).subject(id)];
     let done = store
@@ -173,7 +222,7 @@ pub async fn rotate_secret(
     }
     let client = show(store, realm, id).await?;
     Ok(WithSecret {
-        client_secret: new_secret.secret,
+        client_secret: Some(new_secret.secret),
         client,
     })
 }
@@ -218,12 +267,18 @@ fn view(c: ClientRecord) -> ClientView {
         allowed_scopes: split(&c.allowed_scopes),
         default_scopes: split(&c.default_scopes),
         grant_types: split(&c.grant_types),
-        token_endpoint_auth_methods: ["client_secret_basic", "client_secret_post"],
+        token_endpoint_auth_methods: if c.public_client {
+            vec!["none"]
+        } else {
+            vec!["client_secret_basic", "client_secret_post"]
+        },
         realm: c.realm,
         client_id: c.client_id,
         enabled: c.enabled,
         audience: c.audience,
         access_token_ttl: c.access_token_ttl,
+        redirect_uris: split(&c.redirect_uris),
+        public: c.public_client,
         created_at: c.created_at,
         updated_at: c.updated_at,
     }

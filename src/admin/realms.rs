@@ -88,6 +88,7 @@ pub async fn create(
         rotation_period_secs: req.rotation_period_secs,
         prepublish_secs: req.prepublish_secs,
         key_version: 0,
+        login_settings: "{}".into(),
     };
     let audit = [
         AuditDraft::new(now, Some(&req.name), "realm.created", actor)

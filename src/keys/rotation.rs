@@ -320,6 +320,7 @@ mod tests {
             rotation_period_secs: 30 * DAY,
             prepublish_secs: DAY,
             key_version: 0,
+            login_settings: "{}".into(),
         }
     }
 

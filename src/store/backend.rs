@@ -128,8 +128,8 @@ macro_rules! impl_store {
                 Self::append_in_tx(&mut tx, audit).await?;
                 sqlx::query(
                     "INSERT INTO realms (name, alg, display_name, access_token_ttl, created_at, \
-                     rotation_period_secs, prepublish_secs, key_version) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, 0)",
+                     rotation_period_secs, prepublish_secs, key_version, login_settings) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8)",
                 )
                 .bind(&realm.name)
                 .bind(&realm.alg)
@@ -138,6 +138,7 @@ macro_rules! impl_store {
                 .bind(realm.created_at)
                 .bind(realm.rotation_period_secs)
                 .bind(realm.prepublish_secs)
+                .bind(&realm.login_settings)
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| $crate::store::map_unique(e, || format!("realm {}", realm.name)))?;
@@ -152,7 +153,7 @@ macro_rules! impl_store {
             ) -> Result<Option<$crate::store::RealmRecord>, $crate::store::StoreError> {
                 Ok(sqlx::query_as(
                     "SELECT name, alg, display_name, access_token_ttl, created_at, \
-                     rotation_period_secs, prepublish_secs, key_version FROM realms WHERE name = $1",
+                     rotation_period_secs, prepublish_secs, key_version, login_settings FROM realms WHERE name = $1",
                 )
                 .bind(name)
                 .fetch_optional(&self.pool)
@@ -164,7 +165,7 @@ macro_rules! impl_store {
             ) -> Result<Vec<$crate::store::RealmRecord>, $crate::store::StoreError> {
                 Ok(sqlx::query_as(
                     "SELECT name, alg, display_name, access_token_ttl, created_at, \
-                     rotation_period_secs, prepublish_secs, key_version FROM realms ORDER BY name",
+                     rotation_period_secs, prepublish_secs, key_version, login_settings FROM realms ORDER BY name",
                 )
                 .fetch_all(&self.pool)
                 .await?)
@@ -444,8 +445,8 @@ macro_rules! impl_store {
                 sqlx::query(
                     "INSERT INTO clients (realm, client_id, enabled, secret_salt, secret_verifier, \
                      allowed_scopes, default_scopes, audience, grant_types, access_token_ttl, \
-                     created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                     created_at, updated_at, redirect_uris, public_client) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
                 )
                 .bind(&c.realm)
                 .bind(&c.client_id)
@@ -459,6 +460,8 @@ macro_rules! impl_store {
                 .bind(c.access_token_ttl)
                 .bind(c.created_at)
                 .bind(c.updated_at)
+                .bind(&c.redirect_uris)
+                .bind(c.public_client)
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| {
@@ -475,8 +478,8 @@ macro_rules! impl_store {
             ) -> Result<Option<$crate::store::ClientRecord>, $crate::store::StoreError> {
                 Ok(sqlx::query_as(
                     "SELECT realm, client_id, enabled, secret_salt, secret_verifier, allowed_scopes, \
-                     default_scopes, audience, grant_types, access_token_ttl, created_at, updated_at \
-                     FROM clients WHERE realm = $1 AND client_id = $2",
+                     default_scopes, audience, grant_types, access_token_ttl, created_at, updated_at, \
+                     redirect_uris, public_client FROM clients WHERE realm = $1 AND client_id = $2",
                 )
                 .bind(realm)
                 .bind(id)
@@ -490,8 +493,8 @@ macro_rules! impl_store {
             ) -> Result<Vec<$crate::store::ClientRecord>, $crate::store::StoreError> {
                 Ok(sqlx::query_as(
                     "SELECT realm, client_id, enabled, secret_salt, secret_verifier, allowed_scopes, \
-                     default_scopes, audience, grant_types, access_token_ttl, created_at, updated_at \
-                     FROM clients WHERE realm = $1 ORDER BY client_id",
+                     default_scopes, audience, grant_types, access_token_ttl, created_at, updated_at, \
+                     redirect_uris, public_client FROM clients WHERE realm = $1 ORDER BY client_id",
                 )
                 .bind(realm)
                 .fetch_all(&self.pool)
@@ -542,6 +545,27 @@ macro_rules! impl_store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected()
+                    == 1;
+                if done {
+                    tx.commit().await?;
+                }
+                Ok(done)
+            }
+
+            async fn set_login_settings(
+                &self,
+                realm: &str,
+                settings: &str,
+                audit: $crate::store::Audited<'_>,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::append_in_tx(&mut tx, audit).await?;
+                let done = sqlx::query("UPDATE realms SET login_settings = $1 WHERE name = $2")
+                    .bind(settings)
+                    .bind(realm)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
                     == 1;
                 if done {
                     tx.commit().await?;

@@ -2,6 +2,8 @@
 //! and a PostgreSQL implementation chosen by the database URL's scheme.
 
 mod backend;
+pub mod login;
+mod login_backend;
 pub mod postgres;
 pub mod sqlite;
 
@@ -36,6 +38,8 @@ pub struct RealmRecord {
     pub prepublish_secs: i64,
     /// Bumped by every key change: the compare-and-set that lets exactly one node rotate.
     pub key_version: i64,
+    /// JSON of `login::settings::LoginSettings` (lifetimes, claim names, fallback policy).
+    pub login_settings: String,
 }
 
 #[derive(Clone, sqlx::FromRow)]
@@ -81,6 +85,10 @@ pub struct ClientRecord {
     pub access_token_ttl: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Space-separated exact redirect URIs (UI clients).
+    pub redirect_uris: String,
+    /// A public client (mobile app, SPA) has no secret and must use PKCE.
+    pub public_client: bool,
 }
 
 impl std::fmt::Debug for ClientRecord {
@@ -151,7 +159,7 @@ pub struct AwsBindingRecord {
 pub type Audited<'a> = &'a [AuditDraft];
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: login::LoginStore + Send + Sync + 'static {
     async fn migrate(&self) -> Result<(), StoreError>;
 
     async fn create_realm(
@@ -196,6 +204,12 @@ pub trait Store: Send + Sync + 'static {
         salt: &[u8],
         verifier: &[u8],
         now: i64,
+        audit: Audited<'_>,
+    ) -> Result<bool, StoreError>;
+    async fn set_login_settings(
+        &self,
+        realm: &str,
+        settings: &str,
         audit: Audited<'_>,
     ) -> Result<bool, StoreError>;
     async fn set_client_enabled(

@@ -23,3 +23,4 @@ impl PgStore {
 }
 
 super::backend::impl_store!(PgStore, Postgres, "./migrations/postgres");
+super::login_backend::impl_login_store!(PgStore, Postgres);

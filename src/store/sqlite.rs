@@ -35,3 +35,4 @@ impl SqliteStore {
 }
 
 super::backend::impl_store!(SqliteStore, Sqlite, "./migrations/sqlite");
+super::login_backend::impl_login_store!(SqliteStore, Sqlite);

@@ -151,6 +151,8 @@ async fn per_client_lifetime_overrides_the_realm(app: &TestApp) {
             default_scopes: None,
             audience: "ledger".into(),
             access_token_ttl: Some(300),
+            redirect_uris: vec![],
+            public: false,
         },
         app.now(),
         "test",
@@ -159,7 +161,7 @@ async fn per_client_lifetime_overrides_the_realm(app: &TestApp) {
     .expect("client");
     let c = crate::helpers::Client {
         id: made.client.client_id,
-        secret: made.client_secret,
+        secret: made.client_secret.expect("confidential client"),
     };
     let jwt = app.token("ledger", &c, None).await;
     let claims = decode_part(&jwt, 1);
@@ -210,7 +212,7 @@ async fn disabled_then_enabled_client(app: &TestApp) {
     assert_eq!(res.status(), 401);
     let fresh = crate::helpers::Client {
         id: "svc".into(),
-        secret: rotated.client_secret,
+        secret: rotated.client_secret.expect("secret"),
     };
     app.token("ledger", &fresh, None).await;
 }

@@ -206,6 +206,8 @@ impl TestApp {
                 default_scopes: defaults.map(str::to_owned),
                 audience: audience.into(),
                 access_token_ttl: ttl,
+                redirect_uris: vec![],
+                public: false,
             },
             self.now(),
             "test",
@@ -214,7 +216,7 @@ impl TestApp {
         .expect("client created");
         Client {
             id: made.client.client_id,
-            secret: made.client_secret,
+            secret: made.client_secret.expect("confidential client"),
         }
     }
 

@@ -1,0 +1,352 @@
+//! The SQL of `LoginStore`, shared by both backends like `backend.rs`.
+
+macro_rules! impl_login_store {
+    ($ty:ident, $db:ident) => {
+        #[async_trait::async_trait]
+        impl $crate::store::login::LoginStore for $ty {
+            async fn create_group(&self, g: &$crate::store::login::GroupRecord, audit: $crate::store::Audited<'_>) -> Result<(), $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::append_in_tx(&mut tx, audit).await?;
+                sqlx::query("INSERT INTO groups (realm, name, scopes) VALUES ($1, $2, $3)")
+                    .bind(&g.realm).bind(&g.name).bind(&g.scopes)
+                    .execute(&mut *tx).await
+                    .map_err(|e| $crate::store::map_unique(e, || format!("group {} in realm {}", g.name, g.realm)))?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn groups(&self, realm: &str) -> Result<Vec<$crate::store::login::GroupRecord>, $crate::store::StoreError> {
+                Ok(sqlx::query_as("SELECT realm, name, scopes FROM groups WHERE realm = $1 ORDER BY name")
+                    .bind(realm).fetch_all(&self.pool).await?)
+            }
+
+            async fn create_user(&self, u: &$crate::store::login::UserRecord, groups: &[String], audit: $crate::store::Audited<'_>) -> Result<(), $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::append_in_tx(&mut tx, audit).await?;
+                sqlx::query(
+                    "INSERT INTO users (realm, id, username, enabled, attributes, password_hash, totp_sealed, \
+                     totp_last_step, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                )
+                .bind(&u.realm).bind(&u.id).bind(&u.username).bind(u.enabled).bind(&u.attributes)
+                .bind(&u.password_hash).bind(&u.totp_sealed).bind(u.totp_last_step).bind(u.created_at).bind(u.updated_at)
+                .execute(&mut *tx).await
+                .map_err(|e| $crate::store::map_unique(e, || format!("user {} in realm {}", u.username, u.realm)))?;
+                for g in groups {
+                    sqlx::query("INSERT INTO user_groups (realm, user_id, grp) VALUES ($1, $2, $3)")
+                        .bind(&u.realm).bind(&u.id).bind(g)
+                        .execute(&mut *tx).await
+                        .map_err(|e| $crate::store::map_unique(e, || format!("group {g} in realm {}", u.realm)))?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn user_by_name(&self, realm: &str, username: &str) -> Result<Option<$crate::store::login::UserRecord>, $crate::store::StoreError> {
+                Ok(sqlx::query_as(
+                    "SELECT realm, id, username, enabled, attributes, password_hash, totp_sealed, totp_last_step, \
+                     created_at, updated_at FROM users WHERE realm = $1 AND username = $2",
+                ).bind(realm).bind(username).fetch_optional(&self.pool).await?)
+            }
+
+            async fn user_by_id(&self, realm: &str, id: &str) -> Result<Option<$crate::store::login::UserRecord>, $crate::store::StoreError> {
+                Ok(sqlx::query_as(
+                    "SELECT realm, id, username, enabled, attributes, password_hash, totp_sealed, totp_last_step, \
+                     created_at, updated_at FROM users WHERE realm = $1 AND id = $2",
+                ).bind(realm).bind(id).fetch_optional(&self.pool).await?)
+            }
+
+            async fn update_user(&self, u: &$crate::store::login::UserRecord, audit: $crate::store::Audited<'_>) -> Result<bool, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::append_in_tx(&mut tx, audit).await?;
+                let done = sqlx::query(
+                    "UPDATE users SET enabled = $1, attributes = $2, password_hash = $3, totp_sealed = $4, \
+                     updated_at = $5 WHERE realm = $6 AND id = $7",
+                )
+                .bind(u.enabled).bind(&u.attributes).bind(&u.password_hash).bind(&u.totp_sealed)
+                .bind(u.updated_at).bind(&u.realm).bind(&u.id)
+                .execute(&mut *tx).await?.rows_affected() == 1;
+                if done {
+                    tx.commit().await?;
+                }
+                Ok(done)
+            }
+
+            async fn add_user_group(&self, realm: &str, user_id: &str, group: &str, audit: $crate::store::Audited<'_>) -> Result<(), $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::append_in_tx(&mut tx, audit).await?;
+                sqlx::query("INSERT INTO user_groups (realm, user_id, grp) VALUES ($1, $2, $3)")
+                    .bind(realm).bind(user_id).bind(group)
+                    .execute(&mut *tx).await
+                    .map_err(|e| $crate::store::map_unique(e, || format!("group {group} membership")))?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn remove_user_group(&self, realm: &str, user_id: &str, group: &str, audit: $crate::store::Audited<'_>) -> Result<bool, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::append_in_tx(&mut tx, audit).await?;
+                let done = sqlx::query("DELETE FROM user_groups WHERE realm = $1 AND user_id = $2 AND grp = $3")
+                    .bind(realm).bind(user_id).bind(group)
+                    .execute(&mut *tx).await?.rows_affected() == 1;
+                if done {
+                    tx.commit().await?;
+                }
+                Ok(done)
+            }
+
+            async fn user_groups(&self, realm: &str, user_id: &str) -> Result<Vec<$crate::store::login::GroupRecord>, $crate::store::StoreError> {
+                Ok(sqlx::query_as(
+                    "SELECT g.realm, g.name, g.scopes FROM user_groups ug JOIN groups g \
+                     ON g.realm = ug.realm AND g.name = ug.grp WHERE ug.realm = $1 AND ug.user_id = $2 ORDER BY g.name",
+                ).bind(realm).bind(user_id).fetch_all(&self.pool).await?)
+            }
+
+            async fn use_totp_step(&self, realm: &str, user_id: &str, step: i64) -> Result<bool, $crate::store::StoreError> {
+                Ok(sqlx::query("UPDATE users SET totp_last_step = $1 WHERE realm = $2 AND id = $3 AND totp_last_step < $1")
+                    .bind(step).bind(realm).bind(user_id)
+                    .execute(&self.pool).await?.rows_affected() == 1)
+            }
+
+            async fn replace_recovery_codes(&self, realm: &str, user_id: &str, hashes: &[String], audit: $crate::store::Audited<'_>) -> Result<(), $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::append_in_tx(&mut tx, audit).await?;
+                sqlx::query("DELETE FROM recovery_codes WHERE realm = $1 AND user_id = $2")
+                    .bind(realm).bind(user_id).execute(&mut *tx).await?;
+                for h in hashes {
+                    sqlx::query("INSERT INTO recovery_codes (realm, user_id, code_hash) VALUES ($1, $2, $3)")
+                        .bind(realm).bind(user_id).bind(h).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn use_recovery_code(&self, realm: &str, user_id: &str, hash: &str, now: i64) -> Result<bool, $crate::store::StoreError> {
+                Ok(sqlx::query(
+                    "UPDATE recovery_codes SET used_at = $1 WHERE realm = $2 AND user_id = $3 AND code_hash = $4 \
+                     AND used_at IS NULL",
+                ).bind(now).bind(realm).bind(user_id).bind(hash)
+                .execute(&self.pool).await?.rows_affected() == 1)
+            }
+
+            async fn add_passkey(&self, p: &$crate::store::login::PasskeyRecord, audit: $crate::store::Audited<'_>) -> Result<(), $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::append_in_tx(&mut tx, audit).await?;
+                sqlx::query(
+                    "INSERT INTO passkeys (realm, user_id, credential_id, name, passkey, created_at, last_used_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                ).bind(&p.realm).bind(&p.user_id).bind(&p.credential_id).bind(&p.name).bind(&p.passkey)
+                .bind(p.created_at).bind(p.last_used_at)
+                .execute(&mut *tx).await
+                .map_err(|e| $crate::store::map_unique(e, || "passkey".to_owned()))?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn passkeys(&self, realm: &str, user_id: &str) -> Result<Vec<$crate::store::login::PasskeyRecord>, $crate::store::StoreError> {
+                Ok(sqlx::query_as(
+                    "SELECT realm, user_id, credential_id, name, passkey, created_at, last_used_at FROM passkeys \
+                     WHERE realm = $1 AND user_id = $2 ORDER BY created_at",
+                ).bind(realm).bind(user_id).fetch_all(&self.pool).await?)
+            }
+
+            async fn passkey(&self, realm: &str, credential_id: &str) -> Result<Option<$crate::store::login::PasskeyRecord>, $crate::store::StoreError> {
+                Ok(sqlx::query_as(
+                    "SELECT realm, user_id, credential_id, name, passkey, created_at, last_used_at FROM passkeys \
+                     WHERE realm = $1 AND credential_id = $2",
+                ).bind(realm).bind(credential_id).fetch_optional(&self.pool).await?)
+            }
+
+            async fn update_passkey(&self, realm: &str, credential_id: &str, passkey: &str, now: i64) -> Result<(), $crate::store::StoreError> {
+                sqlx::query("UPDATE passkeys SET passkey = $1, last_used_at = $2 WHERE realm = $3 AND credential_id = $4")
+                    .bind(passkey).bind(now).bind(realm).bind(credential_id)
+                    .execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn delete_passkey(&self, realm: &str, user_id: &str, credential_id: &str, audit: $crate::store::Audited<'_>) -> Result<bool, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::append_in_tx(&mut tx, audit).await?;
+                let done = sqlx::query("DELETE FROM passkeys WHERE realm = $1 AND user_id = $2 AND credential_id = $3")
+                    .bind(realm).bind(user_id).bind(credential_id)
+                    .execute(&mut *tx).await?.rows_affected() == 1;
+                if done {
+                    tx.commit().await?;
+                }
+                Ok(done)
+            }
+
+            async fn create_invite(&self, token_hash: &str, realm: &str, user_id: &str, expires_at: i64, audit: $crate::store::Audited<'_>) -> Result<(), $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::append_in_tx(&mut tx, audit).await?;
+                sqlx::query("INSERT INTO invites (token_hash, realm, user_id, expires_at) VALUES ($1, $2, $3, $4)")
+                    .bind(token_hash).bind(realm).bind(user_id).bind(expires_at)
+                    .execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn invite(&self, token_hash: &str, realm: &str, now: i64) -> Result<Option<String>, $crate::store::StoreError> {
+                let row: Option<(String,)> = sqlx::query_as(
+                    "SELECT user_id FROM invites WHERE token_hash = $1 AND realm = $2 AND expires_at > $3",
+                ).bind(token_hash).bind(realm).bind(now).fetch_optional(&self.pool).await?;
+                Ok(row.map(|r| r.0))
+            }
+
+            async fn consume_invite(&self, token_hash: &str, realm: &str) -> Result<bool, $crate::store::StoreError> {
+                Ok(sqlx::query("DELETE FROM invites WHERE token_hash = $1 AND realm = $2")
+                    .bind(token_hash).bind(realm).execute(&self.pool).await?.rows_affected() == 1)
+            }
+
+            async fn put_flow(&self, id_hash: &str, realm: &str, kind: &str, data: &str, expires_at: i64, now: i64) -> Result<(), $crate::store::StoreError> {
+                sqlx::query("DELETE FROM flows WHERE expires_at < $1").bind(now).execute(&self.pool).await?;
+                sqlx::query("INSERT INTO flows (id_hash, realm, kind, data, expires_at) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(id_hash).bind(realm).bind(kind).bind(data).bind(expires_at)
+                    .execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn flow(&self, id_hash: &str, realm: &str, kind: &str, now: i64) -> Result<Option<String>, $crate::store::StoreError> {
+                let row: Option<(String,)> = sqlx::query_as(
+                    "SELECT data FROM flows WHERE id_hash = $1 AND realm = $2 AND kind = $3 AND expires_at > $4",
+                ).bind(id_hash).bind(realm).bind(kind).bind(now).fetch_optional(&self.pool).await?;
+                Ok(row.map(|r| r.0))
+            }
+
+            async fn delete_flow(&self, id_hash: &str) -> Result<bool, $crate::store::StoreError> {
+                Ok(sqlx::query("DELETE FROM flows WHERE id_hash = $1").bind(id_hash)
+                    .execute(&self.pool).await?.rows_affected() == 1)
+            }
+
+            async fn create_session(&self, s: &$crate::store::login::SessionRecord, audit: $crate::store::Audited<'_>) -> Result<(), $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::append_in_tx(&mut tx, audit).await?;
+                sqlx::query(
+                    "INSERT INTO sessions (id_hash, realm, user_id, sid, created_at, last_seen, auth_time, amr, acr) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                ).bind(&s.id_hash).bind(&s.realm).bind(&s.user_id).bind(&s.sid).bind(s.created_at)
+                .bind(s.last_seen).bind(s.auth_time).bind(&s.amr).bind(&s.acr)
+                .execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn session(&self, id_hash: &str, realm: &str) -> Result<Option<$crate::store::login::SessionRecord>, $crate::store::StoreError> {
+                Ok(sqlx::query_as(
+                    "SELECT id_hash, realm, user_id, sid, created_at, last_seen, auth_time, amr, acr FROM sessions \
+                     WHERE id_hash = $1 AND realm = $2",
+                ).bind(id_hash).bind(realm).fetch_optional(&self.pool).await?)
+            }
+
+            async fn touch_session(&self, id_hash: &str, now: i64) -> Result<(), $crate::store::StoreError> {
+                sqlx::query("UPDATE sessions SET last_seen = $1 WHERE id_hash = $2")
+                    .bind(now).bind(id_hash).execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn delete_session(&self, id_hash: &str) -> Result<bool, $crate::store::StoreError> {
+                Ok(sqlx::query("DELETE FROM sessions WHERE id_hash = $1").bind(id_hash)
+                    .execute(&self.pool).await?.rows_affected() == 1)
+            }
+
+            async fn sessions_of(&self, realm: &str, user_id: &str) -> Result<Vec<$crate::store::login::SessionRecord>, $crate::store::StoreError> {
+                Ok(sqlx::query_as(
+                    "SELECT id_hash, realm, user_id, sid, created_at, last_seen, auth_time, amr, acr FROM sessions \
+                     WHERE realm = $1 AND user_id = $2 ORDER BY created_at",
+                ).bind(realm).bind(user_id).fetch_all(&self.pool).await?)
+            }
+
+            async fn sign_out_everywhere(&self, realm: &str, user_id: &str, now: i64, audit: $crate::store::Audited<'_>) -> Result<u64, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::append_in_tx(&mut tx, audit).await?;
+                let sessions = sqlx::query("DELETE FROM sessions WHERE realm = $1 AND user_id = $2")
+                    .bind(realm).bind(user_id).execute(&mut *tx).await?.rows_affected();
+                let tokens = sqlx::query(
+                    "UPDATE refresh_tokens SET revoked_at = $1 WHERE realm = $2 AND user_id = $3 AND revoked_at IS NULL",
+                ).bind(now).bind(realm).bind(user_id).execute(&mut *tx).await?.rows_affected();
+                tx.commit().await?;
+                Ok(sessions + tokens)
+            }
+
+            async fn put_code(&self, code_hash: &str, realm: &str, data: &str, family: &str, expires_at: i64) -> Result<(), $crate::store::StoreError> {
+                sqlx::query("INSERT INTO auth_codes (code_hash, realm, data, family, expires_at) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(code_hash).bind(realm).bind(data).bind(family).bind(expires_at)
+                    .execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn redeem_code(&self, code_hash: &str, realm: &str, now: i64) -> Result<$crate::store::login::Redeemed<String>, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let fresh = sqlx::query(
+                    "UPDATE auth_codes SET used_at = $1 WHERE code_hash = $2 AND realm = $3 AND used_at IS NULL \
+                     AND expires_at > $1",
+                ).bind(now).bind(code_hash).bind(realm).execute(&mut *tx).await?.rows_affected() == 1;
+                let row: Option<(String, String, Option<i64>)> = sqlx::query_as(
+                    "SELECT data, family, used_at FROM auth_codes WHERE code_hash = $1 AND realm = $2",
+                ).bind(code_hash).bind(realm).fetch_optional(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(match (fresh, row) {
+                    (true, Some((data, _, _))) => $crate::store::login::Redeemed::Fresh(data),
+                    (false, Some((_, family, Some(_)))) => $crate::store::login::Redeemed::Reused { family },
+                    _ => $crate::store::login::Redeemed::Invalid,
+                })
+            }
+
+            async fn put_refresh(&self, r: &$crate::store::login::RefreshRecord) -> Result<(), $crate::store::StoreError> {
+                sqlx::query(
+                    "INSERT INTO refresh_tokens (token_hash, realm, family, user_id, client_id, data, expires_at, \
+                     used_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                ).bind(&r.token_hash).bind(&r.realm).bind(&r.family).bind(&r.user_id).bind(&r.client_id)
+                .bind(&r.data).bind(r.expires_at).bind(r.used_at).bind(r.revoked_at)
+                .execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn rotate_refresh(&self, token_hash: &str, realm: &str, now: i64, next: &$crate::store::login::RefreshRecord) -> Result<$crate::store::login::Redeemed<$crate::store::login::RefreshRecord>, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let fresh = sqlx::query(
+                    "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND realm = $3 AND used_at IS NULL \
+                     AND revoked_at IS NULL AND expires_at > $1",
+                ).bind(now).bind(token_hash).bind(realm).execute(&mut *tx).await?.rows_affected() == 1;
+                let old: Option<$crate::store::login::RefreshRecord> = sqlx::query_as(
+                    "SELECT token_hash, realm, family, user_id, client_id, data, expires_at, used_at, revoked_at \
+                     FROM refresh_tokens WHERE token_hash = $1 AND realm = $2",
+                ).bind(token_hash).bind(realm).fetch_optional(&mut *tx).await?;
+                let outcome = match (fresh, old) {
+                    (true, Some(old)) => {
+                        sqlx::query(
+                            "INSERT INTO refresh_tokens (token_hash, realm, family, user_id, client_id, data, \
+                             expires_at, used_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL)",
+                        ).bind(&next.token_hash).bind(&next.realm).bind(&old.family).bind(&old.user_id)
+                        .bind(&old.client_id).bind(&next.data).bind(next.expires_at)
+                        .execute(&mut *tx).await?;
+                        $crate::store::login::Redeemed::Fresh(old)
+                    }
+                    (false, Some(old)) if old.used_at.is_some() => $crate::store::login::Redeemed::Reused { family: old.family },
+                    _ => $crate::store::login::Redeemed::Invalid,
+                };
+                tx.commit().await?;
+                Ok(outcome)
+            }
+
+            async fn revoke_family(&self, family: &str, now: i64, audit: $crate::store::Audited<'_>) -> Result<u64, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::append_in_tx(&mut tx, audit).await?;
+                let n = sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE family = $2 AND revoked_at IS NULL")
+                    .bind(now).bind(family).execute(&mut *tx).await?.rows_affected();
+                sqlx::query("UPDATE auth_codes SET used_at = COALESCE(used_at, $1) WHERE family = $2")
+                    .bind(now).bind(family).execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(n)
+            }
+
+            async fn refresh_token(&self, token_hash: &str, realm: &str) -> Result<Option<$crate::store::login::RefreshRecord>, $crate::store::StoreError> {
+                Ok(sqlx::query_as(
+                    "SELECT token_hash, realm, family, user_id, client_id, data, expires_at, used_at, revoked_at \
+                     FROM refresh_tokens WHERE token_hash = $1 AND realm = $2",
+                ).bind(token_hash).bind(realm).fetch_optional(&self.pool).await?)
+            }
+        }
+    };
+}
+
+pub(crate) use impl_login_store;
