@@ -64,6 +64,12 @@ pub enum Command {
     /// Token helpers for workloads.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Users of a realm (customers, staff).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Groups of a realm and the scopes they grant.
+    #[command(subcommand)]
+    Group(GroupCommand),
     /// Measure the raw signing rate of a realm's active key in-process (for bench/).
     #[command(hide = true)]
     BenchSign {
@@ -103,6 +109,110 @@ pub enum RealmCommand {
         name: String,
         #[arg(long)]
         json: bool,
+    },
+    /// Sign-in policy: lifetimes, the password + TOTP fallback, claim names.
+    SetLogin {
+        name: String,
+        #[arg(long)]
+        refresh_ttl: Option<i64>,
+        #[arg(long)]
+        session_idle: Option<i64>,
+        #[arg(long)]
+        session_absolute: Option<i64>,
+        /// true or false.
+        #[arg(long)]
+        allow_fallback: Option<bool>,
+        #[arg(long)]
+        groups_claim: Option<String>,
+        /// attribute=claim (repeatable), e.g. party_id=custom:party_id.
+        #[arg(long = "attr-claim")]
+        attr_claims: Vec<String>,
+        #[arg(long)]
+        logo_url: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct UserRef {
+    #[arg(long)]
+    pub realm: String,
+    #[arg(long)]
+    pub username: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user (prints JSON).
+    Create {
+        #[command(flatten)]
+        user: UserRef,
+        /// key=value (repeatable).
+        #[arg(long = "attr")]
+        attrs: Vec<String>,
+        /// Group (repeatable).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+    },
+    Show {
+        #[command(flatten)]
+        user: UserRef,
+    },
+    Disable {
+        #[command(flatten)]
+        user: UserRef,
+    },
+    Enable {
+        #[command(flatten)]
+        user: UserRef,
+    },
+    /// key=value (repeatable); an empty value removes the attribute.
+    SetAttr {
+        #[command(flatten)]
+        user: UserRef,
+        #[arg(long = "attr", required = true)]
+        attrs: Vec<String>,
+    },
+    AddGroup {
+        #[command(flatten)]
+        user: UserRef,
+        #[arg(long)]
+        group: String,
+    },
+    RemoveGroup {
+        #[command(flatten)]
+        user: UserRef,
+        #[arg(long)]
+        group: String,
+    },
+    /// Print a single-use, expiring enrolment link.
+    Invite {
+        #[command(flatten)]
+        user: UserRef,
+        /// Seconds the link stays valid (default 24 h).
+        #[arg(long, default_value_t = 86_400)]
+        ttl: i64,
+    },
+    /// End every session and refresh token of the user at once.
+    SignOutEverywhere {
+        #[command(flatten)]
+        user: UserRef,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    Create {
+        #[arg(long)]
+        realm: String,
+        #[arg(long)]
+        name: String,
+        /// Space-separated scopes members may have.
+        #[arg(long)]
+        scope: String,
+    },
+    List {
+        #[arg(long)]
+        realm: String,
     },
 }
 
@@ -413,6 +523,48 @@ pub async fn run(cli: Cli, config: Config) -> Result<i32, CliError> {
                         }
                     }
                 }
+                RealmCommand::SetLogin {
+                    name,
+                    refresh_ttl,
+                    session_idle,
+                    session_absolute,
+                    allow_fallback,
+                    groups_claim,
+                    attr_claims,
+                    logo_url,
+                } => {
+                    let realm = store
+                        .realm(&name)
+                        .await?
+                        .ok_or_else(|| CliError::Other(format!("realm {name} not found")))?;
+                    let mut ls =
+                        crate::login::settings::LoginSettings::parse(&realm.login_settings);
+                    if let Some(v) = refresh_ttl {
+                        ls.refresh_token_ttl = v;
+                    }
+                    if let Some(v) = session_idle {
+                        ls.session_idle_secs = v;
+                    }
+                    if let Some(v) = session_absolute {
+                        ls.session_absolute_secs = v;
+                    }
+                    if let Some(v) = allow_fallback {
+                        ls.allow_password_fallback = v;
+                    }
+                    if let Some(v) = groups_claim {
+                        ls.groups_claim = v;
+                    }
+                    for kv in attr_claims {
+                        let (a, c) = admin::users::parse_attr(&kv)?;
+                        ls.attribute_claims.insert(a, c);
+                    }
+                    if logo_url.is_some() {
+                        ls.logo_url = logo_url;
+                    }
+                    admin::users::set_login_settings(store.as_ref(), &name, &ls, now, actor)
+                        .await?;
+                    print_json(&ls);
+                }
                 RealmCommand::Show { name, json } => {
                     let r = admin::realms::show(store.as_ref(), &base, &name).await?;
                     if json {
@@ -676,6 +828,113 @@ pub async fn run(cli: Cli, config: Config) -> Result<i32, CliError> {
                 print_json(&body);
             } else {
                 println!("{}", body["access_token"].as_str().unwrap_or_default());
+            }
+            Ok(0)
+        }
+        Command::User(cmd) => {
+            let store = open_store(&config).await?;
+            let s = store.as_ref();
+            let base = base_url(&config);
+            let attrs = |v: Vec<String>| -> Result<Vec<(String, String)>, CliError> {
+                v.iter()
+                    .map(|kv| admin::users::parse_attr(kv).map_err(CliError::from))
+                    .collect()
+            };
+            match cmd {
+                UserCommand::Create {
+                    user,
+                    attrs: a,
+                    groups,
+                } => {
+                    let a = attrs(a)?;
+                    print_json(
+                        &admin::users::create(
+                            s,
+                            &user.realm,
+                            &user.username,
+                            &a,
+                            &groups,
+                            now,
+                            actor,
+                        )
+                        .await?,
+                    );
+                }
+                UserCommand::Show { user } => {
+                    print_json(&admin::users::show(s, &user.realm, &user.username).await?)
+                }
+                UserCommand::Disable { user } => {
+                    admin::users::set_enabled(s, &user.realm, &user.username, false, now, actor)
+                        .await?;
+                    println!(
+                        "disabled {} (sessions and refresh tokens ended)",
+                        user.username
+                    );
+                }
+                UserCommand::Enable { user } => {
+                    admin::users::set_enabled(s, &user.realm, &user.username, true, now, actor)
+                        .await?;
+                    println!("enabled {}", user.username);
+                }
+                UserCommand::SetAttr { user, attrs: a } => {
+                    let a = attrs(a)?;
+                    print_json(
+                        &admin::users::set_attrs(s, &user.realm, &user.username, &a, now, actor)
+                            .await?,
+                    );
+                }
+                UserCommand::AddGroup { user, group } => {
+                    admin::users::add_group(s, &user.realm, &user.username, &group, now, actor)
+                        .await?;
+                    println!("{} is in {group}", user.username);
+                }
+                UserCommand::RemoveGroup { user, group } => {
+                    admin::users::remove_group(s, &user.realm, &user.username, &group, now, actor)
+                        .await?;
+                    println!("{} left {group}", user.username);
+                }
+                UserCommand::Invite { user, ttl } => {
+                    println!(
+                        "{}",
+                        admin::users::invite(
+                            s,
+                            &base,
+                            &user.realm,
+                            &user.username,
+                            ttl,
+                            now,
+                            actor
+                        )
+                        .await?
+                    );
+                }
+                UserCommand::SignOutEverywhere { user } => {
+                    let n = admin::users::sign_out_everywhere(
+                        s,
+                        &user.realm,
+                        &user.username,
+                        now,
+                        actor,
+                    )
+                    .await?;
+                    println!("ended {n} sessions and refresh tokens of {}", user.username);
+                }
+            }
+            Ok(0)
+        }
+        Command::Group(cmd) => {
+            let store = open_store(&config).await?;
+            match cmd {
+                GroupCommand::Create { realm, name, scope } => {
+                    admin::users::create_group(store.as_ref(), &realm, &name, &scope, now, actor)
+                        .await?;
+                    println!("group {name} created");
+                }
+                GroupCommand::List { realm } => {
+                    for (name, scopes) in admin::users::groups(store.as_ref(), &realm).await? {
+                        println!("{name}\t{scopes}");
+                    }
+                }
             }
             Ok(0)
         }

@@ -6,6 +6,7 @@ pub mod aws;
 pub mod clients;
 pub mod keys;
 pub mod realms;
+pub mod users;
 
 use crate::keys::KeyError;
 use crate::store::StoreError;

@@ -196,3 +196,113 @@ async fn a_wrong_or_missing_kek_is_a_clear_error_never_a_new_key() {
     std::fs::write(&cli.kek, original).expect("restore");
     cli.json(&["realm", "create", "other"]);
 }
+
+#[tokio::test]
+async fn cli_manages_users_groups_and_login_settings() {
+    for backend in backends() {
+        let cli = cli_for(backend).await;
+        cli.json(&["realm", "create", "staff"]);
+        cli.ok(&[
+            "group",
+            "create",
+            "--realm",
+            "staff",
+            "--name",
+            "compliance_officer",
+            "--scope",
+            "bank-admin/compliance",
+        ]);
+        let user = cli.json(&[
+            "user",
+            "create",
+            "--realm",
+            "staff",
+            "--username",
+            "alice@bank.example",
+            "--attr",
+            "user_id=u-1",
+            "--attr",
+            "jurisdiction=GB",
+            "--group",
+            "compliance_officer",
+        ]);
+        assert_eq!(user["groups"], serde_json::json!(["compliance_officer"]));
+        assert_eq!(user["attributes"]["jurisdiction"], "GB");
+        assert_eq!(user["has_password"], false);
+        let user = cli.json(&[
+            "user",
+            "set-attr",
+            "--realm",
+            "staff",
+            "--username",
+            "alice@bank.example",
+            "--attr",
+            "party_id=p-9",
+            "--attr",
+            "jurisdiction=",
+        ]);
+        assert_eq!(
+            user["attributes"],
+            serde_json::json!({"party_id": "p-9", "user_id": "u-1"})
+        );
+        let unknown_group = cli.run(&[
+            "user",
+            "add-group",
+            "--realm",
+            "staff",
+            "--username",
+            "alice@bank.example",
+            "--group",
+            "nope",
+        ]);
+        assert!(!unknown_group.status.success());
+        let invite = cli.ok(&[
+            "user",
+            "invite",
+            "--realm",
+            "staff",
+            "--username",
+            "alice@bank.example",
+        ]);
+        assert!(invite.trim().contains("/realms/staff/enrol/"), "{invite}");
+        let settings = cli.json(&[
+            "realm",
+            "set-login",
+            "staff",
+            "--refresh-ttl",
+            "28800",
+            "--groups-claim",
+            "cognito:groups",
+            "--attr-claim",
+            "party_id=custom:party_id",
+        ]);
+        assert_eq!(settings["groups_claim"], "cognito:groups");
+        let bad = cli.run(&[
+            "realm",
+            "set-login",
+            "staff",
+            "--attr-claim",
+            "party_id=sub",
+        ]);
+        assert!(!bad.status.success(), "a reserved claim cannot be mapped");
+        cli.ok(&[
+            "user",
+            "disable",
+            "--realm",
+            "staff",
+            "--username",
+            "alice@bank.example",
+        ]);
+        let shown = cli.json(&[
+            "user",
+            "show",
+            "--realm",
+            "staff",
+            "--username",
+            "alice@bank.example",
+        ]);
+        assert_eq!(shown["enabled"], false);
+        let verify = cli.ok(&["audit", "verify"]);
+        assert!(verify.contains("intact"), "{verify}");
+    }
+}

@@ -1,0 +1,331 @@
+//! Users and groups of a realm: created and managed by the CLI (and later the admin API);
+//! credentials are enrolled by the user through an invite link.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::json;
+
+use super::{AdminError, invalid};
+use crate::audit::AuditDraft;
+use crate::clock::UnixTime;
+use crate::directory::issuer_for;
+use crate::keys::kek::hex;
+use crate::login::settings::LoginSettings;
+use crate::oauth::scope;
+use crate::store::Store;
+use crate::store::login::{GroupRecord, UserRecord};
+
+/// Usernames: 1-128 of `A-Z a-z 0-9 . _ @ + -` (email addresses fit).
+pub fn is_valid_username(u: &str) -> bool {
+    !u.is_empty()
+        && u.len() <= 128
+        && u.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._@+-".contains(&b))
+}
+
+fn is_valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+}
+
+#[derive(Debug, Serialize)]
+pub struct UserView {
+    pub id: String,
+    pub username: String,
+    pub enabled: bool,
+    pub attributes: BTreeMap<String, String>,
+    pub groups: Vec<String>,
+    pub has_password: bool,
+    pub has_totp: bool,
+    pub passkeys: usize,
+    pub sessions: usize,
+}
+
+pub async fn create_group(
+    store: &dyn Store,
+    realm: &str,
+    name: &str,
+    scopes: &str,
+    now: UnixTime,
+    actor: &str,
+) -> Result<(), AdminError> {
+    if !is_valid_name(name) {
+        return Err(invalid("name", "use 1-64 of A-Z a-z 0-9 . _ : -"));
+    }
+    let scopes = scope::parse(scopes)
+        .map(|s| s.join(" "))
+        .map_err(|e| invalid("scope", e.to_string()))?;
+    if store.realm(realm).await?.is_none() {
+        return Err(AdminError::NotFound(format!("realm {realm}")));
+    }
+    let audit = [AuditDraft::new(now, Some(realm), "group.created", actor)
+        .subject(name)
+        .detail(json!({"scopes": scopes}))];
+    store
+        .create_group(
+            &GroupRecord {
+                realm: realm.into(),
+                name: name.into(),
+                scopes,
+            },
+            &audit,
+        )
+        .await?;
+    Ok(())
+}
+
+pub async fn groups(store: &dyn Store, realm: &str) -> Result<Vec<(String, String)>, AdminError> {
+    Ok(store
+        .groups(realm)
+        .await?
+        .into_iter()
+        .map(|g| (g.name, g.scopes))
+        .collect())
+}
+
+pub fn parse_attr(kv: &str) -> Result<(String, String), AdminError> {
+    let (k, v) = kv
+        .split_once('=')
+        .ok_or_else(|| invalid("attr", "use key=value"))?;
+    if !is_valid_name(k) || v.len() > 512 || v.chars().any(char::is_control) {
+        return Err(invalid("attr", format!("bad attribute {k:?}")));
+    }
+    Ok((k.to_owned(), v.to_owned()))
+}
+
+pub async fn create(
+    store: &dyn Store,
+    realm: &str,
+    username: &str,
+    attributes: &[(String, String)],
+    groups: &[String],
+    now: UnixTime,
+    actor: &str,
+) -> Result<UserView, AdminError> {
+    if !is_valid_username(username) {
+        return Err(invalid("username", "use 1-128 of A-Z a-z 0-9 . _ @ + -"));
+    }
+    if store.realm(realm).await?.is_none() {
+        return Err(AdminError::NotFound(format!("realm {realm}")));
+    }
+    let attrs: BTreeMap<String, String> = attributes.iter().cloned().collect();
+    let id_bytes: [u8; 16] = crate::oauth::secret::random_bytes();
+    let user = UserRecord {
+        realm: realm.into(),
+        id: hex(&id_bytes),
+        username: username.into(),
+        enabled: true,
+        attributes: serde_json::to_string(&attrs).unwrap_or_else(|_| "{}".into()),
+        password_hash: None,
+        totp_sealed: None,
+        totp_last_step: 0,
+        created_at: now,
+        updated_at: now,
+    };
+    let audit = [AuditDraft::new(now, Some(realm), "user.created", actor)
+        .subject(&user.id)
+        .detail(json!({"username": username, "groups": groups, "attributes": attrs}))];
+    store.create_user(&user, groups, &audit).await?;
+    show(store, realm, username).await
+}
+
+pub async fn find(
+    store: &dyn Store,
+    realm: &str,
+    username: &str,
+) -> Result<UserRecord, AdminError> {
+    store
+        .user_by_name(realm, username)
+        .await?
+        .ok_or_else(|| AdminError::NotFound(format!("user {username} in realm {realm}")))
+}
+
+pub async fn show(store: &dyn Store, realm: &str, username: &str) -> Result<UserView, AdminError> {
+    let u = find(store, realm, username).await?;
+    let groups = store
+        .user_groups(realm, &u.id)
+        .await?
+        .into_iter()
+        .map(|g| g.name)
+        .collect();
+    let passkeys = store.passkeys(realm, &u.id).await?.len();
+    let sessions = store.sessions_of(realm, &u.id).await?.len();
+    Ok(UserView {
+        attributes: serde_json::from_str(&u.attributes).unwrap_or_default(),
+        has_password: u.password_hash.is_some(),
+        has_totp: u.totp_sealed.is_some(),
+        id: u.id,
+        username: u.username,
+        enabled: u.enabled,
+        groups,
+        passkeys,
+        sessions,
+    })
+}
+
+/// Enables or disables; disabling also ends every session and refresh token.
+pub async fn set_enabled(
+    store: &dyn Store,
+    realm: &str,
+    username: &str,
+    enabled: bool,
+    now: UnixTime,
+    actor: &str,
+) -> Result<(), AdminError> {
+    let mut u = find(store, realm, username).await?;
+    u.enabled = enabled;
+    u.updated_at = now;
+    let kind = if enabled {
+        "user.enabled"
+    } else {
+        "user.disabled"
+    };
+    store
+        .update_user(
+            &u,
+            &[AuditDraft::new(now, Some(realm), kind, actor).subject(&u.id)],
+        )
+        .await?;
+    if !enabled {
+        sign_out_everywhere(store, realm, username, now, actor).await?;
+    }
+    Ok(())
+}
+
+/// Sets (or with an empty value, removes) attributes.
+pub async fn set_attrs(
+    store: &dyn Store,
+    realm: &str,
+    username: &str,
+    attrs: &[(String, String)],
+    now: UnixTime,
+    actor: &str,
+) -> Result<UserView, AdminError> {
+    let mut u = find(store, realm, username).await?;
+    let mut map: BTreeMap<String, String> = serde_json::from_str(&u.attributes).unwrap_or_default();
+    for (k, v) in attrs {
+        if v.is_empty() {
+            map.remove(k);
+        } else {
+            map.insert(k.clone(), v.clone());
+        }
+    }
+    u.attributes = serde_json::to_string(&map).unwrap_or_else(|_| "{}".into());
+    u.updated_at = now;
+    let audit = [
+        AuditDraft::new(now, Some(realm), "user.attributes_set", actor)
+            .subject(&u.id)
+            .detail(json!(attrs)),
+    ];
+    store.update_user(&u, &audit).await?;
+    show(store, realm, username).await
+}
+
+pub async fn add_group(
+    store: &dyn Store,
+    realm: &str,
+    username: &str,
+    group: &str,
+    now: UnixTime,
+    actor: &str,
+) -> Result<(), AdminError> {
+    let u = find(store, realm, username).await?;
+    let audit = [AuditDraft::new(now, Some(realm), "user.group_added", actor)
+        .subject(&u.id)
+        .detail(json!({"group": group}))];
+    store.add_user_group(realm, &u.id, group, &audit).await?;
+    Ok(())
+}
+
+pub async fn remove_group(
+    store: &dyn Store,
+    realm: &str,
+    username: &str,
+    group: &str,
+    now: UnixTime,
+    actor: &str,
+) -> Result<(), AdminError> {
+    let u = find(store, realm, username).await?;
+    let audit = [
+        AuditDraft::new(now, Some(realm), "user.group_removed", actor)
+            .subject(&u.id)
+            .detail(json!({"group": group})),
+    ];
+    if store.remove_user_group(realm, &u.id, group, &audit).await? {
+        Ok(())
+    } else {
+        Err(AdminError::NotFound(format!(
+            "membership of {username} in {group}"
+        )))
+    }
+}
+
+/// A single-use, expiring enrolment link; only its hash is stored.
+pub async fn invite(
+    store: &dyn Store,
+    base_url: &str,
+    realm: &str,
+    username: &str,
+    ttl: i64,
+    now: UnixTime,
+    actor: &str,
+) -> Result<String, AdminError> {
+    if !(60..=7 * 86_400).contains(&ttl) {
+        return Err(invalid("ttl", "an invite lives 60 s to 7 days"));
+    }
+    let u = find(store, realm, username).await?;
+    let token = crate::login::new_token();
+    let audit = [AuditDraft::new(now, Some(realm), "user.invited", actor)
+        .subject(&u.id)
+        .detail(json!({"expires_at": now + ttl}))];
+    store
+        .create_invite(
+            &crate::login::token_hash(&token),
+            realm,
+            &u.id,
+            now + ttl,
+            &audit,
+        )
+        .await?;
+    Ok(format!("{}/enrol/{token}", issuer_for(base_url, realm)))
+}
+
+pub async fn sign_out_everywhere(
+    store: &dyn Store,
+    realm: &str,
+    username: &str,
+    now: UnixTime,
+    actor: &str,
+) -> Result<u64, AdminError> {
+    let u = find(store, realm, username).await?;
+    let audit =
+        [AuditDraft::new(now, Some(realm), "user.signed_out_everywhere", actor).subject(&u.id)];
+    Ok(store.sign_out_everywhere(realm, &u.id, now, &audit).await?)
+}
+
+/// Changes the realm's sign-in policy (lifetimes, fallback, claim names).
+pub async fn set_login_settings(
+    store: &dyn Store,
+    realm: &str,
+    settings: &LoginSettings,
+    now: UnixTime,
+    actor: &str,
+) -> Result<(), AdminError> {
+    settings
+        .validate()
+        .map_err(|m| invalid("login settings", m))?;
+    let json =
+        serde_json::to_string(settings).map_err(|e| invalid("login settings", e.to_string()))?;
+    let audit = [
+        AuditDraft::new(now, Some(realm), "realm.login_settings_set", actor)
+            .detail(serde_json::from_str(&json).unwrap_or_default()),
+    ];
+    if store.set_login_settings(realm, &json, &audit).await? {
+        Ok(())
+    } else {
+        Err(AdminError::NotFound(format!("realm {realm}")))
+    }
+}
