@@ -1,4 +1,5 @@
-//! Per-address limits on failed client authentication at the token endpoints. Client secrets are
+//! Limits on failures per key: per address at the token endpoints, per address and per account
+//! at the sign-in pages. Client secrets are
 //! 256-bit and cannot be guessed online; the limit is there so one address cannot flood the audit
 //! log or burn the server's CPU with failures. Fixed one-minute windows, per node, bounded memory.
 
@@ -11,12 +12,12 @@ use crate::clock::UnixTime;
 const WINDOW: i64 = 60;
 const MAX_TRACKED: usize = 100_000;
 
-pub struct FailureLimiter {
+pub struct FailureLimiter<K = IpAddr> {
     per_minute: u32,
-    state: Mutex<(i64, HashMap<IpAddr, u32>)>,
+    state: Mutex<(i64, HashMap<K, u32>)>,
 }
 
-impl FailureLimiter {
+impl<K: std::hash::Hash + Eq> FailureLimiter<K> {
     /// `per_minute` = 0 turns the limit off.
     pub fn new(per_minute: u32) -> Self {
         FailureLimiter {
@@ -30,7 +31,7 @@ impl FailureLimiter {
     }
 
     /// True when `ip` has used up its failures in the current window.
-    pub fn is_blocked(&self, ip: IpAddr, now: UnixTime) -> bool {
+    pub fn is_blocked(&self, ip: K, now: UnixTime) -> bool {
         if self.per_minute == 0 {
             return false;
         }
@@ -39,7 +40,7 @@ impl FailureLimiter {
     }
 
     /// Records one failure; returns true if this failure reached the limit.
-    pub fn record_failure(&self, ip: IpAddr, now: UnixTime) -> bool {
+    pub fn record_failure(&self, ip: K, now: UnixTime) -> bool {
         if self.per_minute == 0 {
             return false;
         }
@@ -71,6 +72,6 @@ mod tests {
         assert!(l.is_blocked(ip, 150));
         assert!(!l.is_blocked(other, 150));
         assert!(!l.is_blocked(ip, 180), "a new window");
-        assert!(!FailureLimiter::new(0).is_blocked(ip, 1));
+        assert!(!FailureLimiter::<IpAddr>::new(0).is_blocked(ip, 1));
     }
 }

@@ -96,6 +96,11 @@ impl Application {
             failures: Arc::new(crate::ratelimit::FailureLimiter::new(
                 config_failures_per_minute,
             )),
+            templates: crate::login::pages_support::environment(),
+            // Two argon2 computations per core at most (~19 MiB each); more are shed.
+            passwords: crate::login::password::Passwords::new(4),
+            login_ip_failures: Arc::new(crate::ratelimit::FailureLimiter::new(30)),
+            login_account_failures: Arc::new(crate::ratelimit::FailureLimiter::new(5)),
         };
         let router = router(state.clone());
         Ok(Application {
@@ -163,7 +168,28 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             &format!("/realms/{{realm}}{}", oidc::AUTHORIZE_PATH),
-            get(oidc::discovery::authorize_unavailable),
+            get(crate::login::pages::authorize),
+        )
+        .route(
+            "/realms/{realm}/login",
+            get(crate::login::pages::login_form).post(crate::login::pages::login_submit),
+        )
+        .route(
+            "/realms/{realm}/enrol/{token}",
+            get(crate::login::pages::enrol_form),
+        )
+        .route(
+            "/realms/{realm}/enrol",
+            post(crate::login::pages::enrol_submit),
+        )
+        .route("/realms/{realm}/account", get(crate::login::pages::account))
+        .route(
+            &format!("/realms/{{realm}}{}", oidc::USERINFO_PATH),
+            get(oidc::userinfo::userinfo).post(oidc::userinfo::userinfo),
+        )
+        .route(
+            "/realms/{realm}/account/sign-out-everywhere",
+            post(crate::login::pages::sign_out_everywhere),
         )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))

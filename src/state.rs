@@ -20,4 +20,8 @@ pub struct AppState {
     /// For STS calls: no redirects, short timeouts.
     pub sts_http: reqwest::Client,
     pub failures: Arc<crate::ratelimit::FailureLimiter>,
+    pub templates: Arc<minijinja::Environment<'static>>,
+    pub passwords: crate::login::password::Passwords,
+    pub login_ip_failures: Arc<crate::ratelimit::FailureLimiter>,
+    pub login_account_failures: Arc<crate::ratelimit::FailureLimiter<String>>,
 }

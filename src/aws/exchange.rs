@@ -166,6 +166,7 @@ pub async fn exchange(
         expires_in: ttl,
         detail,
         token_exchange: true,
+        response_extra: Default::default(),
     })
 }
 

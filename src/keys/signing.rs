@@ -66,6 +66,8 @@ pub struct SigningKey {
     rng: SystemRandom,
     /// `base64url(header)` for access tokens (`typ: at+jwt`).
     at_header: String,
+    /// `base64url(header)` for ID tokens (`typ: JWT`).
+    id_header: String,
 }
 
 impl fmt::Debug for SigningKey {
@@ -101,12 +103,15 @@ impl SigningKey {
         };
         let header = serde_json::json!({"alg": alg.as_str(), "kid": kid, "typ": "at+jwt"});
         let at_header = B64.encode(header.to_string());
+        let id_header = B64
+            .encode(serde_json::json!({"alg": alg.as_str(), "kid": kid, "typ": "JWT"}).to_string());
         Ok(SigningKey {
             kid,
             alg,
             pair,
             rng,
             at_header,
+            id_header,
         })
     }
 
@@ -188,9 +193,18 @@ impl SigningKey {
 
     /// Signs `claims` (already serialised JSON) as an RFC 9068 access token.
     pub fn sign_access_token(&self, claims_json: &[u8]) -> Result<String, KeyError> {
+        self.sign_with_header(&self.at_header, claims_json)
+    }
+
+    /// Signs `claims` as an OpenID Connect ID token (`typ: JWT`).
+    pub fn sign_id_token(&self, claims_json: &[u8]) -> Result<String, KeyError> {
+        self.sign_with_header(&self.id_header, claims_json)
+    }
+
+    fn sign_with_header(&self, header: &str, claims_json: &[u8]) -> Result<String, KeyError> {
         let payload_len = base64::encoded_len(claims_json.len(), false).unwrap_or(0);
-        let mut jwt = String::with_capacity(self.at_header.len() + payload_len + 400);
-        jwt.push_str(&self.at_header);
+        let mut jwt = String::with_capacity(header.len() + payload_len + 400);
+        jwt.push_str(header);
         jwt.push('.');
         B64.encode_string(claims_json, &mut jwt);
         let sig = self.sign(jwt.as_bytes())?;

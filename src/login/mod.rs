@@ -1,8 +1,12 @@
 //! Interactive sign-in for customers and staff: realm policy, users' credentials (password,
-//! TOTP, recovery codes, passkeys), sessions, and the hosted pages.
+//! TOTP, recovery codes), sessions, the authorization request and the hosted pages.
 
+pub mod flow;
+pub mod pages;
+pub mod pages_support;
 pub mod password;
 pub mod recovery;
+pub mod session;
 pub mod settings;
 pub mod totp;
 

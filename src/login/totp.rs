@@ -38,6 +38,22 @@ fn base32_encode(data: &[u8]) -> String {
     out
 }
 
+/// Decodes RFC 4648 base32 (no padding), as authenticator apps take it.
+pub fn base32_decode(text: &str) -> Option<Vec<u8>> {
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let (mut buffer, mut bits, mut out) = (0u32, 0u32, Vec::new());
+    for c in text.trim_end_matches('=').bytes() {
+        let v = ALPHABET.iter().position(|a| *a == c.to_ascii_uppercase())? as u32;
+        buffer = (buffer << 5) | v;
+        bits += 5;
+        if bits >= 8 {
+            out.push((buffer >> (bits - 8)) as u8);
+            bits -= 8;
+        }
+    }
+    Some(out)
+}
+
 /// `otpauth://` URL for authenticator apps.
 pub fn otpauth_url(secret: &[u8], issuer: &str, account: &str) -> String {
     let label = |s: &str| {
@@ -108,6 +124,7 @@ mod tests {
     #[test]
     fn base32_and_url() {
         assert_eq!(base32_encode(b"foobar"), "MZXW6YTBOI");
+        assert_eq!(base32_decode("MZXW6YTBOI").as_deref(), Some(&b"foobar"[..]));
         let url = otpauth_url(&new_secret(), "Bank Staff", "alice@bank.example");
         assert!(url.starts_with("otpauth://totp/Bank%20Staff:alice%40bank%2Eexample?secret="));
     }

@@ -9,5 +9,6 @@ pub mod scope;
 pub mod secret;
 pub mod token;
 pub mod token_endpoint;
+pub mod user_grants;
 
 pub use error::{ErrorCode, OAuthError};

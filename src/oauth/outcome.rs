@@ -27,6 +27,8 @@ pub struct Granted {
     pub detail: Map<String, Value>,
     /// RFC 8693 responses name the issued token type.
     pub token_exchange: bool,
+    /// Further response members (`id_token`, `refresh_token`). Never audited.
+    pub response_extra: Map<String, Value>,
 }
 
 /// Why a request was refused, for the audit log (never shown to the caller).
@@ -126,6 +128,9 @@ pub async fn finish(
             });
             if g.token_exchange {
                 body["issued_token_type"] = json!("urn:ietf:params:oauth:token-type:access_token");
+            }
+            for (k, v) in g.response_extra {
+                body[k] = v;
             }
             let mut res = axum::Json(body).into_response();
             let h = res.headers_mut();

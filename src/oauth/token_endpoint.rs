@@ -57,6 +57,9 @@ async fn grant(
             "missing_grant_type",
         )
     })?;
+    if grant_type == "authorization_code" || grant_type == "refresh_token" {
+        return super::user_grants::grant(state, realm, headers, &params, grant_type, now).await;
+    }
     if grant_type == crate::aws::exchange::TOKEN_EXCHANGE {
         return crate::aws::exchange::from_token_request(state, realm, &params, now).await;
     }
@@ -64,7 +67,7 @@ async fn grant(
         return Err(Refusal::new(
             OAuthError::new(
                 ErrorCode::UnsupportedGrantType,
-                "this server supports client_credentials and token-exchange",
+                "supported: client_credentials, authorization_code, refresh_token, token-exchange",
             ),
             "unsupported_grant_type",
         ));
@@ -95,12 +98,13 @@ async fn grant(
         expires_in: issued.expires_in,
         detail: Default::default(),
         token_exchange: false,
+        response_extra: Default::default(),
     })
 }
 
 /// Looks the client up and checks its secret. An unknown id, a wrong secret and a disabled client
 /// get the same answer; the first two also do the same work.
-async fn authenticate(
+pub(crate) async fn authenticate(
     state: &AppState,
     realm: &LiveRealm,
     presented: &Presented,

@@ -2,10 +2,10 @@
 
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::{AUTHORIZE_PATH, JWKS_PATH, TOKEN_PATH};
+use super::{AUTHORIZE_PATH, JWKS_PATH, TOKEN_PATH, USERINFO_PATH};
 use crate::directory::LiveRealm;
 use crate::oauth::{ErrorCode, OAuthError};
 use crate::state::AppState;
@@ -21,19 +21,23 @@ pub fn metadata(
         "issuer": iss,
         "jwks_uri": format!("{iss}{JWKS_PATH}"),
         "token_endpoint": format!("{iss}{TOKEN_PATH}"),
-        // Listed because OpenID Discovery requires it; interactive sign-in is not built yet, so
-        // no response type is offered and the endpoint answers with an explanatory page.
         "authorization_endpoint": format!("{iss}{AUTHORIZE_PATH}"),
-        "response_types_supported": [],
-        "grant_types_supported": ["client_credentials"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "userinfo_endpoint": format!("{iss}{USERINFO_PATH}"),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "code_challenge_methods_supported": ["S256"],
+        "grant_types_supported": ["client_credentials", "authorization_code", "refresh_token"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "prompt_values_supported": ["login"],
+        "acr_values_supported": [crate::login::flow::ACR_PASSKEY, crate::login::flow::ACR_PASSWORD_OTP],
+        "authorization_response_iss_parameter_supported": true,
         "scopes_supported": scopes,
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": [realm.signing.alg().as_str()],
         "access_token_signing_alg_values_supported": [realm.signing.alg().as_str()],
         "claims_supported": [
-            "iss", "sub", "aud", "exp", "iat", "nbf", "jti",
-            "client_id", "azp", "scope", "token_use"
+            "iss", "sub", "aud", "exp", "iat", "nbf", "jti", "client_id", "azp", "scope",
+            "token_use", "auth_time", "amr", "acr", "sid", "nonce", "at_hash", "preferred_username"
         ],
     });
     if let Some(aws) = aws {
@@ -91,13 +95,4 @@ pub async fn openid_configuration(
         HeaderValue::from_static("public, max-age=300"),
     );
     res
-}
-
-/// Placeholder for the hosted sign-in (not built yet): an explanatory page, never a redirect.
-pub async fn authorize_unavailable() -> Response {
-    (
-        axum::http::StatusCode::NOT_IMPLEMENTED,
-        Html("<!doctype html><title>Sign-in unavailable</title><h1>Sign-in is not available</h1><p>This Sigil server does not offer interactive sign-in yet.</p>"),
-    )
-        .into_response()
 }

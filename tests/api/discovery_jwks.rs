@@ -34,12 +34,17 @@ async fn discovery_parses_with_openidconnect(app: &TestApp) {
     assert_eq!(token_endpoint, app.token_url("ledger"));
     assert_eq!(
         doc["grant_types_supported"],
-        serde_json::json!(["client_credentials"])
+        serde_json::json!(["client_credentials", "authorization_code", "refresh_token"])
     );
     assert_eq!(
         doc["token_endpoint_auth_methods_supported"],
-        serde_json::json!(["client_secret_basic", "client_secret_post"])
+        serde_json::json!(["client_secret_basic", "client_secret_post", "none"])
     );
+    assert_eq!(
+        doc["code_challenge_methods_supported"],
+        serde_json::json!(["S256"])
+    );
+    assert_eq!(doc["response_types_supported"], serde_json::json!(["code"]));
     assert_eq!(
         doc["scopes_supported"],
         serde_json::json!(["balances:read", "tx:post:ach"])

@@ -10,5 +10,6 @@ mod cli;
 mod client_credentials;
 mod discovery_jwks;
 mod limits;
+mod login;
 mod rotation;
 mod validator_e2e;

@@ -23,4 +23,10 @@ pub mod axum;
 pub use claims::{Audience, Claims};
 pub use error::{Error, ErrorKind};
 pub use jwks::VerifyingKey;
+
+/// Parses a JWKS document into `kid` → key, skipping symmetric, unknown and mislabelled keys
+/// (for verifiers that hold a JWKS themselves, such as the issuer's own userinfo endpoint).
+pub fn parse_jwks(body: &[u8]) -> Result<std::collections::HashMap<String, VerifyingKey>, String> {
+    jwks::parse_jwks(body)
+}
 pub use validator::{Validator, ValidatorBuilder};

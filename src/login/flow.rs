@@ -1,0 +1,265 @@
+//! The authorization request (RFC 6749 §4.1 with PKCE, S256 only) and what it leads to: a
+//! pending sign-in, or, with a usable session, a code at once.
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::UnixTime;
+use crate::oauth::scope;
+use crate::store::ClientRecord;
+
+pub const ACR_PASSKEY: &str = "urn:sigil:acr:passkey";
+pub const ACR_PASSWORD_OTP: &str = "urn:sigil:acr:password-otp";
+/// Scopes any sign-in client may ask for.
+pub const OIDC_SCOPES: &[&str] = &["openid", "profile", "offline_access"];
+pub const FLOW_TTL: i64 = 600;
+pub const CODE_TTL: i64 = 60;
+
+/// The query of `GET /authorize`.
+#[derive(Debug, Default, Deserialize)]
+pub struct AuthorizeQuery {
+    pub response_type: Option<String>,
+    pub client_id: Option<String>,
+    pub redirect_uri: Option<String>,
+    pub scope: Option<String>,
+    pub state: Option<String>,
+    pub nonce: Option<String>,
+    pub code_challenge: Option<String>,
+    pub code_challenge_method: Option<String>,
+    pub prompt: Option<String>,
+    pub max_age: Option<String>,
+    pub acr_values: Option<String>,
+}
+
+/// A validated authorization request, kept server-side while the user signs in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingAuthz {
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub scope: String,
+    pub state: Option<String>,
+    pub nonce: Option<String>,
+    pub code_challenge: String,
+    pub force_login: bool,
+    pub max_age: Option<i64>,
+    pub require_passkey: bool,
+    pub csrf: String,
+    pub created_at: UnixTime,
+}
+
+/// What an authorization code stands for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CodeData {
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub code_challenge: String,
+    pub scope: String,
+    pub nonce: Option<String>,
+    pub user_id: String,
+    pub sid: String,
+    pub auth_time: UnixTime,
+    pub amr: Vec<String>,
+    pub acr: String,
+    /// Links the code to the refresh tokens it leads to, so a reused code revokes them.
+    pub family: String,
+}
+
+/// Failures before the redirect URI is known to be the client's: shown on a page, never redirected.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Untrusted {
+    UnknownClient,
+    BadRedirectUri,
+}
+
+/// Failures reported to the client by redirect (RFC 6749 §4.1.2.1).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Redirected {
+    pub error: &'static str,
+    pub description: &'static str,
+}
+
+fn redirect_error(error: &'static str, description: &'static str) -> Redirected {
+    Redirected { error, description }
+}
+
+/// Checks the client and its exact redirect URI first (nothing may redirect before that), then
+/// the rest.
+pub fn validate(
+    q: &AuthorizeQuery,
+    client: Option<&ClientRecord>,
+    csrf: String,
+    now: UnixTime,
+) -> Result<Result<PendingAuthz, (String, Redirected)>, Untrusted> {
+    let client = client
+        .filter(|c| c.enabled)
+        .ok_or(Untrusted::UnknownClient)?;
+    let redirect_uri = q.redirect_uri.as_deref().ok_or(Untrusted::BadRedirectUri)?;
+    if !client
+        .redirect_uris
+        .split(' ')
+        .any(|r| !r.is_empty() && r == redirect_uri)
+    {
+        return Err(Untrusted::BadRedirectUri);
+    }
+    let fail = |r: Redirected| Ok(Err((redirect_uri.to_owned(), r)));
+    if q.response_type.as_deref() != Some("code") {
+        return fail(redirect_error(
+            "unsupported_response_type",
+            "only response_type=code is supported",
+        ));
+    }
+    if !client
+        .grant_types
+        .split(' ')
+        .any(|g| g == "authorization_code")
+    {
+        return fail(redirect_error(
+            "unauthorized_client",
+            "this client may not sign users in",
+        ));
+    }
+    match (
+        q.code_challenge.as_deref(),
+        q.code_challenge_method.as_deref(),
+    ) {
+        (Some(c), Some("S256"))
+            if c.len() == 43
+                && c.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') => {}
+        (Some(_), Some("S256")) => {
+            return fail(redirect_error(
+                "invalid_request",
+                "malformed code_challenge",
+            ));
+        }
+        (_, Some("plain")) => {
+            return fail(redirect_error(
+                "invalid_request",
+                "PKCE method plain is not allowed; use S256",
+            ));
+        }
+        _ => {
+            return fail(redirect_error(
+                "invalid_request",
+                "PKCE with code_challenge_method=S256 is required",
+            ));
+        }
+    }
+    let requested = q.scope.as_deref().unwrap_or("openid");
+    let Ok(parsed) = scope::parse(requested) else {
+        return fail(redirect_error("invalid_scope", "malformed scope"));
+    };
+    let allowed: Vec<&str> = client.allowed_scopes.split(' ').collect();
+    if parsed
+        .iter()
+        .any(|s| !OIDC_SCOPES.contains(s) && !allowed.contains(s))
+    {
+        return fail(redirect_error(
+            "invalid_scope",
+            "a requested scope is not allowed for this client",
+        ));
+    }
+    let bounded = |v: &Option<String>, n: usize| v.as_ref().is_none_or(|s| s.len() <= n);
+    if !bounded(&q.state, 512) || !bounded(&q.nonce, 512) {
+        return fail(redirect_error("invalid_request", "state or nonce too long"));
+    }
+    let max_age = match q.max_age.as_deref() {
+        None => None,
+        Some(m) => match m.parse::<i64>() {
+            Ok(v) if v >= 0 => Some(v),
+            _ => {
+                return fail(redirect_error(
+                    "invalid_request",
+                    "max_age must be a non-negative integer",
+                ));
+            }
+        },
+    };
+    let prompt = q.prompt.as_deref().unwrap_or("");
+    if prompt.split(' ').any(|p| p == "none") {
+        return fail(redirect_error(
+            "login_required",
+            "prompt=none is not supported",
+        ));
+    }
+    Ok(Ok(PendingAuthz {
+        client_id: client.client_id.clone(),
+        redirect_uri: redirect_uri.to_owned(),
+        scope: parsed.join(" "),
+        state: q.state.clone(),
+        nonce: q.nonce.clone(),
+        code_challenge: q.code_challenge.clone().unwrap_or_default(),
+        force_login: prompt.split(' ').any(|p| p == "login"),
+        max_age,
+        require_passkey: q
+            .acr_values
+            .as_deref()
+            .is_some_and(|a| a.split(' ').any(|v| v == ACR_PASSKEY)),
+        csrf,
+        created_at: now,
+    }))
+}
+
+/// `redirect_uri` with the code (or error), `state` and `iss` (RFC 9207) appended.
+pub fn redirect_with(redirect_uri: &str, params: &[(&str, &str)]) -> String {
+    match url::Url::parse(redirect_uri) {
+        Ok(mut u) => {
+            {
+                let mut q = u.query_pairs_mut();
+                for (k, v) in params {
+                    q.append_pair(k, v);
+                }
+            }
+            u.to_string()
+        }
+        Err(_) => redirect_uri.to_owned(),
+    }
+}
+
+/// PKCE: `BASE64URL(SHA256(verifier)) == challenge`, with the verifier's RFC 7636 shape enforced.
+pub fn pkce_ok(verifier: &str, challenge: &str) -> bool {
+    use base64::Engine;
+    use subtle::ConstantTimeEq;
+    let shape = (43..=128).contains(&verifier.len())
+        && verifier
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+    let computed = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        verifier.as_bytes(),
+    ));
+    shape
+        && computed.len() == challenge.len()
+        && bool::from(computed.as_bytes().ct_eq(challenge.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc7636_example() {
+        assert!(pkce_ok(
+            "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk",
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        ));
+        assert!(!pkce_ok(
+            "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXl",
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        ));
+        assert!(!pkce_ok(
+            "short",
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        ));
+    }
+
+    #[test]
+    fn redirects_keep_the_clients_own_query() {
+        assert_eq!(
+            redirect_with(
+                "https://app.example/cb?x=1",
+                &[("code", "abc"), ("state", "s t")]
+            ),
+            "https://app.example/cb?x=1&code=abc&state=s+t"
+        );
+    }
+}

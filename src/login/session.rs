@@ -1,0 +1,74 @@
+//! Browser sessions: an opaque cookie whose hash keys a row; idle and absolute timeouts per realm.
+
+use axum::http::HeaderMap;
+
+use super::pages_support::read_cookie;
+use super::settings::LoginSettings;
+use super::token_hash;
+use crate::clock::UnixTime;
+use crate::directory::LiveRealm;
+use crate::state::AppState;
+use crate::store::login::{SessionRecord, UserRecord};
+
+pub const SESSION_COOKIE: &str = "sigil_session";
+pub const FLOW_COOKIE: &str = "sigil_flow";
+pub const ENROL_COOKIE: &str = "sigil_enrol";
+
+/// Cookies are scoped to the realm's path, and rows are looked up within the realm, so a
+/// session of one realm means nothing in another.
+pub fn cookie_path(realm: &LiveRealm) -> String {
+    format!("/realms/{}/", realm.record.name)
+}
+
+pub fn secure_cookies(realm: &LiveRealm) -> bool {
+    realm.issuer.starts_with("https://")
+}
+
+pub struct Current {
+    pub token: String,
+    pub session: SessionRecord,
+    pub user: UserRecord,
+}
+
+/// The signed-in user of this browser in this realm, if the session is live.
+pub async fn current(
+    state: &AppState,
+    realm: &LiveRealm,
+    headers: &HeaderMap,
+    now: UnixTime,
+) -> Option<Current> {
+    let token = read_cookie(headers, SESSION_COOKIE)?.to_owned();
+    let hash = token_hash(&token);
+    let session = state
+        .store
+        .session(&hash, &realm.record.name)
+        .await
+        .ok()??;
+    let settings = LoginSettings::parse(&realm.record.login_settings);
+    if now - session.last_seen > settings.session_idle_secs
+        || now - session.created_at > settings.session_absolute_secs
+    {
+        let _ = state.store.delete_session(&hash).await;
+        return None;
+    }
+    let user = state
+        .store
+        .user_by_id(&realm.record.name, &session.user_id)
+        .await
+        .ok()??;
+    if !user.enabled {
+        return None;
+    }
+    let _ = state.store.touch_session(&hash, now).await;
+    Some(Current {
+        token,
+        session,
+        user,
+    })
+}
+
+/// A CSRF token for session-bound forms: derived from the session cookie, which a cross-site
+/// attacker cannot read.
+pub fn session_csrf(session_token: &str) -> String {
+    token_hash(&format!("csrf:{session_token}"))
+}

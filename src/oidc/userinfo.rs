@@ -1,0 +1,110 @@
+//! `GET|POST /realms/{realm}/oauth2/userinfo`: the signed-in user's claims for a valid user
+//! access token whose session is still alive (a global sign-out ends it here too).
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use serde_json::{Map, Value, json};
+
+use super::RealmPath;
+use crate::directory::LiveRealm;
+use crate::login::settings::LoginSettings;
+use crate::state::AppState;
+
+fn unauthorized(description: &str) -> Response {
+    let mut res = (
+        StatusCode::UNAUTHORIZED,
+        axum::Json(json!({"error": "invalid_token", "error_description": description})),
+    )
+        .into_response();
+    let challenge = format!(r#"Bearer error="invalid_token", error_description="{description}""#);
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        res.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+/// Verifies one of this realm's own access tokens: signature by a published key (algorithm from
+/// the key), issuer, expiry, `token_use: access`.
+pub fn verify_own(realm: &LiveRealm, token: &str, now: i64) -> Option<Map<String, Value>> {
+    let (signed, sig) = token.rsplit_once('.')?;
+    let (header_b64, payload_b64) = signed.split_once('.')?;
+    let header: Value = serde_json::from_slice(&B64.decode(header_b64).ok()?).ok()?;
+    let keys = sigil_validator::parse_jwks(&realm.jwks.body).ok()?;
+    let key = keys.get(header["kid"].as_str()?)?;
+    if header["alg"].as_str() != Some(key.alg()) || header["typ"].as_str() != Some("at+jwt") {
+        return None;
+    }
+    if !key.verify(signed.as_bytes(), &B64.decode(sig).ok()?) {
+        return None;
+    }
+    let claims: Map<String, Value> = serde_json::from_slice(&B64.decode(payload_b64).ok()?).ok()?;
+    let ok = claims.get("iss").and_then(Value::as_str) == Some(realm.issuer.as_str())
+        && claims
+            .get("exp")
+            .and_then(Value::as_i64)
+            .is_some_and(|e| e > now)
+        && claims.get("token_use").and_then(Value::as_str) == Some("access");
+    ok.then_some(claims)
+}
+
+pub async fn userinfo(
+    State(state): State<AppState>,
+    RealmPath(name): RealmPath,
+    headers: HeaderMap,
+) -> Response {
+    let now = state.clock.now();
+    let realm = match state.directory.realm(&name, now).await {
+        Ok(Some(r)) => r,
+        _ => return unauthorized("unknown realm"),
+    };
+    let Some(token) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return unauthorized("a bearer token is required");
+    };
+    let Some(claims) = verify_own(&realm, token.trim(), now) else {
+        return unauthorized("invalid token");
+    };
+    let (Some(sub), Some(sid)) = (
+        claims.get("sub").and_then(Value::as_str),
+        claims.get("sid").and_then(Value::as_str),
+    ) else {
+        return unauthorized("not a user token");
+    };
+    let Ok(Some(user)) = state.store.user_by_id(&name, sub).await else {
+        return unauthorized("unknown user");
+    };
+    let live = state
+        .store
+        .sessions_of(&name, sub)
+        .await
+        .unwrap_or_default()
+        .iter()
+        .any(|s| s.sid == sid);
+    if !user.enabled || !live {
+        return unauthorized("the session has ended");
+    }
+    let settings = LoginSettings::parse(&realm.record.login_settings);
+    let mut out = Map::new();
+    out.insert("sub".into(), json!(user.id));
+    out.insert("preferred_username".into(), json!(user.username));
+    if let Some(g) = claims.get(&settings.groups_claim) {
+        out.insert(settings.groups_claim.clone(), g.clone());
+    }
+    for claim in settings.attribute_claims.values() {
+        if let Some(v) = claims.get(claim) {
+            out.insert(claim.clone(), v.clone());
+        }
+    }
+    let mut res = axum::Json(Value::Object(out)).into_response();
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
