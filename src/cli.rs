@@ -457,7 +457,7 @@ async fn open_store(config: &Config) -> Result<Arc<dyn Store>, CliError> {
 fn base_url(config: &Config) -> String {
     match &config.public_url {
         Some(u) => base_url_string(u),
-        None => format!("http://{}", config.bind),
+        None => crate::config::default_base_url(config.bind),
     }
 }
 
@@ -469,7 +469,7 @@ pub async fn run(cli: Cli, config: Config) -> Result<i32, CliError> {
         Command::Serve { .. } => {
             let app = crate::Application::build(config).await?;
             tracing::info!(address = %app.local_addr(), base_url = %app.base_url(), "sigil listening");
-            println!("listening on http://{}", app.local_addr());
+            println!("listening on {}", app.base_url());
             app.run_until_stopped()
                 .await
                 .map_err(|e| CliError::Other(format!("server error: {e}")))?;

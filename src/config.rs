@@ -276,6 +276,16 @@ fn parse_public_url(text: &str) -> Result<Url, ConfigError> {
     Ok(url)
 }
 
+/// The base URL when no `public_url` is configured: `http://{bind}`, with a loopback address
+/// named `localhost` (browsers allow WebAuthn on `http://localhost`, never on an IP address).
+pub fn default_base_url(addr: std::net::SocketAddr) -> String {
+    if addr.ip().is_loopback() {
+        format!("http://localhost:{}", addr.port())
+    } else {
+        format!("http://{addr}")
+    }
+}
+
 /// `{base}` without a trailing slash, so issuers compose as `{base}/realms/{realm}`.
 pub fn base_url_string(url: &Url) -> String {
     url.as_str().trim_end_matches('/').to_owned()

@@ -75,7 +75,7 @@ impl Application {
         })?;
         let base_url = match &config.public_url {
             Some(url) => base_url_string(url),
-            None => format!("http://{addr}"),
+            None => crate::config::default_base_url(addr),
         };
         let directory = Arc::new(Directory::new(
             store.clone(),
@@ -182,6 +182,23 @@ pub fn router(state: AppState) -> Router {
             "/realms/{realm}/enrol",
             post(crate::login::pages::enrol_submit),
         )
+        .route(
+            "/realms/{realm}/enrol/passkey/options",
+            post(crate::login::passkeys::enrol_options),
+        )
+        .route(
+            "/realms/{realm}/enrol/passkey",
+            post(crate::login::passkeys::enrol_finish),
+        )
+        .route(
+            "/realms/{realm}/login/passkey/options",
+            post(crate::login::passkeys::sign_in_options),
+        )
+        .route(
+            "/realms/{realm}/login/passkey",
+            post(crate::login::passkeys::sign_in),
+        )
+        .route("/static/sigil-webauthn.js", get(webauthn_js))
         .route("/realms/{realm}/account", get(crate::login::pages::account))
         .route(
             &format!("/realms/{{realm}}{}", oidc::USERINFO_PATH),
@@ -234,6 +251,20 @@ async fn rotation_schedule(state: AppState) {
             }
         }
     }
+}
+
+async fn webauthn_js() -> Response {
+    (
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "text/javascript; charset=utf-8",
+            ),
+            (axum::http::header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../static/sigil-webauthn.js"),
+    )
+        .into_response()
 }
 
 async fn not_found() -> Response {

@@ -4,6 +4,7 @@
 pub mod flow;
 pub mod pages;
 pub mod pages_support;
+pub mod passkeys;
 pub mod password;
 pub mod recovery;
 pub mod session;

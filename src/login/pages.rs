@@ -186,7 +186,7 @@ pub async fn authorize(
 }
 
 /// A code for `pending`, delivered by redirect.
-async fn issue_code(
+pub(crate) async fn issue_code(
     state: &AppState,
     realm: &LiveRealm,
     pending: &PendingAuthz,
@@ -639,6 +639,7 @@ pub async fn enrol_form(
     let ctx = context! { ..realm_context(&realm), ..context! {
         title => "Set up sign-in",
         action => format!("{}/enrol", realm.issuer),
+        passkey_action => format!("{}/enrol/passkey", realm.issuer),
         csrf => data.csrf,
         username => user.username.clone(),
         fallback => settings.allow_password_fallback,

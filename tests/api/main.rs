@@ -11,5 +11,6 @@ mod client_credentials;
 mod discovery_jwks;
 mod limits;
 mod login;
+mod passkey;
 mod rotation;
 mod validator_e2e;

@@ -1,0 +1,491 @@
+//! Passkeys over HTTP with a software authenticator (ES256, "none" attestation, user verification,
+//! discoverable): enrolment, sign-in without a username, step-up, and forged assertions.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use ring::rand::SystemRandom;
+use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
+use serde_json::{Value, json};
+use sigil::clock::{Clock, MockClock};
+use sigil::keys::Alg;
+
+use crate::helpers::{TestApp, backends, decode_part, spawn_app_with};
+
+const REDIRECT: &str = "https://app.example/cb";
+
+/// Minimal CBOR: what attestation objects and COSE keys need.
+fn cbor_head(major: u8, n: u64) -> Vec<u8> {
+    let m = major << 5;
+    match n {
+        0..=23 => vec![m | n as u8],
+        24..=0xff => vec![m | 24, n as u8],
+        0x100..=0xffff => vec![m | 25, (n >> 8) as u8, n as u8],
+        _ => {
+            let mut v = vec![m | 26];
+            v.extend((n as u32).to_be_bytes());
+            v
+        }
+    }
+}
+fn cbor_int(i: i64) -> Vec<u8> {
+    if i >= 0 {
+        cbor_head(0, i as u64)
+    } else {
+        cbor_head(1, (-1 - i) as u64)
+    }
+}
+fn cbor_bytes(b: &[u8]) -> Vec<u8> {
+    let mut v = cbor_head(2, b.len() as u64);
+    v.extend_from_slice(b);
+    v
+}
+fn cbor_text(s: &str) -> Vec<u8> {
+    let mut v = cbor_head(3, s.len() as u64);
+    v.extend_from_slice(s.as_bytes());
+    v
+}
+
+pub struct SoftPasskey {
+    pair: EcdsaKeyPair,
+    pub cred_id: Vec<u8>,
+    user_handle: Vec<u8>,
+    counter: u32,
+}
+
+impl SoftPasskey {
+    pub fn new() -> Self {
+        let rng = SystemRandom::new();
+        let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).expect("gen");
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, doc.as_ref(), &rng)
+            .expect("key");
+        SoftPasskey {
+            pair,
+            cred_id: sigil::oauth::secret::random_bytes::<16>().to_vec(),
+            user_handle: vec![],
+            counter: 0,
+        }
+    }
+
+    fn client_data(kind: &str, challenge: &str, origin: &str) -> Vec<u8> {
+        json!({"type": kind, "challenge": challenge, "origin": origin, "crossOrigin": false})
+            .to_string()
+            .into_bytes()
+    }
+
+    pub fn register(&mut self, options: &Value, origin: &str) -> Value {
+        let pk = &options["publicKey"];
+        assert_eq!(
+            pk["authenticatorSelection"]["residentKey"], "required",
+            "discoverable credential"
+        );
+        assert_eq!(pk["authenticatorSelection"]["userVerification"], "required");
+        let rp_id = pk["rp"]["id"].as_str().expect("rp id");
+        self.user_handle = B64
+            .decode(pk["user"]["id"].as_str().expect("user id"))
+            .expect("b64");
+        let point = self.pair.public_key().as_ref();
+        let mut cose = cbor_head(5, 5);
+        for (k, v) in [
+            (1, cbor_int(2)),
+            (3, cbor_int(-7)),
+            (-1, cbor_int(1)),
+            (-2, cbor_bytes(&point[1..33])),
+            (-3, cbor_bytes(&point[33..65])),
+        ] {
+            cose.extend(cbor_int(k));
+            cose.extend(v);
+        }
+        let mut auth = ring::digest::digest(&ring::digest::SHA256, rp_id.as_bytes())
+            .as_ref()
+            .to_vec();
+        auth.push(0x45); // UP | UV | AT
+        auth.extend(self.counter.to_be_bytes());
+        auth.extend([0u8; 16]); // AAGUID
+        auth.extend((self.cred_id.len() as u16).to_be_bytes());
+        auth.extend(&self.cred_id);
+        auth.extend(cose);
+        let mut att = cbor_head(5, 3);
+        att.extend(cbor_text("fmt"));
+        att.extend(cbor_text("none"));
+        att.extend(cbor_text("attStmt"));
+        att.extend(cbor_head(5, 0));
+        att.extend(cbor_text("authData"));
+        att.extend(cbor_bytes(&auth));
+        let cdj = Self::client_data(
+            "webauthn.create",
+            pk["challenge"].as_str().expect("challenge"),
+            origin,
+        );
+        let id = B64.encode(&self.cred_id);
+        json!({"id": id, "rawId": id, "type": "public-key",
+               "response": {"attestationObject": B64.encode(att), "clientDataJSON": B64.encode(cdj)},
+               "extensions": {}})
+    }
+
+    pub fn assert(&mut self, options: &Value, origin: &str) -> Value {
+        let pk = &options["publicKey"];
+        let rp_id = pk["rpId"].as_str().expect("rp id");
+        self.counter += 1;
+        let mut auth = ring::digest::digest(&ring::digest::SHA256, rp_id.as_bytes())
+            .as_ref()
+            .to_vec();
+        auth.push(0x05); // UP | UV
+        auth.extend(self.counter.to_be_bytes());
+        let cdj = Self::client_data(
+            "webauthn.get",
+            pk["challenge"].as_str().expect("challenge"),
+            origin,
+        );
+        let mut signed = auth.clone();
+        signed.extend(ring::digest::digest(&ring::digest::SHA256, &cdj).as_ref());
+        let sig = self.pair.sign(&SystemRandom::new(), &signed).expect("sign");
+        let id = B64.encode(&self.cred_id);
+        json!({"id": id, "rawId": id, "type": "public-key",
+               "response": {"authenticatorData": B64.encode(&auth), "clientDataJSON": B64.encode(cdj),
+                            "signature": B64.encode(sig.as_ref()), "userHandle": B64.encode(&self.user_handle)},
+               "extensions": {}})
+    }
+}
+
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+fn field(html: &str, name: &str) -> String {
+    let marker = format!(r#"name="{name}" value=""#);
+    let start = html.find(&marker).map(|i| i + marker.len());
+    match start {
+        Some(s) => html[s..].split('"').next().expect("v").to_owned(),
+        None => {
+            let m = r#"data-csrf=""#;
+            let s = html.find(m).expect("csrf") + m.len();
+            html[s..].split('"').next().expect("v").to_owned()
+        }
+    }
+}
+
+fn query_param(url: &str, key: &str) -> Option<String> {
+    url::Url::parse(url)
+        .ok()?
+        .query_pairs()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+}
+
+async fn post_json(b: &reqwest::Client, url: String, body: Value) -> (u16, Value) {
+    let res = b.post(url).json(&body).send().await.expect("post");
+    (
+        res.status().as_u16(),
+        res.json().await.unwrap_or(Value::Null),
+    )
+}
+
+fn origin(app: &TestApp) -> String {
+    app.base.clone()
+}
+
+async fn enrol(app: &TestApp, clock: &MockClock, username: &str) -> SoftPasskey {
+    let invite = sigil::admin::users::invite(
+        app.store.as_ref(),
+        &app.base,
+        "customers",
+        username,
+        3600,
+        clock.now(),
+        "t",
+    )
+    .await
+    .expect("invite");
+    let b = browser();
+    let page = b
+        .get(&invite)
+        .send()
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("html");
+    let csrf = field(&page, "csrf");
+    let issuer = app.issuer("customers");
+    let (status, options) = post_json(
+        &b,
+        format!("{issuer}/enrol/passkey/options"),
+        json!({"csrf": csrf}),
+    )
+    .await;
+    assert_eq!(status, 200, "{options}");
+    let mut key = SoftPasskey::new();
+    let credential = key.register(&options, &origin(app));
+    let (status, done) = post_json(
+        &b,
+        format!("{issuer}/enrol/passkey"),
+        json!({"csrf": csrf, "credential": credential}),
+    )
+    .await;
+    assert_eq!((status, &done["done"]), (200, &json!(true)), "{done}");
+    key
+}
+
+fn authorize_url(app: &TestApp, challenge: &str, extra: &str) -> String {
+    format!(
+        "{}/oauth2/authorize?response_type=code&client_id=mobile&redirect_uri={}&scope=openid%20balances:read&state=s&code_challenge={challenge}&code_challenge_method=S256{extra}",
+        app.issuer("customers"),
+        url::form_urlencoded::byte_serialize(REDIRECT.as_bytes()).collect::<String>()
+    )
+}
+
+/// Authorize, then sign in with the passkey; returns the JSON answer of the finish call.
+async fn passkey_sign_in(
+    app: &TestApp,
+    b: &reqwest::Client,
+    key: &mut SoftPasskey,
+    challenge: &str,
+    tamper: impl FnOnce(&mut Value),
+) -> (u16, Value) {
+    let issuer = app.issuer("customers");
+    let res = b
+        .get(authorize_url(app, challenge, ""))
+        .send()
+        .await
+        .expect("authorize");
+    assert_eq!(res.status(), 303);
+    let page = b
+        .get(format!("{issuer}/login"))
+        .send()
+        .await
+        .expect("login")
+        .text()
+        .await
+        .expect("html");
+    let csrf = field(&page, "csrf");
+    let (status, options) = post_json(
+        b,
+        format!("{issuer}/login/passkey/options"),
+        json!({"csrf": csrf}),
+    )
+    .await;
+    assert_eq!(status, 200, "{options}");
+    assert!(
+        options["publicKey"]
+            .get("allowCredentials")
+            .is_none_or(|a| a.as_array().is_none_or(Vec::is_empty)),
+        "discoverable: no username, no credential list"
+    );
+    let mut credential = key.assert(&options, &origin(app));
+    tamper(&mut credential);
+    post_json(
+        b,
+        format!("{issuer}/login/passkey"),
+        json!({"csrf": csrf, "credential": credential}),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn passkey_enrolment_sign_in_step_up_and_forgeries() {
+    for backend in backends() {
+        let clock = MockClock::new(1_800_000_000);
+        let app = spawn_app_with(backend, Some(clock.clone()), |_| {}).await;
+        let s = app.store.as_ref();
+        app.create_realm("customers", Alg::ES256).await;
+        sigil::admin::users::create_group(
+            s,
+            "customers",
+            "retail",
+            "balances:read",
+            clock.now(),
+            "t",
+        )
+        .await
+        .expect("group");
+        sigil::admin::clients::create(
+            s,
+            sigil::admin::clients::NewClient {
+                realm: "customers".into(),
+                client_id: "mobile".into(),
+                scopes: "balances:read".into(),
+                default_scopes: None,
+                audience: "ledger".into(),
+                access_token_ttl: None,
+                redirect_uris: vec![REDIRECT.into()],
+                public: true,
+            },
+            clock.now(),
+            "t",
+        )
+        .await
+        .expect("client");
+        for u in ["alice", "bob"] {
+            sigil::admin::users::create(
+                s,
+                "customers",
+                u,
+                &[],
+                &["retail".into()],
+                clock.now(),
+                "t",
+            )
+            .await
+            .expect("user");
+        }
+        let mut alice = enrol(&app, &clock, "alice").await;
+        let mut bob = enrol(&app, &clock, "bob").await;
+        assert_eq!(
+            s.passkeys(
+                "customers",
+                &sigil::admin::users::find(s, "customers", "alice")
+                    .await
+                    .expect("u")
+                    .id
+            )
+            .await
+            .expect("pk")
+            .len(),
+            1
+        );
+
+        // Sign in without typing a username; the code gives tokens with amr hwk+user.
+        let verifier = B64.encode(sigil::oauth::secret::random_bytes::<32>());
+        let challenge = B64.encode(ring::digest::digest(
+            &ring::digest::SHA256,
+            verifier.as_bytes(),
+        ));
+        let b = browser();
+        let (status, body) = passkey_sign_in(&app, &b, &mut alice, &challenge, |_| {}).await;
+        assert_eq!(status, 200, "{body}");
+        let redirect = body["redirect"].as_str().expect("redirect");
+        let code = query_param(redirect, "code").expect("code");
+        let res = app
+            .http
+            .post(app.token_url("customers"))
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("client_id", "mobile"),
+                ("code", code.as_str()),
+                ("redirect_uri", REDIRECT),
+                ("code_verifier", verifier.as_str()),
+            ])
+            .send()
+            .await
+            .expect("token");
+        let tokens: Value = res.json().await.expect("json");
+        let claims = decode_part(tokens["access_token"].as_str().expect("access"), 1);
+        assert_eq!(claims["amr"], json!(["hwk", "user"]));
+        assert_eq!(claims["acr"], sigil::login::flow::ACR_PASSKEY);
+        let user_id = sigil::admin::users::find(s, "customers", "alice")
+            .await
+            .expect("u")
+            .id;
+        assert_eq!(claims["sub"], user_id.as_str());
+
+        // Step-up: acr_values=passkey is satisfied by this session without a new prompt.
+        let res = b
+            .get(authorize_url(
+                &app,
+                &challenge,
+                &format!("&acr_values={}", sigil::login::flow::ACR_PASSKEY),
+            ))
+            .send()
+            .await
+            .expect("authorize");
+        assert!(
+            res.headers()["location"]
+                .to_str()
+                .expect("ascii")
+                .contains("code=")
+        );
+        // max_age=0 forces a fresh sign-in.
+        clock.advance(5);
+        let res = b
+            .get(authorize_url(&app, &challenge, "&max_age=0"))
+            .send()
+            .await
+            .expect("authorize");
+        assert!(
+            res.headers()["location"]
+                .to_str()
+                .expect("ascii")
+                .ends_with("/login")
+        );
+
+        // Forgeries: another origin, a tampered signature, bob's key claiming alice's handle.
+        let (status, _) = passkey_sign_in(&app, &browser(), &mut alice, &challenge, |c| {
+            let cdj: Value = serde_json::from_slice(
+                &B64.decode(c["response"]["clientDataJSON"].as_str().expect("cdj"))
+                    .expect("b64"),
+            )
+            .expect("json");
+            let mut cdj = cdj;
+            cdj["origin"] = json!("https://evil.example");
+            c["response"]["clientDataJSON"] = json!(B64.encode(cdj.to_string()));
+        })
+        .await;
+        assert_eq!(status, 401, "another origin");
+        let (status, _) = passkey_sign_in(&app, &browser(), &mut alice, &challenge, |c| {
+            let mut sig = B64
+                .decode(c["response"]["signature"].as_str().expect("sig"))
+                .expect("b64");
+            let last = sig.len() - 1;
+            sig[last] ^= 1;
+            c["response"]["signature"] = json!(B64.encode(sig));
+        })
+        .await;
+        assert_eq!(status, 401, "tampered signature");
+        let alice_handle = B64.encode(&alice.user_handle);
+        let (status, _) = passkey_sign_in(&app, &browser(), &mut bob, &challenge, |c| {
+            c["response"]["userHandle"] = json!(alice_handle);
+        })
+        .await;
+        assert_eq!(status, 401, "bob's credential cannot sign in as alice");
+
+        // A ceremony is single-use: replaying the finished assertion fails.
+        let b2 = browser();
+        let issuer = app.issuer("customers");
+        b2.get(authorize_url(&app, &challenge, ""))
+            .send()
+            .await
+            .expect("authorize");
+        let page = b2
+            .get(format!("{issuer}/login"))
+            .send()
+            .await
+            .expect("login")
+            .text()
+            .await
+            .expect("html");
+        let csrf = field(&page, "csrf");
+        let (_, options) = post_json(
+            &b2,
+            format!("{issuer}/login/passkey/options"),
+            json!({"csrf": csrf}),
+        )
+        .await;
+        let assertion = alice.assert(&options, &origin(&app));
+        let (first, _) = post_json(
+            &b2,
+            format!("{issuer}/login/passkey"),
+            json!({"csrf": csrf, "credential": assertion.clone()}),
+        )
+        .await;
+        assert_eq!(first, 200);
+        let (again, _) = post_json(
+            &b2,
+            format!("{issuer}/login/passkey"),
+            json!({"csrf": csrf, "credential": assertion}),
+        )
+        .await;
+        assert_eq!(again, 400, "the ceremony and the sign-in flow are gone");
+
+        let failures = app
+            .audit()
+            .await
+            .into_iter()
+            .filter(|r| r.kind == "login.failed")
+            .count();
+        assert_eq!(failures, 3);
+    }
+}
