@@ -81,7 +81,12 @@
       if (status) say(status, "This browser does not support passkeys.");
       return;
     }
-    if (reg) reg.addEventListener("click", function () { register(reg, status); });
-    if (signin) signin.addEventListener("click", function () { signIn(signin, status); });
+    function guard(fn, button) {
+      return function () {
+        fn(button, status).catch(function () { say(status, "Something went wrong; try again."); });
+      };
+    }
+    if (reg) reg.addEventListener("click", guard(register, reg));
+    if (signin) signin.addEventListener("click", guard(signIn, signin));
   });
 })();
