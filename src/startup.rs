@@ -199,6 +199,26 @@ pub fn router(state: AppState) -> Router {
             post(crate::login::passkeys::sign_in),
         )
         .route("/static/sigil-webauthn.js", get(webauthn_js))
+        .route(
+            "/realms/{realm}/account/passkey/options",
+            post(crate::login::passkeys::account_options),
+        )
+        .route(
+            "/realms/{realm}/account/passkey",
+            post(crate::login::passkeys::account_finish),
+        )
+        .route(
+            "/realms/{realm}/account/passkeys/remove",
+            post(crate::login::pages::remove_passkey),
+        )
+        .route(
+            "/realms/{realm}/account/totp",
+            post(crate::login::pages::totp_start),
+        )
+        .route(
+            "/realms/{realm}/account/totp/confirm",
+            post(crate::login::pages::totp_confirm),
+        )
         .route("/realms/{realm}/account", get(crate::login::pages::account))
         .route(
             &format!("/realms/{{realm}}{}", oidc::USERINFO_PATH),

@@ -848,11 +848,25 @@ pub async fn account(
         .iter()
         .map(|s| context! { auth_time => s.auth_time, amr => s.amr.clone(), current => s.id_hash == cur.session.id_hash })
         .collect();
+    let passkeys: Vec<_> = state
+        .store
+        .passkeys(&name, &cur.user.id)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| context! { name => p.name, created_at => p.created_at, credential_id => p.credential_id })
+        .collect();
+    let settings = LoginSettings::parse(&realm.record.login_settings);
     let ctx = context! { ..realm_context(&realm), ..context! {
         title => "Your account",
         username => cur.user.username.clone(),
         sessions => list,
+        passkeys => passkeys,
+        fallback => settings.allow_password_fallback,
         csrf => session::session_csrf(&cur.token),
+        passkey_action => format!("{}/account/passkey", realm.issuer),
+        remove_action => format!("{}/account/passkeys/remove", realm.issuer),
+        totp_action => format!("{}/account/totp", realm.issuer),
         sign_out_action => format!("{}/account/sign-out-everywhere", realm.issuer),
     }};
     render(&state.templates, "account.html", ctx, StatusCode::OK)
@@ -933,4 +947,255 @@ pub async fn sign_out_everywhere(
         ),
     );
     res
+}
+
+#[derive(Deserialize)]
+pub struct RemovePasskeyForm {
+    csrf: Option<String>,
+    credential_id: Option<String>,
+}
+
+/// `POST /realms/{realm}/account/passkeys/remove`.
+pub async fn remove_passkey(
+    State(state): State<AppState>,
+    RealmPath(name): RealmPath,
+    headers: HeaderMap,
+    form: Result<Form<RemovePasskeyForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let now = state.clock.now();
+    let realm = match realm_or_page(&state, &name, now).await {
+        Ok(r) => r,
+        Err(res) => return res,
+    };
+    let Some(cur) = session::current(&state, &realm, &headers, now).await else {
+        return message(
+            &state.templates,
+            Some(&realm),
+            StatusCode::UNAUTHORIZED,
+            "Not signed in",
+            "Sign in through your application first.",
+        );
+    };
+    let Ok(Form(f)) = form else {
+        return message(
+            &state.templates,
+            Some(&realm),
+            StatusCode::BAD_REQUEST,
+            "Request refused",
+            "The form was malformed.",
+        );
+    };
+    if !csrf_ok(&session::session_csrf(&cur.token), f.csrf.as_deref()) {
+        return message(
+            &state.templates,
+            Some(&realm),
+            StatusCode::FORBIDDEN,
+            "Request refused",
+            "The form could not be verified. Go back and try again.",
+        );
+    }
+    let cred = f.credential_id.unwrap_or_default();
+    let audit_rows =
+        [
+            AuditDraft::new(now, Some(&name), "user.passkey_removed", &cur.user.username)
+                .subject(&cur.user.id)
+                .detail(json!({"credential_id": cred})),
+        ];
+    match state
+        .store
+        .delete_passkey(&name, &cur.user.id, &cred, &audit_rows)
+        .await
+    {
+        Ok(true) => see_other(&format!("{}/account", realm.issuer)),
+        _ => message(
+            &state.templates,
+            Some(&realm),
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "That passkey is not yours or is already gone.",
+        ),
+    }
+}
+
+/// `POST /realms/{realm}/account/totp`: a new TOTP secret to confirm.
+pub async fn totp_start(
+    State(state): State<AppState>,
+    RealmPath(name): RealmPath,
+    headers: HeaderMap,
+    form: Result<Form<CsrfForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let now = state.clock.now();
+    let realm = match realm_or_page(&state, &name, now).await {
+        Ok(r) => r,
+        Err(res) => return res,
+    };
+    let Some(cur) = session::current(&state, &realm, &headers, now).await else {
+        return message(
+            &state.templates,
+            Some(&realm),
+            StatusCode::UNAUTHORIZED,
+            "Not signed in",
+            "Sign in through your application first.",
+        );
+    };
+    let csrf = session::session_csrf(&cur.token);
+    if !csrf_ok(&csrf, form.ok().and_then(|Form(f)| f.csrf).as_deref()) {
+        return message(
+            &state.templates,
+            Some(&realm),
+            StatusCode::FORBIDDEN,
+            "Request refused",
+            "The form could not be verified. Go back and try again.",
+        );
+    }
+    let secret = totp::new_secret();
+    let Ok(sealed) = state.kek.seal(&totp_aad(&name, &cur.user.id), &secret) else {
+        return message(
+            &state.templates,
+            Some(&realm),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Unavailable",
+            "Try again shortly.",
+        );
+    };
+    let key = format!("{}:totp", cur.session.id_hash);
+    if state
+        .store
+        .put_flow(
+            &key,
+            &name,
+            "totp-reenrol",
+            &STANDARD.encode(sealed),
+            now + 600,
+            now,
+        )
+        .await
+        .is_err()
+    {
+        return message(
+            &state.templates,
+            Some(&realm),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Unavailable",
+            "Try again shortly.",
+        );
+    }
+    let label = realm
+        .record
+        .display_name
+        .clone()
+        .unwrap_or_else(|| realm.record.name.clone());
+    let ctx = context! { ..realm_context(&realm), ..context! {
+        title => "New authenticator app",
+        action => format!("{}/account/totp/confirm", realm.issuer),
+        csrf => csrf,
+        totp_secret => totp::secret_base32(&secret),
+        otpauth_url => totp::otpauth_url(&secret, &label, &cur.user.username),
+    }};
+    render(&state.templates, "totp.html", ctx, StatusCode::OK)
+}
+
+#[derive(Deserialize)]
+pub struct CodeForm {
+    csrf: Option<String>,
+    code: Option<String>,
+}
+
+/// `POST /realms/{realm}/account/totp/confirm`.
+pub async fn totp_confirm(
+    State(state): State<AppState>,
+    RealmPath(name): RealmPath,
+    headers: HeaderMap,
+    form: Result<Form<CodeForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let now = state.clock.now();
+    let realm = match realm_or_page(&state, &name, now).await {
+        Ok(r) => r,
+        Err(res) => return res,
+    };
+    let Some(mut cur) = session::current(&state, &realm, &headers, now).await else {
+        return message(
+            &state.templates,
+            Some(&realm),
+            StatusCode::UNAUTHORIZED,
+            "Not signed in",
+            "Sign in through your application first.",
+        );
+    };
+    let Ok(Form(f)) = form else {
+        return message(
+            &state.templates,
+            Some(&realm),
+            StatusCode::BAD_REQUEST,
+            "Request refused",
+            "The form was malformed.",
+        );
+    };
+    if !csrf_ok(&session::session_csrf(&cur.token), f.csrf.as_deref()) {
+        return message(
+            &state.templates,
+            Some(&realm),
+            StatusCode::FORBIDDEN,
+            "Request refused",
+            "The form could not be verified. Go back and try again.",
+        );
+    }
+    let key = format!("{}:totp", cur.session.id_hash);
+    let sealed = state
+        .store
+        .flow(&key, &name, "totp-reenrol", now)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|s| STANDARD.decode(s).ok());
+    let secret = sealed
+        .as_ref()
+        .and_then(|s| state.kek.open(&totp_aad(&name, &cur.user.id), s).ok());
+    let (Some(sealed), Some(secret)) = (sealed, secret) else {
+        return message(
+            &state.templates,
+            Some(&realm),
+            StatusCode::BAD_REQUEST,
+            "Expired",
+            "Start again from your account page.",
+        );
+    };
+    let Some(step) = totp::matching_step(&secret, &f.code.unwrap_or_default(), now) else {
+        return message(
+            &state.templates,
+            Some(&realm),
+            StatusCode::BAD_REQUEST,
+            "Not replaced",
+            "The code did not match; your old authenticator app still works. Start again from your account page.",
+        );
+    };
+    cur.user.totp_sealed = Some(sealed);
+    cur.user.updated_at = now;
+    let audit_rows = [
+        AuditDraft::new(now, Some(&name), "user.totp_replaced", &cur.user.username)
+            .subject(&cur.user.id),
+    ];
+    if state
+        .store
+        .update_user(&cur.user, &audit_rows)
+        .await
+        .is_err()
+    {
+        return message(
+            &state.templates,
+            Some(&realm),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Unavailable",
+            "Try again shortly.",
+        );
+    }
+    let _ = state.store.use_totp_step(&name, &cur.user.id, step).await;
+    let _ = state.store.delete_flow(&key).await;
+    message(
+        &state.templates,
+        Some(&realm),
+        StatusCode::OK,
+        "Authenticator app replaced",
+        "Use codes from the new app from now on.",
+    )
 }

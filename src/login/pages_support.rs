@@ -24,6 +24,7 @@ pub fn environment() -> Arc<Environment<'static>> {
             include_str!("../../templates/recovery.html"),
         ),
         ("account.html", include_str!("../../templates/account.html")),
+        ("totp.html", include_str!("../../templates/totp.html")),
         ("message.html", include_str!("../../templates/message.html")),
     ] {
         // The templates are part of the binary and covered by tests; a broken one is a build bug.

@@ -112,6 +112,107 @@ async fn enrol_flow(
 }
 
 /// `POST /realms/{realm}/enrol/passkey/options`.
+/// Starts a registration for `user_id`; the ceremony state is kept under `key` for five minutes.
+async fn start_registration(
+    state: &AppState,
+    realm: &LiveRealm,
+    user_id: &str,
+    key: &str,
+    now: UnixTime,
+) -> Result<Response, Response> {
+    let name = &realm.record.name;
+    let (Some(wa), Some(uuid), Ok(Some(user))) = (
+        webauthn_for(realm),
+        user_uuid(user_id),
+        state.store.user_by_id(name, user_id).await,
+    ) else {
+        return Err(json_error(StatusCode::BAD_REQUEST, "expired"));
+    };
+    let existing: Vec<_> = state
+        .store
+        .passkeys(name, &user.id)
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|p| serde_json::from_str::<Passkey>(&p.passkey).ok())
+        .map(|p| p.cred_id().clone())
+        .collect();
+    let Ok((mut options, reg)) =
+        wa.start_passkey_registration(uuid, &user.username, &user.username, Some(existing))
+    else {
+        return Err(json_error(StatusCode::INTERNAL_SERVER_ERROR, "webauthn"));
+    };
+    // A discoverable credential, so sign-in needs no username.
+    if let Some(sel) = options.public_key.authenticator_selection.as_mut() {
+        sel.resident_key = Some(ResidentKeyRequirement::Required);
+        sel.require_resident_key = true;
+        sel.user_verification = UserVerificationPolicy::Required;
+    }
+    let data = serde_json::to_string(&reg).unwrap_or_default();
+    state
+        .store
+        .put_flow(key, name, "passkey-reg", &data, now + CEREMONY_TTL, now)
+        .await
+        .map_err(|_| json_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable"))?;
+    Ok(ok_json(serde_json::to_value(&options).unwrap_or_default()))
+}
+
+/// Verifies a registration started under `key` and stores the passkey (audited).
+async fn finish_registration(
+    state: &AppState,
+    realm: &LiveRealm,
+    user_id: &str,
+    key: &str,
+    body: RegisterBody,
+    now: UnixTime,
+) -> Result<(), Response> {
+    let name = &realm.record.name;
+    let state_json = state
+        .store
+        .flow(key, name, "passkey-reg", now)
+        .await
+        .ok()
+        .flatten();
+    let _ = state.store.delete_flow(key).await;
+    let (Some(wa), Some(reg)) = (
+        webauthn_for(realm),
+        state_json.and_then(|s| serde_json::from_str::<PasskeyRegistration>(&s).ok()),
+    ) else {
+        return Err(json_error(StatusCode::BAD_REQUEST, "ceremony expired"));
+    };
+    let passkey = wa
+        .finish_passkey_registration(&body.credential, &reg)
+        .map_err(|e| {
+            tracing::info!(error = %e, "passkey registration refused");
+            json_error(StatusCode::BAD_REQUEST, "the passkey could not be verified")
+        })?;
+    let record = PasskeyRecord {
+        realm: name.clone(),
+        user_id: user_id.to_owned(),
+        credential_id: B64.encode::<&[u8]>(passkey.cred_id().as_ref()),
+        name: body
+            .name
+            .unwrap_or_else(|| "Passkey".into())
+            .chars()
+            .take(64)
+            .collect(),
+        passkey: serde_json::to_string(&passkey).unwrap_or_default(),
+        created_at: now,
+        last_used_at: None,
+    };
+    let audit = [
+        AuditDraft::new(now, Some(name), "user.passkey_added", user_id)
+            .subject(user_id)
+            .detail(json!({"credential_id": record.credential_id})),
+    ];
+    state
+        .store
+        .add_passkey(&record, &audit)
+        .await
+        .map_err(|_| json_error(StatusCode::CONFLICT, "this passkey is already registered"))
+}
+
+/// `POST /realms/{realm}/enrol/passkey/options`.
 pub async fn enrol_options(
     State(state): State<AppState>,
     RealmPath(name): RealmPath,
@@ -129,50 +230,15 @@ pub async fn enrol_options(
     if !csrf_ok(&flow.csrf, body.as_ref().map(|b| b.csrf.as_str())) {
         return json_error(StatusCode::FORBIDDEN, "csrf");
     }
-    let (Some(wa), Some(uuid), Ok(Some(user))) = (
-        webauthn_for(&realm),
-        user_uuid(&flow.user_id),
-        state.store.user_by_id(&name, &flow.user_id).await,
-    ) else {
-        return json_error(StatusCode::BAD_REQUEST, "enrolment expired");
-    };
-    let existing: Vec<_> = state
-        .store
-        .passkeys(&name, &user.id)
-        .await
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|p| serde_json::from_str::<Passkey>(&p.passkey).ok())
-        .map(|p| p.cred_id().clone())
-        .collect();
-    let Ok((mut options, reg)) =
-        wa.start_passkey_registration(uuid, &user.username, &user.username, Some(existing))
-    else {
-        return json_error(StatusCode::INTERNAL_SERVER_ERROR, "webauthn");
-    };
-    // A discoverable credential, so sign-in needs no username.
-    if let Some(sel) = options.public_key.authenticator_selection.as_mut() {
-        sel.resident_key = Some(ResidentKeyRequirement::Required);
-        sel.require_resident_key = true;
-        sel.user_verification = UserVerificationPolicy::Required;
-    }
-    let data = serde_json::to_string(&reg).unwrap_or_default();
-    if state
-        .store
-        .put_flow(
-            &format!("{flow_hash}:reg"),
-            &name,
-            "passkey-reg",
-            &data,
-            now + CEREMONY_TTL,
-            now,
-        )
-        .await
-        .is_err()
-    {
-        return json_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
-    }
-    ok_json(serde_json::to_value(&options).unwrap_or_default())
+    start_registration(
+        &state,
+        &realm,
+        &flow.user_id,
+        &format!("{flow_hash}:reg"),
+        now,
+    )
+    .await
+    .unwrap_or_else(|e| e)
 }
 
 #[derive(Deserialize)]
@@ -204,27 +270,6 @@ pub async fn enrol_finish(
     if !csrf_ok(&flow.csrf, Some(&body.csrf)) {
         return json_error(StatusCode::FORBIDDEN, "csrf");
     }
-    let reg_key = format!("{flow_hash}:reg");
-    let state_json = state
-        .store
-        .flow(&reg_key, &name, "passkey-reg", now)
-        .await
-        .ok()
-        .flatten();
-    let _ = state.store.delete_flow(&reg_key).await;
-    let (Some(wa), Some(reg)) = (
-        webauthn_for(&realm),
-        state_json.and_then(|s| serde_json::from_str::<PasskeyRegistration>(&s).ok()),
-    ) else {
-        return json_error(StatusCode::BAD_REQUEST, "ceremony expired");
-    };
-    let passkey = match wa.finish_passkey_registration(&body.credential, &reg) {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::info!(error = %e, "passkey registration refused");
-            return json_error(StatusCode::BAD_REQUEST, "the passkey could not be verified");
-        }
-    };
     if state
         .store
         .invite(&flow.invite_hash, &name, now)
@@ -236,31 +281,23 @@ pub async fn enrol_finish(
     {
         return json_error(StatusCode::BAD_REQUEST, "enrolment expired");
     }
-    let record = PasskeyRecord {
-        realm: name.clone(),
-        user_id: flow.user_id.clone(),
-        credential_id: B64.encode::<&[u8]>(passkey.cred_id().as_ref()),
-        name: body
-            .name
-            .unwrap_or_else(|| "Passkey".into())
-            .chars()
-            .take(64)
-            .collect(),
-        passkey: serde_json::to_string(&passkey).unwrap_or_default(),
-        created_at: now,
-        last_used_at: None,
-    };
-    let audit = [
-        AuditDraft::new(now, Some(&name), "user.passkey_added", &flow.user_id)
-            .subject(&flow.user_id)
-            .detail(json!({"credential_id": record.credential_id})),
-    ];
-    if state.store.add_passkey(&record, &audit).await.is_err()
-        || !state
-            .store
-            .consume_invite(&flow.invite_hash, &name)
-            .await
-            .unwrap_or(false)
+    if let Err(res) = finish_registration(
+        &state,
+        &realm,
+        &flow.user_id,
+        &format!("{flow_hash}:reg"),
+        body,
+        now,
+    )
+    .await
+    {
+        return res;
+    }
+    if !state
+        .store
+        .consume_invite(&flow.invite_hash, &name)
+        .await
+        .unwrap_or(false)
     {
         return json_error(StatusCode::CONFLICT, "enrolment already completed");
     }
@@ -277,6 +314,74 @@ pub async fn enrol_finish(
         ),
     );
     res
+}
+
+/// `POST /realms/{realm}/account/passkey/options`: a signed-in user adds a passkey.
+pub async fn account_options(
+    State(state): State<AppState>,
+    RealmPath(name): RealmPath,
+    headers: HeaderMap,
+    body: Option<axum::Json<CsrfBody>>,
+) -> Response {
+    let now = state.clock.now();
+    let realm = match realm(&state, &name, now).await {
+        Ok(r) => r,
+        Err(res) => return res,
+    };
+    let Some(cur) = super::session::current(&state, &realm, &headers, now).await else {
+        return json_error(StatusCode::UNAUTHORIZED, "not signed in");
+    };
+    if !csrf_ok(
+        &super::session::session_csrf(&cur.token),
+        body.as_ref().map(|b| b.csrf.as_str()),
+    ) {
+        return json_error(StatusCode::FORBIDDEN, "csrf");
+    }
+    start_registration(
+        &state,
+        &realm,
+        &cur.user.id,
+        &format!("{}:reg", cur.session.id_hash),
+        now,
+    )
+    .await
+    .unwrap_or_else(|e| e)
+}
+
+/// `POST /realms/{realm}/account/passkey`.
+pub async fn account_finish(
+    State(state): State<AppState>,
+    RealmPath(name): RealmPath,
+    headers: HeaderMap,
+    body: Result<axum::Json<RegisterBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let now = state.clock.now();
+    let realm = match realm(&state, &name, now).await {
+        Ok(r) => r,
+        Err(res) => return res,
+    };
+    let Some(cur) = super::session::current(&state, &realm, &headers, now).await else {
+        return json_error(StatusCode::UNAUTHORIZED, "not signed in");
+    };
+    let Ok(axum::Json(body)) = body else {
+        return json_error(StatusCode::BAD_REQUEST, "malformed credential");
+    };
+    if !csrf_ok(&super::session::session_csrf(&cur.token), Some(&body.csrf)) {
+        return json_error(StatusCode::FORBIDDEN, "csrf");
+    }
+    match finish_registration(
+        &state,
+        &realm,
+        &cur.user.id,
+        &format!("{}:reg", cur.session.id_hash),
+        body,
+        now,
+    )
+    .await
+    {
+        Ok(()) => ok_json(json!({"done": true})),
+        Err(res) => res,
+    }
 }
 
 async fn authz_flow(

@@ -347,6 +347,76 @@ async fn password_totp_sign_in_code_pkce_refresh_and_global_sign_out() {
         let code2 = query_param(&location(&res), "code").expect("code without a form: session");
         let (_, body2) = f.redeem("mobile", &code2, &p2.verifier).await;
         let r3 = body2["refresh_token"].as_str().expect("refresh").to_owned();
+        // Replace the authenticator app from the account page; the old secret stops working.
+        let account = b
+            .get(format!("{}/account", f.app.issuer("customers")))
+            .send()
+            .await
+            .expect("account")
+            .text()
+            .await
+            .expect("html");
+        let res = b
+            .post(format!("{}/account/totp", f.app.issuer("customers")))
+            .form(&[("csrf", "forged")])
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(res.status(), 403, "CSRF on re-enrolling TOTP");
+        let page = b
+            .post(format!("{}/account/totp", f.app.issuer("customers")))
+            .form(&[("csrf", field(&account, "csrf"))])
+            .send()
+            .await
+            .expect("post")
+            .text()
+            .await
+            .expect("html");
+        let new_secret =
+            totp::base32_decode(between(&page, r#"id="totp-secret">"#, "<")).expect("secret");
+        f.clock.advance(30);
+        let res = b
+            .post(format!(
+                "{}/account/totp/confirm",
+                f.app.issuer("customers")
+            ))
+            .form(&[
+                ("csrf", field(&page, "csrf")),
+                ("code", totp::code_at(&new_secret, f.clock.now())),
+            ])
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(res.status(), 200);
+        f.clock.advance(30);
+        let old = f
+            .sign_in(
+                &browser(),
+                &pkce(),
+                &totp::code_at(&f.secret, f.clock.now()),
+            )
+            .await;
+        assert_eq!(old.status(), 401, "the old authenticator no longer works");
+        let new = f
+            .sign_in(
+                &browser(),
+                &pkce(),
+                &totp::code_at(&new_secret, f.clock.now()),
+            )
+            .await;
+        assert_eq!(new.status(), 303, "the new one does");
+        // Sign out everywhere is CSRF-protected too.
+        let res = b
+            .post(format!(
+                "{}/account/sign-out-everywhere",
+                f.app.issuer("customers")
+            ))
+            .form(&[("csrf", "forged")])
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(res.status(), 403);
+
         // Account page, then sign out everywhere.
         let account = b
             .get(format!("{}/account", f.app.issuer("customers")))

@@ -382,6 +382,63 @@ async fn passkey_enrolment_sign_in_step_up_and_forgeries() {
             .id;
         assert_eq!(claims["sub"], user_id.as_str());
 
+        // From the account page: add a second passkey, then remove the first one.
+        let issuer = app.issuer("customers");
+        let account = b
+            .get(format!("{issuer}/account"))
+            .send()
+            .await
+            .expect("account")
+            .text()
+            .await
+            .expect("html");
+        let csrf = field(&account, "csrf");
+        let (status, options) = post_json(
+            &b,
+            format!("{issuer}/account/passkey/options"),
+            json!({"csrf": csrf}),
+        )
+        .await;
+        assert_eq!(status, 200, "{options}");
+        let mut second = SoftPasskey::new();
+        let credential = second.register(&options, &origin(&app));
+        let (status, _) = post_json(
+            &b,
+            format!("{issuer}/account/passkey"),
+            json!({"csrf": csrf, "credential": credential}),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let (status, _) = post_json(
+            &b,
+            format!("{issuer}/account/passkey/options"),
+            json!({"csrf": "forged"}),
+        )
+        .await;
+        assert_eq!(status, 403, "CSRF on adding a passkey");
+        let first_id = B64.encode(&alice.cred_id);
+        let res = b
+            .post(format!("{issuer}/account/passkeys/remove"))
+            .form(&[("csrf", "forged"), ("credential_id", first_id.as_str())])
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(res.status(), 403, "CSRF on removing a passkey");
+        let res = b
+            .post(format!("{issuer}/account/passkeys/remove"))
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("credential_id", first_id.as_str()),
+            ])
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(res.status(), 303);
+        let (status, _) = passkey_sign_in(&app, &browser(), &mut alice, &challenge, |_| {}).await;
+        assert_eq!(status, 401, "a removed passkey no longer signs in");
+        let (status, _) = passkey_sign_in(&app, &browser(), &mut second, &challenge, |_| {}).await;
+        assert_eq!(status, 200, "the new passkey does");
+
         // Step-up: acr_values=passkey is satisfied by this session without a new prompt.
         let res = b
             .get(authorize_url(
@@ -413,7 +470,7 @@ async fn passkey_enrolment_sign_in_step_up_and_forgeries() {
         );
 
         // Forgeries: another origin, a tampered signature, bob's key claiming alice's handle.
-        let (status, _) = passkey_sign_in(&app, &browser(), &mut alice, &challenge, |c| {
+        let (status, _) = passkey_sign_in(&app, &browser(), &mut second, &challenge, |c| {
             let cdj: Value = serde_json::from_slice(
                 &B64.decode(c["response"]["clientDataJSON"].as_str().expect("cdj"))
                     .expect("b64"),
@@ -425,7 +482,7 @@ async fn passkey_enrolment_sign_in_step_up_and_forgeries() {
         })
         .await;
         assert_eq!(status, 401, "another origin");
-        let (status, _) = passkey_sign_in(&app, &browser(), &mut alice, &challenge, |c| {
+        let (status, _) = passkey_sign_in(&app, &browser(), &mut second, &challenge, |c| {
             let mut sig = B64
                 .decode(c["response"]["signature"].as_str().expect("sig"))
                 .expect("b64");
@@ -444,7 +501,6 @@ async fn passkey_enrolment_sign_in_step_up_and_forgeries() {
 
         // A ceremony is single-use: replaying the finished assertion fails.
         let b2 = browser();
-        let issuer = app.issuer("customers");
         b2.get(authorize_url(&app, &challenge, ""))
             .send()
             .await
@@ -464,7 +520,7 @@ async fn passkey_enrolment_sign_in_step_up_and_forgeries() {
             json!({"csrf": csrf}),
         )
         .await;
-        let assertion = alice.assert(&options, &origin(&app));
+        let assertion = second.assert(&options, &origin(&app));
         let (first, _) = post_json(
             &b2,
             format!("{issuer}/login/passkey"),
@@ -486,6 +542,9 @@ async fn passkey_enrolment_sign_in_step_up_and_forgeries() {
             .into_iter()
             .filter(|r| r.kind == "login.failed")
             .count();
-        assert_eq!(failures, 3);
+        assert_eq!(
+            failures, 4,
+            "removed key, another origin, tampered signature, foreign handle"
+        );
     }
 }
