@@ -70,6 +70,7 @@ struct Fixture {
     clock: MockClock,
     secret: Vec<u8>,
     recovery: Vec<String>,
+    web_secret: String,
 }
 
 async fn setup(backend: Backend) -> Fixture {
@@ -90,8 +91,9 @@ async fn setup(backend: Backend) -> Fixture {
     sigil::admin::users::set_login_settings(s, "customers", &settings, now, "t")
         .await
         .expect("settings");
+    let mut web_secret = String::new();
     for (id, public) in [("mobile", true), ("web", false)] {
-        sigil::admin::clients::create(
+        let made = sigil::admin::clients::create(
             s,
             sigil::admin::clients::NewClient {
                 realm: "customers".into(),
@@ -108,6 +110,9 @@ async fn setup(backend: Backend) -> Fixture {
         )
         .await
         .expect("client");
+        if let Some(secret) = made.client_secret {
+            web_secret = secret;
+        }
     }
     sigil::admin::users::create(
         s,
@@ -162,6 +167,7 @@ async fn setup(backend: Backend) -> Fixture {
         clock,
         secret,
         recovery,
+        web_secret,
     }
 }
 
@@ -604,6 +610,29 @@ async fn attacks_on_the_sign_in_flow_fail() {
             .await
             .expect("post");
         assert_eq!(web_secret_missing.status(), 401);
+        // The confidential client, properly authenticated, cannot redeem the public client's code.
+        let res = f
+            .app
+            .http
+            .post(f.app.token_url("customers"))
+            .basic_auth("web", Some(&f.web_secret))
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("code", c.as_str()),
+                ("redirect_uri", REDIRECT),
+                ("code_verifier", p.verifier.as_str()),
+            ])
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(res.status(), 400, "a code from another client");
+        let err: Value = res.json().await.expect("json");
+        assert_eq!(err["error"], "invalid_grant");
+        f.clock.advance(30);
+        let fresh = f
+            .sign_in(&browser(), &p, &totp::code_at(&f.secret, f.clock.now()))
+            .await;
+        let c = query_param(&location(&fresh), "code").expect("code");
         let (status, err) = f.redeem("mobile", &c, &pkce().verifier).await;
         assert_eq!(
             (status, err["error"].as_str()),
