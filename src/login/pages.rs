@@ -55,6 +55,36 @@ async fn realm_or_page(
     }
 }
 
+/// The realm and the signed-in user of an account page, or the page to show instead.
+async fn signed_in(
+    state: &AppState,
+    name: &str,
+    headers: &HeaderMap,
+    now: UnixTime,
+) -> Result<(std::sync::Arc<LiveRealm>, session::Current), Response> {
+    let realm = realm_or_page(state, name, now).await?;
+    match session::current(state, &realm, headers, now).await {
+        Some(cur) => Ok((realm, cur)),
+        None => Err(message(
+            &state.templates,
+            Some(&realm),
+            StatusCode::UNAUTHORIZED,
+            "Not signed in",
+            "Sign in through your application first.",
+        )),
+    }
+}
+
+fn csrf_refused(state: &AppState, realm: &LiveRealm) -> Response {
+    message(
+        &state.templates,
+        Some(realm),
+        StatusCode::FORBIDDEN,
+        "Request refused",
+        "The form could not be verified. Go back and try again.",
+    )
+}
+
 fn see_other(location: &str) -> Response {
     let mut res = StatusCode::SEE_OTHER.into_response();
     if let Ok(v) = HeaderValue::from_str(location) {
@@ -408,13 +438,7 @@ pub async fn login_submit(
             now,
         )
         .await;
-        return message(
-            &state.templates,
-            Some(&realm),
-            StatusCode::FORBIDDEN,
-            "Request refused",
-            "The form could not be verified. Go back and try again.",
-        );
+        return csrf_refused(&state, &realm);
     }
     let settings = LoginSettings::parse(&realm.record.login_settings);
     if !settings.allow_password_fallback || pending.require_passkey {
@@ -508,6 +532,59 @@ pub async fn login_submit(
             );
         }
     };
+    let detail = json!({"method": "password+otp", "client_id": pending.client_id});
+    match complete_sign_in(
+        &state,
+        &realm,
+        &pending,
+        &flow_hash,
+        &user,
+        "pwd otp",
+        ACR_PASSWORD_OTP,
+        detail,
+        now,
+    )
+    .await
+    {
+        Some(signed_in) => {
+            let mut res = see_other(&signed_in.location);
+            for c in signed_in.cookies {
+                res.headers_mut().append(header::SET_COOKIE, c);
+            }
+            res
+        }
+        None => message(
+            &state.templates,
+            Some(&realm),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Unavailable",
+            "Sign-in is unavailable; try again shortly.",
+        ),
+    }
+}
+
+/// A finished sign-in: where to send the browser (the client's redirect URI with the code) and
+/// the cookies to set (the new session; the spent flow cleared).
+pub(crate) struct SignedIn {
+    pub location: String,
+    pub cookies: [HeaderValue; 2],
+}
+
+/// Opens a session for `user` (audited as `login.succeeded`), ends the pending flow and issues the
+/// code. `None` if the session could not be stored.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn complete_sign_in(
+    state: &AppState,
+    realm: &LiveRealm,
+    pending: &PendingAuthz,
+    flow_hash: &str,
+    user: &UserRecord,
+    amr: &str,
+    acr: &str,
+    mut detail: serde_json::Value,
+    now: UnixTime,
+) -> Option<SignedIn> {
+    let name = &realm.record.name;
     let session_token = new_token();
     let session = SessionRecord {
         id_hash: token_hash(&session_token),
@@ -517,35 +594,35 @@ pub async fn login_submit(
         created_at: now,
         last_seen: now,
         auth_time: now,
-        amr: "pwd otp".into(),
-        acr: ACR_PASSWORD_OTP.into(),
+        amr: amr.into(),
+        acr: acr.into(),
     };
-    let audit_rows = [AuditDraft::new(now, Some(&name), "login.succeeded", &user.username)
-        .subject(&user.id)
-        .detail(json!({"method": "password+otp", "sid": session.sid, "client_id": pending.client_id}))];
+    detail["sid"] = json!(session.sid);
+    let audit_rows = [
+        AuditDraft::new(now, Some(name), "login.succeeded", &user.username)
+            .subject(&user.id)
+            .detail(detail),
+    ];
     if let Err(e) = state.store.create_session(&session, &audit_rows).await {
         tracing::error!(error = %e, "session store failed");
-        return message(
-            &state.templates,
-            Some(&realm),
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Unavailable",
-            "Sign-in is unavailable; try again shortly.",
-        );
+        return None;
     }
-    let _ = state.store.delete_flow(&flow_hash).await;
-    let mut res = issue_code(&state, &realm, &pending, &session, now).await;
-    let path = cookie_path(&realm);
-    let secure = secure_cookies(&realm);
-    res.headers_mut().append(
-        header::SET_COOKIE,
-        cookie(SESSION_COOKIE, &session_token, &path, secure, None),
-    );
-    res.headers_mut().append(
-        header::SET_COOKIE,
-        cookie(FLOW_COOKIE, "", &path, secure, Some(0)),
-    );
-    res
+    let _ = state.store.delete_flow(flow_hash).await;
+    let redirect = issue_code(state, realm, pending, &session, now).await;
+    let location = redirect
+        .headers()
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())?
+        .to_owned();
+    let path = cookie_path(realm);
+    let secure = secure_cookies(realm);
+    Some(SignedIn {
+        location,
+        cookies: [
+            cookie(SESSION_COOKIE, &session_token, &path, secure, None),
+            cookie(FLOW_COOKIE, "", &path, secure, Some(0)),
+        ],
+    })
 }
 
 #[derive(Serialize, Deserialize)]
@@ -826,18 +903,9 @@ pub async fn account(
     headers: HeaderMap,
 ) -> Response {
     let now = state.clock.now();
-    let realm = match realm_or_page(&state, &name, now).await {
-        Ok(r) => r,
+    let (realm, cur) = match signed_in(&state, &name, &headers, now).await {
+        Ok(x) => x,
         Err(res) => return res,
-    };
-    let Some(cur) = session::current(&state, &realm, &headers, now).await else {
-        return message(
-            &state.templates,
-            Some(&realm),
-            StatusCode::UNAUTHORIZED,
-            "Not signed in",
-            "Sign in through your application first.",
-        );
     };
     let sessions = state
         .store
@@ -885,28 +953,13 @@ pub async fn sign_out_everywhere(
     form: Result<Form<CsrfForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     let now = state.clock.now();
-    let realm = match realm_or_page(&state, &name, now).await {
-        Ok(r) => r,
+    let (realm, cur) = match signed_in(&state, &name, &headers, now).await {
+        Ok(x) => x,
         Err(res) => return res,
-    };
-    let Some(cur) = session::current(&state, &realm, &headers, now).await else {
-        return message(
-            &state.templates,
-            Some(&realm),
-            StatusCode::UNAUTHORIZED,
-            "Not signed in",
-            "Sign in through your application first.",
-        );
     };
     let presented = form.ok().and_then(|Form(f)| f.csrf);
     if !csrf_ok(&session::session_csrf(&cur.token), presented.as_deref()) {
-        return message(
-            &state.templates,
-            Some(&realm),
-            StatusCode::FORBIDDEN,
-            "Request refused",
-            "The form could not be verified. Go back and try again.",
-        );
+        return csrf_refused(&state, &realm);
     }
     let audit_rows = [AuditDraft::new(
         now,
@@ -963,18 +1016,9 @@ pub async fn remove_passkey(
     form: Result<Form<RemovePasskeyForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     let now = state.clock.now();
-    let realm = match realm_or_page(&state, &name, now).await {
-        Ok(r) => r,
+    let (realm, cur) = match signed_in(&state, &name, &headers, now).await {
+        Ok(x) => x,
         Err(res) => return res,
-    };
-    let Some(cur) = session::current(&state, &realm, &headers, now).await else {
-        return message(
-            &state.templates,
-            Some(&realm),
-            StatusCode::UNAUTHORIZED,
-            "Not signed in",
-            "Sign in through your application first.",
-        );
     };
     let Ok(Form(f)) = form else {
         return message(
@@ -986,13 +1030,7 @@ pub async fn remove_passkey(
         );
     };
     if !csrf_ok(&session::session_csrf(&cur.token), f.csrf.as_deref()) {
-        return message(
-            &state.templates,
-            Some(&realm),
-            StatusCode::FORBIDDEN,
-            "Request refused",
-            "The form could not be verified. Go back and try again.",
-        );
+        return csrf_refused(&state, &realm);
     }
     let cred = f.credential_id.unwrap_or_default();
     let audit_rows =
@@ -1025,28 +1063,13 @@ pub async fn totp_start(
     form: Result<Form<CsrfForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     let now = state.clock.now();
-    let realm = match realm_or_page(&state, &name, now).await {
-        Ok(r) => r,
+    let (realm, cur) = match signed_in(&state, &name, &headers, now).await {
+        Ok(x) => x,
         Err(res) => return res,
-    };
-    let Some(cur) = session::current(&state, &realm, &headers, now).await else {
-        return message(
-            &state.templates,
-            Some(&realm),
-            StatusCode::UNAUTHORIZED,
-            "Not signed in",
-            "Sign in through your application first.",
-        );
     };
     let csrf = session::session_csrf(&cur.token);
     if !csrf_ok(&csrf, form.ok().and_then(|Form(f)| f.csrf).as_deref()) {
-        return message(
-            &state.templates,
-            Some(&realm),
-            StatusCode::FORBIDDEN,
-            "Request refused",
-            "The form could not be verified. Go back and try again.",
-        );
+        return csrf_refused(&state, &realm);
     }
     let secret = totp::new_secret();
     let Ok(sealed) = state.kek.seal(&totp_aad(&name, &cur.user.id), &secret) else {
@@ -1109,18 +1132,9 @@ pub async fn totp_confirm(
     form: Result<Form<CodeForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     let now = state.clock.now();
-    let realm = match realm_or_page(&state, &name, now).await {
-        Ok(r) => r,
+    let (realm, mut cur) = match signed_in(&state, &name, &headers, now).await {
+        Ok(x) => x,
         Err(res) => return res,
-    };
-    let Some(mut cur) = session::current(&state, &realm, &headers, now).await else {
-        return message(
-            &state.templates,
-            Some(&realm),
-            StatusCode::UNAUTHORIZED,
-            "Not signed in",
-            "Sign in through your application first.",
-        );
     };
     let Ok(Form(f)) = form else {
         return message(
@@ -1132,13 +1146,7 @@ pub async fn totp_confirm(
         );
     };
     if !csrf_ok(&session::session_csrf(&cur.token), f.csrf.as_deref()) {
-        return message(
-            &state.templates,
-            Some(&realm),
-            StatusCode::FORBIDDEN,
-            "Request refused",
-            "The form could not be verified. Go back and try again.",
-        );
+        return csrf_refused(&state, &realm);
     }
     let key = format!("{}:totp", cur.session.id_hash);
     let sealed = state

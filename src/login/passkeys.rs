@@ -22,14 +22,14 @@ use webauthn_rs_proto::{ResidentKeyRequirement, UserVerificationPolicy};
 
 use super::flow::ACR_PASSKEY;
 use super::pages_support::{cookie, csrf_ok, read_cookie};
-use super::session::{ENROL_COOKIE, FLOW_COOKIE, SESSION_COOKIE, cookie_path, secure_cookies};
-use super::{new_token, token_hash};
+use super::session::{ENROL_COOKIE, FLOW_COOKIE, cookie_path, secure_cookies};
+use super::token_hash;
 use crate::audit::AuditDraft;
 use crate::clock::UnixTime;
 use crate::directory::LiveRealm;
 use crate::oidc::RealmPath;
 use crate::state::AppState;
-use crate::store::login::{PasskeyRecord, SessionRecord};
+use crate::store::login::PasskeyRecord;
 
 const CEREMONY_TTL: i64 = 300;
 
@@ -554,42 +554,26 @@ pub async fn sign_in(
         Ok(Some(u)) if u.enabled => u,
         _ => return failed("user_disabled", Some(user_id)).await,
     };
-    let session_token = new_token();
-    let session = SessionRecord {
-        id_hash: token_hash(&session_token),
-        realm: name.clone(),
-        user_id: user.id.clone(),
-        sid: new_token()[..22].to_owned(),
-        created_at: now,
-        last_seen: now,
-        auth_time: now,
-        amr: "hwk user".into(),
-        acr: ACR_PASSKEY.into(),
-    };
-    let audit = [AuditDraft::new(now, Some(&name), "login.succeeded", &user.username)
-        .subject(&user.id)
-        .detail(json!({"method": "passkey", "sid": session.sid, "client_id": pending.client_id, "credential_id": cred_b64}))];
-    if state.store.create_session(&session, &audit).await.is_err() {
+    let detail =
+        json!({"method": "passkey", "client_id": pending.client_id, "credential_id": cred_b64});
+    let Some(signed_in) = super::pages::complete_sign_in(
+        &state,
+        &realm,
+        &pending,
+        &flow_hash,
+        &user,
+        "hwk user",
+        ACR_PASSKEY,
+        detail,
+        now,
+    )
+    .await
+    else {
         return json_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    };
+    let mut res = ok_json(json!({ "redirect": signed_in.location }));
+    for c in signed_in.cookies {
+        res.headers_mut().append(header::SET_COOKIE, c);
     }
-    let _ = state.store.delete_flow(&flow_hash).await;
-    let redirect = super::pages::issue_code(&state, &realm, &pending, &session, now).await;
-    let location = redirect
-        .headers()
-        .get(header::LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let mut res = ok_json(json!({ "redirect": location }));
-    let path = cookie_path(&realm);
-    let secure = secure_cookies(&realm);
-    res.headers_mut().append(
-        header::SET_COOKIE,
-        cookie(SESSION_COOKIE, &session_token, &path, secure, None),
-    );
-    res.headers_mut().append(
-        header::SET_COOKIE,
-        cookie(FLOW_COOKIE, "", &path, secure, Some(0)),
-    );
     res
 }
