@@ -531,9 +531,10 @@ async fn a_rotation_on_one_node_reaches_every_node_within_the_cache_ttl() {
             .next()
             .expect("kid")
             .to_owned();
-        // SIGIL_CACHE_TTL_SECS=1: both nodes must publish the new key within ~1 s (3 s bound).
+        // SIGIL_CACHE_TTL_SECS=1: both nodes must publish the new key within ~1 s (6 s bound, for
+        // a loaded CI machine).
         let mut converged = false;
-        for _ in 0..30 {
+        for _ in 0..60 {
             let (ka, kb) = (jwks_kids(&http, &a.1).await, jwks_kids(&http, &b.1).await);
             if ka.contains(&new_kid) && kb.contains(&new_kid) && ka == kb {
                 converged = true;
@@ -541,7 +542,7 @@ async fn a_rotation_on_one_node_reaches_every_node_within_the_cache_ttl() {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert!(converged, "both nodes publish {new_kid} within 3 s");
+        assert!(converged, "both nodes publish {new_kid} within 6 s");
         drop((a, b));
     }
 }
