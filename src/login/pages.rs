@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::flow::{self, ACR_PASSWORD_OTP, AuthorizeQuery, CodeData, PendingAuthz};
-use super::pages_support::{cookie, csrf_ok, message, read_cookie, realm_context, render};
+use super::pages_support::{cookie, csrf_ok, message, realm_context, render};
 use super::session::{
     self, ENROL_COOKIE, FLOW_COOKIE, SESSION_COOKIE, cookie_path, secure_cookies,
 };
@@ -266,20 +266,13 @@ pub(crate) async fn issue_code(
     see_other(&flow::redirect_with(&pending.redirect_uri, &params))
 }
 
-async fn pending_flow(
+pub(crate) async fn pending_flow(
     state: &AppState,
     realm: &LiveRealm,
     headers: &HeaderMap,
     now: UnixTime,
 ) -> Option<(String, PendingAuthz)> {
-    let token = read_cookie(headers, FLOW_COOKIE)?;
-    let hash = token_hash(token);
-    let data = state
-        .store
-        .flow(&hash, &realm.record.name, "authz", now)
-        .await
-        .ok()??;
-    Some((hash, serde_json::from_str(&data).ok()?))
+    session::read_flow(state, realm, headers, FLOW_COOKIE, "authz", now).await
 }
 
 fn expired(state: &AppState, realm: &LiveRealm) -> Response {
@@ -625,13 +618,14 @@ pub(crate) async fn complete_sign_in(
     })
 }
 
+/// An enrolment in progress (kind `enrol`, named by the enrolment cookie).
 #[derive(Serialize, Deserialize)]
-struct EnrolFlow {
-    user_id: String,
-    invite_hash: String,
+pub(crate) struct EnrolFlow {
+    pub user_id: String,
+    pub invite_hash: String,
     /// The TOTP secret being set up, sealed under the KEK (base64).
-    totp_sealed: String,
-    csrf: String,
+    pub totp_sealed: String,
+    pub csrf: String,
 }
 
 /// `GET /realms/{realm}/enrol/{token}`: set up password + TOTP from an invite.
@@ -765,20 +759,9 @@ pub async fn enrol_submit(
             "This enrolment has expired. Open your enrolment link again.",
         )
     };
-    let Some(flow_token) = read_cookie(&headers, ENROL_COOKIE) else {
-        return gone();
-    };
-    let flow_hash = token_hash(flow_token);
-    let Some(data) = state
-        .store
-        .flow(&flow_hash, &name, "enrol", now)
-        .await
-        .ok()
-        .flatten()
+    let Some((flow_hash, flow)) =
+        session::read_flow::<EnrolFlow>(&state, &realm, &headers, ENROL_COOKIE, "enrol", now).await
     else {
-        return gone();
-    };
-    let Ok(flow) = serde_json::from_str::<EnrolFlow>(&data) else {
         return gone();
     };
     let Ok(Form(f)) = form else { return gone() };

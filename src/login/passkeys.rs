@@ -21,9 +21,9 @@ use webauthn_rs::prelude::{
 use webauthn_rs_proto::{ResidentKeyRequirement, UserVerificationPolicy};
 
 use super::flow::ACR_PASSKEY;
-use super::pages_support::{cookie, csrf_ok, read_cookie};
-use super::session::{ENROL_COOKIE, FLOW_COOKIE, cookie_path, secure_cookies};
-use super::token_hash;
+use super::pages::EnrolFlow;
+use super::pages_support::{cookie, csrf_ok};
+use super::session::{ENROL_COOKIE, cookie_path, secure_cookies};
 use crate::audit::AuditDraft;
 use crate::clock::UnixTime;
 use crate::directory::LiveRealm;
@@ -88,27 +88,13 @@ pub struct CsrfBody {
     csrf: String,
 }
 
-#[derive(Deserialize, serde::Serialize)]
-struct EnrolFlowView {
-    user_id: String,
-    invite_hash: String,
-    csrf: String,
-}
-
 async fn enrol_flow(
     state: &AppState,
     realm: &LiveRealm,
     headers: &HeaderMap,
     now: UnixTime,
-) -> Option<(String, EnrolFlowView)> {
-    let token = read_cookie(headers, ENROL_COOKIE)?;
-    let hash = token_hash(token);
-    let data = state
-        .store
-        .flow(&hash, &realm.record.name, "enrol", now)
-        .await
-        .ok()??;
-    Some((hash, serde_json::from_str(&data).ok()?))
+) -> Option<(String, EnrolFlow)> {
+    super::session::read_flow(state, realm, headers, ENROL_COOKIE, "enrol", now).await
 }
 
 /// `POST /realms/{realm}/enrol/passkey/options`.
@@ -384,22 +370,6 @@ pub async fn account_finish(
     }
 }
 
-async fn authz_flow(
-    state: &AppState,
-    realm: &LiveRealm,
-    headers: &HeaderMap,
-    now: UnixTime,
-) -> Option<(String, super::flow::PendingAuthz)> {
-    let token = read_cookie(headers, FLOW_COOKIE)?;
-    let hash = token_hash(token);
-    let data = state
-        .store
-        .flow(&hash, &realm.record.name, "authz", now)
-        .await
-        .ok()??;
-    Some((hash, serde_json::from_str(&data).ok()?))
-}
-
 #[derive(Deserialize)]
 pub struct SignInOptionsBody {
     csrf: String,
@@ -420,7 +390,9 @@ pub async fn sign_in_options(
         Ok(r) => r,
         Err(res) => return res,
     };
-    let Some((flow_hash, pending)) = authz_flow(&state, &realm, &headers, now).await else {
+    let Some((flow_hash, pending)) =
+        super::pages::pending_flow(&state, &realm, &headers, now).await
+    else {
         return json_error(StatusCode::BAD_REQUEST, "sign-in expired");
     };
     let Some(axum::Json(body)) = body else {
@@ -476,7 +448,9 @@ pub async fn sign_in(
         Ok(r) => r,
         Err(res) => return res,
     };
-    let Some((flow_hash, pending)) = authz_flow(&state, &realm, &headers, now).await else {
+    let Some((flow_hash, pending)) =
+        super::pages::pending_flow(&state, &realm, &headers, now).await
+    else {
         return json_error(StatusCode::BAD_REQUEST, "sign-in expired");
     };
     let Ok(axum::Json(body)) = body else {

@@ -67,6 +67,25 @@ pub async fn current(
     })
 }
 
+/// The server-side flow (`kind`: `authz`, `enrol`) named by this browser's `cookie`, with the
+/// hash that keys it. `None` if the cookie is missing, the flow expired, or its data is not a `T`.
+pub async fn read_flow<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    realm: &LiveRealm,
+    headers: &HeaderMap,
+    cookie: &str,
+    kind: &str,
+    now: UnixTime,
+) -> Option<(String, T)> {
+    let hash = token_hash(read_cookie(headers, cookie)?);
+    let data = state
+        .store
+        .flow(&hash, &realm.record.name, kind, now)
+        .await
+        .ok()??;
+    Some((hash, serde_json::from_str(&data).ok()?))
+}
+
 /// A CSRF token for session-bound forms: derived from the session cookie, which a cross-site
 /// attacker cannot read.
 pub fn session_csrf(session_token: &str) -> String {
