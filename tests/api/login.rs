@@ -737,3 +737,30 @@ async fn attacks_on_the_sign_in_flow_fail() {
         }
     }
 }
+
+#[tokio::test]
+async fn an_account_failing_too_often_is_slowed_down_even_with_the_right_password() {
+    let f = setup(Backend::Sqlite).await;
+    let p = pkce();
+    // Five failures for alice within the minute (each from a fresh browser).
+    for _ in 0..5 {
+        let res = f.sign_in(&browser(), &p, "000000").await;
+        assert_eq!(res.status(), 401);
+    }
+    // The sixth attempt, even with the right code, waits for the next minute.
+    let res = f.sign_in(&browser(), &p, &f.recovery[0]).await;
+    assert_eq!(res.status(), 429);
+    assert!(
+        res.text()
+            .await
+            .expect("html")
+            .contains("Too many attempts")
+    );
+    f.clock.advance(60);
+    let res = f.sign_in(&browser(), &p, &f.recovery[0]).await;
+    assert_eq!(
+        res.status(),
+        303,
+        "the recovery code was not spent by the refused attempt"
+    );
+}
