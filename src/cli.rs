@@ -129,6 +129,14 @@ pub enum RealmCommand {
         attr_claims: Vec<String>,
         #[arg(long)]
         logo_url: Option<String>,
+        /// true or false: remember a user's "continue" for a public app (RFC 8252 §8.6 advises
+        /// against it; off by default).
+        #[arg(long)]
+        remember_consent: Option<bool>,
+        /// Start from the defaults instead of the stored policy (needed when the stored one is
+        /// unusable).
+        #[arg(long)]
+        reset: bool,
     },
 }
 
@@ -532,13 +540,26 @@ pub async fn run(cli: Cli, config: Config) -> Result<i32, CliError> {
                     groups_claim,
                     attr_claims,
                     logo_url,
+                    remember_consent,
+                    reset,
                 } => {
                     let realm = store
                         .realm(&name)
                         .await?
                         .ok_or_else(|| CliError::Other(format!("realm {name} not found")))?;
-                    let mut ls =
-                        crate::login::settings::LoginSettings::parse(&realm.login_settings);
+                    let mut ls = if reset {
+                        crate::login::settings::LoginSettings::default()
+                    } else {
+                        crate::login::settings::LoginSettings::parse(&realm.login_settings)
+                            .map_err(|e| {
+                                CliError::Other(format!(
+                                    "{e}; pass --reset to start from the defaults"
+                                ))
+                            })?
+                    };
+                    if let Some(v) = remember_consent {
+                        ls.remember_consent = v;
+                    }
                     if let Some(v) = refresh_ttl {
                         ls.refresh_token_ttl = v;
                     }

@@ -46,6 +46,7 @@ pub struct Settings {
     pub audit_batch_max: Option<usize>,
     pub rotation_check_secs: Option<u64>,
     pub failures_per_minute_per_ip: Option<u32>,
+    pub refusal_tally_secs: Option<u64>,
     pub log_format: Option<String>,
 }
 
@@ -69,6 +70,7 @@ impl Settings {
             failures_per_minute_per_ip: over
                 .failures_per_minute_per_ip
                 .or(self.failures_per_minute_per_ip),
+            refusal_tally_secs: over.refusal_tally_secs.or(self.refusal_tally_secs),
             log_format: over.log_format.or(self.log_format),
         }
     }
@@ -112,6 +114,7 @@ impl Settings {
             audit_batch_max: num(&get, "SIGIL_AUDIT_BATCH_MAX")?,
             rotation_check_secs: num(&get, "SIGIL_ROTATION_CHECK_SECS")?,
             failures_per_minute_per_ip: num(&get, "SIGIL_FAILURES_PER_MINUTE_PER_IP")?,
+            refusal_tally_secs: num(&get, "SIGIL_REFUSAL_TALLY_SECS")?,
             log_format: get("SIGIL_LOG_FORMAT"),
         })
     }
@@ -145,6 +148,9 @@ pub struct Config {
     /// Failed client authentications one address may make per minute before the token endpoints
     /// answer it 429 for the rest of the minute; 0 = no limit.
     pub failures_per_minute_per_ip: u32,
+    /// Anonymous refusals are written as one counted row per (address, reason, ...) every this
+    /// many seconds instead of one row each.
+    pub refusal_tally_secs: u64,
     pub log_format: LogFormat,
 }
 
@@ -241,6 +247,12 @@ impl Config {
                 0,
                 1_000_000,
             )? as u32,
+            refusal_tally_secs: bounded(
+                "refusal_tally_secs",
+                s.refusal_tally_secs.unwrap_or(60),
+                1,
+                3600,
+            )?,
             log_format,
         })
     }
@@ -260,6 +272,7 @@ impl Config {
             audit_batch_max: 256,
             rotation_check_secs: 0,
             failures_per_minute_per_ip: 60,
+            refusal_tally_secs: 1,
             log_format: LogFormat::Text,
         }
     }

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use crate::clock::UnixTime;
+use crate::login::settings::LoginSettings;
 use crate::keys::{Alg, Jwks, KekSource, KeyError, SigningKey, key_aad};
 use crate::store::{ClientRecord, RealmRecord, Store, StoreError};
 
@@ -26,8 +27,17 @@ pub struct LiveRealm {
     pub issuer: String,
     pub signing: Arc<SigningKey>,
     pub jwks: Jwks,
+    /// The realm's sign-in policy, or why the stored one is unusable (sign-in is then refused).
+    pub login: Result<LoginSettings, String>,
     /// The published kids with their states, to notice key changes without re-decrypting.
     key_states: Vec<(String, String)>,
+}
+
+impl LiveRealm {
+    /// The sign-in policy, `None` when the stored one is unusable (fail closed).
+    pub fn login(&self) -> Option<&LoginSettings> {
+        self.login.as_ref().ok()
+    }
 }
 
 struct Entry<T> {
@@ -134,6 +144,10 @@ impl Directory {
             .map(|k| (k.kid.clone(), k.state.clone()))
             .collect();
         let issuer = issuer_for(&self.base_url, name);
+        let login = LoginSettings::parse(&record.login_settings);
+        if let Err(e) = &login {
+            tracing::error!(realm = name, error = %e, "the realm's sign-in policy is unusable: its sign-in is refused until it is set again (sigil realm set-login)");
+        }
         if let Some(prev) = previous
             && prev.key_states == key_states
         {
@@ -142,6 +156,7 @@ impl Directory {
                 issuer,
                 signing: prev.signing.clone(),
                 jwks: prev.jwks.clone(),
+                login,
                 key_states,
             })));
         }
@@ -172,6 +187,7 @@ impl Directory {
             issuer,
             signing,
             jwks: Jwks::from_public_jwks(&publics),
+            login,
             key_states,
         })))
     }

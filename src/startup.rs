@@ -101,6 +101,7 @@ impl Application {
             passwords: crate::login::password::Passwords::new(4),
             login_ip_failures: Arc::new(crate::ratelimit::FailureLimiter::new(30)),
             login_account_failures: Arc::new(crate::ratelimit::FailureLimiter::new(5)),
+            refusals: Arc::new(crate::audit::RefusalTally::new()),
         };
         let router = router(state.clone());
         Ok(Application {
@@ -133,7 +134,14 @@ impl Application {
         if self.state.config.rotation_check_secs > 0 {
             tokio::spawn(rotation_schedule(self.state.clone()));
         }
-        crate::serve::serve(self.listener, self.router, limits, shutdown_signal()).await
+        tokio::spawn(flush_refusals(self.state.clone()));
+        tokio::spawn(housekeeping(self.state.clone()));
+        let state = self.state.clone();
+        let served =
+            crate::serve::serve(self.listener, self.router, limits, shutdown_signal()).await;
+        // What was tallied since the last flush is written before the process ends.
+        write_refusals(&state).await;
+        served
     }
 }
 
@@ -176,11 +184,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/realms/{realm}/enrol/{token}",
-            get(crate::login::pages::enrol_form),
+            get(crate::login::enrol::enrol_form),
         )
         .route(
             "/realms/{realm}/enrol",
-            post(crate::login::pages::enrol_submit),
+            post(crate::login::enrol::enrol_submit),
         )
         .route(
             "/realms/{realm}/enrol/passkey/options",
@@ -209,24 +217,44 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/realms/{realm}/account/passkeys/remove",
-            post(crate::login::pages::remove_passkey),
+            post(crate::login::account::remove_passkey),
         )
         .route(
             "/realms/{realm}/account/totp",
-            post(crate::login::pages::totp_start),
+            post(crate::login::account::totp_start),
         )
         .route(
             "/realms/{realm}/account/totp/confirm",
-            post(crate::login::pages::totp_confirm),
+            post(crate::login::account::totp_confirm),
         )
-        .route("/realms/{realm}/account", get(crate::login::pages::account))
+        .route(
+            "/realms/{realm}/account/recovery-codes",
+            post(crate::login::account::recovery_codes),
+        )
+        .route(
+            "/realms/{realm}/account/reauth",
+            get(crate::login::account::reauth_form).post(crate::login::account::reauth_submit),
+        )
+        .route(
+            "/realms/{realm}/account/reauth/passkey/options",
+            post(crate::login::passkeys::reauth_options),
+        )
+        .route(
+            "/realms/{realm}/account/reauth/passkey",
+            post(crate::login::passkeys::reauth_finish),
+        )
+        .route(
+            "/realms/{realm}/consent",
+            get(crate::login::consent::consent_form).post(crate::login::consent::consent_submit),
+        )
+        .route("/realms/{realm}/account", get(crate::login::account::account))
         .route(
             &format!("/realms/{{realm}}{}", oidc::USERINFO_PATH),
             get(oidc::userinfo::userinfo).post(oidc::userinfo::userinfo),
         )
         .route(
             "/realms/{realm}/account/sign-out-everywhere",
-            post(crate::login::pages::sign_out_everywhere),
+            post(crate::login::account::sign_out_everywhere),
         )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -268,6 +296,46 @@ async fn rotation_schedule(state: AppState) {
                 }
                 Ok(_) => {}
                 Err(e) => tracing::error!(realm = %realm.name, error = %e, "key rotation failed"),
+            }
+        }
+    }
+}
+
+/// Writes the anonymous refusals counted since the last call, as one row per key with its count.
+async fn write_refusals(state: &AppState) {
+    for draft in state.refusals.drain(state.clock.now()) {
+        if state.audit.record(draft).await.is_err() {
+            tracing::error!("tallied refusals could not be audited");
+        }
+    }
+}
+
+async fn flush_refusals(state: AppState) {
+    let period = Duration::from_secs(state.config.refusal_tally_secs.max(1));
+    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        write_refusals(&state).await;
+    }
+}
+
+/// Deletes expired flows, codes, refresh tokens, invites and AWS challenges once a minute, in
+/// small batches with pauses, so the audit writer never waits long behind it.
+async fn housekeeping(state: AppState) {
+    const BATCH: i64 = 500;
+    let mut every = tokio::time::interval(Duration::from_secs(60));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        for _ in 0..100 {
+            match state.store.purge_expired(state.clock.now(), BATCH).await {
+                Ok(n) if n > 0 => tokio::time::sleep(Duration::from_millis(20)).await,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "housekeeping failed");
+                    break;
+                }
             }
         }
     }

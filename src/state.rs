@@ -24,4 +24,6 @@ pub struct AppState {
     pub passwords: crate::login::password::Passwords,
     pub login_ip_failures: Arc<crate::ratelimit::FailureLimiter>,
     pub login_account_failures: Arc<crate::ratelimit::FailureLimiter<String>>,
+    /// Anonymous refusals, written as counted rows once per `refusal_tally_secs`.
+    pub refusals: Arc<crate::audit::RefusalTally>,
 }

@@ -26,6 +26,7 @@
   async function register(button, status) {
     say(status, "Follow your device's prompt to create a passkey…");
     var opts = await post(button.dataset.options, { csrf: button.dataset.csrf });
+    if (!opts.ok && opts.data.reauth) { say(status, "Confirm it's you first…"); window.location.assign(opts.data.reauth); return; }
     if (!opts.ok) { say(status, "Could not start: " + (opts.data.error || "error")); return; }
     var pk = opts.data.publicKey;
     pk.challenge = dec(pk.challenge);

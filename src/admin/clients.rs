@@ -47,6 +47,11 @@ pub struct ClientView {
 /// A redirect URI Sigil accepts: absolute, no fragment; https, or http only on loopback hosts
 /// (development), or a private-use scheme with a dot (`com.bank.app:/cb`, RFC 8252 §7.1).
 pub fn is_valid_redirect_uri(uri: &str) -> bool {
+    // Whitespace or control characters would be percent-encoded by the URL parser, so check the
+    // raw text: one value is exactly one URI.
+    if uri.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return false;
+    }
     let Ok(u) = url::Url::parse(uri) else {
         return false;
     };
@@ -142,7 +147,7 @@ pub async fn create(
         access_token_ttl: req.access_token_ttl,
         created_at: now,
         updated_at: now,
-        redirect_uris: req.redirect_uris.join(" "),
+        redirect_uris: serde_json::to_string(&req.redirect_uris).unwrap_or_else(|_| "[]".into()),
         public_client: req.public,
     };
     if store.realm(&req.realm).await?.is_none() {
@@ -264,6 +269,7 @@ fn split(s: &str) -> Vec<String> {
 
 fn view(c: ClientRecord) -> ClientView {
     ClientView {
+        redirect_uris: c.redirect_uris(),
         allowed_scopes: split(&c.allowed_scopes),
         default_scopes: split(&c.default_scopes),
         grant_types: split(&c.grant_types),
@@ -277,7 +283,6 @@ fn view(c: ClientRecord) -> ClientView {
         enabled: c.enabled,
         audience: c.audience,
         access_token_ttl: c.access_token_ttl,
-        redirect_uris: split(&c.redirect_uris),
         public: c.public_client,
         created_at: c.created_at,
         updated_at: c.updated_at,

@@ -166,7 +166,8 @@ pub async fn show(store: &dyn Store, realm: &str, username: &str) -> Result<User
     })
 }
 
-/// Enables or disables; disabling also ends every session and refresh token.
+/// Enables or disables. Disabling ends every session and refresh token in the same transaction,
+/// and writes only the `enabled` column: a request of the user's in flight cannot revert it.
 pub async fn set_enabled(
     store: &dyn Store,
     realm: &str,
@@ -175,24 +176,28 @@ pub async fn set_enabled(
     now: UnixTime,
     actor: &str,
 ) -> Result<(), AdminError> {
-    let mut u = find(store, realm, username).await?;
-    u.enabled = enabled;
-    u.updated_at = now;
+    let u = find(store, realm, username).await?;
     let kind = if enabled {
         "user.enabled"
     } else {
         "user.disabled"
     };
-    store
-        .update_user(
-            &u,
-            &[AuditDraft::new(now, Some(realm), kind, actor).subject(&u.id)],
-        )
-        .await?;
+    let mut audit = vec![AuditDraft::new(now, Some(realm), kind, actor).subject(&u.id)];
     if !enabled {
-        sign_out_everywhere(store, realm, username, now, actor).await?;
+        audit.push(
+            AuditDraft::new(now, Some(realm), "user.signed_out_everywhere", actor).subject(&u.id),
+        );
     }
-    Ok(())
+    if store
+        .set_user_enabled(realm, &u.id, enabled, now, &audit)
+        .await?
+    {
+        Ok(())
+    } else {
+        Err(AdminError::NotFound(format!(
+            "user {username} in realm {realm}"
+        )))
+    }
 }
 
 /// Sets (or with an empty value, removes) attributes.
@@ -204,23 +209,16 @@ pub async fn set_attrs(
     now: UnixTime,
     actor: &str,
 ) -> Result<UserView, AdminError> {
-    let mut u = find(store, realm, username).await?;
-    let mut map: BTreeMap<String, String> = serde_json::from_str(&u.attributes).unwrap_or_default();
-    for (k, v) in attrs {
-        if v.is_empty() {
-            map.remove(k);
-        } else {
-            map.insert(k.clone(), v.clone());
-        }
-    }
-    u.attributes = serde_json::to_string(&map).unwrap_or_else(|_| "{}".into());
-    u.updated_at = now;
+    let u = find(store, realm, username).await?;
     let audit = [
         AuditDraft::new(now, Some(realm), "user.attributes_set", actor)
             .subject(&u.id)
             .detail(json!(attrs)),
     ];
-    store.update_user(&u, &audit).await?;
+    store
+        .update_user_attributes(realm, &u.id, attrs, now, &audit)
+        .await?
+        .ok_or_else(|| AdminError::NotFound(format!("user {username} in realm {realm}")))?;
     show(store, realm, username).await
 }
 

@@ -2,9 +2,11 @@
 //! group-commit writer the token endpoint waits on, and the chain verifier.
 
 pub mod chain;
+pub mod tally;
 pub mod writer;
 
 pub use chain::{GENESIS_HASH, VerifyReport, row_hash, verify_chain};
+pub use tally::RefusalTally;
 pub use writer::AuditWriter;
 
 use serde_json::Value;

@@ -109,13 +109,15 @@ pub async fn exchange(
         Decision::Denied(_) => {
             return Err(
                 client_error("denied_by_binding", "this principal may not have a token")
-                    .actor(&who.canonical),
+                    .actor(&who.canonical)
+                    .authenticated(),
             );
         }
         Decision::NoBinding => {
             return Err(
                 client_error("no_binding", "no binding allows this principal")
-                    .actor(&who.canonical),
+                    .actor(&who.canonical)
+                    .authenticated(),
             );
         }
     };
@@ -129,6 +131,7 @@ pub async fn exchange(
             "invalid_scope",
         )
         .actor(&who.canonical)
+        .authenticated()
     })?;
     let ttl = binding
         .access_token_ttl
@@ -167,6 +170,7 @@ pub async fn exchange(
         detail,
         token_exchange: true,
         response_extra: Default::default(),
+        audited: false,
     })
 }
 

@@ -40,6 +40,14 @@ pub struct PendingAuthz {
     pub nonce: Option<String>,
     pub code_challenge: String,
     pub force_login: bool,
+    /// `prompt=none`: answer at once, with an error if the user would have to interact.
+    #[serde(default)]
+    pub no_prompt: bool,
+    /// `prompt=consent`, or a public client: the user confirms the app before a code is issued.
+    #[serde(default)]
+    pub force_consent: bool,
+    #[serde(default)]
+    pub public_client: bool,
     pub max_age: Option<i64>,
     pub require_passkey: bool,
     pub csrf: String,
@@ -93,11 +101,7 @@ pub fn validate(
         .filter(|c| c.enabled)
         .ok_or(Untrusted::UnknownClient)?;
     let redirect_uri = q.redirect_uri.as_deref().ok_or(Untrusted::BadRedirectUri)?;
-    if !client
-        .redirect_uris
-        .split(' ')
-        .any(|r| !r.is_empty() && r == redirect_uri)
-    {
+    if !client.redirect_uris().iter().any(|r| r == redirect_uri) {
         return Err(Untrusted::BadRedirectUri);
     }
     let fail = |r: Redirected| Ok(Err((redirect_uri.to_owned(), r)));
@@ -174,11 +178,24 @@ pub fn validate(
             }
         },
     };
-    let prompt = q.prompt.as_deref().unwrap_or("");
-    if prompt.split(' ').any(|p| p == "none") {
+    let prompts: Vec<&str> = q
+        .prompt
+        .as_deref()
+        .unwrap_or("")
+        .split(' ')
+        .filter(|p| !p.is_empty())
+        .collect();
+    if prompts
+        .iter()
+        .any(|p| !matches!(*p, "none" | "login" | "consent" | "select_account"))
+    {
+        return fail(redirect_error("invalid_request", "unsupported prompt value"));
+    }
+    let no_prompt = prompts.contains(&"none");
+    if no_prompt && prompts.len() > 1 {
         return fail(redirect_error(
-            "login_required",
-            "prompt=none is not supported",
+            "invalid_request",
+            "prompt=none cannot be combined with another value",
         ));
     }
     Ok(Ok(PendingAuthz {
@@ -188,7 +205,10 @@ pub fn validate(
         state: q.state.clone(),
         nonce: q.nonce.clone(),
         code_challenge: q.code_challenge.clone().unwrap_or_default(),
-        force_login: prompt.split(' ').any(|p| p == "login"),
+        force_login: prompts.contains(&"login"),
+        no_prompt,
+        force_consent: prompts.contains(&"consent"),
+        public_client: client.public_client,
         max_age,
         require_passkey: q
             .acr_values

@@ -1,11 +1,15 @@
 //! Interactive sign-in for customers and staff: realm policy, users' credentials (password,
 //! TOTP, recovery codes), sessions, the authorization request and the hosted pages.
 
+pub mod account;
+pub mod consent;
+pub mod enrol;
 pub mod flow;
 pub mod pages;
 pub mod pages_support;
 pub mod passkeys;
 pub mod password;
+pub mod pending;
 pub mod recovery;
 pub mod session;
 pub mod settings;

@@ -1,39 +1,51 @@
-//! The hosted pages: `/authorize`, the sign-in form (password + TOTP fallback), enrolment through
-//! an invite link, and the account page with "sign out everywhere". Errors are pages; nothing
-//! redirects to a `redirect_uri` before it has been matched exactly against the client's.
+//! The hosted pages of a sign-in: `/authorize` and the sign-in form (password + TOTP fallback).
+//! Errors are pages; nothing redirects to a `redirect_uri` before it has been matched exactly
+//! against the client's. Enrolment is in `enrol`, the account page in `account`, the app
+//! confirmation in `consent`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::Extension;
-use axum::extract::{ConnectInfo, Form, Path, Query, State};
+use axum::extract::{ConnectInfo, Form, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use minijinja::context;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 
 use super::flow::{self, ACR_PASSWORD_OTP, AuthorizeQuery, CodeData, PendingAuthz};
 use super::pages_support::{cookie, csrf_ok, message, realm_context, render};
-use super::session::{
-    self, ENROL_COOKIE, FLOW_COOKIE, SESSION_COOKIE, cookie_path, secure_cookies,
-};
+use super::session::{self, SESSION_COOKIE, cookie_path, secure_cookies};
 use super::settings::LoginSettings;
-use super::{new_token, password, recovery, token_hash, totp};
+use super::{new_token, pending, recovery, token_hash, totp};
 use crate::audit::AuditDraft;
+use crate::audit::tally::Refused;
 use crate::clock::UnixTime;
 use crate::directory::LiveRealm;
 use crate::oidc::RealmPath;
 use crate::state::AppState;
 use crate::store::login::{SessionRecord, UserRecord};
 
-async fn realm_or_page(
+pub(crate) fn unavailable(state: &AppState, realm: Option<&LiveRealm>) -> Response {
+    message(
+        &state.templates,
+        realm,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Unavailable",
+        "Sign-in is unavailable; try again shortly.",
+    )
+}
+
+/// The realm of a page, with a usable sign-in policy, or the page to show instead.
+pub(crate) async fn realm_or_page(
     state: &AppState,
     name: &str,
     now: UnixTime,
 ) -> Result<std::sync::Arc<LiveRealm>, Response> {
     match state.directory.realm(name, now).await {
+        // A stored policy that cannot be read refuses sign-in (fail closed); logged by the
+        // directory when it loads the realm.
+        Ok(Some(r)) if r.login().is_none() => Err(unavailable(state, Some(&r))),
         Ok(Some(r)) => Ok(r),
         Ok(None) => Err(message(
             &state.templates,
@@ -44,38 +56,20 @@ async fn realm_or_page(
         )),
         Err(e) => {
             tracing::error!(error = %e, "realm unavailable");
-            Err(message(
-                &state.templates,
-                None,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Unavailable",
-                "Sign-in is unavailable; try again shortly.",
-            ))
+            Err(unavailable(state, None))
         }
     }
 }
 
-/// The realm and the signed-in user of an account page, or the page to show instead.
-async fn signed_in(
-    state: &AppState,
-    name: &str,
-    headers: &HeaderMap,
-    now: UnixTime,
-) -> Result<(std::sync::Arc<LiveRealm>, session::Current), Response> {
-    let realm = realm_or_page(state, name, now).await?;
-    match session::current(state, &realm, headers, now).await {
-        Some(cur) => Ok((realm, cur)),
-        None => Err(message(
-            &state.templates,
-            Some(&realm),
-            StatusCode::UNAUTHORIZED,
-            "Not signed in",
-            "Sign in through your application first.",
-        )),
-    }
+/// The policy of a realm `realm_or_page` returned.
+pub(crate) fn settings(realm: &LiveRealm) -> &LoginSettings {
+    static DEFAULT: std::sync::OnceLock<LoginSettings> = std::sync::OnceLock::new();
+    realm
+        .login()
+        .unwrap_or_else(|| DEFAULT.get_or_init(LoginSettings::default))
 }
 
-fn csrf_refused(state: &AppState, realm: &LiveRealm) -> Response {
+pub(crate) fn csrf_refused(state: &AppState, realm: &LiveRealm) -> Response {
     message(
         &state.templates,
         Some(realm),
@@ -85,7 +79,17 @@ fn csrf_refused(state: &AppState, realm: &LiveRealm) -> Response {
     )
 }
 
-fn see_other(location: &str) -> Response {
+pub(crate) fn too_many(state: &AppState, realm: &LiveRealm) -> Response {
+    message(
+        &state.templates,
+        Some(realm),
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too many attempts",
+        "Too many attempts. Wait a minute and try again.",
+    )
+}
+
+pub(crate) fn see_other(location: &str) -> Response {
     let mut res = StatusCode::SEE_OTHER.into_response();
     if let Ok(v) = HeaderValue::from_str(location) {
         res.headers_mut().insert(header::LOCATION, v);
@@ -94,7 +98,12 @@ fn see_other(location: &str) -> Response {
     res
 }
 
-async fn audit(
+pub(crate) fn peer_ip(peer: Option<Extension<ConnectInfo<SocketAddr>>>) -> Option<IpAddr> {
+    peer.map(|Extension(ConnectInfo(a))| a.ip())
+}
+
+/// One audit record of something a known user did (written at once, never aggregated).
+pub(crate) async fn audit(
     state: &AppState,
     realm: &LiveRealm,
     kind: &'static str,
@@ -112,10 +121,40 @@ async fn audit(
     }
 }
 
-/// `GET /realms/{realm}/oauth2/authorize`.
+/// An anonymous refusal on a page: counted toward the address's limit and tallied into the
+/// audit log (one row per address and reason per period, not one per request).
+pub(crate) fn refused_anonymous(
+    state: &AppState,
+    realm: &LiveRealm,
+    ip: Option<IpAddr>,
+    reason: &str,
+    now: UnixTime,
+) {
+    if let Some(ip) = ip {
+        state.login_ip_failures.record_failure(ip, now);
+    }
+    state.refusals.add(
+        Refused {
+            realm: Some(&realm.record.name),
+            kind: "login.refused",
+            address: crate::oauth::outcome::address(ip),
+            reason,
+            actor: "(browser)",
+        },
+        now,
+    );
+}
+
+pub(crate) fn ip_blocked(state: &AppState, ip: Option<IpAddr>, now: UnixTime) -> bool {
+    ip.is_some_and(|ip| state.login_ip_failures.is_blocked(ip, now))
+}
+
+/// `GET /realms/{realm}/oauth2/authorize`. Writes nothing to the database: the pending request
+/// goes into a sealed cookie, and a refusal is only counted.
 pub async fn authorize(
     State(state): State<AppState>,
     RealmPath(name): RealmPath,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     query: Result<Query<AuthorizeQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
@@ -124,7 +163,12 @@ pub async fn authorize(
         Ok(r) => r,
         Err(res) => return res,
     };
+    let ip = peer_ip(peer);
+    if ip_blocked(&state, ip, now) {
+        return too_many(&state, &realm);
+    }
     let Ok(Query(q)) = query else {
+        refused_anonymous(&state, &realm, ip, "malformed_request", now);
         return message(
             &state.templates,
             Some(&realm),
@@ -135,22 +179,23 @@ pub async fn authorize(
     };
     let client = match q.client_id.as_deref() {
         Some(id) if crate::oauth::client_auth::is_valid_client_id(id) => {
-            state.directory.client(&name, id, now).await.ok().flatten()
+            match state.directory.client(&name, id, now).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = %e, "client lookup failed");
+                    return unavailable(&state, Some(&realm));
+                }
+            }
         }
         _ => None,
     };
     let pending = match flow::validate(&q, client.as_deref(), new_token(), now) {
         Err(why) => {
-            audit(
-                &state,
-                &realm,
-                "login.refused",
-                "(browser)",
-                None,
-                json!({"reason": format!("{why:?}")}),
-                now,
-            )
-            .await;
+            let reason = match why {
+                flow::Untrusted::UnknownClient => "unknown_client",
+                flow::Untrusted::BadRedirectUri => "bad_redirect_uri",
+            };
+            refused_anonymous(&state, &realm, ip, reason, now);
             return message(
                 &state.templates,
                 Some(&realm),
@@ -160,58 +205,92 @@ pub async fn authorize(
             );
         }
         Ok(Err((uri, e))) => {
-            let mut params = vec![("error", e.error), ("error_description", e.description)];
-            if let Some(s) = q.state.as_deref() {
-                params.push(("state", s));
-            }
-            params.push(("iss", &realm.issuer));
-            return see_other(&flow::redirect_with(&uri, &params));
+            return redirect_error(&realm, &uri, q.state.as_deref(), e.error, e.description);
         }
         Ok(Ok(p)) => p,
     };
-    if !pending.force_login
-        && let Some(cur) = session::current(&state, &realm, &headers, now).await
-        && pending
-            .max_age
-            .is_none_or(|m| now - cur.session.auth_time <= m)
-        && (!pending.require_passkey || cur.session.amr.split(' ').any(|a| a == "hwk"))
-    {
-        return issue_code(&state, &realm, &pending, &cur.session, now).await;
-    }
-    let flow_token = new_token();
-    let data = serde_json::to_string(&pending).unwrap_or_default();
-    if let Err(e) = state
-        .store
-        .put_flow(
-            &token_hash(&flow_token),
-            &name,
-            "authz",
-            &data,
-            now + flow::FLOW_TTL,
-            now,
-        )
-        .await
-    {
-        tracing::error!(error = %e, "flow store failed");
-        return message(
-            &state.templates,
-            Some(&realm),
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Unavailable",
-            "Sign-in is unavailable; try again shortly.",
-        );
-    }
-    let mut res = see_other(&format!("{}/login", realm.issuer));
-    res.headers_mut().append(
-        header::SET_COOKIE,
-        cookie(
-            FLOW_COOKIE,
-            &flow_token,
-            &cookie_path(&realm),
-            secure_cookies(&realm),
-            Some(flow::FLOW_TTL),
+    let usable = if pending.force_login {
+        None
+    } else {
+        session::current(&state, &realm, &headers, now)
+            .await
+            .filter(|cur| {
+                pending
+                    .max_age
+                    .is_none_or(|m| now - cur.session.auth_time <= m)
+                    && (!pending.require_passkey || session::has_passkey_auth(&cur.session))
+            })
+    };
+    let Some(cur) = usable else {
+        if pending.no_prompt {
+            return redirect_to_client_error(&realm, &pending, "login_required", "the user must sign in");
+        }
+        return with_pending(&state, &realm, &pending, format!("{}/login", realm.issuer));
+    };
+    match super::consent::needed(&state, &realm, &pending, &cur.user.id).await {
+        Err(()) => unavailable(&state, Some(&realm)),
+        Ok(false) => issue_code(&state, &realm, &pending, &cur.session, now).await,
+        Ok(true) if pending.no_prompt => redirect_to_client_error(
+            &realm,
+            &pending,
+            "interaction_required",
+            "the user must confirm this application",
         ),
+        Ok(true) => with_pending(&state, &realm, &pending, format!("{}/consent", realm.issuer)),
+    }
+}
+
+/// A 303 to a Sigil page, with the pending request sealed into the flow cookie.
+fn with_pending(
+    state: &AppState,
+    realm: &LiveRealm,
+    pending: &PendingAuthz,
+    location: String,
+) -> Response {
+    let Some(c) = pending::seal(state, realm, pending) else {
+        return redirect_to_client_error(
+            realm,
+            pending,
+            "invalid_request",
+            "the authorization request is too large",
+        );
+    };
+    let mut res = see_other(&location);
+    res.headers_mut().append(header::SET_COOKIE, c);
+    res
+}
+
+fn redirect_error(
+    realm: &LiveRealm,
+    redirect_uri: &str,
+    state: Option<&str>,
+    error: &str,
+    description: &str,
+) -> Response {
+    let mut params = vec![("error", error), ("error_description", description)];
+    if let Some(s) = state {
+        params.push(("state", s));
+    }
+    params.push(("iss", &realm.issuer));
+    see_other(&flow::redirect_with(redirect_uri, &params))
+}
+
+/// An error for the client (its redirect URI was already matched), ending the pending request.
+pub(crate) fn redirect_to_client_error(
+    realm: &LiveRealm,
+    pending: &PendingAuthz,
+    error: &str,
+    description: &str,
+) -> Response {
+    let mut res = redirect_error(
+        realm,
+        &pending.redirect_uri,
+        pending.state.as_deref(),
+        error,
+        description,
     );
+    res.headers_mut()
+        .append(header::SET_COOKIE, pending::clear(realm));
     res
 }
 
@@ -250,32 +329,29 @@ pub(crate) async fn issue_code(
         .await
     {
         tracing::error!(error = %e, "code store failed");
-        return message(
-            &state.templates,
-            Some(realm),
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Unavailable",
-            "Sign-in is unavailable; try again shortly.",
-        );
+        return unavailable(state, Some(realm));
     }
     let mut params = vec![("code", code.as_str())];
     if let Some(s) = pending.state.as_deref() {
         params.push(("state", s));
     }
     params.push(("iss", &realm.issuer));
-    see_other(&flow::redirect_with(&pending.redirect_uri, &params))
+    let mut res = see_other(&flow::redirect_with(&pending.redirect_uri, &params));
+    res.headers_mut()
+        .append(header::SET_COOKIE, pending::clear(realm));
+    res
 }
 
-pub(crate) async fn pending_flow(
+pub(crate) fn pending_flow(
     state: &AppState,
     realm: &LiveRealm,
     headers: &HeaderMap,
     now: UnixTime,
 ) -> Option<(String, PendingAuthz)> {
-    session::read_flow(state, realm, headers, FLOW_COOKIE, "authz", now).await
+    pending::read(state, realm, headers, now)
 }
 
-fn expired(state: &AppState, realm: &LiveRealm) -> Response {
+pub(crate) fn expired(state: &AppState, realm: &LiveRealm) -> Response {
     message(
         &state.templates,
         Some(realm),
@@ -293,16 +369,19 @@ fn login_page(
     error: Option<&str>,
     status: StatusCode,
 ) -> Response {
-    let settings = LoginSettings::parse(&realm.record.login_settings);
     let ctx = context! { ..realm_context(realm), ..context! {
         title => "Sign in",
         action => format!("{}/login", realm.issuer),
         csrf => pending.csrf.clone(),
-        fallback => settings.allow_password_fallback && !pending.require_passkey,
+        app => pending.client_id.clone(),
+        fallback => settings(realm).allow_password_fallback && !pending.require_passkey,
         username => username,
         error => error,
     }};
-    render(&state.templates, "login.html", ctx, status)
+    let mut res = render(&state.templates, "login.html", ctx, status);
+    // The fallback's form is answered with a redirect to the client: allow that one target.
+    pending::allow_redirect_to(&mut res, &pending.redirect_uri);
+    res
 }
 
 /// `GET /realms/{realm}/login`.
@@ -316,7 +395,7 @@ pub async fn login_form(
         Ok(r) => r,
         Err(res) => return res,
     };
-    match pending_flow(&state, &realm, &headers, now).await {
+    match pending_flow(&state, &realm, &headers, now) {
         Some((_, p)) => login_page(&state, &realm, &p, "", None, StatusCode::OK),
         None => expired(&state, &realm),
     }
@@ -332,66 +411,108 @@ pub struct LoginForm {
 
 const GENERIC_FAILURE: &str = "The username, password or code is not right.";
 
-/// Checks password and one-time (or recovery) code together, so an unknown user, a wrong
-/// password and a wrong code all do the same work and get the same answer.
-async fn check_fallback(
+/// Why a password + code sign-in failed (for the audit log; the user sees one generic message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FallbackFailure {
+    Busy,
+    UnknownUser,
+    BadPassword,
+    BadCode,
+    BadRecoveryCode,
+    Disabled,
+}
+
+impl FallbackFailure {
+    pub(crate) fn reason(self) -> &'static str {
+        match self {
+            FallbackFailure::Busy => "busy",
+            FallbackFailure::UnknownUser => "unknown_user",
+            FallbackFailure::BadPassword => "bad_password",
+            FallbackFailure::BadCode => "bad_or_replayed_code",
+            FallbackFailure::BadRecoveryCode => "bad_recovery_code",
+            FallbackFailure::Disabled => "user_disabled",
+        }
+    }
+}
+
+/// Checks password and one-time (or recovery) code. An unknown user, a wrong password and a wrong
+/// code do the same work (argon2, then a read-only code check) and get the same answer; the code
+/// or recovery code is spent only when the password is right too, so a wrong password never
+/// burns the user's second factor.
+pub(crate) async fn check_fallback(
     state: &AppState,
     realm: &LiveRealm,
     user: Option<&UserRecord>,
+    share: &[String],
     pw: &str,
     code: &str,
     now: UnixTime,
-) -> Result<(), &'static str> {
+) -> Result<(), FallbackFailure> {
+    let name = &realm.record.name;
     let stored = user.and_then(|u| u.password_hash.clone());
     let password_ok = state
         .passwords
-        .verify(stored, pw.to_owned())
+        .verify(share, stored, pw.to_owned())
         .await
-        .map_err(|_| "busy")?;
+        .map_err(|_| FallbackFailure::Busy)?;
     let secret = match user.and_then(|u| u.totp_sealed.as_ref().map(|s| (u, s))) {
-        Some((u, sealed)) => state
-            .kek
-            .open(&totp_aad(&realm.record.name, &u.id), sealed)
-            .ok(),
+        Some((u, sealed)) => state.kek.open(&totp_aad(name, &u.id), sealed).ok(),
         None => None,
     };
     let is_totp = code.trim().len() == 6;
-    let code_ok = if is_totp {
-        let step = totp::matching_step(secret.as_deref().unwrap_or(&[0u8; 20]), code, now);
-        match (user, step, &secret) {
-            (Some(u), Some(step), Some(_)) => state
-                .store
-                .use_totp_step(&realm.record.name, &u.id, step)
-                .await
-                .unwrap_or(false),
-            _ => false,
-        }
+    // First, without spending anything: would the code pass?
+    let step = if is_totp {
+        totp::matching_step(secret.as_deref().unwrap_or(&[0u8; 20]), code, now)
+            .filter(|s| secret.is_some() && user.is_some_and(|u| *s > u.totp_last_step))
     } else {
-        let h = recovery::hash(code);
-        match user {
-            Some(u) => state
-                .store
-                .use_recovery_code(&realm.record.name, &u.id, &h, now)
-                .await
-                .unwrap_or(false),
-            None => false,
-        }
+        None
     };
-    match user {
-        None => Err("unknown_user"),
-        Some(_) if !password_ok => Err("bad_password"),
-        Some(_) if !code_ok => Err(if is_totp {
-            "bad_or_replayed_code"
-        } else {
-            "bad_recovery_code"
-        }),
-        Some(u) if !u.enabled => Err("user_disabled"),
-        Some(_) => Ok(()),
+    let recovery_hash = (!is_totp).then(|| recovery::hash(code));
+    let code_ok = match (user, step, &recovery_hash) {
+        (Some(_), Some(_), _) => true,
+        (Some(u), None, Some(h)) => state
+            .store
+            .has_recovery_code(name, &u.id, h)
+            .await
+            .unwrap_or(false),
+        _ => false,
+    };
+    let bad_code = if is_totp {
+        FallbackFailure::BadCode
+    } else {
+        FallbackFailure::BadRecoveryCode
+    };
+    let u = match user {
+        None => return Err(FallbackFailure::UnknownUser),
+        Some(_) if !password_ok => return Err(FallbackFailure::BadPassword),
+        Some(_) if !code_ok => return Err(bad_code),
+        Some(u) if !u.enabled => return Err(FallbackFailure::Disabled),
+        Some(u) => u,
+    };
+    // Both factors are right: spend the code, once (a concurrent use of the same code loses).
+    let spent = match (step, recovery_hash) {
+        (Some(step), _) => state.store.use_totp_step(name, &u.id, step).await,
+        (None, Some(h)) => state.store.use_recovery_code(name, &u.id, &h, now).await,
+        (None, None) => Ok(false),
+    };
+    if spent.unwrap_or(false) {
+        Ok(())
+    } else {
+        Err(bad_code)
     }
 }
 
 pub fn totp_aad(realm: &str, user_id: &str) -> Vec<u8> {
     format!("sigil-totp/{realm}/{user_id}").into_bytes()
+}
+
+/// The fair-share keys of a password check: the address and the account.
+pub(crate) fn share_keys(ip: Option<IpAddr>, realm: &str, username: &str) -> Vec<String> {
+    let mut keys = vec![format!("acct:{realm}/{username}")];
+    if let Some(ip) = ip {
+        keys.push(format!("ip:{ip}"));
+    }
+    keys
 }
 
 /// `POST /realms/{realm}/login`.
@@ -407,10 +528,16 @@ pub async fn login_submit(
         Ok(r) => r,
         Err(res) => return res,
     };
-    let Some((flow_hash, pending)) = pending_flow(&state, &realm, &headers, now).await else {
+    let ip = peer_ip(peer);
+    if ip_blocked(&state, ip, now) {
+        return too_many(&state, &realm);
+    }
+    let Some((_, pending)) = pending_flow(&state, &realm, &headers, now) else {
+        refused_anonymous(&state, &realm, ip, "no_pending_request", now);
         return expired(&state, &realm);
     };
     let Ok(Form(f)) = form else {
+        refused_anonymous(&state, &realm, ip, "malformed_form", now);
         return login_page(
             &state,
             &realm,
@@ -421,20 +548,10 @@ pub async fn login_submit(
         );
     };
     if !csrf_ok(&pending.csrf, f.csrf.as_deref()) {
-        audit(
-            &state,
-            &realm,
-            "login.refused",
-            "(browser)",
-            None,
-            json!({"reason": "csrf"}),
-            now,
-        )
-        .await;
+        refused_anonymous(&state, &realm, ip, "csrf", now);
         return csrf_refused(&state, &realm);
     }
-    let settings = LoginSettings::parse(&realm.record.login_settings);
-    if !settings.allow_password_fallback || pending.require_passkey {
+    if !settings(&realm).allow_password_fallback || pending.require_passkey {
         return login_page(
             &state,
             &realm,
@@ -445,12 +562,10 @@ pub async fn login_submit(
         );
     }
     let username = f.username.unwrap_or_default();
-    let ip = peer.map(|Extension(ConnectInfo(a))| a.ip());
     let account_key = format!("{name}/{username}");
-    if ip.is_some_and(|ip| state.login_ip_failures.is_blocked(ip, now))
-        || state
-            .login_account_failures
-            .is_blocked(account_key.clone(), now)
+    if state
+        .login_account_failures
+        .is_blocked(account_key.clone(), now)
     {
         return login_page(
             &state,
@@ -462,12 +577,13 @@ pub async fn login_submit(
         );
     }
     let user = if crate::admin::users::is_valid_username(&username) {
-        state
-            .store
-            .user_by_name(&name, &username)
-            .await
-            .ok()
-            .flatten()
+        match state.store.user_by_name(&name, &username).await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::error!(error = %e, "user lookup failed");
+                return unavailable(&state, Some(&realm));
+            }
+        }
     } else {
         None
     };
@@ -475,6 +591,7 @@ pub async fn login_submit(
         &state,
         &realm,
         user.as_ref(),
+        &share_keys(ip, &name, &username),
         &f.password.unwrap_or_default(),
         &f.code.unwrap_or_default(),
         now,
@@ -482,7 +599,11 @@ pub async fn login_submit(
     .await;
     let user = match (result, user) {
         (Ok(()), Some(u)) => u,
-        (Err("busy"), _) => {
+        (Err(FallbackFailure::Busy), _) => {
+            // A shed attempt counts toward the address's limit, so a flood sheds itself.
+            if let Some(ip) = ip {
+                state.login_ip_failures.record_failure(ip, now);
+            }
             return login_page(
                 &state,
                 &realm,
@@ -493,28 +614,29 @@ pub async fn login_submit(
             );
         }
         (outcome, user) => {
-            let reason = outcome.err().unwrap_or("unknown_user");
-            if let Some(ip) = ip {
-                state.login_ip_failures.record_failure(ip, now);
-            }
+            let reason = outcome.err().unwrap_or(FallbackFailure::UnknownUser).reason();
             state
                 .login_account_failures
                 .record_failure(account_key, now);
-            let actor = if crate::admin::users::is_valid_username(&username) {
-                username.as_str()
-            } else {
-                "(malformed)"
-            };
-            audit(
-                &state,
-                &realm,
-                "login.failed",
-                actor,
-                user.as_ref().map(|u| u.id.as_str()),
-                json!({"reason": reason, "method": "password+otp"}),
-                now,
-            )
-            .await;
+            match &user {
+                // A failure against a real account is written at once.
+                Some(u) => {
+                    if let Some(ip) = ip {
+                        state.login_ip_failures.record_failure(ip, now);
+                    }
+                    audit(
+                        &state,
+                        &realm,
+                        "login.failed",
+                        &u.username,
+                        Some(&u.id),
+                        json!({"reason": reason, "method": "password+otp"}),
+                        now,
+                    )
+                    .await;
+                }
+                None => refused_anonymous(&state, &realm, ip, reason, now),
+            }
             return login_page(
                 &state,
                 &realm,
@@ -530,7 +652,6 @@ pub async fn login_submit(
         &state,
         &realm,
         &pending,
-        &flow_hash,
         &user,
         "pwd otp",
         ACR_PASSWORD_OTP,
@@ -546,31 +667,25 @@ pub async fn login_submit(
             }
             res
         }
-        None => message(
-            &state.templates,
-            Some(&realm),
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Unavailable",
-            "Sign-in is unavailable; try again shortly.",
-        ),
+        None => unavailable(&state, Some(&realm)),
     }
 }
 
-/// A finished sign-in: where to send the browser (the client's redirect URI with the code) and
-/// the cookies to set (the new session; the spent flow cleared).
+/// A finished sign-in: where to send the browser (the client's redirect URI with the code, or
+/// the app confirmation page) and the cookies to set.
 pub(crate) struct SignedIn {
     pub location: String,
-    pub cookies: [HeaderValue; 2],
+    pub cookies: Vec<HeaderValue>,
 }
 
-/// Opens a session for `user` (audited as `login.succeeded`), ends the pending flow and issues the
-/// code. `None` if the session could not be stored.
+/// Opens a session for `user` (audited as `login.succeeded`) and issues the code, or, when the
+/// request asks the user to confirm the app, sends the browser to that page first. `None` if the
+/// session could not be stored.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn complete_sign_in(
     state: &AppState,
     realm: &LiveRealm,
     pending: &PendingAuthz,
-    flow_hash: &str,
     user: &UserRecord,
     amr: &str,
     acr: &str,
@@ -600,593 +715,29 @@ pub(crate) async fn complete_sign_in(
         tracing::error!(error = %e, "session store failed");
         return None;
     }
-    let _ = state.store.delete_flow(flow_hash).await;
+    let session_cookie = cookie(
+        SESSION_COOKIE,
+        &session_token,
+        &cookie_path(realm),
+        secure_cookies(realm),
+        None,
+    );
+    // The user has just interacted (signed in on a page that names the app); only an explicit
+    // `prompt=consent` asks again.
+    if pending.force_consent {
+        return Some(SignedIn {
+            location: format!("{}/consent", realm.issuer),
+            cookies: vec![session_cookie],
+        });
+    }
     let redirect = issue_code(state, realm, pending, &session, now).await;
     let location = redirect
         .headers()
         .get(header::LOCATION)
         .and_then(|v| v.to_str().ok())?
         .to_owned();
-    let path = cookie_path(realm);
-    let secure = secure_cookies(realm);
     Some(SignedIn {
         location,
-        cookies: [
-            cookie(SESSION_COOKIE, &session_token, &path, secure, None),
-            cookie(FLOW_COOKIE, "", &path, secure, Some(0)),
-        ],
+        cookies: vec![session_cookie, pending::clear(realm)],
     })
-}
-
-/// An enrolment in progress (kind `enrol`, named by the enrolment cookie).
-#[derive(Serialize, Deserialize)]
-pub(crate) struct EnrolFlow {
-    pub user_id: String,
-    pub invite_hash: String,
-    /// The TOTP secret being set up, sealed under the KEK (base64).
-    pub totp_sealed: String,
-    pub csrf: String,
-}
-
-/// `GET /realms/{realm}/enrol/{token}`: set up password + TOTP from an invite.
-pub async fn enrol_form(
-    State(state): State<AppState>,
-    Path((name, token)): Path<(String, String)>,
-) -> Response {
-    let now = state.clock.now();
-    let realm = match realm_or_page(&state, &name, now).await {
-        Ok(r) => r,
-        Err(res) => return res,
-    };
-    let invite_hash = token_hash(&token);
-    let Some(user_id) = state
-        .store
-        .invite(&invite_hash, &name, now)
-        .await
-        .ok()
-        .flatten()
-    else {
-        return message(
-            &state.templates,
-            Some(&realm),
-            StatusCode::NOT_FOUND,
-            "Link not valid",
-            "This enrolment link has expired or was already used. Ask for a new one.",
-        );
-    };
-    let Some(user) = state.store.user_by_id(&name, &user_id).await.ok().flatten() else {
-        return message(
-            &state.templates,
-            Some(&realm),
-            StatusCode::NOT_FOUND,
-            "Link not valid",
-            "This enrolment link has expired or was already used. Ask for a new one.",
-        );
-    };
-    let secret = totp::new_secret();
-    let Ok(sealed) = state.kek.seal(&totp_aad(&name, &user_id), &secret) else {
-        return message(
-            &state.templates,
-            Some(&realm),
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Unavailable",
-            "Try again shortly.",
-        );
-    };
-    let flow_token = new_token();
-    let data = EnrolFlow {
-        user_id,
-        invite_hash,
-        totp_sealed: STANDARD.encode(sealed),
-        csrf: new_token(),
-    };
-    if state
-        .store
-        .put_flow(
-            &token_hash(&flow_token),
-            &name,
-            "enrol",
-            &serde_json::to_string(&data).unwrap_or_default(),
-            now + 1800,
-            now,
-        )
-        .await
-        .is_err()
-    {
-        return message(
-            &state.templates,
-            Some(&realm),
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Unavailable",
-            "Try again shortly.",
-        );
-    }
-    let settings = LoginSettings::parse(&realm.record.login_settings);
-    let label = realm
-        .record
-        .display_name
-        .clone()
-        .unwrap_or_else(|| realm.record.name.clone());
-    let ctx = context! { ..realm_context(&realm), ..context! {
-        title => "Set up sign-in",
-        action => format!("{}/enrol", realm.issuer),
-        passkey_action => format!("{}/enrol/passkey", realm.issuer),
-        csrf => data.csrf,
-        username => user.username.clone(),
-        fallback => settings.allow_password_fallback,
-        totp_secret => totp::secret_base32(&secret),
-        otpauth_url => totp::otpauth_url(&secret, &label, &user.username),
-    }};
-    let mut res = render(&state.templates, "enrol.html", ctx, StatusCode::OK);
-    res.headers_mut().append(
-        header::SET_COOKIE,
-        cookie(
-            ENROL_COOKIE,
-            &flow_token,
-            &cookie_path(&realm),
-            secure_cookies(&realm),
-            Some(1800),
-        ),
-    );
-    res
-}
-
-#[derive(Deserialize)]
-pub struct EnrolForm {
-    csrf: Option<String>,
-    password: Option<String>,
-    code: Option<String>,
-}
-
-/// `POST /realms/{realm}/enrol`.
-pub async fn enrol_submit(
-    State(state): State<AppState>,
-    RealmPath(name): RealmPath,
-    headers: HeaderMap,
-    form: Result<Form<EnrolForm>, axum::extract::rejection::FormRejection>,
-) -> Response {
-    let now = state.clock.now();
-    let realm = match realm_or_page(&state, &name, now).await {
-        Ok(r) => r,
-        Err(res) => return res,
-    };
-    let gone = || {
-        message(
-            &state.templates,
-            Some(&realm),
-            StatusCode::BAD_REQUEST,
-            "Link not valid",
-            "This enrolment has expired. Open your enrolment link again.",
-        )
-    };
-    let Some((flow_hash, flow)) =
-        session::read_flow::<EnrolFlow>(&state, &realm, &headers, ENROL_COOKIE, "enrol", now).await
-    else {
-        return gone();
-    };
-    let Ok(Form(f)) = form else { return gone() };
-    if !csrf_ok(&flow.csrf, f.csrf.as_deref()) {
-        return message(
-            &state.templates,
-            Some(&realm),
-            StatusCode::FORBIDDEN,
-            "Request refused",
-            "The form could not be verified. Open your enrolment link again.",
-        );
-    }
-    if state
-        .store
-        .invite(&flow.invite_hash, &name, now)
-        .await
-        .ok()
-        .flatten()
-        .as_deref()
-        != Some(flow.user_id.as_str())
-    {
-        return gone();
-    }
-    let Some(mut user) = state
-        .store
-        .user_by_id(&name, &flow.user_id)
-        .await
-        .ok()
-        .flatten()
-    else {
-        return gone();
-    };
-    let pw = f.password.unwrap_or_default();
-    let again = |error: &str| {
-        message(
-            &state.templates,
-            Some(&realm),
-            StatusCode::BAD_REQUEST,
-            "Not set up yet",
-            &format!("{error} Open your enrolment link again to retry."),
-        )
-    };
-    if let Some(problem) = password::policy_error(&pw) {
-        return again(&format!("The password is too weak: {problem}."));
-    }
-    let Ok(sealed) = STANDARD.decode(&flow.totp_sealed) else {
-        return gone();
-    };
-    let Ok(secret) = state.kek.open(&totp_aad(&name, &user.id), &sealed) else {
-        return gone();
-    };
-    let Some(step) = totp::matching_step(&secret, &f.code.unwrap_or_default(), now) else {
-        return again("The code from the authenticator app did not match.");
-    };
-    let Ok(hash) = state.passwords.hash(pw).await else {
-        return message(
-            &state.templates,
-            Some(&realm),
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Busy",
-            "Try again in a moment.",
-        );
-    };
-    user.password_hash = Some(hash);
-    user.totp_sealed = Some(sealed);
-    user.updated_at = now;
-    let codes = recovery::generate();
-    let hashes: Vec<String> = codes.iter().map(|c| recovery::hash(c)).collect();
-    let audit_rows = [
-        AuditDraft::new(now, Some(&name), "user.enrolled", &user.username)
-            .subject(&user.id)
-            .detail(json!({"methods": ["password", "totp"]})),
-    ];
-    if !state
-        .store
-        .consume_invite(&flow.invite_hash, &name)
-        .await
-        .unwrap_or(false)
-    {
-        return gone();
-    }
-    let stored = state.store.update_user(&user, &audit_rows).await.is_ok()
-        && state
-            .store
-            .replace_recovery_codes(&name, &user.id, &hashes, &[])
-            .await
-            .is_ok()
-        && state
-            .store
-            .use_totp_step(&name, &user.id, step)
-            .await
-            .is_ok();
-    let _ = state.store.delete_flow(&flow_hash).await;
-    if !stored {
-        return message(
-            &state.templates,
-            Some(&realm),
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Unavailable",
-            "Try again shortly.",
-        );
-    }
-    let ctx = context! { ..realm_context(&realm), ..context! { title => "Recovery codes", codes => codes } };
-    let mut res = render(&state.templates, "recovery.html", ctx, StatusCode::OK);
-    res.headers_mut().append(
-        header::SET_COOKIE,
-        cookie(
-            ENROL_COOKIE,
-            "",
-            &cookie_path(&realm),
-            secure_cookies(&realm),
-            Some(0),
-        ),
-    );
-    res
-}
-
-/// `GET /realms/{realm}/account`: the user's sessions and the global sign-out.
-pub async fn account(
-    State(state): State<AppState>,
-    RealmPath(name): RealmPath,
-    headers: HeaderMap,
-) -> Response {
-    let now = state.clock.now();
-    let (realm, cur) = match signed_in(&state, &name, &headers, now).await {
-        Ok(x) => x,
-        Err(res) => return res,
-    };
-    let sessions = state
-        .store
-        .sessions_of(&name, &cur.user.id)
-        .await
-        .unwrap_or_default();
-    let list: Vec<_> = sessions
-        .iter()
-        .map(|s| context! { auth_time => s.auth_time, amr => s.amr.clone(), current => s.id_hash == cur.session.id_hash })
-        .collect();
-    let passkeys: Vec<_> = state
-        .store
-        .passkeys(&name, &cur.user.id)
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .map(|p| context! { name => p.name, created_at => p.created_at, credential_id => p.credential_id })
-        .collect();
-    let settings = LoginSettings::parse(&realm.record.login_settings);
-    let ctx = context! { ..realm_context(&realm), ..context! {
-        title => "Your account",
-        username => cur.user.username.clone(),
-        sessions => list,
-        passkeys => passkeys,
-        fallback => settings.allow_password_fallback,
-        csrf => session::session_csrf(&cur.token),
-        passkey_action => format!("{}/account/passkey", realm.issuer),
-        remove_action => format!("{}/account/passkeys/remove", realm.issuer),
-        totp_action => format!("{}/account/totp", realm.issuer),
-        sign_out_action => format!("{}/account/sign-out-everywhere", realm.issuer),
-    }};
-    render(&state.templates, "account.html", ctx, StatusCode::OK)
-}
-
-#[derive(Deserialize)]
-pub struct CsrfForm {
-    csrf: Option<String>,
-}
-
-/// `POST /realms/{realm}/account/sign-out-everywhere`.
-pub async fn sign_out_everywhere(
-    State(state): State<AppState>,
-    RealmPath(name): RealmPath,
-    headers: HeaderMap,
-    form: Result<Form<CsrfForm>, axum::extract::rejection::FormRejection>,
-) -> Response {
-    let now = state.clock.now();
-    let (realm, cur) = match signed_in(&state, &name, &headers, now).await {
-        Ok(x) => x,
-        Err(res) => return res,
-    };
-    let presented = form.ok().and_then(|Form(f)| f.csrf);
-    if !csrf_ok(&session::session_csrf(&cur.token), presented.as_deref()) {
-        return csrf_refused(&state, &realm);
-    }
-    let audit_rows = [AuditDraft::new(
-        now,
-        Some(&name),
-        "user.signed_out_everywhere",
-        &cur.user.username,
-    )
-    .subject(&cur.user.id)];
-    if state
-        .store
-        .sign_out_everywhere(&name, &cur.user.id, now, &audit_rows)
-        .await
-        .is_err()
-    {
-        return message(
-            &state.templates,
-            Some(&realm),
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Unavailable",
-            "Try again shortly.",
-        );
-    }
-    let mut res = message(
-        &state.templates,
-        Some(&realm),
-        StatusCode::OK,
-        "Signed out everywhere",
-        "Every session and app sign-in of yours has ended.",
-    );
-    res.headers_mut().append(
-        header::SET_COOKIE,
-        cookie(
-            SESSION_COOKIE,
-            "",
-            &cookie_path(&realm),
-            secure_cookies(&realm),
-            Some(0),
-        ),
-    );
-    res
-}
-
-#[derive(Deserialize)]
-pub struct RemovePasskeyForm {
-    csrf: Option<String>,
-    credential_id: Option<String>,
-}
-
-/// `POST /realms/{realm}/account/passkeys/remove`.
-pub async fn remove_passkey(
-    State(state): State<AppState>,
-    RealmPath(name): RealmPath,
-    headers: HeaderMap,
-    form: Result<Form<RemovePasskeyForm>, axum::extract::rejection::FormRejection>,
-) -> Response {
-    let now = state.clock.now();
-    let (realm, cur) = match signed_in(&state, &name, &headers, now).await {
-        Ok(x) => x,
-        Err(res) => return res,
-    };
-    let Ok(Form(f)) = form else {
-        return message(
-            &state.templates,
-            Some(&realm),
-            StatusCode::BAD_REQUEST,
-            "Request refused",
-            "The form was malformed.",
-        );
-    };
-    if !csrf_ok(&session::session_csrf(&cur.token), f.csrf.as_deref()) {
-        return csrf_refused(&state, &realm);
-    }
-    let cred = f.credential_id.unwrap_or_default();
-    let audit_rows =
-        [
-            AuditDraft::new(now, Some(&name), "user.passkey_removed", &cur.user.username)
-                .subject(&cur.user.id)
-                .detail(json!({"credential_id": cred})),
-        ];
-    match state
-        .store
-        .delete_passkey(&name, &cur.user.id, &cred, &audit_rows)
-        .await
-    {
-        Ok(true) => see_other(&format!("{}/account", realm.issuer)),
-        _ => message(
-            &state.templates,
-            Some(&realm),
-            StatusCode::NOT_FOUND,
-            "Not found",
-            "That passkey is not yours or is already gone.",
-        ),
-    }
-}
-
-/// `POST /realms/{realm}/account/totp`: a new TOTP secret to confirm.
-pub async fn totp_start(
-    State(state): State<AppState>,
-    RealmPath(name): RealmPath,
-    headers: HeaderMap,
-    form: Result<Form<CsrfForm>, axum::extract::rejection::FormRejection>,
-) -> Response {
-    let now = state.clock.now();
-    let (realm, cur) = match signed_in(&state, &name, &headers, now).await {
-        Ok(x) => x,
-        Err(res) => return res,
-    };
-    let csrf = session::session_csrf(&cur.token);
-    if !csrf_ok(&csrf, form.ok().and_then(|Form(f)| f.csrf).as_deref()) {
-        return csrf_refused(&state, &realm);
-    }
-    let secret = totp::new_secret();
-    let Ok(sealed) = state.kek.seal(&totp_aad(&name, &cur.user.id), &secret) else {
-        return message(
-            &state.templates,
-            Some(&realm),
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Unavailable",
-            "Try again shortly.",
-        );
-    };
-    let key = format!("{}:totp", cur.session.id_hash);
-    if state
-        .store
-        .put_flow(
-            &key,
-            &name,
-            "totp-reenrol",
-            &STANDARD.encode(sealed),
-            now + 600,
-            now,
-        )
-        .await
-        .is_err()
-    {
-        return message(
-            &state.templates,
-            Some(&realm),
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Unavailable",
-            "Try again shortly.",
-        );
-    }
-    let label = realm
-        .record
-        .display_name
-        .clone()
-        .unwrap_or_else(|| realm.record.name.clone());
-    let ctx = context! { ..realm_context(&realm), ..context! {
-        title => "New authenticator app",
-        action => format!("{}/account/totp/confirm", realm.issuer),
-        csrf => csrf,
-        totp_secret => totp::secret_base32(&secret),
-        otpauth_url => totp::otpauth_url(&secret, &label, &cur.user.username),
-    }};
-    render(&state.templates, "totp.html", ctx, StatusCode::OK)
-}
-
-#[derive(Deserialize)]
-pub struct CodeForm {
-    csrf: Option<String>,
-    code: Option<String>,
-}
-
-/// `POST /realms/{realm}/account/totp/confirm`.
-pub async fn totp_confirm(
-    State(state): State<AppState>,
-    RealmPath(name): RealmPath,
-    headers: HeaderMap,
-    form: Result<Form<CodeForm>, axum::extract::rejection::FormRejection>,
-) -> Response {
-    let now = state.clock.now();
-    let (realm, mut cur) = match signed_in(&state, &name, &headers, now).await {
-        Ok(x) => x,
-        Err(res) => return res,
-    };
-    let Ok(Form(f)) = form else {
-        return message(
-            &state.templates,
-            Some(&realm),
-            StatusCode::BAD_REQUEST,
-            "Request refused",
-            "The form was malformed.",
-        );
-    };
-    if !csrf_ok(&session::session_csrf(&cur.token), f.csrf.as_deref()) {
-        return csrf_refused(&state, &realm);
-    }
-    let key = format!("{}:totp", cur.session.id_hash);
-    let sealed = state
-        .store
-        .flow(&key, &name, "totp-reenrol", now)
-        .await
-        .ok()
-        .flatten()
-        .and_then(|s| STANDARD.decode(s).ok());
-    let secret = sealed
-        .as_ref()
-        .and_then(|s| state.kek.open(&totp_aad(&name, &cur.user.id), s).ok());
-    let (Some(sealed), Some(secret)) = (sealed, secret) else {
-        return message(
-            &state.templates,
-            Some(&realm),
-            StatusCode::BAD_REQUEST,
-            "Expired",
-            "Start again from your account page.",
-        );
-    };
-    let Some(step) = totp::matching_step(&secret, &f.code.unwrap_or_default(), now) else {
-        return message(
-            &state.templates,
-            Some(&realm),
-            StatusCode::BAD_REQUEST,
-            "Not replaced",
-            "The code did not match; your old authenticator app still works. Start again from your account page.",
-        );
-    };
-    cur.user.totp_sealed = Some(sealed);
-    cur.user.updated_at = now;
-    let audit_rows = [
-        AuditDraft::new(now, Some(&name), "user.totp_replaced", &cur.user.username)
-            .subject(&cur.user.id),
-    ];
-    if state
-        .store
-        .update_user(&cur.user, &audit_rows)
-        .await
-        .is_err()
-    {
-        return message(
-            &state.templates,
-            Some(&realm),
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Unavailable",
-            "Try again shortly.",
-        );
-    }
-    let _ = state.store.use_totp_step(&name, &cur.user.id, step).await;
-    let _ = state.store.delete_flow(&key).await;
-    message(
-        &state.templates,
-        Some(&realm),
-        StatusCode::OK,
-        "Authenticator app replaced",
-        "Use codes from the new app from now on.",
-    )
 }

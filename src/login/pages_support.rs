@@ -9,7 +9,6 @@ use minijinja::{Environment, Value, context};
 use subtle::ConstantTimeEq;
 
 use crate::directory::LiveRealm;
-use crate::login::settings::LoginSettings;
 
 /// The page templates, parsed once at start.
 pub fn environment() -> Arc<Environment<'static>> {
@@ -26,6 +25,8 @@ pub fn environment() -> Arc<Environment<'static>> {
         ("account.html", include_str!("../../templates/account.html")),
         ("totp.html", include_str!("../../templates/totp.html")),
         ("message.html", include_str!("../../templates/message.html")),
+        ("consent.html", include_str!("../../templates/consent.html")),
+        ("reauth.html", include_str!("../../templates/reauth.html")),
     ] {
         // The templates are part of the binary and covered by tests; a broken one is a build bug.
         env.add_template(name, source).expect("valid template");
@@ -35,10 +36,9 @@ pub fn environment() -> Arc<Environment<'static>> {
 
 /// Common page context: realm name and logo.
 pub fn realm_context(realm: &LiveRealm) -> Value {
-    let settings = LoginSettings::parse(&realm.record.login_settings);
     context! {
         realm_name => realm.record.display_name.clone().unwrap_or_else(|| realm.record.name.clone()),
-        logo_url => settings.logo_url,
+        logo_url => realm.login().and_then(|s| s.logo_url.clone()),
     }
 }
 
@@ -56,6 +56,10 @@ pub fn render(env: &Environment<'static>, name: &str, ctx: Value, status: Status
     }
 }
 
+/// Every hosted page's policy; a page whose form may be answered with a redirect to the client
+/// widens `form-action` by that one target (`pending::allow_redirect_to`).
+pub const CSP: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; img-src https: data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
 /// No caching, no framing, no referrer for every hosted page.
 pub fn secure_page_headers(h: &mut HeaderMap) {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -68,12 +72,7 @@ pub fn secure_page_headers(h: &mut HeaderMap) {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; img-src https: data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
-    );
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
 }
 
 /// A message page (errors never redirect anywhere).

@@ -1,7 +1,11 @@
 //! Passwords: argon2id at OWASP parameters (m = 19 MiB, t = 2, p = 1), run on a bounded pool so a
-//! burst of sign-ins cannot take the machine's memory; beyond the pool, requests are shed.
+//! burst of sign-ins cannot take the machine's memory. A request waits briefly (FIFO) for a slot;
+//! each address and each account may have only a fair share of slots and queue places at once,
+//! so a flood from a few sources cannot keep a real user out; beyond that, requests are shed.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -22,9 +26,38 @@ pub const MAX_LEN: usize = 256;
 /// username costs the same as a wrong password.
 const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2lnaWwtZHVtbXktc2FsdA$0mCCX8fTm0hZ0VBBmGmNAjwS4pz3L1eGkhA8TqM1vmY";
 
+/// How long a sign-in waits for an argon2 slot before it is shed.
+pub const QUEUE_WAIT: Duration = Duration::from_secs(3);
+/// Requests one address or one account may have running or queued at once.
+pub const FAIR_SHARE: u32 = 2;
+/// Requests waiting at most, whoever sends them (each holds only a password string).
+const MAX_WAITING: usize = 256;
+
 #[derive(Clone)]
 pub struct Passwords {
     permits: Arc<Semaphore>,
+    /// Requests running or queued per share key (an address, an account).
+    shares: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+/// Releases a request's fair-share places when it ends, however it ends.
+struct ShareGuard {
+    shares: Arc<Mutex<HashMap<String, u32>>>,
+    keys: Vec<String>,
+}
+
+impl Drop for ShareGuard {
+    fn drop(&mut self) {
+        let mut map = self.shares.lock().unwrap_or_else(|p| p.into_inner());
+        for k in &self.keys {
+            if let Some(n) = map.get_mut(k) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(k);
+                }
+            }
+        }
+    }
 }
 
 fn argon() -> Argon2<'static> {
@@ -49,21 +82,52 @@ impl Passwords {
     pub fn new(concurrency: usize) -> Self {
         Passwords {
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            shares: Arc::new(Mutex::new(HashMap::new())),
         }
+    }
+
+    /// Takes a place for each of `keys`, or none if one of them has its fair share already.
+    fn take_share(&self, keys: &[String]) -> Option<ShareGuard> {
+        let mut map = self.shares.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= 4 * MAX_WAITING
+            || keys
+                .iter()
+                .any(|k| map.get(k).is_some_and(|n| *n >= FAIR_SHARE))
+        {
+            return None;
+        }
+        for k in keys {
+            *map.entry(k.clone()).or_insert(0) += 1;
+        }
+        Some(ShareGuard {
+            shares: self.shares.clone(),
+            keys: keys.to_vec(),
+        })
     }
 
     async fn run<T: Send + 'static>(
         &self,
+        keys: &[String],
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, PasswordError> {
-        let permit = self
-            .permits
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| PasswordError::Busy)?;
+        let share = self.take_share(keys).ok_or(PasswordError::Busy)?;
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                let waiting = self.shares.lock().map(|m| m.len()).unwrap_or(usize::MAX);
+                if waiting > MAX_WAITING {
+                    return Err(PasswordError::Busy);
+                }
+                tokio::time::timeout(QUEUE_WAIT, self.permits.clone().acquire_owned())
+                    .await
+                    .map_err(|_| PasswordError::Busy)?
+                    .map_err(|_| PasswordError::Internal)?
+            }
+        };
         tokio::task::spawn_blocking(move || {
             let out = f();
             drop(permit);
+            drop(share);
             out
         })
         .await
@@ -71,7 +135,7 @@ impl Passwords {
     }
 
     pub async fn hash(&self, password: String) -> Result<String, PasswordError> {
-        self.run(move || {
+        self.run(&[], move || {
             let salt_bytes: [u8; 16] = crate::oauth::secret::random_bytes();
             let salt = SaltString::encode_b64(&salt_bytes).map_err(|_| PasswordError::Internal)?;
             argon()
@@ -83,12 +147,14 @@ impl Passwords {
     }
 
     /// Checks `password` against `stored`; with no stored hash, burns the same work and fails.
+    /// `share` names who asks (address, account): each gets at most `FAIR_SHARE` places.
     pub async fn verify(
         &self,
+        share: &[String],
         stored: Option<String>,
         password: String,
     ) -> Result<bool, PasswordError> {
-        self.run(move || {
+        self.run(share, move || {
             let (phc, real) = match &stored {
                 Some(h) => (h.as_str(), true),
                 None => (DUMMY_HASH, false),
@@ -115,17 +181,44 @@ mod tests {
         let h = p.hash("correct horse battery".into()).await.expect("hash");
         assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
         assert!(
-            p.verify(Some(h.clone()), "correct horse battery".into())
+            p.verify(&[], Some(h.clone()), "correct horse battery".into())
                 .await
                 .expect("v")
         );
         assert!(
-            !p.verify(Some(h), "wrong horse battery".into())
+            !p.verify(&[], Some(h), "wrong horse battery".into())
                 .await
                 .expect("v")
         );
-        assert!(!p.verify(None, "anything".into()).await.expect("v"));
+        assert!(!p.verify(&[], None, "anything".into()).await.expect("v"));
         assert!(PasswordHash::new(DUMMY_HASH).is_ok());
+    }
+
+    /// One address flooding the pool gets its fair share; another address queues behind at most
+    /// that share and gets through instead of being shed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flood_from_one_source_does_not_shed_another() {
+        let p = Passwords::new(1);
+        let flood: Vec<_> = (0..20)
+            .map(|_| {
+                let p = p.clone();
+                tokio::spawn(async move {
+                    p.verify(&["ip:attacker".into()], None, "x".into()).await
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let user = p
+            .verify(&["ip:user".into(), "acct:alice".into()], None, "y".into())
+            .await;
+        assert!(user.is_ok(), "the real user was shed: {user:?}");
+        let mut shed = 0;
+        for f in flood {
+            if f.await.expect("join").is_err() {
+                shed += 1;
+            }
+        }
+        assert!(shed >= 20 - FAIR_SHARE as usize, "the flood got more than its share");
     }
 
     #[test]

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+/// Unknown fields (written by a newer node) are tolerated; a value of the wrong type is not:
+/// `parse` then fails and the realm's sign-in is refused rather than run on defaults.
+#[serde(default)]
 pub struct LoginSettings {
     /// Refresh token lifetime (customers: 30 days; staff: 8 h).
     pub refresh_token_ttl: i64,
@@ -20,6 +22,9 @@ pub struct LoginSettings {
     /// User attribute → claim name (`party_id` → `custom:party_id`). Unmapped attributes stay out.
     pub attribute_claims: BTreeMap<String, String>,
     pub logo_url: Option<String>,
+    /// Whether a user's "continue" for a public (native or browser) app is remembered, so the
+    /// next sign-in to that app with a live session needs no click (RFC 8252 §8.6 advises against).
+    pub remember_consent: bool,
 }
 
 impl Default for LoginSettings {
@@ -32,6 +37,7 @@ impl Default for LoginSettings {
             groups_claim: "groups".into(),
             attribute_claims: BTreeMap::new(),
             logo_url: None,
+            remember_consent: false,
         }
     }
 }
@@ -59,8 +65,14 @@ pub const RESERVED_CLAIMS: &[&str] = &[
 ];
 
 impl LoginSettings {
-    pub fn parse(json: &str) -> LoginSettings {
-        serde_json::from_str(json).unwrap_or_default()
+    /// The stored settings; an error (malformed JSON, a wrong type, an invalid value) means the
+    /// realm's sign-in must be refused: failing open would, for example, turn a disabled password
+    /// fallback back on.
+    pub fn parse(json: &str) -> Result<LoginSettings, String> {
+        let s: LoginSettings =
+            serde_json::from_str(json).map_err(|e| format!("stored login settings: {e}"))?;
+        s.validate()?;
+        Ok(s)
     }
 
     pub fn validate(&self) -> Result<(), String> {
@@ -124,6 +136,15 @@ mod tests {
         assert!(s.validate().is_ok());
         s.attribute_claims.insert("x".into(), "sub".into());
         assert!(s.validate().is_err());
-        assert_eq!(LoginSettings::parse("{}"), LoginSettings::default());
+        assert_eq!(LoginSettings::parse("{}"), Ok(LoginSettings::default()));
+    }
+
+    #[test]
+    fn parse_fails_closed_but_tolerates_unknown_fields() {
+        let strict = r#"{"allow_password_fallback": false, "written_by_a_newer_node": 1}"#;
+        assert!(!LoginSettings::parse(strict).expect("tolerated").allow_password_fallback);
+        assert!(LoginSettings::parse(r#"{"allow_password_fallback": "no"}"#).is_err());
+        assert!(LoginSettings::parse("{not json").is_err());
+        assert!(LoginSettings::parse(r#"{"session_idle_secs": 1}"#).is_err());
     }
 }

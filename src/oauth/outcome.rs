@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 use super::token::Minted;
 use super::{ErrorCode, OAuthError, client_auth};
 use crate::audit::AuditDraft;
+use crate::audit::tally::Refused;
 use crate::clock::UnixTime;
 use crate::directory::LiveRealm;
 use crate::state::AppState;
@@ -29,6 +30,9 @@ pub struct Granted {
     pub token_exchange: bool,
     /// Further response members (`id_token`, `refresh_token`). Never audited.
     pub response_extra: Map<String, Value>,
+    /// The `token.issued` record was already committed with the grant's own writes (a rotated
+    /// refresh token, a spent code): `finish` must not write it again.
+    pub audited: bool,
 }
 
 /// Why a request was refused, for the audit log (never shown to the caller).
@@ -37,6 +41,9 @@ pub struct Refusal {
     pub error: OAuthError,
     pub reason: &'static str,
     pub actor: Option<String>,
+    /// The caller proved who it is (a confidential client's credentials, an AWS identity
+    /// confirmed by STS): its refusals are audited one by one. Anonymous refusals are counted.
+    pub authenticated: bool,
 }
 
 impl Refusal {
@@ -45,7 +52,13 @@ impl Refusal {
             error,
             reason,
             actor: None,
+            authenticated: false,
         }
+    }
+
+    pub fn authenticated(mut self) -> Self {
+        self.authenticated = true;
+        self
     }
 
     /// Names the client the request claimed to be (only if it is a well-formed client id).
@@ -76,6 +89,24 @@ pub fn rate_limited(state: &AppState, peer: Option<IpAddr>, now: UnixTime) -> Op
     })
 }
 
+/// The `token.issued` record of a grant (never the token itself).
+pub fn issued_draft(realm: &LiveRealm, g: &Granted, now: UnixTime) -> AuditDraft {
+    let mut detail = g.detail.clone();
+    detail.insert("grant_type".into(), json!(g.grant_type));
+    detail.insert("jti".into(), json!(g.token.jti));
+    detail.insert("scope".into(), json!(g.scope));
+    detail.insert("exp".into(), json!(g.token.exp));
+    detail.insert("kid".into(), json!(realm.signing.kid()));
+    AuditDraft::new(now, Some(&realm.record.name), "token.issued", &g.actor)
+        .subject(&g.actor)
+        .signed_with(realm.signing.kid(), g.token.exp)
+        .detail(Value::Object(detail))
+}
+
+pub fn address(peer: Option<IpAddr>) -> String {
+    peer.map_or_else(|| "(unknown)".to_owned(), |ip| ip.to_string())
+}
+
 pub async fn finish(
     state: &AppState,
     realm: &LiveRealm,
@@ -83,37 +114,26 @@ pub async fn finish(
     peer: Option<IpAddr>,
     now: UnixTime,
 ) -> Response {
-    if let (Err(r), Some(ip)) = (&outcome, peer)
-        && r.error.code == ErrorCode::InvalidClient
+    // Every refusal counts toward the address's limit, whatever its kind.
+    if let (Err(_), Some(ip)) = (&outcome, peer)
         && state.failures.record_failure(ip, now)
     {
-        // Audited once per address and minute, not once per blocked request.
-        tracing::warn!(%ip, "failed-authentication limit reached");
-        let draft = AuditDraft::new(
+        tracing::warn!(%ip, "failed-request limit reached");
+        state.refusals.add(
+            Refused {
+                realm: Some(&realm.record.name),
+                kind: "token.rate_limited",
+                address: ip.to_string(),
+                reason: "limit_reached",
+                actor: "(address)",
+            },
             now,
-            Some(&realm.record.name),
-            "token.rate_limited",
-            "(address)",
-        )
-        .detail(json!({"ip": ip.to_string()}));
-        if state.audit.record(draft).await.is_err() {
-            tracing::error!("rate-limit event could not be audited");
-        }
+        );
     }
     match outcome {
         Ok(g) => {
-            let mut detail = g.detail;
-            detail.insert("grant_type".into(), json!(g.grant_type));
-            detail.insert("jti".into(), json!(g.token.jti));
-            detail.insert("scope".into(), json!(g.scope));
-            detail.insert("exp".into(), json!(g.token.exp));
-            detail.insert("kid".into(), json!(realm.signing.kid()));
-            let draft = AuditDraft::new(now, Some(&realm.record.name), "token.issued", &g.actor)
-                .subject(&g.actor)
-                .signed_with(realm.signing.kid(), g.token.exp)
-                .detail(Value::Object(detail));
             // The token leaves only once its audit record is durable.
-            if state.audit.record(draft).await.is_err() {
+            if !g.audited && state.audit.record(issued_draft(realm, &g, now)).await.is_err() {
                 return OAuthError::new(
                     ErrorCode::TemporarilyUnavailable,
                     "the token could not be recorded; try again",
@@ -140,13 +160,26 @@ pub async fn finish(
         }
         Err(refusal) => {
             let actor = refusal.actor.as_deref().unwrap_or("(anonymous)");
-            let draft = AuditDraft::new(now, Some(&realm.record.name), "token.refused", actor)
-                .detail(json!({
-                    "error": refusal.error.code.as_str(),
-                    "reason": refusal.reason,
-                }));
-            if state.audit.record(draft).await.is_err() {
-                tracing::error!(realm = %realm.record.name, "refusal could not be audited");
+            if refusal.authenticated {
+                let draft = AuditDraft::new(now, Some(&realm.record.name), "token.refused", actor)
+                    .detail(json!({
+                        "error": refusal.error.code.as_str(),
+                        "reason": refusal.reason,
+                    }));
+                if state.audit.record(draft).await.is_err() {
+                    tracing::error!(realm = %realm.record.name, "refusal could not be audited");
+                }
+            } else {
+                state.refusals.add(
+                    Refused {
+                        realm: Some(&realm.record.name),
+                        kind: "token.refused",
+                        address: address(peer),
+                        reason: refusal.reason,
+                        actor,
+                    },
+                    now,
+                );
             }
             refusal.error.into_response()
         }

@@ -88,7 +88,9 @@ async fn grant(
                 ErrorCode::UnauthorizedClient => "grant_not_allowed",
                 _ => "signing_failed",
             };
-            Refusal::new(e, reason).client(&client.client_id)
+            Refusal::new(e, reason)
+                .client(&client.client_id)
+                .authenticated()
         })?;
     Ok(Granted {
         actor: client.client_id.clone(),
@@ -99,6 +101,7 @@ async fn grant(
         detail: Default::default(),
         token_exchange: false,
         response_extra: Default::default(),
+        audited: false,
     })
 }
 

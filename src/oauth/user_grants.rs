@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::form::Params;
-use super::outcome::{Granted, Refusal};
+use super::outcome::{Granted, Refusal, issued_draft};
 use super::token::{AccessSpec, mint_access_token};
 use super::{ErrorCode, OAuthError, client_auth, secret};
 use crate::audit::AuditDraft;
@@ -20,10 +20,10 @@ use crate::directory::LiveRealm;
 use crate::keys::Alg;
 use crate::login::flow::{CodeData, OIDC_SCOPES, pkce_ok};
 use crate::login::settings::LoginSettings;
-use crate::login::{new_token, token_hash};
+use crate::login::{new_token, session, token_hash};
 use crate::state::AppState;
 use crate::store::ClientRecord;
-use crate::store::login::{Redeemed, RefreshRecord, UserRecord};
+use crate::store::login::{RefreshRecord, SessionRecord, UserRecord};
 
 /// What a refresh token carries forward.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -93,27 +93,100 @@ pub async fn grant(
     now: UnixTime,
 ) -> Result<Granted, Refusal> {
     let client = client_for_user_grant(state, realm, headers, params, now).await?;
+    // A confidential client has proved itself: its refusals are audited one by one. A public
+    // client's id is only claimed, so its refusals are counted like any anonymous request's.
+    let mark = |r: Refusal| {
+        let r = r.client(&client.client_id);
+        if client.public_client {
+            r
+        } else {
+            r.authenticated()
+        }
+    };
     if !client.grant_types.split(' ').any(|g| g == grant_type) {
-        return Err(Refusal::new(
+        return Err(mark(Refusal::new(
             OAuthError::new(
                 ErrorCode::UnauthorizedClient,
                 "this client may not use this grant",
             ),
             "grant_not_allowed",
-        )
-        .client(&client.client_id));
+        )));
     }
-    let result = if grant_type == "authorization_code" {
-        authorization_code(state, realm, &client, params, now).await
-    } else {
-        refresh(state, realm, &client, params, now).await
+    let Some(settings) = realm.login() else {
+        return Err(mark(Refusal::new(
+            OAuthError::new(
+                ErrorCode::TemporarilyUnavailable,
+                "sign-in is unavailable in this realm",
+            ),
+            "login_settings_unusable",
+        )));
     };
-    result.map_err(|r| r.client(&client.client_id))
+    let result = if grant_type == "authorization_code" {
+        authorization_code(state, realm, settings, &client, params, now).await
+    } else {
+        refresh(state, realm, settings, &client, params, now).await
+    };
+    result.map_err(mark)
+}
+
+/// The user, if still enabled, and the session the grant belongs to, if still live (idle and
+/// absolute timeouts): the same rule the browser path applies.
+async fn live_user_and_session(
+    state: &AppState,
+    realm: &LiveRealm,
+    settings: &LoginSettings,
+    user_id: &str,
+    sid: &str,
+    now: UnixTime,
+) -> Result<(UserRecord, SessionRecord), Refusal> {
+    let name = &realm.record.name;
+    let user = match state
+        .store
+        .user_by_id(name, user_id)
+        .await
+        .map_err(store_down)?
+    {
+        Some(u) if u.enabled => u,
+        _ => return Err(invalid_grant("the user is disabled", "user_disabled")),
+    };
+    match state
+        .store
+        .session_by_sid(name, sid)
+        .await
+        .map_err(store_down)?
+    {
+        Some(s) if s.user_id == user.id && session::is_live(settings, &s, now) => Ok((user, s)),
+        _ => Err(invalid_grant("the session has ended", "session_ended")),
+    }
+}
+
+/// A code or refresh token presented again: its whole family is revoked (audited).
+async fn revoke_reused(
+    state: &AppState,
+    realm: &LiveRealm,
+    client: &ClientRecord,
+    family: &str,
+    kind: &'static str,
+    user_id: Option<&str>,
+    now: UnixTime,
+) -> Result<(), Refusal> {
+    let mut d = AuditDraft::new(now, Some(&realm.record.name), kind, &client.client_id)
+        .detail(json!({"action": "family_revoked"}));
+    if let Some(u) = user_id {
+        d = d.subject(u);
+    }
+    state
+        .store
+        .revoke_family(family, now, &[d])
+        .await
+        .map_err(store_down)?;
+    Ok(())
 }
 
 async fn authorization_code(
     state: &AppState,
     realm: &LiveRealm,
+    settings: &LoginSettings,
     client: &ClientRecord,
     params: &Params,
     now: UnixTime,
@@ -131,34 +204,37 @@ async fn authorization_code(
         )
     })?;
     let name = &realm.record.name;
-    let data = match state
-        .store
-        .redeem_code(&token_hash(code), name, now)
-        .await
-        .map_err(store_down)?
-    {
-        Redeemed::Fresh(d) => serde_json::from_str::<CodeData>(&d)
-            .map_err(|_| invalid_grant("invalid code", "corrupt_code"))?,
-        Redeemed::Reused { family } => {
-            // RFC 6749 §4.1.2: a code used twice revokes what it issued.
-            let audit = [
-                AuditDraft::new(now, Some(name), "token.code_reused", &client.client_id)
-                    .detail(json!({"action": "family_revoked"})),
-            ];
-            state
-                .store
-                .revoke_family(&family, now, &audit)
-                .await
-                .map_err(store_down)?;
-            return Err(invalid_grant("the code was already used", "code_reused"));
-        }
-        Redeemed::Invalid => return Err(invalid_grant("invalid or expired code", "invalid_code")),
+    let hash = token_hash(code);
+    // Read, check everything, and only then spend: a code presented by another client, with a
+    // wrong redirect or verifier, is refused without being burnt.
+    let Some(row) = state.store.code(&hash, name).await.map_err(store_down)? else {
+        return Err(invalid_grant("invalid or expired code", "invalid_code"));
     };
+    let data = serde_json::from_str::<CodeData>(&row.data)
+        .map_err(|_| invalid_grant("invalid code", "corrupt_code"))?;
     if data.client_id != client.client_id {
+        // Another client cannot spend the code nor trigger the reuse revocation.
         return Err(invalid_grant(
-            "the code was issued to another client",
+            "invalid or expired code",
             "code_client_mismatch",
         ));
+    }
+    if row.used_at.is_some() {
+        // RFC 6749 §4.1.2: a code used twice by its own client revokes what it issued.
+        revoke_reused(
+            state,
+            realm,
+            client,
+            &row.family,
+            "token.code_reused",
+            Some(&data.user_id),
+            now,
+        )
+        .await?;
+        return Err(invalid_grant("the code was already used", "code_reused"));
+    }
+    if row.expires_at <= now {
+        return Err(invalid_grant("invalid or expired code", "invalid_code"));
     }
     if params.get("redirect_uri") != Some(data.redirect_uri.as_str()) {
         return Err(invalid_grant(
@@ -169,7 +245,9 @@ async fn authorization_code(
     if !pkce_ok(verifier, &data.code_challenge) {
         return Err(invalid_grant("PKCE verification failed", "pkce_failed"));
     }
-    let user = live_user(state, name, &data.user_id).await?;
+    // Codes die with their session: a sign-out or a disable after the code was issued wins.
+    let (user, session) =
+        live_user_and_session(state, realm, settings, &data.user_id, &data.sid, now).await?;
     let facts = RefreshData {
         scope: data.scope.clone(),
         sid: data.sid.clone(),
@@ -177,28 +255,67 @@ async fn authorization_code(
         amr: data.amr.clone(),
         acr: data.acr.clone(),
     };
-    let issue = Issue::First {
-        family: &data.family,
-        nonce: data.nonce.as_deref(),
+    let refresh_token = new_token();
+    let mut granted = mint(
+        state,
+        realm,
+        client,
+        &user,
+        &facts,
+        data.nonce.as_deref(),
+        &refresh_token,
+        "authorization_code",
+        now,
+    )
+    .await?;
+    let first = RefreshRecord {
+        token_hash: token_hash(&refresh_token),
+        realm: name.clone(),
+        family: data.family.clone(),
+        user_id: user.id.clone(),
+        client_id: client.client_id.clone(),
+        data: serde_json::to_string(&RefreshData {
+            scope: granted.scope.clone(),
+            ..facts
+        })
+        .unwrap_or_default(),
+        expires_at: refresh_expiry(settings, &session, now),
+        used_at: None,
+        revoked_at: None,
     };
-    mint(state, realm, client, &user, &facts, issue, now).await
-}
-
-async fn live_user(state: &AppState, realm: &str, user_id: &str) -> Result<UserRecord, Refusal> {
-    match state
+    let audit = [issued_draft(realm, &granted, now)];
+    if !state
         .store
-        .user_by_id(realm, user_id)
+        .consume_code(&hash, name, now, &first, &audit)
         .await
         .map_err(store_down)?
     {
-        Some(u) if u.enabled => Ok(u),
-        _ => Err(invalid_grant("the user is disabled", "user_disabled")),
+        // Spent by a concurrent request between the read and now: that is a replay too.
+        revoke_reused(
+            state,
+            realm,
+            client,
+            &row.family,
+            "token.code_reused",
+            Some(&user.id),
+            now,
+        )
+        .await?;
+        return Err(invalid_grant("the code was already used", "code_reused"));
     }
+    granted.audited = true;
+    Ok(granted)
+}
+
+/// A refresh token lives its realm's lifetime but never past its session's absolute end.
+fn refresh_expiry(settings: &LoginSettings, session: &SessionRecord, now: UnixTime) -> UnixTime {
+    (now + settings.refresh_token_ttl).min(session::absolute_end(settings, session))
 }
 
 async fn refresh(
     state: &AppState,
     realm: &LiveRealm,
+    settings: &LoginSettings,
     client: &ClientRecord,
     params: &Params,
     now: UnixTime,
@@ -224,24 +341,36 @@ async fn refresh(
     };
     if old.client_id != client.client_id {
         return Err(invalid_grant(
-            "the refresh token was issued to another client",
+            "invalid refresh token",
             "refresh_client_mismatch",
+        ));
+    }
+    if old.revoked_at.is_some() || old.expires_at <= now {
+        return Err(invalid_grant(
+            "invalid, expired or revoked refresh token",
+            "invalid_refresh_token",
+        ));
+    }
+    if old.used_at.is_some() {
+        revoke_reused(
+            state,
+            realm,
+            client,
+            &old.family,
+            "token.refresh_reused",
+            Some(&old.user_id),
+            now,
+        )
+        .await?;
+        return Err(invalid_grant(
+            "the refresh token was already used; its family is revoked",
+            "refresh_reused",
         ));
     }
     let facts: RefreshData = serde_json::from_str(&old.data)
         .map_err(|_| invalid_grant("invalid refresh token", "corrupt_refresh"))?;
-    if old.used_at.is_none() && old.revoked_at.is_none() {
-        // Re-check, before rotating, that the user is still enabled and still signed in.
-        let user = live_user(state, name, &old.user_id).await?;
-        let sessions = state
-            .store
-            .sessions_of(name, &user.id)
-            .await
-            .map_err(store_down)?;
-        if !sessions.iter().any(|s| s.sid == facts.sid) {
-            return Err(invalid_grant("the session has ended", "session_ended"));
-        }
-    }
+    let (user, session) =
+        live_user_and_session(state, realm, settings, &old.user_id, &facts.sid, now).await?;
     let scope = match params.get("scope") {
         None => facts.scope.clone(),
         Some(s) => {
@@ -262,10 +391,9 @@ async fn refresh(
         }
     };
     let next_facts = RefreshData {
-        scope: scope.clone(),
+        scope,
         ..facts.clone()
     };
-    let settings = LoginSettings::parse(&realm.record.login_settings);
     let next_token = new_token();
     let next = RefreshRecord {
         token_hash: token_hash(&next_token),
@@ -274,54 +402,58 @@ async fn refresh(
         user_id: old.user_id.clone(),
         client_id: old.client_id.clone(),
         data: serde_json::to_string(&next_facts).unwrap_or_default(),
-        expires_at: now + settings.refresh_token_ttl,
+        expires_at: refresh_expiry(settings, &session, now),
         used_at: None,
         revoked_at: None,
     };
-    match state
-        .store
-        .rotate_refresh(&hash, name, now, &next)
-        .await
-        .map_err(store_down)?
-    {
-        Redeemed::Fresh(_) => {}
-        Redeemed::Reused { family } => {
-            let audit =
-                [
-                    AuditDraft::new(now, Some(name), "token.refresh_reused", &client.client_id)
-                        .subject(&old.user_id)
-                        .detail(json!({"action": "family_revoked"})),
-                ];
-            state
-                .store
-                .revoke_family(&family, now, &audit)
-                .await
-                .map_err(store_down)?;
-            return Err(invalid_grant(
-                "the refresh token was already used; its family is revoked",
-                "refresh_reused",
-            ));
-        }
-        Redeemed::Invalid => {
-            return Err(invalid_grant(
-                "invalid, expired or revoked refresh token",
-                "invalid_refresh_token",
-            ));
-        }
-    }
-    let user = live_user(state, name, &old.user_id).await?;
-    mint(
+    let mut granted = mint(
         state,
         realm,
         client,
         &user,
         &next_facts,
-        Issue::Rotated {
-            refresh_token: next_token,
-        },
+        None,
+        &next_token,
+        "refresh_token",
         now,
     )
-    .await
+    .await?;
+    // Rotation, session activity and the token's audit record commit together: if any fails,
+    // nothing happened and the client's retry with the same token is not mistaken for reuse.
+    let audit = [issued_draft(realm, &granted, now)];
+    if !state
+        .store
+        .rotate_refresh(&hash, name, now, &next, &facts.sid, &audit)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "refresh rotation failed");
+            Refusal::new(
+                OAuthError::new(
+                    ErrorCode::TemporarilyUnavailable,
+                    "the token could not be recorded; try again",
+                ),
+                "store_unavailable",
+            )
+        })?
+    {
+        // Used by a concurrent request between the read and now: reuse.
+        revoke_reused(
+            state,
+            realm,
+            client,
+            &old.family,
+            "token.refresh_reused",
+            Some(&old.user_id),
+            now,
+        )
+        .await?;
+        return Err(invalid_grant(
+            "the refresh token was already used; its family is revoked",
+            "refresh_reused",
+        ));
+    }
+    granted.audited = true;
+    Ok(granted)
 }
 
 fn at_hash(alg: Alg, access_token: &str) -> String {
@@ -332,33 +464,24 @@ fn at_hash(alg: Alg, access_token: &str) -> String {
     B64.encode(&ring::digest::digest(algo, access_token.as_bytes()).as_ref()[..half])
 }
 
-/// Which grant the tokens come from.
-enum Issue<'a> {
-    /// From a code: a first refresh token in the code's family (so a reused code revokes it).
-    First {
-        family: &'a str,
-        nonce: Option<&'a str>,
-    },
-    /// From a refresh: the rotated refresh token already stored.
-    Rotated { refresh_token: String },
-}
-
 /// Mints access, ID (for `openid`) and refresh tokens for a signed-in user.
+/// The refresh token is only put in the response: the caller stores it with the grant's writes.
+#[allow(clippy::too_many_arguments)]
 async fn mint(
     state: &AppState,
     realm: &LiveRealm,
     client: &ClientRecord,
     user: &UserRecord,
     facts: &RefreshData,
-    issue: Issue<'_>,
+    nonce: Option<&str>,
+    refresh_token: &str,
+    grant_type: &'static str,
     now: UnixTime,
 ) -> Result<Granted, Refusal> {
-    let nonce = match &issue {
-        Issue::First { nonce, .. } => *nonce,
-        Issue::Rotated { .. } => None,
-    };
     let name = &realm.record.name;
-    let settings = LoginSettings::parse(&realm.record.login_settings);
+    let settings = realm.login().ok_or_else(|| {
+        Refusal::new(OAuthError::server_error(), "login_settings_unusable")
+    })?;
     let groups = state
         .store
         .user_groups(name, &user.id)
@@ -430,30 +553,7 @@ async fn mint(
             .map_err(|_| Refusal::new(OAuthError::server_error(), "signing_failed"))?;
         response_extra.insert("id_token".into(), json!(jwt));
     }
-    let (refresh, grant_type) = match issue {
-        Issue::Rotated { refresh_token } => (refresh_token, "refresh_token"),
-        Issue::First { family, .. } => {
-            let t = new_token();
-            let rec = RefreshRecord {
-                token_hash: token_hash(&t),
-                realm: name.clone(),
-                family: family.to_owned(),
-                user_id: user.id.clone(),
-                client_id: client.client_id.clone(),
-                data: serde_json::to_string(&RefreshData {
-                    scope: scope.clone(),
-                    ..facts.clone()
-                })
-                .unwrap_or_default(),
-                expires_at: now + settings.refresh_token_ttl,
-                used_at: None,
-                revoked_at: None,
-            };
-            state.store.put_refresh(&rec).await.map_err(store_down)?;
-            (t, "authorization_code")
-        }
-    };
-    response_extra.insert("refresh_token".into(), json!(refresh));
+    response_extra.insert("refresh_token".into(), json!(refresh_token));
     let mut detail = Map::new();
     detail.insert("sub".into(), json!(user.id));
     detail.insert("sid".into(), json!(facts.sid));
@@ -467,5 +567,6 @@ async fn mint(
         detail,
         token_exchange: false,
         response_extra,
+        audited: false,
     })
 }

@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 
 use super::RealmPath;
 use crate::directory::LiveRealm;
-use crate::login::settings::LoginSettings;
+use crate::login::session;
 use crate::state::AppState;
 
 fn unauthorized(description: &str) -> Response {
@@ -81,17 +81,17 @@ pub async fn userinfo(
     let Ok(Some(user)) = state.store.user_by_id(&name, sub).await else {
         return unauthorized("unknown user");
     };
-    let live = state
-        .store
-        .sessions_of(&name, sub)
-        .await
-        .unwrap_or_default()
-        .iter()
-        .any(|s| s.sid == sid);
+    let Some(settings) = realm.login() else {
+        return unauthorized("sign-in is unavailable in this realm");
+    };
+    // The same idle and absolute timeouts as the browser and refresh paths.
+    let live = match state.store.session_by_sid(&name, sid).await {
+        Ok(Some(s)) => s.user_id == user.id && session::is_live(settings, &s, now),
+        _ => false,
+    };
     if !user.enabled || !live {
         return unauthorized("the session has ended");
     }
-    let settings = LoginSettings::parse(&realm.record.login_settings);
     let mut out = Map::new();
     out.insert("sub".into(), json!(user.id));
     out.insert("preferred_username".into(), json!(user.username));

@@ -81,15 +81,37 @@ pub struct RefreshRecord {
     pub revoked_at: Option<i64>,
 }
 
-/// What redeeming a one-time value found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Redeemed<T> {
-    /// First use: here is what it stood for.
-    Fresh(T),
-    /// Already used: the family it belonged to (to revoke what it issued).
-    Reused { family: String },
-    /// Unknown or expired.
-    Invalid,
+/// A stored authorization code, read before anything is spent.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CodeRecord {
+    pub data: String,
+    pub family: String,
+    pub expires_at: i64,
+    pub used_at: Option<i64>,
+}
+
+/// A change to a user's credentials made from the account page. Each one, in the same
+/// transaction, ends the user's other sessions and revokes every refresh token.
+#[derive(Debug, Clone)]
+pub enum CredentialChange {
+    AddPasskey(PasskeyRecord),
+    RemovePasskey { credential_id: String },
+    /// A new TOTP secret (sealed) and the step its confirmation code used.
+    ReplaceTotp { sealed: Vec<u8>, step: i64 },
+    /// New recovery codes (hashes); the old ones stop working.
+    ReplaceRecoveryCodes { hashes: Vec<String> },
+}
+
+/// What enrolment through an invite stores, together with spending the invite.
+#[derive(Debug, Clone)]
+pub enum Enrolment {
+    Passkey(PasskeyRecord),
+    PasswordTotp {
+        password_hash: String,
+        totp_sealed: Vec<u8>,
+        totp_step: i64,
+        recovery_hashes: Vec<String>,
+    },
 }
 
 #[async_trait]
@@ -109,8 +131,56 @@ pub trait LoginStore: Send + Sync {
         username: &str,
     ) -> Result<Option<UserRecord>, StoreError>;
     async fn user_by_id(&self, realm: &str, id: &str) -> Result<Option<UserRecord>, StoreError>;
-    /// Writes enabled, attributes, password hash and TOTP secret of `u` (matched by realm and id).
-    async fn update_user(&self, u: &UserRecord, audit: Audited<'_>) -> Result<bool, StoreError>;
+    /// Enables or disables a user (column-precise). Disabling also ends every session and revokes
+    /// every refresh token, in the same transaction. False if there is no such user.
+    async fn set_user_enabled(
+        &self,
+        realm: &str,
+        user_id: &str,
+        enabled: bool,
+        now: i64,
+        audit: Audited<'_>,
+    ) -> Result<bool, StoreError>;
+    /// Sets (or, with an empty value, removes) attributes under the row's lock, so concurrent
+    /// changes of other attributes or columns are never overwritten. `None` if no such user.
+    async fn update_user_attributes(
+        &self,
+        realm: &str,
+        user_id: &str,
+        changes: &[(String, String)],
+        now: i64,
+        audit: Audited<'_>,
+    ) -> Result<Option<String>, StoreError>;
+    /// Spends a live invite and stores what the user enrolled, in one transaction; false (nothing
+    /// written) if the invite is gone, expired, or not this user's.
+    async fn enrol(
+        &self,
+        invite_hash: &str,
+        realm: &str,
+        user_id: &str,
+        enrolment: &Enrolment,
+        now: i64,
+        audit: Audited<'_>,
+    ) -> Result<bool, StoreError>;
+    /// Applies `change`, ends every session of the user but `keep_session`, revokes every refresh
+    /// token of the user, and appends `audit`, in one transaction. False if nothing was changed
+    /// (the passkey to remove is not the user's).
+    async fn change_credentials(
+        &self,
+        realm: &str,
+        user_id: &str,
+        keep_session: &str,
+        change: &CredentialChange,
+        now: i64,
+        audit: Audited<'_>,
+    ) -> Result<bool, StoreError>;
+    /// Whether an unused recovery code with this hash exists (nothing is spent).
+    async fn has_recovery_code(
+        &self,
+        realm: &str,
+        user_id: &str,
+        hash: &str,
+    ) -> Result<bool, StoreError>;
     async fn add_user_group(
         &self,
         realm: &str,
@@ -186,9 +256,9 @@ pub trait LoginStore: Send + Sync {
         realm: &str,
         now: i64,
     ) -> Result<Option<String>, StoreError>;
-    async fn consume_invite(&self, token_hash: &str, realm: &str) -> Result<bool, StoreError>;
 
-    /// Short-lived server-side state (authorization requests, WebAuthn ceremonies).
+    /// Short-lived server-side state (enrolments, WebAuthn ceremonies). Upserts: the newest
+    /// ceremony under a key replaces an older one.
     async fn put_flow(
         &self,
         id_hash: &str,
@@ -206,6 +276,17 @@ pub trait LoginStore: Send + Sync {
         now: i64,
     ) -> Result<Option<String>, StoreError>;
     async fn delete_flow(&self, id_hash: &str) -> Result<bool, StoreError>;
+    /// Deletes the flow and returns its data if it was live: of concurrent takers exactly one wins.
+    async fn take_flow(
+        &self,
+        id_hash: &str,
+        realm: &str,
+        kind: &str,
+        now: i64,
+    ) -> Result<Option<String>, StoreError>;
+    /// Deletes up to `limit` expired rows of each short-lived table (flows, codes, refresh tokens,
+    /// invites, AWS challenges); returns how many went.
+    async fn purge_expired(&self, now: i64, limit: i64) -> Result<u64, StoreError>;
 
     async fn create_session(&self, s: &SessionRecord, audit: Audited<'_>)
     -> Result<(), StoreError>;
@@ -214,7 +295,21 @@ pub trait LoginStore: Send + Sync {
         id_hash: &str,
         realm: &str,
     ) -> Result<Option<SessionRecord>, StoreError>;
+    async fn session_by_sid(
+        &self,
+        realm: &str,
+        sid: &str,
+    ) -> Result<Option<SessionRecord>, StoreError>;
     async fn touch_session(&self, id_hash: &str, now: i64) -> Result<(), StoreError>;
+    /// A fresh authentication inside an existing session (account changes need one).
+    async fn reauthenticate_session(
+        &self,
+        id_hash: &str,
+        now: i64,
+        amr: &str,
+        acr: &str,
+        audit: Audited<'_>,
+    ) -> Result<bool, StoreError>;
     async fn delete_session(&self, id_hash: &str) -> Result<bool, StoreError>;
     async fn sessions_of(
         &self,
@@ -238,23 +333,33 @@ pub trait LoginStore: Send + Sync {
         family: &str,
         expires_at: i64,
     ) -> Result<(), StoreError>;
-    async fn redeem_code(
+    /// The code as stored; nothing is spent.
+    async fn code(&self, code_hash: &str, realm: &str) -> Result<Option<CodeRecord>, StoreError>;
+    /// Spends a live, unused code, stores the first refresh token of its family and appends the
+    /// token's audit record, in one transaction. False (nothing written) if the code was already
+    /// spent (by a concurrent request) or has expired.
+    async fn consume_code(
         &self,
         code_hash: &str,
         realm: &str,
         now: i64,
-    ) -> Result<Redeemed<String>, StoreError>;
+        refresh: &RefreshRecord,
+        audit: Audited<'_>,
+    ) -> Result<bool, StoreError>;
 
-    async fn put_refresh(&self, r: &RefreshRecord) -> Result<(), StoreError>;
-    /// Marks `token_hash` used and stores `next` in its place, atomically; a token used before
-    /// reports its family.
+    /// Marks `token_hash` used, stores `next` in its family, refreshes the session's `last_seen`
+    /// (by sid) and appends the token's audit record, in one transaction: a failure leaves the
+    /// old token usable, so a retry is not mistaken for reuse. False (nothing written) if the token
+    /// is no longer live (used concurrently, revoked or expired).
     async fn rotate_refresh(
         &self,
         token_hash: &str,
         realm: &str,
         now: i64,
         next: &RefreshRecord,
-    ) -> Result<Redeemed<RefreshRecord>, StoreError>;
+        sid: &str,
+        audit: Audited<'_>,
+    ) -> Result<bool, StoreError>;
     async fn revoke_family(
         &self,
         family: &str,
@@ -266,4 +371,29 @@ pub trait LoginStore: Send + Sync {
         token_hash: &str,
         realm: &str,
     ) -> Result<Option<RefreshRecord>, StoreError>;
+
+    /// The scope a user last approved for a client (remembered consent), if any.
+    async fn consent(
+        &self,
+        realm: &str,
+        user_id: &str,
+        client_id: &str,
+    ) -> Result<Option<String>, StoreError>;
+    async fn put_consent(
+        &self,
+        realm: &str,
+        user_id: &str,
+        client_id: &str,
+        scope: &str,
+        now: i64,
+        audit: Audited<'_>,
+    ) -> Result<(), StoreError>;
+    /// The latest audit records about a user of the given kinds (the account page's history).
+    async fn user_events(
+        &self,
+        realm: &str,
+        user_id: &str,
+        kinds: &[&str],
+        limit: i64,
+    ) -> Result<Vec<crate::audit::AuditRecord>, StoreError>;
 }

@@ -55,20 +55,109 @@ macro_rules! impl_login_store {
                 ).bind(realm).bind(id).fetch_optional(&self.pool).await?)
             }
 
-            async fn update_user(&self, u: &$crate::store::login::UserRecord, audit: $crate::store::Audited<'_>) -> Result<bool, $crate::store::StoreError> {
+            async fn set_user_enabled(&self, realm: &str, user_id: &str, enabled: bool, now: i64, audit: $crate::store::Audited<'_>) -> Result<bool, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
                 Self::append_in_tx(&mut tx, audit).await?;
-                let done = sqlx::query(
-                    "UPDATE users SET enabled = $1, attributes = $2, password_hash = $3, totp_sealed = $4, \
-                     updated_at = $5 WHERE realm = $6 AND id = $7",
-                )
-                .bind(u.enabled).bind(&u.attributes).bind(&u.password_hash).bind(&u.totp_sealed)
-                .bind(u.updated_at).bind(&u.realm).bind(&u.id)
-                .execute(&mut *tx).await?.rows_affected() == 1;
-                if done {
-                    tx.commit().await?;
+                let done = sqlx::query("UPDATE users SET enabled = $1, updated_at = $2 WHERE realm = $3 AND id = $4")
+                    .bind(enabled).bind(now).bind(realm).bind(user_id)
+                    .execute(&mut *tx).await?.rows_affected() == 1;
+                if !done {
+                    return Ok(false);
                 }
-                Ok(done)
+                if !enabled {
+                    Self::end_everything_in_tx(&mut tx, realm, user_id, None, now).await?;
+                }
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn update_user_attributes(&self, realm: &str, user_id: &str, changes: &[(String, String)], now: i64, audit: $crate::store::Audited<'_>) -> Result<Option<String>, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::append_in_tx(&mut tx, audit).await?;
+                // Take the row's lock first (SQLite already holds the write lock), then read.
+                if sqlx::query("UPDATE users SET updated_at = $1 WHERE realm = $2 AND id = $3")
+                    .bind(now).bind(realm).bind(user_id)
+                    .execute(&mut *tx).await?.rows_affected() != 1
+                {
+                    return Ok(None);
+                }
+                let (attrs,): (String,) = sqlx::query_as("SELECT attributes FROM users WHERE realm = $1 AND id = $2")
+                    .bind(realm).bind(user_id).fetch_one(&mut *tx).await?;
+                let mut map: std::collections::BTreeMap<String, String> = serde_json::from_str(&attrs).unwrap_or_default();
+                for (k, v) in changes {
+                    if v.is_empty() {
+                        map.remove(k);
+                    } else {
+                        map.insert(k.clone(), v.clone());
+                    }
+                }
+                let json = serde_json::to_string(&map).unwrap_or_else(|_| "{}".into());
+                sqlx::query("UPDATE users SET attributes = $1 WHERE realm = $2 AND id = $3")
+                    .bind(&json).bind(realm).bind(user_id).execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(Some(json))
+            }
+
+            async fn enrol(&self, invite_hash: &str, realm: &str, user_id: &str, enrolment: &$crate::store::login::Enrolment, now: i64, audit: $crate::store::Audited<'_>) -> Result<bool, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::append_in_tx(&mut tx, audit).await?;
+                let spent = sqlx::query(
+                    "DELETE FROM invites WHERE token_hash = $1 AND realm = $2 AND user_id = $3 AND expires_at > $4",
+                ).bind(invite_hash).bind(realm).bind(user_id).bind(now)
+                .execute(&mut *tx).await?.rows_affected() == 1;
+                if !spent {
+                    return Ok(false); // rolled back: another enrolment spent it first
+                }
+                match enrolment {
+                    $crate::store::login::Enrolment::Passkey(p) => Self::insert_passkey(&mut tx, p).await?,
+                    $crate::store::login::Enrolment::PasswordTotp { password_hash, totp_sealed, totp_step, recovery_hashes } => {
+                        sqlx::query(
+                            "UPDATE users SET password_hash = $1, totp_sealed = $2, totp_last_step = $3, updated_at = $4 \
+                             WHERE realm = $5 AND id = $6",
+                        ).bind(password_hash).bind(totp_sealed).bind(totp_step).bind(now).bind(realm).bind(user_id)
+                        .execute(&mut *tx).await?;
+                        Self::replace_recovery_in_tx(&mut tx, realm, user_id, recovery_hashes).await?;
+                    }
+                }
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn change_credentials(&self, realm: &str, user_id: &str, keep_session: &str, change: &$crate::store::login::CredentialChange, now: i64, audit: $crate::store::Audited<'_>) -> Result<bool, $crate::store::StoreError> {
+                use $crate::store::login::CredentialChange as C;
+                let mut tx = self.pool.begin().await?;
+                Self::append_in_tx(&mut tx, audit).await?;
+                let changed = match change {
+                    C::AddPasskey(p) => {
+                        Self::insert_passkey(&mut tx, p).await?;
+                        true
+                    }
+                    C::RemovePasskey { credential_id } => sqlx::query(
+                        "DELETE FROM passkeys WHERE realm = $1 AND user_id = $2 AND credential_id = $3",
+                    ).bind(realm).bind(user_id).bind(credential_id)
+                    .execute(&mut *tx).await?.rows_affected() == 1,
+                    C::ReplaceTotp { sealed, step } => sqlx::query(
+                        "UPDATE users SET totp_sealed = $1, totp_last_step = $2, updated_at = $3 WHERE realm = $4 AND id = $5",
+                    ).bind(sealed).bind(step).bind(now).bind(realm).bind(user_id)
+                    .execute(&mut *tx).await?.rows_affected() == 1,
+                    C::ReplaceRecoveryCodes { hashes } => {
+                        Self::replace_recovery_in_tx(&mut tx, realm, user_id, hashes).await?;
+                        true
+                    }
+                };
+                if !changed {
+                    return Ok(false);
+                }
+                Self::end_everything_in_tx(&mut tx, realm, user_id, Some(keep_session), now).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn has_recovery_code(&self, realm: &str, user_id: &str, hash: &str) -> Result<bool, $crate::store::StoreError> {
+                let row: Option<(String,)> = sqlx::query_as(
+                    "SELECT code_hash FROM recovery_codes WHERE realm = $1 AND user_id = $2 AND code_hash = $3 AND used_at IS NULL",
+                ).bind(realm).bind(user_id).bind(hash).fetch_optional(&self.pool).await?;
+                Ok(row.is_some())
             }
 
             async fn add_user_group(&self, realm: &str, user_id: &str, group: &str, audit: $crate::store::Audited<'_>) -> Result<(), $crate::store::StoreError> {
@@ -131,13 +220,7 @@ macro_rules! impl_login_store {
             async fn add_passkey(&self, p: &$crate::store::login::PasskeyRecord, audit: $crate::store::Audited<'_>) -> Result<(), $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
                 Self::append_in_tx(&mut tx, audit).await?;
-                sqlx::query(
-                    "INSERT INTO passkeys (realm, user_id, credential_id, name, passkey, created_at, last_used_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                ).bind(&p.realm).bind(&p.user_id).bind(&p.credential_id).bind(&p.name).bind(&p.passkey)
-                .bind(p.created_at).bind(p.last_used_at)
-                .execute(&mut *tx).await
-                .map_err(|e| $crate::store::map_unique(e, || "passkey".to_owned()))?;
+                Self::insert_passkey(&mut tx, p).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -192,16 +275,14 @@ macro_rules! impl_login_store {
                 Ok(row.map(|r| r.0))
             }
 
-            async fn consume_invite(&self, token_hash: &str, realm: &str) -> Result<bool, $crate::store::StoreError> {
-                Ok(sqlx::query("DELETE FROM invites WHERE token_hash = $1 AND realm = $2")
-                    .bind(token_hash).bind(realm).execute(&self.pool).await?.rows_affected() == 1)
-            }
-
-            async fn put_flow(&self, id_hash: &str, realm: &str, kind: &str, data: &str, expires_at: i64, now: i64) -> Result<(), $crate::store::StoreError> {
-                sqlx::query("DELETE FROM flows WHERE expires_at < $1").bind(now).execute(&self.pool).await?;
-                sqlx::query("INSERT INTO flows (id_hash, realm, kind, data, expires_at) VALUES ($1, $2, $3, $4, $5)")
-                    .bind(id_hash).bind(realm).bind(kind).bind(data).bind(expires_at)
-                    .execute(&self.pool).await?;
+            async fn put_flow(&self, id_hash: &str, realm: &str, kind: &str, data: &str, expires_at: i64, _now: i64) -> Result<(), $crate::store::StoreError> {
+                sqlx::query(
+                    "INSERT INTO flows (id_hash, realm, kind, data, expires_at) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (id_hash) DO UPDATE SET realm = excluded.realm, kind = excluded.kind, \
+                     data = excluded.data, expires_at = excluded.expires_at",
+                )
+                .bind(id_hash).bind(realm).bind(kind).bind(data).bind(expires_at)
+                .execute(&self.pool).await?;
                 Ok(())
             }
 
@@ -215,6 +296,35 @@ macro_rules! impl_login_store {
             async fn delete_flow(&self, id_hash: &str) -> Result<bool, $crate::store::StoreError> {
                 Ok(sqlx::query("DELETE FROM flows WHERE id_hash = $1").bind(id_hash)
                     .execute(&self.pool).await?.rows_affected() == 1)
+            }
+
+            async fn take_flow(&self, id_hash: &str, realm: &str, kind: &str, now: i64) -> Result<Option<String>, $crate::store::StoreError> {
+                let row: Option<(String, i64)> = sqlx::query_as(
+                    "DELETE FROM flows WHERE id_hash = $1 AND realm = $2 AND kind = $3 RETURNING data, expires_at",
+                ).bind(id_hash).bind(realm).bind(kind).fetch_optional(&self.pool).await?;
+                Ok(row.filter(|(_, exp)| *exp > now).map(|(d, _)| d))
+            }
+
+            async fn purge_expired(&self, now: i64, limit: i64) -> Result<u64, $crate::store::StoreError> {
+                let mut n = 0;
+                for (table, key) in [
+                    ("flows", "id_hash"),
+                    ("auth_codes", "code_hash"),
+                    ("refresh_tokens", "token_hash"),
+                    ("invites", "token_hash"),
+                ] {
+                    // Each table in its own short transaction, bounded by `limit`, so the audit
+                    // writer never waits long behind housekeeping.
+                    n += sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} WHERE expires_at < $1 LIMIT $2)"
+                    )))
+                    .bind(now).bind(limit).execute(&self.pool).await?.rows_affected();
+                }
+                n += sqlx::query(
+                    "DELETE FROM aws_challenges WHERE nonce_hash IN \
+                     (SELECT nonce_hash FROM aws_challenges WHERE expires_at < $1 LIMIT $2)",
+                ).bind(now).bind(limit).execute(&self.pool).await?.rows_affected();
+                Ok(n)
             }
 
             async fn create_session(&self, s: &$crate::store::login::SessionRecord, audit: $crate::store::Audited<'_>) -> Result<(), $crate::store::StoreError> {
@@ -235,6 +345,26 @@ macro_rules! impl_login_store {
                     "SELECT id_hash, realm, user_id, sid, created_at, last_seen, auth_time, amr, acr FROM sessions \
                      WHERE id_hash = $1 AND realm = $2",
                 ).bind(id_hash).bind(realm).fetch_optional(&self.pool).await?)
+            }
+
+            async fn session_by_sid(&self, realm: &str, sid: &str) -> Result<Option<$crate::store::login::SessionRecord>, $crate::store::StoreError> {
+                Ok(sqlx::query_as(
+                    "SELECT id_hash, realm, user_id, sid, created_at, last_seen, auth_time, amr, acr FROM sessions \
+                     WHERE realm = $1 AND sid = $2",
+                ).bind(realm).bind(sid).fetch_optional(&self.pool).await?)
+            }
+
+            async fn reauthenticate_session(&self, id_hash: &str, now: i64, amr: &str, acr: &str, audit: $crate::store::Audited<'_>) -> Result<bool, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::append_in_tx(&mut tx, audit).await?;
+                let done = sqlx::query(
+                    "UPDATE sessions SET auth_time = $1, last_seen = $1, amr = $2, acr = $3 WHERE id_hash = $4",
+                ).bind(now).bind(amr).bind(acr).bind(id_hash)
+                .execute(&mut *tx).await?.rows_affected() == 1;
+                if done {
+                    tx.commit().await?;
+                }
+                Ok(done)
             }
 
             async fn touch_session(&self, id_hash: &str, now: i64) -> Result<(), $crate::store::StoreError> {
@@ -258,13 +388,9 @@ macro_rules! impl_login_store {
             async fn sign_out_everywhere(&self, realm: &str, user_id: &str, now: i64, audit: $crate::store::Audited<'_>) -> Result<u64, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
                 Self::append_in_tx(&mut tx, audit).await?;
-                let sessions = sqlx::query("DELETE FROM sessions WHERE realm = $1 AND user_id = $2")
-                    .bind(realm).bind(user_id).execute(&mut *tx).await?.rows_affected();
-                let tokens = sqlx::query(
-                    "UPDATE refresh_tokens SET revoked_at = $1 WHERE realm = $2 AND user_id = $3 AND revoked_at IS NULL",
-                ).bind(now).bind(realm).bind(user_id).execute(&mut *tx).await?.rows_affected();
+                let n = Self::end_everything_in_tx(&mut tx, realm, user_id, None, now).await?;
                 tx.commit().await?;
-                Ok(sessions + tokens)
+                Ok(n)
             }
 
             async fn put_code(&self, code_hash: &str, realm: &str, data: &str, family: &str, expires_at: i64) -> Result<(), $crate::store::StoreError> {
@@ -274,58 +400,42 @@ macro_rules! impl_login_store {
                 Ok(())
             }
 
-            async fn redeem_code(&self, code_hash: &str, realm: &str, now: i64) -> Result<$crate::store::login::Redeemed<String>, $crate::store::StoreError> {
+            async fn code(&self, code_hash: &str, realm: &str) -> Result<Option<$crate::store::login::CodeRecord>, $crate::store::StoreError> {
+                Ok(sqlx::query_as(
+                    "SELECT data, family, expires_at, used_at FROM auth_codes WHERE code_hash = $1 AND realm = $2",
+                ).bind(code_hash).bind(realm).fetch_optional(&self.pool).await?)
+            }
+
+            async fn consume_code(&self, code_hash: &str, realm: &str, now: i64, refresh: &$crate::store::login::RefreshRecord, audit: $crate::store::Audited<'_>) -> Result<bool, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
+                Self::append_in_tx(&mut tx, audit).await?;
                 let fresh = sqlx::query(
                     "UPDATE auth_codes SET used_at = $1 WHERE code_hash = $2 AND realm = $3 AND used_at IS NULL \
                      AND expires_at > $1",
                 ).bind(now).bind(code_hash).bind(realm).execute(&mut *tx).await?.rows_affected() == 1;
-                let row: Option<(String, String, Option<i64>)> = sqlx::query_as(
-                    "SELECT data, family, used_at FROM auth_codes WHERE code_hash = $1 AND realm = $2",
-                ).bind(code_hash).bind(realm).fetch_optional(&mut *tx).await?;
+                if !fresh {
+                    return Ok(false);
+                }
+                Self::insert_refresh(&mut tx, refresh).await?;
                 tx.commit().await?;
-                Ok(match (fresh, row) {
-                    (true, Some((data, _, _))) => $crate::store::login::Redeemed::Fresh(data),
-                    (false, Some((_, family, Some(_)))) => $crate::store::login::Redeemed::Reused { family },
-                    _ => $crate::store::login::Redeemed::Invalid,
-                })
+                Ok(true)
             }
 
-            async fn put_refresh(&self, r: &$crate::store::login::RefreshRecord) -> Result<(), $crate::store::StoreError> {
-                sqlx::query(
-                    "INSERT INTO refresh_tokens (token_hash, realm, family, user_id, client_id, data, expires_at, \
-                     used_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                ).bind(&r.token_hash).bind(&r.realm).bind(&r.family).bind(&r.user_id).bind(&r.client_id)
-                .bind(&r.data).bind(r.expires_at).bind(r.used_at).bind(r.revoked_at)
-                .execute(&self.pool).await?;
-                Ok(())
-            }
-
-            async fn rotate_refresh(&self, token_hash: &str, realm: &str, now: i64, next: &$crate::store::login::RefreshRecord) -> Result<$crate::store::login::Redeemed<$crate::store::login::RefreshRecord>, $crate::store::StoreError> {
+            async fn rotate_refresh(&self, token_hash: &str, realm: &str, now: i64, next: &$crate::store::login::RefreshRecord, sid: &str, audit: $crate::store::Audited<'_>) -> Result<bool, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
+                Self::append_in_tx(&mut tx, audit).await?;
                 let fresh = sqlx::query(
                     "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND realm = $3 AND used_at IS NULL \
                      AND revoked_at IS NULL AND expires_at > $1",
                 ).bind(now).bind(token_hash).bind(realm).execute(&mut *tx).await?.rows_affected() == 1;
-                let old: Option<$crate::store::login::RefreshRecord> = sqlx::query_as(
-                    "SELECT token_hash, realm, family, user_id, client_id, data, expires_at, used_at, revoked_at \
-                     FROM refresh_tokens WHERE token_hash = $1 AND realm = $2",
-                ).bind(token_hash).bind(realm).fetch_optional(&mut *tx).await?;
-                let outcome = match (fresh, old) {
-                    (true, Some(old)) => {
-                        sqlx::query(
-                            "INSERT INTO refresh_tokens (token_hash, realm, family, user_id, client_id, data, \
-                             expires_at, used_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL)",
-                        ).bind(&next.token_hash).bind(&next.realm).bind(&old.family).bind(&old.user_id)
-                        .bind(&old.client_id).bind(&next.data).bind(next.expires_at)
-                        .execute(&mut *tx).await?;
-                        $crate::store::login::Redeemed::Fresh(old)
-                    }
-                    (false, Some(old)) if old.used_at.is_some() => $crate::store::login::Redeemed::Reused { family: old.family },
-                    _ => $crate::store::login::Redeemed::Invalid,
-                };
+                if !fresh {
+                    return Ok(false);
+                }
+                Self::insert_refresh(&mut tx, next).await?;
+                sqlx::query("UPDATE sessions SET last_seen = $1 WHERE realm = $2 AND sid = $3 AND last_seen < $1")
+                    .bind(now).bind(realm).bind(sid).execute(&mut *tx).await?;
                 tx.commit().await?;
-                Ok(outcome)
+                Ok(true)
             }
 
             async fn revoke_family(&self, family: &str, now: i64, audit: $crate::store::Audited<'_>) -> Result<u64, $crate::store::StoreError> {
@@ -344,6 +454,83 @@ macro_rules! impl_login_store {
                     "SELECT token_hash, realm, family, user_id, client_id, data, expires_at, used_at, revoked_at \
                      FROM refresh_tokens WHERE token_hash = $1 AND realm = $2",
                 ).bind(token_hash).bind(realm).fetch_optional(&self.pool).await?)
+            }
+
+            async fn consent(&self, realm: &str, user_id: &str, client_id: &str) -> Result<Option<String>, $crate::store::StoreError> {
+                let row: Option<(String,)> = sqlx::query_as(
+                    "SELECT scope FROM consents WHERE realm = $1 AND user_id = $2 AND client_id = $3",
+                ).bind(realm).bind(user_id).bind(client_id).fetch_optional(&self.pool).await?;
+                Ok(row.map(|r| r.0))
+            }
+
+            async fn put_consent(&self, realm: &str, user_id: &str, client_id: &str, scope: &str, now: i64, audit: $crate::store::Audited<'_>) -> Result<(), $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::append_in_tx(&mut tx, audit).await?;
+                sqlx::query(
+                    "INSERT INTO consents (realm, user_id, client_id, scope, granted_at) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (realm, user_id, client_id) DO UPDATE SET scope = excluded.scope, granted_at = excluded.granted_at",
+                ).bind(realm).bind(user_id).bind(client_id).bind(scope).bind(now)
+                .execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn user_events(&self, realm: &str, user_id: &str, kinds: &[&str], limit: i64) -> Result<Vec<$crate::audit::AuditRecord>, $crate::store::StoreError> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(
+                    "SELECT seq, ts, realm, kind, actor, subject, detail, prev_hash, hash FROM audit_log WHERE realm = ",
+                );
+                qb.push_bind(realm).push(" AND subject = ").push_bind(user_id).push(" AND kind IN (");
+                let mut sep = qb.separated(", ");
+                for k in kinds {
+                    sep.push_bind(*k);
+                }
+                qb.push(") ORDER BY seq DESC LIMIT ").push_bind(limit);
+                Ok(qb.build_query_as().fetch_all(&self.pool).await?)
+            }
+        }
+
+        impl $ty {
+            async fn insert_passkey(tx: &mut sqlx::Transaction<'_, $db>, p: &$crate::store::login::PasskeyRecord) -> Result<(), $crate::store::StoreError> {
+                sqlx::query(
+                    "INSERT INTO passkeys (realm, user_id, credential_id, name, passkey, created_at, last_used_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                ).bind(&p.realm).bind(&p.user_id).bind(&p.credential_id).bind(&p.name).bind(&p.passkey)
+                .bind(p.created_at).bind(p.last_used_at)
+                .execute(&mut **tx).await
+                .map_err(|e| $crate::store::map_unique(e, || "passkey".to_owned()))?;
+                Ok(())
+            }
+
+            async fn insert_refresh(tx: &mut sqlx::Transaction<'_, $db>, r: &$crate::store::login::RefreshRecord) -> Result<(), $crate::store::StoreError> {
+                sqlx::query(
+                    "INSERT INTO refresh_tokens (token_hash, realm, family, user_id, client_id, data, expires_at, \
+                     used_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                ).bind(&r.token_hash).bind(&r.realm).bind(&r.family).bind(&r.user_id).bind(&r.client_id)
+                .bind(&r.data).bind(r.expires_at).bind(r.used_at).bind(r.revoked_at)
+                .execute(&mut **tx).await?;
+                Ok(())
+            }
+
+            async fn replace_recovery_in_tx(tx: &mut sqlx::Transaction<'_, $db>, realm: &str, user_id: &str, hashes: &[String]) -> Result<(), $crate::store::StoreError> {
+                sqlx::query("DELETE FROM recovery_codes WHERE realm = $1 AND user_id = $2")
+                    .bind(realm).bind(user_id).execute(&mut **tx).await?;
+                for h in hashes {
+                    sqlx::query("INSERT INTO recovery_codes (realm, user_id, code_hash) VALUES ($1, $2, $3)")
+                        .bind(realm).bind(user_id).bind(h).execute(&mut **tx).await?;
+                }
+                Ok(())
+            }
+
+            /// Ends the user's sessions (all, or all but `keep`) and revokes every refresh token;
+            /// codes die with their session (redemption checks it).
+            async fn end_everything_in_tx(tx: &mut sqlx::Transaction<'_, $db>, realm: &str, user_id: &str, keep: Option<&str>, now: i64) -> Result<u64, $crate::store::StoreError> {
+                let sessions = sqlx::query("DELETE FROM sessions WHERE realm = $1 AND user_id = $2 AND id_hash <> $3")
+                    .bind(realm).bind(user_id).bind(keep.unwrap_or(""))
+                    .execute(&mut **tx).await?.rows_affected();
+                let tokens = sqlx::query(
+                    "UPDATE refresh_tokens SET revoked_at = $1 WHERE realm = $2 AND user_id = $3 AND revoked_at IS NULL",
+                ).bind(now).bind(realm).bind(user_id).execute(&mut **tx).await?.rows_affected();
+                Ok(sessions + tokens)
             }
         }
     };

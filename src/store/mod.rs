@@ -85,10 +85,22 @@ pub struct ClientRecord {
     pub access_token_ttl: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
-    /// Space-separated exact redirect URIs (UI clients).
+    /// Exact redirect URIs (UI clients), a JSON list of strings; see `redirect_uris()`.
     pub redirect_uris: String,
     /// A public client (mobile app, SPA) has no secret and must use PKCE.
     pub public_client: bool,
+}
+
+impl ClientRecord {
+    /// The registered redirect URIs, each re-validated: a stored value that is not one valid URI
+    /// (or a column that is not a JSON list) matches nothing.
+    pub fn redirect_uris(&self) -> Vec<String> {
+        serde_json::from_str::<Vec<String>>(&self.redirect_uris)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|u| crate::admin::clients::is_valid_redirect_uri(u))
+            .collect()
+    }
 }
 
 impl std::fmt::Debug for ClientRecord {

@@ -42,8 +42,9 @@ async fn wrong_secret_and_unknown_client_look_the_same(app: &TestApp) {
         assert!(!text.contains(&c.secret), "secret in audit row {}", row.seq);
         assert!(!text.contains("not-the-secret"));
     }
+    // Anonymous refusals are tallied: one row per address, reason and claimed client.
     let refused: Vec<_> = app
-        .audit()
+        .audit_after_tally()
         .await
         .into_iter()
         .filter(|r| r.kind == "token.refused")
@@ -254,7 +255,7 @@ async fn an_address_failing_too_often_is_slowed_down() {
         let body: Value = res.json().await.expect("json");
         assert_eq!(body["error"], "temporarily_unavailable");
         let limited = app
-            .audit()
+            .audit_after_tally()
             .await
             .into_iter()
             .filter(|r| r.kind == "token.rate_limited")

@@ -251,6 +251,13 @@ impl TestApp {
     pub async fn audit(&self) -> Vec<sigil::audit::AuditRecord> {
         self.store.audit_page(0, 100_000).await.expect("audit")
     }
+
+    /// The audit log once anonymous refusals tallied so far have been written (tests flush the
+    /// tally every second).
+    pub async fn audit_after_tally(&self) -> Vec<sigil::audit::AuditRecord> {
+        tokio::time::sleep(std::time::Duration::from_millis(1_300)).await;
+        self.audit().await
+    }
 }
 
 pub fn decode_part(jwt: &str, index: usize) -> Value {

@@ -213,6 +213,26 @@ impl Fixture {
             .expect("submit")
     }
 
+    /// The app confirmation page, answered with `decision`; the code, if one was issued.
+    async fn consent(&self, b: &reqwest::Client, decision: &str) -> Option<String> {
+        let page = b
+            .get(format!("{}/consent", self.app.issuer("customers")))
+            .send()
+            .await
+            .expect("consent page");
+        assert_eq!(page.status(), 200);
+        let html = page.text().await.expect("html");
+        assert!(html.contains("Continue to mobile"), "the page names the app");
+        let res = b
+            .post(format!("{}/consent", self.app.issuer("customers")))
+            .form(&[("csrf", field(&html, "csrf").as_str()), ("decision", decision)])
+            .send()
+            .await
+            .expect("consent");
+        assert_eq!(res.status(), 303);
+        query_param(&location(&res), "code")
+    }
+
     async fn redeem(&self, client: &str, code: &str, verifier: &str) -> (u16, Value) {
         let res = self
             .app
@@ -350,7 +370,12 @@ async fn password_totp_sign_in_code_pkce_refresh_and_global_sign_out() {
             .send()
             .await
             .expect("authorize");
-        let code2 = query_param(&location(&res), "code").expect("code without a form: session");
+        // The public app gets a confirmation page first (RFC 8252 §8.6), not a silent code.
+        assert_eq!(
+            location(&res),
+            format!("{}/consent", f.app.issuer("customers"))
+        );
+        let code2 = f.consent(&b, "allow").await.expect("code after continuing");
         let (_, body2) = f.redeem("mobile", &code2, &p2.verifier).await;
         let r3 = body2["refresh_token"].as_str().expect("refresh").to_owned();
         // Replace the authenticator app from the account page; the old secret stops working.

@@ -449,11 +449,12 @@ async fn passkey_enrolment_sign_in_step_up_and_forgeries() {
             .send()
             .await
             .expect("authorize");
+        // A public app gets the confirmation page, never a silent code (RFC 8252 §8.6).
         assert!(
             res.headers()["location"]
                 .to_str()
                 .expect("ascii")
-                .contains("code=")
+                .ends_with("/consent")
         );
         // max_age=0 forces a fresh sign-in.
         clock.advance(5);
@@ -536,15 +537,21 @@ async fn passkey_enrolment_sign_in_step_up_and_forgeries() {
         .await;
         assert_eq!(again, 400, "the ceremony and the sign-in flow are gone");
 
-        let failures = app
-            .audit()
-            .await
-            .into_iter()
-            .filter(|r| r.kind == "login.failed")
-            .count();
+        let rows = app.audit_after_tally().await;
+        let failures = rows.iter().filter(|r| r.kind == "login.failed").count();
         assert_eq!(
-            failures, 4,
-            "removed key, another origin, tampered signature, foreign handle"
+            failures, 2,
+            "another origin, tampered signature: written at once against alice's account"
         );
+        let unknown: u64 = rows
+            .iter()
+            .filter(|r| r.kind == "login.refused" && r.detail.contains("unknown_credential"))
+            .map(|r| {
+                serde_json::from_str::<Value>(&r.detail).expect("json")["count"]
+                    .as_u64()
+                    .expect("count")
+            })
+            .sum();
+        assert_eq!(unknown, 2, "removed key, foreign handle: tallied, none lost");
     }
 }

@@ -1,0 +1,691 @@
+//! The account page: sessions, passkeys, the authenticator app, recovery codes, recent security
+//! changes and "sign out everywhere". A session cookie alone changes nothing: adding or removing a
+//! passkey, replacing the authenticator app and new recovery codes need a sign-in within
+//! `RECENT_AUTH_SECS` (else "confirm it's you" here, with a passkey or password + code), and adding
+//! a passkey to an account that has passkeys needs a passkey. Each change ends the user's other
+//! sessions and refresh tokens in the same transaction, is audited and listed on the page.
+
+use std::net::SocketAddr;
+
+use axum::Extension;
+use axum::extract::{ConnectInfo, Form, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use minijinja::context;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::flow::ACR_PASSWORD_OTP;
+use super::pages::{
+    FallbackFailure, audit, check_fallback, csrf_refused, ip_blocked, peer_ip, realm_or_page,
+    see_other, settings, share_keys, too_many, totp_aad, unavailable,
+};
+use super::pages_support::{cookie, csrf_ok, message, realm_context, render};
+use super::session::{self, Current, SESSION_COOKIE, cookie_path, secure_cookies};
+use super::{recovery, totp};
+use crate::audit::AuditDraft;
+use crate::clock::UnixTime;
+use crate::directory::LiveRealm;
+use crate::oidc::RealmPath;
+use crate::state::AppState;
+use crate::store::login::CredentialChange;
+
+/// The events the account page lists as "recent security changes".
+pub const SECURITY_EVENTS: &[&str] = &[
+    "user.passkey_added",
+    "user.passkey_removed",
+    "user.totp_replaced",
+    "user.recovery_codes_replaced",
+    "user.signed_out_everywhere",
+    "user.reauthenticated",
+    "user.enrolled",
+    "user.disabled",
+    "user.enabled",
+];
+
+/// The realm and the signed-in user of an account page, or the page to show instead.
+pub(crate) async fn signed_in(
+    state: &AppState,
+    name: &str,
+    headers: &HeaderMap,
+    now: UnixTime,
+) -> Result<(std::sync::Arc<LiveRealm>, Current), Response> {
+    let realm = realm_or_page(state, name, now).await?;
+    match session::current(state, &realm, headers, now).await {
+        Some(cur) => Ok((realm, cur)),
+        None => Err(message(
+            &state.templates,
+            Some(&realm),
+            StatusCode::UNAUTHORIZED,
+            "Not signed in",
+            "Sign in through your application first.",
+        )),
+    }
+}
+
+/// Whether `cur` may change credentials now; `need_passkey` for adding a passkey to an account
+/// that has one.
+pub(crate) fn is_fresh_enough(cur: &Current, need_passkey: bool, now: UnixTime) -> bool {
+    session::is_recent(&cur.session, now)
+        && (!need_passkey || session::has_passkey_auth(&cur.session))
+}
+
+pub(crate) fn reauth_url(realm: &LiveRealm, need_passkey: bool) -> String {
+    format!(
+        "{}/account/reauth{}",
+        realm.issuer,
+        if need_passkey { "?passkey=1" } else { "" }
+    )
+}
+
+/// The account page's signed-in user after the CSRF check of a form posted to it.
+async fn signed_in_form(
+    state: &AppState,
+    name: &str,
+    headers: &HeaderMap,
+    csrf: Option<&str>,
+    now: UnixTime,
+) -> Result<(std::sync::Arc<LiveRealm>, Current), Response> {
+    let (realm, cur) = signed_in(state, name, headers, now).await?;
+    if !csrf_ok(&session::session_csrf(&cur.token), csrf) {
+        return Err(csrf_refused(state, &realm));
+    }
+    Ok((realm, cur))
+}
+
+/// Applies a credential change for the signed-in user (ends their other sessions and refresh
+/// tokens, audited as `kind`). `Ok(false)` if there was nothing to change.
+pub(crate) async fn apply_change(
+    state: &AppState,
+    realm: &LiveRealm,
+    cur: &Current,
+    change: &CredentialChange,
+    kind: &'static str,
+    detail: serde_json::Value,
+    now: UnixTime,
+) -> Result<bool, crate::store::StoreError> {
+    let name = &realm.record.name;
+    let rows = [AuditDraft::new(now, Some(name), kind, &cur.user.username)
+        .subject(&cur.user.id)
+        .detail(detail)];
+    state
+        .store
+        .change_credentials(
+            name,
+            &cur.user.id,
+            &cur.session.id_hash,
+            change,
+            now,
+            &rows,
+        )
+        .await
+}
+
+fn format_time(ts: i64) -> String {
+    // UTC, minute precision: "2026-11-23 17:25 UTC".
+    let days = ts.div_euclid(86_400);
+    let secs = ts.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        secs / 3600,
+        (secs % 3600) / 60
+    )
+}
+
+/// Howard Hinnant's days-to-civil algorithm.
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+fn describe_event(kind: &str) -> &'static str {
+    match kind {
+        "user.passkey_added" => "Passkey added",
+        "user.passkey_removed" => "Passkey removed",
+        "user.totp_replaced" => "Authenticator app replaced",
+        "user.recovery_codes_replaced" => "New recovery codes created",
+        "user.signed_out_everywhere" => "Signed out everywhere",
+        "user.reauthenticated" => "Identity confirmed",
+        "user.enrolled" => "Sign-in set up",
+        "user.disabled" => "Account disabled",
+        "user.enabled" => "Account enabled",
+        _ => "Change",
+    }
+}
+
+/// `GET /realms/{realm}/account`.
+pub async fn account(
+    State(state): State<AppState>,
+    RealmPath(name): RealmPath,
+    headers: HeaderMap,
+) -> Response {
+    let now = state.clock.now();
+    let (realm, cur) = match signed_in(&state, &name, &headers, now).await {
+        Ok(x) => x,
+        Err(res) => return res,
+    };
+    let sessions = state
+        .store
+        .sessions_of(&name, &cur.user.id)
+        .await
+        .unwrap_or_default();
+    let list: Vec<_> = sessions
+        .iter()
+        .map(|s| context! { auth_time => format_time(s.auth_time), amr => s.amr.clone(), current => s.id_hash == cur.session.id_hash })
+        .collect();
+    let passkeys: Vec<_> = state
+        .store
+        .passkeys(&name, &cur.user.id)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| context! { name => p.name, created_at => format_time(p.created_at), credential_id => p.credential_id })
+        .collect();
+    let events: Vec<_> = state
+        .store
+        .user_events(&name, &cur.user.id, SECURITY_EVENTS, 10)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| context! { what => describe_event(&e.kind), when => format_time(e.ts), kind => e.kind })
+        .collect();
+    let ctx = context! { ..realm_context(&realm), ..context! {
+        title => "Your account",
+        username => cur.user.username.clone(),
+        sessions => list,
+        passkeys => passkeys,
+        events => events,
+        recent => session::is_recent(&cur.session, now),
+        reauth_url => reauth_url(&realm, false),
+        fallback => settings(&realm).allow_password_fallback,
+        csrf => session::session_csrf(&cur.token),
+        passkey_action => format!("{}/account/passkey", realm.issuer),
+        remove_action => format!("{}/account/passkeys/remove", realm.issuer),
+        totp_action => format!("{}/account/totp", realm.issuer),
+        recovery_action => format!("{}/account/recovery-codes", realm.issuer),
+        sign_out_action => format!("{}/account/sign-out-everywhere", realm.issuer),
+    }};
+    render(&state.templates, "account.html", ctx, StatusCode::OK)
+}
+
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    csrf: Option<String>,
+}
+
+/// `POST /realms/{realm}/account/sign-out-everywhere`.
+pub async fn sign_out_everywhere(
+    State(state): State<AppState>,
+    RealmPath(name): RealmPath,
+    headers: HeaderMap,
+    form: Result<Form<CsrfForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let now = state.clock.now();
+    let csrf = form.ok().and_then(|Form(f)| f.csrf);
+    let (realm, cur) = match signed_in_form(&state, &name, &headers, csrf.as_deref(), now).await
+    {
+        Ok(x) => x,
+        Err(res) => return res,
+    };
+    let audit_rows = [AuditDraft::new(
+        now,
+        Some(&name),
+        "user.signed_out_everywhere",
+        &cur.user.username,
+    )
+    .subject(&cur.user.id)];
+    if state
+        .store
+        .sign_out_everywhere(&name, &cur.user.id, now, &audit_rows)
+        .await
+        .is_err()
+    {
+        return unavailable(&state, Some(&realm));
+    }
+    let mut res = message(
+        &state.templates,
+        Some(&realm),
+        StatusCode::OK,
+        "Signed out everywhere",
+        "Every session and app sign-in of yours has ended.",
+    );
+    res.headers_mut().append(
+        header::SET_COOKIE,
+        cookie(
+            SESSION_COOKIE,
+            "",
+            &cookie_path(&realm),
+            secure_cookies(&realm),
+            Some(0),
+        ),
+    );
+    res
+}
+
+#[derive(Deserialize)]
+pub struct RemovePasskeyForm {
+    csrf: Option<String>,
+    credential_id: Option<String>,
+}
+
+/// `POST /realms/{realm}/account/passkeys/remove`.
+pub async fn remove_passkey(
+    State(state): State<AppState>,
+    RealmPath(name): RealmPath,
+    headers: HeaderMap,
+    form: Result<Form<RemovePasskeyForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let now = state.clock.now();
+    let f = form.ok().map(|Form(f)| f);
+    let csrf = f.as_ref().and_then(|f| f.csrf.clone());
+    let (realm, cur) = match signed_in_form(&state, &name, &headers, csrf.as_deref(), now).await
+    {
+        Ok(x) => x,
+        Err(res) => return res,
+    };
+    if !is_fresh_enough(&cur, false, now) {
+        return see_other(&reauth_url(&realm, false));
+    }
+    let cred = f.and_then(|f| f.credential_id).unwrap_or_default();
+    let change = CredentialChange::RemovePasskey {
+        credential_id: cred.clone(),
+    };
+    match apply_change(
+        &state,
+        &realm,
+        &cur,
+        &change,
+        "user.passkey_removed",
+        json!({"credential_id": cred}),
+        now,
+    )
+    .await
+    {
+        Ok(true) => see_other(&format!("{}/account", realm.issuer)),
+        Ok(false) => message(
+            &state.templates,
+            Some(&realm),
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "That passkey is not yours or is already gone.",
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "passkey removal failed");
+            unavailable(&state, Some(&realm))
+        }
+    }
+}
+
+fn totp_key(cur: &Current) -> String {
+    format!("{}:totp", cur.session.id_hash)
+}
+
+/// `POST /realms/{realm}/account/totp`: a new TOTP secret to confirm.
+pub async fn totp_start(
+    State(state): State<AppState>,
+    RealmPath(name): RealmPath,
+    headers: HeaderMap,
+    form: Result<Form<CsrfForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let now = state.clock.now();
+    let csrf = form.ok().and_then(|Form(f)| f.csrf);
+    let (realm, cur) = match signed_in_form(&state, &name, &headers, csrf.as_deref(), now).await
+    {
+        Ok(x) => x,
+        Err(res) => return res,
+    };
+    if !is_fresh_enough(&cur, false, now) {
+        return see_other(&reauth_url(&realm, false));
+    }
+    let secret = totp::new_secret();
+    let Ok(sealed) = state.kek.seal(&totp_aad(&name, &cur.user.id), &secret) else {
+        return unavailable(&state, Some(&realm));
+    };
+    // Upserted: starting again replaces a set-up the user abandoned.
+    if state
+        .store
+        .put_flow(
+            &totp_key(&cur),
+            &name,
+            "totp-reenrol",
+            &STANDARD.encode(sealed),
+            now + 600,
+            now,
+        )
+        .await
+        .is_err()
+    {
+        return unavailable(&state, Some(&realm));
+    }
+    let label = realm
+        .record
+        .display_name
+        .clone()
+        .unwrap_or_else(|| realm.record.name.clone());
+    let title = if cur.user.totp_sealed.is_some() {
+        "New authenticator app"
+    } else {
+        "Set up an authenticator app"
+    };
+    let ctx = context! { ..realm_context(&realm), ..context! {
+        title => title,
+        action => format!("{}/account/totp/confirm", realm.issuer),
+        csrf => session::session_csrf(&cur.token),
+        totp_secret => totp::secret_base32(&secret),
+        otpauth_url => totp::otpauth_url(&secret, &label, &cur.user.username),
+    }};
+    render(&state.templates, "totp.html", ctx, StatusCode::OK)
+}
+
+#[derive(Deserialize)]
+pub struct CodeForm {
+    csrf: Option<String>,
+    code: Option<String>,
+}
+
+/// `POST /realms/{realm}/account/totp/confirm`.
+pub async fn totp_confirm(
+    State(state): State<AppState>,
+    RealmPath(name): RealmPath,
+    headers: HeaderMap,
+    form: Result<Form<CodeForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let now = state.clock.now();
+    let f = form.ok().map(|Form(f)| f);
+    let csrf = f.as_ref().and_then(|f| f.csrf.clone());
+    let (realm, cur) = match signed_in_form(&state, &name, &headers, csrf.as_deref(), now).await
+    {
+        Ok(x) => x,
+        Err(res) => return res,
+    };
+    if !is_fresh_enough(&cur, false, now) {
+        return see_other(&reauth_url(&realm, false));
+    }
+    let again = |title: &str, text: &str| {
+        message(
+            &state.templates,
+            Some(&realm),
+            StatusCode::BAD_REQUEST,
+            title,
+            text,
+        )
+    };
+    let code = f.and_then(|f| f.code).unwrap_or_default();
+    let sealed = state
+        .store
+        .flow(&totp_key(&cur), &name, "totp-reenrol", now)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|s| STANDARD.decode(s).ok());
+    let secret = sealed
+        .as_ref()
+        .and_then(|s| state.kek.open(&totp_aad(&name, &cur.user.id), s).ok());
+    let (Some(sealed), Some(secret)) = (sealed, secret) else {
+        return again("Expired", "Start again from your account page.");
+    };
+    let Some(step) = totp::matching_step(&secret, &code, now) else {
+        return again(
+            "Not replaced",
+            "The code did not match; your old authenticator app still works. Start again from your account page.",
+        );
+    };
+    // One winner: a concurrent confirmation of the same set-up finds it gone.
+    if state
+        .store
+        .take_flow(&totp_key(&cur), &name, "totp-reenrol", now)
+        .await
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        return again("Expired", "Start again from your account page.");
+    }
+    let change = CredentialChange::ReplaceTotp { sealed, step };
+    match apply_change(
+        &state,
+        &realm,
+        &cur,
+        &change,
+        "user.totp_replaced",
+        json!({}),
+        now,
+    )
+    .await
+    {
+        Ok(_) => message(
+            &state.templates,
+            Some(&realm),
+            StatusCode::OK,
+            "Authenticator app replaced",
+            "Use codes from the new app from now on. Your other sessions were signed out.",
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "TOTP replacement failed");
+            unavailable(&state, Some(&realm))
+        }
+    }
+}
+
+/// `POST /realms/{realm}/account/recovery-codes`: new recovery codes (the old ones stop working).
+pub async fn recovery_codes(
+    State(state): State<AppState>,
+    RealmPath(name): RealmPath,
+    headers: HeaderMap,
+    form: Result<Form<CsrfForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let now = state.clock.now();
+    let csrf = form.ok().and_then(|Form(f)| f.csrf);
+    let (realm, cur) = match signed_in_form(&state, &name, &headers, csrf.as_deref(), now).await
+    {
+        Ok(x) => x,
+        Err(res) => return res,
+    };
+    if !is_fresh_enough(&cur, false, now) {
+        return see_other(&reauth_url(&realm, false));
+    }
+    let codes = recovery::generate();
+    let change = CredentialChange::ReplaceRecoveryCodes {
+        hashes: codes.iter().map(|c| recovery::hash(c)).collect(),
+    };
+    if let Err(e) = apply_change(
+        &state,
+        &realm,
+        &cur,
+        &change,
+        "user.recovery_codes_replaced",
+        json!({"count": codes.len()}),
+        now,
+    )
+    .await
+    {
+        tracing::error!(error = %e, "recovery code replacement failed");
+        return unavailable(&state, Some(&realm));
+    }
+    let ctx = context! { ..realm_context(&realm), ..context! { title => "Recovery codes", codes => codes } };
+    render(&state.templates, "recovery.html", ctx, StatusCode::OK)
+}
+
+#[derive(Deserialize)]
+pub struct ReauthQuery {
+    passkey: Option<String>,
+}
+
+fn reauth_page(
+    state: &AppState,
+    realm: &LiveRealm,
+    cur: &Current,
+    passkey_only: bool,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Response {
+    let ctx = context! { ..realm_context(realm), ..context! {
+        title => "Confirm it's you",
+        action => format!("{}/account/reauth", realm.issuer),
+        csrf => session::session_csrf(&cur.token),
+        username => cur.user.username.clone(),
+        passkey_only => passkey_only,
+        fallback => !passkey_only
+            && settings(realm).allow_password_fallback
+            && cur.user.password_hash.is_some()
+            && cur.user.totp_sealed.is_some(),
+        error => error,
+    }};
+    render(&state.templates, "reauth.html", ctx, status)
+}
+
+/// `GET /realms/{realm}/account/reauth`: confirm it's you before a credential change.
+pub async fn reauth_form(
+    State(state): State<AppState>,
+    RealmPath(name): RealmPath,
+    query: Result<Query<ReauthQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let now = state.clock.now();
+    let (realm, cur) = match signed_in(&state, &name, &headers, now).await {
+        Ok(x) => x,
+        Err(res) => return res,
+    };
+    let passkey_only = query.is_ok_and(|Query(q)| q.passkey.is_some());
+    reauth_page(&state, &realm, &cur, passkey_only, None, StatusCode::OK)
+}
+
+#[derive(Deserialize)]
+pub struct ReauthForm {
+    csrf: Option<String>,
+    password: Option<String>,
+    code: Option<String>,
+}
+
+/// `POST /realms/{realm}/account/reauth`: password + code within the session.
+pub async fn reauth_submit(
+    State(state): State<AppState>,
+    RealmPath(name): RealmPath,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    form: Result<Form<ReauthForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let now = state.clock.now();
+    let f = form.ok().map(|Form(f)| f);
+    let csrf = f.as_ref().and_then(|f| f.csrf.clone());
+    let (realm, cur) = match signed_in_form(&state, &name, &headers, csrf.as_deref(), now).await
+    {
+        Ok(x) => x,
+        Err(res) => return res,
+    };
+    let ip = peer_ip(peer);
+    let account_key = format!("{name}/{}", cur.user.username);
+    if ip_blocked(&state, ip, now)
+        || state
+            .login_account_failures
+            .is_blocked(account_key.clone(), now)
+    {
+        return too_many(&state, &realm);
+    }
+    if !settings(&realm).allow_password_fallback {
+        return reauth_page(
+            &state,
+            &realm,
+            &cur,
+            true,
+            Some("Confirm with a passkey."),
+            StatusCode::FORBIDDEN,
+        );
+    }
+    let f = f.unwrap_or(ReauthForm {
+        csrf: None,
+        password: None,
+        code: None,
+    });
+    let result = check_fallback(
+        &state,
+        &realm,
+        Some(&cur.user),
+        &share_keys(ip, &name, &cur.user.username),
+        &f.password.unwrap_or_default(),
+        &f.code.unwrap_or_default(),
+        now,
+    )
+    .await;
+    match result {
+        Ok(()) => {}
+        Err(FallbackFailure::Busy) => {
+            return reauth_page(
+                &state,
+                &realm,
+                &cur,
+                false,
+                Some("Busy. Try again in a moment."),
+                StatusCode::SERVICE_UNAVAILABLE,
+            );
+        }
+        Err(why) => {
+            if let Some(ip) = ip {
+                state.login_ip_failures.record_failure(ip, now);
+            }
+            state
+                .login_account_failures
+                .record_failure(account_key, now);
+            audit(
+                &state,
+                &realm,
+                "login.failed",
+                &cur.user.username,
+                Some(&cur.user.id),
+                json!({"reason": why.reason(), "method": "password+otp", "reauth": true}),
+                now,
+            )
+            .await;
+            return reauth_page(
+                &state,
+                &realm,
+                &cur,
+                false,
+                Some("The password or code is not right."),
+                StatusCode::UNAUTHORIZED,
+            );
+        }
+    }
+    match reauthenticate(&state, &realm, &cur, "pwd otp", ACR_PASSWORD_OTP, now).await {
+        Ok(()) => see_other(&format!("{}/account", realm.issuer)),
+        Err(res) => res,
+    }
+}
+
+/// Records a fresh authentication in the user's current session (audited).
+pub(crate) async fn reauthenticate(
+    state: &AppState,
+    realm: &LiveRealm,
+    cur: &Current,
+    amr: &str,
+    acr: &str,
+    now: UnixTime,
+) -> Result<(), Response> {
+    let rows = [AuditDraft::new(
+        now,
+        Some(&realm.record.name),
+        "user.reauthenticated",
+        &cur.user.username,
+    )
+    .subject(&cur.user.id)
+    .detail(json!({"amr": amr, "sid": cur.session.sid}))];
+    match state
+        .store
+        .reauthenticate_session(&cur.session.id_hash, now, amr, acr, &rows)
+        .await
+    {
+        Ok(true) => Ok(()),
+        _ => Err(unavailable(state, Some(realm))),
+    }
+}
