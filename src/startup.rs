@@ -247,7 +247,10 @@ pub fn router(state: AppState) -> Router {
             "/realms/{realm}/consent",
             get(crate::login::consent::consent_form).post(crate::login::consent::consent_submit),
         )
-        .route("/realms/{realm}/account", get(crate::login::account::account))
+        .route(
+            "/realms/{realm}/account",
+            get(crate::login::account::account),
+        )
         .route(
             &format!("/realms/{{realm}}{}", oidc::USERINFO_PATH),
             get(oidc::userinfo::userinfo).post(oidc::userinfo::userinfo),

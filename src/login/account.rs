@@ -112,14 +112,7 @@ pub(crate) async fn apply_change(
         .detail(detail)];
     state
         .store
-        .change_credentials(
-            name,
-            &cur.user.id,
-            &cur.session.id_hash,
-            change,
-            now,
-            &rows,
-        )
+        .change_credentials(name, &cur.user.id, &cur.session.id_hash, change, now, &rows)
         .await
 }
 
@@ -233,8 +226,7 @@ pub async fn sign_out_everywhere(
 ) -> Response {
     let now = state.clock.now();
     let csrf = form.ok().and_then(|Form(f)| f.csrf);
-    let (realm, cur) = match signed_in_form(&state, &name, &headers, csrf.as_deref(), now).await
-    {
+    let (realm, cur) = match signed_in_form(&state, &name, &headers, csrf.as_deref(), now).await {
         Ok(x) => x,
         Err(res) => return res,
     };
@@ -289,8 +281,7 @@ pub async fn remove_passkey(
     let now = state.clock.now();
     let f = form.ok().map(|Form(f)| f);
     let csrf = f.as_ref().and_then(|f| f.csrf.clone());
-    let (realm, cur) = match signed_in_form(&state, &name, &headers, csrf.as_deref(), now).await
-    {
+    let (realm, cur) = match signed_in_form(&state, &name, &headers, csrf.as_deref(), now).await {
         Ok(x) => x,
         Err(res) => return res,
     };
@@ -340,8 +331,7 @@ pub async fn totp_start(
 ) -> Response {
     let now = state.clock.now();
     let csrf = form.ok().and_then(|Form(f)| f.csrf);
-    let (realm, cur) = match signed_in_form(&state, &name, &headers, csrf.as_deref(), now).await
-    {
+    let (realm, cur) = match signed_in_form(&state, &name, &headers, csrf.as_deref(), now).await {
         Ok(x) => x,
         Err(res) => return res,
     };
@@ -404,8 +394,7 @@ pub async fn totp_confirm(
     let now = state.clock.now();
     let f = form.ok().map(|Form(f)| f);
     let csrf = f.as_ref().and_then(|f| f.csrf.clone());
-    let (realm, cur) = match signed_in_form(&state, &name, &headers, csrf.as_deref(), now).await
-    {
+    let (realm, cur) = match signed_in_form(&state, &name, &headers, csrf.as_deref(), now).await {
         Ok(x) => x,
         Err(res) => return res,
     };
@@ -487,8 +476,7 @@ pub async fn recovery_codes(
 ) -> Response {
     let now = state.clock.now();
     let csrf = form.ok().and_then(|Form(f)| f.csrf);
-    let (realm, cur) = match signed_in_form(&state, &name, &headers, csrf.as_deref(), now).await
-    {
+    let (realm, cur) = match signed_in_form(&state, &name, &headers, csrf.as_deref(), now).await {
         Ok(x) => x,
         Err(res) => return res,
     };
@@ -579,8 +567,7 @@ pub async fn reauth_submit(
     let now = state.clock.now();
     let f = form.ok().map(|Form(f)| f);
     let csrf = f.as_ref().and_then(|f| f.csrf.clone());
-    let (realm, cur) = match signed_in_form(&state, &name, &headers, csrf.as_deref(), now).await
-    {
+    let (realm, cur) = match signed_in_form(&state, &name, &headers, csrf.as_deref(), now).await {
         Ok(x) => x,
         Err(res) => return res,
     };

@@ -75,11 +75,7 @@ pub async fn consent_form(
     let Some(cur) = session::current(&state, &realm, &headers, now).await else {
         return see_other(&format!("{}/login", realm.issuer));
     };
-    let scopes: Vec<&str> = pending
-        .scope
-        .split(' ')
-        .filter(|s| !s.is_empty())
-        .collect();
+    let scopes: Vec<&str> = pending.scope.split(' ').filter(|s| !s.is_empty()).collect();
     let ctx = context! { ..realm_context(&realm), ..context! {
         title => "Continue to the app?",
         action => format!("{}/consent", realm.issuer),
@@ -120,10 +116,7 @@ pub async fn consent_submit(
         return expired(&state, &realm);
     };
     let f = form.ok().map(|Form(f)| f);
-    if !csrf_ok(
-        &pending.csrf,
-        f.as_ref().and_then(|f| f.csrf.as_deref()),
-    ) {
+    if !csrf_ok(&pending.csrf, f.as_ref().and_then(|f| f.csrf.as_deref())) {
         refused_anonymous(&state, &realm, ip, "csrf", now);
         return csrf_refused(&state, &realm);
     }
@@ -149,7 +142,8 @@ pub async fn consent_submit(
         return redirect_to_client_error(&realm, &pending, "access_denied", "the user cancelled");
     }
     let remember = f.remember.is_some() && settings(&realm).remember_consent;
-    let detail = json!({"client_id": pending.client_id, "scope": pending.scope, "remembered": remember});
+    let detail =
+        json!({"client_id": pending.client_id, "scope": pending.scope, "remembered": remember});
     if remember {
         let rows = [
             AuditDraft::new(now, Some(&name), "login.consented", &cur.user.username)

@@ -241,7 +241,14 @@ pub async fn enrol_submit(
     // enrolments through one invite exactly one stores anything.
     match state
         .store
-        .enrol(&flow.invite_hash, &name, &user.id, &enrolment, now, &audit_rows)
+        .enrol(
+            &flow.invite_hash,
+            &name,
+            &user.id,
+            &enrolment,
+            now,
+            &audit_rows,
+        )
         .await
     {
         Ok(true) => {}
@@ -272,4 +279,3 @@ pub async fn enrol_submit(
     );
     res
 }
-

@@ -189,7 +189,10 @@ pub fn validate(
         .iter()
         .any(|p| !matches!(*p, "none" | "login" | "consent" | "select_account"))
     {
-        return fail(redirect_error("invalid_request", "unsupported prompt value"));
+        return fail(redirect_error(
+            "invalid_request",
+            "unsupported prompt value",
+        ));
     }
     let no_prompt = prompts.contains(&"none");
     if no_prompt && prompts.len() > 1 {

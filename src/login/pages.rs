@@ -223,7 +223,12 @@ pub async fn authorize(
     };
     let Some(cur) = usable else {
         if pending.no_prompt {
-            return redirect_to_client_error(&realm, &pending, "login_required", "the user must sign in");
+            return redirect_to_client_error(
+                &realm,
+                &pending,
+                "login_required",
+                "the user must sign in",
+            );
         }
         return with_pending(&state, &realm, &pending, format!("{}/login", realm.issuer));
     };
@@ -236,7 +241,12 @@ pub async fn authorize(
             "interaction_required",
             "the user must confirm this application",
         ),
-        Ok(true) => with_pending(&state, &realm, &pending, format!("{}/consent", realm.issuer)),
+        Ok(true) => with_pending(
+            &state,
+            &realm,
+            &pending,
+            format!("{}/consent", realm.issuer),
+        ),
     }
 }
 
@@ -614,7 +624,10 @@ pub async fn login_submit(
             );
         }
         (outcome, user) => {
-            let reason = outcome.err().unwrap_or(FallbackFailure::UnknownUser).reason();
+            let reason = outcome
+                .err()
+                .unwrap_or(FallbackFailure::UnknownUser)
+                .reason();
             state
                 .login_account_failures
                 .record_failure(account_key, now);

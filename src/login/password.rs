@@ -202,9 +202,9 @@ mod tests {
         let flood: Vec<_> = (0..20)
             .map(|_| {
                 let p = p.clone();
-                tokio::spawn(async move {
-                    p.verify(&["ip:attacker".into()], None, "x".into()).await
-                })
+                tokio::spawn(
+                    async move { p.verify(&["ip:attacker".into()], None, "x".into()).await },
+                )
             })
             .collect();
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -218,7 +218,10 @@ mod tests {
                 shed += 1;
             }
         }
-        assert!(shed >= 20 - FAIR_SHARE as usize, "the flood got more than its share");
+        assert!(
+            shed >= 20 - FAIR_SHARE as usize,
+            "the flood got more than its share"
+        );
     }
 
     #[test]

@@ -88,10 +88,8 @@ pub fn allow_redirect_to(res: &mut Response, redirect_uri: &str) {
     let Some(src) = form_action_source(redirect_uri) else {
         return;
     };
-    let csp = super::pages_support::CSP.replace(
-        "form-action 'self'",
-        &format!("form-action 'self' {src}"),
-    );
+    let csp = super::pages_support::CSP
+        .replace("form-action 'self'", &format!("form-action 'self' {src}"));
     if let Ok(v) = HeaderValue::from_str(&csp) {
         res.headers_mut().insert(header::CONTENT_SECURITY_POLICY, v);
     }

@@ -142,7 +142,11 @@ mod tests {
     #[test]
     fn parse_fails_closed_but_tolerates_unknown_fields() {
         let strict = r#"{"allow_password_fallback": false, "written_by_a_newer_node": 1}"#;
-        assert!(!LoginSettings::parse(strict).expect("tolerated").allow_password_fallback);
+        assert!(
+            !LoginSettings::parse(strict)
+                .expect("tolerated")
+                .allow_password_fallback
+        );
         assert!(LoginSettings::parse(r#"{"allow_password_fallback": "no"}"#).is_err());
         assert!(LoginSettings::parse("{not json").is_err());
         assert!(LoginSettings::parse(r#"{"session_idle_secs": 1}"#).is_err());

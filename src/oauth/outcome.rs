@@ -133,7 +133,13 @@ pub async fn finish(
     match outcome {
         Ok(g) => {
             // The token leaves only once its audit record is durable.
-            if !g.audited && state.audit.record(issued_draft(realm, &g, now)).await.is_err() {
+            if !g.audited
+                && state
+                    .audit
+                    .record(issued_draft(realm, &g, now))
+                    .await
+                    .is_err()
+            {
                 return OAuthError::new(
                     ErrorCode::TemporarilyUnavailable,
                     "the token could not be recorded; try again",

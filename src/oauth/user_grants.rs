@@ -479,9 +479,9 @@ async fn mint(
     now: UnixTime,
 ) -> Result<Granted, Refusal> {
     let name = &realm.record.name;
-    let settings = realm.login().ok_or_else(|| {
-        Refusal::new(OAuthError::server_error(), "login_settings_unusable")
-    })?;
+    let settings = realm
+        .login()
+        .ok_or_else(|| Refusal::new(OAuthError::server_error(), "login_settings_unusable"))?;
     let groups = state
         .store
         .user_groups(name, &user.id)

@@ -95,11 +95,18 @@ pub struct CodeRecord {
 #[derive(Debug, Clone)]
 pub enum CredentialChange {
     AddPasskey(PasskeyRecord),
-    RemovePasskey { credential_id: String },
+    RemovePasskey {
+        credential_id: String,
+    },
     /// A new TOTP secret (sealed) and the step its confirmation code used.
-    ReplaceTotp { sealed: Vec<u8>, step: i64 },
+    ReplaceTotp {
+        sealed: Vec<u8>,
+        step: i64,
+    },
     /// New recovery codes (hashes); the old ones stop working.
-    ReplaceRecoveryCodes { hashes: Vec<String> },
+    ReplaceRecoveryCodes {
+        hashes: Vec<String>,
+    },
 }
 
 /// What enrolment through an invite stores, together with spending the invite.

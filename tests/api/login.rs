@@ -11,10 +11,10 @@ use sigil::login::totp;
 
 use crate::helpers::{Backend, TestApp, backends, decode_part, spawn_app_with};
 
-const REDIRECT: &str = "https://app.example/cb";
-const PASSWORD: &str = "correct horse battery staple";
+pub(crate) const REDIRECT: &str = "https://app.example/cb";
+pub(crate) const PASSWORD: &str = "correct horse battery staple";
 
-fn browser() -> reqwest::Client {
+pub(crate) fn browser() -> reqwest::Client {
     reqwest::Client::builder()
         .cookie_store(true)
         .redirect(reqwest::redirect::Policy::none())
@@ -22,25 +22,25 @@ fn browser() -> reqwest::Client {
         .expect("client")
 }
 
-fn field(html: &str, name: &str) -> String {
+pub(crate) fn field(html: &str, name: &str) -> String {
     let marker = format!(r#"name="{name}" value=""#);
     let start = html.find(&marker).expect("field present") + marker.len();
     html[start..].split('"').next().expect("value").to_owned()
 }
 
-fn between<'a>(html: &'a str, start: &str, end: &str) -> &'a str {
+pub(crate) fn between<'a>(html: &'a str, start: &str, end: &str) -> &'a str {
     let s = html.find(start).expect("start") + start.len();
     html[s..].split(end).next().expect("end")
 }
 
-fn location(res: &reqwest::Response) -> String {
+pub(crate) fn location(res: &reqwest::Response) -> String {
     res.headers()
         .get("location")
         .map(|v| v.to_str().expect("ascii").to_owned())
         .unwrap_or_default()
 }
 
-fn query_param(url: &str, key: &str) -> Option<String> {
+pub(crate) fn query_param(url: &str, key: &str) -> Option<String> {
     url::Url::parse(url)
         .ok()?
         .query_pairs()
@@ -48,12 +48,12 @@ fn query_param(url: &str, key: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-struct Pkce {
-    verifier: String,
-    challenge: String,
+pub(crate) struct Pkce {
+    pub(crate) verifier: String,
+    pub(crate) challenge: String,
 }
 
-fn pkce() -> Pkce {
+pub(crate) fn pkce() -> Pkce {
     let verifier = B64.encode(sigil::oauth::secret::random_bytes::<32>());
     let challenge = B64.encode(ring::digest::digest(
         &ring::digest::SHA256,
@@ -65,15 +65,15 @@ fn pkce() -> Pkce {
     }
 }
 
-struct Fixture {
-    app: TestApp,
-    clock: MockClock,
-    secret: Vec<u8>,
-    recovery: Vec<String>,
-    web_secret: String,
+pub(crate) struct Fixture {
+    pub(crate) app: TestApp,
+    pub(crate) clock: MockClock,
+    pub(crate) secret: Vec<u8>,
+    pub(crate) recovery: Vec<String>,
+    pub(crate) web_secret: String,
 }
 
-async fn setup(backend: Backend) -> Fixture {
+pub(crate) async fn setup(backend: Backend) -> Fixture {
     let clock = MockClock::new(1_800_000_000);
     let app = spawn_app_with(backend, Some(clock.clone()), |_| {}).await;
     let s = app.store.as_ref();
@@ -172,7 +172,7 @@ async fn setup(backend: Backend) -> Fixture {
 }
 
 impl Fixture {
-    fn authorize_url(&self, realm: &str, client: &str, p: &Pkce, extra: &str) -> String {
+    pub(crate) fn authorize_url(&self, realm: &str, client: &str, p: &Pkce, extra: &str) -> String {
         format!(
             "{}/oauth2/authorize?response_type=code&client_id={client}&redirect_uri={}&scope=openid%20balances:read&state=st-1&nonce=n-1&code_challenge={}&code_challenge_method=S256{extra}",
             self.app.issuer(realm),
@@ -182,7 +182,12 @@ impl Fixture {
     }
 
     /// Authorize → sign-in form → submit; returns the redirect (code or error).
-    async fn sign_in(&self, b: &reqwest::Client, p: &Pkce, code: &str) -> reqwest::Response {
+    pub(crate) async fn sign_in(
+        &self,
+        b: &reqwest::Client,
+        p: &Pkce,
+        code: &str,
+    ) -> reqwest::Response {
         let res = b
             .get(self.authorize_url("customers", "mobile", p, ""))
             .send()
@@ -214,7 +219,7 @@ impl Fixture {
     }
 
     /// The app confirmation page, answered with `decision`; the code, if one was issued.
-    async fn consent(&self, b: &reqwest::Client, decision: &str) -> Option<String> {
+    pub(crate) async fn consent(&self, b: &reqwest::Client, decision: &str) -> Option<String> {
         let page = b
             .get(format!("{}/consent", self.app.issuer("customers")))
             .send()
@@ -222,10 +227,16 @@ impl Fixture {
             .expect("consent page");
         assert_eq!(page.status(), 200);
         let html = page.text().await.expect("html");
-        assert!(html.contains("Continue to mobile"), "the page names the app");
+        assert!(
+            html.contains("Continue to mobile"),
+            "the page names the app"
+        );
         let res = b
             .post(format!("{}/consent", self.app.issuer("customers")))
-            .form(&[("csrf", field(&html, "csrf").as_str()), ("decision", decision)])
+            .form(&[
+                ("csrf", field(&html, "csrf").as_str()),
+                ("decision", decision),
+            ])
             .send()
             .await
             .expect("consent");
@@ -233,7 +244,7 @@ impl Fixture {
         query_param(&location(&res), "code")
     }
 
-    async fn redeem(&self, client: &str, code: &str, verifier: &str) -> (u16, Value) {
+    pub(crate) async fn redeem(&self, client: &str, code: &str, verifier: &str) -> (u16, Value) {
         let res = self
             .app
             .http
@@ -251,7 +262,7 @@ impl Fixture {
         (res.status().as_u16(), res.json().await.expect("json"))
     }
 
-    async fn refresh(&self, token: &str) -> (u16, Value) {
+    pub(crate) async fn refresh(&self, token: &str) -> (u16, Value) {
         let res = self
             .app
             .http
@@ -268,7 +279,7 @@ impl Fixture {
     }
 }
 
-fn urlencode(s: &str) -> String {
+pub(crate) fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 

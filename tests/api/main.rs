@@ -9,6 +9,7 @@ mod aws;
 mod cli;
 mod client_credentials;
 mod discovery_jwks;
+mod hardening;
 mod limits;
 mod login;
 mod passkey;

@@ -147,7 +147,7 @@ impl SoftPasskey {
     }
 }
 
-fn browser() -> reqwest::Client {
+pub(crate) fn browser() -> reqwest::Client {
     reqwest::Client::builder()
         .cookie_store(true)
         .redirect(reqwest::redirect::Policy::none())
@@ -155,7 +155,7 @@ fn browser() -> reqwest::Client {
         .expect("client")
 }
 
-fn field(html: &str, name: &str) -> String {
+pub(crate) fn field(html: &str, name: &str) -> String {
     let marker = format!(r#"name="{name}" value=""#);
     let start = html.find(&marker).map(|i| i + marker.len());
     match start {
@@ -168,7 +168,7 @@ fn field(html: &str, name: &str) -> String {
     }
 }
 
-fn query_param(url: &str, key: &str) -> Option<String> {
+pub(crate) fn query_param(url: &str, key: &str) -> Option<String> {
     url::Url::parse(url)
         .ok()?
         .query_pairs()
@@ -176,7 +176,7 @@ fn query_param(url: &str, key: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-async fn post_json(b: &reqwest::Client, url: String, body: Value) -> (u16, Value) {
+pub(crate) async fn post_json(b: &reqwest::Client, url: String, body: Value) -> (u16, Value) {
     let res = b.post(url).json(&body).send().await.expect("post");
     (
         res.status().as_u16(),
@@ -184,11 +184,11 @@ async fn post_json(b: &reqwest::Client, url: String, body: Value) -> (u16, Value
     )
 }
 
-fn origin(app: &TestApp) -> String {
+pub(crate) fn origin(app: &TestApp) -> String {
     app.base.clone()
 }
 
-async fn enrol(app: &TestApp, clock: &MockClock, username: &str) -> SoftPasskey {
+pub(crate) async fn enrol(app: &TestApp, clock: &MockClock, username: &str) -> SoftPasskey {
     let invite = sigil::admin::users::invite(
         app.store.as_ref(),
         &app.base,
@@ -230,7 +230,7 @@ async fn enrol(app: &TestApp, clock: &MockClock, username: &str) -> SoftPasskey 
     key
 }
 
-fn authorize_url(app: &TestApp, challenge: &str, extra: &str) -> String {
+pub(crate) fn authorize_url(app: &TestApp, challenge: &str, extra: &str) -> String {
     format!(
         "{}/oauth2/authorize?response_type=code&client_id=mobile&redirect_uri={}&scope=openid%20balances:read&state=s&code_challenge={challenge}&code_challenge_method=S256{extra}",
         app.issuer("customers"),
@@ -239,7 +239,7 @@ fn authorize_url(app: &TestApp, challenge: &str, extra: &str) -> String {
 }
 
 /// Authorize, then sign in with the passkey; returns the JSON answer of the finish call.
-async fn passkey_sign_in(
+pub(crate) async fn passkey_sign_in(
     app: &TestApp,
     b: &reqwest::Client,
     key: &mut SoftPasskey,
@@ -552,6 +552,9 @@ async fn passkey_enrolment_sign_in_step_up_and_forgeries() {
                     .expect("count")
             })
             .sum();
-        assert_eq!(unknown, 2, "removed key, foreign handle: tallied, none lost");
+        assert_eq!(
+            unknown, 2,
+            "removed key, foreign handle: tallied, none lost"
+        );
     }
 }
