@@ -9,6 +9,7 @@ import hashlib
 import os
 import secrets
 import tempfile
+import time
 from urllib.parse import parse_qs, urlencode, urlparse
 
 import jwt
@@ -124,3 +125,80 @@ def test_passkey_enrolment_and_sign_in_in_chromium(sigil, browser_page):
     for name in ["enrol.png", "login.png", "account.png"]:
         assert os.path.getsize(os.path.join(shots, name)) > 1000
     print(f"screenshots in {shots}")
+
+
+def test_password_totp_fallback_app_confirmation_and_reauth_in_chromium(sigil, browser_page):
+    """The fallback in a real browser with the pages' CSP enforced: the sign-in form is answered by
+    a redirect to the client's origin (form-action names exactly that origin); the public app's
+    confirmation page on a silent re-authorization; "confirm it's you" on the account page."""
+    import pyotp
+
+    page, _cdp, _auth = browser_page
+    shots = os.environ.get("SIGIL_SCREENSHOT_DIR") or tempfile.mkdtemp(prefix="sigil-shots-")
+    os.makedirs(shots, exist_ok=True)
+    issuer = sigil.issuer("customers")
+    sigil.cli_json("realm", "create", "customers", "--display-name", "Example Bank")
+    sigil.cli_json("client", "create", "--realm", "customers", "--id", "mobile", "--scope", "balances:read",
+                   "--audience", "ledger", "--redirect-uri", CALLBACK, "--public")
+    sigil.cli_json("user", "create", "--realm", "customers", "--username", "dave")
+    invite = sigil.cli("--public-url", sigil.base, "user", "invite", "--realm", "customers", "--username", "dave").strip()
+    violations = []
+    page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+
+    page.goto(invite)
+    secret = page.locator("#totp-secret").inner_text().strip()
+    totp = pyotp.TOTP(secret)
+    page.get_by_label("Choose a password").fill("correct horse battery staple")
+    page.get_by_label("Code shown by the app").fill(totp.now())
+    page.get_by_role("button", name="Finish setting up").click()
+    page.get_by_text("Save your recovery codes").wait_for()
+    recovery_code = page.locator("ol.codes li").first.inner_text().strip()
+
+    def authorize():
+        verifier = secrets.token_urlsafe(48)
+        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+        query = urlencode({"response_type": "code", "client_id": "mobile", "redirect_uri": CALLBACK,
+                           "scope": "openid balances:read", "state": "st", "code_challenge": challenge,
+                           "code_challenge_method": "S256"})
+        page.goto(f"{issuer}/oauth2/authorize?{query}")
+        return verifier
+
+    def redeem(verifier):
+        code = parse_qs(urlparse(page.url).query)["code"][0]
+        res = requests.post(f"{issuer}/oauth2/token", timeout=10, data={
+            "grant_type": "authorization_code", "client_id": "mobile", "code": code,
+            "redirect_uri": CALLBACK, "code_verifier": verifier})
+        assert res.status_code == 200, res.text
+        return res.json()
+
+    verifier = authorize()
+    page.wait_for_url(f"{issuer}/login")
+    assert page.get_by_text("to continue to mobile").is_visible()
+    page.get_by_label("Username").fill("dave")
+    page.get_by_label("Password").fill("correct horse battery staple")
+    # The next step's code: the enrolment spent this step's.
+    page.get_by_label("One-time code or recovery code").fill(totp.at(time.time() + 30))
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    page.wait_for_url("http://localhost:9/callback**", timeout=10000)
+    tokens = redeem(verifier)
+    assert jwt.decode(tokens["access_token"], options={"verify_signature": False})["amr"] == ["pwd", "otp"]
+
+    # A second authorization with the live session: the public app is named and confirmed first.
+    verifier = authorize()
+    page.wait_for_url(f"{issuer}/consent")
+    page.screenshot(path=os.path.join(shots, "consent.png"), full_page=True)
+    page.get_by_role("button", name="Continue to mobile").click()
+    page.wait_for_url("http://localhost:9/callback**", timeout=10000)
+    redeem(verifier)
+
+    # The account page lists the enrolment; the reauth page takes password + code in the session.
+    page.goto(f"{issuer}/account")
+    assert page.locator('#security-events li[data-kind="user.enrolled"]').count() == 1
+    page.goto(f"{issuer}/account/reauth")
+    page.screenshot(path=os.path.join(shots, "reauth.png"), full_page=True)
+    page.get_by_label("Password").fill("correct horse battery staple")
+    page.get_by_label("One-time code or recovery code").fill(recovery_code)
+    page.get_by_role("button", name="Confirm", exact=True).click()
+    page.wait_for_url(f"{issuer}/account")
+    assert page.locator('#security-events li[data-kind="user.reauthenticated"]').count() == 1
+    assert not violations, violations
