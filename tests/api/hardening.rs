@@ -1070,3 +1070,73 @@ async fn one_assertion_opens_one_session() {
         );
     }
 }
+
+fn browser_from(addr: [u8; 4]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .local_address(std::net::IpAddr::from(addr))
+        .build()
+        .expect("client")
+}
+
+/// Item 14: password checks flooded from rotating addresses do not shed a real user: each address
+/// gets a fair share of the argon2 pool and the user waits briefly in the queue instead.
+#[tokio::test]
+async fn a_password_flood_from_rotating_addresses_does_not_shed_a_user() {
+    for backend in backends() {
+        let f = setup(backend).await;
+        let iss = issuer(&f);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut flood = Vec::new();
+        for i in 0..12u8 {
+            let (stop, iss) = (stop.clone(), iss.clone());
+            let url = f.authorize_url("customers", "web", &pkce(), "");
+            flood.push(tokio::spawn(async move {
+                let b = browser_from([127, 0, 1, 10 + i]);
+                let mut statuses = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && statuses.len() < 60 {
+                    b.get(&url).send().await.expect("authorize");
+                    let page = b.get(format!("{iss}/login")).send().await.expect("l");
+                    let html = page.text().await.expect("html");
+                    if !html.contains(r#"name="csrf""#) {
+                        statuses.push(429);
+                        continue;
+                    }
+                    let res = b
+                        .post(format!("{iss}/login"))
+                        .form(&[
+                            ("csrf", field(&html, "csrf").as_str()),
+                            ("username", &format!("mallory{i}")),
+                            ("password", "not the password"),
+                            ("code", "000000"),
+                        ])
+                        .send()
+                        .await
+                        .expect("post");
+                    statuses.push(res.status().as_u16());
+                }
+                statuses
+            }));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        for attempt in 0..6 {
+            let user = browser_from([127, 0, 2, 1]);
+            f.clock.advance(30);
+            let res = f
+                .sign_in(&user, &pkce(), &totp::code_at(&f.secret, f.clock.now()))
+                .await;
+            assert_eq!(
+                res.status(),
+                303,
+                "attempt {attempt} of the real user was shed"
+            );
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut seen = Vec::new();
+        for t in flood {
+            seen.extend(t.await.expect("join"));
+        }
+        assert!(seen.contains(&401), "the flood did run: {seen:?}");
+    }
+}
