@@ -46,11 +46,15 @@ impl Key {
             B64.encode(header.to_string()),
             B64.encode(claims.to_string())
         );
-        let sig = self
+        let mut sig = self
             .pair
             .sign(&SystemRandom::new(), input.as_bytes())
-            .expect("sign");
-        format!("{input}.{}", B64.encode(sig.as_ref()))
+            .expect("sign")
+            .as_ref()
+            .to_vec();
+        // The validator takes only the low-s form, the one Sigil signs.
+        sigil_validator::es256::to_low_s(&mut sig);
+        format!("{input}.{}", B64.encode(&sig))
     }
     fn token(&self, claims: Value) -> String {
         self.sign(json!({"alg":"ES256","kid":self.kid,"typ":"at+jwt"}), claims)
@@ -340,4 +344,26 @@ async fn keys_past_the_stale_period_fail_closed_and_recover() {
     v.validate(&token_at(NOW + 4201))
         .await
         .expect("works again without a restart");
+}
+
+#[tokio::test]
+async fn the_high_s_twin_of_a_valid_es256_token_is_refused() {
+    let k = Key::new("k1");
+    let h = harness(&[&k]).await;
+    let good = k.token(claims());
+    h.validator.validate(&good).await.expect("low-s verifies");
+    let (input, sig) = good.rsplit_once('.').expect("jwt");
+    let mut sig = B64.decode(sig).expect("b64");
+    // (r, n − s): a second valid ECDSA signature over the same input, which ring accepts.
+    sigil_validator::es256::negate_s(&mut sig);
+    let twin = format!("{input}.{}", B64.encode(&sig));
+    assert_ne!(twin, good);
+    assert_eq!(
+        h.validator
+            .validate(&twin)
+            .await
+            .expect_err("the malleated token must fail")
+            .kind(),
+        &ErrorKind::BadSignature
+    );
 }
