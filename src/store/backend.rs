@@ -625,6 +625,16 @@ macro_rules! impl_store {
                 .fetch_all(&self.pool)
                 .await?)
             }
+
+            async fn audit_head(
+                &self,
+            ) -> Result<Option<(i64, String)>, $crate::store::StoreError> {
+                Ok(
+                    sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
+                        .fetch_optional(&self.pool)
+                        .await?,
+                )
+            }
         }
     };
 }
