@@ -23,6 +23,15 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{path}: {source}")]
+    File {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "waited {secs} s for another sigil process to finish opening or migrating the database ({lock})"
+    )]
+    LockTimeout { lock: String, secs: u64 },
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]

@@ -13,4 +13,5 @@ mod limits;
 mod login;
 mod passkey;
 mod rotation;
+mod startup;
 mod validator_e2e;
