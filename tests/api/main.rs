@@ -11,6 +11,7 @@ mod client_credentials;
 mod discovery_jwks;
 mod limits;
 mod login;
+mod memory;
 mod passkey;
 mod rotation;
 mod startup;
