@@ -3,7 +3,8 @@
 # drives client_credentials grants with wrk (64 connections), and in the same run measures the raw
 # in-process signing rate of the same key. Prints grants/s, p50/p99, raw signs/s, their ratio, idle
 # and peak RSS; then the validator's verify rate against raw ring verification, and the latency of
-# a wrong secret next to an unknown client.
+# a wrong secret next to an unknown client; then the idle RSS after 100 failed password sign-ins
+# (each checks an argon2 hash with a 19 MiB block).
 #   bench/run.sh [ES256|RS256|EdDSA ...]   (default: ES256 RS256)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -64,6 +65,45 @@ for ALG in "${ALGS[@]}"; do
   echo "p50_wrong_secret    $wrong"
   echo "p50_unknown_client  $unknown"
 done
+
+# Failed password sign-ins, the browser's way: authorize (a sigil_flow cookie, 303 to /login),
+# the sign-in page (its CSRF token), the form posted with an unknown user (the same argon2 work as
+# a wrong password). The per-address throttle (30 failures a minute) would skip argon2, so each
+# block of 25 comes from another loopback source address (all of 127/8 is local on Linux).
+signin_rss() {
+  local realm=bench-login port issuer jar html csrf code i src bad=0
+  sig realm create "$realm" >/dev/null
+  sig client create --realm "$realm" --id app --public --scope balances:read --audience ledger \
+    --redirect-uri https://app.example/cb >/dev/null
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  SIGIL_LOG=warn "$BIN" --database-url "sqlite://$WORK/sigil.db" --kek-file "$WORK/kek" \
+    serve --bind "127.0.0.1:$port" >/dev/null 2>&1 &
+  PID=$!
+  for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+  sleep 1
+  local before; before=$(rss $PID VmRSS)
+  issuer="http://127.0.0.1:$port/realms/$realm"
+  jar="$WORK/cookies"
+  for i in $(seq 1 "${SIGNINS:-100}"); do
+    src="127.0.0.$((2 + i / 25))"
+    rm -f "$jar"
+    curl -s --interface "$src" -c "$jar" -b "$jar" -o /dev/null \
+      "$issuer/oauth2/authorize?response_type=code&client_id=app&redirect_uri=https%3A%2F%2Fapp.example%2Fcb&scope=openid&state=s&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256"
+    html=$(curl -s --interface "$src" -c "$jar" -b "$jar" "$issuer/login")
+    csrf=$(printf '%s' "$html" | sed -n 's/.*name="csrf" value="\([^"]*\)".*/\1/p' | head -1)
+    code=$(curl -s --interface "$src" -c "$jar" -b "$jar" -o /dev/null -w '%{http_code}' \
+      --data-urlencode "csrf=$csrf" --data-urlencode "username=nobody-$i" \
+      --data-urlencode "password=not the password" --data-urlencode "code=123456" "$issuer/login")
+    [ "$code" = 401 ] || bad=$((bad + 1))
+  done
+  sleep 2
+  echo "== password sign-in memory: ${SIGNINS:-100} failed sign-ins (argon2id m=19 MiB), one at a time"
+  echo "rss_idle_before     $before"
+  echo "rss_idle_after      $(rss $PID VmRSS)   (goal <= 20 MB; not 401: $bad)"
+  echo "rss_peak            $(rss $PID VmHWM)"
+  kill $PID; wait $PID 2>/dev/null || true; PID=
+}
+signin_rss
 
 echo "== validator: Validator::validate vs raw ring verify (same key, same token, one core)"
 cargo bench -q -p sigil-validator --bench verify 2>/dev/null | grep -E '_per_sec|ratio'

@@ -12,6 +12,7 @@ pub mod keys;
 pub mod login;
 pub mod oauth;
 pub mod oidc;
+pub mod private_files;
 pub mod ratelimit;
 pub mod serve;
 pub mod startup;

@@ -83,6 +83,36 @@ impl ChainWalker {
         Ok(())
     }
 
+    /// The `seq` of the last row walked (0 before any).
+    pub fn last_seq(&self) -> i64 {
+        self.expected_seq - 1
+    }
+
+    /// Checks the stored chain head (`audit_head`: seq and hash) against the last row walked. The
+    /// head is what appenders chain onto, so a head that is missing, behind, ahead of the rows or
+    /// holding another hash is a broken chain: an edit there hides deleted tail rows or lets
+    /// appends start a fork.
+    pub fn check_head(&self, head: Option<(i64, &str)>) -> Result<(), (i64, String)> {
+        let last = self.last_seq();
+        match head {
+            None => Err((last, "the audit_head row is missing".into())),
+            Some((seq, _)) if seq > last => Err((
+                last + 1,
+                format!(
+                    "audit_head names row {seq} but the log ends at row {last} (rows at the end are missing)"
+                ),
+            )),
+            Some((seq, _)) if seq < last => Err((
+                last,
+                format!("audit_head names row {seq} but the log goes on to row {last}"),
+            )),
+            Some((_, hash)) if hash != self.prev_hash => {
+                Err((last, format!("audit_head's hash does not match row {last}")))
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
     pub fn finish(self) -> VerifyReport {
         VerifyReport::Intact {
             rows: self.rows,
@@ -135,6 +165,27 @@ mod tests {
             verify_chain(&chain(5)),
             VerifyReport::Intact { rows: 5, .. }
         ));
+    }
+
+    #[test]
+    fn the_head_must_name_the_last_row() {
+        let c = chain(3);
+        let mut w = ChainWalker::default();
+        for r in &c {
+            w.step(r).expect("intact");
+        }
+        let last = c[2].hash.as_str();
+        assert!(w.check_head(Some((3, last))).is_ok());
+        assert_eq!(w.check_head(None).map_err(|e| e.0), Err(3));
+        assert_eq!(w.check_head(Some((4, last))).map_err(|e| e.0), Err(4));
+        assert_eq!(w.check_head(Some((2, &c[1].hash))).map_err(|e| e.0), Err(3));
+        assert_eq!(w.check_head(Some((3, &c[1].hash))).map_err(|e| e.0), Err(3));
+        // An empty log matches the genesis head.
+        assert!(
+            ChainWalker::default()
+                .check_head(Some((0, GENESIS_HASH)))
+                .is_ok()
+        );
     }
 
     #[test]

@@ -4,13 +4,41 @@
 use super::arn::Principal;
 use crate::store::AwsBindingRecord;
 
-/// `*` matches any run of characters (including `/`), `?` exactly one.
+/// `*` matches any run of characters (including `/`), `?` exactly one. Exact, case-sensitive.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
+    glob_match_from(pattern, text, usize::MAX)
+}
+
+/// Matches a binding pattern against a canonical principal ARN. IAM makes role and user names
+/// unique regardless of case (`Temp-Admin` and `temp-admin` cannot both exist), so the resource
+/// part (`role/NAME`, `user/PATH/NAME`, `root`) compares case-insensitively: otherwise a role
+/// named `Temp-Admin` would slip past a DENY on `role/temp-*`. The structure before it
+/// (`arn:PARTITION:iam::ACCOUNT:`) stays exact.
+pub fn principal_match(pattern: &str, arn: &str) -> bool {
+    // The resource starts after the fifth `:`; a canonical ARN always has one.
+    let resource_start = arn
+        .match_indices(':')
+        .nth(4)
+        .map_or(usize::MAX, |(i, _)| i + 1);
+    let resource_start = arn[..resource_start.min(arn.len())].chars().count();
+    glob_match_from(pattern, arn, resource_start)
+}
+
+/// The glob matcher: characters of `text` at index `fold_from` (in chars) and after compare
+/// ASCII-case-insensitively, those before exactly.
+fn glob_match_from(pattern: &str, text: &str, fold_from: usize) -> bool {
     let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let same = |pc: char, ti: usize| {
+        if ti >= fold_from {
+            pc.eq_ignore_ascii_case(&t[ti])
+        } else {
+            pc == t[ti]
+        }
+    };
     let (mut pi, mut ti) = (0usize, 0usize);
     let (mut star, mut mark) = (None::<usize>, 0usize);
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+        if pi < p.len() && (p[pi] == '?' || same(p[pi], ti)) {
             pi += 1;
             ti += 1;
         } else if pi < p.len() && p[pi] == '*' {
@@ -34,7 +62,7 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 pub fn matches(b: &AwsBindingRecord, who: &Principal) -> bool {
     b.principal
         .as_deref()
-        .is_none_or(|pat| glob_match(pat, &who.canonical))
+        .is_none_or(|pat| principal_match(pat, &who.canonical))
         && b.account.as_deref().is_none_or(|a| a == who.account)
 }
 
@@ -113,6 +141,60 @@ mod tests {
             "arn:aws:iam::1:role/xy"
         ));
         assert!(glob_match("*", ""));
+        assert!(!glob_match("abc", "ABC"));
+    }
+
+    #[test]
+    fn names_compare_without_case_and_the_arn_structure_exactly() {
+        let arn = "arn:aws:iam::123456789012:role/Temp-Admin";
+        assert!(principal_match(
+            "arn:aws:iam::123456789012:role/temp-*",
+            arn
+        ));
+        assert!(principal_match("*:role/TEMP-ADMIN", arn));
+        assert!(principal_match("arn:aws:iam::*:ROLE/temp-admin", arn));
+        assert!(principal_match(
+            "arn:aws:iam::123456789012:user/Ops/*",
+            "arn:aws:iam::123456789012:user/ops/alice"
+        ));
+        // Partition, service and account stay exact.
+        assert!(!principal_match(
+            "ARN:AWS:IAM::123456789012:role/temp-*",
+            arn
+        ));
+        assert!(!principal_match(
+            "arn:aws-US-gov:iam::123456789012:role/*",
+            "arn:aws-us-gov:iam::123456789012:role/x"
+        ));
+        assert!(!principal_match(
+            "arn:aws:iam::123456789013:role/temp-admin",
+            arn
+        ));
+    }
+
+    #[test]
+    fn a_deny_holds_whatever_the_case_of_the_role_name() {
+        let b = vec![
+            binding(
+                "all",
+                Some("arn:aws:iam::123456789012:role/*"),
+                None,
+                "allow",
+            ),
+            binding(
+                "no-temp",
+                Some("arn:aws:iam::123456789012:role/temp-*"),
+                None,
+                "deny",
+            ),
+        ];
+        for name in ["temp-admin", "Temp-Admin", "TEMP-ADMIN", "tEmP-x"] {
+            assert!(
+                matches!(decide(&b, &role(name), None), Decision::Denied(x) if x.id == "no-temp"),
+                "{name}"
+            );
+        }
+        assert!(matches!(decide(&b, &role("Ledger"), None), Decision::Allow(x) if x.id == "all"));
     }
 
     #[test]

@@ -66,30 +66,79 @@ impl FileKek {
         Self::from_bytes(&bytes)
     }
 
-    /// Writes a fresh random KEK to `path` with mode 0600; fails if the file exists.
+    /// Writes a fresh random KEK to `path` with mode 0600 (its directory, if created, 0700); fails
+    /// if the file exists. The key is written in full to a temporary file beside `path` and then
+    /// hard-linked into place, so a process starting at the same moment never reads half a KEK.
     pub fn create(path: &Path) -> Result<FileKek, KeyError> {
+        match Self::try_create(path) {
+            Ok(kek) => Ok(kek),
+            Err(CreateError::Exists) => Err(KeyError::Kek(format!(
+                "cannot create {}: it already exists",
+                path.display()
+            ))),
+            Err(CreateError::Other(e)) => Err(e),
+        }
+    }
+
+    /// Creates the KEK file, or loads it if another process created it first. Returns the KEK and
+    /// whether this call created it.
+    pub fn create_or_load(path: &Path) -> Result<(FileKek, bool), KeyError> {
+        match Self::try_create(path) {
+            Ok(kek) => Ok((kek, true)),
+            Err(CreateError::Exists) => Ok((Self::load(path)?, false)),
+            Err(CreateError::Other(e)) => Err(e),
+        }
+    }
+
+    fn try_create(path: &Path) -> Result<FileKek, CreateError> {
         let mut bytes = [0u8; 32];
         SystemRandom::new()
             .fill(&mut bytes)
             .map_err(|_| KeyError::Kek("no randomness".into()))?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
+        if let Some(dir) = path.parent() {
+            crate::private_files::create_dir(dir)
                 .map_err(|e| KeyError::Kek(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut file = options
-            .open(path)
-            .map_err(|e| KeyError::Kek(format!("cannot create {}: {e}", path.display())))?;
-        file.write_all(format!("{}\n", STANDARD.encode(bytes)).as_bytes())
-            .and_then(|_| file.sync_all())
-            .map_err(|e| KeyError::Kek(format!("cannot write {}: {e}", path.display())))?;
-        Self::from_bytes(&bytes)
+        let mut suffix = [0u8; 8];
+        SystemRandom::new()
+            .fill(&mut suffix)
+            .map_err(|_| KeyError::Kek("no randomness".into()))?;
+        let mut tmp_name = path.as_os_str().to_owned();
+        tmp_name.push(format!(".tmp-{}", hex(&suffix)));
+        let tmp = std::path::PathBuf::from(tmp_name);
+        let written = crate::private_files::create_new_options()
+            .open(&tmp)
+            .map_err(|e| KeyError::Kek(format!("cannot create {}: {e}", tmp.display())))
+            .and_then(|mut file| {
+                file.write_all(format!("{}\n", STANDARD.encode(bytes)).as_bytes())
+                    .and_then(|_| file.sync_all())
+                    .map_err(|e| KeyError::Kek(format!("cannot write {}: {e}", tmp.display())))
+            });
+        // Publishing by hard link fails, rather than overwrites, when the KEK already exists.
+        let linked = written.map_err(CreateError::from).and_then(|()| {
+            std::fs::hard_link(&tmp, path).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    CreateError::Exists
+                } else {
+                    KeyError::Kek(format!("cannot create {}: {e}", path.display())).into()
+                }
+            })
+        });
+        let _ = std::fs::remove_file(&tmp);
+        linked?;
+        Ok(Self::from_bytes(&bytes)?)
+    }
+}
+
+/// Why a KEK file was not created: it exists (someone else made it), or something failed.
+enum CreateError {
+    Exists,
+    Other(KeyError),
+}
+
+impl From<KeyError> for CreateError {
+    fn from(e: KeyError) -> Self {
+        CreateError::Other(e)
     }
 }
 
@@ -168,5 +217,23 @@ mod tests {
         }
         assert_eq!(FileKek::load(&path).expect("load").id(), made.id());
         assert!(FileKek::create(&path).is_err(), "never overwrites");
+        let (loaded, created) = FileKek::create_or_load(&path).expect("load");
+        assert!(!created);
+        assert_eq!(loaded.id(), made.id());
+        // Nothing but the KEK is left in its directory.
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("keys"))
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, ["kek"]);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("keys"))
+                .expect("meta")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o700);
+        }
     }
 }

@@ -75,8 +75,11 @@ pub async fn open_file_kek(
                 ids: in_use.join(", "),
             });
         }
-        return Ok((Arc::new(FileKek::create(path)?), true));
+        // Another process starting at the same moment may create it first: then use theirs.
+        let (kek, created) = FileKek::create_or_load(path)?;
+        return Ok((Arc::new(kek), created));
     }
+    crate::private_files::warn_if_open_to_others(path, "key-encryption key file");
     let kek = FileKek::load(path)?;
     if in_use.iter().any(|id| id != kek.id()) {
         return Err(KekOpenError::Mismatch {

@@ -175,12 +175,19 @@ impl SigningKey {
         self.alg
     }
 
+    /// Signs `message`. ES256 signatures always come out in their low-s form (`s ≤ n/2`), the
+    /// only form the validator and userinfo accept, so every token has exactly one encoding.
     pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
         match &self.pair {
-            Pair::Ecdsa(p) => p
-                .sign(&self.rng, message)
-                .map(|s| s.as_ref().to_vec())
-                .map_err(|_| KeyError::Sign),
+            Pair::Ecdsa(p) => {
+                let mut sig = p
+                    .sign(&self.rng, message)
+                    .map_err(|_| KeyError::Sign)?
+                    .as_ref()
+                    .to_vec();
+                sigil_validator::es256::to_low_s(&mut sig);
+                Ok(sig)
+            }
             Pair::Ed(p) => Ok(p.sign(message).as_ref().to_vec()),
             Pair::Rsa(p) => {
                 let mut sig = vec![0u8; p.public().modulus_len()];
@@ -262,6 +269,27 @@ mod tests {
             assert_eq!(header["typ"], "at+jwt");
             assert_eq!(header["kid"], g.kid.as_str());
             verify(alg, &g.public_jwk, &jwt);
+        }
+    }
+
+    #[test]
+    fn es256_signatures_are_all_low_s() {
+        let g = SigningKey::generate(Alg::ES256).expect("generate");
+        let key = SigningKey::from_pkcs8(Alg::ES256, g.kid.clone(), &g.pkcs8).expect("parse");
+        // ring produces a high s half the time: 500 signatures would all be low by chance with
+        // probability 2^-500.
+        for i in 0..500 {
+            let jwt = key
+                .sign_access_token(format!(r#"{{"n":{i}}}"#).as_bytes())
+                .expect("sign");
+            let sig = B64
+                .decode(jwt.rsplit_once('.').expect("jwt").1)
+                .expect("b64");
+            assert!(
+                sigil_validator::es256::is_low_s(&sig),
+                "token {i} is high-s"
+            );
+            verify(Alg::ES256, &g.public_jwk, &jwt);
         }
     }
 }

@@ -41,8 +41,10 @@ pub fn metadata(
         ],
     });
     if let Some(aws) = aws {
-        doc["grant_types_supported"] =
-            json!(["client_credentials", crate::aws::exchange::TOKEN_EXCHANGE]);
+        // AWS adds a grant; the realm's other grants stay supported.
+        if let Some(grants) = doc["grant_types_supported"].as_array_mut() {
+            grants.push(json!(crate::aws::exchange::TOKEN_EXCHANGE));
+        }
         doc["aws_sts_exchange_endpoint"] = json!(format!("{iss}{}", super::AWS_EXCHANGE_PATH));
         doc["aws_sts_challenge_endpoint"] = json!(format!("{iss}{}", super::AWS_CHALLENGE_PATH));
         doc["aws_sts_subject_token_type"] = json!(crate::aws::exchange::AWS_SUBJECT_TOKEN_TYPE);

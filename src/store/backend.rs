@@ -2,7 +2,7 @@
 //! integer seconds, blobs), so one macro body serves both pools.
 
 macro_rules! impl_store {
-    ($ty:ident, $db:ident, $migrations:tt) => {
+    ($ty:ident, $db:ident) => {
         impl $ty {
             /// Locks the chain head (the first write of the transaction, so SQLite takes its write
             /// lock here and PostgreSQL its row lock), then appends `drafts` after it.
@@ -114,8 +114,8 @@ macro_rules! impl_store {
         #[async_trait::async_trait]
         impl $crate::store::Store for $ty {
             async fn migrate(&self) -> Result<(), $crate::store::StoreError> {
-                sqlx::migrate!($migrations).run(&self.pool).await?;
-                Ok(())
+                // Each backend serialises concurrent migrators its own way.
+                self.migrate_locked().await
             }
 
             async fn create_realm(
@@ -624,6 +624,16 @@ macro_rules! impl_store {
                 .bind(limit)
                 .fetch_all(&self.pool)
                 .await?)
+            }
+
+            async fn audit_head(
+                &self,
+            ) -> Result<Option<(i64, String)>, $crate::store::StoreError> {
+                Ok(
+                    sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
+                        .fetch_optional(&self.pool)
+                        .await?,
+                )
             }
         }
     };

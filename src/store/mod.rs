@@ -23,6 +23,15 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{path}: {source}")]
+    File {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "waited {secs} s for another sigil process to finish opening or migrating the database ({lock})"
+    )]
+    LockTimeout { lock: String, secs: u64 },
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -271,6 +280,8 @@ pub trait Store: login::LoginStore + Send + Sync + 'static {
     async fn append_audit(&self, drafts: &[AuditDraft]) -> Result<Vec<i64>, StoreError>;
     /// Rows with `seq > after`, in order, at most `limit`.
     async fn audit_page(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError>;
+    /// The stored chain head (`seq`, `hash`) appends chain onto; `None` if the row is gone.
+    async fn audit_head(&self) -> Result<Option<(i64, String)>, StoreError>;
 }
 
 /// Opens the store the URL names (`sqlite:` or `postgres://`), without migrating.

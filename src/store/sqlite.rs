@@ -1,6 +1,14 @@
 //! The embedded default: one SQLite file in WAL mode, fsync on every commit (`synchronous=FULL`)
 //! because a token's response waits for its audit record to be durable.
+//!
+//! The file holds password hashes and sealed keys: Sigil creates its directory 0700 and the file
+//! (with its `-wal`/`-shm` companions) 0600, and warns at start when the file is open to group or
+//! others. Processes that start together on one database (a server and a CLI command, say) take
+//! turns through an exclusive lock on `{database}.lock` while they create, open and migrate it:
+//! switching to WAL needs an exclusive database lock SQLite cannot wait for, and two migrators
+//! would both try to create the same tables.
 
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -8,9 +16,16 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Pool, Sqlite};
 
 use super::StoreError;
+use crate::private_files;
+
+/// How long a process waits for another one to finish opening or migrating the database.
+const STARTUP_LOCK_WAIT: Duration = Duration::from_secs(120);
+const STARTUP_LOCK_POLL: Duration = Duration::from_millis(20);
 
 pub struct SqliteStore {
     pub(crate) pool: Pool<Sqlite>,
+    /// The database file, unless the database lives in memory.
+    file: Option<PathBuf>,
 }
 
 impl SqliteStore {
@@ -21,18 +36,110 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        if let Some(dir) = options.get_filename().parent()
-            && !dir.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(e.into()))?;
-        }
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let file = (!in_memory).then(|| options.get_filename().to_path_buf());
+        let _lock = match &file {
+            Some(path) => {
+                if let Some(dir) = path.parent() {
+                    private_files::create_dir(dir).map_err(|e| file_error(dir, e))?;
+                }
+                let lock = StartupLock::acquire(path).await?;
+                create_private_file(path)?;
+                private_files::warn_if_open_to_others(path, "database file");
+                Some(lock)
+            }
+            None => None,
+        };
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
             .await?;
-        Ok(SqliteStore { pool })
+        if let Some(path) = &file {
+            restrict_companions(path);
+        }
+        Ok(SqliteStore { pool, file })
+    }
+
+    /// Applies the migrations under the startup lock, so concurrent starts migrate one at a time
+    /// (the later ones find nothing left to do).
+    async fn migrate_locked(&self) -> Result<(), StoreError> {
+        let _lock = match &self.file {
+            Some(path) => Some(StartupLock::acquire(path).await?),
+            None => None,
+        };
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&self.pool)
+            .await?;
+        if let Some(path) = &self.file {
+            restrict_companions(path);
+        }
+        Ok(())
     }
 }
 
-super::backend::impl_store!(SqliteStore, Sqlite, "./migrations/sqlite");
+fn file_error(path: &Path, source: std::io::Error) -> StoreError {
+    StoreError::File {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Creates an empty database file with mode 0600 before SQLite opens it (SQLite would create it
+/// 0644 under the usual umask, and gives its `-wal`/`-shm` files the database file's mode).
+fn create_private_file(db: &Path) -> Result<(), StoreError> {
+    match private_files::create_new_options().open(db) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(file_error(db, e)),
+    }
+}
+
+/// Takes group and other permissions off the `-wal`, `-shm` and `-journal` files, whoever
+/// created them (an older Sigil, the sqlite3 shell).
+fn restrict_companions(db: &Path) {
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        let path = PathBuf::from(name);
+        if let Err(e) = private_files::restrict(&path) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot restrict the permissions of a database file");
+        }
+    }
+}
+
+/// An exclusive `flock` on `{database}.lock`, released when dropped (or when the process dies).
+struct StartupLock {
+    _file: std::fs::File,
+}
+
+impl StartupLock {
+    async fn acquire(db: &Path) -> Result<StartupLock, StoreError> {
+        let mut name = db.as_os_str().to_owned();
+        name.push(".lock");
+        let path = PathBuf::from(name);
+        let file = match private_files::create_new_options().open(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                std::fs::OpenOptions::new().write(true).open(&path)
+            }
+            other => other,
+        }
+        .map_err(|e| file_error(&path, e))?;
+        let attempts = STARTUP_LOCK_WAIT.as_millis() / STARTUP_LOCK_POLL.as_millis();
+        for _ in 0..attempts {
+            match file.try_lock() {
+                Ok(()) => return Ok(StartupLock { _file: file }),
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    tokio::time::sleep(STARTUP_LOCK_POLL).await;
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(file_error(&path, e)),
+            }
+        }
+        Err(StoreError::LockTimeout {
+            lock: path.display().to_string(),
+            secs: STARTUP_LOCK_WAIT.as_secs(),
+        })
+    }
+}
+
+super::backend::impl_store!(SqliteStore, Sqlite);
 super::login_backend::impl_login_store!(SqliteStore, Sqlite);

@@ -85,3 +85,101 @@ on_every_backend!(
     verify_detects_tampering,
     verify_names_the_first_tampered_row
 );
+
+async fn verify_expect_broken(app: &TestApp, what: &str) -> i64 {
+    match sigil::admin::audit::verify(app.store.as_ref())
+        .await
+        .expect("verify")
+    {
+        VerifyReport::Broken { seq, .. } => seq,
+        other => panic!("{what}: not detected: {other:?}"),
+    }
+}
+
+/// The chain head (`audit_head`, which appends chain onto) is part of the chain: a head that is
+/// deleted, rolled back or edited is reported as broken, by the library and by `sigil audit
+/// verify`. (audit_head has no triggers: appends update it; an operator with SQL access can
+/// edit it, as this test does.)
+async fn verify_checks_the_chain_head(app: &TestApp) {
+    app.create_realm("ledger", Alg::ES256).await;
+    let c = app
+        .create_client("ledger", "svc", "balances:read", "ledger")
+        .await;
+    for _ in 0..2 {
+        app.token("ledger", &c, None).await;
+    }
+    let rows = app.audit().await;
+    let last = rows.last().expect("rows");
+    let (n, last_hash, prev_hash) = (
+        last.seq,
+        last.hash.clone(),
+        rows[rows.len() - 2].hash.clone(),
+    );
+    assert_eq!(n, 5);
+    let restore = format!("UPDATE audit_head SET seq = {n}, hash = '{last_hash}' WHERE id = 1");
+    let cli_verify = |app: &TestApp| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sigil"))
+            .args(["--database-url", &app.database_url, "audit", "verify"])
+            .current_dir(app._dir.path())
+            .env("SIGIL_LOG", "warn")
+            .output()
+            .expect("run sigil")
+    };
+    let out = cli_verify(app);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    for (what, tamper, broken_at) in [
+        (
+            "head rolled back one row",
+            format!(
+                "UPDATE audit_head SET seq = {}, hash = '{prev_hash}' WHERE id = 1",
+                n - 1
+            ),
+            n,
+        ),
+        (
+            "head ahead of the rows (tail rows deleted)",
+            format!("UPDATE audit_head SET seq = {} WHERE id = 1", n + 2),
+            n + 1,
+        ),
+        (
+            "head hash edited",
+            "UPDATE audit_head SET hash = 'ff' WHERE id = 1".to_owned(),
+            n,
+        ),
+        ("head deleted", "DELETE FROM audit_head".to_owned(), n),
+    ] {
+        exec_raw(app, &tamper).await.expect(what);
+        assert_eq!(verify_expect_broken(app, what).await, broken_at, "{what}");
+        let out = cli_verify(app);
+        assert_eq!(out.status.code(), Some(1), "{what}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("BROKEN"),
+            "{what}"
+        );
+        if what == "head deleted" {
+            exec_raw(
+                app,
+                &format!("INSERT INTO audit_head (id, seq, hash) VALUES (1, {n}, '{last_hash}')"),
+            )
+            .await
+            .expect("restore");
+        } else {
+            exec_raw(app, &restore).await.expect("restore");
+        }
+        assert!(
+            matches!(
+                sigil::admin::audit::verify(app.store.as_ref())
+                    .await
+                    .expect("verify"),
+                VerifyReport::Intact { rows: 5, .. }
+            ),
+            "restored after {what}"
+        );
+    }
+}
+on_every_backend!(verify_checks_head, verify_checks_the_chain_head);

@@ -48,6 +48,10 @@ async fn sts(State(s): State<Arc<FakeSts>>, headers: HeaderMap, body: String) ->
         6 => OK
             .replace("123456789012</Account>", "999999999999</Account>")
             .into_response(),
+        // IAM role names are unique regardless of case: this is a role named `Temp-Admin`.
+        7 => OK
+            .replace("assumed-role/ledger-writer/", "assumed-role/Temp-Admin/")
+            .into_response(),
         _ => OK.into_response(),
     }
 }
@@ -269,3 +273,65 @@ async fn realm_without_aws_refuses_cleanly(app: &TestApp) {
     assert!(doc.get("aws_sts_exchange_endpoint").is_none());
 }
 on_every_backend!(aws_not_configured, realm_without_aws_refuses_cleanly);
+
+/// A DENY on `role/temp-*` must hold for a role named `Temp-Admin`: IAM role names are unique
+/// case-insensitively, so a case-sensitive glob would let a differently-cased role slip past.
+async fn a_deny_binding_ignores_the_case_of_role_names(app: &TestApp) {
+    let (fake, url) = fake_sts().await;
+    setup(app, &url).await;
+    let now = app.now();
+    for (id, principal, deny) in [
+        ("everyone", "arn:aws:iam::123456789012:role/*", false),
+        ("no-temp", "arn:aws:iam::123456789012:role/temp-*", true),
+    ] {
+        sigil::admin::aws::bind(
+            app.store.as_ref(),
+            sigil::admin::aws::Bind {
+                realm: "ledger".into(),
+                id: Some(id.into()),
+                principal: Some(principal.into()),
+                account: None,
+                deny,
+                scopes: Some("tx:post:ach".into()),
+                audience: Some("ledger".into()),
+                access_token_ttl: None,
+            },
+            now,
+            "test",
+        )
+        .await
+        .expect("bind");
+    }
+    // The control: ledger-writer is allowed.
+    let signed =
+        sign_get_caller_identity(&creds(), "us-east-1", &url, "sigil-test", None, app.now())
+            .expect("sign");
+    assert_eq!(post_exchange(app, &signed).await.status(), 200);
+
+    fake.mode.store(7, Ordering::SeqCst);
+    let signed =
+        sign_get_caller_identity(&creds(), "us-east-1", &url, "sigil-test", None, app.now())
+            .expect("sign");
+    let (status, _, body) = error_of(post_exchange(app, &signed).await).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client")),
+        "{body}"
+    );
+    let last = app
+        .audit()
+        .await
+        .into_iter()
+        .rev()
+        .find(|r| r.kind == "token.refused")
+        .expect("audited");
+    assert!(last.detail.contains("denied_by_binding"), "{}", last.detail);
+    assert_eq!(
+        last.actor, "arn:aws:iam::123456789012:role/Temp-Admin",
+        "the refusal names the role as STS reported it"
+    );
+}
+on_every_backend!(
+    aws_deny_is_case_insensitive,
+    a_deny_binding_ignores_the_case_of_role_names
+);

@@ -5,10 +5,11 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-use crate::helpers::{Backend, backends, fresh_database_url};
+use crate::helpers::{Backend, TestDb, backends, fresh_database};
 
 struct Cli {
     db: String,
+    _fresh: TestDb,
     kek: std::path::PathBuf,
     dir: tempfile::TempDir,
 }
@@ -43,9 +44,14 @@ impl Cli {
 
 async fn cli_for(backend: Backend) -> Cli {
     let dir = tempfile::tempdir().expect("tmp");
-    let db = fresh_database_url(backend, dir.path()).await;
+    let fresh = fresh_database(backend, dir.path()).await;
     let kek = dir.path().join("keys/kek");
-    Cli { db, kek, dir }
+    Cli {
+        db: fresh.url.clone(),
+        _fresh: fresh,
+        kek,
+        dir,
+    }
 }
 
 #[tokio::test]

@@ -78,6 +78,49 @@ async fn discovery_parses_with_openidconnect(app: &TestApp) {
 }
 on_every_backend!(discovery, discovery_parses_with_openidconnect);
 
+/// Configuring the AWS exchange adds the token-exchange grant; it never takes the others away.
+async fn aws_configuration_adds_a_grant_type(app: &TestApp) {
+    app.create_realm("ledger", Alg::ES256).await;
+    sigil::admin::aws::configure(
+        app.store.as_ref(),
+        sigil::admin::aws::Configure {
+            realm: "ledger".into(),
+            sts_endpoint: None,
+            partitions: vec![],
+            server_id: "sigil-test".into(),
+            require_challenge: false,
+        },
+        app.now(),
+        "test",
+    )
+    .await
+    .expect("configure");
+    let doc: Value = app
+        .http
+        .get(format!(
+            "{}/.well-known/openid-configuration",
+            app.issuer("ledger")
+        ))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        doc["grant_types_supported"],
+        serde_json::json!([
+            "client_credentials",
+            "authorization_code",
+            "refresh_token",
+            "urn:ietf:params:oauth:grant-type:token-exchange"
+        ])
+    );
+    assert!(doc["aws_sts_exchange_endpoint"].is_string());
+    serde_json::from_value::<CoreProviderMetadata>(doc).expect("openidconnect parses");
+}
+on_every_backend!(discovery_with_aws, aws_configuration_adds_a_grant_type);
+
 fn thumbprint(jwk: &Value) -> String {
     let canonical = match jwk["kty"].as_str().expect("kty") {
         "EC" => format!(

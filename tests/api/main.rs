@@ -12,6 +12,8 @@ mod discovery_jwks;
 mod hardening;
 mod limits;
 mod login;
+mod memory;
 mod passkey;
 mod rotation;
+mod startup;
 mod validator_e2e;

@@ -289,7 +289,8 @@ fn start_node_with(db: &str, kek: &std::path::Path, rotation_check_secs: &str) -
 async fn two_server_processes_on_one_database_rotate_once_and_agree() {
     for backend in backends() {
         let dir = tempfile::tempdir().expect("tmp");
-        let db = crate::helpers::fresh_database_url(backend, dir.path()).await;
+        let fresh = crate::helpers::fresh_database(backend, dir.path()).await;
+        let db = fresh.url.clone();
         let kek = dir.path().join("kek");
         let out = Command::new(env!("CARGO_BIN_EXE_sigil"))
             .args(["--database-url", &db, "--kek-file"])
@@ -502,7 +503,8 @@ async fn a_rotation_on_one_node_reaches_every_node_within_the_cache_ttl() {
     let http = reqwest::Client::new();
     for backend in backends() {
         let dir = tempfile::tempdir().expect("tmp");
-        let db = crate::helpers::fresh_database_url(backend, dir.path()).await;
+        let fresh = crate::helpers::fresh_database(backend, dir.path()).await;
+        let db = fresh.url.clone();
         let kek = dir.path().join("kek");
         let cli = |args: &[&str]| {
             let out = Command::new(env!("CARGO_BIN_EXE_sigil"))

@@ -211,11 +211,13 @@ async fn axum_layer_answers_200_401_403(app: &TestApp) {
     assert_eq!(body["error"], "insufficient_scope");
     assert_eq!(body["error_code"], "INSUFFICIENT_SCOPE");
 
-    for auth in [
-        None,
-        Some("Bearer"),
-        Some("Bearer not-a-jwt"),
-        Some("Basic abc"),
+    // No credentials (or another scheme): a bare challenge without an error code (RFC 6750
+    // §3.1); a bearer attempt that fails: invalid_token.
+    for (auth, bare) in [
+        (None, true),
+        (Some("Basic abc"), true),
+        (Some("Bearer"), false),
+        (Some("Bearer not-a-jwt"), false),
     ] {
         let mut req = app.http.get(format!("http://{addr}/balances"));
         if let Some(a) = auth {
@@ -227,7 +229,48 @@ async fn axum_layer_answers_200_401_403(app: &TestApp) {
             .to_str()
             .expect("ascii")
             .to_owned();
-        assert!(www.starts_with(r#"Bearer error="invalid_token""#), "{www}");
+        if bare {
+            assert_eq!(www, r#"Bearer realm="ledger""#, "{auth:?}");
+        } else {
+            assert!(www.starts_with(r#"Bearer error="invalid_token""#), "{www}");
+        }
     }
 }
 on_every_backend!(axum_layer, axum_layer_answers_200_401_403);
+
+/// ECDSA signatures are malleable: `(r, n − s)` verifies wherever `(r, s)` does. The server signs
+/// only the low-s form and both verifiers (the validator crate, the server's own userinfo check)
+/// refuse the high form, so a token has exactly one valid encoding.
+async fn es256_tokens_have_one_encoding(app: &TestApp) {
+    app.create_realm("ledger", Alg::ES256).await;
+    let c = app
+        .create_client("ledger", "ach-processor", "tx:post:ach", "ledger")
+        .await;
+    let v = Validator::builder(app.issuer("ledger"), "ledger")
+        .build()
+        .await
+        .expect("validator");
+    let live = live_realm(app, "ledger").await;
+    // ring signs a high s half the time; every token the server hands out must be low-s.
+    let mut tokens = Vec::new();
+    for _ in 0..64 {
+        let t = app.token("ledger", &c, None).await;
+        let sig = B64.decode(t.rsplit_once('.').expect("jwt").1).expect("b64");
+        assert!(sigil_validator::es256::is_low_s(&sig), "high-s token: {t}");
+        tokens.push(t);
+    }
+    for good in &tokens[..8] {
+        v.validate(good).await.expect("valid");
+        assert!(sigil::oidc::userinfo::verify_own(&live, good, app.now()).is_some());
+        let (input, sig) = good.rsplit_once('.').expect("jwt");
+        let mut sig = B64.decode(sig).expect("b64");
+        sigil_validator::es256::negate_s(&mut sig);
+        let twin = format!("{input}.{}", B64.encode(&sig));
+        assert_eq!(
+            v.validate(&twin).await.expect_err("twin refused").kind(),
+            &ErrorKind::BadSignature
+        );
+        assert!(sigil::oidc::userinfo::verify_own(&live, &twin, app.now()).is_none());
+    }
+}
+on_every_backend!(es256_malleability, es256_tokens_have_one_encoding);

@@ -98,7 +98,12 @@ def test_example_ledger_answers_200_401_403(sigil, ledger_for):
     assert 'error="insufficient_scope"' in res.headers["WWW-Authenticate"]
     assert 'scope="tx:post:ach"' in res.headers["WWW-Authenticate"]
 
-    for headers in [{}, {"Authorization": "Bearer garbage"}, {"Authorization": f"Bearer {read_token}x"}]:
+    # No token: a bare challenge, no error code (RFC 6750 section 3.1).
+    res = requests.get(f"{ledger}/balances", timeout=10)
+    assert res.status_code == 401
+    assert res.headers["WWW-Authenticate"] == 'Bearer realm="ledger"'
+
+    for headers in [{"Authorization": "Bearer garbage"}, {"Authorization": f"Bearer {read_token}x"}]:
         res = requests.get(f"{ledger}/balances", headers=headers, timeout=10)
         assert res.status_code == 401
         assert res.headers["WWW-Authenticate"].startswith('Bearer error="invalid_token"')

@@ -62,8 +62,14 @@ fn main() {
         B64.encode(json!({"alg":"ES256","kid":"k","typ":"at+jwt"}).to_string()),
         B64.encode(claims.to_string())
     );
-    let sig = pair.sign(&rng, input.as_bytes()).expect("sign");
-    let token = format!("{input}.{}", B64.encode(sig.as_ref()));
+    let mut sig_bytes = pair
+        .sign(&rng, input.as_bytes())
+        .expect("sign")
+        .as_ref()
+        .to_vec();
+    // The validator accepts only low-s ES256 signatures (as Sigil signs them).
+    sigil_validator::es256::to_low_s(&mut sig_bytes);
+    let token = format!("{input}.{}", B64.encode(&sig_bytes));
 
     let validator = rt.block_on(async {
         let body = json!({ "keys": [jwk] }).to_string();
@@ -81,7 +87,6 @@ fn main() {
     });
 
     let key = UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point);
-    let sig_bytes = sig.as_ref().to_vec();
     let raw = rate(|| {
         assert!(key.verify(input.as_bytes(), &sig_bytes).is_ok());
     });

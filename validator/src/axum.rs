@@ -1,6 +1,8 @@
 //! axum/tower integration: a layer that authenticates the bearer token (401 `invalid_token`) and
 //! optionally requires scopes (403 `insufficient_scope`, `error_code: INSUFFICIENT_SCOPE`), and a
-//! `Claims` extractor for handlers behind it.
+//! `Claims` extractor for handlers behind it. A request with no credentials gets a bare challenge
+//! (RFC 6750 §3.1: no error code). `WWW-Authenticate` only ever carries fixed text and configured
+//! values, escaped as quoted strings: nothing from the token reaches the header.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -90,8 +92,10 @@ where
         let validator = self.validator.clone();
         let scopes = self.scopes.clone();
         Box::pin(async move {
-            let Some(token) = bearer_token(req.headers()) else {
-                return Ok(unauthorized("missing or malformed bearer token"));
+            let token = match presented(req.headers()) {
+                Presented::Nothing => return Ok(token_required(validator.realm())),
+                Presented::Malformed => return Ok(unauthorized("malformed bearer credentials")),
+                Presented::Bearer(token) => token,
             };
             let claims = match validator.validate(token).await {
                 Ok(c) => c,
@@ -109,50 +113,116 @@ where
 
 /// The token of an `Authorization: Bearer` header (exactly one such header).
 pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    let mut all = headers.get_all(header::AUTHORIZATION).iter();
-    let value = all.next()?;
-    if all.next().is_some() {
-        return None;
+    match presented(headers) {
+        Presented::Bearer(token) => Some(token),
+        Presented::Nothing | Presented::Malformed => None,
     }
-    let (scheme, token) = value.to_str().ok()?.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-fn unauthorized(description: &str) -> Response {
-    let challenge = format!(r#"Bearer error="invalid_token", error_description="{description}""#);
+/// What a request offers as credentials.
+enum Presented<'a> {
+    /// No `Authorization` header, or another scheme (`Basic`...): no attempt at a bearer token.
+    Nothing,
+    /// A bearer attempt that cannot be read: repeated headers, no token, not ASCII.
+    Malformed,
+    Bearer(&'a str),
+}
+
+fn presented(headers: &HeaderMap) -> Presented<'_> {
+    let mut all = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = all.next() else {
+        return Presented::Nothing;
+    };
+    if all.next().is_some() {
+        return Presented::Malformed;
+    }
+    let Ok(value) = value.to_str() else {
+        return Presented::Malformed;
+    };
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Presented::Nothing;
+    }
+    match token.trim() {
+        "" => Presented::Malformed,
+        token => Presented::Bearer(token),
+    }
+}
+
+/// `value` as the content of an RFC 9110 quoted-string: `"` and `\` escaped, anything that
+/// cannot appear in one (controls, non-ASCII) dropped.
+fn quoted(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            ' ' | '\t' | '!'..='~' => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+fn with_challenge(mut res: Response, challenge: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(challenge) {
+        res.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    res
+}
+
+/// 401 for a request without credentials: a bare challenge naming the realm, no error code.
+fn token_required(realm: &str) -> Response {
+    let body = serde_json::json!({
+        "error_code": "TOKEN_REQUIRED",
+        "error_description": "a bearer token is required",
+    });
+    with_challenge(
+        (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response(),
+        &format!(r#"Bearer realm="{}""#, quoted(realm)),
+    )
+}
+
+/// 401 `invalid_token` with a fixed description (never text derived from the token).
+fn unauthorized(description: &'static str) -> Response {
     let body = serde_json::json!({
         "error": "invalid_token",
         "error_code": "INVALID_TOKEN",
         "error_description": description,
     });
-    let mut res = (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
-    if let Ok(v) = HeaderValue::from_str(&challenge) {
-        res.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-    }
-    res
+    with_challenge(
+        (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response(),
+        &format!(
+            r#"Bearer error="invalid_token", error_description="{}""#,
+            quoted(description)
+        ),
+    )
 }
 
 /// RFC 6750 §3 response for a validation error.
 pub fn rejection(e: &Error) -> Response {
     match e.kind() {
         ErrorKind::InsufficientScope(scopes) => {
+            // The scopes are the route's own configuration, not the token's; quoted all the same.
             let scope = scopes.join(" ");
-            let challenge = format!(r#"Bearer error="insufficient_scope", scope="{scope}""#);
             let body = serde_json::json!({
                 "error": "insufficient_scope",
                 "error_code": "INSUFFICIENT_SCOPE",
                 "scope": scope,
             });
-            let mut res = (StatusCode::FORBIDDEN, axum::Json(body)).into_response();
-            if let Ok(v) = HeaderValue::from_str(&challenge) {
-                res.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-            }
-            res
+            with_challenge(
+                (StatusCode::FORBIDDEN, axum::Json(body)).into_response(),
+                &format!(
+                    r#"Bearer error="insufficient_scope", scope="{}""#,
+                    quoted(&scope)
+                ),
+            )
         }
         // The key source failing is our problem, not the caller's token; still 401 so that no
         // request passes, with a description that does not say more than needed.
-        _ => unauthorized(&e.to_string()),
+        _ => unauthorized(e.description()),
     }
 }
 

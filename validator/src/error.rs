@@ -49,6 +49,30 @@ impl Error {
     }
 }
 
+impl Error {
+    /// A fixed description of the refusal for responses (`error_description`): never any text
+    /// taken from the token or from the key source, so a caller cannot inject header parameters
+    /// or learn internal URLs. `Display` has the details, for logs.
+    pub fn description(&self) -> &'static str {
+        match &*self.0 {
+            ErrorKind::Malformed => "malformed token",
+            ErrorKind::UnsupportedHeader(_) => "unsupported token header",
+            ErrorKind::UnknownKey => "token signed by an unknown key",
+            ErrorKind::AlgorithmMismatch => "token algorithm does not match its key",
+            ErrorKind::BadSignature => "bad signature",
+            ErrorKind::Expired => "token expired",
+            ErrorKind::NotYetValid => "token not yet valid",
+            ErrorKind::WrongIssuer => "wrong issuer",
+            ErrorKind::WrongAudience => "wrong audience",
+            ErrorKind::WrongTokenUse => "not an access token",
+            ErrorKind::ClientNotAllowed => "client not allowed",
+            ErrorKind::MissingClaim(_) => "missing claim",
+            ErrorKind::InsufficientScope(_) => "insufficient scope",
+            ErrorKind::Discovery(_) | ErrorKind::Jwks(_) => "token keys unavailable",
+        }
+    }
+}
+
 impl From<ErrorKind> for Error {
     fn from(k: ErrorKind) -> Self {
         Error(Box::new(k))

@@ -28,9 +28,14 @@ impl VerifyingKey {
         }
     }
 
+    /// Verifies `signature` over `message`. ES256 accepts only the low-s form of a signature (see
+    /// [`crate::es256`]), so a token has one valid encoding.
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
         match self {
-            VerifyingKey::Es256(k) | VerifyingKey::EdDsa(k) => k.verify(message, signature).is_ok(),
+            VerifyingKey::Es256(k) => {
+                crate::es256::is_low_s(signature) && k.verify(message, signature).is_ok()
+            }
+            VerifyingKey::EdDsa(k) => k.verify(message, signature).is_ok(),
             VerifyingKey::Rs256(k) => k
                 .verify(&RSA_PKCS1_2048_8192_SHA256, message, signature)
                 .is_ok(),
@@ -135,6 +140,47 @@ mod tests {
         assert_eq!(max_age("public, max-age=3600"), Some(3600));
         assert_eq!(max_age("no-cache"), None);
         assert_eq!(max_age("Max-Age=\"5\""), Some(5));
+    }
+
+    #[test]
+    fn es256_accepts_the_low_s_form_only() {
+        use ring::rand::SystemRandom;
+        use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+        let rng = SystemRandom::new();
+        let doc =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).expect("generate");
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, doc.as_ref(), &rng)
+            .expect("parse");
+        let ring_key = UnparsedPublicKey::new(
+            &ECDSA_P256_SHA256_FIXED,
+            pair.public_key().as_ref().to_vec(),
+        );
+        let key = VerifyingKey::Es256(ring_key.clone());
+        let (mut high_seen, mut low_seen) = (false, false);
+        for i in 0..64u32 {
+            let message = i.to_be_bytes();
+            let raw = pair.sign(&rng, &message).expect("sign").as_ref().to_vec();
+            let mut low = raw.clone();
+            crate::es256::to_low_s(&mut low);
+            // The other form of the same signature: (r, n − s).
+            let mut high = low.clone();
+            crate::es256::negate_s(&mut high);
+            assert!(
+                ring_key.verify(&message, &high).is_ok(),
+                "ring alone takes both"
+            );
+            assert!(key.verify(&message, &low), "low-s verifies");
+            assert!(!key.verify(&message, &high), "high-s is refused");
+            if raw == low {
+                low_seen = true;
+            } else {
+                high_seen = true;
+            }
+        }
+        assert!(
+            high_seen && low_seen,
+            "ring signs both forms; 64 tries see each"
+        );
     }
 
     #[test]

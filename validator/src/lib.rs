@@ -14,6 +14,7 @@
 
 mod claims;
 mod error;
+pub mod es256;
 mod jwks;
 mod validator;
 

@@ -37,6 +37,8 @@ pub const MAX_CACHE_SECS: i64 = 24 * 3600;
 struct Policy {
     issuer: String,
     audience: String,
+    /// `realm` of the challenge sent to requests without a token (default: the audience).
+    realm: Option<String>,
     leeway: i64,
     allowed_client_ids: Option<HashSet<String>>,
     cooldown: i64,
@@ -81,6 +83,12 @@ impl ValidatorBuilder {
     /// answers garbage (default 6 h); after that, validation fails closed.
     pub fn stale_period(mut self, period: Duration) -> Self {
         self.policy.stale_period = period.as_secs() as i64;
+        self
+    }
+    /// The `realm` the axum layer names in `WWW-Authenticate: Bearer realm="..."` when a request
+    /// carries no token (default: the audience).
+    pub fn realm(mut self, realm: impl Into<String>) -> Self {
+        self.policy.realm = Some(realm.into());
         self
     }
     /// Skip discovery and fetch keys from this URL.
@@ -305,6 +313,7 @@ impl Validator {
             policy: Policy {
                 issuer: issuer.into(),
                 audience: audience.into(),
+                realm: None,
                 leeway: 60,
                 allowed_client_ids: None,
                 cooldown: 30,
@@ -321,6 +330,12 @@ impl Validator {
 
     pub fn issuer(&self) -> &str {
         &self.inner.policy.issuer
+    }
+
+    /// The protection space named in challenges (the builder's `realm`, else the audience).
+    pub fn realm(&self) -> &str {
+        let p = &self.inner.policy;
+        p.realm.as_deref().unwrap_or(&p.audience)
     }
 
     /// How many times the JWKS has been fetched (for metrics and tests).

@@ -46,11 +46,15 @@ impl Key {
             B64.encode(header.to_string()),
             B64.encode(claims.to_string())
         );
-        let sig = self
+        let mut sig = self
             .pair
             .sign(&SystemRandom::new(), input.as_bytes())
-            .expect("sign");
-        format!("{input}.{}", B64.encode(sig.as_ref()))
+            .expect("sign")
+            .as_ref()
+            .to_vec();
+        // The validator takes only the low-s form, the one Sigil signs.
+        sigil_validator::es256::to_low_s(&mut sig);
+        format!("{input}.{}", B64.encode(&sig))
     }
     fn token(&self, claims: Value) -> String {
         self.sign(json!({"alg":"ES256","kid":self.kid,"typ":"at+jwt"}), claims)
@@ -340,4 +344,180 @@ async fn keys_past_the_stale_period_fail_closed_and_recover() {
     v.validate(&token_at(NOW + 4201))
         .await
         .expect("works again without a restart");
+}
+
+#[tokio::test]
+async fn the_high_s_twin_of_a_valid_es256_token_is_refused() {
+    let k = Key::new("k1");
+    let h = harness(&[&k]).await;
+    let good = k.token(claims());
+    h.validator.validate(&good).await.expect("low-s verifies");
+    let (input, sig) = good.rsplit_once('.').expect("jwt");
+    let mut sig = B64.decode(sig).expect("b64");
+    // (r, n − s): a second valid ECDSA signature over the same input, which ring accepts.
+    sigil_validator::es256::negate_s(&mut sig);
+    let twin = format!("{input}.{}", B64.encode(&sig));
+    assert_ne!(twin, good);
+    assert_eq!(
+        h.validator
+            .validate(&twin)
+            .await
+            .expect_err("the malleated token must fail")
+            .kind(),
+        &ErrorKind::BadSignature
+    );
+}
+
+/// Splits a `WWW-Authenticate: Bearer ...` value into its auth-params the way an RFC 9110 parser
+/// does (`name=token` or `name="quoted \" string"`, comma-separated).
+fn challenge_params(header: &str) -> Vec<(String, String)> {
+    let rest = header.strip_prefix("Bearer").expect("Bearer challenge");
+    let mut chars = rest.chars().peekable();
+    let mut params = Vec::new();
+    loop {
+        while chars.peek().is_some_and(|c| *c == ' ' || *c == ',') {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            return params;
+        }
+        let mut name = String::new();
+        while let Some(c) = chars.next_if(|c| *c != '=') {
+            name.push(c);
+        }
+        assert_eq!(
+            chars.next(),
+            Some('='),
+            "parameter without a value in {header}"
+        );
+        let mut value = String::new();
+        if chars.next_if_eq(&'"').is_some() {
+            loop {
+                match chars.next().expect("unterminated quoted string") {
+                    '\\' => value.push(chars.next().expect("escaped char")),
+                    '"' => break,
+                    c => value.push(c),
+                }
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| *c != ',') {
+                value.push(c);
+            }
+        }
+        params.push((name.trim().to_owned(), value.trim().to_owned()));
+    }
+}
+
+async fn serve_behind_layer(v: &Validator) -> String {
+    async fn ok() -> &'static str {
+        "ok"
+    }
+    let app = Router::new()
+        .route(
+            "/balances",
+            get(ok).route_layer(v.require_scope("balances:read")),
+        )
+        .route("/admin", get(ok).route_layer(v.require_scope("admin")));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+async fn get_with(url: &str, authorization: Option<&str>) -> (u16, String, Value) {
+    let mut req = reqwest::Client::new().get(url);
+    if let Some(a) = authorization {
+        req = req.header("authorization", a);
+    }
+    let res = req.send().await.expect("send");
+    let www = res
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().expect("ascii").to_owned())
+        .unwrap_or_default();
+    (
+        res.status().as_u16(),
+        www,
+        res.json().await.expect("json body"),
+    )
+}
+
+#[tokio::test]
+async fn a_token_header_cannot_inject_challenge_parameters() {
+    let k = Key::new("k1");
+    let h = harness(&[&k]).await;
+    let base = serve_behind_layer(&h.validator).await;
+    for typ in [
+        ", error=insufficient_scope, scope=admin, x=",
+        r#"", error="insufficient_scope", scope="admin", x=""#,
+        "\\\", error=insufficient_scope, scope=admin, x=\\",
+    ] {
+        let token = k.sign(json!({"alg":"ES256","kid":"k1","typ":typ}), claims());
+        let (status, www, body) = get_with(
+            &format!("{base}/balances"),
+            Some(&format!("Bearer {token}")),
+        )
+        .await;
+        assert_eq!(status, 401, "{typ}");
+        let params = challenge_params(&www);
+        let names: Vec<&str> = params.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["error", "error_description"], "{www}");
+        assert_eq!(params[0].1, "invalid_token", "{www}");
+        assert!(
+            !www.contains("insufficient_scope") && !www.contains("admin"),
+            "{www}"
+        );
+        // The body carries no token-derived text either.
+        assert!(!body.to_string().contains("admin"), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn a_request_without_credentials_gets_a_bare_challenge() {
+    let k = Key::new("k1");
+    let h = harness(&[&k]).await;
+    let base = serve_behind_layer(&h.validator).await;
+    let url = format!("{base}/balances");
+    // RFC 6750 §3.1: no credentials (or another scheme) → no error code.
+    for auth in [None, Some("Basic YWxpY2U6c2VjcmV0")] {
+        let (status, www, body) = get_with(&url, auth).await;
+        assert_eq!(status, 401, "{auth:?}");
+        assert_eq!(www, r#"Bearer realm="ledger""#, "{auth:?}");
+        assert!(body.get("error").is_none(), "{body}");
+    }
+    // A bearer attempt that fails is invalid_token.
+    for auth in [
+        "Bearer",
+        "Bearer not-a-jwt",
+        &format!("Bearer {}x", k.token(claims())),
+    ] {
+        let (status, www, body) = get_with(&url, Some(auth)).await;
+        assert_eq!(status, 401, "{auth}");
+        assert!(www.starts_with(r#"Bearer error="invalid_token""#), "{www}");
+        assert_eq!(body["error"], "invalid_token");
+    }
+    // A valid token passes; a missing scope is 403 insufficient_scope.
+    let good = format!("Bearer {}", k.token(claims()));
+    let res = reqwest::Client::new()
+        .get(&url)
+        .header("authorization", &good)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status(), 200);
+    let (status, www, _) = get_with(&format!("{base}/admin"), Some(&good)).await;
+    assert_eq!(status, 403);
+    assert_eq!(www, r#"Bearer error="insufficient_scope", scope="admin""#);
+
+    // A configured realm is escaped as a quoted string.
+    let h = harness_with(&[&k], |b| b.realm(r#"ledger "prod""#)).await;
+    let base = serve_behind_layer(&h.validator).await;
+    let (_, www, _) = get_with(&format!("{base}/balances"), None).await;
+    assert_eq!(www, r#"Bearer realm="ledger \"prod\"""#);
+    assert_eq!(
+        challenge_params(&www),
+        [("realm".into(), r#"ledger "prod""#.into())]
+    );
 }
