@@ -67,7 +67,18 @@ pub async fn userinfo(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
     else {
-        return unauthorized("a bearer token is required");
+        // RFC 6750 §3.1: a request without credentials gets a challenge with no error code.
+        let mut res = (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"error": "invalid_request", "error_description": "a bearer token is required"})),
+        )
+            .into_response();
+        if let Ok(v) = HeaderValue::from_str(&format!(r#"Bearer realm="{}""#, realm.issuer)) {
+            res.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+        res.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        return res;
     };
     let Some(claims) = verify_own(&realm, token.trim(), now) else {
         return unauthorized("invalid token");
