@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use axum::Extension;
 use axum::extract::{ConnectInfo, Form, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use minijinja::context;
 use serde::Deserialize;
@@ -177,8 +177,6 @@ pub async fn consent_submit(
         )
         .await;
     }
-    let mut res = issue_code(&state, &realm, &pending, &cur.session, now).await;
-    res.headers_mut()
-        .append(header::SET_COOKIE, pending::clear(&realm));
-    res
+    // The code's redirect also ends the pending request (clears its cookie).
+    issue_code(&state, &realm, &pending, &cur.session, now).await
 }

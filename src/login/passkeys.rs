@@ -484,10 +484,12 @@ async fn start_authentication(
     ok_json(serde_json::to_value(&options).unwrap_or_default())
 }
 
-/// `POST /realms/{realm}/login/passkey/options`.
+/// `POST /realms/{realm}/login/passkey/options`. Each start stores a ceremony row, so starts count
+/// toward the address's sign-in limit like failures do (30 a minute is far above a person's use).
 pub async fn sign_in_options(
     State(state): State<AppState>,
     RealmPath(name): RealmPath,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Option<axum::Json<SignInOptionsBody>>,
 ) -> Response {
@@ -496,6 +498,13 @@ pub async fn sign_in_options(
         Ok(r) => r,
         Err(res) => return res,
     };
+    let ip = peer_ip(peer);
+    if ip_blocked(&state, ip, now) {
+        return json_error(StatusCode::TOO_MANY_REQUESTS, "too many attempts");
+    }
+    if let Some(ip) = ip {
+        state.login_ip_failures.record_failure(ip, now);
+    }
     let Some((flow_hash, pending)) = super::pages::pending_flow(&state, &realm, &headers, now)
     else {
         return json_error(StatusCode::BAD_REQUEST, "sign-in expired");
