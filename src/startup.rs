@@ -62,13 +62,10 @@ impl Application {
                 "created a new key-encryption key; production must provide its own KEK (kek_file) and back it up"
             );
         }
-        let listener =
-            TcpListener::bind(config.bind)
-                .await
-                .map_err(|source| StartupError::Bind {
-                    addr: config.bind,
-                    source,
-                })?;
+        let listener = listen(config.bind).map_err(|source| StartupError::Bind {
+            addr: config.bind,
+            source,
+        })?;
         let addr = listener.local_addr().map_err(|source| StartupError::Bind {
             addr: config.bind,
             source,
@@ -129,12 +126,33 @@ impl Application {
         let limits = crate::serve::ConnLimits {
             header_read_timeout: Duration::from_secs(self.state.config.header_read_timeout_secs),
             max_buf_size: 64 * 1024,
+            idle_timeout: Duration::from_secs(self.state.config.idle_timeout_secs),
+            max_connections: self.state.config.max_connections,
+            http2_max_concurrent_streams: self.state.config.http2_max_concurrent_streams,
         };
         if self.state.config.rotation_check_secs > 0 {
             tokio::spawn(rotation_schedule(self.state.clone()));
         }
         crate::serve::serve(self.listener, self.router, limits, shutdown_signal()).await
     }
+}
+
+/// Connections the kernel completes and queues before `accept` takes them. The OS default here
+/// was 128, too few to absorb a burst while the accept loop makes room by closing idle
+/// connections: beyond it, new connections' handshakes stall for a second or more. The kernel
+/// caps it at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 1024;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 pub fn router(state: AppState) -> Router {
