@@ -82,6 +82,9 @@ impl Application {
         ));
         let audit = AuditWriter::spawn(store.clone(), config.audit_batch_max);
         let config_failures_per_minute = config.failures_per_minute_per_ip;
+        let aws_challenges = Arc::new(crate::ratelimit::FailureLimiter::new(
+            config.aws_challenges_per_minute_per_ip,
+        ));
         let state = AppState {
             config: Arc::new(config),
             store,
@@ -93,6 +96,7 @@ impl Application {
             failures: Arc::new(crate::ratelimit::FailureLimiter::new(
                 config_failures_per_minute,
             )),
+            aws_challenges,
             templates: crate::login::pages_support::environment(),
             // Two argon2 computations per core at most (~19 MiB each); more are shed.
             passwords: crate::login::password::Passwords::new(4),
