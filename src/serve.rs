@@ -246,27 +246,22 @@ async fn drive(
             _ = stop.changed() => break Ending::Shutdown,
         }
     };
-    match ending {
+    if matches!(ending, Ending::Evicted) && registry.idle_since(id).is_some() {
         // Evicted while idle: no request is lost by dropping it now.
-        Ending::Evicted if registry.idle_since(id).is_some() => {}
-        Ending::Idle | Ending::Evicted => {
-            conn.as_mut().graceful_shutdown();
-            // A request may have started in the meantime: let it finish (the request timeout
-            // bounds it), otherwise drop the connection after the grace period.
-            loop {
-                tokio::select! {
-                    _ = conn.as_mut() => break,
-                    () = tokio::time::sleep(CLOSE_GRACE) => {
-                        if registry.idle_since(id).is_some() {
-                            break;
-                        }
-                    }
+        return;
+    }
+    // HTTP/1: no more keep-alive; HTTP/2: GOAWAY. Requests in progress finish (the request
+    // timeout bounds them); a connection with none is dropped after the grace period even if
+    // the peer never acknowledges the GOAWAY.
+    conn.as_mut().graceful_shutdown();
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => break,
+            () = tokio::time::sleep(CLOSE_GRACE) => {
+                if registry.idle_since(id).is_some() {
+                    break;
                 }
             }
-        }
-        Ending::Shutdown => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.as_mut().await;
         }
     }
 }
@@ -376,7 +371,7 @@ struct ConnRef {
 }
 
 /// Marks the connection busy from the moment a request reaches the service until its response
-/// head is ready (or the request is dropped).
+/// has been sent (or the request is dropped).
 struct InFlight(ConnRef);
 
 impl InFlight {
@@ -399,23 +394,58 @@ struct Tracked<S> {
     conn: ConnRef,
 }
 
-impl<S, R> Service<R> for Tracked<S>
+impl<S, R, B> Service<R> for Tracked<S>
 where
-    S: Service<R>,
+    S: Service<R, Response = hyper::Response<B>>,
     S::Future: Send + 'static,
 {
-    type Response = S::Response;
+    type Response = hyper::Response<TrackedBody<B>>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
 
     fn call(&self, req: R) -> Self::Future {
         let busy = InFlight::new(self.conn.clone());
         let fut = self.inner.call(req);
         Box::pin(async move {
-            let res = fut.await;
-            drop(busy);
-            res
+            let res = fut.await?;
+            Ok(res.map(|inner| TrackedBody {
+                inner,
+                busy: Some(busy),
+            }))
         })
+    }
+}
+
+/// A response body that keeps its connection busy until it has been sent or dropped.
+struct TrackedBody<B> {
+    inner: B,
+    busy: Option<InFlight>,
+}
+
+impl<B> hyper::body::Body for TrackedBody<B>
+where
+    B: hyper::body::Body + Unpin,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, std::task::Poll::Ready(None | Some(Err(_)))) {
+            self.busy = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
