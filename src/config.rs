@@ -43,10 +43,15 @@ pub struct Settings {
     pub max_body_bytes: Option<usize>,
     pub request_timeout_secs: Option<u64>,
     pub header_read_timeout_secs: Option<u64>,
+    pub idle_timeout_secs: Option<u64>,
+    pub max_connections: Option<usize>,
+    pub http2_max_concurrent_streams: Option<u32>,
     pub audit_batch_max: Option<usize>,
     pub rotation_check_secs: Option<u64>,
     pub failures_per_minute_per_ip: Option<u32>,
     pub refusal_tally_secs: Option<u64>,
+    pub aws_challenges_per_minute_per_ip: Option<u32>,
+    pub aws_max_live_challenges: Option<u32>,
     pub log_format: Option<String>,
 }
 
@@ -65,12 +70,23 @@ impl Settings {
             header_read_timeout_secs: over
                 .header_read_timeout_secs
                 .or(self.header_read_timeout_secs),
+            idle_timeout_secs: over.idle_timeout_secs.or(self.idle_timeout_secs),
+            max_connections: over.max_connections.or(self.max_connections),
+            http2_max_concurrent_streams: over
+                .http2_max_concurrent_streams
+                .or(self.http2_max_concurrent_streams),
             audit_batch_max: over.audit_batch_max.or(self.audit_batch_max),
             rotation_check_secs: over.rotation_check_secs.or(self.rotation_check_secs),
             failures_per_minute_per_ip: over
                 .failures_per_minute_per_ip
                 .or(self.failures_per_minute_per_ip),
             refusal_tally_secs: over.refusal_tally_secs.or(self.refusal_tally_secs),
+            aws_challenges_per_minute_per_ip: over
+                .aws_challenges_per_minute_per_ip
+                .or(self.aws_challenges_per_minute_per_ip),
+            aws_max_live_challenges: over
+                .aws_max_live_challenges
+                .or(self.aws_max_live_challenges),
             log_format: over.log_format.or(self.log_format),
         }
     }
@@ -111,10 +127,15 @@ impl Settings {
             max_body_bytes: num(&get, "SIGIL_MAX_BODY_BYTES")?,
             request_timeout_secs: num(&get, "SIGIL_REQUEST_TIMEOUT_SECS")?,
             header_read_timeout_secs: num(&get, "SIGIL_HEADER_READ_TIMEOUT_SECS")?,
+            idle_timeout_secs: num(&get, "SIGIL_IDLE_TIMEOUT_SECS")?,
+            max_connections: num(&get, "SIGIL_MAX_CONNECTIONS")?,
+            http2_max_concurrent_streams: num(&get, "SIGIL_HTTP2_MAX_CONCURRENT_STREAMS")?,
             audit_batch_max: num(&get, "SIGIL_AUDIT_BATCH_MAX")?,
             rotation_check_secs: num(&get, "SIGIL_ROTATION_CHECK_SECS")?,
             failures_per_minute_per_ip: num(&get, "SIGIL_FAILURES_PER_MINUTE_PER_IP")?,
             refusal_tally_secs: num(&get, "SIGIL_REFUSAL_TALLY_SECS")?,
+            aws_challenges_per_minute_per_ip: num(&get, "SIGIL_AWS_CHALLENGES_PER_MINUTE_PER_IP")?,
+            aws_max_live_challenges: num(&get, "SIGIL_AWS_MAX_LIVE_CHALLENGES")?,
             log_format: get("SIGIL_LOG_FORMAT"),
         })
     }
@@ -140,8 +161,17 @@ pub struct Config {
     pub jwks_max_age_secs: u64,
     pub max_body_bytes: usize,
     pub request_timeout_secs: u64,
-    /// A connection that has not sent a complete request head within this is closed.
+    /// A connection that has not sent a complete request head within this (from its first byte)
+    /// is closed.
     pub header_read_timeout_secs: u64,
+    /// A connection with no request in progress is closed after this long: from accept to its
+    /// first request, and between requests on a kept-alive (HTTP/1.1) or HTTP/2 connection.
+    pub idle_timeout_secs: u64,
+    /// Most connections open at once. At the cap the oldest idle connection is closed to make
+    /// room; when none is idle, new connections wait in the listen backlog.
+    pub max_connections: usize,
+    /// Most concurrent streams (requests) one HTTP/2 connection may have open.
+    pub http2_max_concurrent_streams: u32,
     pub audit_batch_max: usize,
     /// How often `serve` runs the key-rotation schedule; 0 turns the scheduler off.
     pub rotation_check_secs: u64,
@@ -151,6 +181,10 @@ pub struct Config {
     /// Anonymous refusals are written as one counted row per (address, reason, ...) every this
     /// many seconds instead of one row each.
     pub refusal_tally_secs: u64,
+    /// AWS exchange challenges one address may obtain per minute; past it, 429. 0 = no limit.
+    pub aws_challenges_per_minute_per_ip: u32,
+    /// Most unexpired AWS exchange challenges stored per realm; past it, 503.
+    pub aws_max_live_challenges: u32,
     pub log_format: LogFormat,
 }
 
@@ -229,6 +263,19 @@ impl Config {
                 1,
                 120,
             )?,
+            idle_timeout_secs: bounded(
+                "idle_timeout_secs",
+                s.idle_timeout_secs.unwrap_or(DEFAULT_IDLE_TIMEOUT_SECS),
+                1,
+                3600,
+            )?,
+            max_connections: max_connections(s.max_connections, open_file_limit())?,
+            http2_max_concurrent_streams: bounded(
+                "http2_max_concurrent_streams",
+                u64::from(s.http2_max_concurrent_streams.unwrap_or(64)),
+                1,
+                1000,
+            )? as u32,
             audit_batch_max: bounded(
                 "audit_batch_max",
                 s.audit_batch_max.unwrap_or(256) as u64,
@@ -253,6 +300,18 @@ impl Config {
                 1,
                 3600,
             )?,
+            aws_challenges_per_minute_per_ip: bounded(
+                "aws_challenges_per_minute_per_ip",
+                u64::from(s.aws_challenges_per_minute_per_ip.unwrap_or(30)),
+                0,
+                1_000_000,
+            )? as u32,
+            aws_max_live_challenges: bounded(
+                "aws_max_live_challenges",
+                u64::from(s.aws_max_live_challenges.unwrap_or(10_000)),
+                1,
+                1_000_000,
+            )? as u32,
             log_format,
         })
     }
@@ -269,12 +328,90 @@ impl Config {
             max_body_bytes: 16 * 1024,
             request_timeout_secs: 15,
             header_read_timeout_secs: 10,
+            idle_timeout_secs: DEFAULT_IDLE_TIMEOUT_SECS,
+            max_connections: default_max_connections(open_file_limit()),
+            http2_max_concurrent_streams: 64,
             audit_batch_max: 256,
             rotation_check_secs: 0,
             failures_per_minute_per_ip: 60,
             refusal_tally_secs: 1,
+            aws_challenges_per_minute_per_ip: 30,
+            aws_max_live_challenges: 10_000,
             log_format: LogFormat::Text,
         }
+    }
+}
+
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 30;
+/// The default connection cap never exceeds this, however high the open-file limit: each open
+/// connection also costs memory (buffers, a task), and 16,384 is far beyond what one node serves.
+pub const MAX_CONNECTIONS_CEILING: usize = 16_384;
+
+/// File descriptors kept free of connections for everything else a node opens: the database pool
+/// and SQLite's WAL files, the KEK and config files, outbound STS connections, the runtime's own.
+pub fn fd_reserve(limit: u64) -> u64 {
+    (limit / 4).min(128)
+}
+
+/// The connection cap when none is configured: the open-file limit minus the reserve, at most
+/// [`MAX_CONNECTIONS_CEILING`]; the ceiling when the limit is unknown or unlimited.
+pub fn default_max_connections(limit: Option<u64>) -> usize {
+    match limit {
+        Some(n) => (n.saturating_sub(fd_reserve(n)) as usize).clamp(1, MAX_CONNECTIONS_CEILING),
+        None => MAX_CONNECTIONS_CEILING,
+    }
+}
+
+/// Validates a configured cap against the open-file limit (a cap the limit cannot honour would
+/// end in "Too many open files" instead of a clean refusal), or derives the default.
+fn max_connections(configured: Option<usize>, limit: Option<u64>) -> Result<usize, ConfigError> {
+    let Some(v) = configured else {
+        return Ok(default_max_connections(limit));
+    };
+    if !(1..=1_000_000).contains(&v) {
+        return Err(invalid(
+            "max_connections",
+            format!("{v} is outside 1..=1000000"),
+        ));
+    }
+    if let Some(n) = limit {
+        let usable = n.saturating_sub(fd_reserve(n));
+        if v as u64 > usable {
+            return Err(invalid(
+                "max_connections",
+                format!(
+                    "{v} is more than the open-file limit ({n}) leaves after a reserve of {} for \
+                     the database and files; raise the limit (ulimit -n, systemd LimitNOFILE=) \
+                     or set at most {usable}",
+                    fd_reserve(n)
+                ),
+            ));
+        }
+    }
+    Ok(v)
+}
+
+/// The process's soft RLIMIT_NOFILE; `None` when unlimited or unknown.
+#[allow(unsafe_code)]
+pub fn open_file_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes one `rlimit` through a pointer to a live, properly aligned
+        // local; it has no other effect.
+        let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+        if rc != 0 || lim.rlim_cur == libc::RLIM_INFINITY {
+            return None;
+        }
+        #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 everywhere
+        Some(lim.rlim_cur as u64)
+    }
+    #[cfg(not(unix))]
+    {
+        None
     }
 }
 
@@ -338,6 +475,50 @@ mod tests {
         let e = Settings::from_env(|k| (k == "SIGIL_CACHE_TTL_SECS").then(|| "x".to_owned()))
             .expect_err("must fail");
         assert!(e.to_string().contains("SIGIL_CACHE_TTL_SECS"), "{e}");
+    }
+
+    #[test]
+    fn the_connection_cap_follows_the_open_file_limit() {
+        // systemd's default soft limit: 128 descriptors stay free for the database and files.
+        assert_eq!(default_max_connections(Some(1024)), 896);
+        assert_eq!(default_max_connections(Some(256)), 192);
+        assert_eq!(
+            default_max_connections(Some(1 << 20)),
+            MAX_CONNECTIONS_CEILING
+        );
+        assert_eq!(default_max_connections(None), MAX_CONNECTIONS_CEILING);
+        assert_eq!(max_connections(None, Some(1024)).expect("default"), 896);
+        assert_eq!(max_connections(Some(500), Some(1024)).expect("fits"), 500);
+        let e = max_connections(Some(1000), Some(1024)).expect_err("over the limit");
+        assert!(
+            e.to_string().contains("max_connections") && e.to_string().contains("896"),
+            "{e}"
+        );
+        assert!(max_connections(Some(0), None).is_err());
+        assert_eq!(
+            max_connections(Some(50_000), None).expect("unlimited"),
+            50_000
+        );
+        let e = Settings::from_env(|k| (k == "SIGIL_MAX_CONNECTIONS").then(|| "many".to_owned()))
+            .expect_err("must fail");
+        assert!(e.to_string().contains("SIGIL_MAX_CONNECTIONS"), "{e}");
+        let s = Settings::from_env(|k| match k {
+            "SIGIL_IDLE_TIMEOUT_SECS" => Some("5".to_owned()),
+            "SIGIL_AWS_CHALLENGES_PER_MINUTE_PER_IP" => Some("7".to_owned()),
+            _ => None,
+        })
+        .expect("env");
+        let c = Config::from_settings(s).expect("valid");
+        assert_eq!(
+            (c.idle_timeout_secs, c.aws_challenges_per_minute_per_ip),
+            (5, 7)
+        );
+        let e = Config::from_settings(Settings {
+            idle_timeout_secs: Some(0),
+            ..Default::default()
+        })
+        .expect_err("must fail");
+        assert!(e.to_string().contains("idle_timeout_secs"), "{e}");
     }
 
     #[test]

@@ -62,13 +62,10 @@ impl Application {
                 "created a new key-encryption key; production must provide its own KEK (kek_file) and back it up"
             );
         }
-        let listener =
-            TcpListener::bind(config.bind)
-                .await
-                .map_err(|source| StartupError::Bind {
-                    addr: config.bind,
-                    source,
-                })?;
+        let listener = listen(config.bind).map_err(|source| StartupError::Bind {
+            addr: config.bind,
+            source,
+        })?;
         let addr = listener.local_addr().map_err(|source| StartupError::Bind {
             addr: config.bind,
             source,
@@ -85,6 +82,9 @@ impl Application {
         ));
         let audit = AuditWriter::spawn(store.clone(), config.audit_batch_max);
         let config_failures_per_minute = config.failures_per_minute_per_ip;
+        let aws_challenges = Arc::new(crate::ratelimit::FailureLimiter::new(
+            config.aws_challenges_per_minute_per_ip,
+        ));
         let state = AppState {
             config: Arc::new(config),
             store,
@@ -96,6 +96,7 @@ impl Application {
             failures: Arc::new(crate::ratelimit::FailureLimiter::new(
                 config_failures_per_minute,
             )),
+            aws_challenges,
             templates: crate::login::pages_support::environment(),
             // Two argon2 computations per core at most (~19 MiB each); more are shed.
             passwords: crate::login::password::Passwords::new(4),
@@ -130,6 +131,9 @@ impl Application {
         let limits = crate::serve::ConnLimits {
             header_read_timeout: Duration::from_secs(self.state.config.header_read_timeout_secs),
             max_buf_size: 64 * 1024,
+            idle_timeout: Duration::from_secs(self.state.config.idle_timeout_secs),
+            max_connections: self.state.config.max_connections,
+            http2_max_concurrent_streams: self.state.config.http2_max_concurrent_streams,
         };
         if self.state.config.rotation_check_secs > 0 {
             tokio::spawn(rotation_schedule(self.state.clone()));
@@ -143,6 +147,24 @@ impl Application {
         write_refusals(&state).await;
         served
     }
+}
+
+/// Connections the kernel completes and queues before `accept` takes them. The OS default here
+/// was 128, too few to absorb a burst while the accept loop makes room by closing idle
+/// connections: beyond it, new connections' handshakes stall for a second or more. The kernel
+/// caps it at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 1024;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 pub fn router(state: AppState) -> Router {

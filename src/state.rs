@@ -20,6 +20,8 @@ pub struct AppState {
     /// For STS calls: no redirects, short timeouts.
     pub sts_http: reqwest::Client,
     pub failures: Arc<crate::ratelimit::FailureLimiter>,
+    /// AWS exchange challenges issued per address and minute (anonymous, each writes a row).
+    pub aws_challenges: Arc<crate::ratelimit::FailureLimiter>,
     pub templates: Arc<minijinja::Environment<'static>>,
     pub passwords: crate::login::password::Passwords,
     pub login_ip_failures: Arc<crate::ratelimit::FailureLimiter>,

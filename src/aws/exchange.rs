@@ -2,6 +2,7 @@
 //! local checks → challenge → STS → canonical ARN → binding → scopes → token.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use axum::Extension;
 use axum::body::Body;
@@ -32,6 +33,9 @@ pub const AWS_SUBJECT_TOKEN_TYPE: &str =
     "urn:sigil:params:oauth:token-type:aws-sts-get-caller-identity";
 pub const GRANT_NAME: &str = "aws_sts_get_caller_identity";
 pub const CHALLENGE_TTL: i64 = 60;
+
+/// When "challenge store full" was last logged (a log throttle, not application state).
+static FULL_LOGGED_AT: AtomicI64 = AtomicI64::new(i64::MIN / 2);
 
 fn client_error(reason: &'static str, description: &'static str) -> Refusal {
     Refusal::new(
@@ -280,12 +284,23 @@ pub async fn endpoint(
 }
 
 /// `POST /realms/{realm}/aws/challenge`: a single-use challenge, valid for a minute, to be sent
-/// (and signed) as `X-Sigil-Challenge`.
+/// (and signed) as `X-Sigil-Challenge`. Anonymous, and each one is a row: an address gets
+/// `aws_challenges_per_minute_per_ip` a minute (then 429), a realm holds at most
+/// `aws_max_live_challenges` unexpired ones (then 503 until some expire).
 pub async fn challenge(
     State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     crate::oidc::RealmPath(realm): crate::oidc::RealmPath,
 ) -> Response {
     let now = state.clock.now();
+    let peer = peer.map(|Extension(ConnectInfo(addr))| addr.ip());
+    // Before any work, database reads included.
+    if let Some(ip) = peer
+        && state.aws_challenges.is_blocked(ip, now)
+    {
+        return OAuthError::new(ErrorCode::RateLimited, "too many challenges; retry later")
+            .into_response();
+    }
     let live = match live_realm(&state, &realm, now).await {
         Ok(r) => r,
         Err(res) => return res,
@@ -301,15 +316,66 @@ pub async fn challenge(
             return OAuthError::server_error().into_response();
         }
     }
+    // Every challenge asked for counts, stored or not.
+    if let Some(ip) = peer
+        && state.aws_challenges.record_failure(ip, now)
+    {
+        // Tallied: one row per address and period, however many requests are refused.
+        tracing::warn!(%ip, realm = %live.record.name, "AWS challenge limit reached");
+        state.refusals.add(
+            crate::audit::tally::Refused {
+                realm: Some(&live.record.name),
+                kind: "aws.challenge_rate_limited",
+                address: ip.to_string(),
+                reason: "limit_reached",
+                actor: "(address)",
+            },
+            now,
+        );
+    }
     let nonce = B64.encode(secret::random_bytes::<32>());
     let hash = hex(ring::digest::digest(&ring::digest::SHA256, nonce.as_bytes()).as_ref());
-    if let Err(e) = state
+    match state
         .store
-        .create_aws_challenge(&live.record.name, &hash, now + CHALLENGE_TTL, now)
+        .create_aws_challenge(
+            &live.record.name,
+            &hash,
+            now + CHALLENGE_TTL,
+            now,
+            i64::from(state.config.aws_max_live_challenges),
+        )
         .await
     {
-        tracing::error!(error = %e, "challenge store error");
-        return OAuthError::server_error().into_response();
+        Ok(true) => {}
+        Ok(false) => {
+            // Logged at most once a minute: the refusals themselves may come by the thousand.
+            let last = FULL_LOGGED_AT.load(Ordering::Relaxed);
+            if now >= last + 60
+                && FULL_LOGGED_AT
+                    .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                tracing::warn!(
+                    realm = %live.record.name,
+                    max = state.config.aws_max_live_challenges,
+                    "AWS challenge store full; refusing new challenges until some expire"
+                );
+            }
+            let mut res = OAuthError::new(
+                ErrorCode::TemporarilyUnavailable,
+                "too many challenges outstanding; retry later",
+            )
+            .into_response();
+            res.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(CHALLENGE_TTL),
+            );
+            return res;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "challenge store error");
+            return OAuthError::server_error().into_response();
+        }
     }
     let mut res =
         axum::Json(json!({"challenge": nonce, "expires_in": CHALLENGE_TTL})).into_response();

@@ -392,20 +392,31 @@ macro_rules! impl_store {
                 nonce_hash: &str,
                 expires_at: i64,
                 now: i64,
-            ) -> Result<(), $crate::store::StoreError> {
+                max_live: i64,
+            ) -> Result<bool, $crate::store::StoreError> {
+                // Both use an index (0005_challenge_limits): the prune touches only the rows that
+                // expired since the last call, the count only this realm's live rows.
                 sqlx::query("DELETE FROM aws_challenges WHERE expires_at < $1")
                     .bind(now)
                     .execute(&self.pool)
                     .await?;
-                sqlx::query(
-                    "INSERT INTO aws_challenges (nonce_hash, realm, expires_at) VALUES ($1, $2, $3)",
+                let stored = sqlx::query(
+                    "INSERT INTO aws_challenges (nonce_hash, realm, expires_at) \
+                     SELECT $1, $2, $3 \
+                     WHERE (SELECT COUNT(*) FROM aws_challenges \
+                            WHERE realm = $4 AND expires_at >= $5) < $6",
                 )
                 .bind(nonce_hash)
                 .bind(realm)
                 .bind(expires_at)
+                .bind(realm)
+                .bind(now)
+                .bind(max_live)
                 .execute(&self.pool)
-                .await?;
-                Ok(())
+                .await?
+                .rows_affected()
+                    == 1;
+                Ok(stored)
             }
 
             async fn consume_aws_challenge(

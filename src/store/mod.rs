@@ -260,14 +260,17 @@ pub trait Store: login::LoginStore + Send + Sync + 'static {
         id: &str,
         audit: Audited<'_>,
     ) -> Result<bool, StoreError>;
-    /// Stores a challenge (by hash) and prunes expired ones.
+    /// Prunes expired challenges, then stores this one (by hash) unless the realm already holds
+    /// `max_live` unexpired ones; returns whether it was stored. Under concurrent calls on
+    /// PostgreSQL the count may overshoot `max_live` by the number of calls in flight.
     async fn create_aws_challenge(
         &self,
         realm: &str,
         nonce_hash: &str,
         expires_at: i64,
         now: i64,
-    ) -> Result<(), StoreError>;
+        max_live: i64,
+    ) -> Result<bool, StoreError>;
     /// Consumes a live challenge; false if unknown, expired or already used.
     async fn consume_aws_challenge(
         &self,

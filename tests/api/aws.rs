@@ -11,10 +11,12 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::Value;
+use sigil::aws::exchange::CHALLENGE_TTL;
 use sigil::aws::sign::{AwsCredentials, sign_get_caller_identity};
+use sigil::clock::MockClock;
 use sigil::keys::Alg;
 
-use crate::helpers::{TestApp, decode_part, error_of};
+use crate::helpers::{Backend, TestApp, backends, decode_part, error_of, spawn_app_with};
 use crate::on_every_backend;
 
 const OK: &str = r#"<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><GetCallerIdentityResult><Arn>arn:aws:sts::123456789012:assumed-role/ledger-writer/i-0abc</Arn><UserId>AROAEXAMPLE:i-0abc</UserId><Account>123456789012</Account></GetCallerIdentityResult></GetCallerIdentityResponse>"#;
@@ -335,3 +337,109 @@ on_every_backend!(
     aws_deny_is_case_insensitive,
     a_deny_binding_ignores_the_case_of_role_names
 );
+
+async fn count_challenges(app: &TestApp) -> i64 {
+    use sqlx::Connection;
+    let sql = "SELECT COUNT(*) FROM aws_challenges";
+    match app.backend {
+        Backend::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(&app.database_url)
+                .await
+                .expect("connect");
+            sqlx::query_scalar(sql)
+                .fetch_one(&mut c)
+                .await
+                .expect("count")
+        }
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&app.database_url)
+                .await
+                .expect("connect");
+            sqlx::query_scalar(sql)
+                .fetch_one(&mut c)
+                .await
+                .expect("count")
+        }
+    }
+}
+
+/// POSTs to the challenge endpoint from `from` (any 127/8 address is ours on loopback).
+async fn ask_challenge(app: &TestApp, from: [u8; 4]) -> reqwest::Response {
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(from))
+        .build()
+        .expect("client")
+        .post(format!("{}/aws/challenge", app.issuer("ledger")))
+        .send()
+        .await
+        .expect("send")
+}
+
+#[tokio::test]
+async fn challenge_floods_are_limited_per_address_and_the_table_stays_bounded() {
+    for backend in backends() {
+        // At the start of a minute, so the whole flood falls in one rate-limit window.
+        let clock = MockClock::new(1_800_000_000);
+        let app = spawn_app_with(backend, Some(clock.clone()), |c| {
+            c.aws_challenges_per_minute_per_ip = 5;
+            c.aws_max_live_challenges = 12;
+        })
+        .await;
+        setup(&app, "http://127.0.0.1:1/").await;
+
+        // One address: five challenges, then 429 in the OAuth error shape, nothing stored.
+        let mut statuses = Vec::new();
+        for _ in 0..20 {
+            let res = ask_challenge(&app, [127, 0, 0, 1]).await;
+            let status = res.status().as_u16();
+            if status == 429 {
+                assert_eq!(
+                    res.headers().get("retry-after").map(|v| v.as_bytes()),
+                    Some(&b"60"[..])
+                );
+                let (_, _, body) = error_of(res).await;
+                assert_eq!(body["error"], "temporarily_unavailable");
+            }
+            statuses.push(status);
+        }
+        assert_eq!(statuses[..5], [200; 5], "{backend:?}");
+        assert_eq!(statuses[5..], [429; 15], "{backend:?}");
+        assert_eq!(count_challenges(&app).await, 5);
+
+        // Many addresses, each within its own limit: the realm's cap (12) holds, then 503.
+        let mut statuses = Vec::new();
+        for host in 2..=4u8 {
+            for _ in 0..5 {
+                let res = ask_challenge(&app, [127, 0, 0, host]).await;
+                let status = res.status().as_u16();
+                if status == 503 {
+                    assert_eq!(
+                        res.headers().get("retry-after").map(|v| v.as_bytes()),
+                        Some(&b"60"[..])
+                    );
+                    let (_, _, body) = error_of(res).await;
+                    assert_eq!(body["error"], "temporarily_unavailable");
+                }
+                statuses.push(status);
+            }
+        }
+        assert_eq!(statuses[..7], [200; 7], "{backend:?}");
+        assert_eq!(statuses[7..], [503; 8], "{backend:?}");
+        assert_eq!(count_challenges(&app).await, 12);
+
+        // Reaching the limit is tallied: one row per address, not one per refusal.
+        let limited = app
+            .audit_after_tally()
+            .await
+            .into_iter()
+            .filter(|r| r.kind == "aws.challenge_rate_limited")
+            .count();
+        assert_eq!(limited, 4);
+
+        // A minute later the expired challenges are pruned and the address may ask again.
+        clock.advance(CHALLENGE_TTL + 1);
+        let res = ask_challenge(&app, [127, 0, 0, 1]).await;
+        assert_eq!(res.status(), 200);
+        assert_eq!(count_challenges(&app).await, 1);
+    }
+}

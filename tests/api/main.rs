@@ -8,6 +8,7 @@ mod audit;
 mod aws;
 mod cli;
 mod client_credentials;
+mod connections;
 mod discovery_jwks;
 mod hardening;
 mod limits;
