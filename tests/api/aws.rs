@@ -16,7 +16,7 @@ use sigil::aws::sign::{AwsCredentials, sign_get_caller_identity};
 use sigil::clock::MockClock;
 use sigil::keys::Alg;
 
-use crate::helpers::{Backend, TestApp, backends, decode_part, error_of, spawn_app_with};
+use crate::helpers::{TestApp, backends, decode_part, error_of, spawn_app_with};
 use crate::on_every_backend;
 
 const OK: &str = r#"<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><GetCallerIdentityResult><Arn>arn:aws:sts::123456789012:assumed-role/ledger-writer/i-0abc</Arn><UserId>AROAEXAMPLE:i-0abc</UserId><Account>123456789012</Account></GetCallerIdentityResult></GetCallerIdentityResponse>"#;
@@ -339,28 +339,7 @@ on_every_backend!(
 );
 
 async fn count_challenges(app: &TestApp) -> i64 {
-    use sqlx::Connection;
-    let sql = "SELECT COUNT(*) FROM aws_challenges";
-    match app.backend {
-        Backend::Sqlite => {
-            let mut c = sqlx::SqliteConnection::connect(&app.database_url)
-                .await
-                .expect("connect");
-            sqlx::query_scalar(sql)
-                .fetch_one(&mut c)
-                .await
-                .expect("count")
-        }
-        Backend::Postgres => {
-            let mut c = sqlx::PgConnection::connect(&app.database_url)
-                .await
-                .expect("connect");
-            sqlx::query_scalar(sql)
-                .fetch_one(&mut c)
-                .await
-                .expect("count")
-        }
-    }
+    crate::helpers::count_rows(app, "SELECT COUNT(*) FROM aws_challenges").await
 }
 
 /// POSTs to the challenge endpoint from `from` (any 127/8 address is ours on loopback).

@@ -12,29 +12,7 @@ use crate::login::{
 use crate::passkey::{SoftPasskey, origin, post_json};
 
 async fn count(app: &TestApp, sql: &str) -> i64 {
-    let sql = sqlx::AssertSqlSafe(sql.to_owned());
-    match app.backend {
-        crate::helpers::Backend::Sqlite => {
-            use sqlx::Connection;
-            let mut c = sqlx::SqliteConnection::connect(&app.database_url)
-                .await
-                .expect("connect");
-            sqlx::query_scalar(sql)
-                .fetch_one(&mut c)
-                .await
-                .expect("count")
-        }
-        crate::helpers::Backend::Postgres => {
-            use sqlx::Connection;
-            let mut c = sqlx::PgConnection::connect(&app.database_url)
-                .await
-                .expect("connect");
-            sqlx::query_scalar(sql)
-                .fetch_one(&mut c)
-                .await
-                .expect("count")
-        }
-    }
+    crate::helpers::count_rows(app, sql).await
 }
 
 fn issuer(f: &Fixture) -> String {

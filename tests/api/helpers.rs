@@ -403,6 +403,31 @@ pub async fn error_of(res: reqwest::Response) -> (u16, String, Value) {
 }
 
 /// Runs one raw SQL statement against the app's database, as an operator with a SQL shell would.
+/// The one integer a query such as `SELECT COUNT(*) ...` answers, read beside the application.
+pub async fn count_rows(app: &TestApp, sql: &str) -> i64 {
+    let sql = sqlx::AssertSqlSafe(sql.to_owned());
+    match app.backend {
+        Backend::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(&app.database_url)
+                .await
+                .expect("connect");
+            sqlx::query_scalar(sql)
+                .fetch_one(&mut c)
+                .await
+                .expect("count")
+        }
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&app.database_url)
+                .await
+                .expect("connect");
+            sqlx::query_scalar(sql)
+                .fetch_one(&mut c)
+                .await
+                .expect("count")
+        }
+    }
+}
+
 pub async fn exec_raw(app: &TestApp, sql: &str) -> Result<u64, String> {
     let sql = sqlx::AssertSqlSafe(sql.to_owned());
     match app.backend {
