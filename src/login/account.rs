@@ -95,6 +95,22 @@ async fn signed_in_form(
     Ok((realm, cur))
 }
 
+/// `signed_in_form`, and a sign-in recent enough to change credentials (else the browser is sent
+/// to "confirm it's you").
+async fn fresh_form(
+    state: &AppState,
+    name: &str,
+    headers: &HeaderMap,
+    csrf: Option<&str>,
+    now: UnixTime,
+) -> Result<(std::sync::Arc<LiveRealm>, Current), Response> {
+    let (realm, cur) = signed_in_form(state, name, headers, csrf, now).await?;
+    if !is_fresh_enough(&cur, false, now) {
+        return Err(see_other(&reauth_url(&realm, false)));
+    }
+    Ok((realm, cur))
+}
+
 /// Applies a credential change for the signed-in user (ends their other sessions and refresh
 /// tokens, audited as `kind`). `Ok(false)` if there was nothing to change.
 pub(crate) async fn apply_change(
@@ -281,13 +297,10 @@ pub async fn remove_passkey(
     let now = state.clock.now();
     let f = form.ok().map(|Form(f)| f);
     let csrf = f.as_ref().and_then(|f| f.csrf.clone());
-    let (realm, cur) = match signed_in_form(&state, &name, &headers, csrf.as_deref(), now).await {
+    let (realm, cur) = match fresh_form(&state, &name, &headers, csrf.as_deref(), now).await {
         Ok(x) => x,
         Err(res) => return res,
     };
-    if !is_fresh_enough(&cur, false, now) {
-        return see_other(&reauth_url(&realm, false));
-    }
     let cred = f.and_then(|f| f.credential_id).unwrap_or_default();
     let change = CredentialChange::RemovePasskey {
         credential_id: cred.clone(),
@@ -331,13 +344,10 @@ pub async fn totp_start(
 ) -> Response {
     let now = state.clock.now();
     let csrf = form.ok().and_then(|Form(f)| f.csrf);
-    let (realm, cur) = match signed_in_form(&state, &name, &headers, csrf.as_deref(), now).await {
+    let (realm, cur) = match fresh_form(&state, &name, &headers, csrf.as_deref(), now).await {
         Ok(x) => x,
         Err(res) => return res,
     };
-    if !is_fresh_enough(&cur, false, now) {
-        return see_other(&reauth_url(&realm, false));
-    }
     let secret = totp::new_secret();
     let Ok(sealed) = state.kek.seal(&totp_aad(&name, &cur.user.id), &secret) else {
         return unavailable(&state, Some(&realm));
@@ -394,13 +404,10 @@ pub async fn totp_confirm(
     let now = state.clock.now();
     let f = form.ok().map(|Form(f)| f);
     let csrf = f.as_ref().and_then(|f| f.csrf.clone());
-    let (realm, cur) = match signed_in_form(&state, &name, &headers, csrf.as_deref(), now).await {
+    let (realm, cur) = match fresh_form(&state, &name, &headers, csrf.as_deref(), now).await {
         Ok(x) => x,
         Err(res) => return res,
     };
-    if !is_fresh_enough(&cur, false, now) {
-        return see_other(&reauth_url(&realm, false));
-    }
     let again = |title: &str, text: &str| {
         message(
             &state.templates,
@@ -476,13 +483,10 @@ pub async fn recovery_codes(
 ) -> Response {
     let now = state.clock.now();
     let csrf = form.ok().and_then(|Form(f)| f.csrf);
-    let (realm, cur) = match signed_in_form(&state, &name, &headers, csrf.as_deref(), now).await {
+    let (realm, cur) = match fresh_form(&state, &name, &headers, csrf.as_deref(), now).await {
         Ok(x) => x,
         Err(res) => return res,
     };
-    if !is_fresh_enough(&cur, false, now) {
-        return see_other(&reauth_url(&realm, false));
-    }
     let codes = recovery::generate();
     let change = CredentialChange::ReplaceRecoveryCodes {
         hashes: codes.iter().map(|c| recovery::hash(c)).collect(),

@@ -61,12 +61,18 @@ pub(crate) async fn realm_or_page(
     }
 }
 
-/// The policy of a realm `realm_or_page` returned.
+/// The policy of a realm `realm_or_page` returned (which refuses realms whose stored policy is
+/// unusable). Should another caller ever pass such a realm, it gets the closed policy (no password
+/// fallback, nothing remembered), never the defaults.
 pub(crate) fn settings(realm: &LiveRealm) -> &LoginSettings {
-    static DEFAULT: std::sync::OnceLock<LoginSettings> = std::sync::OnceLock::new();
-    realm
-        .login()
-        .unwrap_or_else(|| DEFAULT.get_or_init(LoginSettings::default))
+    static CLOSED: std::sync::OnceLock<LoginSettings> = std::sync::OnceLock::new();
+    realm.login().unwrap_or_else(|| {
+        CLOSED.get_or_init(|| LoginSettings {
+            allow_password_fallback: false,
+            remember_consent: false,
+            ..LoginSettings::default()
+        })
+    })
 }
 
 pub(crate) fn csrf_refused(state: &AppState, realm: &LiveRealm) -> Response {

@@ -318,18 +318,19 @@ pub async fn enrol_finish(
 /// The signed-in user of the account page's JSON calls, after the CSRF check.
 async fn account_user(
     state: &AppState,
-    realm: &LiveRealm,
+    name: &str,
     headers: &HeaderMap,
     csrf: Option<&str>,
     now: UnixTime,
-) -> Result<Current, Response> {
-    let Some(cur) = session::current(state, realm, headers, now).await else {
+) -> Result<(std::sync::Arc<LiveRealm>, Current), Response> {
+    let realm = realm(state, name, now).await?;
+    let Some(cur) = session::current(state, &realm, headers, now).await else {
         return Err(json_error(StatusCode::UNAUTHORIZED, "not signed in"));
     };
     if !csrf_ok(&session::session_csrf(&cur.token), csrf) {
         return Err(json_error(StatusCode::FORBIDDEN, "csrf"));
     }
-    Ok(cur)
+    Ok((realm, cur))
 }
 
 /// Adding a passkey needs a recent sign-in, and a passkey sign-in when the account has one.
@@ -346,9 +347,14 @@ async fn may_add_passkey(
     if is_fresh_enough(cur, has_passkeys, now) {
         return Ok(());
     }
-    let mut res = json_error(StatusCode::FORBIDDEN, "reauth_required");
-    *res.body_mut() = axum::body::Body::from(
-        json!({"error": "reauth_required", "reauth": reauth_url(realm, has_passkeys)}).to_string(),
+    let mut res = (
+        StatusCode::FORBIDDEN,
+        axum::Json(json!({"error": "reauth_required", "reauth": reauth_url(realm, has_passkeys)})),
+    )
+        .into_response();
+    res.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
     );
     Err(res)
 }
@@ -365,13 +371,9 @@ pub async fn account_options(
     body: Option<axum::Json<CsrfBody>>,
 ) -> Response {
     let now = state.clock.now();
-    let realm = match realm(&state, &name, now).await {
-        Ok(r) => r,
-        Err(res) => return res,
-    };
     let csrf = body.as_ref().map(|b| b.csrf.as_str());
-    let cur = match account_user(&state, &realm, &headers, csrf, now).await {
-        Ok(c) => c,
+    let (realm, cur) = match account_user(&state, &name, &headers, csrf, now).await {
+        Ok(x) => x,
         Err(res) => return res,
     };
     if let Err(res) = may_add_passkey(&state, &realm, &cur, now).await {
@@ -391,15 +393,11 @@ pub async fn account_finish(
     body: Result<axum::Json<RegisterBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let now = state.clock.now();
-    let realm = match realm(&state, &name, now).await {
-        Ok(r) => r,
-        Err(res) => return res,
-    };
     let Ok(axum::Json(body)) = body else {
         return json_error(StatusCode::BAD_REQUEST, "malformed credential");
     };
-    let cur = match account_user(&state, &realm, &headers, Some(&body.csrf), now).await {
-        Ok(c) => c,
+    let (realm, cur) = match account_user(&state, &name, &headers, Some(&body.csrf), now).await {
+        Ok(x) => x,
         Err(res) => return res,
     };
     if let Err(res) = may_add_passkey(&state, &realm, &cur, now).await {
@@ -714,13 +712,9 @@ pub async fn reauth_options(
     body: Option<axum::Json<SignInOptionsBody>>,
 ) -> Response {
     let now = state.clock.now();
-    let realm = match realm(&state, &name, now).await {
-        Ok(r) => r,
-        Err(res) => return res,
-    };
     let csrf = body.as_ref().map(|b| b.csrf.as_str());
-    let cur = match account_user(&state, &realm, &headers, csrf, now).await {
-        Ok(c) => c,
+    let (realm, cur) = match account_user(&state, &name, &headers, csrf, now).await {
+        Ok(x) => x,
         Err(res) => return res,
     };
     start_authentication(&state, &realm, &reauth_key(&cur), false, now).await
@@ -735,15 +729,11 @@ pub async fn reauth_finish(
     body: Result<axum::Json<SignInBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let now = state.clock.now();
-    let realm = match realm(&state, &name, now).await {
-        Ok(r) => r,
-        Err(res) => return res,
-    };
     let Ok(axum::Json(body)) = body else {
         return json_error(StatusCode::BAD_REQUEST, "malformed credential");
     };
-    let cur = match account_user(&state, &realm, &headers, Some(&body.csrf), now).await {
-        Ok(c) => c,
+    let (realm, cur) = match account_user(&state, &name, &headers, Some(&body.csrf), now).await {
+        Ok(x) => x,
         Err(res) => return res,
     };
     let ip = peer_ip(peer);

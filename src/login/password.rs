@@ -4,6 +4,7 @@
 //! so a flood from a few sources cannot keep a real user out; beyond that, requests are shed.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,8 +37,20 @@ const MAX_WAITING: usize = 256;
 #[derive(Clone)]
 pub struct Passwords {
     permits: Arc<Semaphore>,
-    /// Requests running or queued per share key (an address, an account).
+    /// Requests running or queued per share key (an address, an account). Bounded because
+    /// requests are: at most `MAX_WAITING` queued plus the running ones, two keys each.
     shares: Arc<Mutex<HashMap<String, u32>>>,
+    /// Requests queued for a slot.
+    waiting: Arc<AtomicUsize>,
+}
+
+/// Counts a request as queued until it gets a slot, gives up, or is dropped (client gone).
+struct Waiting(Arc<AtomicUsize>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Releases a request's fair-share places when it ends, however it ends.
@@ -83,16 +96,16 @@ impl Passwords {
         Passwords {
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
             shares: Arc::new(Mutex::new(HashMap::new())),
+            waiting: Arc::new(AtomicUsize::new(0)),
         }
     }
 
     /// Takes a place for each of `keys`, or none if one of them has its fair share already.
     fn take_share(&self, keys: &[String]) -> Option<ShareGuard> {
         let mut map = self.shares.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= 4 * MAX_WAITING
-            || keys
-                .iter()
-                .any(|k| map.get(k).is_some_and(|n| *n >= FAIR_SHARE))
+        if keys
+            .iter()
+            .any(|k| map.get(k).is_some_and(|n| *n >= FAIR_SHARE))
         {
             return None;
         }
@@ -114,8 +127,8 @@ impl Passwords {
         let permit = match self.permits.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
-                let waiting = self.shares.lock().map(|m| m.len()).unwrap_or(usize::MAX);
-                if waiting > MAX_WAITING {
+                let _queued = Waiting(self.waiting.clone());
+                if self.waiting.fetch_add(1, Ordering::SeqCst) >= MAX_WAITING {
                     return Err(PasswordError::Busy);
                 }
                 tokio::time::timeout(QUEUE_WAIT, self.permits.clone().acquire_owned())

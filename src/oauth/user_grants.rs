@@ -160,27 +160,43 @@ async fn live_user_and_session(
     }
 }
 
-/// A code or refresh token presented again: its whole family is revoked (audited).
-async fn revoke_reused(
+/// What was presented again.
+#[derive(Clone, Copy)]
+enum Reused {
+    Code,
+    Refresh,
+}
+
+/// A code or refresh token presented again by its own client: its whole family is revoked
+/// (audited), and this is the refusal to answer with.
+async fn reused(
     state: &AppState,
     realm: &LiveRealm,
     client: &ClientRecord,
     family: &str,
-    kind: &'static str,
-    user_id: Option<&str>,
+    user_id: &str,
+    what: Reused,
     now: UnixTime,
-) -> Result<(), Refusal> {
-    let mut d = AuditDraft::new(now, Some(&realm.record.name), kind, &client.client_id)
+) -> Refusal {
+    let (kind, description, reason) = match what {
+        Reused::Code => (
+            "token.code_reused",
+            "the code was already used",
+            "code_reused",
+        ),
+        Reused::Refresh => (
+            "token.refresh_reused",
+            "the refresh token was already used; its family is revoked",
+            "refresh_reused",
+        ),
+    };
+    let d = AuditDraft::new(now, Some(&realm.record.name), kind, &client.client_id)
+        .subject(user_id)
         .detail(json!({"action": "family_revoked"}));
-    if let Some(u) = user_id {
-        d = d.subject(u);
+    match state.store.revoke_family(family, now, &[d]).await {
+        Ok(_) => invalid_grant(description, reason),
+        Err(e) => store_down(e),
     }
-    state
-        .store
-        .revoke_family(family, now, &[d])
-        .await
-        .map_err(store_down)?;
-    Ok(())
 }
 
 async fn authorization_code(
@@ -221,17 +237,16 @@ async fn authorization_code(
     }
     if row.used_at.is_some() {
         // RFC 6749 §4.1.2: a code used twice by its own client revokes what it issued.
-        revoke_reused(
+        return Err(reused(
             state,
             realm,
             client,
             &row.family,
-            "token.code_reused",
-            Some(&data.user_id),
+            &data.user_id,
+            Reused::Code,
             now,
         )
-        .await?;
-        return Err(invalid_grant("the code was already used", "code_reused"));
+        .await);
     }
     if row.expires_at <= now {
         return Err(invalid_grant("invalid or expired code", "invalid_code"));
@@ -291,17 +306,16 @@ async fn authorization_code(
         .map_err(store_down)?
     {
         // Spent by a concurrent request between the read and now: that is a replay too.
-        revoke_reused(
+        return Err(reused(
             state,
             realm,
             client,
             &row.family,
-            "token.code_reused",
-            Some(&user.id),
+            &user.id,
+            Reused::Code,
             now,
         )
-        .await?;
-        return Err(invalid_grant("the code was already used", "code_reused"));
+        .await);
     }
     granted.audited = true;
     Ok(granted)
@@ -352,20 +366,16 @@ async fn refresh(
         ));
     }
     if old.used_at.is_some() {
-        revoke_reused(
+        return Err(reused(
             state,
             realm,
             client,
             &old.family,
-            "token.refresh_reused",
-            Some(&old.user_id),
+            &old.user_id,
+            Reused::Refresh,
             now,
         )
-        .await?;
-        return Err(invalid_grant(
-            "the refresh token was already used; its family is revoked",
-            "refresh_reused",
-        ));
+        .await);
     }
     let facts: RefreshData = serde_json::from_str(&old.data)
         .map_err(|_| invalid_grant("invalid refresh token", "corrupt_refresh"))?;
@@ -437,20 +447,16 @@ async fn refresh(
         })?
     {
         // Used by a concurrent request between the read and now: reuse.
-        revoke_reused(
+        return Err(reused(
             state,
             realm,
             client,
             &old.family,
-            "token.refresh_reused",
-            Some(&old.user_id),
+            &old.user_id,
+            Reused::Refresh,
             now,
         )
-        .await?;
-        return Err(invalid_grant(
-            "the refresh token was already used; its family is revoked",
-            "refresh_reused",
-        ));
+        .await);
     }
     granted.audited = true;
     Ok(granted)

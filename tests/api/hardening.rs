@@ -15,6 +15,25 @@ async fn count(app: &TestApp, sql: &str) -> i64 {
     crate::helpers::count_rows(app, sql).await
 }
 
+/// The confidential `web` client (authenticated) presenting a code.
+async fn redeem_by_web(f: &Fixture, code: &str, verifier: &str) -> u16 {
+    f.app
+        .http
+        .post(f.app.token_url("customers"))
+        .basic_auth("web", Some(&f.web_secret))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", verifier),
+        ])
+        .send()
+        .await
+        .expect("token")
+        .status()
+        .as_u16()
+}
+
 fn issuer(f: &Fixture) -> String {
     f.app.issuer("customers")
 }
@@ -786,21 +805,7 @@ async fn codes_are_checked_before_they_are_spent() {
         let p = pkce();
         let code = signed_in(&f, &b, &p).await;
         // Another (authenticated) client presents the victim's code: refused, nothing spent.
-        let res = f
-            .app
-            .http
-            .post(f.app.token_url("customers"))
-            .basic_auth("web", Some(&f.web_secret))
-            .form(&[
-                ("grant_type", "authorization_code"),
-                ("code", code.as_str()),
-                ("redirect_uri", REDIRECT),
-                ("code_verifier", p.verifier.as_str()),
-            ])
-            .send()
-            .await
-            .expect("token");
-        assert_eq!(res.status(), 400);
+        assert_eq!(redeem_by_web(&f, &code, &p.verifier).await, 400);
         // The right client with a wrong verifier: refused, nothing spent.
         let (status, _) = f.redeem("mobile", &code, &pkce().verifier).await;
         assert_eq!(status, 400);
@@ -849,21 +854,7 @@ async fn codes_are_checked_before_they_are_spent() {
         let code = signed_in(&f, &browser(), &p).await;
         let (status, body) = f.redeem("mobile", &code, &p.verifier).await;
         assert_eq!(status, 200);
-        let res = f
-            .app
-            .http
-            .post(f.app.token_url("customers"))
-            .basic_auth("web", Some(&f.web_secret))
-            .form(&[
-                ("grant_type", "authorization_code"),
-                ("code", code.as_str()),
-                ("redirect_uri", REDIRECT),
-                ("code_verifier", p.verifier.as_str()),
-            ])
-            .send()
-            .await
-            .expect("token");
-        assert_eq!(res.status(), 400);
+        assert_eq!(redeem_by_web(&f, &code, &p.verifier).await, 400);
         let (status, _) = f.refresh(body["refresh_token"].as_str().expect("rt")).await;
         assert_eq!(
             status, 200,
@@ -1116,5 +1107,100 @@ async fn a_password_flood_from_rotating_addresses_does_not_shed_a_user() {
             seen.extend(t.await.expect("join"));
         }
         assert!(seen.contains(&401), "the flood did run: {seen:?}");
+    }
+}
+
+/// Check-then-act on second factors, raced: one TOTP set-up confirmed by eight concurrent posts
+/// is applied once; one recovery code posted by eight sign-ins at once opens one session.
+#[tokio::test]
+async fn second_factors_are_spent_once_under_concurrency() {
+    for backend in backends() {
+        let f = setup(backend).await;
+        let iss = issuer(&f);
+        let b = browser();
+        let _ = tokens(&f, &b).await;
+        let csrf = account_csrf(&f, &b).await;
+        let page = b
+            .post(format!("{iss}/account/totp"))
+            .form(&[("csrf", csrf.as_str())])
+            .send()
+            .await
+            .expect("totp")
+            .text()
+            .await
+            .expect("html");
+        let secret = totp::base32_decode(crate::login::between(&page, r#"id="totp-secret">"#, "<"))
+            .expect("secret");
+        let code = totp::code_at(&secret, f.clock.now());
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let (b, url) = (b.clone(), format!("{iss}/account/totp/confirm"));
+            let form = [("csrf", csrf.clone()), ("code", code.clone())];
+            tasks.push(tokio::spawn(async move {
+                b.post(url)
+                    .form(&form)
+                    .send()
+                    .await
+                    .expect("confirm")
+                    .status()
+                    .as_u16()
+            }));
+        }
+        let mut ok = 0;
+        for t in tasks {
+            if t.await.expect("join") == 200 {
+                ok += 1;
+            }
+        }
+        assert_eq!(ok, 1, "{ok} confirmations of one set-up");
+        let replaced = f
+            .app
+            .audit()
+            .await
+            .iter()
+            .filter(|r| r.kind == "user.totp_replaced")
+            .count();
+        assert_eq!(replaced, 1);
+
+        // One recovery code, eight concurrent sign-ins (the account's fair share lets two reach
+        // the check at once; of those, one spends the code).
+        let rc = f.recovery[2].clone();
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let b = browser();
+            let url = f.authorize_url("customers", "web", &pkce(), "");
+            b.get(&url).send().await.expect("authorize");
+            let page = b
+                .get(format!("{iss}/login"))
+                .send()
+                .await
+                .expect("login")
+                .text()
+                .await
+                .expect("html");
+            let form = [
+                ("csrf", field(&page, "csrf")),
+                ("username", "alice".to_owned()),
+                ("password", PASSWORD.to_owned()),
+                ("code", rc.clone()),
+            ];
+            let url = format!("{iss}/login");
+            tasks.push(tokio::spawn(async move {
+                b.post(url)
+                    .form(&form)
+                    .send()
+                    .await
+                    .expect("post")
+                    .status()
+                    .as_u16()
+            }));
+        }
+        let mut signed_in = 0;
+        for t in tasks {
+            if t.await.expect("join") == 303 {
+                signed_in += 1;
+            }
+        }
+        assert_eq!(signed_in, 1, "{signed_in} sign-ins with one recovery code");
     }
 }

@@ -114,6 +114,12 @@ def test_passkey_enrolment_and_sign_in_in_chromium(sigil, browser_page):
         "grant_type": "refresh_token", "client_id": "mobile", "refresh_token": tokens["refresh_token"]}).json()
     assert "access_token" in refreshed
 
+    # "Confirm it's you" with the passkey, in the page's own script under its CSP.
+    page.goto(f"{issuer}/account/reauth")
+    page.get_by_role("button", name="Confirm with a passkey").click()
+    page.wait_for_url(f"{issuer}/account")
+    assert page.locator('#security-events li[data-kind="user.reauthenticated"]').count() == 1
+
     # Sign out everywhere from the account page; the refresh token is dead.
     page.goto(f"{issuer}/account")
     page.screenshot(path=os.path.join(shots, "account.png"), full_page=True)
