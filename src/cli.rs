@@ -457,7 +457,7 @@ fn print_json<T: Serialize>(v: &T) {
 }
 
 async fn open_store(config: &Config) -> Result<Arc<dyn Store>, CliError> {
-    let store = store::connect(&config.database_url).await?;
+    let store = store::connect_with(&config.database_url, &config.db).await?;
     store.migrate().await?;
     Ok(store)
 }

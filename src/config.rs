@@ -3,9 +3,12 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use url::Url;
+
+use crate::store::DbOptions;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -35,8 +38,12 @@ fn invalid(option: &'static str, message: impl Into<String>) -> ConfigError {
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     pub bind: Option<String>,
+    pub metrics_bind: Option<String>,
     pub public_url: Option<String>,
     pub database_url: Option<String>,
+    pub database_pool_size: Option<u32>,
+    pub database_connect_timeout_secs: Option<u64>,
+    pub database_statement_timeout_ms: Option<u64>,
     pub kek_file: Option<PathBuf>,
     pub cache_ttl_secs: Option<u64>,
     pub jwks_max_age_secs: Option<u64>,
@@ -60,8 +67,16 @@ impl Settings {
     pub fn merge(self, over: Settings) -> Settings {
         Settings {
             bind: over.bind.or(self.bind),
+            metrics_bind: over.metrics_bind.or(self.metrics_bind),
             public_url: over.public_url.or(self.public_url),
             database_url: over.database_url.or(self.database_url),
+            database_pool_size: over.database_pool_size.or(self.database_pool_size),
+            database_connect_timeout_secs: over
+                .database_connect_timeout_secs
+                .or(self.database_connect_timeout_secs),
+            database_statement_timeout_ms: over
+                .database_statement_timeout_ms
+                .or(self.database_statement_timeout_ms),
             kek_file: over.kek_file.or(self.kek_file),
             cache_ttl_secs: over.cache_ttl_secs.or(self.cache_ttl_secs),
             jwks_max_age_secs: over.jwks_max_age_secs.or(self.jwks_max_age_secs),
@@ -119,8 +134,12 @@ impl Settings {
         }
         Ok(Settings {
             bind: get("SIGIL_BIND"),
+            metrics_bind: get("SIGIL_METRICS_BIND"),
             public_url: get("SIGIL_PUBLIC_URL"),
             database_url: get("SIGIL_DATABASE_URL"),
+            database_pool_size: num(&get, "SIGIL_DATABASE_POOL_SIZE")?,
+            database_connect_timeout_secs: num(&get, "SIGIL_DATABASE_CONNECT_TIMEOUT_SECS")?,
+            database_statement_timeout_ms: num(&get, "SIGIL_DATABASE_STATEMENT_TIMEOUT_MS")?,
             kek_file: get("SIGIL_KEK_FILE").map(PathBuf::from),
             cache_ttl_secs: num(&get, "SIGIL_CACHE_TTL_SECS")?,
             jwks_max_age_secs: num(&get, "SIGIL_JWKS_MAX_AGE_SECS")?,
@@ -151,10 +170,14 @@ pub enum LogFormat {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub bind: SocketAddr,
+    /// Where `/metrics` (Prometheus text) is served; `None` = nowhere (the default).
+    pub metrics_bind: Option<SocketAddr>,
     /// Base URL of every issuer (`{public_url}/realms/{realm}`); `None` = derived from the bound
     /// address once the listener exists (port 0 in tests).
     pub public_url: Option<Url>,
     pub database_url: String,
+    /// The database pool and its deadlines (see [`DbOptions`]).
+    pub db: DbOptions,
     pub kek_file: PathBuf,
     /// How long a node trusts its in-memory copy of a realm or client before re-reading it.
     pub cache_ttl_secs: u64,
@@ -198,6 +221,13 @@ impl Config {
         let bind: SocketAddr = bind_text
             .parse()
             .map_err(|_| invalid("bind", format!("{bind_text:?} is not host:port")))?;
+        let metrics_bind = match s.metrics_bind.as_deref() {
+            None | Some("") => None,
+            Some(text) => Some(
+                text.parse()
+                    .map_err(|_| invalid("metrics_bind", format!("{text:?} is not host:port")))?,
+            ),
+        };
         let public_url = match s.public_url {
             None => None,
             Some(text) => Some(parse_public_url(&text)?),
@@ -231,10 +261,32 @@ impl Config {
                 ));
             }
         };
+        let db = DbOptions {
+            pool_size: bounded(
+                "database_pool_size",
+                u64::from(s.database_pool_size.unwrap_or(16)),
+                1,
+                1000,
+            )? as u32,
+            connect_timeout: Duration::from_secs(bounded(
+                "database_connect_timeout_secs",
+                s.database_connect_timeout_secs.unwrap_or(5),
+                1,
+                300,
+            )?),
+            statement_timeout: Duration::from_millis(bounded(
+                "database_statement_timeout_ms",
+                s.database_statement_timeout_ms.unwrap_or(5000),
+                100,
+                600_000,
+            )?),
+        };
         Ok(Config {
             bind,
+            metrics_bind,
             public_url,
             database_url,
+            db,
             kek_file: s
                 .kek_file
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_KEK_FILE)),
@@ -320,8 +372,10 @@ impl Config {
     pub fn for_tests(database_url: &str, kek_file: &Path) -> Config {
         Config {
             bind: ([127, 0, 0, 1], 0).into(),
+            metrics_bind: None,
             public_url: None,
             database_url: database_url.to_owned(),
+            db: DbOptions::default(),
             kek_file: kek_file.to_owned(),
             cache_ttl_secs: 0,
             jwks_max_age_secs: 3600,
@@ -475,6 +529,64 @@ mod tests {
         let e = Settings::from_env(|k| (k == "SIGIL_CACHE_TTL_SECS").then(|| "x".to_owned()))
             .expect_err("must fail");
         assert!(e.to_string().contains("SIGIL_CACHE_TTL_SECS"), "{e}");
+    }
+
+    #[test]
+    fn database_pool_and_deadlines_are_configurable_and_bounded() {
+        let c = Config::from_settings(Settings::default()).expect("defaults");
+        assert_eq!(c.db, DbOptions::default());
+        assert_eq!(c.db.deadline(), Duration::from_secs(10));
+        assert_eq!(c.metrics_bind, None);
+        let env = Settings::from_env(|k| {
+            match k {
+                "SIGIL_DATABASE_POOL_SIZE" => Some("48"),
+                "SIGIL_DATABASE_CONNECT_TIMEOUT_SECS" => Some("2"),
+                "SIGIL_DATABASE_STATEMENT_TIMEOUT_MS" => Some("750"),
+                "SIGIL_METRICS_BIND" => Some("127.0.0.1:9100"),
+                _ => None,
+            }
+            .map(str::to_owned)
+        })
+        .expect("env");
+        let c = Config::from_settings(env).expect("valid");
+        assert_eq!(c.db.pool_size, 48);
+        assert_eq!(c.db.connect_timeout, Duration::from_secs(2));
+        assert_eq!(c.db.statement_timeout, Duration::from_millis(750));
+        assert_eq!(c.db.deadline(), Duration::from_millis(2750));
+        assert_eq!(c.metrics_bind, Some(([127, 0, 0, 1], 9100).into()));
+        for (s, option) in [
+            (
+                Settings {
+                    database_pool_size: Some(0),
+                    ..Default::default()
+                },
+                "database_pool_size",
+            ),
+            (
+                Settings {
+                    database_connect_timeout_secs: Some(0),
+                    ..Default::default()
+                },
+                "database_connect_timeout_secs",
+            ),
+            (
+                Settings {
+                    database_statement_timeout_ms: Some(10),
+                    ..Default::default()
+                },
+                "database_statement_timeout_ms",
+            ),
+            (
+                Settings {
+                    metrics_bind: Some("everywhere".into()),
+                    ..Default::default()
+                },
+                "metrics_bind",
+            ),
+        ] {
+            let e = Config::from_settings(s).expect_err(option);
+            assert!(e.to_string().contains(option), "{e}");
+        }
     }
 
     #[test]

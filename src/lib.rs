@@ -10,6 +10,7 @@ pub mod config;
 pub mod directory;
 pub mod keys;
 pub mod login;
+pub mod metrics;
 pub mod oauth;
 pub mod oidc;
 pub mod private_files;

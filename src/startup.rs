@@ -7,11 +7,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
-use tower_http::timeout::TimeoutLayer;
 
 use crate::audit::AuditWriter;
 use crate::clock::{Clock, SystemClock};
@@ -39,6 +37,7 @@ pub enum StartupError {
 pub struct Application {
     listener: TcpListener,
     addr: SocketAddr,
+    metrics_listener: Option<(TcpListener, SocketAddr)>,
     base_url: String,
     router: Router,
     state: AppState,
@@ -53,7 +52,7 @@ impl Application {
         config: Config,
         clock: Arc<dyn Clock>,
     ) -> Result<Application, StartupError> {
-        let store = store::connect(&config.database_url).await?;
+        let store = store::connect_with(&config.database_url, &config.db).await?;
         store.migrate().await?;
         let (kek, created) = open_file_kek(&config.kek_file, store.as_ref()).await?;
         if created {
@@ -80,7 +79,7 @@ impl Application {
             base_url.clone(),
             config.cache_ttl_secs,
         ));
-        let audit = AuditWriter::spawn(store.clone(), config.audit_batch_max);
+        let audit = AuditWriter::spawn(store.clone(), config.audit_batch_max, config.db.deadline());
         let config_failures_per_minute = config.failures_per_minute_per_ip;
         let aws_challenges = Arc::new(crate::ratelimit::FailureLimiter::new(
             config.aws_challenges_per_minute_per_ip,
@@ -104,10 +103,21 @@ impl Application {
             login_account_failures: Arc::new(crate::ratelimit::FailureLimiter::new(5)),
             refusals: Arc::new(crate::audit::RefusalTally::new()),
         };
+        let metrics_listener = match state.config.metrics_bind {
+            None => None,
+            Some(at) => {
+                let l = listen(at).map_err(|source| StartupError::Bind { addr: at, source })?;
+                let bound = l
+                    .local_addr()
+                    .map_err(|source| StartupError::Bind { addr: at, source })?;
+                Some((l, bound))
+            }
+        };
         let router = router(state.clone());
         Ok(Application {
             listener,
             addr,
+            metrics_listener,
             base_url,
             router,
             state,
@@ -116,6 +126,11 @@ impl Application {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where `/metrics` is served, when `metrics_bind` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().map(|(_, a)| *a)
     }
 
     /// The base of every issuer URL (`{base_url}/realms/{realm}`).
@@ -140,6 +155,15 @@ impl Application {
         }
         tokio::spawn(flush_refusals(self.state.clone()));
         tokio::spawn(housekeeping(self.state.clone()));
+        if let Some((listener, at)) = self.metrics_listener {
+            tracing::info!(%at, "metrics at /metrics");
+            let metrics = crate::metrics::router(self.state.clone());
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, metrics).await {
+                    tracing::error!(error = %e, "metrics listener failed");
+                }
+            });
+        }
         let state = self.state.clone();
         let served =
             crate::serve::serve(self.listener, self.router, limits, shutdown_signal()).await;
@@ -283,11 +307,34 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            timeout,
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                request_deadline(timeout, req, next)
+            },
         ))
         .with_state(state)
+}
+
+/// Bounds every request: one not answered within `request_timeout_secs` gets 503
+/// `temporarily_unavailable` (with `Retry-After`), which is what an unresponsive database looks
+/// like to a client, instead of hanging until the client gives up. The database's own deadlines
+/// (`database_connect_timeout_secs`, `database_statement_timeout_ms`) answer sooner.
+async fn request_deadline(
+    timeout: Duration,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(timeout, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(secs = timeout.as_secs(), "request deadline passed");
+            OAuthError::new(
+                ErrorCode::TemporarilyUnavailable,
+                "the request could not be completed in time; try again",
+            )
+            .into_response()
+        }
+    }
 }
 
 /// Runs every realm's rotation schedule every `rotation_check_secs`. Each node runs it; the

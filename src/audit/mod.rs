@@ -2,6 +2,7 @@
 //! group-commit writer the token endpoint waits on, and the chain verifier.
 
 pub mod chain;
+pub mod stats;
 pub mod tally;
 pub mod writer;
 

@@ -4,10 +4,13 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use super::AuditDraft;
+use super::stats::STATS;
 use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
@@ -23,25 +26,37 @@ struct Job {
 #[derive(Clone)]
 pub struct AuditWriter {
     tx: mpsc::Sender<Job>,
+    deadline: Duration,
 }
 
 impl AuditWriter {
     /// Starts the writer task. `batch_max` bounds one transaction; the queue holds a few batches
-    /// so a stalled database pushes back on callers instead of growing memory.
-    pub fn spawn(store: Arc<dyn Store>, batch_max: usize) -> AuditWriter {
+    /// so a stalled database pushes back on callers instead of growing memory. A batch not
+    /// committed within `deadline` fails: its callers answer 503 rather than wait on a database
+    /// that does not answer.
+    pub fn spawn(store: Arc<dyn Store>, batch_max: usize, deadline: Duration) -> AuditWriter {
         let (tx, rx) = mpsc::channel(batch_max * 8);
-        tokio::spawn(run(store, rx, batch_max));
-        AuditWriter { tx }
+        tokio::spawn(run(store, rx, batch_max, deadline));
+        AuditWriter { tx, deadline }
     }
 
-    /// Appends one record and waits until it is committed; returns its sequence number.
+    /// Appends one record and waits until it is committed; returns its sequence number. Gives up
+    /// after the writer's deadline counted from now (a queue behind a stalled batch does not add
+    /// up): the record may still commit after that, so an abandoned token is recorded as issued
+    /// though it never left, never the other way round.
     pub async fn record(&self, draft: AuditDraft) -> Result<i64, AuditUnavailable> {
         let (done, wait) = oneshot::channel();
-        self.tx
-            .send(Job { draft, done })
+        let committed = async {
+            STATS.enqueued();
+            if self.tx.send(Job { draft, done }).await.is_err() {
+                STATS.dequeued(1);
+                return Err(AuditUnavailable);
+            }
+            wait.await.map_err(|_| AuditUnavailable)?
+        };
+        tokio::time::timeout(self.deadline, committed)
             .await
-            .map_err(|_| AuditUnavailable)?;
-        wait.await.map_err(|_| AuditUnavailable)?
+            .map_err(|_| AuditUnavailable)?
     }
 }
 
@@ -49,7 +64,12 @@ impl AuditWriter {
 /// minute per key instead of on every batch. Rounding up only keeps a retired key published longer.
 const MAX_EXP_GRANULE: i64 = 60;
 
-async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Job>, batch_max: usize) {
+async fn run(
+    store: Arc<dyn Store>,
+    mut rx: mpsc::Receiver<Job>,
+    batch_max: usize,
+    deadline: Duration,
+) {
     let mut jobs: Vec<Job> = Vec::with_capacity(batch_max);
     // (realm, kid) -> the max_exp this node last committed.
     let mut written: HashMap<(String, String), i64> = HashMap::new();
@@ -57,6 +77,7 @@ async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Job>, batch_max: usiz
         if rx.recv_many(&mut jobs, batch_max).await == 0 {
             return; // every sender is gone: the server is shutting down
         }
+        STATS.dequeued(jobs.len());
         let (mut drafts, waiters): (Vec<AuditDraft>, Vec<_>) =
             jobs.drain(..).map(|j| (j.draft, j.done)).unzip();
         let mut raised: Vec<((String, String), i64)> = Vec::new();
@@ -74,7 +95,13 @@ async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Job>, batch_max: usiz
                 raised.push((key, *exp));
             }
         }
-        match store.append_audit(&drafts).await {
+        let started = Instant::now();
+        let appended = match tokio::time::timeout(deadline, store.append_audit(&drafts)).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {} ms", deadline.as_millis())),
+        };
+        STATS.batch(drafts.len(), started.elapsed(), appended.is_ok());
+        match appended {
             Ok(seqs) => {
                 if written.len() > 10_000 {
                     written.clear();

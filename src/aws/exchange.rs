@@ -56,7 +56,7 @@ pub async fn exchange(
     let name = &realm.record.name;
     let store_error = |e: crate::store::StoreError| {
         tracing::error!(error = %e, "AWS exchange store error");
-        Refusal::new(OAuthError::server_error(), "store_unavailable")
+        Refusal::new(OAuthError::store_unavailable(), "store_unavailable")
     };
     let settings = state
         .store
@@ -236,7 +236,7 @@ async fn live_realm(
         Ok(None) => Err(OAuthError::new(ErrorCode::NotFound, "unknown realm").into_response()),
         Err(e) => {
             tracing::error!(error = %e, realm = %name, "realm unavailable");
-            Err(OAuthError::server_error().into_response())
+            Err(OAuthError::store_unavailable().into_response())
         }
     }
 }
@@ -313,7 +313,7 @@ pub async fn challenge(
         }
         Err(e) => {
             tracing::error!(error = %e, "challenge store error");
-            return OAuthError::server_error().into_response();
+            return OAuthError::store_unavailable().into_response();
         }
     }
     // Every challenge asked for counts, stored or not.
@@ -374,7 +374,7 @@ pub async fn challenge(
         }
         Err(e) => {
             tracing::error!(error = %e, "challenge store error");
-            return OAuthError::server_error().into_response();
+            return OAuthError::store_unavailable().into_response();
         }
     }
     let mut res =

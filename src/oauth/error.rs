@@ -78,6 +78,13 @@ impl OAuthError {
     pub fn server_error() -> Self {
         Self::new(ErrorCode::ServerError, "internal error")
     }
+    /// The database did not answer (in time): 503, retry shortly. Never a 500, never a hang.
+    pub fn store_unavailable() -> Self {
+        Self::new(
+            ErrorCode::TemporarilyUnavailable,
+            "the service is briefly unavailable; try again",
+        )
+    }
 }
 
 impl std::fmt::Display for OAuthError {
@@ -98,6 +105,10 @@ impl IntoResponse for OAuthError {
         h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
         if self.code == ErrorCode::RateLimited {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+        }
+        if self.code == ErrorCode::TemporarilyUnavailable {
+            // A database or audit stall is transient: retry soon (clients back off on their own).
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         if self.code == ErrorCode::InvalidClient {
             h.insert(

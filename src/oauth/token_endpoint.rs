@@ -29,7 +29,7 @@ pub async fn token(
         Ok(None) => return OAuthError::new(ErrorCode::NotFound, "unknown realm").into_response(),
         Err(e) => {
             tracing::error!(error = %e, realm = %realm_name, "realm unavailable");
-            return OAuthError::server_error().into_response();
+            return OAuthError::store_unavailable().into_response();
         }
     };
     let peer = peer.map(|Extension(ConnectInfo(addr))| addr.ip());
@@ -125,7 +125,7 @@ pub(crate) async fn authenticate(
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "client lookup failed");
-            Refusal::new(OAuthError::server_error(), "store_unavailable")
+            Refusal::new(OAuthError::store_unavailable(), "store_unavailable")
         })?;
     let Some(client) = found else {
         secret::burn(&presented.secret);

@@ -44,7 +44,7 @@ fn invalid_grant(description: &'static str, reason: &'static str) -> Refusal {
 
 fn store_down(e: crate::store::StoreError) -> Refusal {
     tracing::error!(error = %e, "store error in a user grant");
-    Refusal::new(OAuthError::server_error(), "store_unavailable")
+    Refusal::new(OAuthError::store_unavailable(), "store_unavailable")
 }
 
 /// Confidential clients authenticate as at `client_credentials`; a public client names itself
@@ -77,7 +77,7 @@ async fn client_for_user_grant(
         Err(e) => {
             tracing::error!(error = %e, "client lookup failed");
             Err(Refusal::new(
-                OAuthError::server_error(),
+                OAuthError::store_unavailable(),
                 "store_unavailable",
             ))
         }

@@ -65,7 +65,7 @@ pub async fn openid_configuration(
         Ok(None) => return OAuthError::new(ErrorCode::NotFound, "unknown realm").into_response(),
         Err(e) => {
             tracing::error!(error = %e, %realm, "realm unavailable");
-            return OAuthError::server_error().into_response();
+            return OAuthError::store_unavailable().into_response();
         }
     };
     let scopes = match state.store.clients(&realm).await {
@@ -81,14 +81,14 @@ pub async fn openid_configuration(
         }
         Err(e) => {
             tracing::error!(error = %e, %realm, "scopes unavailable");
-            return OAuthError::server_error().into_response();
+            return OAuthError::store_unavailable().into_response();
         }
     };
     let aws = match state.store.aws_settings(&live.record.name).await {
         Ok(a) => a,
         Err(e) => {
             tracing::error!(error = %e, %realm, "AWS settings unavailable");
-            return OAuthError::server_error().into_response();
+            return OAuthError::store_unavailable().into_response();
         }
     };
     let mut res = axum::Json(metadata(&live, &scopes, aws.as_ref())).into_response();

@@ -30,7 +30,7 @@ pub async fn jwks(
         Ok(None) => OAuthError::new(ErrorCode::NotFound, "unknown realm").into_response(),
         Err(e) => {
             tracing::error!(error = %e, %realm, "realm unavailable");
-            OAuthError::server_error().into_response()
+            OAuthError::store_unavailable().into_response()
         }
     }
 }

@@ -89,8 +89,13 @@ pub async fn userinfo(
     ) else {
         return unauthorized("not a user token");
     };
-    let Ok(Some(user)) = state.store.user_by_id(&name, sub).await else {
-        return unauthorized("unknown user");
+    let user = match state.store.user_by_id(&name, sub).await {
+        Ok(Some(user)) => user,
+        Ok(None) => return unauthorized("unknown user"),
+        Err(e) => {
+            tracing::error!(error = %e, "userinfo: user lookup failed");
+            return crate::oauth::OAuthError::store_unavailable().into_response();
+        }
     };
     let Some(settings) = realm.login() else {
         return unauthorized("sign-in is unavailable in this realm");
@@ -98,7 +103,11 @@ pub async fn userinfo(
     // The same idle and absolute timeouts as the browser and refresh paths.
     let live = match state.store.session_by_sid(&name, sid).await {
         Ok(Some(s)) => s.user_id == user.id && session::is_live(settings, &s, now),
-        _ => false,
+        Ok(None) => false,
+        Err(e) => {
+            tracing::error!(error = %e, "userinfo: session lookup failed");
+            return crate::oauth::OAuthError::store_unavailable().into_response();
+        }
     };
     if !user.enabled || !live {
         return unauthorized("the session has ended");

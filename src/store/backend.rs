@@ -13,13 +13,15 @@ macro_rules! impl_store {
                 if drafts.is_empty() {
                     return Ok(Vec::new());
                 }
-                sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1")
-                    .execute(&mut **tx)
-                    .await?;
-                let (mut seq, mut prev): (i64, String) =
-                    sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
-                        .fetch_one(&mut **tx)
-                        .await?;
+                // Lock the head row and read it in one statement: every writer of the deployment
+                // queues here, so it is timed (the chain's one point of contention).
+                let waiting = tokio::time::Instant::now();
+                let (mut seq, mut prev): (i64, String) = sqlx::query_as(
+                    "UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash",
+                )
+                .fetch_one(&mut **tx)
+                .await?;
+                $crate::audit::stats::STATS.head_wait(waiting.elapsed());
                 let mut rows = Vec::with_capacity(drafts.len());
                 for d in drafts {
                     seq += 1;
@@ -113,6 +115,14 @@ macro_rules! impl_store {
 
         #[async_trait::async_trait]
         impl $crate::store::Store for $ty {
+            fn pool_status(&self) -> $crate::store::PoolStatus {
+                $crate::store::PoolStatus {
+                    open: self.pool.size(),
+                    idle: self.pool.num_idle(),
+                    max: self.pool.options().get_max_connections(),
+                }
+            }
+
             async fn migrate(&self) -> Result<(), $crate::store::StoreError> {
                 // Each backend serialises concurrent migrators its own way.
                 self.migrate_locked().await

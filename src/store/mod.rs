@@ -8,6 +8,7 @@ pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -182,6 +183,8 @@ pub type Audited<'a> = &'a [AuditDraft];
 #[async_trait]
 pub trait Store: login::LoginStore + Send + Sync + 'static {
     async fn migrate(&self) -> Result<(), StoreError>;
+    /// The connection pool now: (open connections, of which idle, the configured maximum).
+    fn pool_status(&self) -> PoolStatus;
 
     async fn create_realm(
         &self,
@@ -287,12 +290,63 @@ pub trait Store: login::LoginStore + Send + Sync + 'static {
     async fn audit_head(&self) -> Result<Option<(i64, String)>, StoreError>;
 }
 
-/// Opens the store the URL names (`sqlite:` or `postgres://`), without migrating.
+/// A connection pool's state, for `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStatus {
+    pub open: u32,
+    pub idle: usize,
+    pub max: u32,
+}
+
+/// How a node uses its database connections (the pool and its deadlines).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DbOptions {
+    /// Most connections one node keeps open to PostgreSQL (SQLite uses a fixed, small pool).
+    pub pool_size: u32,
+    /// How long a caller waits for a connection: a free one from the pool, or a new one being
+    /// opened. Past it the caller gets an error (a request, 503 `temporarily_unavailable`).
+    pub connect_timeout: Duration,
+    /// PostgreSQL cancels a statement (lock waits included) running longer than this, and ends a
+    /// session left idle inside a transaction for as long, so a stalled node cannot hold the
+    /// audit chain's head row.
+    pub statement_timeout: Duration,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        DbOptions {
+            pool_size: 16,
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl DbOptions {
+    /// The longest one store operation may take on an unresponsive database: a connection, then
+    /// its statements. Callers on a request's path give up after this.
+    pub fn deadline(&self) -> Duration {
+        self.connect_timeout + self.statement_timeout
+    }
+}
+
+/// Opens the store the URL names (`sqlite:` or `postgres://`) with the default pool settings,
+/// without migrating.
 pub async fn connect(database_url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    connect_with(database_url, &DbOptions::default()).await
+}
+
+/// Opens the store the URL names with the given pool settings, without migrating.
+pub async fn connect_with(
+    database_url: &str,
+    options: &DbOptions,
+) -> Result<Arc<dyn Store>, StoreError> {
     if database_url.starts_with("sqlite:") {
         Ok(Arc::new(sqlite::SqliteStore::connect(database_url).await?))
     } else {
-        Ok(Arc::new(postgres::PgStore::connect(database_url).await?))
+        Ok(Arc::new(
+            postgres::PgStore::connect(database_url, options).await?,
+        ))
     }
 }
 

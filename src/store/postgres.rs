@@ -1,11 +1,12 @@
 //! The production store: any number of Sigil nodes share one PostgreSQL.
 
+use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Pool, Postgres};
 
-use super::StoreError;
+use super::{DbOptions, StoreError};
 
 /// The advisory lock key that serialises migrations across every process on one database
 /// ("SIGILMIG" in ASCII). Advisory locks are scoped to the database, so databases on one server
@@ -20,11 +21,16 @@ pub struct PgStore {
 }
 
 impl PgStore {
-    pub async fn connect(url: &str) -> Result<PgStore, StoreError> {
+    pub async fn connect(url: &str, db: &DbOptions) -> Result<PgStore, StoreError> {
+        let ms = db.statement_timeout.as_millis().to_string();
+        let options = PgConnectOptions::from_str(url)?.options([
+            ("statement_timeout", ms.as_str()),
+            ("idle_in_transaction_session_timeout", ms.as_str()),
+        ]);
         let pool = PgPoolOptions::new()
-            .max_connections(16)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect(url)
+            .max_connections(db.pool_size)
+            .acquire_timeout(db.connect_timeout)
+            .connect_with(options)
             .await?;
         Ok(PgStore { pool })
     }
@@ -51,6 +57,11 @@ impl PgStore {
                 secs: MIGRATION_LOCK_WAIT.as_secs(),
             });
         }
+        // A migration may rebuild an index over a large table: no statement deadline while it
+        // runs (RESET returns the connection to the pool's configured one).
+        sqlx::query("SET statement_timeout = 0")
+            .execute(&mut *conn)
+            .await?;
         // `run_direct` is sqlx's own way round `run(&mut conn)` not being `Send` inside an async
         // trait ("implementation of `Acquire` is not general enough").
         let migrated = sqlx::migrate!("./migrations/postgres")
@@ -60,6 +71,14 @@ impl PgStore {
             .bind(MIGRATION_LOCK_KEY)
             .execute(&mut *conn)
             .await;
+        let unlocked = match unlocked {
+            Ok(_) => {
+                sqlx::query("RESET statement_timeout")
+                    .execute(&mut *conn)
+                    .await
+            }
+            e => e,
+        };
         if migrated.is_err() || unlocked.is_err() {
             // A failed migration can leave session locks behind (sqlx's own among them): close
             // this connection rather than return it to the pool.

@@ -9,6 +9,7 @@ mod aws;
 mod cli;
 mod client_credentials;
 mod connections;
+mod database;
 mod discovery_jwks;
 mod hardening;
 mod limits;
