@@ -80,6 +80,18 @@ pub enum Command {
         #[arg(long, default_value_t = 2)]
         threads: usize,
     },
+    /// Measure how fast `writers` concurrent appenders (one per node, simulated) can grow the
+    /// audit chain in batches of `batch` records (for bench/; writes synthetic records: use a
+    /// scratch database).
+    #[command(hide = true)]
+    BenchChain {
+        #[arg(long, default_value_t = 4)]
+        writers: usize,
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -987,6 +999,27 @@ pub async fn run(cli: Cli, config: Config) -> Result<i32, CliError> {
                 .ok_or_else(|| CliError::Other(format!("realm {realm} not found")))?;
             let rate = crate::oauth::token::bench_sign_rate(&live, seconds, threads);
             println!("raw_signs_per_sec {rate:.0}");
+            Ok(0)
+        }
+        Command::BenchChain {
+            writers,
+            batch,
+            seconds,
+        } => {
+            let store = open_store(&config).await?;
+            let r = crate::audit::bench::bench_chain(
+                store,
+                writers.clamp(1, 256),
+                batch.clamp(1, 1000),
+                seconds,
+                now,
+            )
+            .await?;
+            println!(
+                "writers {writers} batch {batch} records_per_sec {:.0} batches_per_sec {:.0} \
+                 batch_ms {:.2} head_wait_ms {:.2} head_busy {:.2}",
+                r.records_per_sec, r.batches_per_sec, r.batch_ms, r.head_wait_ms, r.head_busy
+            );
             Ok(0)
         }
     }

@@ -1,6 +1,7 @@
 //! The append-only, hash-chained audit log: what an event is, how a row's hash is computed, the
 //! group-commit writer the token endpoint waits on, and the chain verifier.
 
+pub mod bench;
 pub mod chain;
 pub mod stats;
 pub mod tally;

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::AuditDraft;
 use super::stats::STATS;
-use crate::store::Store;
+use crate::store::{AuditSession, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 #[error("the audit log could not be written")]
@@ -71,6 +71,8 @@ async fn run(
     deadline: Duration,
 ) {
     let mut jobs: Vec<Job> = Vec::with_capacity(batch_max);
+    // The writer's own connection, opened on first use and again after a failure.
+    let mut session: Option<Box<dyn AuditSession>> = None;
     // (realm, kid) -> the max_exp this node last committed.
     let mut written: HashMap<(String, String), i64> = HashMap::new();
     loop {
@@ -96,10 +98,16 @@ async fn run(
             }
         }
         let started = Instant::now();
-        let appended = match tokio::time::timeout(deadline, store.append_audit(&drafts)).await {
-            Ok(r) => r.map_err(|e| e.to_string()),
-            Err(_) => Err(format!("no answer within {} ms", deadline.as_millis())),
-        };
+        let appended =
+            match tokio::time::timeout(deadline, append(&store, &mut session, &drafts)).await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(_) => Err(format!("no answer within {} ms", deadline.as_millis())),
+            };
+        if appended.is_err()
+            && let Some(s) = session.take()
+        {
+            s.discard();
+        }
         STATS.batch(drafts.len(), started.elapsed(), appended.is_ok());
         match appended {
             Ok(seqs) => {
@@ -122,4 +130,17 @@ async fn run(
             }
         }
     }
+}
+
+/// Appends one batch on the writer's connection, opening it first if there is none.
+async fn append(
+    store: &Arc<dyn Store>,
+    session: &mut Option<Box<dyn AuditSession>>,
+    drafts: &[AuditDraft],
+) -> Result<Vec<i64>, StoreError> {
+    let conn = match session {
+        Some(conn) => conn,
+        None => session.insert(store.audit_session().await?),
+    };
+    conn.append(drafts).await
 }

@@ -4,88 +4,6 @@
 macro_rules! impl_store {
     ($ty:ident, $db:ident) => {
         impl $ty {
-            /// Locks the chain head (the first write of the transaction, so SQLite takes its write
-            /// lock here and PostgreSQL its row lock), then appends `drafts` after it.
-            async fn append_in_tx(
-                tx: &mut sqlx::Transaction<'_, $db>,
-                drafts: &[$crate::audit::AuditDraft],
-            ) -> Result<Vec<i64>, $crate::store::StoreError> {
-                if drafts.is_empty() {
-                    return Ok(Vec::new());
-                }
-                // Lock the head row and read it in one statement: every writer of the deployment
-                // queues here, so it is timed (the chain's one point of contention).
-                let waiting = tokio::time::Instant::now();
-                let (mut seq, mut prev): (i64, String) = sqlx::query_as(
-                    "UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash",
-                )
-                .fetch_one(&mut **tx)
-                .await?;
-                $crate::audit::stats::STATS.head_wait(waiting.elapsed());
-                let mut rows = Vec::with_capacity(drafts.len());
-                for d in drafts {
-                    seq += 1;
-                    let detail = d.detail.to_string();
-                    let hash = $crate::audit::row_hash(
-                        &prev,
-                        seq,
-                        d.ts,
-                        d.realm.as_deref(),
-                        d.kind,
-                        &d.actor,
-                        d.subject.as_deref(),
-                        &detail,
-                    );
-                    let prev_hash = std::mem::replace(&mut prev, hash.clone());
-                    rows.push((seq, d, detail, prev_hash, hash));
-                }
-                // 100 rows x 9 columns stays far below either database's bind limit.
-                for chunk in rows.chunks(100) {
-                    let mut qb = sqlx::QueryBuilder::<$db>::new(
-                        "INSERT INTO audit_log (seq, ts, realm, kind, actor, subject, detail, prev_hash, hash) ",
-                    );
-                    qb.push_values(chunk, |mut b, (seq, d, detail, prev_hash, hash)| {
-                        b.push_bind(*seq)
-                            .push_bind(d.ts)
-                            .push_bind(d.realm.clone())
-                            .push_bind(d.kind)
-                            .push_bind(d.actor.clone())
-                            .push_bind(d.subject.clone())
-                            .push_bind(detail.clone())
-                            .push_bind(prev_hash.clone())
-                            .push_bind(hash.clone());
-                    });
-                    qb.build().execute(&mut **tx).await?;
-                }
-                // Raise each signing key's max_exp to the latest token it signed in this batch.
-                let mut latest: Vec<(&str, &str, i64)> = Vec::new();
-                for d in drafts {
-                    if let (Some(realm), Some((kid, exp))) = (&d.realm, &d.signed_with) {
-                        match latest.iter_mut().find(|l| l.0 == realm && l.1 == kid) {
-                            Some(l) => l.2 = l.2.max(*exp),
-                            None => latest.push((realm, kid, *exp)),
-                        }
-                    }
-                }
-                for (realm, kid, exp) in latest {
-                    sqlx::query(
-                        "UPDATE signing_keys SET max_exp = $1 \
-                         WHERE realm = $2 AND kid = $3 AND max_exp < $1",
-                    )
-                    .bind(exp)
-                    .bind(realm)
-                    .bind(kid)
-                    .execute(&mut **tx)
-                    .await?;
-                }
-                sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
-                    .bind(seq)
-                    .bind(&prev)
-                    .execute(&mut **tx)
-                    .await?;
-                Ok(rows.iter().map(|r| r.0).collect())
-            }
-
             async fn insert_key(
                 tx: &mut sqlx::Transaction<'_, $db>,
                 key: &$crate::store::KeyRecord,
@@ -632,6 +550,12 @@ macro_rules! impl_store {
                 Ok(seqs)
             }
 
+            async fn audit_session(
+                &self,
+            ) -> Result<Box<dyn $crate::store::AuditSession>, $crate::store::StoreError> {
+                Ok(Box::new(AuditConn(self.pool.acquire().await?)))
+            }
+
             async fn audit_page(
                 &self,
                 after: i64,
@@ -655,6 +579,26 @@ macro_rules! impl_store {
                         .fetch_optional(&self.pool)
                         .await?,
                 )
+            }
+        }
+
+        /// The audit writer's own connection, held from one batch to the next: no pool checkout
+        /// (and none of the pool's health pings) on the token path.
+        pub struct AuditConn(sqlx::pool::PoolConnection<$db>);
+
+        #[async_trait::async_trait]
+        impl $crate::store::AuditSession for AuditConn {
+            async fn append(
+                &mut self,
+                drafts: &[$crate::audit::AuditDraft],
+            ) -> Result<Vec<i64>, $crate::store::StoreError> {
+                $ty::append_batch(&mut self.0, drafts).await
+            }
+
+            fn discard(self: Box<Self>) {
+                // Closed where it stands: after an error or an abandoned statement its state is
+                // unknown, and the pool's release ping could wait on a database that is gone.
+                drop(self.0.detach());
             }
         }
     };

@@ -284,11 +284,26 @@ pub trait Store: login::LoginStore + Send + Sync + 'static {
 
     /// Appends to the hash chain in one transaction; returns the new rows' sequence numbers.
     async fn append_audit(&self, drafts: &[AuditDraft]) -> Result<Vec<i64>, StoreError>;
+    /// A connection of its own for the group-commit writer, kept across batches.
+    async fn audit_session(&self) -> Result<Box<dyn AuditSession>, StoreError>;
     /// Rows with `seq > after`, in order, at most `limit`.
     async fn audit_page(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError>;
     /// The stored chain head (`seq`, `hash`) appends chain onto; `None` if the row is gone.
     async fn audit_head(&self) -> Result<Option<(i64, String)>, StoreError>;
 }
+
+/// The audit writer's connection: appends batches like [`Store::append_audit`] without checking a
+/// connection out of the pool for each.
+#[async_trait]
+pub trait AuditSession: Send {
+    async fn append(&mut self, drafts: &[AuditDraft]) -> Result<Vec<i64>, StoreError>;
+    /// Closes the connection instead of returning it to the pool: call after an error, or after
+    /// an `append` was abandoned at its deadline.
+    fn discard(self: Box<Self>);
+}
+
+/// One audit row ready to write: (seq, the draft, its detail as text, prev_hash, hash).
+pub(crate) type AuditRow<'a> = (i64, &'a AuditDraft, String, String, String);
 
 /// A connection pool's state, for `/metrics`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

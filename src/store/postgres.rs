@@ -7,6 +7,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Pool, Postgres};
 
 use super::{DbOptions, StoreError};
+use crate::audit::AuditDraft;
+use crate::audit::stats::STATS;
 
 /// The advisory lock key that serialises migrations across every process on one database
 /// ("SIGILMIG" in ASCII). Advisory locks are scoped to the database, so databases on one server
@@ -21,6 +23,23 @@ pub struct PgStore {
 }
 
 impl PgStore {
+    /// Appends `drafts` inside the caller's transaction (the head row stays locked until it
+    /// commits).
+    pub(crate) async fn append_in_tx(
+        tx: &mut sqlx::Transaction<'_, Postgres>,
+        drafts: &[AuditDraft],
+    ) -> Result<Vec<i64>, StoreError> {
+        append_statement(&mut **tx, drafts).await
+    }
+
+    /// One batch of the audit writer: a single statement, its own transaction, one round trip.
+    pub(crate) async fn append_batch(
+        conn: &mut sqlx::pool::PoolConnection<Postgres>,
+        drafts: &[AuditDraft],
+    ) -> Result<Vec<i64>, StoreError> {
+        append_statement(&mut **conn, drafts).await
+    }
+
     pub async fn connect(url: &str, db: &DbOptions) -> Result<PgStore, StoreError> {
         let ms = db.statement_timeout.as_millis().to_string();
         let options = PgConnectOptions::from_str(url)?.options([
@@ -92,3 +111,90 @@ impl PgStore {
 
 super::backend::impl_store!(PgStore, Postgres);
 super::login_backend::impl_login_store!(PgStore, Postgres);
+
+/// Calls `sigil_audit_append` (migrations/postgres/0007_audit_append.sql), which locks the head,
+/// chains and inserts the rows and moves the head server-side: the head row is never held across
+/// a network round trip.
+async fn append_statement<'e>(
+    ex: impl sqlx::PgExecutor<'e>,
+    drafts: &[AuditDraft],
+) -> Result<Vec<i64>, StoreError> {
+    if drafts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let n = drafts.len();
+    let (mut ts, mut realms, mut kinds, mut actors, mut subjects, mut details, mut tails) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let mut latest: Vec<(&str, &str, i64)> = Vec::new();
+    for d in drafts {
+        let detail = d.detail.to_string();
+        tails.push(row_tail(d, &detail));
+        ts.push(d.ts);
+        realms.push(d.realm.as_deref());
+        kinds.push(d.kind);
+        actors.push(d.actor.as_str());
+        subjects.push(d.subject.as_deref());
+        details.push(detail);
+        if let (Some(realm), Some((kid, exp))) = (&d.realm, &d.signed_with) {
+            match latest.iter_mut().find(|l| l.0 == realm && l.1 == kid) {
+                Some(l) => l.2 = l.2.max(*exp),
+                None => latest.push((realm, kid, *exp)),
+            }
+        }
+    }
+    let key_realms: Vec<&str> = latest.iter().map(|l| l.0).collect();
+    let key_kids: Vec<&str> = latest.iter().map(|l| l.1).collect();
+    let key_exps: Vec<i64> = latest.iter().map(|l| l.2).collect();
+    let (first, waited_us): (i64, i64) = sqlx::query_as(
+        "SELECT first_seq, lock_wait_us FROM sigil_audit_append(\
+         $1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(&ts)
+    .bind(&realms)
+    .bind(&kinds)
+    .bind(&actors)
+    .bind(&subjects)
+    .bind(&details)
+    .bind(&tails)
+    .bind(&key_realms)
+    .bind(&key_kids)
+    .bind(&key_exps)
+    .fetch_one(ex)
+    .await?;
+    STATS.head_wait(Duration::from_micros(u64::try_from(waited_us).unwrap_or(0)));
+    Ok((0..n as i64).map(|i| first + i).collect())
+}
+
+/// A row's canonical JSON after its seq: `row_hash` hashes `[seq,ts,realm,kind,actor,subject,
+/// detail]`, compact, and the database writes the `[seq,` in front.
+fn row_tail(d: &AuditDraft, detail: &str) -> String {
+    let canonical =
+        serde_json::json!([0, d.ts, d.realm, d.kind, d.actor, d.subject, detail]).to_string();
+    // "[0," is three bytes; what follows is the same for every seq.
+    canonical[3..].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tail_after_any_seq_is_the_canonical_row() {
+        let d = AuditDraft::new(1_700_000_000, Some("réalm"), "token.issued", "svc \"x\"")
+            .detail(serde_json::json!({"jti": "a\u{1}b", "n": 1}));
+        let detail = d.detail.to_string();
+        let tail = row_tail(&d, &detail);
+        for seq in [1_i64, 42, 9_000_000_000] {
+            let full = serde_json::json!([seq, d.ts, d.realm, d.kind, d.actor, d.subject, detail])
+                .to_string();
+            assert_eq!(format!("[{seq},{tail}"), full);
+        }
+    }
+}

@@ -15,7 +15,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Pool, Sqlite};
 
-use super::StoreError;
+use super::{AuditRow, StoreError};
 use crate::private_files;
 
 /// How long a process waits for another one to finish opening or migrating the database.
@@ -29,6 +29,111 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// Locks the chain head (the first write of the transaction, so SQLite takes its write
+    /// lock here), then appends `drafts` after it.
+    pub(crate) async fn append_in_tx(
+        tx: &mut sqlx::Transaction<'_, Sqlite>,
+        drafts: &[crate::audit::AuditDraft],
+    ) -> Result<Vec<i64>, crate::store::StoreError> {
+        if drafts.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Lock the head row and read it in one statement: every writer of the deployment
+        // queues here, so it is timed (the chain's one point of contention).
+        let waiting = tokio::time::Instant::now();
+        let (mut seq, mut prev): (i64, String) =
+            sqlx::query_as("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash")
+                .fetch_one(&mut **tx)
+                .await?;
+        crate::audit::stats::STATS.head_wait(waiting.elapsed());
+        let mut rows = Vec::with_capacity(drafts.len());
+        for d in drafts {
+            seq += 1;
+            let detail = d.detail.to_string();
+            let hash = crate::audit::row_hash(
+                &prev,
+                seq,
+                d.ts,
+                d.realm.as_deref(),
+                d.kind,
+                &d.actor,
+                d.subject.as_deref(),
+                &detail,
+            );
+            let prev_hash = std::mem::replace(&mut prev, hash.clone());
+            rows.push((seq, d, detail, prev_hash, hash));
+        }
+        // Raise each signing key's max_exp to the latest token it signed in this batch.
+        let mut latest: Vec<(&str, &str, i64)> = Vec::new();
+        for d in drafts {
+            if let (Some(realm), Some((kid, exp))) = (&d.realm, &d.signed_with) {
+                match latest.iter_mut().find(|l| l.0 == realm && l.1 == kid) {
+                    Some(l) => l.2 = l.2.max(*exp),
+                    None => latest.push((realm, kid, *exp)),
+                }
+            }
+        }
+        Self::write_audit_rows(tx, &rows, &latest, (seq, &prev)).await?;
+        Ok(rows.iter().map(|r| r.0).collect())
+    }
+
+    /// One batch of the audit writer, in a transaction of its own.
+    pub(crate) async fn append_batch(
+        conn: &mut sqlx::pool::PoolConnection<Sqlite>,
+        drafts: &[crate::audit::AuditDraft],
+    ) -> Result<Vec<i64>, StoreError> {
+        use sqlx::Connection;
+        let mut tx = conn.begin().await?;
+        let seqs = Self::append_in_tx(&mut tx, drafts).await?;
+        tx.commit().await?;
+        Ok(seqs)
+    }
+
+    /// Writes a batch's rows, raises its keys' `max_exp` and moves the head (inside the
+    /// transaction that locked the head).
+    pub(crate) async fn write_audit_rows(
+        tx: &mut sqlx::Transaction<'_, Sqlite>,
+        rows: &[AuditRow<'_>],
+        latest: &[(&str, &str, i64)],
+        head: (i64, &str),
+    ) -> Result<(), StoreError> {
+        // 100 rows x 9 columns stays far below the bind limit.
+        for chunk in rows.chunks(100) {
+            let mut qb = sqlx::QueryBuilder::<Sqlite>::new(
+                "INSERT INTO audit_log (seq, ts, realm, kind, actor, subject, detail, prev_hash, hash) ",
+            );
+            qb.push_values(chunk, |mut b, (seq, d, detail, prev_hash, hash)| {
+                b.push_bind(*seq)
+                    .push_bind(d.ts)
+                    .push_bind(d.realm.clone())
+                    .push_bind(d.kind)
+                    .push_bind(d.actor.clone())
+                    .push_bind(d.subject.clone())
+                    .push_bind(detail.clone())
+                    .push_bind(prev_hash.clone())
+                    .push_bind(hash.clone());
+            });
+            qb.build().execute(&mut **tx).await?;
+        }
+        for (realm, kid, exp) in latest {
+            sqlx::query(
+                "UPDATE signing_keys SET max_exp = $1 \
+                 WHERE realm = $2 AND kid = $3 AND max_exp < $1",
+            )
+            .bind(exp)
+            .bind(realm)
+            .bind(kid)
+            .execute(&mut **tx)
+            .await?;
+        }
+        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+            .bind(head.0)
+            .bind(head.1)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
     pub async fn connect(url: &str) -> Result<SqliteStore, StoreError> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
