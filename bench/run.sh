@@ -5,6 +5,8 @@
 # and peak RSS; then the validator's verify rate against raw ring verification, and the latency of
 # a wrong secret next to an unknown client; then the idle RSS after 100 failed password sign-ins
 # (each checks an argon2 hash with a 19 MiB block).
+# Then bench/stores.sh: SQLite and PostgreSQL side by side over a concurrency sweep, 1 to 3 nodes on
+# one PostgreSQL, and the audit chain's head row (BENCH_STORES=0 skips it).
 #   bench/run.sh [ES256|RS256|EdDSA ...]   (default: ES256 RS256)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -107,3 +109,7 @@ signin_rss
 
 echo "== validator: Validator::validate vs raw ring verify (same key, same token, one core)"
 cargo bench -q -p sigil-validator --bench verify 2>/dev/null | grep -E '_per_sec|ratio'
+
+if [ "${BENCH_STORES:-1}" != 0 ]; then
+  bash bench/stores.sh
+fi

@@ -6,12 +6,14 @@
 #
 # sweep  one node per store, ES256 client_credentials, wrk -t2 at 16, 32, 64, 128 and 256
 #        connections: grants/s, p50, p99, and PostgreSQL's share of SQLite's rate.
-# scale  1, 2 and 3 nodes on one PostgreSQL database, each node driven by its own wrk (-c32):
+# scale  1, 2 and 3 nodes on one PostgreSQL database, each with one runtime thread and driven by
+#        its own wrk -t1 with the same connections per node (8, then 32: PER_NODE_CONNS), so each
+#        node's load and batches stay the same as nodes are added:
 #        aggregate grants/s, the worst node's p99, audit commit latency and head-row wait (from
 #        each node's /metrics, deltas over the run), and CPU time per grant (the nodes plus every
 #        PostgreSQL process; wrk excluded). Everything shares this machine's cores.
 # chain  `sigil bench-chain`: 1 to 16 concurrent appenders (one per simulated node) on one chain,
-#        batches of 32 and 128 records: records/s and how busy the head row is.
+#        batches of 32 and 128 records: records/s, batch time, head-row wait and its share.
 #
 # PostgreSQL is found and started the way scripts/test does it (the local cluster, apt when absent
 # and root), or taken from BENCH_DATABASE_URL (a server URL; the bench creates its own database).
@@ -93,7 +95,7 @@ metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v n="$2" '$1==n {print $
 cpu_of() {
   local hz; hz=$(getconf CLK_TCK)
   for p in "$@"; do cat "/proc/$p/stat" 2>/dev/null; done \
-    | awk -v hz="$hz" '{ sub(/^.*\) /, ""); t += $12 + $13 } END { printf "%.3f\n", t / hz }'
+    | awk -v hz="$hz" '{ sub(/^.*\) /, ""); t += $12 + $13 + $14 + $15 } END { printf "%.3f\n", t / hz }'
 }
 pg_pids() { pgrep -u postgres 2>/dev/null | tr '\n' ' '; }
 to_ms() { python3 -c "
@@ -129,26 +131,32 @@ sweep() {
 }
 
 scale() {
-  echo "== scale-out: N nodes on one PostgreSQL database, each driven by wrk -t1 -c32 -d${SECS}s at once"
-  printf '%-5s | %-10s | %-9s | %-11s | %-9s | %-11s | %s\n' nodes "grants/s" "worst p99" "audit batch" "commit ms" "head wait ms" "CPU ms/grant (nodes + PostgreSQL)"
+  local per
+  for per in ${PER_NODE_CONNS:-8 32}; do scale_at "$per"; done
+}
+
+scale_at() {
+  local per=$1
+  echo "== scale-out: N nodes on one PostgreSQL database, each node one runtime thread and its own wrk -t1 -c$per, ${SECS}s"
+  printf '%-5s | %-10s | %-9s | %-11s | %-9s | %-12s | %s\n' nodes "grants/s" "worst p99" "audit batch" "commit ms" "head wait ms" "CPU µs/grant: nodes + PostgreSQL = total"
   local n i url basic
   for n in 1 2 3; do
-    url=$(new_pg_db "scale$n")
+    url=$(new_pg_db "scale${per}_$n")
     basic=$(setup_realm "$url")
     export SIGIL_BASIC="$basic"
     local ports=() mports=() pids=()
     for i in $(seq 1 "$n"); do
       ports+=("$(free_port)"); mports+=("$(free_port)")
-      pids+=("$(start_node "$url" "${ports[-1]}" "${mports[-1]}")"); PIDS+=("${pids[-1]}")
+      pids+=("$(TOKIO_WORKER_THREADS=1 start_node "$url" "${ports[-1]}" "${mports[-1]}")"); PIDS+=("${pids[-1]}")
     done
     for i in $(seq 0 $((n - 1))); do drive "${ports[$i]}" 16 2 1 >/dev/null & done; wait_jobs
     local m0=() cpu0 cpu1
     for i in $(seq 0 $((n - 1))); do
       m0+=("$(metric "${mports[$i]}" sigil_audit_commit_seconds_sum) $(metric "${mports[$i]}" sigil_audit_batches_total) $(metric "${mports[$i]}" sigil_audit_head_wait_seconds_sum) $(metric "${mports[$i]}" sigil_audit_head_wait_seconds_count) $(metric "${mports[$i]}" sigil_audit_records_total)")
     done
-    cpu0=$(cpu_of "${pids[@]}" $(pg_pids))
-    for i in $(seq 0 $((n - 1))); do drive "${ports[$i]}" 32 "$SECS" 1 >"$WORK/scale.$i" & done; wait_jobs
-    cpu1=$(cpu_of "${pids[@]}" $(pg_pids))
+    cpu0=$(cpu_of "${pids[@]}"); pcpu0=$(cpu_of $(pg_pids))
+    for i in $(seq 0 $((n - 1))); do drive "${ports[$i]}" "$per" "$SECS" 1 >"$WORK/scale.$i" & done; wait_jobs
+    cpu1=$(cpu_of "${pids[@]}"); pcpu1=$(cpu_of $(pg_pids))
     local total=0 worst=0 commit=0 batches=0 wait=0 waits=0 records=0
     for i in $(seq 0 $((n - 1))); do
       read -r r _ q _ <"$WORK/scale.$i"
@@ -161,11 +169,14 @@ scale() {
       commit=$(python3 -c "print($commit + $cs1 - $cs0)"); batches=$((batches + b1 - b0))
       wait=$(python3 -c "print($wait + $ws1 - $ws0)"); waits=$((waits + wc1 - wc0)); records=$((records + rc1 - rc0))
     done
-    printf '%-5s | %10.0f | %7.1fms | %6.1f rows | %9.2f | %12.2f | %.3f\n' "$n" "$total" "$worst" \
+    local grants; grants=$(python3 -c "print(max($total * $SECS, 1))")
+    printf '%-5s | %10.0f | %7.1fms | %6.1f rows | %9.2f | %12.2f | %.1f + %.1f = %.1f\n' "$n" "$total" "$worst" \
       "$(python3 -c "print($records / max($batches, 1))")" \
       "$(python3 -c "print(1000 * $commit / max($batches, 1))")" \
       "$(python3 -c "print(1000 * $wait / max($waits, 1))")" \
-      "$(python3 -c "print(1000 * ($cpu1 - $cpu0) / max($total * $SECS, 1))")"
+      "$(python3 -c "print(1e6 * ($cpu1 - $cpu0) / $grants)")" \
+      "$(python3 -c "print(1e6 * ($pcpu1 - $pcpu0) / $grants)")" \
+      "$(python3 -c "print(1e6 * ($cpu1 - $cpu0 + $pcpu1 - $pcpu0) / $grants)")"
     stop "${pids[@]}"
     # Every node's records on one chain, intact.
     "$BIN" --database-url "$url" --kek-file "$WORK/kek" audit verify | sed 's/^/      /'

@@ -1017,8 +1017,8 @@ pub async fn run(cli: Cli, config: Config) -> Result<i32, CliError> {
             .await?;
             println!(
                 "writers {writers} batch {batch} records_per_sec {:.0} batches_per_sec {:.0} \
-                 batch_ms {:.2} head_wait_ms {:.2} head_busy {:.2}",
-                r.records_per_sec, r.batches_per_sec, r.batch_ms, r.head_wait_ms, r.head_busy
+                 batch_ms {:.2} head_wait_ms {:.2} wait_share {:.2}",
+                r.records_per_sec, r.batches_per_sec, r.batch_ms, r.head_wait_ms, r.wait_share
             );
             Ok(0)
         }

@@ -28,7 +28,7 @@ DECLARE
     hashes    TEXT[] := '{}';
     h         TEXT;
 BEGIN
-    UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash INTO head_seq, head_hash;
+    SELECT seq, hash INTO head_seq, head_hash FROM audit_head WHERE id = 1 FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'audit_head row missing';
     END IF;

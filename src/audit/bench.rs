@@ -1,8 +1,8 @@
 //! `sigil bench-chain`: how far one audit chain goes. `writers` tasks, each standing in for one
 //! node's group-commit writer, append batches of `batch` token-sized records to the same chain as
-//! fast as the database lets them, for `seconds`. Every batch takes the chain's head row, so the
-//! head is busy from the moment a writer gets it until its commit is durable; when that busy time
-//! approaches the wall time, more writers (nodes) add no throughput. For `bench/`.
+//! fast as the database lets them, for `seconds`. Every batch takes the chain's head row and holds
+//! it until its commit is durable; when writers spend most of a batch waiting for it, more writers
+//! (nodes) add no throughput. For `bench/`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,8 +22,9 @@ pub struct ChainBench {
     pub batch_ms: f64,
     /// Mean time a batch waited for the head row.
     pub head_wait_ms: f64,
-    /// Share of the wall time the head row was held (lock obtained to commit): 1.0 = saturated.
-    pub head_busy: f64,
+    /// Share of a batch's time spent waiting for the head row: near 1, the head row (not the
+    /// database or this machine) is what every writer waits on.
+    pub wait_share: f64,
 }
 
 fn drafts(writer: usize, batch: usize, now: i64) -> Vec<AuditDraft> {
@@ -93,8 +94,10 @@ pub async fn bench_chain(
         batches_per_sec: batches as f64 / wall,
         batch_ms: spent.as_secs_f64() * 1000.0 / b,
         head_wait_ms: waited * 1000.0 / b,
-        // From lock to durable commit, summed over every batch (plus each batch's BEGIN and
-        // connection checkout, so an upper bound).
-        head_busy: (spent.as_secs_f64() - waited).max(0.0) / wall,
+        wait_share: if spent.is_zero() {
+            0.0
+        } else {
+            (waited / spent.as_secs_f64()).min(1.0)
+        },
     })
 }
