@@ -8,7 +8,8 @@
 #        connections: grants/s, p50, p99, and PostgreSQL's share of SQLite's rate.
 # scale  1, 2 and 3 nodes on one PostgreSQL database, each with one runtime thread and driven by
 #        its own wrk -t1 with the same connections per node (8, then 32: PER_NODE_CONNS), so each
-#        node's load and batches stay the same as nodes are added:
+#        node's load and batches stay the same as nodes are added; once with every node on the
+#        audit chain 'main', once with a chain per node (audit_chain = node-1, node-2, ...):
 #        aggregate grants/s, the worst node's p99, audit commit latency and head-row wait (from
 #        each node's /metrics, deltas over the run), and CPU time per grant (the nodes plus every
 #        PostgreSQL process; wrk excluded). Everything shares this machine's cores.
@@ -131,23 +132,26 @@ sweep() {
 }
 
 scale() {
-  local per
-  for per in ${PER_NODE_CONNS:-8 32}; do scale_at "$per"; done
+  local per mode
+  for per in ${PER_NODE_CONNS:-8 32}; do
+    for mode in shared per-node; do scale_at "$per" "$mode"; done
+  done
 }
 
 scale_at() {
-  local per=$1
-  echo "== scale-out: N nodes on one PostgreSQL database, each node one runtime thread and its own wrk -t1 -c$per, ${SECS}s"
+  local per=$1 mode=$2
+  echo "== scale-out, audit chain $mode: N nodes on one PostgreSQL database, each node one runtime thread and its own wrk -t1 -c$per, ${SECS}s"
   printf '%-5s | %-10s | %-9s | %-11s | %-9s | %-12s | %s\n' nodes "grants/s" "worst p99" "audit batch" "commit ms" "head wait ms" "CPU µs/grant: nodes + PostgreSQL = total"
   local n i url basic
   for n in 1 2 3; do
-    url=$(new_pg_db "scale${per}_$n")
+    url=$(new_pg_db "scale${per}_${mode/-/_}_$n")
     basic=$(setup_realm "$url")
     export SIGIL_BASIC="$basic"
     local ports=() mports=() pids=()
     for i in $(seq 1 "$n"); do
       ports+=("$(free_port)"); mports+=("$(free_port)")
-      pids+=("$(TOKIO_WORKER_THREADS=1 start_node "$url" "${ports[-1]}" "${mports[-1]}")"); PIDS+=("${pids[-1]}")
+      local chain=main; [ "$mode" = per-node ] && chain="node-$i"
+      pids+=("$(SIGIL_AUDIT_CHAIN=$chain TOKIO_WORKER_THREADS=1 start_node "$url" "${ports[-1]}" "${mports[-1]}")"); PIDS+=("${pids[-1]}")
     done
     for i in $(seq 0 $((n - 1))); do drive "${ports[$i]}" 16 2 1 >/dev/null & done; wait_jobs
     local m0=() cpu0 cpu1
@@ -179,7 +183,7 @@ scale_at() {
       "$(python3 -c "print(1e6 * ($cpu1 - $cpu0 + $pcpu1 - $pcpu0) / $grants)")"
     stop "${pids[@]}"
     # Every node's records on one chain, intact.
-    "$BIN" --database-url "$url" --kek-file "$WORK/kek" audit verify | sed 's/^/      /'
+    "$BIN" --database-url "$url" --kek-file "$WORK/kek" audit verify | sed 's/, head .*//; s/^/      /'
   done
 }
 wait_jobs() { local j; for j in $(jobs -p); do wait "$j" 2>/dev/null || true; done; }

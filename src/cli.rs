@@ -973,7 +973,16 @@ pub async fn run(cli: Cli, config: Config) -> Result<i32, CliError> {
         }
         Command::Audit(AuditCommand::Verify) => {
             let store = open_store(&config).await?;
-            match admin::audit::verify(store.as_ref()).await? {
+            // Checkpoint seals are checked when this KEK is at hand (never created here).
+            let kek = crate::keys::FileKek::load(&config.kek_file).ok();
+            let kek_ref = kek.as_ref().map(|k| k as &dyn crate::keys::KekSource);
+            if kek.is_none() {
+                eprintln!(
+                    "note: no KEK at {}: checkpoint seals are not checked",
+                    config.kek_file.display()
+                );
+            }
+            match admin::audit::verify(store.as_ref(), kek_ref).await? {
                 VerifyReport::Intact { rows, head } => {
                     println!("audit chain intact: {rows} rows, head {head}");
                     Ok(0)

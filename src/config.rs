@@ -44,6 +44,8 @@ pub struct Settings {
     pub database_pool_size: Option<u32>,
     pub database_connect_timeout_secs: Option<u64>,
     pub database_statement_timeout_ms: Option<u64>,
+    pub audit_chain: Option<String>,
+    pub audit_checkpoint_secs: Option<u64>,
     pub kek_file: Option<PathBuf>,
     pub cache_ttl_secs: Option<u64>,
     pub jwks_max_age_secs: Option<u64>,
@@ -77,6 +79,8 @@ impl Settings {
             database_statement_timeout_ms: over
                 .database_statement_timeout_ms
                 .or(self.database_statement_timeout_ms),
+            audit_chain: over.audit_chain.or(self.audit_chain),
+            audit_checkpoint_secs: over.audit_checkpoint_secs.or(self.audit_checkpoint_secs),
             kek_file: over.kek_file.or(self.kek_file),
             cache_ttl_secs: over.cache_ttl_secs.or(self.cache_ttl_secs),
             jwks_max_age_secs: over.jwks_max_age_secs.or(self.jwks_max_age_secs),
@@ -140,6 +144,8 @@ impl Settings {
             database_pool_size: num(&get, "SIGIL_DATABASE_POOL_SIZE")?,
             database_connect_timeout_secs: num(&get, "SIGIL_DATABASE_CONNECT_TIMEOUT_SECS")?,
             database_statement_timeout_ms: num(&get, "SIGIL_DATABASE_STATEMENT_TIMEOUT_MS")?,
+            audit_chain: get("SIGIL_AUDIT_CHAIN"),
+            audit_checkpoint_secs: num(&get, "SIGIL_AUDIT_CHECKPOINT_SECS")?,
             kek_file: get("SIGIL_KEK_FILE").map(PathBuf::from),
             cache_ttl_secs: num(&get, "SIGIL_CACHE_TTL_SECS")?,
             jwks_max_age_secs: num(&get, "SIGIL_JWKS_MAX_AGE_SECS")?,
@@ -196,6 +202,9 @@ pub struct Config {
     /// Most concurrent streams (requests) one HTTP/2 connection may have open.
     pub http2_max_concurrent_streams: u32,
     pub audit_batch_max: usize,
+    /// How often a node writes a checkpoint (every chain's head, sealed with the KEK) to its
+    /// chain, when anything changed; 0 = never.
+    pub audit_checkpoint_secs: u64,
     /// How often `serve` runs the key-rotation schedule; 0 turns the scheduler off.
     pub rotation_check_secs: u64,
     /// Failed client authentications one address may make per minute before the token endpoints
@@ -280,6 +289,7 @@ impl Config {
                 100,
                 600_000,
             )?),
+            audit_chain: audit_chain(s.audit_chain)?,
         };
         Ok(Config {
             bind,
@@ -334,6 +344,12 @@ impl Config {
                 1,
                 1000,
             )? as usize,
+            audit_checkpoint_secs: bounded(
+                "audit_checkpoint_secs",
+                s.audit_checkpoint_secs.unwrap_or(60),
+                0,
+                86_400,
+            )?,
             rotation_check_secs: bounded(
                 "rotation_check_secs",
                 s.rotation_check_secs.unwrap_or(60),
@@ -386,6 +402,7 @@ impl Config {
             max_connections: default_max_connections(open_file_limit()),
             http2_max_concurrent_streams: 64,
             audit_batch_max: 256,
+            audit_checkpoint_secs: 0,
             rotation_check_secs: 0,
             failures_per_minute_per_ip: 60,
             refusal_tally_secs: 1,
@@ -397,6 +414,29 @@ impl Config {
 }
 
 pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 30;
+
+/// A chain name: 1 to 63 of `a-z 0-9 . _ -`, starting with a letter or digit; `main` by default.
+fn audit_chain(configured: Option<String>) -> Result<String, ConfigError> {
+    let Some(name) = configured else {
+        return Ok(crate::audit::MAIN_CHAIN.to_owned());
+    };
+    let ok = (1..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if ok {
+        Ok(name)
+    } else {
+        Err(invalid(
+            "audit_chain",
+            format!("{name:?} is not 1-63 of a-z 0-9 . _ - starting with a letter or digit"),
+        ))
+    }
+}
 /// The default connection cap never exceeds this, however high the open-file limit: each open
 /// connection also costs memory (buffers, a task), and 16,384 is far beyond what one node serves.
 pub const MAX_CONNECTIONS_CEILING: usize = 16_384;

@@ -155,6 +155,9 @@ impl Application {
         }
         tokio::spawn(flush_refusals(self.state.clone()));
         tokio::spawn(housekeeping(self.state.clone()));
+        if self.state.config.audit_checkpoint_secs > 0 {
+            tokio::spawn(checkpoints(self.state.clone()));
+        }
         if let Some((listener, at)) = self.metrics_listener {
             tracing::info!(%at, "metrics at /metrics");
             let metrics = crate::metrics::router(self.state.clone());
@@ -369,6 +372,55 @@ async fn rotation_schedule(state: AppState) {
                 Ok(_) => {}
                 Err(e) => tracing::error!(realm = %realm.name, error = %e, "key rotation failed"),
             }
+        }
+    }
+}
+
+/// Every `audit_checkpoint_secs`, appends to this node's chain a checkpoint naming every chain's
+/// head, sealed with the KEK, unless nothing but this node's previous checkpoint was appended
+/// since. The checkpoints are what binds the chains of several nodes together.
+async fn checkpoints(state: AppState) {
+    let period = Duration::from_secs(state.config.audit_checkpoint_secs);
+    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let own = state.store.audit_chain().to_owned();
+    // The heads the last checkpoint named, and the seq it got on this node's chain.
+    let mut last: Option<(Vec<crate::store::ChainHead>, i64)> = None;
+    loop {
+        every.tick().await;
+        let heads = match state.store.audit_heads().await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!(error = %e, "audit checkpoint: cannot read the chain heads");
+                continue;
+            }
+        };
+        if let Some((named, seq)) = &last {
+            let unchanged = heads.len() == named.len()
+                && heads.iter().all(|(chain, s, hash)| {
+                    if *chain == own {
+                        s == seq
+                    } else {
+                        named
+                            .iter()
+                            .any(|n| n.0 == *chain && n.1 == *s && n.2 == *hash)
+                    }
+                });
+            if unchanged {
+                continue;
+            }
+        }
+        let draft =
+            match crate::audit::checkpoint::draft(&heads, state.kek.as_ref(), state.clock.now()) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!(error = %e, "audit checkpoint: cannot seal");
+                    continue;
+                }
+            };
+        match state.audit.record(draft).await {
+            Ok(seq) => last = Some((heads, seq)),
+            Err(_) => tracing::error!("audit checkpoint could not be written"),
         }
     }
 }

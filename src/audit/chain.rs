@@ -1,10 +1,49 @@
 //! Row hashes: `hash = SHA-256(prev_hash || canonical row)`, hex. The canonical form is a JSON
-//! array of the row's fields, so no field boundary is ambiguous.
+//! array of the row's fields, so no field boundary is ambiguous. Each chain (`main`, or one per
+//! node) links its own rows from the genesis hash; rows of a chain other than `main` put the chain's
+//! name first in their canonical form, so a row cannot be moved from one chain to another.
+
+use std::collections::BTreeMap;
 
 use super::AuditRecord;
 use crate::keys::kek::hex;
 
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// The chain of a single-chain deployment, and of every row written before chains existed.
+pub const MAIN_CHAIN: &str = "main";
+
+/// What comes before a row's seq in its canonical form: `[` on `main`, `["<chain>",` elsewhere.
+pub fn canonical_prefix(chain: &str) -> String {
+    if chain == MAIN_CHAIN {
+        "[".to_owned()
+    } else {
+        format!("[{},", serde_json::Value::from(chain))
+    }
+}
+
+/// [`row_hash`] of a row on `chain`.
+#[allow(clippy::too_many_arguments)]
+pub fn chain_row_hash(
+    chain: &str,
+    prev_hash: &str,
+    seq: i64,
+    ts: i64,
+    realm: Option<&str>,
+    kind: &str,
+    actor: &str,
+    subject: Option<&str>,
+    detail: &str,
+) -> String {
+    if chain == MAIN_CHAIN {
+        return row_hash(prev_hash, seq, ts, realm, kind, actor, subject, detail);
+    }
+    let canonical =
+        serde_json::json!([chain, seq, ts, realm, kind, actor, subject, detail]).to_string();
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(prev_hash.as_bytes());
+    ctx.update(canonical.as_bytes());
+    hex(ctx.finish().as_ref())
+}
 
 #[allow(clippy::too_many_arguments)]
 pub fn row_hash(
@@ -31,9 +70,10 @@ pub enum VerifyReport {
     Broken { seq: i64, reason: String },
 }
 
-/// Incremental verifier: feed rows in `seq` order, page by page.
+/// Incremental verifier of one chain: feed its rows in `seq` order, page by page.
 #[derive(Debug)]
 pub struct ChainWalker {
+    chain: String,
     expected_seq: i64,
     prev_hash: String,
     rows: u64,
@@ -41,17 +81,28 @@ pub struct ChainWalker {
 
 impl Default for ChainWalker {
     fn default() -> Self {
+        ChainWalker::for_chain(MAIN_CHAIN)
+    }
+}
+
+impl ChainWalker {
+    pub fn for_chain(chain: &str) -> Self {
         ChainWalker {
+            chain: chain.to_owned(),
             expected_seq: 1,
             prev_hash: GENESIS_HASH.to_owned(),
             rows: 0,
         }
     }
-}
 
-impl ChainWalker {
     /// Checks one row; `Err((seq, reason))` names the first broken one.
     pub fn step(&mut self, r: &AuditRecord) -> Result<(), (i64, String)> {
+        if r.chain != self.chain {
+            return Err((
+                r.seq,
+                format!("row of chain {} in chain {}", r.chain, self.chain),
+            ));
+        }
         if r.seq != self.expected_seq {
             return Err((
                 r.seq,
@@ -64,7 +115,8 @@ impl ChainWalker {
         if r.prev_hash != self.prev_hash {
             return Err((r.seq, "prev_hash does not match the previous row".into()));
         }
-        let want = row_hash(
+        let want = chain_row_hash(
+            &self.chain,
             &r.prev_hash,
             r.seq,
             r.ts,
@@ -121,15 +173,106 @@ impl ChainWalker {
     }
 }
 
-/// Verifies a whole chain held in memory (tests; the CLI pages through [`ChainWalker`]).
+/// Verifies every chain of a deployment from rows fed in any order that keeps each chain's rows
+/// in `seq` order (the store pages by seq across chains). A row already walked is skipped, so a
+/// page may be read again.
+#[derive(Debug, Default)]
+pub struct ChainSet {
+    walkers: BTreeMap<String, ChainWalker>,
+}
+
+impl ChainSet {
+    /// Checks one row; `Err((seq, reason))` names the first broken one (the reason names the
+    /// chain).
+    pub fn step(&mut self, r: &AuditRecord) -> Result<(), (i64, String)> {
+        let w = self
+            .walkers
+            .entry(r.chain.clone())
+            .or_insert_with(|| ChainWalker::for_chain(&r.chain));
+        if r.seq < w.expected_seq {
+            return Ok(());
+        }
+        w.step(r)
+            .map_err(|(seq, reason)| (seq, format!("chain {}: {reason}", r.chain)))
+    }
+
+    /// Rows walked so far, over every chain.
+    pub fn rows(&self) -> u64 {
+        self.walkers.values().map(|w| w.rows).sum()
+    }
+
+    /// The last seq walked on `chain` (0 if none).
+    pub fn last_seq(&self, chain: &str) -> i64 {
+        self.walkers.get(chain).map_or(0, ChainWalker::last_seq)
+    }
+
+    /// The hash of the last row walked on `chain` (the genesis hash if none).
+    pub fn last_hash(&self, chain: &str) -> &str {
+        self.walkers
+            .get(chain)
+            .map_or(GENESIS_HASH, |w| w.prev_hash.as_str())
+    }
+
+    /// Checks every stored head (`audit_heads`: chain, seq, hash) against its chain's rows: a
+    /// chain with rows and no head, or a head that is behind, ahead or holds another hash.
+    pub fn check_heads(&self, heads: &[(String, i64, String)]) -> Result<(), (i64, String)> {
+        for (chain, seq, hash) in heads {
+            let w = self
+                .walkers
+                .get(chain)
+                .map_or_else(|| ChainWalker::for_chain(chain), clone_walker);
+            w.check_head(Some((*seq, hash)))
+                .map_err(|(s, reason)| (s, format!("chain {chain}: {reason}")))?;
+        }
+        for (chain, w) in &self.walkers {
+            if !heads.iter().any(|(c, _, _)| c == chain) {
+                return Err((
+                    w.last_seq(),
+                    format!("chain {chain}: the head row is missing"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn finish(self) -> VerifyReport {
+        let rows = self.walkers.values().map(|w| w.rows).sum();
+        let head = match self.walkers.len() {
+            0 => GENESIS_HASH.to_owned(),
+            1 => self
+                .walkers
+                .into_values()
+                .next()
+                .map_or_else(|| GENESIS_HASH.to_owned(), |w| w.prev_hash),
+            _ => self
+                .walkers
+                .iter()
+                .map(|(c, w)| format!("{c}={}", w.prev_hash))
+                .collect::<Vec<_>>()
+                .join(" "),
+        };
+        VerifyReport::Intact { rows, head }
+    }
+}
+
+fn clone_walker(w: &ChainWalker) -> ChainWalker {
+    ChainWalker {
+        chain: w.chain.clone(),
+        expected_seq: w.expected_seq,
+        prev_hash: w.prev_hash.clone(),
+        rows: w.rows,
+    }
+}
+
+/// Verifies chains held in memory (tests; the CLI pages through [`ChainSet`]).
 pub fn verify_chain<'a>(rows: impl IntoIterator<Item = &'a AuditRecord>) -> VerifyReport {
-    let mut w = ChainWalker::default();
+    let mut set = ChainSet::default();
     for r in rows {
-        if let Err((seq, reason)) = w.step(r) {
+        if let Err((seq, reason)) = set.step(r) {
             return VerifyReport::Broken { seq, reason };
         }
     }
-    w.finish()
+    set.finish()
 }
 
 #[cfg(test)]
@@ -143,6 +286,7 @@ mod tests {
                 let detail = format!(r#"{{"n":{seq}}}"#);
                 let hash = row_hash(&prev, seq, 100 + seq, Some("r"), "k", "a", None, &detail);
                 let rec = AuditRecord {
+                    chain: MAIN_CHAIN.into(),
                     seq,
                     ts: 100 + seq,
                     realm: Some("r".into()),

@@ -3,11 +3,12 @@
 
 pub mod bench;
 pub mod chain;
+pub mod checkpoint;
 pub mod stats;
 pub mod tally;
 pub mod writer;
 
-pub use chain::{GENESIS_HASH, VerifyReport, row_hash, verify_chain};
+pub use chain::{GENESIS_HASH, MAIN_CHAIN, VerifyReport, chain_row_hash, row_hash, verify_chain};
 pub use tally::RefusalTally;
 pub use writer::AuditWriter;
 
@@ -65,6 +66,8 @@ impl AuditDraft {
 /// A committed row as read back from the database.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AuditRecord {
+    /// The chain the row belongs to (`main` unless nodes write chains of their own).
+    pub chain: String,
     pub seq: i64,
     pub ts: i64,
     pub realm: Option<String>,

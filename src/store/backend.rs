@@ -53,7 +53,7 @@ macro_rules! impl_store {
                 audit: $crate::store::Audited<'_>,
             ) -> Result<(), $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
-                Self::append_in_tx(&mut tx, audit).await?;
+                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 sqlx::query(
                     "INSERT INTO realms (name, alg, display_name, access_token_ttl, created_at, \
                      rotation_period_secs, prepublish_secs, key_version, login_settings) \
@@ -121,7 +121,7 @@ macro_rules! impl_store {
                 audit: $crate::store::Audited<'_>,
             ) -> Result<bool, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
-                Self::append_in_tx(&mut tx, audit).await?;
+                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 let won = sqlx::query(
                     "UPDATE realms SET key_version = key_version + 1, alg = COALESCE($1, alg) \
                      WHERE name = $2 AND key_version = $3",
@@ -191,7 +191,7 @@ macro_rules! impl_store {
                 audit: $crate::store::Audited<'_>,
             ) -> Result<(), $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
-                Self::append_in_tx(&mut tx, audit).await?;
+                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 for k in keys {
                     sqlx::query(
                         "UPDATE signing_keys SET private_sealed = $1, kek_id = $2 \
@@ -214,7 +214,7 @@ macro_rules! impl_store {
                 audit: $crate::store::Audited<'_>,
             ) -> Result<(), $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
-                Self::append_in_tx(&mut tx, audit).await?;
+                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 sqlx::query("DELETE FROM aws_settings WHERE realm = $1")
                     .bind(&st.realm)
                     .execute(&mut *tx)
@@ -255,7 +255,7 @@ macro_rules! impl_store {
                 audit: $crate::store::Audited<'_>,
             ) -> Result<(), $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
-                Self::append_in_tx(&mut tx, audit).await?;
+                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 sqlx::query(
                     "INSERT INTO aws_bindings (realm, id, principal, account, effect, scopes, \
                      audience, access_token_ttl, created_at) \
@@ -300,7 +300,7 @@ macro_rules! impl_store {
                 audit: $crate::store::Audited<'_>,
             ) -> Result<bool, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
-                Self::append_in_tx(&mut tx, audit).await?;
+                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 let done = sqlx::query("DELETE FROM aws_bindings WHERE realm = $1 AND id = $2")
                     .bind(realm)
                     .bind(id)
@@ -380,7 +380,7 @@ macro_rules! impl_store {
                 audit: $crate::store::Audited<'_>,
             ) -> Result<(), $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
-                Self::append_in_tx(&mut tx, audit).await?;
+                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 sqlx::query(
                     "INSERT INTO clients (realm, client_id, enabled, secret_salt, secret_verifier, \
                      allowed_scopes, default_scopes, audience, grant_types, access_token_ttl, \
@@ -447,7 +447,7 @@ macro_rules! impl_store {
                 audit: $crate::store::Audited<'_>,
             ) -> Result<bool, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
-                Self::append_in_tx(&mut tx, audit).await?;
+                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 let done = sqlx::query("DELETE FROM clients WHERE realm = $1 AND client_id = $2")
                     .bind(realm)
                     .bind(id)
@@ -471,7 +471,7 @@ macro_rules! impl_store {
                 audit: $crate::store::Audited<'_>,
             ) -> Result<bool, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
-                Self::append_in_tx(&mut tx, audit).await?;
+                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 let done = sqlx::query(
                     "UPDATE clients SET secret_salt = $1, secret_verifier = $2, updated_at = $3 \
                      WHERE realm = $4 AND client_id = $5",
@@ -498,7 +498,7 @@ macro_rules! impl_store {
                 audit: $crate::store::Audited<'_>,
             ) -> Result<bool, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
-                Self::append_in_tx(&mut tx, audit).await?;
+                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 let done = sqlx::query("UPDATE realms SET login_settings = $1 WHERE name = $2")
                     .bind(settings)
                     .bind(realm)
@@ -521,7 +521,7 @@ macro_rules! impl_store {
                 audit: $crate::store::Audited<'_>,
             ) -> Result<bool, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
-                Self::append_in_tx(&mut tx, audit).await?;
+                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 let done = sqlx::query(
                     "UPDATE clients SET enabled = $1, updated_at = $2 \
                      WHERE realm = $3 AND client_id = $4",
@@ -545,7 +545,7 @@ macro_rules! impl_store {
                 drafts: &[$crate::audit::AuditDraft],
             ) -> Result<Vec<i64>, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
-                let seqs = Self::append_in_tx(&mut tx, drafts).await?;
+                let seqs = Self::append_in_tx(&self.chain, &mut tx, drafts).await?;
                 tx.commit().await?;
                 Ok(seqs)
             }
@@ -553,7 +553,10 @@ macro_rules! impl_store {
             async fn audit_session(
                 &self,
             ) -> Result<Box<dyn $crate::store::AuditSession>, $crate::store::StoreError> {
-                Ok(Box::new(AuditConn(self.pool.acquire().await?)))
+                Ok(Box::new(AuditConn(
+                    self.pool.acquire().await?,
+                    self.chain.clone(),
+                )))
             }
 
             async fn audit_page(
@@ -562,8 +565,8 @@ macro_rules! impl_store {
                 limit: i64,
             ) -> Result<Vec<$crate::audit::AuditRecord>, $crate::store::StoreError> {
                 Ok(sqlx::query_as(
-                    "SELECT seq, ts, realm, kind, actor, subject, detail, prev_hash, hash \
-                     FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
+                    "SELECT chain, seq, ts, realm, kind, actor, subject, detail, prev_hash, hash \
+                     FROM audit_log WHERE seq > $1 AND seq <= $1 + $2 ORDER BY seq, chain",
                 )
                 .bind(after)
                 .bind(limit)
@@ -571,20 +574,24 @@ macro_rules! impl_store {
                 .await?)
             }
 
-            async fn audit_head(
+            async fn audit_heads(
                 &self,
-            ) -> Result<Option<(i64, String)>, $crate::store::StoreError> {
+            ) -> Result<Vec<(String, i64, String)>, $crate::store::StoreError> {
                 Ok(
-                    sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
-                        .fetch_optional(&self.pool)
+                    sqlx::query_as("SELECT chain, seq, hash FROM audit_heads ORDER BY chain")
+                        .fetch_all(&self.pool)
                         .await?,
                 )
+            }
+
+            fn audit_chain(&self) -> &str {
+                &self.chain
             }
         }
 
         /// The audit writer's own connection, held from one batch to the next: no pool checkout
         /// (and none of the pool's health pings) on the token path.
-        pub struct AuditConn(sqlx::pool::PoolConnection<$db>);
+        pub struct AuditConn(sqlx::pool::PoolConnection<$db>, String);
 
         #[async_trait::async_trait]
         impl $crate::store::AuditSession for AuditConn {
@@ -592,7 +599,7 @@ macro_rules! impl_store {
                 &mut self,
                 drafts: &[$crate::audit::AuditDraft],
             ) -> Result<Vec<i64>, $crate::store::StoreError> {
-                $ty::append_batch(&mut self.0, drafts).await
+                $ty::append_batch(&self.1, &mut self.0, drafts).await
             }
 
             fn discard(self: Box<Self>) {

@@ -6,7 +6,7 @@ macro_rules! impl_login_store {
         impl $crate::store::login::LoginStore for $ty {
             async fn create_group(&self, g: &$crate::store::login::GroupRecord, audit: $crate::store::Audited<'_>) -> Result<(), $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
-                Self::append_in_tx(&mut tx, audit).await?;
+                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 sqlx::query("INSERT INTO groups (realm, name, scopes) VALUES ($1, $2, $3)")
                     .bind(&g.realm).bind(&g.name).bind(&g.scopes)
                     .execute(&mut *tx).await
@@ -22,7 +22,7 @@ macro_rules! impl_login_store {
 
             async fn create_user(&self, u: &$crate::store::login::UserRecord, groups: &[String], audit: $crate::store::Audited<'_>) -> Result<(), $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
-                Self::append_in_tx(&mut tx, audit).await?;
+                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 sqlx::query(
                     "INSERT INTO users (realm, id, username, enabled, attributes, password_hash, totp_sealed, \
                      totp_last_step, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -57,7 +57,7 @@ macro_rules! impl_login_store {
 
             async fn set_user_enabled(&self, realm: &str, user_id: &str, enabled: bool, now: i64, audit: $crate::store::Audited<'_>) -> Result<bool, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
-                Self::append_in_tx(&mut tx, audit).await?;
+                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 let done = sqlx::query("UPDATE users SET enabled = $1, updated_at = $2 WHERE realm = $3 AND id = $4")
                     .bind(enabled).bind(now).bind(realm).bind(user_id)
                     .execute(&mut *tx).await?.rows_affected() == 1;
@@ -73,7 +73,7 @@ macro_rules! impl_login_store {
 
             async fn update_user_attributes(&self, realm: &str, user_id: &str, changes: &[(String, String)], now: i64, audit: $crate::store::Audited<'_>) -> Result<Option<String>, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
-                Self::append_in_tx(&mut tx, audit).await?;
+                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 // Take the row's lock first (SQLite already holds the write lock), then read.
                 if sqlx::query("UPDATE users SET updated_at = $1 WHERE realm = $2 AND id = $3")
                     .bind(now).bind(realm).bind(user_id)
@@ -100,7 +100,7 @@ macro_rules! impl_login_store {
 
             async fn enrol(&self, invite_hash: &str, realm: &str, user_id: &str, enrolment: &$crate::store::login::Enrolment, now: i64, audit: $crate::store::Audited<'_>) -> Result<bool, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
-                Self::append_in_tx(&mut tx, audit).await?;
+                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 let spent = sqlx::query(
                     "DELETE FROM invites WHERE token_hash = $1 AND realm = $2 AND user_id = $3 AND expires_at > $4",
                 ).bind(invite_hash).bind(realm).bind(user_id).bind(now)
@@ -126,7 +126,7 @@ macro_rules! impl_login_store {
             async fn change_credentials(&self, realm: &str, user_id: &str, keep_session: &str, change: &$crate::store::login::CredentialChange, now: i64, audit: $crate::store::Audited<'_>) -> Result<bool, $crate::store::StoreError> {
                 use $crate::store::login::CredentialChange as C;
                 let mut tx = self.pool.begin().await?;
-                Self::append_in_tx(&mut tx, audit).await?;
+                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 let changed = match change {
                     C::AddPasskey(p) => {
                         Self::insert_passkey(&mut tx, p).await?;
@@ -162,7 +162,7 @@ macro_rules! impl_login_store {
 
             async fn add_user_group(&self, realm: &str, user_id: &str, group: &str, audit: $crate::store::Audited<'_>) -> Result<(), $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
-                Self::append_in_tx(&mut tx, audit).await?;
+                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 sqlx::query("INSERT INTO user_groups (realm, user_id, grp) VALUES ($1, $2, $3)")
                     .bind(realm).bind(user_id).bind(group)
                     .execute(&mut *tx).await
@@ -173,7 +173,7 @@ macro_rules! impl_login_store {
 
             async fn remove_user_group(&self, realm: &str, user_id: &str, group: &str, audit: $crate::store::Audited<'_>) -> Result<bool, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
-                Self::append_in_tx(&mut tx, audit).await?;
+                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 let done = sqlx::query("DELETE FROM user_groups WHERE realm = $1 AND user_id = $2 AND grp = $3")
                     .bind(realm).bind(user_id).bind(group)
                     .execute(&mut *tx).await?.rows_affected() == 1;
@@ -198,7 +198,7 @@ macro_rules! impl_login_store {
 
             async fn replace_recovery_codes(&self, realm: &str, user_id: &str, hashes: &[String], audit: $crate::store::Audited<'_>) -> Result<(), $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
-                Self::append_in_tx(&mut tx, audit).await?;
+                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 sqlx::query("DELETE FROM recovery_codes WHERE realm = $1 AND user_id = $2")
                     .bind(realm).bind(user_id).execute(&mut *tx).await?;
                 for h in hashes {
@@ -219,7 +219,7 @@ macro_rules! impl_login_store {
 
             async fn add_passkey(&self, p: &$crate::store::login::PasskeyRecord, audit: $crate::store::Audited<'_>) -> Result<(), $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
-                Self::append_in_tx(&mut tx, audit).await?;
+                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 Self::insert_passkey(&mut tx, p).await?;
                 tx.commit().await?;
                 Ok(())
@@ -248,7 +248,7 @@ macro_rules! impl_login_store {
 
             async fn delete_passkey(&self, realm: &str, user_id: &str, credential_id: &str, audit: $crate::store::Audited<'_>) -> Result<bool, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
-                Self::append_in_tx(&mut tx, audit).await?;
+                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 let done = sqlx::query("DELETE FROM passkeys WHERE realm = $1 AND user_id = $2 AND credential_id = $3")
                     .bind(realm).bind(user_id).bind(credential_id)
                     .execute(&mut *tx).await?.rows_affected() == 1;
@@ -260,7 +260,7 @@ macro_rules! impl_login_store {
 
             async fn create_invite(&self, token_hash: &str, realm: &str, user_id: &str, expires_at: i64, audit: $crate::store::Audited<'_>) -> Result<(), $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
-                Self::append_in_tx(&mut tx, audit).await?;
+                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 sqlx::query("INSERT INTO invites (token_hash, realm, user_id, expires_at) VALUES ($1, $2, $3, $4)")
                     .bind(token_hash).bind(realm).bind(user_id).bind(expires_at)
                     .execute(&mut *tx).await?;
@@ -329,7 +329,7 @@ macro_rules! impl_login_store {
 
             async fn create_session(&self, s: &$crate::store::login::SessionRecord, audit: $crate::store::Audited<'_>) -> Result<(), $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
-                Self::append_in_tx(&mut tx, audit).await?;
+                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 sqlx::query(
                     "INSERT INTO sessions (id_hash, realm, user_id, sid, created_at, last_seen, auth_time, amr, acr) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -356,7 +356,7 @@ macro_rules! impl_login_store {
 
             async fn reauthenticate_session(&self, id_hash: &str, now: i64, amr: &str, acr: &str, audit: $crate::store::Audited<'_>) -> Result<bool, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
-                Self::append_in_tx(&mut tx, audit).await?;
+                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 let done = sqlx::query(
                     "UPDATE sessions SET auth_time = $1, last_seen = $1, amr = $2, acr = $3 WHERE id_hash = $4",
                 ).bind(now).bind(amr).bind(acr).bind(id_hash)
@@ -387,7 +387,7 @@ macro_rules! impl_login_store {
 
             async fn sign_out_everywhere(&self, realm: &str, user_id: &str, now: i64, audit: $crate::store::Audited<'_>) -> Result<u64, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
-                Self::append_in_tx(&mut tx, audit).await?;
+                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 let n = Self::end_everything_in_tx(&mut tx, realm, user_id, None, now).await?;
                 tx.commit().await?;
                 Ok(n)
@@ -408,7 +408,7 @@ macro_rules! impl_login_store {
 
             async fn consume_code(&self, code_hash: &str, realm: &str, now: i64, refresh: &$crate::store::login::RefreshRecord, audit: $crate::store::Audited<'_>) -> Result<bool, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
-                Self::append_in_tx(&mut tx, audit).await?;
+                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 let fresh = sqlx::query(
                     "UPDATE auth_codes SET used_at = $1 WHERE code_hash = $2 AND realm = $3 AND used_at IS NULL \
                      AND expires_at > $1",
@@ -423,7 +423,7 @@ macro_rules! impl_login_store {
 
             async fn rotate_refresh(&self, token_hash: &str, realm: &str, now: i64, next: &$crate::store::login::RefreshRecord, sid: &str, audit: $crate::store::Audited<'_>) -> Result<bool, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
-                Self::append_in_tx(&mut tx, audit).await?;
+                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 let fresh = sqlx::query(
                     "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND realm = $3 AND used_at IS NULL \
                      AND revoked_at IS NULL AND expires_at > $1",
@@ -440,7 +440,7 @@ macro_rules! impl_login_store {
 
             async fn revoke_family(&self, family: &str, now: i64, audit: $crate::store::Audited<'_>) -> Result<u64, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
-                Self::append_in_tx(&mut tx, audit).await?;
+                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 let n = sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE family = $2 AND revoked_at IS NULL")
                     .bind(now).bind(family).execute(&mut *tx).await?.rows_affected();
                 sqlx::query("UPDATE auth_codes SET used_at = COALESCE(used_at, $1) WHERE family = $2")
@@ -465,7 +465,7 @@ macro_rules! impl_login_store {
 
             async fn put_consent(&self, realm: &str, user_id: &str, client_id: &str, scope: &str, now: i64, audit: $crate::store::Audited<'_>) -> Result<(), $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
-                Self::append_in_tx(&mut tx, audit).await?;
+                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 sqlx::query(
                     "INSERT INTO consents (realm, user_id, client_id, scope, granted_at) VALUES ($1, $2, $3, $4, $5) \
                      ON CONFLICT (realm, user_id, client_id) DO UPDATE SET scope = excluded.scope, granted_at = excluded.granted_at",
@@ -477,7 +477,7 @@ macro_rules! impl_login_store {
 
             async fn user_events(&self, realm: &str, user_id: &str, kinds: &[&str], limit: i64) -> Result<Vec<$crate::audit::AuditRecord>, $crate::store::StoreError> {
                 let mut qb = sqlx::QueryBuilder::<$db>::new(
-                    "SELECT seq, ts, realm, kind, actor, subject, detail, prev_hash, hash FROM audit_log WHERE realm = ",
+                    "SELECT chain, seq, ts, realm, kind, actor, subject, detail, prev_hash, hash FROM audit_log WHERE realm = ",
                 );
                 qb.push_bind(realm).push(" AND subject = ").push_bind(user_id).push(" AND kind IN (");
                 let mut sep = qb.separated(", ");

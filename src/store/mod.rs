@@ -286,10 +286,14 @@ pub trait Store: login::LoginStore + Send + Sync + 'static {
     async fn append_audit(&self, drafts: &[AuditDraft]) -> Result<Vec<i64>, StoreError>;
     /// A connection of its own for the group-commit writer, kept across batches.
     async fn audit_session(&self) -> Result<Box<dyn AuditSession>, StoreError>;
-    /// Rows with `seq > after`, in order, at most `limit`.
+    /// Rows of every chain with `after < seq <= after + limit`, ordered by seq then chain (each
+    /// chain's rows in order). Page on by `after += limit` until a page is empty: every chain is
+    /// numbered from 1 without gaps, so no range before the end is empty.
     async fn audit_page(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError>;
-    /// The stored chain head (`seq`, `hash`) appends chain onto; `None` if the row is gone.
-    async fn audit_head(&self) -> Result<Option<(i64, String)>, StoreError>;
+    /// Every chain's stored head (`chain`, `seq`, `hash`), the row its appends chain onto.
+    async fn audit_heads(&self) -> Result<Vec<ChainHead>, StoreError>;
+    /// The chain this store's appends go to.
+    fn audit_chain(&self) -> &str;
 }
 
 /// The audit writer's connection: appends batches like [`Store::append_audit`] without checking a
@@ -301,6 +305,9 @@ pub trait AuditSession: Send {
     /// an `append` was abandoned at its deadline.
     fn discard(self: Box<Self>);
 }
+
+/// A chain's stored head: (chain, seq, hash).
+pub type ChainHead = (String, i64, String);
 
 /// One audit row ready to write: (seq, the draft, its detail as text, prev_hash, hash).
 pub(crate) type AuditRow<'a> = (i64, &'a AuditDraft, String, String, String);
@@ -314,7 +321,7 @@ pub struct PoolStatus {
 }
 
 /// How a node uses its database connections (the pool and its deadlines).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DbOptions {
     /// Most connections one node keeps open to PostgreSQL (SQLite uses a fixed, small pool).
     pub pool_size: u32,
@@ -325,6 +332,9 @@ pub struct DbOptions {
     /// session left idle inside a transaction for as long, so a stalled node cannot hold the
     /// audit chain's head row.
     pub statement_timeout: Duration,
+    /// The audit chain this node appends to (`main` by default). Nodes on different chains never
+    /// wait for each other's audit commits; `audit verify` checks every chain.
+    pub audit_chain: String,
 }
 
 impl Default for DbOptions {
@@ -333,6 +343,7 @@ impl Default for DbOptions {
             pool_size: 16,
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(5),
+            audit_chain: crate::audit::MAIN_CHAIN.to_owned(),
         }
     }
 }
@@ -357,7 +368,9 @@ pub async fn connect_with(
     options: &DbOptions,
 ) -> Result<Arc<dyn Store>, StoreError> {
     if database_url.starts_with("sqlite:") {
-        Ok(Arc::new(sqlite::SqliteStore::connect(database_url).await?))
+        Ok(Arc::new(
+            sqlite::SqliteStore::connect(database_url, &options.audit_chain).await?,
+        ))
     } else {
         Ok(Arc::new(
             postgres::PgStore::connect(database_url, options).await?,

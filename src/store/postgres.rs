@@ -20,24 +20,28 @@ const MIGRATION_LOCK_POLL: Duration = Duration::from_millis(50);
 
 pub struct PgStore {
     pub(crate) pool: Pool<Postgres>,
+    /// The audit chain this store appends to.
+    chain: String,
 }
 
 impl PgStore {
     /// Appends `drafts` inside the caller's transaction (the head row stays locked until it
     /// commits).
     pub(crate) async fn append_in_tx(
+        chain: &str,
         tx: &mut sqlx::Transaction<'_, Postgres>,
         drafts: &[AuditDraft],
     ) -> Result<Vec<i64>, StoreError> {
-        append_statement(&mut **tx, drafts).await
+        append_statement(&mut **tx, chain, drafts).await
     }
 
     /// One batch of the audit writer: a single statement, its own transaction, one round trip.
     pub(crate) async fn append_batch(
+        chain: &str,
         conn: &mut sqlx::pool::PoolConnection<Postgres>,
         drafts: &[AuditDraft],
     ) -> Result<Vec<i64>, StoreError> {
-        append_statement(&mut **conn, drafts).await
+        append_statement(&mut **conn, chain, drafts).await
     }
 
     pub async fn connect(url: &str, db: &DbOptions) -> Result<PgStore, StoreError> {
@@ -51,7 +55,10 @@ impl PgStore {
             .acquire_timeout(db.connect_timeout)
             .connect_with(options)
             .await?;
-        Ok(PgStore { pool })
+        Ok(PgStore {
+            pool,
+            chain: db.audit_chain.clone(),
+        })
     }
 
     /// Migrates on one dedicated connection holding a session advisory lock, so processes that
@@ -112,11 +119,12 @@ impl PgStore {
 super::backend::impl_store!(PgStore, Postgres);
 super::login_backend::impl_login_store!(PgStore, Postgres);
 
-/// Calls `sigil_audit_append` (migrations/postgres/0007_audit_append.sql), which locks the head,
+/// Calls `sigil_audit_append` (migrations/postgres/0008_audit_chains.sql), which locks the head,
 /// chains and inserts the rows and moves the head server-side: the head row is never held across
 /// a network round trip.
 async fn append_statement<'e>(
     ex: impl sqlx::PgExecutor<'e>,
+    chain: &str,
     drafts: &[AuditDraft],
 ) -> Result<Vec<i64>, StoreError> {
     if drafts.is_empty() {
@@ -154,8 +162,10 @@ async fn append_statement<'e>(
     let key_exps: Vec<i64> = latest.iter().map(|l| l.2).collect();
     let (first, waited_us): (i64, i64) = sqlx::query_as(
         "SELECT first_seq, lock_wait_us FROM sigil_audit_append(\
-         $1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+         $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
+    .bind(chain)
+    .bind(crate::audit::chain::canonical_prefix(chain))
     .bind(&ts)
     .bind(&realms)
     .bind(&kinds)

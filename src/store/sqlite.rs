@@ -26,23 +26,35 @@ pub struct SqliteStore {
     pub(crate) pool: Pool<Sqlite>,
     /// The database file, unless the database lives in memory.
     file: Option<PathBuf>,
+    /// The audit chain this store appends to.
+    chain: String,
 }
 
 impl SqliteStore {
     /// Locks the chain head (the first write of the transaction, so SQLite takes its write
     /// lock here), then appends `drafts` after it.
     pub(crate) async fn append_in_tx(
+        chain: &str,
         tx: &mut sqlx::Transaction<'_, Sqlite>,
         drafts: &[crate::audit::AuditDraft],
     ) -> Result<Vec<i64>, crate::store::StoreError> {
         if drafts.is_empty() {
             return Ok(Vec::new());
         }
-        // Lock the head row and read it in one statement: every writer of the deployment
-        // queues here, so it is timed (the chain's one point of contention).
+        // Lock the head row and read it in one statement: every writer of the chain queues
+        // here, so it is timed. A chain's head is created at its genesis on first use.
         let waiting = tokio::time::Instant::now();
+        sqlx::query(
+            "INSERT INTO audit_heads (chain, seq, hash) VALUES ($1, 0, $2) \
+             ON CONFLICT (chain) DO NOTHING",
+        )
+        .bind(chain)
+        .bind(crate::audit::GENESIS_HASH)
+        .execute(&mut **tx)
+        .await?;
         let (mut seq, mut prev): (i64, String) =
-            sqlx::query_as("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash")
+            sqlx::query_as("UPDATE audit_heads SET seq = seq WHERE chain = $1 RETURNING seq, hash")
+                .bind(chain)
                 .fetch_one(&mut **tx)
                 .await?;
         crate::audit::stats::STATS.head_wait(waiting.elapsed());
@@ -50,7 +62,8 @@ impl SqliteStore {
         for d in drafts {
             seq += 1;
             let detail = d.detail.to_string();
-            let hash = crate::audit::row_hash(
+            let hash = crate::audit::chain_row_hash(
+                chain,
                 &prev,
                 seq,
                 d.ts,
@@ -73,18 +86,19 @@ impl SqliteStore {
                 }
             }
         }
-        Self::write_audit_rows(tx, &rows, &latest, (seq, &prev)).await?;
+        Self::write_audit_rows(chain, tx, &rows, &latest, (seq, &prev)).await?;
         Ok(rows.iter().map(|r| r.0).collect())
     }
 
     /// One batch of the audit writer, in a transaction of its own.
     pub(crate) async fn append_batch(
+        chain: &str,
         conn: &mut sqlx::pool::PoolConnection<Sqlite>,
         drafts: &[crate::audit::AuditDraft],
     ) -> Result<Vec<i64>, StoreError> {
         use sqlx::Connection;
         let mut tx = conn.begin().await?;
-        let seqs = Self::append_in_tx(&mut tx, drafts).await?;
+        let seqs = Self::append_in_tx(chain, &mut tx, drafts).await?;
         tx.commit().await?;
         Ok(seqs)
     }
@@ -92,18 +106,20 @@ impl SqliteStore {
     /// Writes a batch's rows, raises its keys' `max_exp` and moves the head (inside the
     /// transaction that locked the head).
     pub(crate) async fn write_audit_rows(
+        chain: &str,
         tx: &mut sqlx::Transaction<'_, Sqlite>,
         rows: &[AuditRow<'_>],
         latest: &[(&str, &str, i64)],
         head: (i64, &str),
     ) -> Result<(), StoreError> {
-        // 100 rows x 9 columns stays far below the bind limit.
+        // 100 rows x 10 columns stays far below the bind limit.
         for chunk in rows.chunks(100) {
             let mut qb = sqlx::QueryBuilder::<Sqlite>::new(
-                "INSERT INTO audit_log (seq, ts, realm, kind, actor, subject, detail, prev_hash, hash) ",
+                "INSERT INTO audit_log (chain, seq, ts, realm, kind, actor, subject, detail, prev_hash, hash) ",
             );
             qb.push_values(chunk, |mut b, (seq, d, detail, prev_hash, hash)| {
-                b.push_bind(*seq)
+                b.push_bind(chain)
+                    .push_bind(*seq)
                     .push_bind(d.ts)
                     .push_bind(d.realm.clone())
                     .push_bind(d.kind)
@@ -126,15 +142,16 @@ impl SqliteStore {
             .execute(&mut **tx)
             .await?;
         }
-        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+        sqlx::query("UPDATE audit_heads SET seq = $1, hash = $2 WHERE chain = $3")
             .bind(head.0)
             .bind(head.1)
+            .bind(chain)
             .execute(&mut **tx)
             .await?;
         Ok(())
     }
 
-    pub async fn connect(url: &str) -> Result<SqliteStore, StoreError> {
+    pub async fn connect(url: &str, chain: &str) -> Result<SqliteStore, StoreError> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -162,7 +179,11 @@ impl SqliteStore {
         if let Some(path) = &file {
             restrict_companions(path);
         }
-        Ok(SqliteStore { pool, file })
+        Ok(SqliteStore {
+            pool,
+            file,
+            chain: chain.to_owned(),
+        })
     }
 
     /// Applies the migrations under the startup lock, so concurrent starts migrate one at a time

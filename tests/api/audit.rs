@@ -59,7 +59,7 @@ async fn verify_names_the_first_tampered_row(app: &TestApp) {
         ]
     );
     assert!(matches!(
-        sigil::admin::audit::verify(app.store.as_ref())
+        sigil::admin::audit::verify(app.store.as_ref(), Some(app.kek.as_ref()))
             .await
             .expect("verify"),
         VerifyReport::Intact { rows: 6, .. }
@@ -73,7 +73,7 @@ async fn verify_names_the_first_tampered_row(app: &TestApp) {
     exec_raw(app, "UPDATE audit_log SET detail = '{}' WHERE seq = 4")
         .await
         .expect("tamper");
-    match sigil::admin::audit::verify(app.store.as_ref())
+    match sigil::admin::audit::verify(app.store.as_ref(), Some(app.kek.as_ref()))
         .await
         .expect("verify")
     {
@@ -87,7 +87,7 @@ on_every_backend!(
 );
 
 async fn verify_expect_broken(app: &TestApp, what: &str) -> i64 {
-    match sigil::admin::audit::verify(app.store.as_ref())
+    match sigil::admin::audit::verify(app.store.as_ref(), Some(app.kek.as_ref()))
         .await
         .expect("verify")
     {
@@ -96,9 +96,9 @@ async fn verify_expect_broken(app: &TestApp, what: &str) -> i64 {
     }
 }
 
-/// The chain head (`audit_head`, which appends chain onto) is part of the chain: a head that is
+/// The chain head (`audit_heads`, which appends chain onto) is part of the chain: a head that is
 /// deleted, rolled back or edited is reported as broken, by the library and by `sigil audit
-/// verify`. (audit_head has no triggers: appends update it; an operator with SQL access can
+/// verify`. (audit_heads has no triggers: appends update it; an operator with SQL access can
 /// edit it, as this test does.)
 async fn verify_checks_the_chain_head(app: &TestApp) {
     app.create_realm("ledger", Alg::ES256).await;
@@ -116,7 +116,8 @@ async fn verify_checks_the_chain_head(app: &TestApp) {
         rows[rows.len() - 2].hash.clone(),
     );
     assert_eq!(n, 5);
-    let restore = format!("UPDATE audit_head SET seq = {n}, hash = '{last_hash}' WHERE id = 1");
+    let restore =
+        format!("UPDATE audit_heads SET seq = {n}, hash = '{last_hash}' WHERE chain = 'main'");
     let cli_verify = |app: &TestApp| {
         std::process::Command::new(env!("CARGO_BIN_EXE_sigil"))
             .args(["--database-url", &app.database_url, "audit", "verify"])
@@ -136,22 +137,25 @@ async fn verify_checks_the_chain_head(app: &TestApp) {
         (
             "head rolled back one row",
             format!(
-                "UPDATE audit_head SET seq = {}, hash = '{prev_hash}' WHERE id = 1",
+                "UPDATE audit_heads SET seq = {}, hash = '{prev_hash}' WHERE chain = 'main'",
                 n - 1
             ),
             n,
         ),
         (
             "head ahead of the rows (tail rows deleted)",
-            format!("UPDATE audit_head SET seq = {} WHERE id = 1", n + 2),
+            format!(
+                "UPDATE audit_heads SET seq = {} WHERE chain = 'main'",
+                n + 2
+            ),
             n + 1,
         ),
         (
             "head hash edited",
-            "UPDATE audit_head SET hash = 'ff' WHERE id = 1".to_owned(),
+            "UPDATE audit_heads SET hash = 'ff' WHERE chain = 'main'".to_owned(),
             n,
         ),
-        ("head deleted", "DELETE FROM audit_head".to_owned(), n),
+        ("head deleted", "DELETE FROM audit_heads".to_owned(), n),
     ] {
         exec_raw(app, &tamper).await.expect(what);
         assert_eq!(verify_expect_broken(app, what).await, broken_at, "{what}");
@@ -164,7 +168,9 @@ async fn verify_checks_the_chain_head(app: &TestApp) {
         if what == "head deleted" {
             exec_raw(
                 app,
-                &format!("INSERT INTO audit_head (id, seq, hash) VALUES (1, {n}, '{last_hash}')"),
+                &format!(
+                    "INSERT INTO audit_heads (chain, seq, hash) VALUES ('main', {n}, '{last_hash}')"
+                ),
             )
             .await
             .expect("restore");
@@ -173,7 +179,7 @@ async fn verify_checks_the_chain_head(app: &TestApp) {
         }
         assert!(
             matches!(
-                sigil::admin::audit::verify(app.store.as_ref())
+                sigil::admin::audit::verify(app.store.as_ref(), Some(app.kek.as_ref()))
                     .await
                     .expect("verify"),
                 VerifyReport::Intact { rows: 5, .. }

@@ -258,7 +258,7 @@ async fn concurrent_grants_are_each_audited_in_one_chain(app: &TestApp) {
         );
     }
     assert!(matches!(
-        sigil::admin::audit::verify(app.store.as_ref())
+        sigil::admin::audit::verify(app.store.as_ref(), Some(app.kek.as_ref()))
             .await
             .expect("verify"),
         sigil::audit::VerifyReport::Intact { .. }

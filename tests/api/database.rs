@@ -321,7 +321,7 @@ async fn a_held_chain_head_is_a_prompt_503_not_a_hang() {
         .execute(&mut holder)
         .await
         .expect("begin");
-    sqlx::query("SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE")
+    sqlx::query("SELECT seq FROM audit_heads WHERE chain = 'main' FOR UPDATE")
         .execute(&mut holder)
         .await
         .expect("lock the head");
@@ -423,4 +423,119 @@ async fn metrics_are_off_by_default() {
         .await
         .expect("request");
     assert_eq!(res.status(), 404);
+}
+
+/// Two nodes on one database, each on an audit chain of its own: grants on both, every record on
+/// its node's chain, both chains intact; the checkpoint a node writes on its own names both heads
+/// and binds them, so removing the other node's whole chain (triggers dropped, rows and head
+/// deleted: each remaining chain still verifies on its own) is found.
+async fn per_node_chains_verify_together(app: &TestApp) {
+    app.create_realm("ledger", Alg::ES256).await;
+    let c = app
+        .create_client("ledger", "svc", "tx:post:ach", "ledger")
+        .await;
+    let kek_path = app._dir.path().join("keys/kek");
+    let mut config = sigil::config::Config::for_tests(&app.database_url, &kek_path);
+    config.db.audit_chain = "node-b".into();
+    config.audit_checkpoint_secs = 1;
+    let b = sigil::Application::build(config).await.expect("node b");
+    let b_token = format!("{}/realms/ledger/oauth2/token", b.base_url());
+    let b_store = b.state().store.clone();
+    tokio::spawn(b.run_until_stopped());
+
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let url = if i % 2 == 0 {
+            app.token_url("ledger")
+        } else {
+            b_token.clone()
+        };
+        let (http, id, secret) = (app.http.clone(), c.id.clone(), c.secret.clone());
+        tasks.push(tokio::spawn(async move {
+            http.post(url)
+                .basic_auth(id, Some(secret))
+                .form(&[("grant_type", "client_credentials")])
+                .send()
+                .await
+                .expect("answered")
+                .status()
+                .as_u16()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.expect("task"), 200);
+    }
+    // Node b's checkpoint (every second): it names both chains' heads.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let rows = app.audit().await;
+    let on = |chain: &str, kind: &str| {
+        rows.iter()
+            .filter(|r| r.chain == chain && r.kind == kind)
+            .count()
+    };
+    assert_eq!(on("node-a", "token.issued"), 20, "{:?}", app.backend);
+    assert_eq!(on("node-b", "token.issued"), 20);
+    let checkpoints = on("node-b", sigil::audit::checkpoint::KIND);
+    assert!(checkpoints >= 1, "node b wrote a checkpoint");
+    chain_intact(&rows);
+    let verified = sigil::admin::audit::verify(app.store.as_ref(), Some(app.kek.as_ref()))
+        .await
+        .expect("verify");
+    assert!(
+        matches!(verified, VerifyReport::Intact { .. }),
+        "{verified:?}"
+    );
+    // Idle: nothing but its own checkpoint changed, so node b writes no more.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let again = app.audit().await;
+    assert_eq!(
+        again
+            .iter()
+            .filter(|r| r.chain == "node-b" && r.kind == sigil::audit::checkpoint::KIND)
+            .count(),
+        checkpoints
+    );
+    // Node a checkpoints too (as its own timer would), naming node b's head.
+    let heads = app.store.audit_heads().await.expect("heads");
+    assert!(heads.iter().any(|h| h.0 == "node-b"));
+    let draft = sigil::audit::checkpoint::draft(&heads, app.kek.as_ref(), app.now()).expect("seal");
+    app.store.append_audit(&[draft]).await.expect("append");
+    drop(b_store);
+
+    // An operator with DDL rights removes node b's chain altogether.
+    let unguard = match app.backend {
+        Backend::Sqlite => "DROP TRIGGER audit_log_no_delete",
+        Backend::Postgres => "ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_update_delete",
+    };
+    crate::helpers::exec_raw(app, unguard)
+        .await
+        .expect("unguard");
+    crate::helpers::exec_raw(app, "DELETE FROM audit_log WHERE chain = 'node-b'")
+        .await
+        .expect("delete rows");
+    crate::helpers::exec_raw(app, "DELETE FROM audit_heads WHERE chain = 'node-b'")
+        .await
+        .expect("delete head");
+    // Each remaining chain is intact on its own...
+    let rows = app.audit().await;
+    chain_intact(&rows);
+    // ...but node a's checkpoint names node b's head.
+    match sigil::admin::audit::verify(app.store.as_ref(), Some(app.kek.as_ref()))
+        .await
+        .expect("verify")
+    {
+        VerifyReport::Broken { reason, .. } => {
+            assert!(reason.contains("checkpoint"), "{reason}");
+            assert!(reason.contains("node-b"), "{reason}");
+        }
+        other => panic!("removal not found: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn audit_chains_per_node_verify_together() {
+    for backend in backends() {
+        let app = spawn_app_with(backend, None, |c| c.db.audit_chain = "node-a".into()).await;
+        per_node_chains_verify_together(&app).await;
+    }
 }

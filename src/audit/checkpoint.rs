@@ -1,0 +1,81 @@
+//! Checkpoints bind the chains of a deployment together. Every `audit_checkpoint_secs` a node
+//! appends to its own chain an `audit.checkpoint` record naming every chain's head (chain, seq,
+//! hash) at that moment, sealed with the KEK (AES-256-GCM over an empty message: a MAC only the
+//! holder of the KEK can make). `sigil audit verify` checks each chain, then that every head a
+//! checkpoint names is the row at that seq in that chain, and the seal. Deleting a node's chain,
+//! truncating it behind its own head, or rewriting it from genesis contradicts the checkpoints the
+//! other nodes wrote; forging a checkpoint needs the KEK.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::AuditDraft;
+use crate::clock::UnixTime;
+use crate::keys::{KekSource, KeyError};
+
+pub const KIND: &str = "audit.checkpoint";
+const AAD_PREFIX: &str = "sigil audit checkpoint v1\n";
+
+/// One chain's head as a checkpoint names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    pub chain: String,
+    pub seq: i64,
+    pub hash: String,
+}
+
+fn aad(heads: &[Head]) -> Vec<u8> {
+    let canonical = serde_json::to_string(heads).unwrap_or_default();
+    format!("{AAD_PREFIX}{canonical}").into_bytes()
+}
+
+/// The checkpoint record for these heads, sealed with `kek`.
+pub fn draft(
+    heads: &[(String, i64, String)],
+    kek: &dyn KekSource,
+    now: UnixTime,
+) -> Result<AuditDraft, KeyError> {
+    let heads: Vec<Head> = heads
+        .iter()
+        .map(|(chain, seq, hash)| Head {
+            chain: chain.clone(),
+            seq: *seq,
+            hash: hash.clone(),
+        })
+        .collect();
+    let mac = kek.seal(&aad(&heads), b"")?;
+    Ok(AuditDraft::new(now, None, KIND, "system").detail(json!({
+        "heads": heads,
+        "kek_id": kek.id(),
+        "mac": B64.encode(mac),
+    })))
+}
+
+/// What a checkpoint claims, and whether its seal holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claims {
+    pub heads: Vec<Head>,
+    /// `Some(true)`: sealed by this KEK; `Some(false)`: the seal does not hold; `None`: sealed by
+    /// another KEK (rotated since), so not checked here.
+    pub sealed: Option<bool>,
+}
+
+/// Reads a checkpoint row's detail; `Err` if it is not a checkpoint's shape.
+pub fn claims(detail: &str, kek: Option<&dyn KekSource>) -> Result<Claims, String> {
+    let v: Value = serde_json::from_str(detail).map_err(|e| format!("not JSON: {e}"))?;
+    let heads: Vec<Head> =
+        serde_json::from_value(v["heads"].clone()).map_err(|e| format!("no heads list: {e}"))?;
+    let mac = v["mac"]
+        .as_str()
+        .and_then(|m| B64.decode(m).ok())
+        .ok_or("no seal")?;
+    let sealed = match kek {
+        Some(k) if v["kek_id"].as_str() == Some(k.id()) => {
+            Some(k.open(&aad(&heads), &mac).is_ok_and(|m| m.is_empty()))
+        }
+        _ => None,
+    };
+    Ok(Claims { heads, sealed })
+}
