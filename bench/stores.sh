@@ -9,7 +9,9 @@
 # scale  1, 2 and 3 nodes on one PostgreSQL database, each with one runtime thread and driven by
 #        its own wrk -t1 with the same connections per node (8, then 32: PER_NODE_CONNS), so each
 #        node's load and batches stay the same as nodes are added; once with every node on the
-#        audit chain 'main', once with a chain per node (audit_chain = node-1, node-2, ...):
+#        audit chain 'main', once with a chain per node (audit_chain = node-1, node-2, ...), and
+#        as a control once with each node on a database of its own (nothing shared but the server
+#        and the cores):
 #        aggregate grants/s, the worst node's p99, audit commit latency and head-row wait (from
 #        each node's /metrics, deltas over the run), and CPU time per grant (the nodes plus every
 #        PostgreSQL process; wrk excluded). Everything shares this machine's cores.
@@ -134,32 +136,41 @@ sweep() {
 scale() {
   local per mode
   for per in ${PER_NODE_CONNS:-8 32}; do
-    for mode in shared per-node; do scale_at "$per" "$mode"; done
+    for mode in ${SCALE_MODES:-shared per-node separate-databases}; do scale_at "$per" "$mode"; done
   done
 }
 
 scale_at() {
   local per=$1 mode=$2
-  echo "== scale-out, audit chain $mode: N nodes on one PostgreSQL database, each node one runtime thread and its own wrk -t1 -c$per, ${SECS}s"
+  case "$mode" in
+    shared) echo "== scale-out, one audit chain: N nodes on one PostgreSQL database, each node one runtime thread and its own wrk -t1 -c$per, ${SECS}s" ;;
+    per-node) echo "== scale-out, an audit chain per node: N nodes on one PostgreSQL database, each node one runtime thread and its own wrk -t1 -c$per, ${SECS}s" ;;
+    *) echo "== control, nothing shared: N nodes each on a database of its own (same server), each node one runtime thread and its own wrk -t1 -c$per, ${SECS}s" ;;
+  esac
   printf '%-5s | %-10s | %-9s | %-11s | %-9s | %-12s | %s\n' nodes "grants/s" "worst p99" "audit batch" "commit ms" "head wait ms" "CPU µs/grant: nodes + PostgreSQL = total"
   local n i url basic
   for n in 1 2 3; do
     url=$(new_pg_db "scale${per}_${mode/-/_}_$n")
     basic=$(setup_realm "$url")
     export SIGIL_BASIC="$basic"
-    local ports=() mports=() pids=()
+    local ports=() mports=() pids=() basics=() urls=()
     for i in $(seq 1 "$n"); do
+      if [ "$mode" = separate-databases ] && [ "$i" -gt 1 ]; then
+        urls+=("$(new_pg_db "scale${per}_sep_${n}_$i")"); basics+=("$(setup_realm "${urls[-1]}")")
+      else
+        urls+=("$url"); basics+=("$basic")
+      fi
       ports+=("$(free_port)"); mports+=("$(free_port)")
       local chain=main; [ "$mode" = per-node ] && chain="node-$i"
-      pids+=("$(SIGIL_AUDIT_CHAIN=$chain TOKIO_WORKER_THREADS=1 start_node "$url" "${ports[-1]}" "${mports[-1]}")"); PIDS+=("${pids[-1]}")
+      pids+=("$(SIGIL_AUDIT_CHAIN=$chain TOKIO_WORKER_THREADS=1 start_node "${urls[-1]}" "${ports[-1]}" "${mports[-1]}")"); PIDS+=("${pids[-1]}")
     done
-    for i in $(seq 0 $((n - 1))); do drive "${ports[$i]}" 16 2 1 >/dev/null & done; wait_jobs
+    for i in $(seq 0 $((n - 1))); do SIGIL_BASIC="${basics[$i]}" drive "${ports[$i]}" 16 2 1 >/dev/null & done; wait_jobs
     local m0=() cpu0 cpu1
     for i in $(seq 0 $((n - 1))); do
       m0+=("$(metric "${mports[$i]}" sigil_audit_commit_seconds_sum) $(metric "${mports[$i]}" sigil_audit_batches_total) $(metric "${mports[$i]}" sigil_audit_head_wait_seconds_sum) $(metric "${mports[$i]}" sigil_audit_head_wait_seconds_count) $(metric "${mports[$i]}" sigil_audit_records_total)")
     done
     cpu0=$(cpu_of "${pids[@]}"); pcpu0=$(cpu_of $(pg_pids))
-    for i in $(seq 0 $((n - 1))); do drive "${ports[$i]}" "$per" "$SECS" 1 >"$WORK/scale.$i" & done; wait_jobs
+    for i in $(seq 0 $((n - 1))); do SIGIL_BASIC="${basics[$i]}" drive "${ports[$i]}" "$per" "$SECS" 1 >"$WORK/scale.$i" & done; wait_jobs
     cpu1=$(cpu_of "${pids[@]}"); pcpu1=$(cpu_of $(pg_pids))
     local total=0 worst=0 commit=0 batches=0 wait=0 waits=0 records=0
     for i in $(seq 0 $((n - 1))); do
@@ -183,7 +194,9 @@ scale_at() {
       "$(python3 -c "print(1e6 * ($cpu1 - $cpu0 + $pcpu1 - $pcpu0) / $grants)")"
     stop "${pids[@]}"
     # Every node's records on one chain, intact.
-    "$BIN" --database-url "$url" --kek-file "$WORK/kek" audit verify | sed 's/, head .*//; s/^/      /'
+    for u in $(printf '%s\n' "${urls[@]}" | sort -u); do
+      "$BIN" --database-url "$u" --kek-file "$WORK/kek" audit verify | sed 's/, head .*//; s/^/      /'
+    done
   done
 }
 wait_jobs() { local j; for j in $(jobs -p); do wait "$j" 2>/dev/null || true; done; }

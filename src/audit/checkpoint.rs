@@ -79,3 +79,54 @@ pub fn claims(detail: &str, kek: Option<&dyn KekSource>) -> Result<Claims, Strin
     };
     Ok(Claims { heads, sealed })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::FileKek;
+
+    fn kek(byte: u8) -> FileKek {
+        FileKek::from_bytes(&[byte; 32]).expect("kek")
+    }
+
+    #[test]
+    fn a_checkpoint_is_sealed_by_the_kek_and_binds_its_heads() {
+        let heads = vec![
+            ("main".to_owned(), 7, "aa".repeat(32)),
+            ("node-b".to_owned(), 3, "bb".repeat(32)),
+        ];
+        let k = kek(1);
+        let d = draft(&heads, &k, 1_800_000_000).expect("sealed");
+        assert_eq!(d.kind, KIND);
+        let detail = d.detail.to_string();
+        let c = claims(&detail, Some(&k)).expect("claims");
+        assert_eq!(c.sealed, Some(true));
+        assert_eq!(c.heads.len(), 2);
+        assert_eq!(c.heads[1].chain, "node-b");
+        // Without the KEK the seal is not judged.
+        assert_eq!(claims(&detail, None).expect("claims").sealed, None);
+        // A head changed after sealing, or a seal made with another key: the seal does not hold.
+        let mut forged: Value = serde_json::from_str(&detail).expect("json");
+        forged["heads"][1]["seq"] = json!(2);
+        let c = claims(&forged.to_string(), Some(&k)).expect("claims");
+        assert_eq!(c.sealed, Some(false), "a head changed after sealing");
+        let other = kek(2);
+        let mut resealed: Value = serde_json::from_str(&detail).expect("json");
+        resealed["kek_id"] = json!(k.id());
+        resealed["mac"] = serde_json::from_str::<Value>(
+            &draft(&heads, &other, 1_800_000_000)
+                .expect("sealed")
+                .detail
+                .to_string(),
+        )
+        .expect("json")["mac"]
+            .clone();
+        let c = claims(&resealed.to_string(), Some(&k)).expect("claims");
+        assert_eq!(
+            c.sealed,
+            Some(false),
+            "sealed by a key that is not this KEK"
+        );
+        assert!(claims("{}", Some(&k)).is_err());
+    }
+}
