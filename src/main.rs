@@ -15,7 +15,9 @@ fn main() {
         }
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("SIGIL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // sqlx reports PostgreSQL's NOTICEs (such as "relation _sqlx_migrations already exists,
+        // skipping" on every start) at info: noise, not news.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx::postgres::notice=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

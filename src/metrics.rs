@@ -78,7 +78,7 @@ pub fn render(state: &AppState) -> String {
         &mut out,
         "sigil_audit_head_wait_seconds",
         "summary",
-        "Time an append waited to lock the audit chain's head row (shared by every node).",
+        "Time an append waited to lock its audit chain's head row (shared by every node on that chain).",
         &[
             ("_sum", format!("{:.6}", a.head_wait_seconds)),
             ("_count", a.head_waits.to_string()),

@@ -377,15 +377,16 @@ async fn rotation_schedule(state: AppState) {
 }
 
 /// Every `audit_checkpoint_secs`, appends to this node's chain a checkpoint naming every chain's
-/// head, sealed with the KEK, unless nothing but this node's previous checkpoint was appended
-/// since. The checkpoints are what binds the chains of several nodes together.
+/// head, sealed with the KEK, when some chain has rows other than checkpoints since the heads the
+/// previous one named (or a chain appeared or vanished): idle nodes stop writing them, even when
+/// several nodes checkpoint each other's heads. The checkpoints are what binds the chains of
+/// several nodes together.
 async fn checkpoints(state: AppState) {
     let period = Duration::from_secs(state.config.audit_checkpoint_secs);
     let mut every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let own = state.store.audit_chain().to_owned();
-    // The heads the last checkpoint named, and the seq it got on this node's chain.
-    let mut last: Option<(Vec<crate::store::ChainHead>, i64)> = None;
+    // The heads the last checkpoint named.
+    let mut named: Option<Vec<crate::store::ChainHead>> = None;
     loop {
         every.tick().await;
         let heads = match state.store.audit_heads().await {
@@ -395,19 +396,14 @@ async fn checkpoints(state: AppState) {
                 continue;
             }
         };
-        if let Some((named, seq)) = &last {
-            let unchanged = heads.len() == named.len()
-                && heads.iter().all(|(chain, s, hash)| {
-                    if *chain == own {
-                        s == seq
-                    } else {
-                        named
-                            .iter()
-                            .any(|n| n.0 == *chain && n.1 == *s && n.2 == *hash)
-                    }
-                });
-            if unchanged {
-                continue;
+        if let Some(before) = &named {
+            match audit_moved(&state, before, &heads).await {
+                Ok(false) => continue,
+                Ok(true) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "audit checkpoint: cannot read the log");
+                    continue;
+                }
             }
         }
         let draft =
@@ -419,10 +415,32 @@ async fn checkpoints(state: AppState) {
                 }
             };
         match state.audit.record(draft).await {
-            Ok(seq) => last = Some((heads, seq)),
+            Ok(_) => named = Some(heads),
             Err(_) => tracing::error!("audit checkpoint could not be written"),
         }
     }
+}
+
+/// Whether anything but checkpoints was appended since `before` was read, or the set of chains
+/// changed.
+async fn audit_moved(
+    state: &AppState,
+    before: &[crate::store::ChainHead],
+    now: &[crate::store::ChainHead],
+) -> Result<bool, StoreError> {
+    if before.len() != now.len() || now.iter().any(|h| !before.iter().any(|b| b.0 == h.0)) {
+        return Ok(true);
+    }
+    for (chain, seq, _) in before {
+        if state
+            .store
+            .audit_rows_after(chain, *seq, crate::audit::checkpoint::KIND)
+            .await?
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Writes the anonymous refusals counted since the last call, as one row per key with its count.

@@ -587,6 +587,23 @@ macro_rules! impl_store {
             fn audit_chain(&self) -> &str {
                 &self.chain
             }
+
+            async fn audit_rows_after(
+                &self,
+                chain: &str,
+                seq: i64,
+                except_kind: &str,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let found: Option<i64> = sqlx::query_scalar(
+                    "SELECT seq FROM audit_log WHERE chain = $1 AND seq > $2 AND kind <> $3 LIMIT 1",
+                )
+                .bind(chain)
+                .bind(seq)
+                .bind(except_kind)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(found.is_some())
+            }
         }
 
         /// The audit writer's own connection, held from one batch to the next: no pool checkout

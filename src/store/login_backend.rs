@@ -484,7 +484,8 @@ macro_rules! impl_login_store {
                 for k in kinds {
                     sep.push_bind(*k);
                 }
-                qb.push(") ORDER BY seq DESC LIMIT ").push_bind(limit);
+                // By time: seqs of different chains (one per node) do not compare.
+                qb.push(") ORDER BY ts DESC, seq DESC LIMIT ").push_bind(limit);
                 Ok(qb.build_query_as().fetch_all(&self.pool).await?)
             }
         }

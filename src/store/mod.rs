@@ -294,6 +294,13 @@ pub trait Store: login::LoginStore + Send + Sync + 'static {
     async fn audit_heads(&self) -> Result<Vec<ChainHead>, StoreError>;
     /// The chain this store's appends go to.
     fn audit_chain(&self) -> &str;
+    /// Whether `chain` has a row after `seq` of another kind than `except_kind`.
+    async fn audit_rows_after(
+        &self,
+        chain: &str,
+        seq: i64,
+        except_kind: &str,
+    ) -> Result<bool, StoreError>;
 }
 
 /// The audit writer's connection: appends batches like [`Store::append_audit`] without checking a
