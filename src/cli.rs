@@ -560,9 +560,9 @@ pub async fn run(cli: Cli, config: Config) -> Result<i32, CliError> {
                         .await?
                         .ok_or_else(|| CliError::Other(format!("realm {name} not found")))?;
                     let mut ls = if reset {
-                        crate::login::settings::LoginSettings::default()
+                        crate::identity::settings::LoginSettings::default()
                     } else {
-                        crate::login::settings::LoginSettings::parse(&realm.login_settings)
+                        crate::identity::settings::LoginSettings::parse(&realm.login_settings)
                             .map_err(|e| {
                                 CliError::Other(format!(
                                     "{e}; pass --reset to start from the defaults"

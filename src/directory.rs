@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use crate::clock::UnixTime;
+use crate::identity::settings::LoginSettings;
 use crate::keys::{Alg, Jwks, KekSource, KeyError, SigningKey, key_aad};
-use crate::login::settings::LoginSettings;
 use crate::store::{ClientRecord, RealmRecord, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]

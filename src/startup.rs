@@ -98,7 +98,7 @@ impl Application {
             aws_challenges,
             templates: crate::login::pages_support::environment(),
             // Two argon2 computations per core at most (~19 MiB each); more are shed.
-            passwords: crate::login::password::Passwords::new(4),
+            passwords: crate::identity::password::Passwords::new(4),
             login_ip_failures: Arc::new(crate::ratelimit::FailureLimiter::new(30)),
             login_account_failures: Arc::new(crate::ratelimit::FailureLimiter::new(5)),
             refusals: Arc::new(crate::audit::RefusalTally::new()),
@@ -225,11 +225,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             &format!("/realms/{{realm}}{}", oidc::AUTHORIZE_PATH),
-            get(crate::login::pages::authorize),
+            get(crate::login::authorize::authorize),
         )
         .route(
             "/realms/{realm}/login",
-            get(crate::login::pages::login_form).post(crate::login::pages::login_submit),
+            get(crate::login::sign_in::login_form).post(crate::login::sign_in::login_submit),
         )
         .route(
             "/realms/{realm}/enrol/{token}",
@@ -270,19 +270,19 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/realms/{realm}/account/totp",
-            post(crate::login::account::totp_start),
+            post(crate::login::account_totp::totp_start),
         )
         .route(
             "/realms/{realm}/account/totp/confirm",
-            post(crate::login::account::totp_confirm),
+            post(crate::login::account_totp::totp_confirm),
         )
         .route(
             "/realms/{realm}/account/recovery-codes",
-            post(crate::login::account::recovery_codes),
+            post(crate::login::account_totp::recovery_codes),
         )
         .route(
             "/realms/{realm}/account/reauth",
-            get(crate::login::account::reauth_form).post(crate::login::account::reauth_submit),
+            get(crate::login::reauth::reauth_form).post(crate::login::reauth::reauth_submit),
         )
         .route(
             "/realms/{realm}/account/reauth/passkey/options",

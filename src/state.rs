@@ -23,7 +23,7 @@ pub struct AppState {
     /// AWS exchange challenges issued per address and minute (anonymous, each writes a row).
     pub aws_challenges: Arc<crate::ratelimit::FailureLimiter>,
     pub templates: Arc<minijinja::Environment<'static>>,
-    pub passwords: crate::login::password::Passwords,
+    pub passwords: crate::identity::password::Passwords,
     pub login_ip_failures: Arc<crate::ratelimit::FailureLimiter>,
     pub login_account_failures: Arc<crate::ratelimit::FailureLimiter<String>>,
     /// Anonymous refusals, written as counted rows once per `refusal_tally_secs`.

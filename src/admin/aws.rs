@@ -5,8 +5,8 @@ use serde_json::json;
 
 use super::{AdminError, check_ttl, invalid};
 use crate::audit::AuditDraft;
+use crate::clients::scope;
 use crate::clock::UnixTime;
-use crate::oauth::scope;
 use crate::store::{AwsBindingRecord, AwsSettingsRecord, Store};
 
 #[derive(Debug, Clone)]
@@ -162,7 +162,7 @@ pub async fn bind(
         return Err(AdminError::NotFound(format!("realm {}", req.realm)));
     }
     let id = req.id.clone().unwrap_or_else(|| {
-        let b: [u8; 6] = crate::oauth::secret::random_bytes();
+        let b: [u8; 6] = crate::random::random_bytes();
         format!("b-{}", crate::keys::kek::hex(&b))
     });
     let record = AwsBindingRecord {

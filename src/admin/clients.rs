@@ -6,10 +6,10 @@ use serde_json::json;
 
 use super::{AdminError, check_ttl, invalid};
 use crate::audit::AuditDraft;
+use crate::clients::CLIENT_CREDENTIALS as GRANT_TYPE;
+use crate::clients::is_valid_client_id;
+use crate::clients::{scope, secret};
 use crate::clock::UnixTime;
-use crate::oauth::client_auth::is_valid_client_id;
-use crate::oauth::client_credentials::GRANT_TYPE;
-use crate::oauth::{scope, secret};
 use crate::store::{ClientRecord, Store};
 
 #[derive(Debug, Clone)]

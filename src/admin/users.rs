@@ -8,11 +8,11 @@ use serde_json::json;
 
 use super::{AdminError, invalid};
 use crate::audit::AuditDraft;
+use crate::clients::scope;
 use crate::clock::UnixTime;
 use crate::directory::issuer_for;
+use crate::identity::settings::LoginSettings;
 use crate::keys::kek::hex;
-use crate::login::settings::LoginSettings;
-use crate::oauth::scope;
 use crate::store::Store;
 use crate::store::login::{GroupRecord, UserRecord};
 
@@ -112,7 +112,7 @@ pub async fn create(
         return Err(AdminError::NotFound(format!("realm {realm}")));
     }
     let attrs: BTreeMap<String, String> = attributes.iter().cloned().collect();
-    let id_bytes: [u8; 16] = crate::oauth::secret::random_bytes();
+    let id_bytes: [u8; 16] = crate::random::random_bytes();
     let user = UserRecord {
         realm: realm.into(),
         id: hex(&id_bytes),
@@ -275,13 +275,13 @@ pub async fn invite(
         return Err(invalid("ttl", "an invite lives 60 s to 7 days"));
     }
     let u = find(store, realm, username).await?;
-    let token = crate::login::new_token();
+    let token = crate::identity::new_token();
     let audit = [AuditDraft::new(now, Some(realm), "user.invited", actor)
         .subject(&u.id)
         .detail(json!({"expires_at": now + ttl}))];
     store
         .create_invite(
-            &crate::login::token_hash(&token),
+            &crate::identity::token_hash(&token),
             realm,
             &u.id,
             now + ttl,

@@ -17,14 +17,14 @@ use serde_json::{Map, json};
 use super::binding::{Decision, decide};
 use super::request::{SignedRequest, check};
 use super::{arn, sts};
+use crate::clients::scope::{self, ScopeError};
 use crate::clock::UnixTime;
 use crate::directory::LiveRealm;
 use crate::keys::kek::hex;
 use crate::oauth::form::Params;
 use crate::oauth::outcome::{Granted, Refusal, finish, rate_limited, read_body};
-use crate::oauth::scope::{self, ScopeError};
 use crate::oauth::token::{AccessSpec, mint_access_token};
-use crate::oauth::{ErrorCode, OAuthError, secret};
+use crate::oauth::{ErrorCode, OAuthError};
 use crate::state::AppState;
 
 pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -333,7 +333,7 @@ pub async fn challenge(
             now,
         );
     }
-    let nonce = B64.encode(secret::random_bytes::<32>());
+    let nonce = B64.encode(crate::random::random_bytes::<32>());
     let hash = hex(ring::digest::digest(&ring::digest::SHA256, nonce.as_bytes()).as_ref());
     match state
         .store

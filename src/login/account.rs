@@ -5,26 +5,16 @@
 //! a passkey to an account that has passkeys needs a passkey. Each change ends the user's other
 //! sessions and refresh tokens in the same transaction, is audited and listed on the page.
 
-use std::net::SocketAddr;
-
-use axum::Extension;
-use axum::extract::{ConnectInfo, Form, Query, State};
+use axum::extract::{Form, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use minijinja::context;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::flow::ACR_PASSWORD_OTP;
-use super::pages::{
-    FallbackFailure, audit, check_fallback, csrf_refused, ip_blocked, peer_ip, realm_or_page,
-    see_other, settings, share_keys, too_many, totp_aad, unavailable,
-};
+use super::common::*;
 use super::pages_support::{cookie, csrf_ok, message, realm_context, render};
 use super::session::{self, Current, SESSION_COOKIE, cookie_path, secure_cookies};
-use super::{recovery, totp};
 use crate::audit::AuditDraft;
 use crate::clock::UnixTime;
 use crate::directory::LiveRealm;
@@ -68,8 +58,8 @@ pub(crate) async fn signed_in(
 /// Whether `cur` may change credentials now; `need_passkey` for adding a passkey to an account
 /// that has one.
 pub(crate) fn is_fresh_enough(cur: &Current, need_passkey: bool, now: UnixTime) -> bool {
-    session::is_recent(&cur.session, now)
-        && (!need_passkey || session::has_passkey_auth(&cur.session))
+    crate::identity::sessions::is_recent(&cur.session, now)
+        && (!need_passkey || crate::identity::sessions::has_passkey_auth(&cur.session))
 }
 
 pub(crate) fn reauth_url(realm: &LiveRealm, need_passkey: bool) -> String {
@@ -81,7 +71,7 @@ pub(crate) fn reauth_url(realm: &LiveRealm, need_passkey: bool) -> String {
 }
 
 /// The account page's signed-in user after the CSRF check of a form posted to it.
-async fn signed_in_form(
+pub(crate) async fn signed_in_form(
     state: &AppState,
     name: &str,
     headers: &HeaderMap,
@@ -97,7 +87,7 @@ async fn signed_in_form(
 
 /// `signed_in_form`, and a sign-in recent enough to change credentials (else the browser is sent
 /// to "confirm it's you").
-async fn fresh_form(
+pub(crate) async fn fresh_form(
     state: &AppState,
     name: &str,
     headers: &HeaderMap,
@@ -215,7 +205,7 @@ pub async fn account(
         sessions => list,
         passkeys => passkeys,
         events => events,
-        recent => session::is_recent(&cur.session, now),
+        recent => crate::identity::sessions::is_recent(&cur.session, now),
         reauth_url => reauth_url(&realm, false),
         fallback => settings(&realm).allow_password_fallback,
         csrf => session::session_csrf(&cur.token),
@@ -230,7 +220,7 @@ pub async fn account(
 
 #[derive(Deserialize)]
 pub struct CsrfForm {
-    csrf: Option<String>,
+    pub csrf: Option<String>,
 }
 
 /// `POST /realms/{realm}/account/sign-out-everywhere`.
@@ -328,355 +318,5 @@ pub async fn remove_passkey(
             tracing::error!(error = %e, "passkey removal failed");
             unavailable(&state, Some(&realm))
         }
-    }
-}
-
-fn totp_key(cur: &Current) -> String {
-    format!("{}:totp", cur.session.id_hash)
-}
-
-/// `POST /realms/{realm}/account/totp`: a new TOTP secret to confirm.
-pub async fn totp_start(
-    State(state): State<AppState>,
-    RealmPath(name): RealmPath,
-    headers: HeaderMap,
-    form: Result<Form<CsrfForm>, axum::extract::rejection::FormRejection>,
-) -> Response {
-    let now = state.clock.now();
-    let csrf = form.ok().and_then(|Form(f)| f.csrf);
-    let (realm, cur) = match fresh_form(&state, &name, &headers, csrf.as_deref(), now).await {
-        Ok(x) => x,
-        Err(res) => return res,
-    };
-    let secret = totp::new_secret();
-    let Ok(sealed) = state.kek.seal(&totp_aad(&name, &cur.user.id), &secret) else {
-        return unavailable(&state, Some(&realm));
-    };
-    // Upserted: starting again replaces a set-up the user abandoned.
-    if state
-        .store
-        .put_flow(
-            &totp_key(&cur),
-            &name,
-            "totp-reenrol",
-            &STANDARD.encode(sealed),
-            now + 600,
-            now,
-        )
-        .await
-        .is_err()
-    {
-        return unavailable(&state, Some(&realm));
-    }
-    let label = realm
-        .record
-        .display_name
-        .clone()
-        .unwrap_or_else(|| realm.record.name.clone());
-    let title = if cur.user.totp_sealed.is_some() {
-        "New authenticator app"
-    } else {
-        "Set up an authenticator app"
-    };
-    let ctx = context! { ..realm_context(&realm), ..context! {
-        title => title,
-        action => format!("{}/account/totp/confirm", realm.issuer),
-        csrf => session::session_csrf(&cur.token),
-        totp_secret => totp::secret_base32(&secret),
-        otpauth_url => totp::otpauth_url(&secret, &label, &cur.user.username),
-    }};
-    render(&state.templates, "totp.html", ctx, StatusCode::OK)
-}
-
-#[derive(Deserialize)]
-pub struct CodeForm {
-    csrf: Option<String>,
-    code: Option<String>,
-}
-
-/// `POST /realms/{realm}/account/totp/confirm`.
-pub async fn totp_confirm(
-    State(state): State<AppState>,
-    RealmPath(name): RealmPath,
-    headers: HeaderMap,
-    form: Result<Form<CodeForm>, axum::extract::rejection::FormRejection>,
-) -> Response {
-    let now = state.clock.now();
-    let f = form.ok().map(|Form(f)| f);
-    let csrf = f.as_ref().and_then(|f| f.csrf.clone());
-    let (realm, cur) = match fresh_form(&state, &name, &headers, csrf.as_deref(), now).await {
-        Ok(x) => x,
-        Err(res) => return res,
-    };
-    let again = |title: &str, text: &str| {
-        message(
-            &state.templates,
-            Some(&realm),
-            StatusCode::BAD_REQUEST,
-            title,
-            text,
-        )
-    };
-    let code = f.and_then(|f| f.code).unwrap_or_default();
-    let sealed = state
-        .store
-        .flow(&totp_key(&cur), &name, "totp-reenrol", now)
-        .await
-        .ok()
-        .flatten()
-        .and_then(|s| STANDARD.decode(s).ok());
-    let secret = sealed
-        .as_ref()
-        .and_then(|s| state.kek.open(&totp_aad(&name, &cur.user.id), s).ok());
-    let (Some(sealed), Some(secret)) = (sealed, secret) else {
-        return again("Expired", "Start again from your account page.");
-    };
-    let Some(step) = totp::matching_step(&secret, &code, now) else {
-        return again(
-            "Not replaced",
-            "The code did not match; your old authenticator app still works. Start again from your account page.",
-        );
-    };
-    // One winner: a concurrent confirmation of the same set-up finds it gone.
-    if state
-        .store
-        .take_flow(&totp_key(&cur), &name, "totp-reenrol", now)
-        .await
-        .ok()
-        .flatten()
-        .is_none()
-    {
-        return again("Expired", "Start again from your account page.");
-    }
-    let change = CredentialChange::ReplaceTotp { sealed, step };
-    match apply_change(
-        &state,
-        &realm,
-        &cur,
-        &change,
-        "user.totp_replaced",
-        json!({}),
-        now,
-    )
-    .await
-    {
-        Ok(_) => message(
-            &state.templates,
-            Some(&realm),
-            StatusCode::OK,
-            "Authenticator app replaced",
-            "Use codes from the new app from now on. Your other sessions were signed out.",
-        ),
-        Err(e) => {
-            tracing::error!(error = %e, "TOTP replacement failed");
-            unavailable(&state, Some(&realm))
-        }
-    }
-}
-
-/// `POST /realms/{realm}/account/recovery-codes`: new recovery codes (the old ones stop working).
-pub async fn recovery_codes(
-    State(state): State<AppState>,
-    RealmPath(name): RealmPath,
-    headers: HeaderMap,
-    form: Result<Form<CsrfForm>, axum::extract::rejection::FormRejection>,
-) -> Response {
-    let now = state.clock.now();
-    let csrf = form.ok().and_then(|Form(f)| f.csrf);
-    let (realm, cur) = match fresh_form(&state, &name, &headers, csrf.as_deref(), now).await {
-        Ok(x) => x,
-        Err(res) => return res,
-    };
-    let codes = recovery::generate();
-    let change = CredentialChange::ReplaceRecoveryCodes {
-        hashes: codes.iter().map(|c| recovery::hash(c)).collect(),
-    };
-    if let Err(e) = apply_change(
-        &state,
-        &realm,
-        &cur,
-        &change,
-        "user.recovery_codes_replaced",
-        json!({"count": codes.len()}),
-        now,
-    )
-    .await
-    {
-        tracing::error!(error = %e, "recovery code replacement failed");
-        return unavailable(&state, Some(&realm));
-    }
-    let ctx = context! { ..realm_context(&realm), ..context! { title => "Recovery codes", codes => codes } };
-    render(&state.templates, "recovery.html", ctx, StatusCode::OK)
-}
-
-#[derive(Deserialize)]
-pub struct ReauthQuery {
-    passkey: Option<String>,
-}
-
-fn reauth_page(
-    state: &AppState,
-    realm: &LiveRealm,
-    cur: &Current,
-    passkey_only: bool,
-    error: Option<&str>,
-    status: StatusCode,
-) -> Response {
-    let ctx = context! { ..realm_context(realm), ..context! {
-        title => "Confirm it's you",
-        action => format!("{}/account/reauth", realm.issuer),
-        csrf => session::session_csrf(&cur.token),
-        username => cur.user.username.clone(),
-        passkey_only => passkey_only,
-        fallback => !passkey_only
-            && settings(realm).allow_password_fallback
-            && cur.user.password_hash.is_some()
-            && cur.user.totp_sealed.is_some(),
-        error => error,
-    }};
-    render(&state.templates, "reauth.html", ctx, status)
-}
-
-/// `GET /realms/{realm}/account/reauth`: confirm it's you before a credential change.
-pub async fn reauth_form(
-    State(state): State<AppState>,
-    RealmPath(name): RealmPath,
-    query: Result<Query<ReauthQuery>, axum::extract::rejection::QueryRejection>,
-    headers: HeaderMap,
-) -> Response {
-    let now = state.clock.now();
-    let (realm, cur) = match signed_in(&state, &name, &headers, now).await {
-        Ok(x) => x,
-        Err(res) => return res,
-    };
-    let passkey_only = query.is_ok_and(|Query(q)| q.passkey.is_some());
-    reauth_page(&state, &realm, &cur, passkey_only, None, StatusCode::OK)
-}
-
-#[derive(Deserialize)]
-pub struct ReauthForm {
-    csrf: Option<String>,
-    password: Option<String>,
-    code: Option<String>,
-}
-
-/// `POST /realms/{realm}/account/reauth`: password + code within the session.
-pub async fn reauth_submit(
-    State(state): State<AppState>,
-    RealmPath(name): RealmPath,
-    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
-    headers: HeaderMap,
-    form: Result<Form<ReauthForm>, axum::extract::rejection::FormRejection>,
-) -> Response {
-    let now = state.clock.now();
-    let f = form.ok().map(|Form(f)| f);
-    let csrf = f.as_ref().and_then(|f| f.csrf.clone());
-    let (realm, cur) = match signed_in_form(&state, &name, &headers, csrf.as_deref(), now).await {
-        Ok(x) => x,
-        Err(res) => return res,
-    };
-    let ip = peer_ip(peer);
-    let account_key = format!("{name}/{}", cur.user.username);
-    if ip_blocked(&state, ip, now)
-        || state
-            .login_account_failures
-            .is_blocked(account_key.clone(), now)
-    {
-        return too_many(&state, &realm);
-    }
-    if !settings(&realm).allow_password_fallback {
-        return reauth_page(
-            &state,
-            &realm,
-            &cur,
-            true,
-            Some("Confirm with a passkey."),
-            StatusCode::FORBIDDEN,
-        );
-    }
-    let f = f.unwrap_or(ReauthForm {
-        csrf: None,
-        password: None,
-        code: None,
-    });
-    let result = check_fallback(
-        &state,
-        &realm,
-        Some(&cur.user),
-        &share_keys(ip, &name, &cur.user.username),
-        &f.password.unwrap_or_default(),
-        &f.code.unwrap_or_default(),
-        now,
-    )
-    .await;
-    match result {
-        Ok(()) => {}
-        Err(FallbackFailure::Busy) => {
-            return reauth_page(
-                &state,
-                &realm,
-                &cur,
-                false,
-                Some("Busy. Try again in a moment."),
-                StatusCode::SERVICE_UNAVAILABLE,
-            );
-        }
-        Err(why) => {
-            if let Some(ip) = ip {
-                state.login_ip_failures.record_failure(ip, now);
-            }
-            state
-                .login_account_failures
-                .record_failure(account_key, now);
-            audit(
-                &state,
-                &realm,
-                "login.failed",
-                &cur.user.username,
-                Some(&cur.user.id),
-                json!({"reason": why.reason(), "method": "password+otp", "reauth": true}),
-                now,
-            )
-            .await;
-            return reauth_page(
-                &state,
-                &realm,
-                &cur,
-                false,
-                Some("The password or code is not right."),
-                StatusCode::UNAUTHORIZED,
-            );
-        }
-    }
-    match reauthenticate(&state, &realm, &cur, "pwd otp", ACR_PASSWORD_OTP, now).await {
-        Ok(()) => see_other(&format!("{}/account", realm.issuer)),
-        Err(res) => res,
-    }
-}
-
-/// Records a fresh authentication in the user's current session (audited).
-pub(crate) async fn reauthenticate(
-    state: &AppState,
-    realm: &LiveRealm,
-    cur: &Current,
-    amr: &str,
-    acr: &str,
-    now: UnixTime,
-) -> Result<(), Response> {
-    let rows = [AuditDraft::new(
-        now,
-        Some(&realm.record.name),
-        "user.reauthenticated",
-        &cur.user.username,
-    )
-    .subject(&cur.user.id)
-    .detail(json!({"amr": amr, "sid": cur.session.sid}))];
-    match state
-        .store
-        .reauthenticate_session(&cur.session.id_hash, now, amr, acr, &rows)
-        .await
-    {
-        Ok(true) => Ok(()),
-        _ => Err(unavailable(state, Some(realm))),
     }
 }

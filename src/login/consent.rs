@@ -13,15 +13,13 @@ use minijinja::context;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::flow::PendingAuthz;
-use super::pages::{
-    audit, csrf_refused, expired, issue_code, peer_ip, pending_flow, realm_or_page,
-    redirect_to_client_error, refused_anonymous, see_other, settings, unavailable,
-};
+use super::authorize::*;
+use super::common::*;
 use super::pages_support::{csrf_ok, realm_context, render};
 use super::{pending, session};
 use crate::audit::AuditDraft;
 use crate::directory::LiveRealm;
+use crate::identity::authorize::PendingAuthz;
 use crate::oidc::RealmPath;
 use crate::state::AppState;
 

@@ -9,11 +9,11 @@ use base64::engine::general_purpose::STANDARD;
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 
-use super::pages::{realm_or_page, settings, totp_aad};
+use super::common::*;
 use super::pages_support::{cookie, csrf_ok, message, realm_context, render};
 use super::session::{self, ENROL_COOKIE, cookie_path, secure_cookies};
-use super::{new_token, password, recovery, token_hash, totp};
 use crate::audit::AuditDraft;
+use crate::identity::{new_token, password, recovery, token_hash, totp};
 use crate::oidc::RealmPath;
 use crate::state::AppState;
 use crate::store::login::Enrolment;
@@ -64,7 +64,10 @@ pub async fn enrol_form(
         );
     };
     let secret = totp::new_secret();
-    let Ok(sealed) = state.kek.seal(&totp_aad(&name, &user_id), &secret) else {
+    let Ok(sealed) = state
+        .kek
+        .seal(&crate::identity::totp::aad(&name, &user_id), &secret)
+    else {
         return message(
             &state.templates,
             Some(&realm),
@@ -210,7 +213,10 @@ pub async fn enrol_submit(
     let Ok(sealed) = STANDARD.decode(&flow.totp_sealed) else {
         return gone();
     };
-    let Ok(secret) = state.kek.open(&totp_aad(&name, &user.id), &sealed) else {
+    let Ok(secret) = state
+        .kek
+        .open(&crate::identity::totp::aad(&name, &user.id), &sealed)
+    else {
         return gone();
     };
     let Some(step) = totp::matching_step(&secret, &f.code.unwrap_or_default(), now) else {

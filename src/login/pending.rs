@@ -7,12 +7,12 @@ use axum::response::Response;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 
-use super::flow::{FLOW_TTL, PendingAuthz};
 use super::pages_support::{cookie, read_cookie};
 use super::session::{FLOW_COOKIE, cookie_path, secure_cookies};
-use super::token_hash;
 use crate::clock::UnixTime;
 use crate::directory::LiveRealm;
+use crate::identity::authorize::{FLOW_TTL, PendingAuthz};
+use crate::identity::token_hash;
 use crate::state::AppState;
 
 /// Browsers keep cookies up to 4 KiB; a larger request is refused before it is sealed.

@@ -3,10 +3,10 @@
 use axum::http::HeaderMap;
 
 use super::pages_support::read_cookie;
-use super::settings::LoginSettings;
-use super::token_hash;
 use crate::clock::UnixTime;
 use crate::directory::LiveRealm;
+use crate::identity::sessions::is_live;
+use crate::identity::token_hash;
 use crate::state::AppState;
 use crate::store::login::{SessionRecord, UserRecord};
 
@@ -28,30 +28,6 @@ pub struct Current {
     pub token: String,
     pub session: SessionRecord,
     pub user: UserRecord,
-}
-
-/// How long after its sign-in a session may change credentials without signing in again.
-pub const RECENT_AUTH_SECS: i64 = 300;
-
-/// The one rule for whether a session is still alive: within the realm's idle and absolute
-/// timeouts. The browser, refresh, userinfo and code redemption all apply it.
-pub fn is_live(settings: &LoginSettings, s: &SessionRecord, now: UnixTime) -> bool {
-    now - s.last_seen <= settings.session_idle_secs
-        && now - s.created_at <= settings.session_absolute_secs
-}
-
-/// When the session ends however active it is: refresh tokens never outlive it.
-pub fn absolute_end(settings: &LoginSettings, s: &SessionRecord) -> UnixTime {
-    s.created_at + settings.session_absolute_secs
-}
-
-/// Whether the session signed in recently enough to change credentials.
-pub fn is_recent(s: &SessionRecord, now: UnixTime) -> bool {
-    now - s.auth_time <= RECENT_AUTH_SECS
-}
-
-pub fn has_passkey_auth(s: &SessionRecord) -> bool {
-    s.amr.split(' ').any(|a| a == "hwk")
 }
 
 /// The signed-in user of this browser in this realm, if the session is live.

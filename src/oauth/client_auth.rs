@@ -5,8 +5,16 @@ use axum::http::{HeaderMap, header};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
+use std::sync::Arc;
+
 use super::OAuthError;
 use super::form::Params;
+use super::outcome::Refusal;
+use crate::clients::secret;
+use crate::clock::UnixTime;
+use crate::directory::LiveRealm;
+use crate::state::AppState;
+use crate::store::ClientRecord;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMethod {
@@ -39,14 +47,7 @@ impl std::fmt::Debug for Presented {
     }
 }
 
-/// A client id as Sigil issues them: 1-128 of `A-Z a-z 0-9 . _ ~ -`.
-pub fn is_valid_client_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
-}
+pub use crate::clients::is_valid_client_id;
 
 const MAX_SECRET_LEN: usize = 512;
 
@@ -126,6 +127,82 @@ fn form_decode(s: &str) -> Option<String> {
         .decode_utf8()
         .ok()
         .map(|c| c.into_owned())
+}
+
+/// Looks the client up and checks its secret. An unknown id, a wrong secret and a disabled client
+/// get the same answer; the first two also do the same work.
+pub async fn authenticate(
+    state: &AppState,
+    realm: &LiveRealm,
+    presented: &Presented,
+    now: UnixTime,
+) -> Result<Arc<ClientRecord>, Refusal> {
+    let refuse =
+        |reason| Refusal::new(OAuthError::invalid_client(), reason).client(&presented.client_id);
+    if !is_valid_client_id(&presented.client_id) {
+        secret::burn(&presented.secret);
+        return Err(refuse("unknown_client"));
+    }
+    let found = state
+        .directory
+        .client(&realm.record.name, &presented.client_id, now)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "client lookup failed");
+            Refusal::new(OAuthError::store_unavailable(), "store_unavailable")
+        })?;
+    let Some(client) = found else {
+        secret::burn(&presented.secret);
+        return Err(refuse("unknown_client"));
+    };
+    if !secret::matches(
+        &client.secret_salt,
+        &client.secret_verifier,
+        &presented.secret,
+    ) {
+        return Err(refuse("bad_secret"));
+    }
+    if !client.enabled {
+        return Err(refuse("client_disabled"));
+    }
+    Ok(client)
+}
+
+/// Confidential clients authenticate as at `client_credentials`; a public client names itself
+/// with `client_id` and nothing else (its proof is PKCE).
+pub async fn for_user_grant(
+    state: &AppState,
+    realm: &LiveRealm,
+    headers: &axum::http::HeaderMap,
+    params: &Params,
+    now: UnixTime,
+) -> Result<Arc<ClientRecord>, Refusal> {
+    let presents_secret = headers.contains_key(axum::http::header::AUTHORIZATION)
+        || params.get("client_secret").is_some();
+    if presents_secret {
+        let presented = extract(headers, params)
+            .map_err(|e| Refusal::new(e, "malformed_client_authentication"))?;
+        return authenticate(state, realm, &presented, now).await;
+    }
+    let id = params
+        .get("client_id")
+        .ok_or_else(|| Refusal::new(OAuthError::invalid_client(), "no_client_authentication"))?;
+    let refuse = || Refusal::new(OAuthError::invalid_client(), "public_client_required").client(id);
+    if !is_valid_client_id(id) {
+        secret::burn(id);
+        return Err(refuse());
+    }
+    match state.directory.client(&realm.record.name, id, now).await {
+        Ok(Some(c)) if c.public_client && c.enabled => Ok(c),
+        Ok(_) => Err(refuse()),
+        Err(e) => {
+            tracing::error!(error = %e, "client lookup failed");
+            Err(Refusal::new(
+                OAuthError::store_unavailable(),
+                "store_unavailable",
+            ))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,14 +1,58 @@
 //! The `client_credentials` grant: an authenticated client gets an access token for itself, with
 //! scopes inside what it is allowed.
 
-use super::scope::{self, ScopeError};
+use super::client_auth;
+use super::form::Params;
+use super::outcome::{Granted, Refusal};
 use super::token::{AccessSpec, Minted, mint_access_token};
 use super::{ErrorCode, OAuthError};
+use crate::clients::scope::{self, ScopeError};
 use crate::clock::UnixTime;
 use crate::directory::LiveRealm;
+use crate::state::AppState;
 use crate::store::ClientRecord;
 
-pub const GRANT_TYPE: &str = "client_credentials";
+pub use crate::clients::CLIENT_CREDENTIALS as GRANT_TYPE;
+
+/// The grant as the token endpoint runs it: authenticate the client, then issue.
+pub async fn grant(
+    state: &AppState,
+    realm: &LiveRealm,
+    headers: &axum::http::HeaderMap,
+    params: &Params,
+    now: UnixTime,
+) -> Result<Granted, Refusal> {
+    let presented = client_auth::extract(headers, params).map_err(|e| {
+        let reason = if e.code == ErrorCode::InvalidClient {
+            "no_client_authentication"
+        } else {
+            "malformed_client_authentication"
+        };
+        Refusal::new(e, reason)
+    })?;
+    let client = client_auth::authenticate(state, realm, &presented, now).await?;
+    let issued = issue(realm, &client, params.get("scope"), now).map_err(|e| {
+        let reason = match e.code {
+            ErrorCode::InvalidScope => "invalid_scope",
+            ErrorCode::UnauthorizedClient => "grant_not_allowed",
+            _ => "signing_failed",
+        };
+        Refusal::new(e, reason)
+            .client(&client.client_id)
+            .authenticated()
+    })?;
+    Ok(Granted {
+        actor: client.client_id.clone(),
+        grant_type: GRANT_TYPE,
+        token: issued.token,
+        scope: issued.scope,
+        expires_in: issued.expires_in,
+        detail: Default::default(),
+        token_exchange: false,
+        response_extra: Default::default(),
+        audited: false,
+    })
+}
 
 #[derive(Debug)]
 pub struct Issued {

@@ -1,14 +1,15 @@
-//! OAuth 2.0: the token endpoint, its grants, client authentication and the error surface.
+//! OAuth 2.0 over HTTP: the token endpoint, one module per grant behind its dispatch, client
+//! authentication and the error surface. Scopes and client secrets are the clients domain's.
 
+pub mod authorization_code;
 pub mod client_auth;
 pub mod client_credentials;
 pub mod error;
 pub mod form;
 pub mod outcome;
-pub mod scope;
-pub mod secret;
+pub mod refresh_token;
 pub mod token;
 pub mod token_endpoint;
-pub mod user_grants;
+pub mod user_tokens;
 
 pub use error::{ErrorCode, OAuthError};

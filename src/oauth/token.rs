@@ -4,9 +4,9 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use serde::Serialize;
 
-use super::secret::random_bytes;
 use crate::clock::UnixTime;
 use crate::keys::{KeyError, SigningKey};
+use crate::random::random_bytes;
 
 #[derive(Debug, Serialize)]
 struct AccessClaims<'a> {

@@ -1,5 +1,7 @@
-//! `POST /realms/{realm}/oauth2/token`: parse, authenticate, run the grant, audit, answer.
-//! Every outcome, issued or refused, is in the audit log before the response leaves.
+//! `POST /realms/{realm}/oauth2/token`: parse, dispatch to the grant's module, audit, answer.
+//! Every outcome, issued or refused, is in the audit log before the response leaves. The grants
+//! (`client_credentials`, `authorization_code`, `refresh_token`, the AWS token exchange) know
+//! nothing of this module.
 
 use std::net::SocketAddr;
 
@@ -9,9 +11,11 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
-use super::client_auth::{self, Presented};
 use super::outcome::{Granted, Refusal, finish, rate_limited, read_body};
-use super::{ErrorCode, OAuthError, client_credentials, form, secret};
+use super::{
+    ErrorCode, OAuthError, authorization_code, client_auth, client_credentials, form, refresh_token,
+};
+use crate::clients;
 use crate::clock::UnixTime;
 use crate::directory::LiveRealm;
 use crate::state::AppState;
@@ -57,89 +61,69 @@ async fn grant(
             "missing_grant_type",
         )
     })?;
-    if grant_type == "authorization_code" || grant_type == "refresh_token" {
-        return super::user_grants::grant(state, realm, headers, &params, grant_type, now).await;
-    }
-    if grant_type == crate::aws::exchange::TOKEN_EXCHANGE {
-        return crate::aws::exchange::from_token_request(state, realm, &params, now).await;
-    }
-    if grant_type != client_credentials::GRANT_TYPE {
-        return Err(Refusal::new(
+    match grant_type {
+        clients::CLIENT_CREDENTIALS => {
+            client_credentials::grant(state, realm, headers, &params, now).await
+        }
+        clients::AUTHORIZATION_CODE | clients::REFRESH_TOKEN => {
+            user_grant(state, realm, headers, &params, grant_type, now).await
+        }
+        crate::aws::exchange::TOKEN_EXCHANGE => {
+            crate::aws::exchange::from_token_request(state, realm, &params, now).await
+        }
+        _ => Err(Refusal::new(
             OAuthError::new(
                 ErrorCode::UnsupportedGrantType,
                 "supported: client_credentials, authorization_code, refresh_token, token-exchange",
             ),
             "unsupported_grant_type",
-        ));
+        )),
     }
-    let presented = client_auth::extract(headers, &params).map_err(|e| {
-        let reason = if e.code == ErrorCode::InvalidClient {
-            "no_client_authentication"
-        } else {
-            "malformed_client_authentication"
-        };
-        Refusal::new(e, reason)
-    })?;
-    let client = authenticate(state, realm, &presented, now).await?;
-    let issued =
-        client_credentials::issue(realm, &client, params.get("scope"), now).map_err(|e| {
-            let reason = match e.code {
-                ErrorCode::InvalidScope => "invalid_scope",
-                ErrorCode::UnauthorizedClient => "grant_not_allowed",
-                _ => "signing_failed",
-            };
-            Refusal::new(e, reason)
-                .client(&client.client_id)
-                .authenticated()
-        })?;
-    Ok(Granted {
-        actor: client.client_id.clone(),
-        grant_type: client_credentials::GRANT_TYPE,
-        token: issued.token,
-        scope: issued.scope,
-        expires_in: issued.expires_in,
-        detail: Default::default(),
-        token_exchange: false,
-        response_extra: Default::default(),
-        audited: false,
-    })
 }
 
-/// Looks the client up and checks its secret. An unknown id, a wrong secret and a disabled client
-/// get the same answer; the first two also do the same work.
-pub(crate) async fn authenticate(
+/// The grants that carry a signed-in user: the client (confidential, or public with PKCE) must be
+/// allowed the grant and the realm must have usable sign-in settings.
+async fn user_grant(
     state: &AppState,
     realm: &LiveRealm,
-    presented: &Presented,
+    headers: &HeaderMap,
+    params: &form::Params,
+    grant_type: &str,
     now: UnixTime,
-) -> Result<std::sync::Arc<crate::store::ClientRecord>, Refusal> {
-    let refuse =
-        |reason| Refusal::new(OAuthError::invalid_client(), reason).client(&presented.client_id);
-    if !client_auth::is_valid_client_id(&presented.client_id) {
-        secret::burn(&presented.secret);
-        return Err(refuse("unknown_client"));
-    }
-    let found = state
-        .directory
-        .client(&realm.record.name, &presented.client_id, now)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "client lookup failed");
-            Refusal::new(OAuthError::store_unavailable(), "store_unavailable")
-        })?;
-    let Some(client) = found else {
-        secret::burn(&presented.secret);
-        return Err(refuse("unknown_client"));
+) -> Result<Granted, Refusal> {
+    let client = client_auth::for_user_grant(state, realm, headers, params, now).await?;
+    // A confidential client has proved itself: its refusals are audited one by one. A public
+    // client's id is only claimed, so its refusals are counted like any anonymous request's.
+    let mark = |r: Refusal| {
+        let r = r.client(&client.client_id);
+        if client.public_client {
+            r
+        } else {
+            r.authenticated()
+        }
     };
-    if !secret::matches(
-        &client.secret_salt,
-        &client.secret_verifier,
-        &presented.secret,
-    ) {
-        return Err(refuse("bad_secret"));
+    if !client.grant_types.split(' ').any(|g| g == grant_type) {
+        return Err(mark(Refusal::new(
+            OAuthError::new(
+                ErrorCode::UnauthorizedClient,
+                "this client may not use this grant",
+            ),
+            "grant_not_allowed",
+        )));
     }
-    if !client.enabled {
-        return Err(refuse("client_disabled"));
-    }
-    Ok(client)
+    let Some(settings) = realm.login() else {
+        return Err(mark(Refusal::new(
+            OAuthError::new(
+                ErrorCode::TemporarilyUnavailable,
+                "sign-in is unavailable in this realm",
+            ),
+            "login_settings_unusable",
+        )));
+    };
+    let result = if grant_type == clients::AUTHORIZATION_CODE {
+        authorization_code::grant(state, realm, settings, &client, params, now).await
+    } else {
+        refresh_token::grant(state, realm, settings, &client, params, now).await
+    };
+    result.map_err(mark)
 }

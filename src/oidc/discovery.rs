@@ -29,7 +29,7 @@ pub fn metadata(
         "grant_types_supported": ["client_credentials", "authorization_code", "refresh_token"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "prompt_values_supported": ["login"],
-        "acr_values_supported": [crate::login::flow::ACR_PASSKEY, crate::login::flow::ACR_PASSWORD_OTP],
+        "acr_values_supported": [crate::identity::ACR_PASSKEY, crate::identity::ACR_PASSWORD_OTP],
         "authorization_response_iss_parameter_supported": true,
         "scopes_supported": scopes,
         "subject_types_supported": ["public"],

@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 
 use super::RealmPath;
 use crate::directory::LiveRealm;
-use crate::login::session;
+use crate::identity::sessions as session;
 use crate::state::AppState;
 
 fn unauthorized(description: &str) -> Response {

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 use sigil::clock::Clock;
-use sigil::login::totp;
+use sigil::identity::totp;
 
 use crate::helpers::{TestApp, backends, exec_raw};
 use crate::login::{
@@ -69,8 +69,8 @@ async fn account_csrf(f: &Fixture, b: &reqwest::Client) -> String {
     field(&html, "csrf")
 }
 
-async fn set_login(f: &Fixture, tweak: impl FnOnce(&mut sigil::login::settings::LoginSettings)) {
-    let mut s = sigil::login::settings::LoginSettings {
+async fn set_login(f: &Fixture, tweak: impl FnOnce(&mut sigil::identity::settings::LoginSettings)) {
+    let mut s = sigil::identity::settings::LoginSettings {
         groups_claim: "cognito:groups".into(),
         attribute_claims: [("party_id".to_owned(), "custom:party_id".to_owned())].into(),
         ..Default::default()
@@ -304,7 +304,7 @@ async fn refresh_and_userinfo_obey_the_session_timeouts() {
             let stored = f
                 .app
                 .store
-                .refresh_token(&sigil::login::token_hash(&rt), "customers")
+                .refresh_token(&sigil::identity::token_hash(&rt), "customers")
                 .await
                 .expect("db")
                 .expect("row");

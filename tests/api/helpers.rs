@@ -205,7 +205,7 @@ fn drop_pg_databases(names: Vec<String>) {
 }
 
 fn hex_random() -> String {
-    let b: [u8; 8] = sigil::oauth::secret::random_bytes();
+    let b: [u8; 8] = sigil::random::random_bytes();
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 

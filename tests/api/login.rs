@@ -6,8 +6,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use serde_json::Value;
 use sigil::clock::{Clock, MockClock};
+use sigil::identity::totp;
 use sigil::keys::Alg;
-use sigil::login::totp;
 
 use crate::helpers::{Backend, TestApp, backends, decode_part, spawn_app_with};
 
@@ -54,7 +54,7 @@ pub(crate) struct Pkce {
 }
 
 pub(crate) fn pkce() -> Pkce {
-    let verifier = B64.encode(sigil::oauth::secret::random_bytes::<32>());
+    let verifier = B64.encode(sigil::random::random_bytes::<32>());
     let challenge = B64.encode(ring::digest::digest(
         &ring::digest::SHA256,
         verifier.as_bytes(),
@@ -83,7 +83,7 @@ pub(crate) async fn setup(backend: Backend) -> Fixture {
     sigil::admin::users::create_group(s, "customers", "retail", "balances:read", now, "t")
         .await
         .expect("group");
-    let settings = sigil::login::settings::LoginSettings {
+    let settings = sigil::identity::settings::LoginSettings {
         groups_claim: "cognito:groups".into(),
         attribute_claims: [("party_id".to_owned(), "custom:party_id".to_owned())].into(),
         ..Default::default()
@@ -310,7 +310,7 @@ async fn password_totp_sign_in_code_pkce_refresh_and_global_sign_out() {
         assert_eq!(claims["cognito:groups"], serde_json::json!(["retail"]));
         assert_eq!(claims["custom:party_id"], "P-42");
         assert_eq!(claims["amr"], serde_json::json!(["pwd", "otp"]));
-        assert_eq!(claims["acr"], sigil::login::flow::ACR_PASSWORD_OTP);
+        assert_eq!(claims["acr"], sigil::identity::ACR_PASSWORD_OTP);
         assert!(claims["sid"].is_string() && claims["auth_time"].is_i64());
         let id = body["id_token"].as_str().expect("id token");
         let id_claims = decode_part(id, 1);
@@ -751,7 +751,7 @@ async fn attacks_on_the_sign_in_flow_fail() {
                 "customers",
                 "mobile",
                 &p,
-                &format!("&acr_values={}", urlencode(sigil::login::flow::ACR_PASSKEY)),
+                &format!("&acr_values={}", urlencode(sigil::identity::ACR_PASSKEY)),
             ))
             .send()
             .await

@@ -60,7 +60,7 @@ impl SoftPasskey {
             .expect("key");
         SoftPasskey {
             pair,
-            cred_id: sigil::oauth::secret::random_bytes::<16>().to_vec(),
+            cred_id: sigil::random::random_bytes::<16>().to_vec(),
             user_handle: vec![],
             counter: 0,
         }
@@ -349,7 +349,7 @@ async fn passkey_enrolment_sign_in_step_up_and_forgeries() {
         );
 
         // Sign in without typing a username; the code gives tokens with amr hwk+user.
-        let verifier = B64.encode(sigil::oauth::secret::random_bytes::<32>());
+        let verifier = B64.encode(sigil::random::random_bytes::<32>());
         let challenge = B64.encode(ring::digest::digest(
             &ring::digest::SHA256,
             verifier.as_bytes(),
@@ -375,7 +375,7 @@ async fn passkey_enrolment_sign_in_step_up_and_forgeries() {
         let tokens: Value = res.json().await.expect("json");
         let claims = decode_part(tokens["access_token"].as_str().expect("access"), 1);
         assert_eq!(claims["amr"], json!(["hwk", "user"]));
-        assert_eq!(claims["acr"], sigil::login::flow::ACR_PASSKEY);
+        assert_eq!(claims["acr"], sigil::identity::ACR_PASSKEY);
         let user_id = sigil::admin::users::find(s, "customers", "alice")
             .await
             .expect("u")
@@ -444,7 +444,7 @@ async fn passkey_enrolment_sign_in_step_up_and_forgeries() {
             .get(authorize_url(
                 &app,
                 &challenge,
-                &format!("&acr_values={}", sigil::login::flow::ACR_PASSKEY),
+                &format!("&acr_values={}", sigil::identity::ACR_PASSKEY),
             ))
             .send()
             .await

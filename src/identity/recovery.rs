@@ -9,7 +9,7 @@ pub fn generate() -> Vec<String> {
     const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
     (0..COUNT)
         .map(|_| {
-            let bytes: [u8; 10] = crate::oauth::secret::random_bytes();
+            let bytes: [u8; 10] = crate::random::random_bytes();
             let mut bits = 0u128;
             for b in bytes {
                 bits = (bits << 8) | u128::from(b);

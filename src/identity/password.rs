@@ -149,7 +149,7 @@ impl Passwords {
 
     pub async fn hash(&self, password: String) -> Result<String, PasswordError> {
         self.run(&[], move || {
-            let salt_bytes: [u8; 16] = crate::oauth::secret::random_bytes();
+            let salt_bytes: [u8; 16] = crate::random::random_bytes();
             let salt = SaltString::encode_b64(&salt_bytes).map_err(|_| PasswordError::Internal)?;
             argon()
                 .hash_password(password.as_bytes(), &salt)

@@ -4,7 +4,6 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use ring::rand::{SecureRandom, SystemRandom};
 use subtle::ConstantTimeEq;
 
 /// Length of a generated secret: 32 bytes, base64url without padding.
@@ -18,14 +17,7 @@ pub struct NewSecret {
     pub verifier: Vec<u8>,
 }
 
-pub fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut buf = [0u8; N];
-    // SystemRandom reads the OS CSPRNG; its failure means the machine cannot do cryptography.
-    SystemRandom::new()
-        .fill(&mut buf)
-        .expect("the OS random number generator failed");
-    buf
-}
+pub use crate::random::random_bytes;
 
 pub fn generate() -> NewSecret {
     let secret = B64.encode(random_bytes::<32>());

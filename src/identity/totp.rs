@@ -8,7 +8,7 @@ use totp_rs::{Algorithm, TOTP};
 pub const STEP: i64 = 30;
 
 pub fn new_secret() -> Vec<u8> {
-    crate::oauth::secret::random_bytes::<20>().to_vec()
+    crate::random::random_bytes::<20>().to_vec()
 }
 
 fn totp(secret: &[u8]) -> Option<TOTP> {
@@ -94,6 +94,11 @@ pub fn code_at(secret: &[u8], now: i64) -> String {
     totp(secret)
         .map(|t| t.generate(now.max(0) as u64))
         .unwrap_or_default()
+}
+
+/// The associated data a user's TOTP secret is sealed with: bound to the realm and the user.
+pub fn aad(realm: &str, user_id: &str) -> Vec<u8> {
+    format!("sigil-totp/{realm}/{user_id}").into_bytes()
 }
 
 #[cfg(test)]

@@ -3,12 +3,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::ACR_PASSKEY;
+use crate::clients::scope;
 use crate::clock::UnixTime;
-use crate::oauth::scope;
 use crate::store::ClientRecord;
 
-pub const ACR_PASSKEY: &str = "urn:sigil:acr:passkey";
-pub const ACR_PASSWORD_OTP: &str = "urn:sigil:acr:password-otp";
 /// Scopes any sign-in client may ask for.
 pub const OIDC_SCOPES: &[&str] = &["openid", "profile", "offline_access"];
 pub const FLOW_TTL: i64 = 600;

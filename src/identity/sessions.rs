@@ -1,0 +1,30 @@
+//! Session rules: idle and absolute timeouts per realm, and how recent a sign-in must be to change
+//! credentials. The browser, refresh, userinfo and code redemption all apply the same rules.
+
+use super::settings::LoginSettings;
+use crate::clock::UnixTime;
+use crate::store::login::SessionRecord;
+
+/// How long after its sign-in a session may change credentials without signing in again.
+pub const RECENT_AUTH_SECS: i64 = 300;
+
+/// The one rule for whether a session is still alive: within the realm's idle and absolute
+/// timeouts. The browser, refresh, userinfo and code redemption all apply it.
+pub fn is_live(settings: &LoginSettings, s: &SessionRecord, now: UnixTime) -> bool {
+    now - s.last_seen <= settings.session_idle_secs
+        && now - s.created_at <= settings.session_absolute_secs
+}
+
+/// When the session ends however active it is: refresh tokens never outlive it.
+pub fn absolute_end(settings: &LoginSettings, s: &SessionRecord) -> UnixTime {
+    s.created_at + settings.session_absolute_secs
+}
+
+/// Whether the session signed in recently enough to change credentials.
+pub fn is_recent(s: &SessionRecord, now: UnixTime) -> bool {
+    now - s.auth_time <= RECENT_AUTH_SECS
+}
+
+pub fn has_passkey_auth(s: &SessionRecord) -> bool {
+    s.amr.split(' ').any(|a| a == "hwk")
+}

@@ -1,0 +1,81 @@
+//! "Confirm it's you" with a passkey before a credential change.
+
+use std::net::SocketAddr;
+
+use axum::Extension;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde_json::json;
+
+use crate::identity::ACR_PASSKEY;
+use crate::login::common::*;
+use crate::login::reauth::reauthenticate;
+use crate::login::session::Current;
+use crate::oidc::RealmPath;
+use crate::state::AppState;
+
+#[allow(unused_imports)]
+use super::account::*;
+#[allow(unused_imports)]
+use super::enrol::*;
+#[allow(unused_imports)]
+use super::sign_in::*;
+use super::*;
+
+pub(super) fn reauth_key(cur: &Current) -> String {
+    format!("{}:reauth", cur.session.id_hash)
+}
+
+/// `POST /realms/{realm}/account/reauth/passkey/options`.
+pub async fn reauth_options(
+    State(state): State<AppState>,
+    RealmPath(name): RealmPath,
+    headers: HeaderMap,
+    body: Option<axum::Json<SignInOptionsBody>>,
+) -> Response {
+    let now = state.clock.now();
+    let csrf = body.as_ref().map(|b| b.csrf.as_str());
+    let (realm, cur) = match account_user(&state, &name, &headers, csrf, now).await {
+        Ok(x) => x,
+        Err(res) => return res,
+    };
+    start_authentication(&state, &realm, &reauth_key(&cur), false, now).await
+}
+
+/// `POST /realms/{realm}/account/reauth/passkey`: a passkey of this user confirms the session.
+pub async fn reauth_finish(
+    State(state): State<AppState>,
+    RealmPath(name): RealmPath,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: Result<axum::Json<SignInBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let now = state.clock.now();
+    let Ok(axum::Json(body)) = body else {
+        return json_error(StatusCode::BAD_REQUEST, "malformed credential");
+    };
+    let (realm, cur) = match account_user(&state, &name, &headers, Some(&body.csrf), now).await {
+        Ok(x) => x,
+        Err(res) => return res,
+    };
+    let ip = peer_ip(peer);
+    if ip_blocked(&state, ip, now) {
+        return json_error(StatusCode::TOO_MANY_REQUESTS, "too many attempts");
+    }
+    match verify_assertion(&state, &realm, &reauth_key(&cur), &body.credential, now).await {
+        Ok((user_id, _)) if user_id == cur.user.id => {}
+        Ok(_) => {
+            let r = AssertionRefused {
+                reason: "another_users_passkey",
+                user: Some(cur.user.id.clone()),
+            };
+            return assertion_refused(&state, &realm, ip, &r, now).await;
+        }
+        Err(r) => return assertion_refused(&state, &realm, ip, &r, now).await,
+    }
+    match reauthenticate(&state, &realm, &cur, "hwk user", ACR_PASSKEY, now).await {
+        Ok(()) => ok_json(json!({"redirect": format!("{}/account", realm.issuer)})),
+        Err(_) => json_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+    }
+}

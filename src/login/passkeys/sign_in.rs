@@ -1,0 +1,290 @@
+//! Discoverable passkey sign-in (no username typed), with user verification required.
+
+use std::net::SocketAddr;
+
+use axum::Extension;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use serde::Deserialize;
+use serde_json::json;
+use webauthn_rs::prelude::{DiscoverableAuthentication, Passkey, PublicKeyCredential};
+
+use crate::clock::UnixTime;
+use crate::directory::LiveRealm;
+use crate::identity::ACR_PASSKEY;
+use crate::login::common::*;
+use crate::login::pages_support::csrf_ok;
+use crate::oidc::RealmPath;
+use crate::state::AppState;
+
+#[allow(unused_imports)]
+use super::account::*;
+#[allow(unused_imports)]
+use super::enrol::*;
+use super::*;
+
+#[derive(Deserialize)]
+pub struct SignInOptionsBody {
+    pub(super) csrf: String,
+    /// Conditional UI (autofill) rather than a modal prompt.
+    #[serde(default)]
+    conditional: bool,
+}
+
+/// Starts a discoverable authentication; its state is kept (upserted) under `key`.
+pub(super) async fn start_authentication(
+    state: &AppState,
+    realm: &LiveRealm,
+    key: &str,
+    conditional: bool,
+    now: UnixTime,
+) -> Response {
+    let Some(Ok((mut options, auth))) =
+        webauthn_for(realm).map(|wa| wa.start_discoverable_authentication())
+    else {
+        return json_error(StatusCode::INTERNAL_SERVER_ERROR, "webauthn");
+    };
+    if !conditional {
+        options.mediation = None;
+    }
+    let data = serde_json::to_string(&auth).unwrap_or_default();
+    if state
+        .store
+        .put_flow(
+            key,
+            &realm.record.name,
+            "passkey-auth",
+            &data,
+            now + CEREMONY_TTL,
+            now,
+        )
+        .await
+        .is_err()
+    {
+        return json_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    }
+    ok_json(serde_json::to_value(&options).unwrap_or_default())
+}
+
+/// `POST /realms/{realm}/login/passkey/options`. Each start stores a ceremony row, so starts count
+/// toward the address's sign-in limit like failures do (30 a minute is far above a person's use).
+pub async fn sign_in_options(
+    State(state): State<AppState>,
+    RealmPath(name): RealmPath,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: Option<axum::Json<SignInOptionsBody>>,
+) -> Response {
+    let now = state.clock.now();
+    let realm = match realm(&state, &name, now).await {
+        Ok(r) => r,
+        Err(res) => return res,
+    };
+    let ip = peer_ip(peer);
+    if ip_blocked(&state, ip, now) {
+        return json_error(StatusCode::TOO_MANY_REQUESTS, "too many attempts");
+    }
+    if let Some(ip) = ip {
+        state.login_ip_failures.record_failure(ip, now);
+    }
+    let Some((flow_hash, pending)) =
+        crate::login::authorize::pending_flow(&state, &realm, &headers, now)
+    else {
+        return json_error(StatusCode::BAD_REQUEST, "sign-in expired");
+    };
+    let Some(axum::Json(body)) = body else {
+        return json_error(StatusCode::BAD_REQUEST, "malformed request");
+    };
+    if !csrf_ok(&pending.csrf, Some(&body.csrf)) {
+        return json_error(StatusCode::FORBIDDEN, "csrf");
+    }
+    start_authentication(
+        &state,
+        &realm,
+        &format!("{flow_hash}:auth"),
+        body.conditional,
+        now,
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+pub struct SignInBody {
+    pub(super) csrf: String,
+    pub(super) credential: PublicKeyCredential,
+}
+
+/// Why an assertion was refused; `user` when the credential named a real account.
+pub(super) struct AssertionRefused {
+    pub(super) reason: &'static str,
+    pub(super) user: Option<String>,
+}
+
+/// Takes the ceremony under `key` (one winner among concurrent posts of the same assertion),
+/// verifies the assertion against the stored passkey and records its use. Returns the user id.
+pub(super) async fn verify_assertion(
+    state: &AppState,
+    realm: &LiveRealm,
+    key: &str,
+    credential: &PublicKeyCredential,
+    now: UnixTime,
+) -> Result<(String, String), AssertionRefused> {
+    let name = &realm.record.name;
+    let refused = |reason, user: Option<&str>| AssertionRefused {
+        reason,
+        user: user.map(str::to_owned),
+    };
+    let auth_json = state
+        .store
+        .take_flow(key, name, "passkey-auth", now)
+        .await
+        .ok()
+        .flatten();
+    let (Some(wa), Some(auth)) = (
+        webauthn_for(realm),
+        auth_json.and_then(|s| serde_json::from_str::<DiscoverableAuthentication>(&s).ok()),
+    ) else {
+        return Err(refused("ceremony_expired", None));
+    };
+    let Ok((uuid, cred_id)) = wa.identify_discoverable_authentication(credential) else {
+        return Err(refused("no_user_handle", None));
+    };
+    let user_id = uuid.simple().to_string();
+    let cred_b64 = B64.encode(cred_id);
+    let record = match state.store.passkey(name, &cred_b64).await {
+        Ok(Some(r)) if r.user_id == user_id => r,
+        _ => return Err(refused("unknown_credential", None)),
+    };
+    let Ok(mut passkey) = serde_json::from_str::<Passkey>(&record.passkey) else {
+        return Err(refused("corrupt_credential", Some(&user_id)));
+    };
+    let result = match wa.finish_discoverable_authentication_v2(credential, auth, &passkey) {
+        Ok(r) => r,
+        Err(_) => return Err(refused("bad_assertion", Some(&user_id))),
+    };
+    if !result.user_verified() {
+        return Err(refused("user_not_verified", Some(&user_id)));
+    }
+    passkey.update_credential(&result);
+    let _ = state
+        .store
+        .update_passkey(
+            name,
+            &cred_b64,
+            &serde_json::to_string(&passkey).unwrap_or_default(),
+            now,
+        )
+        .await;
+    Ok((user_id, cred_b64))
+}
+
+/// Counts and audits a refused assertion: individually when it named a real account, tallied
+/// when anonymous.
+pub(super) async fn assertion_refused(
+    state: &AppState,
+    realm: &LiveRealm,
+    ip: Option<std::net::IpAddr>,
+    r: &AssertionRefused,
+    now: UnixTime,
+) -> Response {
+    match &r.user {
+        Some(user) => {
+            if let Some(ip) = ip {
+                state.login_ip_failures.record_failure(ip, now);
+            }
+            audit(
+                state,
+                realm,
+                "login.failed",
+                user,
+                Some(user),
+                json!({"reason": r.reason, "method": "passkey"}),
+                now,
+            )
+            .await;
+        }
+        None => refused_anonymous(state, realm, ip, r.reason, now),
+    }
+    json_error(StatusCode::UNAUTHORIZED, "the passkey was not accepted")
+}
+
+/// `POST /realms/{realm}/login/passkey`: verifies the assertion, opens a session, answers with
+/// the redirect (code and state, or the app confirmation) for the page's script to follow.
+pub async fn sign_in(
+    State(state): State<AppState>,
+    RealmPath(name): RealmPath,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: Result<axum::Json<SignInBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let now = state.clock.now();
+    let realm = match realm(&state, &name, now).await {
+        Ok(r) => r,
+        Err(res) => return res,
+    };
+    let ip = peer_ip(peer);
+    let Some((flow_hash, pending)) =
+        crate::login::authorize::pending_flow(&state, &realm, &headers, now)
+    else {
+        return json_error(StatusCode::BAD_REQUEST, "sign-in expired");
+    };
+    let Ok(axum::Json(body)) = body else {
+        return json_error(StatusCode::BAD_REQUEST, "malformed credential");
+    };
+    if !csrf_ok(&pending.csrf, Some(&body.csrf)) {
+        refused_anonymous(&state, &realm, ip, "csrf", now);
+        return json_error(StatusCode::FORBIDDEN, "csrf");
+    }
+    if ip_blocked(&state, ip, now) {
+        return json_error(StatusCode::TOO_MANY_REQUESTS, "too many attempts");
+    }
+    let (user_id, cred_b64) = match verify_assertion(
+        &state,
+        &realm,
+        &format!("{flow_hash}:auth"),
+        &body.credential,
+        now,
+    )
+    .await
+    {
+        Ok(x) => x,
+        Err(r) if r.reason == "ceremony_expired" => {
+            return json_error(StatusCode::BAD_REQUEST, "ceremony expired");
+        }
+        Err(r) => return assertion_refused(&state, &realm, ip, &r, now).await,
+    };
+    let user = match state.store.user_by_id(&name, &user_id).await {
+        Ok(Some(u)) if u.enabled => u,
+        _ => {
+            let r = AssertionRefused {
+                reason: "user_disabled",
+                user: Some(user_id),
+            };
+            return assertion_refused(&state, &realm, ip, &r, now).await;
+        }
+    };
+    let detail =
+        json!({"method": "passkey", "client_id": pending.client_id, "credential_id": cred_b64});
+    let Some(signed_in) = crate::login::sign_in::complete_sign_in(
+        &state,
+        &realm,
+        &pending,
+        &user,
+        "hwk user",
+        ACR_PASSKEY,
+        detail,
+        now,
+    )
+    .await
+    else {
+        return json_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    };
+    let mut res = ok_json(json!({ "redirect": signed_in.location }));
+    for c in signed_in.cookies {
+        res.headers_mut().append(header::SET_COOKIE, c);
+    }
+    res
+}

@@ -1,0 +1,318 @@
+//! The sign-in page: passkey first, password + authenticator code as the fallback, and what a
+//! finished sign-in does (session, audit, code or app confirmation).
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::Extension;
+use axum::extract::{ConnectInfo, Form, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use minijinja::context;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::pages_support::{cookie, csrf_ok, realm_context, render};
+use super::pending;
+use super::session::{SESSION_COOKIE, cookie_path, secure_cookies};
+use crate::audit::AuditDraft;
+use crate::clock::UnixTime;
+use crate::directory::LiveRealm;
+use crate::identity::ACR_PASSWORD_OTP;
+use crate::identity::authorize::PendingAuthz;
+use crate::identity::{new_token, token_hash};
+use crate::oidc::RealmPath;
+use crate::state::AppState;
+use crate::store::login::{SessionRecord, UserRecord};
+
+use super::authorize::*;
+use super::common::*;
+use crate::identity::fallback::{FallbackFailure, check_fallback};
+
+fn login_page(
+    state: &AppState,
+    realm: &LiveRealm,
+    pending: &PendingAuthz,
+    username: &str,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Response {
+    let ctx = context! { ..realm_context(realm), ..context! {
+        title => "Sign in",
+        action => format!("{}/login", realm.issuer),
+        csrf => pending.csrf.clone(),
+        app => pending.client_id.clone(),
+        fallback => settings(realm).allow_password_fallback && !pending.require_passkey,
+        username => username,
+        error => error,
+    }};
+    let mut res = render(&state.templates, "login.html", ctx, status);
+    // The fallback's form is answered with a redirect to the client: allow that one target.
+    pending::allow_redirect_to(&mut res, &pending.redirect_uri);
+    res
+}
+
+/// `GET /realms/{realm}/login`.
+pub async fn login_form(
+    State(state): State<AppState>,
+    RealmPath(name): RealmPath,
+    headers: HeaderMap,
+) -> Response {
+    let now = state.clock.now();
+    let realm = match realm_or_page(&state, &name, now).await {
+        Ok(r) => r,
+        Err(res) => return res,
+    };
+    match pending_flow(&state, &realm, &headers, now) {
+        Some((_, p)) => login_page(&state, &realm, &p, "", None, StatusCode::OK),
+        None => expired(&state, &realm),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    csrf: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    code: Option<String>,
+}
+
+const GENERIC_FAILURE: &str = "The username, password or code is not right.";
+
+/// The fair-share keys of a password check: the address and the account.
+pub(crate) fn share_keys(ip: Option<IpAddr>, realm: &str, username: &str) -> Vec<String> {
+    let mut keys = vec![format!("acct:{realm}/{username}")];
+    if let Some(ip) = ip {
+        keys.push(format!("ip:{ip}"));
+    }
+    keys
+}
+
+/// `POST /realms/{realm}/login`.
+pub async fn login_submit(
+    State(state): State<AppState>,
+    RealmPath(name): RealmPath,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let now = state.clock.now();
+    let realm = match realm_or_page(&state, &name, now).await {
+        Ok(r) => r,
+        Err(res) => return res,
+    };
+    let ip = peer_ip(peer);
+    if ip_blocked(&state, ip, now) {
+        return too_many(&state, &realm);
+    }
+    let Some((_, pending)) = pending_flow(&state, &realm, &headers, now) else {
+        refused_anonymous(&state, &realm, ip, "no_pending_request", now);
+        return expired(&state, &realm);
+    };
+    let Ok(Form(f)) = form else {
+        refused_anonymous(&state, &realm, ip, "malformed_form", now);
+        return login_page(
+            &state,
+            &realm,
+            &pending,
+            "",
+            Some(GENERIC_FAILURE),
+            StatusCode::BAD_REQUEST,
+        );
+    };
+    if !csrf_ok(&pending.csrf, f.csrf.as_deref()) {
+        refused_anonymous(&state, &realm, ip, "csrf", now);
+        return csrf_refused(&state, &realm);
+    }
+    if !settings(&realm).allow_password_fallback || pending.require_passkey {
+        return login_page(
+            &state,
+            &realm,
+            &pending,
+            "",
+            Some("This sign-in requires a passkey."),
+            StatusCode::FORBIDDEN,
+        );
+    }
+    let username = f.username.unwrap_or_default();
+    let account_key = format!("{name}/{username}");
+    if state
+        .login_account_failures
+        .is_blocked(account_key.clone(), now)
+    {
+        return login_page(
+            &state,
+            &realm,
+            &pending,
+            &username,
+            Some("Too many attempts. Wait a minute and try again."),
+            StatusCode::TOO_MANY_REQUESTS,
+        );
+    }
+    let user = if crate::admin::users::is_valid_username(&username) {
+        match state.store.user_by_name(&name, &username).await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::error!(error = %e, "user lookup failed");
+                return unavailable(&state, Some(&realm));
+            }
+        }
+    } else {
+        None
+    };
+    let result = check_fallback(
+        &state,
+        &realm,
+        user.as_ref(),
+        &share_keys(ip, &name, &username),
+        &f.password.unwrap_or_default(),
+        &f.code.unwrap_or_default(),
+        now,
+    )
+    .await;
+    let user = match (result, user) {
+        (Ok(()), Some(u)) => u,
+        (Err(FallbackFailure::Busy), _) => {
+            // A shed attempt counts toward the address's limit, so a flood sheds itself.
+            if let Some(ip) = ip {
+                state.login_ip_failures.record_failure(ip, now);
+            }
+            return login_page(
+                &state,
+                &realm,
+                &pending,
+                &username,
+                Some("Sign-in is busy. Try again in a moment."),
+                StatusCode::SERVICE_UNAVAILABLE,
+            );
+        }
+        (outcome, user) => {
+            let reason = outcome
+                .err()
+                .unwrap_or(FallbackFailure::UnknownUser)
+                .reason();
+            state
+                .login_account_failures
+                .record_failure(account_key, now);
+            match &user {
+                // A failure against a real account is written at once.
+                Some(u) => {
+                    if let Some(ip) = ip {
+                        state.login_ip_failures.record_failure(ip, now);
+                    }
+                    audit(
+                        &state,
+                        &realm,
+                        "login.failed",
+                        &u.username,
+                        Some(&u.id),
+                        json!({"reason": reason, "method": "password+otp"}),
+                        now,
+                    )
+                    .await;
+                }
+                None => refused_anonymous(&state, &realm, ip, reason, now),
+            }
+            return login_page(
+                &state,
+                &realm,
+                &pending,
+                &username,
+                Some(GENERIC_FAILURE),
+                StatusCode::UNAUTHORIZED,
+            );
+        }
+    };
+    let detail = json!({"method": "password+otp", "client_id": pending.client_id});
+    match complete_sign_in(
+        &state,
+        &realm,
+        &pending,
+        &user,
+        "pwd otp",
+        ACR_PASSWORD_OTP,
+        detail,
+        now,
+    )
+    .await
+    {
+        Some(signed_in) => {
+            let mut res = see_other(&signed_in.location);
+            for c in signed_in.cookies {
+                res.headers_mut().append(header::SET_COOKIE, c);
+            }
+            res
+        }
+        None => unavailable(&state, Some(&realm)),
+    }
+}
+
+/// A finished sign-in: where to send the browser (the client's redirect URI with the code, or
+/// the app confirmation page) and the cookies to set.
+pub(crate) struct SignedIn {
+    pub location: String,
+    pub cookies: Vec<HeaderValue>,
+}
+
+/// Opens a session for `user` (audited as `login.succeeded`) and issues the code, or, when the
+/// request asks the user to confirm the app, sends the browser to that page first. `None` if the
+/// session could not be stored.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn complete_sign_in(
+    state: &AppState,
+    realm: &LiveRealm,
+    pending: &PendingAuthz,
+    user: &UserRecord,
+    amr: &str,
+    acr: &str,
+    mut detail: serde_json::Value,
+    now: UnixTime,
+) -> Option<SignedIn> {
+    let name = &realm.record.name;
+    let session_token = new_token();
+    let session = SessionRecord {
+        id_hash: token_hash(&session_token),
+        realm: name.clone(),
+        user_id: user.id.clone(),
+        sid: new_token()[..22].to_owned(),
+        created_at: now,
+        last_seen: now,
+        auth_time: now,
+        amr: amr.into(),
+        acr: acr.into(),
+    };
+    detail["sid"] = json!(session.sid);
+    let audit_rows = [
+        AuditDraft::new(now, Some(name), "login.succeeded", &user.username)
+            .subject(&user.id)
+            .detail(detail),
+    ];
+    if let Err(e) = state.store.create_session(&session, &audit_rows).await {
+        tracing::error!(error = %e, "session store failed");
+        return None;
+    }
+    let session_cookie = cookie(
+        SESSION_COOKIE,
+        &session_token,
+        &cookie_path(realm),
+        secure_cookies(realm),
+        None,
+    );
+    // The user has just interacted (signed in on a page that names the app); only an explicit
+    // `prompt=consent` asks again.
+    if pending.force_consent {
+        return Some(SignedIn {
+            location: format!("{}/consent", realm.issuer),
+            cookies: vec![session_cookie],
+        });
+    }
+    let redirect = issue_code(state, realm, pending, &session, now).await;
+    let location = redirect
+        .headers()
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())?
+        .to_owned();
+    Some(SignedIn {
+        location,
+        cookies: vec![session_cookie, pending::clear(realm)],
+    })
+}
