@@ -10,6 +10,11 @@ use std::sync::Mutex;
 use crate::clock::UnixTime;
 
 const WINDOW: i64 = 60;
+
+/// Seconds until the current window ends and a blocked address or account may try again.
+pub fn seconds_until_reset(now: UnixTime) -> i64 {
+    WINDOW - now.rem_euclid(WINDOW)
+}
 const MAX_TRACKED: usize = 100_000;
 
 pub struct FailureLimiter<K = IpAddr> {

@@ -240,6 +240,18 @@ pub fn router(state: AppState) -> Router {
             post(crate::login::enrol::enrol_submit),
         )
         .route(
+            "/realms/{realm}/enrol/done",
+            get(crate::login::enrol::enrol_done),
+        )
+        .route(
+            "/realms/{realm}/login/cancel",
+            get(crate::login::authorize::cancel),
+        )
+        .route(
+            "/realms/{realm}/account/sign-out",
+            post(crate::login::account::sign_out_here),
+        )
+        .route(
             "/realms/{realm}/enrol/passkey/options",
             post(crate::login::passkeys::enrol_options),
         )
@@ -309,6 +321,7 @@ pub fn router(state: AppState) -> Router {
             post(crate::login::account::sign_out_everywhere),
         )
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(crate::login::i18n::preferences))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn(
             move |req: axum::extract::Request, next: axum::middleware::Next| {

@@ -3,6 +3,7 @@
 //! to. Nothing here knows HTTP: the hosted pages (`login`), the token endpoint (`oauth`), userinfo
 //! (`oidc`) and the admin commands use these rules.
 
+pub mod authenticators;
 pub mod authorize;
 pub mod fallback;
 pub mod password;

@@ -25,6 +25,20 @@ pub struct LoginSettings {
     /// Whether a user's "continue" for a public (native or browser) app is remembered, so the
     /// next sign-in to that app with a live session needs no click (RFC 8252 §8.6 advises against).
     pub remember_consent: bool,
+    /// The pages' language when the browser asks for none Sigil speaks (`SUPPORTED_LOCALES`).
+    pub default_locale: String,
+    /// The pages' time zone (IANA name) when the browser has not told its own.
+    pub default_time_zone: String,
+    /// The realm's brand colour for the pages' buttons, `#rrggbb`.
+    pub primary_color: Option<String>,
+}
+
+/// The languages the hosted pages speak (their message catalogues), English first.
+pub const SUPPORTED_LOCALES: &[&str] = &["en", "de"];
+
+/// Whether `c` is a `#rrggbb` colour.
+pub fn valid_color(c: &str) -> bool {
+    c.len() == 7 && c.starts_with('#') && c[1..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 impl Default for LoginSettings {
@@ -38,6 +52,9 @@ impl Default for LoginSettings {
             attribute_claims: BTreeMap::new(),
             logo_url: None,
             remember_consent: false,
+            default_locale: "en".into(),
+            default_time_zone: "UTC".into(),
+            primary_color: None,
         }
     }
 }
@@ -119,6 +136,24 @@ impl LoginSettings {
                 return Err(format!("attribute {attr:?} cannot map to claim {claim:?}"));
             }
         }
+        if !SUPPORTED_LOCALES.contains(&self.default_locale.as_str()) {
+            return Err(format!(
+                "default locale {:?} is not one of {}",
+                self.default_locale,
+                SUPPORTED_LOCALES.join(", ")
+            ));
+        }
+        if jiff::tz::TimeZone::get(&self.default_time_zone).is_err() {
+            return Err(format!(
+                "{:?} is not a known time zone (an IANA name such as Europe/Berlin)",
+                self.default_time_zone
+            ));
+        }
+        if let Some(c) = &self.primary_color
+            && !valid_color(c)
+        {
+            return Err(format!("primary colour {c:?} must be #rrggbb"));
+        }
         Ok(())
     }
 }
@@ -150,5 +185,9 @@ mod tests {
         assert!(LoginSettings::parse(r#"{"allow_password_fallback": "no"}"#).is_err());
         assert!(LoginSettings::parse("{not json").is_err());
         assert!(LoginSettings::parse(r#"{"session_idle_secs": 1}"#).is_err());
+        assert!(LoginSettings::parse(r#"{"default_locale": "fr"}"#).is_err());
+        assert!(LoginSettings::parse(r#"{"default_time_zone": "Mars/Base"}"#).is_err());
+        assert!(LoginSettings::parse(r#"{"primary_color": "red;}"}"#).is_err());
+        assert!(LoginSettings::parse(r##"{"primary_color": "#0b57d0", "default_locale": "de", "default_time_zone": "Europe/Berlin"}"##).is_ok());
     }
 }

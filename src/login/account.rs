@@ -13,7 +13,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::common::*;
-use super::pages_support::{cookie, csrf_ok, message, realm_context, render};
+use super::i18n::tr;
+use super::pages_support::{
+    cookie, csrf_ok, lang_for, message, message_with, realm_context, render, when,
+};
 use super::session::{self, Current, SESSION_COOKIE, cookie_path, secure_cookies};
 use crate::audit::AuditDraft;
 use crate::clock::UnixTime;
@@ -49,8 +52,7 @@ pub(crate) async fn signed_in(
             &state.templates,
             Some(&realm),
             StatusCode::UNAUTHORIZED,
-            "Not signed in",
-            "Sign in through your application first.",
+            "not_signed_in",
         )),
     }
 }
@@ -122,44 +124,24 @@ pub(crate) async fn apply_change(
         .await
 }
 
-fn format_time(ts: i64) -> String {
-    // UTC, minute precision: "2026-11-23 17:25 UTC".
-    let days = ts.div_euclid(86_400);
-    let secs = ts.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
-        secs / 3600,
-        (secs % 3600) / 60
-    )
+/// A session's sign-in method in words (`amr` values: `hwk` for a passkey, `pwd otp`).
+fn method_words(lang: &str, amr: &str) -> String {
+    let key = if amr.split(' ').any(|a| a == "hwk") {
+        "method.passkey"
+    } else if amr.split(' ').any(|a| a == "pwd") {
+        "method.password_otp"
+    } else {
+        "method.unknown"
+    };
+    tr(lang, key, &[])
 }
 
-/// Howard Hinnant's days-to-civil algorithm.
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-fn describe_event(kind: &str) -> &'static str {
-    match kind {
-        "user.passkey_added" => "Passkey added",
-        "user.passkey_removed" => "Passkey removed",
-        "user.totp_replaced" => "Authenticator app replaced",
-        "user.recovery_codes_replaced" => "New recovery codes created",
-        "user.signed_out_everywhere" => "Signed out everywhere",
-        "user.reauthenticated" => "Identity confirmed",
-        "user.enrolled" => "Sign-in set up",
-        "user.disabled" => "Account disabled",
-        "user.enabled" => "Account enabled",
-        _ => "Change",
+/// A security event in words.
+fn event_words(lang: &str, kind: &str) -> String {
+    if SECURITY_EVENTS.contains(&kind) {
+        tr(lang, &format!("event.{kind}"), &[])
+    } else {
+        tr(lang, "event.other", &[])
     }
 }
 
@@ -174,6 +156,7 @@ pub async fn account(
         Ok(x) => x,
         Err(res) => return res,
     };
+    let lang = lang_for(Some(&realm));
     let sessions = state
         .store
         .sessions_of(&name, &cur.user.id)
@@ -181,7 +164,7 @@ pub async fn account(
         .unwrap_or_default();
     let list: Vec<_> = sessions
         .iter()
-        .map(|s| context! { auth_time => format_time(s.auth_time), amr => s.amr.clone(), current => s.id_hash == cur.session.id_hash })
+        .map(|s| context! { when => when(&realm, s.auth_time), method => method_words(lang, &s.amr), current => s.id_hash == cur.session.id_hash })
         .collect();
     let passkeys: Vec<_> = state
         .store
@@ -189,7 +172,14 @@ pub async fn account(
         .await
         .unwrap_or_default()
         .into_iter()
-        .map(|p| context! { name => p.name, created_at => format_time(p.created_at), credential_id => p.credential_id })
+        .map(|p| {
+            context! {
+                name => p.name,
+                added => when(&realm, p.created_at),
+                last_used => p.last_used_at.map(|t| when(&realm, t)),
+                credential_id => p.credential_id,
+            }
+        })
         .collect();
     let events: Vec<_> = state
         .store
@@ -197,11 +187,12 @@ pub async fn account(
         .await
         .unwrap_or_default()
         .into_iter()
-        .map(|e| context! { what => describe_event(&e.kind), when => format_time(e.ts), kind => e.kind })
+        .map(|e| context! { what => event_words(lang, &e.kind), when => when(&realm, e.ts), kind => e.kind })
         .collect();
     let ctx = context! { ..realm_context(&realm), ..context! {
-        title => "Your account",
+        title => "page.account",
         username => cur.user.username.clone(),
+        has_totp => cur.user.totp_sealed.is_some(),
         sessions => list,
         passkeys => passkeys,
         events => events,
@@ -214,6 +205,7 @@ pub async fn account(
         totp_action => format!("{}/account/totp", realm.issuer),
         recovery_action => format!("{}/account/recovery-codes", realm.issuer),
         sign_out_action => format!("{}/account/sign-out-everywhere", realm.issuer),
+        sign_out_here_action => format!("{}/account/sign-out", realm.issuer),
     }};
     render(&state.templates, "account.html", ctx, StatusCode::OK)
 }
@@ -251,13 +243,7 @@ pub async fn sign_out_everywhere(
     {
         return unavailable(&state, Some(&realm));
     }
-    let mut res = message(
-        &state.templates,
-        Some(&realm),
-        StatusCode::OK,
-        "Signed out everywhere",
-        "Every session and app sign-in of yours has ended.",
-    );
+    let mut res = signed_out_page(&state, &realm, "signed_out_everywhere");
     res.headers_mut().append(
         header::SET_COOKIE,
         cookie(
@@ -269,6 +255,63 @@ pub async fn sign_out_everywhere(
         ),
     );
     res
+}
+
+/// "Signed out" with the ways forward: sign in again (the account page asks the app's sign-in).
+fn signed_out_page(state: &AppState, realm: &LiveRealm, key: &str) -> Response {
+    let mut res = message_with(
+        &state.templates,
+        Some(realm),
+        StatusCode::OK,
+        key,
+        context! { links => account_links(realm) },
+    );
+    res.headers_mut().append(
+        header::SET_COOKIE,
+        cookie(
+            SESSION_COOKIE,
+            "",
+            &cookie_path(realm),
+            secure_cookies(realm),
+            Some(0),
+        ),
+    );
+    res
+}
+
+/// `POST /realms/{realm}/account/sign-out`: ends this browser's session only (its refresh tokens
+/// die with it: a refresh needs a live session).
+pub async fn sign_out_here(
+    State(state): State<AppState>,
+    RealmPath(name): RealmPath,
+    headers: HeaderMap,
+    form: Result<Form<CsrfForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let now = state.clock.now();
+    let csrf = form.ok().and_then(|Form(f)| f.csrf);
+    let (realm, cur) = match signed_in_form(&state, &name, &headers, csrf.as_deref(), now).await {
+        Ok(x) => x,
+        Err(res) => return res,
+    };
+    if state
+        .store
+        .delete_session(&cur.session.id_hash)
+        .await
+        .is_err()
+    {
+        return unavailable(&state, Some(&realm));
+    }
+    audit(
+        &state,
+        &realm,
+        "user.signed_out",
+        &cur.user.username,
+        Some(&cur.user.id),
+        serde_json::json!({"sid": cur.session.sid}),
+        now,
+    )
+    .await;
+    signed_out_page(&state, &realm, "signed_out")
 }
 
 #[derive(Deserialize)]
@@ -311,12 +354,20 @@ pub async fn remove_passkey(
             &state.templates,
             Some(&realm),
             StatusCode::NOT_FOUND,
-            "Not found",
-            "That passkey is not yours or is already gone.",
+            "passkey_gone",
         ),
         Err(e) => {
             tracing::error!(error = %e, "passkey removal failed");
             unavailable(&state, Some(&realm))
         }
     }
+}
+
+/// The way back to the account page, as a message page's link.
+pub(crate) fn account_links(realm: &LiveRealm) -> Vec<minijinja::Value> {
+    vec![minijinja::context! {
+        href => format!("{}/account", realm.issuer),
+        label => super::i18n::tr(super::pages_support::lang_for(Some(realm)), "common.go_to_account", &[]),
+        id => "go-to-account",
+    }]
 }

@@ -11,8 +11,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::common::*;
-use super::pages_support::{message, realm_context, render};
+use super::pages_support::{message, message_with, realm_context, render};
 use super::session::{self, Current};
+use super::totp_view;
+use crate::directory::LiveRealm;
 use crate::identity::{recovery, totp};
 use crate::oidc::RealmPath;
 use crate::state::AppState;
@@ -60,24 +62,33 @@ pub async fn totp_start(
     {
         return unavailable(&state, Some(&realm));
     }
+    totp_page(&state, &realm, &cur, &secret, None, StatusCode::OK)
+}
+
+/// The set-up page for `secret` (shown again, same secret, when a code was refused).
+fn totp_page(
+    state: &AppState,
+    realm: &LiveRealm,
+    cur: &Current,
+    secret: &[u8],
+    error: Option<&str>,
+    status: StatusCode,
+) -> Response {
     let label = realm
         .record
         .display_name
         .clone()
         .unwrap_or_else(|| realm.record.name.clone());
-    let title = if cur.user.totp_sealed.is_some() {
-        "New authenticator app"
-    } else {
-        "Set up an authenticator app"
-    };
-    let ctx = context! { ..realm_context(&realm), ..context! {
-        title => title,
+    let replacing = cur.user.totp_sealed.is_some();
+    let ctx = context! { ..realm_context(realm), ..totp_view::context(secret, &label, &cur.user.username), ..context! {
+        title => if replacing { "totp.title_replace" } else { "totp.title_setup" },
+        replacing => replacing,
         action => format!("{}/account/totp/confirm", realm.issuer),
+        account_url => format!("{}/account", realm.issuer),
         csrf => session::session_csrf(&cur.token),
-        totp_secret => totp::secret_base32(&secret),
-        otpauth_url => totp::otpauth_url(&secret, &label, &cur.user.username),
+        error => error,
     }};
-    render(&state.templates, "totp.html", ctx, StatusCode::OK)
+    render(&state.templates, "totp.html", ctx, status)
 }
 
 #[derive(Deserialize)]
@@ -100,15 +111,6 @@ pub async fn totp_confirm(
         Ok(x) => x,
         Err(res) => return res,
     };
-    let again = |title: &str, text: &str| {
-        message(
-            &state.templates,
-            Some(&realm),
-            StatusCode::BAD_REQUEST,
-            title,
-            text,
-        )
-    };
     let code = f.and_then(|f| f.code).unwrap_or_default();
     let sealed = state
         .store
@@ -124,12 +126,21 @@ pub async fn totp_confirm(
             .ok()
     });
     let (Some(sealed), Some(secret)) = (sealed, secret) else {
-        return again("Expired", "Start again from your account page.");
+        return message(
+            &state.templates,
+            Some(&realm),
+            StatusCode::BAD_REQUEST,
+            "totp_expired",
+        );
     };
     let Some(step) = totp::matching_step(&secret, &code, now) else {
-        return again(
-            "Not replaced",
-            "The code did not match; your old authenticator app still works. Start again from your account page.",
+        return totp_page(
+            &state,
+            &realm,
+            &cur,
+            &secret,
+            Some("error.code_mismatch"),
+            StatusCode::BAD_REQUEST,
         );
     };
     // One winner: a concurrent confirmation of the same set-up finds it gone.
@@ -141,7 +152,12 @@ pub async fn totp_confirm(
         .flatten()
         .is_none()
     {
-        return again("Expired", "Start again from your account page.");
+        return message(
+            &state.templates,
+            Some(&realm),
+            StatusCode::BAD_REQUEST,
+            "totp_expired",
+        );
     }
     let change = CredentialChange::ReplaceTotp { sealed, step };
     match apply_change(
@@ -155,12 +171,16 @@ pub async fn totp_confirm(
     )
     .await
     {
-        Ok(_) => message(
+        Ok(_) => message_with(
             &state.templates,
             Some(&realm),
             StatusCode::OK,
-            "Authenticator app replaced",
-            "Use codes from the new app from now on. Your other sessions were signed out.",
+            if cur.user.totp_sealed.is_some() {
+                "totp_replaced"
+            } else {
+                "totp_set_up"
+            },
+            context! { links => account_links(&realm) },
         ),
         Err(e) => {
             tracing::error!(error = %e, "TOTP replacement failed");
@@ -200,6 +220,6 @@ pub async fn recovery_codes(
         tracing::error!(error = %e, "recovery code replacement failed");
         return unavailable(&state, Some(&realm));
     }
-    let ctx = context! { ..realm_context(&realm), ..context! { title => "Recovery codes", codes => codes } };
+    let ctx = super::enrol::recovery_context(&realm, &codes, &format!("{}/account", realm.issuer));
     render(&state.templates, "recovery.html", ctx, StatusCode::OK)
 }

@@ -17,6 +17,7 @@ use crate::clock::UnixTime;
 use crate::directory::LiveRealm;
 use crate::identity::authorize::{self as flow, AuthorizeQuery, CodeData, PendingAuthz};
 use crate::identity::{new_token, token_hash};
+use crate::login::pages_support::message_with;
 use crate::oidc::RealmPath;
 use crate::state::AppState;
 use crate::store::login::SessionRecord;
@@ -47,8 +48,7 @@ pub async fn authorize(
             &state.templates,
             Some(&realm),
             StatusCode::BAD_REQUEST,
-            "Invalid sign-in request",
-            "The application sent a malformed sign-in request.",
+            "bad_request",
         );
     };
     let client = match q.client_id.as_deref() {
@@ -74,8 +74,7 @@ pub async fn authorize(
                 &state.templates,
                 Some(&realm),
                 StatusCode::BAD_REQUEST,
-                "Invalid sign-in request",
-                "The application's sign-in link is not valid. Return to the application and try again.",
+                "bad_link",
             );
         }
         Ok(Err((uri, e))) => {
@@ -236,12 +235,36 @@ pub(crate) fn pending_flow(
     pending::read(state, realm, headers, now)
 }
 
+/// `GET /realms/{realm}/login/cancel`: the user gives up; the app gets `access_denied` (with its
+/// `state` and `iss`), the pending request ends. Only the pending request's own, already matched
+/// redirect URI is used, so this is no open redirect.
+pub async fn cancel(
+    State(state): State<AppState>,
+    RealmPath(name): RealmPath,
+    headers: HeaderMap,
+) -> Response {
+    let now = state.clock.now();
+    let realm = match realm_or_page(&state, &name, now).await {
+        Ok(r) => r,
+        Err(res) => return res,
+    };
+    match pending_flow(&state, &realm, &headers, now) {
+        Some((_, pending)) => redirect_to_client_error(
+            &realm,
+            &pending,
+            "access_denied",
+            "the user cancelled the sign-in",
+        ),
+        None => expired(&state, &realm),
+    }
+}
+
 pub(crate) fn expired(state: &AppState, realm: &LiveRealm) -> Response {
-    message(
+    message_with(
         &state.templates,
         Some(realm),
         StatusCode::BAD_REQUEST,
-        "Sign-in expired",
-        "This sign-in has expired or was already used. Return to the application and start again.",
+        "expired_request",
+        minijinja::context! { minutes => crate::identity::authorize::FLOW_TTL / 60 },
     )
 }

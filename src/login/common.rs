@@ -14,6 +14,7 @@ use crate::audit::tally::Refused;
 use crate::clock::UnixTime;
 use crate::directory::LiveRealm;
 use crate::identity::settings::LoginSettings;
+use crate::login::pages_support::message_with;
 use crate::state::AppState;
 
 pub(crate) fn unavailable(state: &AppState, realm: Option<&LiveRealm>) -> Response {
@@ -21,8 +22,7 @@ pub(crate) fn unavailable(state: &AppState, realm: Option<&LiveRealm>) -> Respon
         &state.templates,
         realm,
         StatusCode::SERVICE_UNAVAILABLE,
-        "Unavailable",
-        "Sign-in is unavailable; try again shortly.",
+        "unavailable",
     )
 }
 
@@ -41,8 +41,7 @@ pub(crate) async fn realm_or_page(
             &state.templates,
             None,
             StatusCode::NOT_FOUND,
-            "Not found",
-            "There is no such sign-in page.",
+            "not_found",
         )),
         Err(e) => {
             tracing::error!(error = %e, "realm unavailable");
@@ -66,23 +65,22 @@ pub(crate) fn settings(realm: &LiveRealm) -> &LoginSettings {
 }
 
 pub(crate) fn csrf_refused(state: &AppState, realm: &LiveRealm) -> Response {
-    message(
-        &state.templates,
-        Some(realm),
-        StatusCode::FORBIDDEN,
-        "Request refused",
-        "The form could not be verified. Go back and try again.",
-    )
+    message(&state.templates, Some(realm), StatusCode::FORBIDDEN, "csrf")
 }
 
 pub(crate) fn too_many(state: &AppState, realm: &LiveRealm) -> Response {
-    message(
+    let wait = crate::ratelimit::seconds_until_reset(state.clock.now());
+    let mut res = message_with(
         &state.templates,
         Some(realm),
         StatusCode::TOO_MANY_REQUESTS,
-        "Too many attempts",
-        "Too many attempts. Wait a minute and try again.",
-    )
+        "throttled",
+        minijinja::context! { wait => wait },
+    );
+    if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
+        res.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    res
 }
 
 pub(crate) fn see_other(location: &str) -> Response {

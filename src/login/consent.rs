@@ -75,7 +75,7 @@ pub async fn consent_form(
     };
     let scopes: Vec<&str> = pending.scope.split(' ').filter(|s| !s.is_empty()).collect();
     let ctx = context! { ..realm_context(&realm), ..context! {
-        title => "Continue to the app?",
+        title => "page.consent",
         action => format!("{}/consent", realm.issuer),
         csrf => pending.csrf.clone(),
         app => pending.client_id.clone(),

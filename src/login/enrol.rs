@@ -1,7 +1,7 @@
 //! Enrolment through an invite link: a passkey, or password + TOTP (with recovery codes). The
 //! invite is spent in the same transaction that stores the credentials, so one invite enrols once.
 
-use axum::extract::{Form, Path, State};
+use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use base64::Engine;
@@ -10,13 +10,17 @@ use minijinja::context;
 use serde::{Deserialize, Serialize};
 
 use super::common::*;
-use super::pages_support::{cookie, csrf_ok, message, realm_context, render};
+use super::i18n::tr;
+use super::pages_support::{cookie, csrf_ok, lang_for, message, realm_context, render};
 use super::session::{self, ENROL_COOKIE, cookie_path, secure_cookies};
+use super::totp_view;
 use crate::audit::AuditDraft;
+use crate::directory::LiveRealm;
 use crate::identity::{new_token, password, recovery, token_hash, totp};
 use crate::oidc::RealmPath;
 use crate::state::AppState;
 use crate::store::login::Enrolment;
+use crate::store::login::UserRecord;
 
 /// An enrolment in progress (kind `enrol`, named by the enrolment cookie).
 #[derive(Serialize, Deserialize)]
@@ -39,29 +43,33 @@ pub async fn enrol_form(
         Err(res) => return res,
     };
     let invite_hash = token_hash(&token);
-    let Some(user_id) = state
-        .store
-        .invite(&invite_hash, &name, now)
-        .await
-        .ok()
-        .flatten()
-    else {
-        return message(
+    let invite_gone = |expired: bool| {
+        message(
             &state.templates,
             Some(&realm),
             StatusCode::NOT_FOUND,
-            "Link not valid",
-            "This enrolment link has expired or was already used. Ask for a new one.",
-        );
+            if expired {
+                "invite_expired"
+            } else {
+                "invite_used"
+            },
+        )
+    };
+    let user_id = match state.store.invite(&invite_hash, &name, now).await {
+        Ok(Some(id)) => id,
+        Ok(None) => {
+            // A spent invite is deleted with the enrolment; an expired one stays until swept.
+            let expired = state
+                .store
+                .invite_expired(&invite_hash, &name, now)
+                .await
+                .unwrap_or(false);
+            return invite_gone(expired);
+        }
+        Err(_) => return unavailable(&state, Some(&realm)),
     };
     let Some(user) = state.store.user_by_id(&name, &user_id).await.ok().flatten() else {
-        return message(
-            &state.templates,
-            Some(&realm),
-            StatusCode::NOT_FOUND,
-            "Link not valid",
-            "This enrolment link has expired or was already used. Ask for a new one.",
-        );
+        return invite_gone(false);
     };
     let secret = totp::new_secret();
     let Ok(sealed) = state
@@ -72,8 +80,7 @@ pub async fn enrol_form(
             &state.templates,
             Some(&realm),
             StatusCode::SERVICE_UNAVAILABLE,
-            "Unavailable",
-            "Try again shortly.",
+            "unavailable",
         );
     };
     let flow_token = new_token();
@@ -100,27 +107,10 @@ pub async fn enrol_form(
             &state.templates,
             Some(&realm),
             StatusCode::SERVICE_UNAVAILABLE,
-            "Unavailable",
-            "Try again shortly.",
+            "unavailable",
         );
     }
-    let settings = settings(&realm);
-    let label = realm
-        .record
-        .display_name
-        .clone()
-        .unwrap_or_else(|| realm.record.name.clone());
-    let ctx = context! { ..realm_context(&realm), ..context! {
-        title => "Set up sign-in",
-        action => format!("{}/enrol", realm.issuer),
-        passkey_action => format!("{}/enrol/passkey", realm.issuer),
-        csrf => data.csrf,
-        username => user.username.clone(),
-        fallback => settings.allow_password_fallback,
-        totp_secret => totp::secret_base32(&secret),
-        otpauth_url => totp::otpauth_url(&secret, &label, &user.username),
-    }};
-    let mut res = render(&state.templates, "enrol.html", ctx, StatusCode::OK);
+    let mut res = enrol_page(&state, &realm, &user, &data, &secret, None, StatusCode::OK);
     res.headers_mut().append(
         header::SET_COOKIE,
         cookie(
@@ -132,6 +122,69 @@ pub async fn enrol_form(
         ),
     );
     res
+}
+
+/// The enrolment page for `flow` (the same TOTP secret each time it is shown), with `error` (a
+/// catalogue key) when a submission was refused.
+fn enrol_page(
+    state: &AppState,
+    realm: &LiveRealm,
+    user: &UserRecord,
+    flow: &EnrolFlow,
+    secret: &[u8],
+    error: Option<&str>,
+    status: StatusCode,
+) -> Response {
+    let label = realm
+        .record
+        .display_name
+        .clone()
+        .unwrap_or_else(|| realm.record.name.clone());
+    let ctx = context! { ..realm_context(realm), ..totp_view::context(secret, &label, &user.username), ..context! {
+        title => "page.enrol",
+        action => format!("{}/enrol", realm.issuer),
+        passkey_action => format!("{}/enrol/passkey", realm.issuer),
+        csrf => flow.csrf.clone(),
+        username => user.username.clone(),
+        fallback => settings(realm).allow_password_fallback,
+        error => error,
+    }};
+    render(&state.templates, "enrol.html", ctx, status)
+}
+
+#[derive(Deserialize)]
+pub struct DoneQuery {
+    method: Option<String>,
+}
+
+/// `GET /realms/{realm}/enrol/done`: the last step of an enrolment, with the ways forward.
+pub async fn enrol_done(
+    State(state): State<AppState>,
+    RealmPath(name): RealmPath,
+    Query(q): Query<DoneQuery>,
+) -> Response {
+    let now = state.clock.now();
+    let realm = match realm_or_page(&state, &name, now).await {
+        Ok(r) => r,
+        Err(res) => return res,
+    };
+    let lang = lang_for(Some(&realm));
+    let method = if q.method.as_deref() == Some("passkey") {
+        "passkey"
+    } else {
+        "password"
+    };
+    let links = vec![context! {
+        href => format!("{}/account", realm.issuer),
+        label => tr(lang, "common.go_to_account", &[]),
+        id => "go-to-account",
+    }];
+    let ctx = context! { ..realm_context(&realm), ..context! {
+        title => "page.enrol_done",
+        method => method,
+        links => links,
+    }};
+    render(&state.templates, "done.html", ctx, StatusCode::OK)
 }
 
 #[derive(Deserialize)]
@@ -158,8 +211,7 @@ pub async fn enrol_submit(
             &state.templates,
             Some(&realm),
             StatusCode::BAD_REQUEST,
-            "Link not valid",
-            "This enrolment has expired. Open your enrolment link again.",
+            "enrol_expired",
         )
     };
     let Some((flow_hash, flow)) =
@@ -173,8 +225,7 @@ pub async fn enrol_submit(
             &state.templates,
             Some(&realm),
             StatusCode::FORBIDDEN,
-            "Request refused",
-            "The form could not be verified. Open your enrolment link again.",
+            "csrf",
         );
     }
     if state
@@ -198,18 +249,6 @@ pub async fn enrol_submit(
         return gone();
     };
     let pw = f.password.unwrap_or_default();
-    let again = |error: &str| {
-        message(
-            &state.templates,
-            Some(&realm),
-            StatusCode::BAD_REQUEST,
-            "Not set up yet",
-            &format!("{error} Open your enrolment link again to retry."),
-        )
-    };
-    if let Some(problem) = password::policy_error(&pw) {
-        return again(&format!("The password is too weak: {problem}."));
-    }
     let Ok(sealed) = STANDARD.decode(&flow.totp_sealed) else {
         return gone();
     };
@@ -219,16 +258,33 @@ pub async fn enrol_submit(
     else {
         return gone();
     };
+    // A refused submission shows the same page again (same secret, same enrolment) with why.
+    let again = |error: &str| {
+        enrol_page(
+            &state,
+            &realm,
+            &user,
+            &flow,
+            &secret,
+            Some(error),
+            StatusCode::BAD_REQUEST,
+        )
+    };
+    if pw.len() > password::MAX_LEN {
+        return again("error.long_password");
+    }
+    if password::policy_error(&pw).is_some() {
+        return again("error.weak_password");
+    }
     let Some(step) = totp::matching_step(&secret, &f.code.unwrap_or_default(), now) else {
-        return again("The code from the authenticator app did not match.");
+        return again("error.code_mismatch");
     };
     let Ok(hash) = state.passwords.hash(pw).await else {
         return message(
             &state.templates,
             Some(&realm),
             StatusCode::SERVICE_UNAVAILABLE,
-            "Busy",
-            "Try again in a moment.",
+            "busy",
         );
     };
     let codes = recovery::generate();
@@ -265,13 +321,12 @@ pub async fn enrol_submit(
                 &state.templates,
                 Some(&realm),
                 StatusCode::SERVICE_UNAVAILABLE,
-                "Unavailable",
-                "Try again shortly.",
+                "unavailable",
             );
         }
     }
     let _ = state.store.delete_flow(&flow_hash).await;
-    let ctx = context! { ..realm_context(&realm), ..context! { title => "Recovery codes", codes => codes } };
+    let ctx = recovery_context(&realm, &codes, &format!("{}/enrol/done", realm.issuer));
     let mut res = render(&state.templates, "recovery.html", ctx, StatusCode::OK);
     res.headers_mut().append(
         header::SET_COOKIE,
@@ -284,4 +339,35 @@ pub async fn enrol_submit(
         ),
     );
     res
+}
+
+/// The recovery codes page's values: the codes, a `.txt` to download, where "Continue" goes.
+pub(crate) fn recovery_context(
+    realm: &LiveRealm,
+    codes: &[String],
+    continue_url: &str,
+) -> minijinja::Value {
+    let lang = lang_for(Some(realm));
+    let realm_name = realm
+        .record
+        .display_name
+        .clone()
+        .unwrap_or_else(|| realm.record.name.clone());
+    let mut text = tr(lang, "recovery.file_heading", &[("realm", &realm_name)]);
+    text.push_str("\n\n");
+    for c in codes {
+        text.push_str(c);
+        text.push('\n');
+    }
+    let file_name = format!("recovery-codes-{}.txt", realm.record.name);
+    context! { ..realm_context(realm), ..context! {
+        title => "page.recovery",
+        codes => codes,
+        file_name => file_name,
+        download_href => format!(
+            "data:text/plain;charset=utf-8,{}",
+            percent_encoding::utf8_percent_encode(&text, percent_encoding::NON_ALPHANUMERIC)
+        ),
+        continue_url => continue_url,
+    }}
 }

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use minijinja::{Environment, Value, context};
+use minijinja::value::Kwargs;
+use minijinja::{Environment, State, Value, context};
 use subtle::ConstantTimeEq;
 
 use crate::directory::LiveRealm;
@@ -27,22 +28,125 @@ pub fn environment() -> Arc<Environment<'static>> {
         ("message.html", include_str!("../../templates/message.html")),
         ("consent.html", include_str!("../../templates/consent.html")),
         ("reauth.html", include_str!("../../templates/reauth.html")),
+        ("done.html", include_str!("../../templates/done.html")),
+        (
+            "totp_setup.html",
+            include_str!("../../templates/totp_setup.html"),
+        ),
     ] {
         // The templates are part of the binary and covered by tests; a broken one is a build bug.
         env.add_template(name, source).expect("valid template");
     }
+    env.add_function("t", translate);
     Arc::new(env)
 }
 
-/// Common page context: realm name and logo.
-pub fn realm_context(realm: &LiveRealm) -> Value {
-    context! {
-        realm_name => realm.record.display_name.clone().unwrap_or_else(|| realm.record.name.clone()),
-        logo_url => realm.login().and_then(|s| s.logo_url.clone()),
+/// `{{ t("key", name=value) }}` in a template: the message in the page's language (`lang`).
+fn translate(state: &State, key: &str, args: Kwargs) -> Result<String, minijinja::Error> {
+    let lang = state
+        .lookup("lang")
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "en".into());
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for name in args.args() {
+        let v: Value = args.get(name)?;
+        let text = if v.is_undefined() || v.is_none() {
+            String::new()
+        } else {
+            v.to_string()
+        };
+        pairs.push((name.to_owned(), text));
+    }
+    let refs: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    Ok(super::i18n::tr(&lang, key, &refs))
+}
+
+/// The language of this request's page in `realm`: the browser's choice among the catalogues,
+/// else the realm's default, else English.
+pub fn lang_for(realm: Option<&LiveRealm>) -> &'static str {
+    let default = realm
+        .and_then(|r| r.login())
+        .map(|s| s.default_locale.as_str());
+    super::i18n::negotiate(super::i18n::current().accept_language.as_deref(), default)
+}
+
+/// `ts` in words, in this request's language and time zone (the browser's, else the realm's).
+pub fn when(realm: &LiveRealm, ts: i64) -> String {
+    let prefs = super::i18n::current();
+    let zone = prefs
+        .time_zone
+        .or_else(|| realm.login().map(|s| s.default_time_zone.clone()))
+        .unwrap_or_else(|| "UTC".into());
+    super::when::in_words(ts, lang_for(Some(realm)), &zone)
+}
+
+/// The text colour that reads on `bg` (`#rrggbb`): black or white, whichever contrasts more
+/// (WCAG relative luminance); either way at least 4.5:1.
+pub fn on_color(bg: &str) -> &'static str {
+    let channel = |i: usize| {
+        let v =
+            u8::from_str_radix(bg.get(i..i + 2).unwrap_or("00"), 16).unwrap_or(0) as f64 / 255.0;
+        if v <= 0.04045 {
+            v / 12.92
+        } else {
+            ((v + 0.055) / 1.055).powf(2.4)
+        }
+    };
+    let l = 0.2126 * channel(1) + 0.7152 * channel(3) + 0.0722 * channel(5);
+    if (1.05 / (l + 0.05)) >= ((l + 0.05) / 0.05) {
+        "#ffffff"
+    } else {
+        "#000000"
     }
 }
 
+/// Common page context: realm name, logo, brand colour and language.
+pub fn realm_context(realm: &LiveRealm) -> Value {
+    let settings = realm.login();
+    let primary = settings
+        .and_then(|s| s.primary_color.clone())
+        .filter(|c| crate::identity::settings::valid_color(c))
+        .unwrap_or_else(|| "#0b57d0".into());
+    context! {
+        realm_name => realm.record.display_name.clone().unwrap_or_else(|| realm.record.name.clone()),
+        logo_url => settings.and_then(|s| s.logo_url.clone()),
+        on_primary => on_color(&primary),
+        primary => primary,
+        lang => lang_for(Some(realm)),
+    }
+}
+
+/// The strings the pages' script shows, in the page's language: JSON for a
+/// `<script type="application/json">` block, with `<`, `>` and `&` escaped so nothing in it can
+/// end the block.
+fn script_strings(lang: &str) -> Value {
+    let map: std::collections::BTreeMap<String, String> = super::i18n::keys("en")
+        .into_iter()
+        .filter_map(|k| {
+            let short = k.strip_prefix("js.")?.to_owned();
+            Some((short, super::i18n::tr(lang, &k, &[])))
+        })
+        .collect();
+    let json = serde_json::to_string(&map)
+        .unwrap_or_else(|_| "{}".into())
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026");
+    Value::from_safe_string(json)
+}
+
 pub fn render(env: &Environment<'static>, name: &str, ctx: Value, status: StatusCode) -> Response {
+    // A page without a realm (unknown realm) still speaks the browser's language.
+    let lang = ctx
+        .get_attr("lang")
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| lang_for(None).to_owned());
+    // Left wins in `context!`: the page's own values, then the defaults.
+    let ctx = context! { ..ctx, ..context! { lang => lang.clone(), js_strings => script_strings(&lang), primary => "#0b57d0", on_primary => "#ffffff" } };
     match env.get_template(name).and_then(|t| t.render(ctx)) {
         Ok(html) => {
             let mut res = (status, Html(html)).into_response();
@@ -78,18 +182,35 @@ pub fn secure_page_headers(h: &mut HeaderMap) {
     );
 }
 
-/// A message page (errors never redirect anywhere).
+/// A message page (errors never redirect anywhere): `key` names the catalogue's `msg.KEY.title`
+/// and `msg.KEY.body`.
 pub fn message(
     env: &Environment<'static>,
     realm: Option<&LiveRealm>,
     status: StatusCode,
-    title: &str,
-    text: &str,
+    key: &str,
+) -> Response {
+    message_with(env, realm, status, key, context! {})
+}
+
+/// `message` with more context: `wait`, `minutes` (placeholders of the text) and `links`, a list
+/// of `{href, label}` ways forward (labels already in the page's language).
+pub fn message_with(
+    env: &Environment<'static>,
+    realm: Option<&LiveRealm>,
+    status: StatusCode,
+    key: &str,
+    extra: Value,
 ) -> Response {
     let base = realm
         .map(realm_context)
         .unwrap_or_else(|| context! { realm_name => "Sigil" });
-    let ctx = context! { ..base, ..context! { title => title, message => text, is_error => status.is_client_error() || status.is_server_error() } };
+    let ctx = context! { ..base, ..extra, ..context! {
+        title => format!("msg.{key}.title"),
+        message => format!("msg.{key}.body"),
+        message_key => key,
+        is_error => status.is_client_error() || status.is_server_error(),
+    } };
     render(env, "message.html", ctx, status)
 }
 

@@ -39,7 +39,9 @@ fn reauth_page(
     status: StatusCode,
 ) -> Response {
     let ctx = context! { ..realm_context(realm), ..context! {
-        title => "Confirm it's you",
+        title => "page.reauth",
+        account_url => format!("{}/account", realm.issuer),
+        wait => crate::ratelimit::seconds_until_reset(state.clock.now()),
         action => format!("{}/account/reauth", realm.issuer),
         csrf => session::session_csrf(&cur.token),
         username => cur.user.username.clone(),
@@ -106,7 +108,7 @@ pub async fn reauth_submit(
             &realm,
             &cur,
             true,
-            Some("Confirm with a passkey."),
+            Some("reauth.passkey_only"),
             StatusCode::FORBIDDEN,
         );
     }
@@ -133,7 +135,7 @@ pub async fn reauth_submit(
                 &realm,
                 &cur,
                 false,
-                Some("Busy. Try again in a moment."),
+                Some("error.busy"),
                 StatusCode::SERVICE_UNAVAILABLE,
             );
         }
@@ -159,7 +161,7 @@ pub async fn reauth_submit(
                 &realm,
                 &cur,
                 false,
-                Some("The password or code is not right."),
+                Some("error.generic_failure"),
                 StatusCode::UNAUTHORIZED,
             );
         }

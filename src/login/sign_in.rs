@@ -37,8 +37,10 @@ fn login_page(
     status: StatusCode,
 ) -> Response {
     let ctx = context! { ..realm_context(realm), ..context! {
-        title => "Sign in",
+        title => "page.sign_in",
         action => format!("{}/login", realm.issuer),
+        cancel_url => format!("{}/login/cancel", realm.issuer),
+        wait => crate::ratelimit::seconds_until_reset(state.clock.now()),
         csrf => pending.csrf.clone(),
         app => pending.client_id.clone(),
         fallback => settings(realm).allow_password_fallback && !pending.require_passkey,
@@ -76,7 +78,7 @@ pub struct LoginForm {
     code: Option<String>,
 }
 
-const GENERIC_FAILURE: &str = "The username, password or code is not right.";
+const GENERIC_FAILURE: &str = "error.generic_failure";
 
 /// The fair-share keys of a password check: the address and the account.
 pub(crate) fn share_keys(ip: Option<IpAddr>, realm: &str, username: &str) -> Vec<String> {
@@ -129,7 +131,7 @@ pub async fn login_submit(
             &realm,
             &pending,
             "",
-            Some("This sign-in requires a passkey."),
+            Some("login.passkey_required"),
             StatusCode::FORBIDDEN,
         );
     }
@@ -144,7 +146,7 @@ pub async fn login_submit(
             &realm,
             &pending,
             &username,
-            Some("Too many attempts. Wait a minute and try again."),
+            Some("error.throttled"),
             StatusCode::TOO_MANY_REQUESTS,
         );
     }
@@ -181,7 +183,7 @@ pub async fn login_submit(
                 &realm,
                 &pending,
                 &username,
-                Some("Sign-in is busy. Try again in a moment."),
+                Some("error.busy"),
                 StatusCode::SERVICE_UNAVAILABLE,
             );
         }
@@ -212,12 +214,18 @@ pub async fn login_submit(
                 }
                 None => refused_anonymous(&state, &realm, ip, reason, now),
             }
+            // Disabled is only reported once the password and the code were both right.
+            let shown = if reason == FallbackFailure::Disabled.reason() {
+                "error.disabled"
+            } else {
+                GENERIC_FAILURE
+            };
             return login_page(
                 &state,
                 &realm,
                 &pending,
                 &username,
-                Some(GENERIC_FAILURE),
+                Some(shown),
                 StatusCode::UNAUTHORIZED,
             );
         }

@@ -264,6 +264,14 @@ pub trait LoginStore: Send + Sync {
         now: i64,
     ) -> Result<Option<String>, StoreError>;
 
+    /// Whether an invite exists but has expired (a spent invite is deleted, so `false` then).
+    async fn invite_expired(
+        &self,
+        token_hash: &str,
+        realm: &str,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+
     /// Short-lived server-side state (enrolments, WebAuthn ceremonies). Upserts: the newest
     /// ceremony under a key replaces an older one.
     async fn put_flow(

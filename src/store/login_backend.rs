@@ -275,6 +275,13 @@ macro_rules! impl_login_store {
                 Ok(row.map(|r| r.0))
             }
 
+            async fn invite_expired(&self, token_hash: &str, realm: &str, now: i64) -> Result<bool, $crate::store::StoreError> {
+                let row: Option<(i64,)> = sqlx::query_as(
+                    "SELECT expires_at FROM invites WHERE token_hash = $1 AND realm = $2 AND expires_at <= $3",
+                ).bind(token_hash).bind(realm).bind(now).fetch_optional(&self.pool).await?;
+                Ok(row.is_some())
+            }
+
             async fn put_flow(&self, id_hash: &str, realm: &str, kind: &str, data: &str, expires_at: i64, _now: i64) -> Result<(), $crate::store::StoreError> {
                 sqlx::query(
                     "INSERT INTO flows (id_hash, realm, kind, data, expires_at) VALUES ($1, $2, $3, $4, $5) \

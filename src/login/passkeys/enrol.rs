@@ -123,7 +123,10 @@ pub async fn enrol_finish(
         }
     }
     let _ = state.store.delete_flow(&flow_hash).await;
-    let mut res = ok_json(json!({"done": true}));
+    let mut res = ok_json(json!({
+        "done": true,
+        "redirect": format!("{}/enrol/done?method=passkey", realm.issuer),
+    }));
     res.headers_mut().append(
         header::SET_COOKIE,
         cookie(

@@ -179,12 +179,7 @@ pub(super) async fn finish_registration(
         realm: name.clone(),
         user_id: user_id.to_owned(),
         credential_id: B64.encode::<&[u8]>(passkey.cred_id().as_ref()),
-        name: body
-            .name
-            .unwrap_or_else(|| "Passkey".into())
-            .chars()
-            .take(64)
-            .collect(),
+        name: passkey_name(body.name.as_deref(), &body.credential),
         passkey: serde_json::to_string(&passkey).unwrap_or_default(),
         created_at: now,
         last_used_at: None,
@@ -193,4 +188,26 @@ pub(super) async fn finish_registration(
 
 pub(super) fn passkey_added_audit(record: &PasskeyRecord) -> serde_json::Value {
     json!({"credential_id": record.credential_id, "name": record.name})
+}
+
+/// The name a new passkey is listed under: the one the user gave (trimmed, at most 64
+/// characters), else its provider's from the AAGUID, else "Passkey".
+fn passkey_name(
+    given: Option<&str>,
+    credential: &webauthn_rs::prelude::RegisterPublicKeyCredential,
+) -> String {
+    let given: String = given
+        .map(str::trim)
+        .unwrap_or("")
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(64)
+        .collect();
+    if !given.is_empty() {
+        return given;
+    }
+    crate::identity::authenticators::aaguid(credential.response.attestation_object.as_ref())
+        .and_then(|a| crate::identity::authenticators::name_for(&a))
+        .unwrap_or("Passkey")
+        .to_owned()
 }

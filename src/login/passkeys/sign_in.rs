@@ -263,7 +263,10 @@ pub async fn sign_in(
                 reason: "user_disabled",
                 user: Some(user_id),
             };
-            return assertion_refused(&state, &realm, ip, &r, now).await;
+            // The passkey itself was verified: saying the account is disabled tells its holder
+            // only what an attacker without it cannot learn.
+            let _ = assertion_refused(&state, &realm, ip, &r, now).await;
+            return json_error(StatusCode::FORBIDDEN, "account disabled");
         }
     };
     let detail =
