@@ -1,6 +1,7 @@
 //! All SQL lives here: one `Store` trait of whole units of work, with a SQLite (embedded default)
 //! and a PostgreSQL implementation chosen by the database URL's scheme.
 
+mod audit_backend;
 mod backend;
 pub mod login;
 mod login_backend;

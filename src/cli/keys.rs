@@ -1,0 +1,125 @@
+//! `sigil key` (a realm's signing keys: list, rotate, revoke) and `sigil kek` (re-encrypt every
+//! private key under a new key-encryption key).
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+
+use crate::admin;
+use crate::clock::UnixTime;
+use crate::config::Config;
+use crate::keys::{Alg, open_file_kek};
+
+use super::{CliError, base_url, open_store, print_json};
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Every key of the realm with its state and dates.
+    List {
+        #[arg(long)]
+        realm: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the next key sign now (or a fresh key, if none is published yet).
+    Rotate {
+        #[arg(long)]
+        realm: String,
+        /// Switch the realm to this algorithm from this key on.
+        #[arg(long)]
+        alg: Option<Alg>,
+    },
+    /// Emergency: remove a key from JWKS at once and destroy its private half.
+    Revoke {
+        #[arg(long)]
+        realm: String,
+        #[arg(long)]
+        kid: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KekCommand {
+    /// Re-encrypt every private key under the KEK in FILE, in one transaction. Afterwards, point
+    /// kek_file at FILE (or move it into place) and restart the servers.
+    Rotate {
+        #[arg(long, value_name = "FILE")]
+        new_kek: PathBuf,
+    },
+}
+
+pub(super) async fn run(
+    cmd: KeyCommand,
+    config: Config,
+    now: UnixTime,
+    actor: &str,
+) -> Result<i32, CliError> {
+    let store = open_store(&config).await?;
+    let base = base_url(&config);
+    match cmd {
+        KeyCommand::List { realm, json } => {
+            let r = admin::realms::show(store.as_ref(), &base, &realm).await?;
+            if json {
+                print_json(&r.keys);
+            } else {
+                for k in r.keys {
+                    println!(
+                        "{}\t{}\t{}\tcreated {}\tactivated {}\tretired {}\tmax_exp {}",
+                        k.kid,
+                        k.alg,
+                        k.state,
+                        k.created_at,
+                        k.activated_at.map_or("-".into(), |t| t.to_string()),
+                        k.retired_at.map_or("-".into(), |t| t.to_string()),
+                        k.max_exp
+                    );
+                }
+            }
+        }
+        KeyCommand::Rotate { realm, alg } => {
+            let (kek, _) = open_file_kek(&config.kek_file, store.as_ref()).await?;
+            let kid = crate::keys::rotation::rotate_now(
+                store.as_ref(),
+                kek.as_ref(),
+                &realm,
+                alg,
+                actor,
+                now,
+            )
+            .await
+            .map_err(|e| CliError::Other(e.to_string()))?;
+            println!("{kid} now signs for realm {realm}");
+        }
+        KeyCommand::Revoke { realm, kid } => {
+            let (kek, _) = open_file_kek(&config.kek_file, store.as_ref()).await?;
+            crate::keys::rotation::revoke(store.as_ref(), kek.as_ref(), &realm, &kid, actor, now)
+                .await
+                .map_err(|e| CliError::Other(e.to_string()))?;
+            println!(
+                "revoked {kid}: it has left the JWKS; validators drop it at their next JWKS \
+                 fetch (at most jwks_max_age_secs = {} s, or at once on Validator::refresh)",
+                config.jwks_max_age_secs
+            );
+        }
+    }
+    Ok(0)
+}
+
+pub(super) async fn run_kek(
+    cmd: KekCommand,
+    config: Config,
+    now: UnixTime,
+    actor: &str,
+) -> Result<i32, CliError> {
+    let KekCommand::Rotate { new_kek } = cmd;
+    let store = open_store(&config).await?;
+    let (old, _) = open_file_kek(&config.kek_file, store.as_ref()).await?;
+    let new = crate::keys::FileKek::load(&new_kek)?;
+    let n = admin::keys::rotate_kek(store.as_ref(), old.as_ref(), &new, actor, now).await?;
+    println!(
+        "re-encrypted {n} keys under {}; now set kek_file to {} and restart every node",
+        crate::keys::KekSource::id(&new),
+        new_kek.display()
+    );
+    Ok(0)
+}

@@ -1,0 +1,212 @@
+//! The `sigil` command line: `serve`, `migrate`, and realm/client/audit administration against
+//! the same database a running server uses.
+//!
+//! This module holds the top-level parser, configuration layering and the dispatch; each command
+//! group has a file of its own.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+
+use crate::admin::AdminError;
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, ConfigError, Settings, base_url_string};
+use crate::store::{self, Store};
+
+mod audit;
+mod aws;
+mod bench;
+mod client;
+mod group;
+mod keys;
+mod realm;
+mod user;
+
+pub use audit::AuditCommand;
+pub use aws::{AwsCommand, TokenCommand};
+pub use client::{ClientCommand, ClientRef};
+pub use group::GroupCommand;
+pub use keys::{KekCommand, KeyCommand};
+pub use realm::RealmCommand;
+pub use user::{UserCommand, UserRef};
+
+#[derive(Debug, Parser)]
+#[command(name = "sigil", version, about = "Self-hosted OpenID Connect issuer")]
+pub struct Cli {
+    /// TOML configuration file (see sigil.example.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Database URL: sqlite://PATH (default sqlite://data/sigil.db) or postgres://...
+    #[arg(long, global = true, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Key-encryption key file (default keys/kek).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub kek_file: Option<PathBuf>,
+    /// Base URL of every issuer: {public-url}/realms/{realm}.
+    #[arg(long, global = true, value_name = "URL")]
+    pub public_url: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve {
+        /// Address to listen on (default 127.0.0.1:8080).
+        #[arg(long, value_name = "HOST:PORT")]
+        bind: Option<String>,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage realms.
+    #[command(subcommand)]
+    Realm(RealmCommand),
+    /// Manage service clients.
+    #[command(subcommand)]
+    Client(ClientCommand),
+    /// Inspect the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Signing keys: list, rotate now, revoke.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// The key-encryption key.
+    #[command(subcommand)]
+    Kek(KekCommand),
+    /// AWS workload identity: STS settings and principal bindings of a realm.
+    #[command(subcommand)]
+    Aws(AwsCommand),
+    /// Token helpers for workloads.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Users of a realm (customers, staff).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Groups of a realm and the scopes they grant.
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Measure the raw signing rate of a realm's active key in-process (for bench/).
+    #[command(hide = true)]
+    BenchSign {
+        #[arg(long)]
+        realm: String,
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
+    /// Measure how fast `writers` concurrent appenders (one per node, simulated) can grow the
+    /// audit chain in batches of `batch` records (for bench/; writes synthetic records: use a
+    /// scratch database).
+    #[command(hide = true)]
+    BenchChain {
+        #[arg(long, default_value_t = 4)]
+        writers: usize,
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Startup(#[from] crate::startup::StartupError),
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+    #[error("database: {0}")]
+    Store(#[from] store::StoreError),
+    #[error("{0}")]
+    Kek(#[from] crate::keys::KekOpenError),
+    #[error("{0}")]
+    Key(#[from] crate::keys::KeyError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Layers file, environment and flags into a validated configuration.
+pub fn resolve_config(cli: &Cli) -> Result<Config, ConfigError> {
+    let file = match &cli.config {
+        Some(path) => Settings::from_file(path)?,
+        None => Settings::default(),
+    };
+    let env = Settings::from_env(|k| std::env::var(k).ok())?;
+    let flags = Settings {
+        bind: match &cli.command {
+            Command::Serve { bind } => bind.clone(),
+            _ => None,
+        },
+        public_url: cli.public_url.clone(),
+        database_url: cli.database_url.clone(),
+        kek_file: cli.kek_file.clone(),
+        ..Settings::default()
+    };
+    Config::from_settings(file.merge(env).merge(flags))
+}
+
+fn print_json<T: Serialize>(v: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).unwrap_or_else(|_| "null".into())
+    );
+}
+
+async fn open_store(config: &Config) -> Result<Arc<dyn Store>, CliError> {
+    let store = store::connect_with(&config.database_url, &config.db).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+fn base_url(config: &Config) -> String {
+    match &config.public_url {
+        Some(u) => base_url_string(u),
+        None => crate::config::default_base_url(config.bind),
+    }
+}
+
+/// Runs a parsed command; returns the process exit code.
+pub async fn run(cli: Cli, config: Config) -> Result<i32, CliError> {
+    let now = SystemClock.now();
+    let actor = "cli";
+    match cli.command {
+        Command::Serve { .. } => {
+            let app = crate::Application::build(config).await?;
+            tracing::info!(address = %app.local_addr(), base_url = %app.base_url(), "sigil listening");
+            println!("listening on {}", app.base_url());
+            app.run_until_stopped()
+                .await
+                .map_err(|e| CliError::Other(format!("server error: {e}")))?;
+            Ok(0)
+        }
+        Command::Migrate => {
+            open_store(&config).await?;
+            println!("migrations applied");
+            Ok(0)
+        }
+        Command::Realm(cmd) => realm::run(cmd, config, now, actor).await,
+        Command::Client(cmd) => client::run(cmd, config, now, actor).await,
+        Command::Key(cmd) => keys::run(cmd, config, now, actor).await,
+        Command::Kek(cmd) => keys::run_kek(cmd, config, now, actor).await,
+        Command::Aws(cmd) => aws::run(cmd, config, now, actor).await,
+        Command::Token(cmd) => aws::token(cmd, now).await,
+        Command::User(cmd) => user::run(cmd, config, now, actor).await,
+        Command::Group(cmd) => group::run(cmd, config, now, actor).await,
+        Command::Audit(cmd) => audit::run(cmd, config).await,
+        Command::BenchSign {
+            realm,
+            seconds,
+            threads,
+        } => bench::sign(config, realm, seconds, threads, now).await,
+        Command::BenchChain {
+            writers,
+            batch,
+            seconds,
+        } => bench::chain(config, writers, batch, seconds, now).await,
+    }
+}

@@ -1,0 +1,184 @@
+//! `sigil realm`: create, list and show realms, and set their sign-in policy.
+
+use clap::Subcommand;
+
+use crate::admin;
+use crate::clock::UnixTime;
+use crate::config::Config;
+use crate::keys::{Alg, open_file_kek};
+
+use super::{CliError, base_url, open_store, print_json};
+
+#[derive(Debug, Subcommand)]
+pub enum RealmCommand {
+    /// Create a realm with a fresh signing key.
+    Create {
+        name: String,
+        #[arg(long, default_value = "ES256")]
+        alg: Alg,
+        /// Access token lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        token_ttl: i64,
+        #[arg(long)]
+        display_name: Option<String>,
+        /// Seconds a key signs before the next one takes over (default 30 days).
+        #[arg(long, default_value_t = admin::realms::DEFAULT_ROTATION_PERIOD)]
+        rotation_period: i64,
+        /// Seconds a next key is published before it signs (default 24 h; at least the JWKS max-age).
+        #[arg(long, default_value_t = admin::realms::DEFAULT_PREPUBLISH)]
+        prepublish: i64,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sign-in policy: lifetimes, the password + TOTP fallback, claim names.
+    SetLogin {
+        name: String,
+        #[arg(long)]
+        refresh_ttl: Option<i64>,
+        #[arg(long)]
+        session_idle: Option<i64>,
+        #[arg(long)]
+        session_absolute: Option<i64>,
+        /// true or false.
+        #[arg(long)]
+        allow_fallback: Option<bool>,
+        #[arg(long)]
+        groups_claim: Option<String>,
+        /// attribute=claim (repeatable), e.g. party_id=custom:party_id.
+        #[arg(long = "attr-claim")]
+        attr_claims: Vec<String>,
+        #[arg(long)]
+        logo_url: Option<String>,
+        /// true or false: remember a user's "continue" for a public app (RFC 8252 §8.6 advises
+        /// against it; off by default).
+        #[arg(long)]
+        remember_consent: Option<bool>,
+        /// Start from the defaults instead of the stored policy (needed when the stored one is
+        /// unusable).
+        #[arg(long)]
+        reset: bool,
+    },
+}
+
+pub(super) async fn run(
+    cmd: RealmCommand,
+    config: Config,
+    now: UnixTime,
+    actor: &str,
+) -> Result<i32, CliError> {
+    let store = open_store(&config).await?;
+    let base = base_url(&config);
+    match cmd {
+        RealmCommand::Create {
+            name,
+            alg,
+            token_ttl,
+            display_name,
+            rotation_period,
+            prepublish,
+        } => {
+            let (kek, created) = open_file_kek(&config.kek_file, store.as_ref()).await?;
+            if created {
+                eprintln!(
+                    "warning: created a new key-encryption key at {}; production must provide its own",
+                    config.kek_file.display()
+                );
+            }
+            let req = admin::realms::NewRealm {
+                name,
+                alg,
+                access_token_ttl: token_ttl,
+                display_name,
+                rotation_period_secs: rotation_period,
+                prepublish_secs: prepublish,
+                jwks_max_age_secs: config.jwks_max_age_secs as i64,
+            };
+            let view =
+                admin::realms::create(store.as_ref(), kek.as_ref(), &base, req, now, actor).await?;
+            print_json(&view);
+        }
+        RealmCommand::List { json } => {
+            let realms = admin::realms::list(store.as_ref(), &base).await?;
+            if json {
+                print_json(&realms);
+            } else {
+                for r in realms {
+                    println!("{}\t{}\t{}", r.name, r.alg, r.issuer);
+                }
+            }
+        }
+        RealmCommand::SetLogin {
+            name,
+            refresh_ttl,
+            session_idle,
+            session_absolute,
+            allow_fallback,
+            groups_claim,
+            attr_claims,
+            logo_url,
+            remember_consent,
+            reset,
+        } => {
+            let realm = store
+                .realm(&name)
+                .await?
+                .ok_or_else(|| CliError::Other(format!("realm {name} not found")))?;
+            let mut ls = if reset {
+                crate::identity::settings::LoginSettings::default()
+            } else {
+                crate::identity::settings::LoginSettings::parse(&realm.login_settings).map_err(
+                    |e| CliError::Other(format!("{e}; pass --reset to start from the defaults")),
+                )?
+            };
+            if let Some(v) = remember_consent {
+                ls.remember_consent = v;
+            }
+            if let Some(v) = refresh_ttl {
+                ls.refresh_token_ttl = v;
+            }
+            if let Some(v) = session_idle {
+                ls.session_idle_secs = v;
+            }
+            if let Some(v) = session_absolute {
+                ls.session_absolute_secs = v;
+            }
+            if let Some(v) = allow_fallback {
+                ls.allow_password_fallback = v;
+            }
+            if let Some(v) = groups_claim {
+                ls.groups_claim = v;
+            }
+            for kv in attr_claims {
+                let (a, c) = admin::users::parse_attr(&kv)?;
+                ls.attribute_claims.insert(a, c);
+            }
+            if logo_url.is_some() {
+                ls.logo_url = logo_url;
+            }
+            admin::users::set_login_settings(store.as_ref(), &name, &ls, now, actor).await?;
+            print_json(&ls);
+        }
+        RealmCommand::Show { name, json } => {
+            let r = admin::realms::show(store.as_ref(), &base, &name).await?;
+            if json {
+                print_json(&r);
+            } else {
+                println!(
+                    "realm:   {}\nissuer:  {}\nalg:     {}\nttl:     {}s",
+                    r.name, r.issuer, r.alg, r.access_token_ttl
+                );
+                for k in r.keys {
+                    println!("key:     {} {} {}", k.kid, k.alg, k.state);
+                }
+            }
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,164 @@
+//! Configuration: built-in defaults, then a TOML file, then `SIGIL_*` environment variables, then
+//! command-line flags; validated once at start so a bad value fails early and names its option.
+//!
+//! This module holds the validated `Config`, its errors and defaults; the raw layers are in
+//! `settings`, their validation in `validate`, the connection cap in `connections`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use url::Url;
+
+use crate::store::DbOptions;
+
+mod connections;
+mod settings;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+pub use connections::{
+    MAX_CONNECTIONS_CEILING, default_max_connections, fd_reserve, open_file_limit,
+};
+pub use settings::Settings;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value for {option}: {message}")]
+    Invalid {
+        option: &'static str,
+        message: String,
+    },
+}
+
+fn invalid(option: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        option,
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind: SocketAddr,
+    /// Where `/metrics` (Prometheus text) is served; `None` = nowhere (the default).
+    pub metrics_bind: Option<SocketAddr>,
+    /// Base URL of every issuer (`{public_url}/realms/{realm}`); `None` = derived from the bound
+    /// address once the listener exists (port 0 in tests).
+    pub public_url: Option<Url>,
+    pub database_url: String,
+    /// The database pool and its deadlines (see [`DbOptions`]).
+    pub db: DbOptions,
+    pub kek_file: PathBuf,
+    /// How long a node trusts its in-memory copy of a realm or client before re-reading it.
+    pub cache_ttl_secs: u64,
+    pub jwks_max_age_secs: u64,
+    pub max_body_bytes: usize,
+    pub request_timeout_secs: u64,
+    /// A connection that has not sent a complete request head within this (from its first byte)
+    /// is closed.
+    pub header_read_timeout_secs: u64,
+    /// A connection with no request in progress is closed after this long: from accept to its
+    /// first request, and between requests on a kept-alive (HTTP/1.1) or HTTP/2 connection.
+    pub idle_timeout_secs: u64,
+    /// Most connections open at once. At the cap the oldest idle connection is closed to make
+    /// room; when none is idle, new connections wait in the listen backlog.
+    pub max_connections: usize,
+    /// Most concurrent streams (requests) one HTTP/2 connection may have open.
+    pub http2_max_concurrent_streams: u32,
+    pub audit_batch_max: usize,
+    /// How often a node writes a checkpoint (every chain's head, sealed with the KEK) to its
+    /// chain, when anything changed; 0 = never.
+    pub audit_checkpoint_secs: u64,
+    /// How often `serve` runs the key-rotation schedule; 0 turns the scheduler off.
+    pub rotation_check_secs: u64,
+    /// Failed client authentications one address may make per minute before the token endpoints
+    /// answer it 429 for the rest of the minute; 0 = no limit.
+    pub failures_per_minute_per_ip: u32,
+    /// Anonymous refusals are written as one counted row per (address, reason, ...) every this
+    /// many seconds instead of one row each.
+    pub refusal_tally_secs: u64,
+    /// AWS exchange challenges one address may obtain per minute; past it, 429. 0 = no limit.
+    pub aws_challenges_per_minute_per_ip: u32,
+    /// Most unexpired AWS exchange challenges stored per realm; past it, 503.
+    pub aws_max_live_challenges: u32,
+    pub log_format: LogFormat,
+}
+
+pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/sigil.db";
+pub const DEFAULT_KEK_FILE: &str = "keys/kek";
+
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 30;
+
+impl Config {
+    /// A configuration for tests: loopback on port 0, the given database and KEK.
+    pub fn for_tests(database_url: &str, kek_file: &Path) -> Config {
+        Config {
+            bind: ([127, 0, 0, 1], 0).into(),
+            metrics_bind: None,
+            public_url: None,
+            database_url: database_url.to_owned(),
+            db: DbOptions::default(),
+            kek_file: kek_file.to_owned(),
+            cache_ttl_secs: 0,
+            jwks_max_age_secs: 3600,
+            max_body_bytes: 16 * 1024,
+            request_timeout_secs: 15,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: DEFAULT_IDLE_TIMEOUT_SECS,
+            max_connections: default_max_connections(open_file_limit()),
+            http2_max_concurrent_streams: 64,
+            audit_batch_max: 256,
+            audit_checkpoint_secs: 0,
+            rotation_check_secs: 0,
+            failures_per_minute_per_ip: 60,
+            refusal_tally_secs: 1,
+            aws_challenges_per_minute_per_ip: 30,
+            aws_max_live_challenges: 10_000,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// The base URL when no `public_url` is configured: `http://{bind}`, with a loopback address
+/// named `localhost` (browsers allow WebAuthn on `http://localhost`, never on an IP address).
+pub fn default_base_url(addr: std::net::SocketAddr) -> String {
+    if addr.ip().is_loopback() {
+        format!("http://localhost:{}", addr.port())
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+/// `{base}` without a trailing slash, so issuers compose as `{base}/realms/{realm}`.
+pub fn base_url_string(url: &Url) -> String {
+    url.as_str().trim_end_matches('/').to_owned()
+}
+
+#[cfg(test)]
+mod example_file {
+    use super::*;
+
+    #[test]
+    fn the_documented_example_parses_and_validates() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("sigil.example.toml");
+        let s = Settings::from_file(&path).expect("example parses");
+        let c = Config::from_settings(s).expect("example validates");
+        assert_eq!(c.cache_ttl_secs, 5);
+    }
+}

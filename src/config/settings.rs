@@ -1,0 +1,140 @@
+//! The raw settings of one layer (TOML file, `SIGIL_*` environment, flags) and how layers merge.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::{ConfigError, invalid};
+
+/// Raw settings as they come from one layer (file, environment or flags); `None` = not given.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub bind: Option<String>,
+    pub metrics_bind: Option<String>,
+    pub public_url: Option<String>,
+    pub database_url: Option<String>,
+    pub database_pool_size: Option<u32>,
+    pub database_connect_timeout_secs: Option<u64>,
+    pub database_statement_timeout_ms: Option<u64>,
+    pub audit_chain: Option<String>,
+    pub audit_checkpoint_secs: Option<u64>,
+    pub kek_file: Option<PathBuf>,
+    pub cache_ttl_secs: Option<u64>,
+    pub jwks_max_age_secs: Option<u64>,
+    pub max_body_bytes: Option<usize>,
+    pub request_timeout_secs: Option<u64>,
+    pub header_read_timeout_secs: Option<u64>,
+    pub idle_timeout_secs: Option<u64>,
+    pub max_connections: Option<usize>,
+    pub http2_max_concurrent_streams: Option<u32>,
+    pub audit_batch_max: Option<usize>,
+    pub rotation_check_secs: Option<u64>,
+    pub failures_per_minute_per_ip: Option<u32>,
+    pub refusal_tally_secs: Option<u64>,
+    pub aws_challenges_per_minute_per_ip: Option<u32>,
+    pub aws_max_live_challenges: Option<u32>,
+    pub log_format: Option<String>,
+}
+
+impl Settings {
+    /// Layer `over` on top of `self`: any value `over` sets wins.
+    pub fn merge(self, over: Settings) -> Settings {
+        Settings {
+            bind: over.bind.or(self.bind),
+            metrics_bind: over.metrics_bind.or(self.metrics_bind),
+            public_url: over.public_url.or(self.public_url),
+            database_url: over.database_url.or(self.database_url),
+            database_pool_size: over.database_pool_size.or(self.database_pool_size),
+            database_connect_timeout_secs: over
+                .database_connect_timeout_secs
+                .or(self.database_connect_timeout_secs),
+            database_statement_timeout_ms: over
+                .database_statement_timeout_ms
+                .or(self.database_statement_timeout_ms),
+            audit_chain: over.audit_chain.or(self.audit_chain),
+            audit_checkpoint_secs: over.audit_checkpoint_secs.or(self.audit_checkpoint_secs),
+            kek_file: over.kek_file.or(self.kek_file),
+            cache_ttl_secs: over.cache_ttl_secs.or(self.cache_ttl_secs),
+            jwks_max_age_secs: over.jwks_max_age_secs.or(self.jwks_max_age_secs),
+            max_body_bytes: over.max_body_bytes.or(self.max_body_bytes),
+            request_timeout_secs: over.request_timeout_secs.or(self.request_timeout_secs),
+            header_read_timeout_secs: over
+                .header_read_timeout_secs
+                .or(self.header_read_timeout_secs),
+            idle_timeout_secs: over.idle_timeout_secs.or(self.idle_timeout_secs),
+            max_connections: over.max_connections.or(self.max_connections),
+            http2_max_concurrent_streams: over
+                .http2_max_concurrent_streams
+                .or(self.http2_max_concurrent_streams),
+            audit_batch_max: over.audit_batch_max.or(self.audit_batch_max),
+            rotation_check_secs: over.rotation_check_secs.or(self.rotation_check_secs),
+            failures_per_minute_per_ip: over
+                .failures_per_minute_per_ip
+                .or(self.failures_per_minute_per_ip),
+            refusal_tally_secs: over.refusal_tally_secs.or(self.refusal_tally_secs),
+            aws_challenges_per_minute_per_ip: over
+                .aws_challenges_per_minute_per_ip
+                .or(self.aws_challenges_per_minute_per_ip),
+            aws_max_live_challenges: over
+                .aws_max_live_challenges
+                .or(self.aws_max_live_challenges),
+            log_format: over.log_format.or(self.log_format),
+        }
+    }
+
+    pub fn from_file(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.message().to_owned(),
+        })
+    }
+
+    /// Reads `SIGIL_*` variables through `get` (the process environment in production).
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
+        fn num<T: std::str::FromStr>(
+            get: &impl Fn(&str) -> Option<String>,
+            var: &'static str,
+        ) -> Result<Option<T>, ConfigError> {
+            match get(var) {
+                None => Ok(None),
+                Some(v) => v
+                    .trim()
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| invalid(var, format!("{v:?} is not a number"))),
+            }
+        }
+        Ok(Settings {
+            bind: get("SIGIL_BIND"),
+            metrics_bind: get("SIGIL_METRICS_BIND"),
+            public_url: get("SIGIL_PUBLIC_URL"),
+            database_url: get("SIGIL_DATABASE_URL"),
+            database_pool_size: num(&get, "SIGIL_DATABASE_POOL_SIZE")?,
+            database_connect_timeout_secs: num(&get, "SIGIL_DATABASE_CONNECT_TIMEOUT_SECS")?,
+            database_statement_timeout_ms: num(&get, "SIGIL_DATABASE_STATEMENT_TIMEOUT_MS")?,
+            audit_chain: get("SIGIL_AUDIT_CHAIN"),
+            audit_checkpoint_secs: num(&get, "SIGIL_AUDIT_CHECKPOINT_SECS")?,
+            kek_file: get("SIGIL_KEK_FILE").map(PathBuf::from),
+            cache_ttl_secs: num(&get, "SIGIL_CACHE_TTL_SECS")?,
+            jwks_max_age_secs: num(&get, "SIGIL_JWKS_MAX_AGE_SECS")?,
+            max_body_bytes: num(&get, "SIGIL_MAX_BODY_BYTES")?,
+            request_timeout_secs: num(&get, "SIGIL_REQUEST_TIMEOUT_SECS")?,
+            header_read_timeout_secs: num(&get, "SIGIL_HEADER_READ_TIMEOUT_SECS")?,
+            idle_timeout_secs: num(&get, "SIGIL_IDLE_TIMEOUT_SECS")?,
+            max_connections: num(&get, "SIGIL_MAX_CONNECTIONS")?,
+            http2_max_concurrent_streams: num(&get, "SIGIL_HTTP2_MAX_CONCURRENT_STREAMS")?,
+            audit_batch_max: num(&get, "SIGIL_AUDIT_BATCH_MAX")?,
+            rotation_check_secs: num(&get, "SIGIL_ROTATION_CHECK_SECS")?,
+            failures_per_minute_per_ip: num(&get, "SIGIL_FAILURES_PER_MINUTE_PER_IP")?,
+            refusal_tally_secs: num(&get, "SIGIL_REFUSAL_TALLY_SECS")?,
+            aws_challenges_per_minute_per_ip: num(&get, "SIGIL_AWS_CHALLENGES_PER_MINUTE_PER_IP")?,
+            aws_max_live_challenges: num(&get, "SIGIL_AWS_MAX_LIVE_CHALLENGES")?,
+            log_format: get("SIGIL_LOG_FORMAT"),
+        })
+    }
+}

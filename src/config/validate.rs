@@ -1,0 +1,210 @@
+//! Validation: turns merged `Settings` into a `Config`, naming the option of any bad value.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use url::Url;
+
+use crate::store::DbOptions;
+
+use super::connections::{max_connections, open_file_limit};
+use super::{
+    Config, ConfigError, DEFAULT_BIND, DEFAULT_DATABASE_URL, DEFAULT_IDLE_TIMEOUT_SECS,
+    DEFAULT_KEK_FILE, LogFormat, Settings, invalid,
+};
+
+impl Config {
+    pub fn from_settings(s: Settings) -> Result<Config, ConfigError> {
+        let bind_text = s.bind.unwrap_or_else(|| DEFAULT_BIND.to_owned());
+        let bind: SocketAddr = bind_text
+            .parse()
+            .map_err(|_| invalid("bind", format!("{bind_text:?} is not host:port")))?;
+        let metrics_bind = match s.metrics_bind.as_deref() {
+            None | Some("") => None,
+            Some(text) => Some(
+                text.parse()
+                    .map_err(|_| invalid("metrics_bind", format!("{text:?} is not host:port")))?,
+            ),
+        };
+        let public_url = match s.public_url {
+            None => None,
+            Some(text) => Some(parse_public_url(&text)?),
+        };
+        let database_url = s
+            .database_url
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+        if !(database_url.starts_with("sqlite:")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
+            return Err(invalid(
+                "database_url",
+                "must start with sqlite:, postgres:// or postgresql://",
+            ));
+        }
+        let bounded = |option: &'static str, v: u64, lo: u64, hi: u64| {
+            if (lo..=hi).contains(&v) {
+                Ok(v)
+            } else {
+                Err(invalid(option, format!("{v} is outside {lo}..={hi}")))
+            }
+        };
+        let log_format = match s.log_format.as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(invalid(
+                    "log_format",
+                    format!("{other:?} is not text or json"),
+                ));
+            }
+        };
+        let db = DbOptions {
+            pool_size: bounded(
+                "database_pool_size",
+                u64::from(s.database_pool_size.unwrap_or(16)),
+                1,
+                1000,
+            )? as u32,
+            connect_timeout: Duration::from_secs(bounded(
+                "database_connect_timeout_secs",
+                s.database_connect_timeout_secs.unwrap_or(5),
+                1,
+                300,
+            )?),
+            statement_timeout: Duration::from_millis(bounded(
+                "database_statement_timeout_ms",
+                s.database_statement_timeout_ms.unwrap_or(5000),
+                100,
+                600_000,
+            )?),
+            audit_chain: audit_chain(s.audit_chain)?,
+        };
+        Ok(Config {
+            bind,
+            metrics_bind,
+            public_url,
+            database_url,
+            db,
+            kek_file: s
+                .kek_file
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_KEK_FILE)),
+            cache_ttl_secs: bounded("cache_ttl_secs", s.cache_ttl_secs.unwrap_or(5), 0, 3600)?,
+            jwks_max_age_secs: bounded(
+                "jwks_max_age_secs",
+                s.jwks_max_age_secs.unwrap_or(3600),
+                0,
+                86_400,
+            )?,
+            max_body_bytes: bounded(
+                "max_body_bytes",
+                s.max_body_bytes.unwrap_or(16 * 1024) as u64,
+                1024,
+                1024 * 1024,
+            )? as usize,
+            request_timeout_secs: bounded(
+                "request_timeout_secs",
+                s.request_timeout_secs.unwrap_or(15),
+                1,
+                300,
+            )?,
+            header_read_timeout_secs: bounded(
+                "header_read_timeout_secs",
+                s.header_read_timeout_secs.unwrap_or(10),
+                1,
+                120,
+            )?,
+            idle_timeout_secs: bounded(
+                "idle_timeout_secs",
+                s.idle_timeout_secs.unwrap_or(DEFAULT_IDLE_TIMEOUT_SECS),
+                1,
+                3600,
+            )?,
+            max_connections: max_connections(s.max_connections, open_file_limit())?,
+            http2_max_concurrent_streams: bounded(
+                "http2_max_concurrent_streams",
+                u64::from(s.http2_max_concurrent_streams.unwrap_or(64)),
+                1,
+                1000,
+            )? as u32,
+            audit_batch_max: bounded(
+                "audit_batch_max",
+                s.audit_batch_max.unwrap_or(256) as u64,
+                1,
+                1000,
+            )? as usize,
+            audit_checkpoint_secs: bounded(
+                "audit_checkpoint_secs",
+                s.audit_checkpoint_secs.unwrap_or(60),
+                0,
+                86_400,
+            )?,
+            rotation_check_secs: bounded(
+                "rotation_check_secs",
+                s.rotation_check_secs.unwrap_or(60),
+                0,
+                3600,
+            )?,
+            failures_per_minute_per_ip: bounded(
+                "failures_per_minute_per_ip",
+                u64::from(s.failures_per_minute_per_ip.unwrap_or(60)),
+                0,
+                1_000_000,
+            )? as u32,
+            refusal_tally_secs: bounded(
+                "refusal_tally_secs",
+                s.refusal_tally_secs.unwrap_or(60),
+                1,
+                3600,
+            )?,
+            aws_challenges_per_minute_per_ip: bounded(
+                "aws_challenges_per_minute_per_ip",
+                u64::from(s.aws_challenges_per_minute_per_ip.unwrap_or(30)),
+                0,
+                1_000_000,
+            )? as u32,
+            aws_max_live_challenges: bounded(
+                "aws_max_live_challenges",
+                u64::from(s.aws_max_live_challenges.unwrap_or(10_000)),
+                1,
+                1_000_000,
+            )? as u32,
+            log_format,
+        })
+    }
+}
+
+/// A chain name: 1 to 63 of `a-z 0-9 . _ -`, starting with a letter or digit; `main` by default.
+fn audit_chain(configured: Option<String>) -> Result<String, ConfigError> {
+    let Some(name) = configured else {
+        return Ok(crate::audit::MAIN_CHAIN.to_owned());
+    };
+    let ok = (1..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if ok {
+        Ok(name)
+    } else {
+        Err(invalid(
+            "audit_chain",
+            format!("{name:?} is not 1-63 of a-z 0-9 . _ - starting with a letter or digit"),
+        ))
+    }
+}
+
+fn parse_public_url(text: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(text).map_err(|e| invalid("public_url", e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid("public_url", "scheme must be http or https"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid("public_url", "must have no query or fragment"));
+    }
+    Ok(url)
+}
