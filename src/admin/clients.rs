@@ -25,6 +25,10 @@ pub struct NewClient {
     pub redirect_uris: Vec<String>,
     /// A public client (mobile app) has no secret.
     pub public: bool,
+    /// The app's name on the hosted pages (at most 64 characters).
+    pub name: Option<String>,
+    /// The app's home page (https, or http on loopback): the pages' "Back to the app".
+    pub client_uri: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -40,6 +44,10 @@ pub struct ClientView {
     pub access_token_ttl: Option<i64>,
     pub redirect_uris: Vec<String>,
     pub public: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_uri: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -62,6 +70,24 @@ pub fn is_valid_redirect_uri(uri: &str) -> bool {
         "https" => u.host_str().is_some(),
         "http" => matches!(u.host_str(), Some("localhost" | "127.0.0.1" | "[::1]")),
         other => other.contains('.'),
+    }
+}
+
+/// An app's home page: https, or http on a loopback host (development); no credentials in it.
+pub fn is_valid_client_uri(uri: &str) -> bool {
+    if uri.len() > 512 || uri.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return false;
+    }
+    let Ok(u) = url::Url::parse(uri) else {
+        return false;
+    };
+    if !u.username().is_empty() || u.password().is_some() {
+        return false;
+    }
+    match u.scheme() {
+        "https" => u.host_str().is_some(),
+        "http" => matches!(u.host_str(), Some("localhost" | "127.0.0.1" | "[::1]")),
+        _ => false,
     }
 }
 
@@ -121,6 +147,19 @@ pub async fn create(
             ),
         ));
     }
+    if let Some(n) = &req.name
+        && (n.trim().is_empty() || n.chars().count() > 64 || n.chars().any(char::is_control))
+    {
+        return Err(invalid("name", "must be 1-64 printable characters"));
+    }
+    if let Some(u) = &req.client_uri
+        && !is_valid_client_uri(u)
+    {
+        return Err(invalid(
+            "client-uri",
+            format!("{u:?} must be an https URL (http only on a loopback host)"),
+        ));
+    }
     if req.public && req.redirect_uris.is_empty() {
         return Err(invalid(
             "public",
@@ -149,6 +188,8 @@ pub async fn create(
         updated_at: now,
         redirect_uris: serde_json::to_string(&req.redirect_uris).unwrap_or_else(|_| "[]".into()),
         public_client: req.public,
+        client_name: req.name.clone(),
+        client_uri: req.client_uri.clone(),
     };
     if store.realm(&req.realm).await?.is_none() {
         return Err(AdminError::NotFound(format!("realm {}", req.realm)));
@@ -284,6 +325,8 @@ fn view(c: ClientRecord) -> ClientView {
         audience: c.audience,
         access_token_ttl: c.access_token_ttl,
         public: c.public_client,
+        name: c.client_name.clone(),
+        client_uri: c.client_uri.clone(),
         created_at: c.created_at,
         updated_at: c.updated_at,
     }

@@ -40,6 +40,12 @@ pub enum ClientCommand {
         /// A public client (mobile app): no secret, PKCE only.
         #[arg(long)]
         public: bool,
+        /// The app's name as users see it on the sign-in pages (default: the client id).
+        #[arg(long)]
+        name: Option<String>,
+        /// The app's home page: where the pages' "Back to the app" goes.
+        #[arg(long)]
+        client_uri: Option<String>,
         /// Accepted for symmetry; the output is always JSON.
         #[arg(long)]
         json: bool,
@@ -94,6 +100,8 @@ pub(super) async fn run(
             token_ttl,
             redirect_uris,
             public,
+            name,
+            client_uri,
             json: _,
         } => {
             let req = admin::clients::NewClient {
@@ -105,6 +113,8 @@ pub(super) async fn run(
                 access_token_ttl: token_ttl,
                 redirect_uris,
                 public,
+                name,
+                client_uri,
             };
             print_json(&admin::clients::create(s, req, now, actor).await?);
         }

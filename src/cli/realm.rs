@@ -54,8 +54,19 @@ pub enum RealmCommand {
         /// attribute=claim (repeatable), e.g. party_id=custom:party_id.
         #[arg(long = "attr-claim")]
         attr_claims: Vec<String>,
+        /// An https:// image shown at the top of the pages.
         #[arg(long)]
         logo_url: Option<String>,
+        /// The pages' language when the browser asks for none Sigil speaks: en or de.
+        #[arg(long)]
+        default_locale: Option<String>,
+        /// The pages' time zone (IANA name, e.g. Europe/Berlin) until the browser has told its own.
+        #[arg(long)]
+        default_time_zone: Option<String>,
+        /// The brand colour of the pages' buttons, #rrggbb (text on it is black or white,
+        /// whichever contrasts more).
+        #[arg(long)]
+        primary_color: Option<String>,
         /// true or false: remember a user's "continue" for a public app (RFC 8252 §8.6 advises
         /// against it; off by default).
         #[arg(long)]
@@ -123,6 +134,9 @@ pub(super) async fn run(
             groups_claim,
             attr_claims,
             logo_url,
+            default_locale,
+            default_time_zone,
+            primary_color,
             remember_consent,
             reset,
         } => {
@@ -161,6 +175,15 @@ pub(super) async fn run(
             }
             if logo_url.is_some() {
                 ls.logo_url = logo_url;
+            }
+            if let Some(v) = default_locale {
+                ls.default_locale = v;
+            }
+            if let Some(v) = default_time_zone {
+                ls.default_time_zone = v;
+            }
+            if let Some(v) = primary_color {
+                ls.primary_color = Some(v);
             }
             admin::users::set_login_settings(store.as_ref(), &name, &ls, now, actor).await?;
             print_json(&ls);

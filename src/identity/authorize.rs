@@ -47,6 +47,9 @@ pub struct PendingAuthz {
     pub force_consent: bool,
     #[serde(default)]
     pub public_client: bool,
+    /// The app's name as the pages show it (its registered name, else its id).
+    #[serde(default)]
+    pub client_name: Option<String>,
     pub max_age: Option<i64>,
     pub require_passkey: bool,
     pub csrf: String,
@@ -211,6 +214,7 @@ pub fn validate(
         no_prompt,
         force_consent: prompts.contains(&"consent"),
         public_client: client.public_client,
+        client_name: client.client_name.clone(),
         max_age,
         require_passkey: q
             .acr_values
@@ -252,6 +256,13 @@ pub fn pkce_ok(verifier: &str, challenge: &str) -> bool {
     shape
         && computed.len() == challenge.len()
         && bool::from(computed.as_bytes().ct_eq(challenge.as_bytes()))
+}
+
+impl PendingAuthz {
+    /// The app's name for the pages.
+    pub fn app_name(&self) -> &str {
+        self.client_name.as_deref().unwrap_or(&self.client_id)
+    }
 }
 
 #[cfg(test)]

@@ -149,6 +149,13 @@ impl LoginSettings {
                 self.default_time_zone
             ));
         }
+        if let Some(u) = &self.logo_url
+            && !(u.len() <= 2048 && url::Url::parse(u).is_ok_and(|p| p.scheme() == "https"))
+        {
+            return Err(format!(
+                "logo URL {u:?} must be an https:// URL (the pages' CSP allows no other images)"
+            ));
+        }
         if let Some(c) = &self.primary_color
             && !valid_color(c)
         {

@@ -5,7 +5,7 @@
 //! a passkey to an account that has passkeys needs a passkey. Each change ends the user's other
 //! sessions and refresh tokens in the same transaction, is audited and listed on the page.
 
-use axum::extract::{Form, State};
+use axum::extract::{Form, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use minijinja::context;
@@ -145,17 +145,44 @@ fn event_words(lang: &str, kind: &str) -> String {
     }
 }
 
+#[derive(Deserialize, Default)]
+pub struct AccountQuery {
+    /// The app that linked here (`/account?client_id=...`): the page offers the way back to it.
+    client_id: Option<String>,
+}
+
+/// "Back to {app}": the registered home page of the app named by `client_id`, if it has one.
+/// Only a registered `client_uri` is ever linked, so the parameter is no open redirect.
+async fn back_to_app(
+    state: &AppState,
+    realm: &LiveRealm,
+    client_id: Option<&str>,
+    now: UnixTime,
+) -> Option<(String, String)> {
+    let id = client_id.filter(|id| crate::clients::is_valid_client_id(id))?;
+    let client = state
+        .directory
+        .client(&realm.record.name, id, now)
+        .await
+        .ok()??;
+    let uri = client.client_uri.clone()?;
+    Some((uri, client.display_name().to_owned()))
+}
+
 /// `GET /realms/{realm}/account`.
 pub async fn account(
     State(state): State<AppState>,
     RealmPath(name): RealmPath,
+    query: Result<Query<AccountQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
     let now = state.clock.now();
+    let q = query.map(|Query(q)| q).unwrap_or_default();
     let (realm, cur) = match signed_in(&state, &name, &headers, now).await {
         Ok(x) => x,
         Err(res) => return res,
     };
+    let back = back_to_app(&state, &realm, q.client_id.as_deref(), now).await;
     let lang = lang_for(Some(&realm));
     let sessions = state
         .store
@@ -193,6 +220,9 @@ pub async fn account(
         title => "page.account",
         username => cur.user.username.clone(),
         has_totp => cur.user.totp_sealed.is_some(),
+        back_url => back.as_ref().map(|b| b.0.clone()),
+        back_name => back.as_ref().map(|b| b.1.clone()),
+        client_id => q.client_id.clone().filter(|_| back.is_some()),
         sessions => list,
         passkeys => passkeys,
         events => events,
@@ -213,6 +243,9 @@ pub async fn account(
 #[derive(Deserialize)]
 pub struct CsrfForm {
     pub csrf: Option<String>,
+    /// The app the account page was opened from (sign-out pages link back to it).
+    #[serde(default)]
+    pub client_id: Option<String>,
 }
 
 /// `POST /realms/{realm}/account/sign-out-everywhere`.
@@ -223,7 +256,10 @@ pub async fn sign_out_everywhere(
     form: Result<Form<CsrfForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     let now = state.clock.now();
-    let csrf = form.ok().and_then(|Form(f)| f.csrf);
+    let (csrf, client_id) = form
+        .ok()
+        .map(|Form(f)| (f.csrf, f.client_id))
+        .unwrap_or_default();
     let (realm, cur) = match signed_in_form(&state, &name, &headers, csrf.as_deref(), now).await {
         Ok(x) => x,
         Err(res) => return res,
@@ -243,28 +279,38 @@ pub async fn sign_out_everywhere(
     {
         return unavailable(&state, Some(&realm));
     }
-    let mut res = signed_out_page(&state, &realm, "signed_out_everywhere");
-    res.headers_mut().append(
-        header::SET_COOKIE,
-        cookie(
-            SESSION_COOKIE,
-            "",
-            &cookie_path(&realm),
-            secure_cookies(&realm),
-            Some(0),
-        ),
-    );
-    res
+    signed_out_page(
+        &state,
+        &realm,
+        "signed_out_everywhere",
+        client_id.as_deref(),
+        now,
+    )
+    .await
 }
 
-/// "Signed out" with the ways forward: sign in again (the account page asks the app's sign-in).
-fn signed_out_page(state: &AppState, realm: &LiveRealm, key: &str) -> Response {
+/// "Signed out" with the ways forward: back to the app it was opened from, or the account page.
+async fn signed_out_page(
+    state: &AppState,
+    realm: &LiveRealm,
+    key: &str,
+    client_id: Option<&str>,
+    now: UnixTime,
+) -> Response {
+    let links = match back_to_app(state, realm, client_id, now).await {
+        Some((href, app)) => vec![context! {
+            href => href,
+            label => tr(lang_for(Some(realm)), "common.back_to_app", &[("app", &app)]),
+            id => "back-to-app",
+        }],
+        None => account_links(realm),
+    };
     let mut res = message_with(
         &state.templates,
         Some(realm),
         StatusCode::OK,
         key,
-        context! { links => account_links(realm) },
+        context! { links => links },
     );
     res.headers_mut().append(
         header::SET_COOKIE,
@@ -288,7 +334,10 @@ pub async fn sign_out_here(
     form: Result<Form<CsrfForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     let now = state.clock.now();
-    let csrf = form.ok().and_then(|Form(f)| f.csrf);
+    let (csrf, client_id) = form
+        .ok()
+        .map(|Form(f)| (f.csrf, f.client_id))
+        .unwrap_or_default();
     let (realm, cur) = match signed_in_form(&state, &name, &headers, csrf.as_deref(), now).await {
         Ok(x) => x,
         Err(res) => return res,
@@ -311,7 +360,7 @@ pub async fn sign_out_here(
         now,
     )
     .await;
-    signed_out_page(&state, &realm, "signed_out")
+    signed_out_page(&state, &realm, "signed_out", client_id.as_deref(), now).await
 }
 
 #[derive(Deserialize)]

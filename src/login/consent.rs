@@ -78,7 +78,7 @@ pub async fn consent_form(
         title => "page.consent",
         action => format!("{}/consent", realm.issuer),
         csrf => pending.csrf.clone(),
-        app => pending.client_id.clone(),
+        app => pending.app_name().to_owned(),
         username => cur.user.username.clone(),
         scopes => scopes,
         can_remember => settings(&realm).remember_consent && pending.public_client,

@@ -42,7 +42,7 @@ fn login_page(
         cancel_url => format!("{}/login/cancel", realm.issuer),
         wait => crate::ratelimit::seconds_until_reset(state.clock.now()),
         csrf => pending.csrf.clone(),
-        app => pending.client_id.clone(),
+        app => pending.app_name().to_owned(),
         fallback => settings(realm).allow_password_fallback && !pending.require_passkey,
         username => username,
         error => error,

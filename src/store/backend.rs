@@ -387,8 +387,8 @@ macro_rules! impl_store {
                 sqlx::query(
                     "INSERT INTO clients (realm, client_id, enabled, secret_salt, secret_verifier, \
                      allowed_scopes, default_scopes, audience, grant_types, access_token_ttl, \
-                     created_at, updated_at, redirect_uris, public_client) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                     created_at, updated_at, redirect_uris, public_client, client_name, client_uri) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
                 )
                 .bind(&c.realm)
                 .bind(&c.client_id)
@@ -404,6 +404,8 @@ macro_rules! impl_store {
                 .bind(c.updated_at)
                 .bind(&c.redirect_uris)
                 .bind(c.public_client)
+                .bind(&c.client_name)
+                .bind(&c.client_uri)
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| {
@@ -421,7 +423,7 @@ macro_rules! impl_store {
                 Ok(sqlx::query_as(
                     "SELECT realm, client_id, enabled, secret_salt, secret_verifier, allowed_scopes, \
                      default_scopes, audience, grant_types, access_token_ttl, created_at, updated_at, \
-                     redirect_uris, public_client FROM clients WHERE realm = $1 AND client_id = $2",
+                     redirect_uris, public_client, client_name, client_uri FROM clients WHERE realm = $1 AND client_id = $2",
                 )
                 .bind(realm)
                 .bind(id)
@@ -436,7 +438,7 @@ macro_rules! impl_store {
                 Ok(sqlx::query_as(
                     "SELECT realm, client_id, enabled, secret_salt, secret_verifier, allowed_scopes, \
                      default_scopes, audience, grant_types, access_token_ttl, created_at, updated_at, \
-                     redirect_uris, public_client FROM clients WHERE realm = $1 ORDER BY client_id",
+                     redirect_uris, public_client, client_name, client_uri FROM clients WHERE realm = $1 ORDER BY client_id",
                 )
                 .bind(realm)
                 .fetch_all(&self.pool)

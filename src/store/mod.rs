@@ -100,11 +100,19 @@ pub struct ClientRecord {
     pub redirect_uris: String,
     /// A public client (mobile app, SPA) has no secret and must use PKCE.
     pub public_client: bool,
+    /// What users see of the app on the hosted pages, and where "Back to the app" goes.
+    pub client_name: Option<String>,
+    pub client_uri: Option<String>,
 }
 
 impl ClientRecord {
     /// The registered redirect URIs, each re-validated: a stored value that is not one valid URI
     /// (or a column that is not a JSON list) matches nothing.
+    /// The name the hosted pages show: the registered name, else the client id.
+    pub fn display_name(&self) -> &str {
+        self.client_name.as_deref().unwrap_or(&self.client_id)
+    }
+
     pub fn redirect_uris(&self) -> Vec<String> {
         serde_json::from_str::<Vec<String>>(&self.redirect_uris)
             .unwrap_or_default()

@@ -153,6 +153,8 @@ async fn per_client_lifetime_overrides_the_realm(app: &TestApp) {
             access_token_ttl: Some(300),
             redirect_uris: vec![],
             public: false,
+            name: None,
+            client_uri: None,
         },
         app.now(),
         "test",

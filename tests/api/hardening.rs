@@ -509,7 +509,7 @@ async fn one_invite_enrols_once_under_concurrency() {
                     .await
                     .expect("html");
                 let secret =
-                    totp::base32_decode(crate::login::between(&page, r#"id="totp-secret">"#, "<"))
+                    totp::base32_decode(crate::login::between(&page, r#"data-secret=""#, "\""))
                         .expect("secret");
                 pw.push((b, field(&page, "csrf"), secret));
             }
@@ -954,6 +954,8 @@ async fn a_redirect_uri_with_a_space_registers_nothing() {
                 access_token_ttl: None,
                 redirect_uris: vec!["https://app.example/cb https://evil.example/x".into()],
                 public: true,
+                name: None,
+                client_uri: None,
             },
             f.clock.now(),
             "t",
@@ -1129,7 +1131,7 @@ async fn second_factors_are_spent_once_under_concurrency() {
             .text()
             .await
             .expect("html");
-        let secret = totp::base32_decode(crate::login::between(&page, r#"id="totp-secret">"#, "<"))
+        let secret = totp::base32_decode(crate::login::between(&page, r#"data-secret=""#, "\""))
             .expect("secret");
         let code = totp::code_at(&secret, f.clock.now());
         let mut tasks = Vec::new();

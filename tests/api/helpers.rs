@@ -334,6 +334,8 @@ impl TestApp {
                 access_token_ttl: ttl,
                 redirect_uris: vec![],
                 public: false,
+                name: None,
+                client_uri: None,
             },
             self.now(),
             "test",

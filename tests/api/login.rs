@@ -104,6 +104,8 @@ pub(crate) async fn setup(backend: Backend) -> Fixture {
                 access_token_ttl: None,
                 redirect_uris: vec![REDIRECT.into()],
                 public,
+                name: None,
+                client_uri: None,
             },
             now,
             "t",
@@ -139,7 +141,7 @@ pub(crate) async fn setup(backend: Backend) -> Fixture {
         .text()
         .await
         .expect("html");
-    let secret = totp::base32_decode(between(&page, r#"id="totp-secret">"#, "<")).expect("secret");
+    let secret = totp::base32_decode(between(&page, r#"data-secret=""#, "\"")).expect("secret");
     assert_eq!(secret.len(), 20, "160-bit TOTP secret");
     let res = b
         .post(format!("{}/enrol", app.issuer("customers")))
@@ -415,7 +417,7 @@ async fn password_totp_sign_in_code_pkce_refresh_and_global_sign_out() {
             .await
             .expect("html");
         let new_secret =
-            totp::base32_decode(between(&page, r#"id="totp-secret">"#, "<")).expect("secret");
+            totp::base32_decode(between(&page, r#"data-secret=""#, "\"")).expect("secret");
         f.clock.advance(30);
         let res = b
             .post(format!(
@@ -688,6 +690,8 @@ async fn attacks_on_the_sign_in_flow_fail() {
                 access_token_ttl: None,
                 redirect_uris: vec![REDIRECT.into()],
                 public: true,
+                name: None,
+                client_uri: None,
             },
             f.clock.now(),
             "t",

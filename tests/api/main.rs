@@ -2,6 +2,8 @@
 //! TEST_DATABASE_URL is set) PostgreSQL.
 
 mod helpers;
+#[path = "../support/soft_passkey.rs"]
+mod soft_passkey;
 
 mod attacks;
 mod audit;

@@ -1,0 +1,366 @@
+//! Complete sign-ins over HTTP against a running `sigil serve`, as many customers would do them:
+//! `/authorize` → the sign-in page → passkey (software authenticator) or password + TOTP → the
+//! code at the client's redirect URI → `/token`. Each sign-in is a new browser (fresh cookies, a
+//! new connection) from its own loopback address (127.1.x.y), as distinct customers are; users
+//! are enrolled first through their invite links, over HTTP too. Prints sign-ins/s, p50/p99 of a
+//! whole sign-in and the failures. `bench/signins.sh` builds, starts the server and runs it.
+//!
+//!   signin_bench <issuer> <passkey|password> <invites-file> <seconds> <concurrency>
+//!
+//! The invites file has one `username<TAB>invite-url` per line.
+
+#[path = "../tests/support/soft_passkey.rs"]
+mod soft_passkey;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use serde_json::{Value, json};
+use soft_passkey::SoftPasskey;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+const REDIRECT: &str = "http://localhost:9/callback";
+const PASSWORD: &str = "correct horse battery staple";
+
+struct User {
+    username: String,
+    passkey: Option<SoftPasskey>,
+    totp_secret: Vec<u8>,
+    /// The last TOTP step this user spent (each step signs in once).
+    last_step: i64,
+}
+
+static NEXT_ADDR: AtomicU64 = AtomicU64::new(0);
+
+/// A new browser: its own cookie jar, its own connection, its own loopback address.
+fn browser() -> reqwest::Client {
+    let n = NEXT_ADDR.fetch_add(1, Ordering::Relaxed) % 60_000;
+    let addr = Ipv4Addr::new(
+        127,
+        1 + (n / 250 / 250) as u8,
+        (n / 250 % 250) as u8,
+        (n % 250 + 1) as u8,
+    );
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .local_address(IpAddr::V4(addr))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+fn attr(html: &str, marker: &str) -> Option<String> {
+    let start = html.find(marker)? + marker.len();
+    Some(html[start..].split('"').next()?.to_owned())
+}
+
+fn csrf(html: &str) -> Option<String> {
+    attr(html, r#"name="csrf" value=""#).or_else(|| attr(html, r#"data-csrf=""#))
+}
+
+fn now() -> i64 {
+    sigil::clock::SystemClock.now()
+}
+
+use sigil::clock::Clock;
+
+type Res<T> = Result<T, String>;
+
+async fn enrol(
+    issuer: &str,
+    origin: &str,
+    mode: &str,
+    username: String,
+    link: String,
+) -> Res<User> {
+    let b = browser();
+    let html = b
+        .get(&link)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .text()
+        .await
+        .map_err(|e| e.to_string())?;
+    let token = csrf(&html).ok_or("no csrf on the enrolment page")?;
+    if mode == "passkey" {
+        let mut pk = SoftPasskey::new();
+        let opts: Value = b
+            .post(format!("{issuer}/enrol/passkey/options"))
+            .json(&json!({"csrf": token}))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        let credential = pk.register(&opts, origin);
+        let res = b
+            .post(format!("{issuer}/enrol/passkey"))
+            .json(&json!({"csrf": token, "credential": credential}))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !res.status().is_success() {
+            return Err(format!("passkey enrolment: {}", res.status()));
+        }
+        Ok(User {
+            username,
+            passkey: Some(pk),
+            totp_secret: vec![],
+            last_step: 0,
+        })
+    } else {
+        let secret = attr(&html, r#"data-secret=""#).ok_or("no TOTP secret on the page")?;
+        let secret = sigil::identity::totp::base32_decode(&secret).ok_or("bad secret")?;
+        let t = now();
+        let res = b
+            .post(format!("{issuer}/enrol"))
+            .form(&[
+                ("csrf", token.as_str()),
+                ("password", PASSWORD),
+                ("code", &sigil::identity::totp::code_at(&secret, t)),
+            ])
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let body = res.text().await.map_err(|e| e.to_string())?;
+        if !body.contains("recovery-codes") {
+            return Err("password enrolment refused".into());
+        }
+        Ok(User {
+            username,
+            passkey: None,
+            totp_secret: secret,
+            last_step: t.div_euclid(30),
+        })
+    }
+}
+
+/// One complete sign-in; `Ok(false)` when the user had no TOTP step left in this window.
+async fn sign_in(issuer: &str, origin: &str, user: &Mutex<User>) -> Res<bool> {
+    let b = browser();
+    let verifier = B64.encode(sigil::random::random_bytes::<32>());
+    let challenge =
+        B64.encode(ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes()).as_ref());
+    let authz = format!(
+        "{issuer}/oauth2/authorize?response_type=code&client_id=bench&redirect_uri={}&scope=openid&state=s&code_challenge={challenge}&code_challenge_method=S256",
+        percent_encoding::utf8_percent_encode(REDIRECT, percent_encoding::NON_ALPHANUMERIC)
+    );
+    let res = b.get(&authz).send().await.map_err(|e| e.to_string())?;
+    if res.status().as_u16() != 303 {
+        return Err(format!("authorize: {}", res.status()));
+    }
+    let html = b
+        .get(format!("{issuer}/login"))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .text()
+        .await
+        .map_err(|e| e.to_string())?;
+    let token = csrf(&html).ok_or("no csrf on the sign-in page")?;
+    let location = {
+        let mut u = user.lock().await;
+        if let Some(pk) = u.passkey.as_mut() {
+            let opts: Value = b
+                .post(format!("{issuer}/login/passkey/options"))
+                .json(&json!({"csrf": token}))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
+                .json()
+                .await
+                .map_err(|e| e.to_string())?;
+            let credential = pk.assert(&opts, origin);
+            drop(u);
+            let done: Value = b
+                .post(format!("{issuer}/login/passkey"))
+                .json(&json!({"csrf": token, "credential": credential}))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
+                .json()
+                .await
+                .map_err(|e| e.to_string())?;
+            done["redirect"]
+                .as_str()
+                .ok_or_else(|| format!("passkey sign-in refused: {done}"))?
+                .to_owned()
+        } else {
+            // The next unspent step within ±1 of now.
+            let step_now = now().div_euclid(30);
+            let step = (step_now - 1..=step_now + 1).find(|s| *s > u.last_step);
+            let Some(step) = step else { return Ok(false) };
+            u.last_step = step;
+            let code = sigil::identity::totp::code_at(&u.totp_secret, step * 30);
+            let username = u.username.clone();
+            drop(u);
+            let res = b
+                .post(format!("{issuer}/login"))
+                .form(&[
+                    ("csrf", token.as_str()),
+                    ("username", &username),
+                    ("password", PASSWORD),
+                    ("code", &code),
+                ])
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            if res.status().as_u16() != 303 {
+                return Err(format!("password sign-in: {}", res.status()));
+            }
+            res.headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .ok_or("no location")?
+                .to_owned()
+        }
+    };
+    let code = url::Url::parse(&location)
+        .map_err(|e| e.to_string())?
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .ok_or("no code")?;
+    let res = b
+        .post(format!("{issuer}/oauth2/token"))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", "bench"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", &verifier),
+        ])
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !res.status().is_success() {
+        return Err(format!("token: {}", res.status()));
+    }
+    Ok(true)
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() != 6 {
+        eprintln!(
+            "usage: signin_bench <issuer> <passkey|password> <invites-file> <seconds> <concurrency>"
+        );
+        std::process::exit(2);
+    }
+    let issuer = Arc::new(args[1].clone());
+    let mode = args[2].clone();
+    let seconds: u64 = args[4].parse().expect("seconds");
+    let concurrency: usize = args[5].parse().expect("concurrency");
+    let origin = {
+        let u = url::Url::parse(&issuer).expect("issuer URL");
+        Arc::new(u.origin().ascii_serialization())
+    };
+    let invites: Vec<(String, String)> = std::fs::read_to_string(&args[3])
+        .expect("invites file")
+        .lines()
+        .filter_map(|l| {
+            l.split_once('\t')
+                .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        })
+        .collect();
+
+    // Enrolment, over HTTP, `concurrency` at a time.
+    let started = Instant::now();
+    let mut users = Vec::new();
+    for chunk in invites.chunks(concurrency.max(1)) {
+        let mut set = tokio::task::JoinSet::new();
+        for (name, link) in chunk.iter().cloned() {
+            let (i, o, m) = (issuer.clone(), origin.clone(), mode.clone());
+            set.spawn(async move { enrol(&i, &o, &m, name, link).await });
+        }
+        while let Some(r) = set.join_next().await {
+            users.push(Arc::new(Mutex::new(
+                r.expect("task")
+                    .unwrap_or_else(|e| panic!("enrolment failed: {e}")),
+            )));
+        }
+    }
+    eprintln!(
+        "enrolled {} users ({mode}) in {:.1} s",
+        users.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let users = Arc::new(users);
+
+    // The measured run.
+    let next = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(AtomicU64::new(0));
+    let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let start = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (issuer, origin, users, next, failures, first_error) = (
+            issuer.clone(),
+            origin.clone(),
+            users.clone(),
+            next.clone(),
+            failures.clone(),
+            first_error.clone(),
+        );
+        set.spawn(async move {
+            let mut latencies = Vec::new();
+            let mut idle_spins = 0;
+            while Instant::now() < deadline {
+                let i = next.fetch_add(1, Ordering::Relaxed) % users.len();
+                let t0 = Instant::now();
+                match sign_in(&issuer, &origin, &users[i]).await {
+                    Ok(true) => {
+                        latencies.push(t0.elapsed());
+                        idle_spins = 0;
+                    }
+                    Ok(false) => {
+                        idle_spins += 1;
+                        if idle_spins > users.len() {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                    Err(e) => {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                        first_error.lock().expect("lock").get_or_insert(e);
+                    }
+                }
+            }
+            latencies
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(r) = set.join_next().await {
+        all.extend(r.expect("task"));
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    all.sort();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .unwrap_or(0.0)
+    };
+    println!(
+        "{mode}: {} sign-ins in {elapsed:.1} s = {:.0} sign-ins/s; p50 {:.1} ms, p99 {:.1} ms; {} failed{}",
+        all.len(),
+        all.len() as f64 / elapsed,
+        pct(0.50),
+        pct(0.99),
+        failures.load(Ordering::Relaxed),
+        first_error
+            .lock()
+            .expect("lock")
+            .as_ref()
+            .map(|e| format!(" (first: {e})"))
+            .unwrap_or_default()
+    );
+}
