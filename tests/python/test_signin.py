@@ -33,7 +33,7 @@ def customers(sigil):
     invite = sigil.cli("--public-url", sigil.base, "user", "invite", "--realm", "customers", "--username", "bob").strip()
     browser = requests.Session()
     page = browser.get(invite, timeout=10).text
-    secret = re.search(r'id="totp-secret">([A-Z2-7]+)<', page).group(1)
+    secret = re.search(r'data-secret="([A-Z2-7]+)"', page).group(1)
     totp = pyotp.TOTP(secret)  # pyotp refuses secrets under 112 bits; Sigil's are 160
     res = browser.post(f"{sigil.issuer('customers')}/enrol", timeout=10,
                        data={"csrf": field(page, "csrf"), "password": PASSWORD, "code": totp.now()})
