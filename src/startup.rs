@@ -98,7 +98,13 @@ impl Application {
             aws_challenges,
             templates: crate::login::pages_support::environment(),
             // Two argon2 computations per core at most (~19 MiB each); more are shed.
-            passwords: crate::identity::password::Passwords::new(4),
+            // One argon2 computation per core (each ~19 MiB): more would only queue on the CPU.
+            passwords: crate::identity::password::Passwords::new(
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2)
+                    .clamp(2, 8),
+            ),
             login_ip_failures: Arc::new(crate::ratelimit::FailureLimiter::new(30)),
             login_account_failures: Arc::new(crate::ratelimit::FailureLimiter::new(5)),
             refusals: Arc::new(crate::audit::RefusalTally::new()),

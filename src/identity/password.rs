@@ -8,8 +8,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{PasswordHash, PasswordVerifier};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD_NO_PAD as PHC_B64;
+use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +40,11 @@ const MAX_WAITING: usize = 256;
 #[derive(Clone)]
 pub struct Passwords {
     permits: Arc<Semaphore>,
+    slots: usize,
+    /// argon2's 19 MiB working memory, kept between computations while sign-ins keep coming
+    /// (a fresh one costs ~5,000 page faults and zeroing each time) and given back to the system
+    /// when the pool goes quiet.
+    memory: Arc<Mutex<Vec<Vec<Block>>>>,
     /// Requests running or queued per share key (an address, an account). Bounded because
     /// requests are: at most `MAX_WAITING` queued plus the running ones, two keys each.
     shares: Arc<Mutex<HashMap<String, u32>>>,
@@ -73,10 +81,32 @@ impl Drop for ShareGuard {
     }
 }
 
+const M_COST: u32 = 19_456;
+const T_COST: u32 = 2;
+const P_COST: u32 = 1;
+const OUTPUT_LEN: usize = 32;
+
 fn argon() -> Argon2<'static> {
     // The parameters are constants inside argon2's valid ranges.
-    let params = Params::new(19_456, 2, 1, None).expect("valid argon2 parameters");
+    let params =
+        Params::new(M_COST, T_COST, P_COST, Some(OUTPUT_LEN)).expect("valid argon2 parameters");
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+/// argon2id of `password` with `salt` into `out`, in `memory` (`M_COST` blocks).
+fn compute(password: &[u8], salt: &[u8], out: &mut [u8], memory: &mut [Block]) -> bool {
+    argon()
+        .hash_password_into_with_memory(password, salt, out, memory)
+        .is_ok()
+}
+
+/// Whether `phc` is a hash at Sigil's own parameters (the fast path, in reused memory).
+fn own_parameters(phc: &PasswordHash<'_>) -> bool {
+    phc.algorithm.as_str() == "argon2id"
+        && phc.version == Some(0x13)
+        && Params::try_from(phc)
+            .is_ok_and(|p| p.m_cost() == M_COST && p.t_cost() == T_COST && p.p_cost() == P_COST)
+        && phc.hash.is_some_and(|h| h.len() == OUTPUT_LEN)
 }
 
 pub fn policy_error(password: &str) -> Option<&'static str> {
@@ -95,6 +125,8 @@ impl Passwords {
     pub fn new(concurrency: usize) -> Self {
         Passwords {
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            slots: concurrency.max(1),
+            memory: Arc::new(Mutex::new(Vec::new())),
             shares: Arc::new(Mutex::new(HashMap::new())),
             waiting: Arc::new(AtomicUsize::new(0)),
         }
@@ -121,7 +153,7 @@ impl Passwords {
     async fn run<T: Send + 'static>(
         &self,
         keys: &[String],
-        f: impl FnOnce() -> T + Send + 'static,
+        f: impl FnOnce(&mut [Block]) -> T + Send + 'static,
     ) -> Result<T, PasswordError> {
         let share = self.take_share(keys).ok_or(PasswordError::Busy)?;
         let permit = match self.permits.clone().try_acquire_owned() {
@@ -137,8 +169,24 @@ impl Passwords {
                     .map_err(|_| PasswordError::Internal)?
             }
         };
+        let pool = self.memory.clone();
+        let permits = self.permits.clone();
+        let waiting = self.waiting.clone();
+        let slots = self.slots;
         tokio::task::spawn_blocking(move || {
-            let out = f();
+            let taken = pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let mut memory = taken.unwrap_or_else(|| vec![Block::default(); M_COST as usize]);
+            let out = f(&mut memory);
+            // Kept for the next computation while others run or wait; freed when this was the
+            // last, so an idle server holds none of it.
+            let busy =
+                waiting.load(Ordering::SeqCst) > 0 || permits.available_permits() + 1 < slots;
+            if busy {
+                pool.lock().unwrap_or_else(|p| p.into_inner()).push(memory);
+            } else {
+                pool.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                drop(memory);
+            }
             drop(permit);
             drop(share);
             out
@@ -148,13 +196,17 @@ impl Passwords {
     }
 
     pub async fn hash(&self, password: String) -> Result<String, PasswordError> {
-        self.run(&[], move || {
-            let salt_bytes: [u8; 16] = crate::random::random_bytes();
-            let salt = SaltString::encode_b64(&salt_bytes).map_err(|_| PasswordError::Internal)?;
-            argon()
-                .hash_password(password.as_bytes(), &salt)
-                .map(|h| h.to_string())
-                .map_err(|_| PasswordError::Internal)
+        self.run(&[], move |memory| {
+            let salt: [u8; 16] = crate::random::random_bytes();
+            let mut out = [0u8; OUTPUT_LEN];
+            if !compute(password.as_bytes(), &salt, &mut out, memory) {
+                return Err(PasswordError::Internal);
+            }
+            Ok(format!(
+                "$argon2id$v=19$m={M_COST},t={T_COST},p={P_COST}${}${}",
+                PHC_B64.encode(salt),
+                PHC_B64.encode(out)
+            ))
         })
         .await?
     }
@@ -167,7 +219,7 @@ impl Passwords {
         stored: Option<String>,
         password: String,
     ) -> Result<bool, PasswordError> {
-        self.run(share, move || {
+        self.run(share, move |memory| {
             let (phc, real) = match &stored {
                 Some(h) => (h.as_str(), true),
                 None => (DUMMY_HASH, false),
@@ -175,10 +227,24 @@ impl Passwords {
             let Ok(parsed) = PasswordHash::new(phc) else {
                 return false;
             };
-            argon()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok()
-                && real
+            let matches = if own_parameters(&parsed) {
+                let mut salt = [0u8; 64];
+                let (Some(s), Some(expected)) = (parsed.salt, parsed.hash) else {
+                    return false;
+                };
+                let Ok(salt) = s.decode_b64(&mut salt) else {
+                    return false;
+                };
+                let mut out = [0u8; OUTPUT_LEN];
+                compute(password.as_bytes(), salt, &mut out, memory)
+                    && bool::from(out.ct_eq(expected.as_bytes()))
+            } else {
+                // A hash at other parameters (an older policy): argon2's own path.
+                argon()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            };
+            matches && real
         })
         .await
     }
@@ -204,7 +270,52 @@ mod tests {
                 .expect("v")
         );
         assert!(!p.verify(&[], None, "anything".into()).await.expect("v"));
-        assert!(PasswordHash::new(DUMMY_HASH).is_ok());
+        assert!(PasswordHash::new(DUMMY_HASH).is_ok_and(|h| own_parameters(&h)));
+    }
+
+    /// Hashes made in reused memory are standard PHC strings: argon2's own verifier accepts
+    /// them, and hashes made by argon2's own hasher (earlier releases, other parameters) verify.
+    #[tokio::test]
+    async fn hashes_interoperate_with_argon2s_own() {
+        use argon2::password_hash::{PasswordHasher, SaltString};
+        let p = Passwords::new(1);
+        let ours = p.hash("correct horse battery".into()).await.expect("hash");
+        let parsed = PasswordHash::new(&ours).expect("phc");
+        assert!(
+            argon()
+                .verify_password(b"correct horse battery", &parsed)
+                .is_ok()
+        );
+        let salt = SaltString::encode_b64(b"0123456789abcdef").expect("salt");
+        let theirs = argon()
+            .hash_password(b"staple battery horse", &salt)
+            .expect("hash")
+            .to_string();
+        assert!(
+            p.verify(&[], Some(theirs), "staple battery horse".into())
+                .await
+                .expect("v")
+        );
+        let weaker = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(8_192, 3, 1, None).expect("params"),
+        )
+        .hash_password(b"older policy", &salt)
+        .expect("hash")
+        .to_string();
+        assert!(
+            p.verify(&[], Some(weaker.clone()), "older policy".into())
+                .await
+                .expect("v")
+        );
+        assert!(
+            !p.verify(&[], Some(weaker), "older polic".into())
+                .await
+                .expect("v")
+        );
+        // Idle again: the working memory went back to the system.
+        assert!(p.memory.lock().expect("lock").is_empty());
     }
 
     /// One address flooding the pool gets its fair share; another address queues behind at most

@@ -178,14 +178,13 @@ pub(crate) fn redirect_to_client_error(
     res
 }
 
-/// A code for `pending`, delivered by redirect.
-pub(crate) async fn issue_code(
-    state: &AppState,
-    realm: &LiveRealm,
+/// A new code for `pending` and `session`: the code, and the row that stores it
+/// (`SessionExtras::code`: hash, data, family, expiry).
+pub(crate) fn new_code(
     pending: &PendingAuthz,
     session: &SessionRecord,
     now: UnixTime,
-) -> Response {
+) -> (String, (String, String, String, i64)) {
     let code = new_token();
     let family = new_token();
     let data = CodeData {
@@ -201,26 +200,43 @@ pub(crate) async fn issue_code(
         acr: session.acr.clone(),
         family: family.clone(),
     };
+    let row = (
+        token_hash(&code),
+        serde_json::to_string(&data).unwrap_or_default(),
+        family,
+        now + flow::CODE_TTL,
+    );
+    (code, row)
+}
+
+/// Where the browser goes with `code`: the client's redirect URI with `code`, `state`, `iss`.
+pub(crate) fn code_location(realm: &LiveRealm, pending: &PendingAuthz, code: &str) -> String {
+    let mut params = vec![("code", code)];
+    if let Some(s) = pending.state.as_deref() {
+        params.push(("state", s));
+    }
+    params.push(("iss", &realm.issuer));
+    flow::redirect_with(&pending.redirect_uri, &params)
+}
+
+/// A code for `pending`, stored and delivered by redirect.
+pub(crate) async fn issue_code(
+    state: &AppState,
+    realm: &LiveRealm,
+    pending: &PendingAuthz,
+    session: &SessionRecord,
+    now: UnixTime,
+) -> Response {
+    let (code, (hash, data, family, expires_at)) = new_code(pending, session, now);
     if let Err(e) = state
         .store
-        .put_code(
-            &token_hash(&code),
-            &realm.record.name,
-            &serde_json::to_string(&data).unwrap_or_default(),
-            &family,
-            now + flow::CODE_TTL,
-        )
+        .put_code(&hash, &realm.record.name, &data, &family, expires_at)
         .await
     {
         tracing::error!(error = %e, "code store failed");
         return unavailable(state, Some(realm));
     }
-    let mut params = vec![("code", code.as_str())];
-    if let Some(s) = pending.state.as_deref() {
-        params.push(("state", s));
-    }
-    params.push(("iss", &realm.issuer));
-    let mut res = see_other(&flow::redirect_with(&pending.redirect_uri, &params));
+    let mut res = see_other(&code_location(realm, pending, &code));
     res.headers_mut()
         .append(header::SET_COOKIE, pending::clear(realm));
     res

@@ -123,19 +123,29 @@ pub fn realm_context(realm: &LiveRealm) -> Value {
 /// `<script type="application/json">` block, with `<`, `>` and `&` escaped so nothing in it can
 /// end the block.
 fn script_strings(lang: &str) -> Value {
-    let map: std::collections::BTreeMap<String, String> = super::i18n::keys("en")
-        .into_iter()
-        .filter_map(|k| {
-            let short = k.strip_prefix("js.")?.to_owned();
-            Some((short, super::i18n::tr(lang, &k, &[])))
-        })
-        .collect();
-    let json = serde_json::to_string(&map)
-        .unwrap_or_else(|_| "{}".into())
-        .replace('<', "\\u003c")
-        .replace('>', "\\u003e")
-        .replace('&', "\\u0026");
-    Value::from_safe_string(json)
+    static CACHE: std::sync::OnceLock<std::collections::HashMap<&'static str, String>> =
+        std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(|| {
+        super::i18n::LOCALES
+            .iter()
+            .map(|l| {
+                let map: std::collections::BTreeMap<String, String> = super::i18n::keys("en")
+                    .into_iter()
+                    .filter_map(|k| {
+                        let short = k.strip_prefix("js.")?.to_owned();
+                        Some((short, super::i18n::tr(l, &k, &[])))
+                    })
+                    .collect();
+                let json = serde_json::to_string(&map)
+                    .unwrap_or_else(|_| "{}".into())
+                    .replace('<', "\\u003c")
+                    .replace('>', "\\u003e")
+                    .replace('&', "\\u0026");
+                (*l, json)
+            })
+            .collect()
+    });
+    Value::from_safe_string(cache.get(lang).cloned().unwrap_or_else(|| "{}".into()))
 }
 
 pub fn render(env: &Environment<'static>, name: &str, ctx: Value, status: StatusCode) -> Response {

@@ -22,7 +22,7 @@ use crate::identity::authorize::PendingAuthz;
 use crate::identity::{new_token, token_hash};
 use crate::oidc::RealmPath;
 use crate::state::AppState;
-use crate::store::login::{SessionRecord, UserRecord};
+use crate::store::login::{SessionExtras, SessionRecord, UserRecord};
 
 use super::authorize::*;
 use super::common::*;
@@ -239,18 +239,19 @@ pub async fn login_submit(
         "pwd otp",
         ACR_PASSWORD_OTP,
         detail,
+        SessionExtras::default(),
         now,
     )
     .await
     {
-        Some(signed_in) => {
+        Ok(signed_in) => {
             let mut res = see_other(&signed_in.location);
             for c in signed_in.cookies {
                 res.headers_mut().append(header::SET_COOKIE, c);
             }
             res
         }
-        None => unavailable(&state, Some(&realm)),
+        Err(_) => unavailable(&state, Some(&realm)),
     }
 }
 
@@ -261,9 +262,18 @@ pub(crate) struct SignedIn {
     pub cookies: Vec<HeaderValue>,
 }
 
+/// Why a sign-in could not be completed.
+pub(crate) enum NotSignedIn {
+    /// The ceremony was spent by a concurrent request (one assertion opens one session).
+    CeremonySpent,
+    /// The store failed.
+    Unavailable,
+}
+
 /// Opens a session for `user` (audited as `login.succeeded`) and issues the code, or, when the
-/// request asks the user to confirm the app, sends the browser to that page first. `None` if the
-/// session could not be stored.
+/// request asks the user to confirm the app, sends the browser to that page first. The session,
+/// its audit record, the code and `extras` (a ceremony to spend, a passkey's new state) are one
+/// transaction: one commit per sign-in.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn complete_sign_in(
     state: &AppState,
@@ -273,8 +283,9 @@ pub(crate) async fn complete_sign_in(
     amr: &str,
     acr: &str,
     mut detail: serde_json::Value,
+    mut extras: SessionExtras,
     now: UnixTime,
-) -> Option<SignedIn> {
+) -> Result<SignedIn, NotSignedIn> {
     let name = &realm.record.name;
     let session_token = new_token();
     let session = SessionRecord {
@@ -294,9 +305,26 @@ pub(crate) async fn complete_sign_in(
             .subject(&user.id)
             .detail(detail),
     ];
-    if let Err(e) = state.store.create_session(&session, &audit_rows).await {
-        tracing::error!(error = %e, "session store failed");
-        return None;
+    // The user has just interacted (signed in on a page that names the app); only an explicit
+    // `prompt=consent` asks again, and then the code is issued after the confirmation.
+    let code = if pending.force_consent {
+        None
+    } else {
+        let (code, row) = new_code(pending, &session, now);
+        extras.code = Some(row);
+        Some(code)
+    };
+    match state
+        .store
+        .open_session(&session, &extras, now, &audit_rows)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => return Err(NotSignedIn::CeremonySpent),
+        Err(e) => {
+            tracing::error!(error = %e, "session store failed");
+            return Err(NotSignedIn::Unavailable);
+        }
     }
     let session_cookie = cookie(
         SESSION_COOKIE,
@@ -305,22 +333,14 @@ pub(crate) async fn complete_sign_in(
         secure_cookies(realm),
         None,
     );
-    // The user has just interacted (signed in on a page that names the app); only an explicit
-    // `prompt=consent` asks again.
-    if pending.force_consent {
-        return Some(SignedIn {
+    Ok(match code {
+        None => SignedIn {
             location: format!("{}/consent", realm.issuer),
             cookies: vec![session_cookie],
-        });
-    }
-    let redirect = issue_code(state, realm, pending, &session, now).await;
-    let location = redirect
-        .headers()
-        .get(header::LOCATION)
-        .and_then(|v| v.to_str().ok())?
-        .to_owned();
-    Some(SignedIn {
-        location,
-        cookies: vec![session_cookie, pending::clear(realm)],
+        },
+        Some(code) => SignedIn {
+            location: code_location(realm, pending, &code),
+            cookies: vec![session_cookie, pending::clear(realm)],
+        },
     })
 }

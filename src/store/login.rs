@@ -67,6 +67,22 @@ pub struct SessionRecord {
     pub acr: String,
 }
 
+/// What a sign-in writes with its new session, in the session's transaction, so a sign-in costs
+/// one commit: the WebAuthn ceremony it spends (one winner among concurrent posts of the same
+/// assertion), the passkey's new state, and the authorization code it issues.
+#[derive(Debug, Default, Clone)]
+pub struct SessionExtras {
+    /// `(flow id hash, kind)`: deleted, unexpired, or nothing is written (`Ok(false)`).
+    pub spend_flow: Option<(String, String)>,
+    /// `(key, expires_at)`: a single-use claim (a row in `flows`, kind `claimed`, purged when it
+    /// expires); if the key was claimed before, nothing is written (`Ok(false)`).
+    pub claim: Option<(String, i64)>,
+    /// `(credential id, passkey JSON)`: stored with `last_used_at = now`.
+    pub passkey: Option<(String, String)>,
+    /// `(code hash, data, family, expires_at)`.
+    pub code: Option<(String, String, String, i64)>,
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RefreshRecord {
     pub token_hash: String,
@@ -305,6 +321,15 @@ pub trait LoginStore: Send + Sync {
 
     async fn create_session(&self, s: &SessionRecord, audit: Audited<'_>)
     -> Result<(), StoreError>;
+    /// `create_session` with what the sign-in writes beside it, in one transaction; `Ok(false)`
+    /// (nothing written) when `extras.spend_flow` was already spent or expired.
+    async fn open_session(
+        &self,
+        s: &SessionRecord,
+        extras: &SessionExtras,
+        now: i64,
+        audit: Audited<'_>,
+    ) -> Result<bool, StoreError>;
     async fn session(
         &self,
         id_hash: &str,

@@ -4,6 +4,7 @@
 //! follow the realm's public URL.
 
 mod account;
+mod ceremony;
 mod enrol;
 mod reauth;
 mod sign_in;

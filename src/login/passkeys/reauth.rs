@@ -63,8 +63,16 @@ pub async fn reauth_finish(
     if ip_blocked(&state, ip, now) {
         return json_error(StatusCode::TOO_MANY_REQUESTS, "too many attempts");
     }
-    match verify_assertion(&state, &realm, &reauth_key(&cur), &body.credential, now).await {
-        Ok((user_id, _)) if user_id == cur.user.id => {}
+    let key = reauth_key(&cur);
+    let auth = state
+        .store
+        .flow(&key, &name, "passkey-auth", now)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|s| serde_json::from_str(&s).ok());
+    let verified = match verify_assertion(&state, &realm, auth, &body.credential).await {
+        Ok(v) if v.user_id == cur.user.id => v,
         Ok(_) => {
             let r = AssertionRefused {
                 reason: "another_users_passkey",
@@ -73,7 +81,21 @@ pub async fn reauth_finish(
             return assertion_refused(&state, &realm, ip, &r, now).await;
         }
         Err(r) => return assertion_refused(&state, &realm, ip, &r, now).await,
+    };
+    // One confirmation per ceremony: of concurrent posts of one assertion, one spends it.
+    if !matches!(
+        state
+            .store
+            .take_flow(&key, &name, "passkey-auth", now)
+            .await,
+        Ok(Some(_))
+    ) {
+        return json_error(StatusCode::BAD_REQUEST, "ceremony expired");
     }
+    let _ = state
+        .store
+        .update_passkey(&name, &verified.credential_id, &verified.passkey, now)
+        .await;
     match reauthenticate(&state, &realm, &cur, "hwk user", ACR_PASSKEY, now).await {
         Ok(()) => ok_json(json!({"redirect": format!("{}/account", realm.issuer)})),
         Err(_) => json_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable"),

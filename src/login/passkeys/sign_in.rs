@@ -17,8 +17,10 @@ use crate::directory::LiveRealm;
 use crate::identity::ACR_PASSKEY;
 use crate::login::common::*;
 use crate::login::pages_support::csrf_ok;
+use crate::login::sign_in::NotSignedIn;
 use crate::oidc::RealmPath;
 use crate::state::AppState;
+use crate::store::login::SessionExtras;
 
 #[allow(unused_imports)]
 use super::account::*;
@@ -69,8 +71,9 @@ pub(super) async fn start_authentication(
     ok_json(serde_json::to_value(&options).unwrap_or_default())
 }
 
-/// `POST /realms/{realm}/login/passkey/options`. Each start stores a ceremony row, so starts count
-/// toward the address's sign-in limit like failures do (30 a minute is far above a person's use).
+/// `POST /realms/{realm}/login/passkey/options`. The ceremony goes to the browser sealed (nothing
+/// is written); starts count toward the address's sign-in limit like failures do (30 a minute is
+/// far above a person's use, autofill and a button press included).
 pub async fn sign_in_options(
     State(state): State<AppState>,
     RealmPath(name): RealmPath,
@@ -101,14 +104,21 @@ pub async fn sign_in_options(
     if !csrf_ok(&pending.csrf, Some(&body.csrf)) {
         return json_error(StatusCode::FORBIDDEN, "csrf");
     }
-    start_authentication(
-        &state,
-        &realm,
-        &format!("{flow_hash}:auth"),
-        body.conditional,
-        now,
-    )
-    .await
+    // The ceremony goes to the browser sealed: starting a sign-in writes nothing.
+    let Some(Ok((mut options, auth))) =
+        webauthn_for(&realm).map(|wa| wa.start_discoverable_authentication())
+    else {
+        return json_error(StatusCode::INTERNAL_SERVER_ERROR, "webauthn");
+    };
+    if !body.conditional {
+        options.mediation = None;
+    }
+    let Some(sealed) = super::ceremony::seal(&state, &realm, &flow_hash, auth, now) else {
+        return json_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    };
+    let mut res = ok_json(serde_json::to_value(&options).unwrap_or_default());
+    res.headers_mut().append(header::SET_COOKIE, sealed);
+    res
 }
 
 #[derive(Deserialize)]
@@ -128,25 +138,17 @@ pub(super) struct AssertionRefused {
 pub(super) async fn verify_assertion(
     state: &AppState,
     realm: &LiveRealm,
-    key: &str,
+    auth: Option<DiscoverableAuthentication>,
     credential: &PublicKeyCredential,
-    now: UnixTime,
-) -> Result<(String, String), AssertionRefused> {
+) -> Result<Verified, AssertionRefused> {
     let name = &realm.record.name;
     let refused = |reason, user: Option<&str>| AssertionRefused {
         reason,
         user: user.map(str::to_owned),
     };
-    let auth_json = state
-        .store
-        .take_flow(key, name, "passkey-auth", now)
-        .await
-        .ok()
-        .flatten();
-    let (Some(wa), Some(auth)) = (
-        webauthn_for(realm),
-        auth_json.and_then(|s| serde_json::from_str::<DiscoverableAuthentication>(&s).ok()),
-    ) else {
+    // The ceremony is spent by the caller, in the transaction that opens the session (or
+    // confirms it), so of concurrent posts of one assertion exactly one wins.
+    let (Some(wa), Some(auth)) = (webauthn_for(realm), auth) else {
         return Err(refused("ceremony_expired", None));
     };
     let Ok((uuid, cred_id)) = wa.identify_discoverable_authentication(credential) else {
@@ -169,16 +171,19 @@ pub(super) async fn verify_assertion(
         return Err(refused("user_not_verified", Some(&user_id)));
     }
     passkey.update_credential(&result);
-    let _ = state
-        .store
-        .update_passkey(
-            name,
-            &cred_b64,
-            &serde_json::to_string(&passkey).unwrap_or_default(),
-            now,
-        )
-        .await;
-    Ok((user_id, cred_b64))
+    Ok(Verified {
+        user_id,
+        credential_id: cred_b64,
+        passkey: serde_json::to_string(&passkey).unwrap_or_default(),
+    })
+}
+
+/// A verified assertion: whose, which passkey, and the passkey's new state (its counter) to store
+/// with whatever the assertion opens.
+pub(super) struct Verified {
+    pub(super) user_id: String,
+    pub(super) credential_id: String,
+    pub(super) passkey: String,
 }
 
 /// Counts and audits a refused assertion: individually when it named a real account, tallied
@@ -241,21 +246,21 @@ pub async fn sign_in(
     if ip_blocked(&state, ip, now) {
         return json_error(StatusCode::TOO_MANY_REQUESTS, "too many attempts");
     }
-    let (user_id, cred_b64) = match verify_assertion(
-        &state,
-        &realm,
-        &format!("{flow_hash}:auth"),
-        &body.credential,
-        now,
-    )
-    .await
-    {
+    let ceremony = super::ceremony::read(&state, &realm, &headers, &flow_hash, now);
+    let claim = ceremony.as_ref().map(super::ceremony::claim);
+    let auth = ceremony.map(|c| c.state);
+    let verified = match verify_assertion(&state, &realm, auth, &body.credential).await {
         Ok(x) => x,
         Err(r) if r.reason == "ceremony_expired" => {
             return json_error(StatusCode::BAD_REQUEST, "ceremony expired");
         }
         Err(r) => return assertion_refused(&state, &realm, ip, &r, now).await,
     };
+    let Verified {
+        user_id,
+        credential_id: cred_b64,
+        passkey,
+    } = verified;
     let user = match state.store.user_by_id(&name, &user_id).await {
         Ok(Some(u)) if u.enabled => u,
         _ => {
@@ -271,7 +276,7 @@ pub async fn sign_in(
     };
     let detail =
         json!({"method": "passkey", "client_id": pending.client_id, "credential_id": cred_b64});
-    let Some(signed_in) = crate::login::sign_in::complete_sign_in(
+    let signed_in = match crate::login::sign_in::complete_sign_in(
         &state,
         &realm,
         &pending,
@@ -279,15 +284,29 @@ pub async fn sign_in(
         "hwk user",
         ACR_PASSKEY,
         detail,
+        SessionExtras {
+            claim,
+            passkey: Some((cred_b64, passkey)),
+            ..SessionExtras::default()
+        },
         now,
     )
     .await
-    else {
-        return json_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    {
+        Ok(s) => s,
+        // Another post of the same assertion opened the session.
+        Err(NotSignedIn::CeremonySpent) => {
+            return json_error(StatusCode::BAD_REQUEST, "ceremony expired");
+        }
+        Err(NotSignedIn::Unavailable) => {
+            return json_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+        }
     };
     let mut res = ok_json(json!({ "redirect": signed_in.location }));
     for c in signed_in.cookies {
         res.headers_mut().append(header::SET_COOKIE, c);
     }
+    res.headers_mut()
+        .append(header::SET_COOKIE, super::ceremony::clear(&realm));
     res
 }
