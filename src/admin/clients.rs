@@ -189,7 +189,12 @@ pub async fn create(
         redirect_uris: serde_json::to_string(&req.redirect_uris).unwrap_or_else(|_| "[]".into()),
         public_client: req.public,
         client_name: req.name.clone(),
-        client_uri: req.client_uri.clone(),
+        // Stored as the URL parser writes it (quotes and the like percent-encoded).
+        client_uri: req
+            .client_uri
+            .as_deref()
+            .and_then(|u| url::Url::parse(u).ok())
+            .map(|u| u.to_string()),
     };
     if store.realm(&req.realm).await?.is_none() {
         return Err(AdminError::NotFound(format!("realm {}", req.realm)));

@@ -173,8 +173,9 @@ pub(super) async fn run(
                 let (a, c) = admin::users::parse_attr(&kv)?;
                 ls.attribute_claims.insert(a, c);
             }
-            if logo_url.is_some() {
-                ls.logo_url = logo_url;
+            if let Some(u) = logo_url {
+                // Stored as the URL parser writes it; validation refuses anything not https.
+                ls.logo_url = Some(url::Url::parse(&u).map(|p| p.to_string()).unwrap_or(u));
             }
             if let Some(v) = default_locale {
                 ls.default_locale = v;

@@ -67,6 +67,10 @@ pub enum UserCommand {
         /// Seconds the link stays valid (default 24 h).
         #[arg(long, default_value_t = 86_400)]
         ttl: i64,
+        /// The app the user will use: its registered name and home page (`client create
+        /// --client-uri`) are offered when the set-up is done ("Continue to {app}").
+        #[arg(long)]
+        client: Option<String>,
     },
     /// End every session and refresh token of the user at once.
     SignOutEverywhere {
@@ -129,12 +133,18 @@ pub(super) async fn run(
             admin::users::remove_group(s, &user.realm, &user.username, &group, now, actor).await?;
             println!("{} left {group}", user.username);
         }
-        UserCommand::Invite { user, ttl } => {
-            println!(
-                "{}",
+        UserCommand::Invite { user, ttl, client } => {
+            let mut link =
                 admin::users::invite(s, &base, &user.realm, &user.username, ttl, now, actor)
-                    .await?
-            );
+                    .await?;
+            if let Some(id) = client {
+                admin::clients::show(s, &user.realm, &id).await?;
+                link.push_str(&format!(
+                    "?client_id={}",
+                    percent_encoding::utf8_percent_encode(&id, percent_encoding::NON_ALPHANUMERIC)
+                ));
+            }
+            println!("{link}");
         }
         UserCommand::SignOutEverywhere { user } => {
             let n = admin::users::sign_out_everywhere(s, &user.realm, &user.username, now, actor)

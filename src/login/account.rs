@@ -153,7 +153,7 @@ pub struct AccountQuery {
 
 /// "Back to {app}": the registered home page of the app named by `client_id`, if it has one.
 /// Only a registered `client_uri` is ever linked, so the parameter is no open redirect.
-async fn back_to_app(
+pub(crate) async fn back_to_app(
     state: &AppState,
     realm: &LiveRealm,
     client_id: Option<&str>,

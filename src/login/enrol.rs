@@ -30,13 +30,40 @@ pub(crate) struct EnrolFlow {
     /// The TOTP secret being set up, sealed under the KEK (base64).
     pub totp_sealed: String,
     pub csrf: String,
+    /// The app named by the invite link (`?client_id=`), offered when the set-up is done.
+    #[serde(default)]
+    pub client_id: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+pub struct EnrolQuery {
+    client_id: Option<String>,
+}
+
+/// `/enrol/done` for `method`, naming the invite's app if any.
+pub(crate) fn done_url(realm: &LiveRealm, method: &str, client_id: Option<&str>) -> String {
+    let mut url = format!("{}/enrol/done?method={method}", realm.issuer);
+    if let Some(id) = client_id {
+        url.push_str("&client_id=");
+        url.extend(percent_encoding::utf8_percent_encode(
+            id,
+            percent_encoding::NON_ALPHANUMERIC,
+        ));
+    }
+    url
 }
 
 /// `GET /realms/{realm}/enrol/{token}`: set up password + TOTP from an invite.
 pub async fn enrol_form(
     State(state): State<AppState>,
     Path((name, token)): Path<(String, String)>,
+    query: Result<Query<EnrolQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    let client_id = query
+        .map(|Query(q)| q)
+        .unwrap_or_default()
+        .client_id
+        .filter(|id| crate::clients::is_valid_client_id(id));
     let now = state.clock.now();
     let realm = match realm_or_page(&state, &name, now).await {
         Ok(r) => r,
@@ -89,6 +116,7 @@ pub async fn enrol_form(
         invite_hash,
         totp_sealed: STANDARD.encode(sealed),
         csrf: new_token(),
+        client_id,
     };
     if state
         .store
@@ -152,17 +180,19 @@ fn enrol_page(
     render(&state.templates, "enrol.html", ctx, status)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 pub struct DoneQuery {
     method: Option<String>,
+    client_id: Option<String>,
 }
 
 /// `GET /realms/{realm}/enrol/done`: the last step of an enrolment, with the ways forward.
 pub async fn enrol_done(
     State(state): State<AppState>,
     RealmPath(name): RealmPath,
-    Query(q): Query<DoneQuery>,
+    query: Result<Query<DoneQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    let q = query.map(|Query(q)| q).unwrap_or_default();
     let now = state.clock.now();
     let realm = match realm_or_page(&state, &name, now).await {
         Ok(r) => r,
@@ -174,11 +204,21 @@ pub async fn enrol_done(
     } else {
         "password"
     };
-    let links = vec![context! {
+    let mut links = Vec::new();
+    if let Some((href, app)) =
+        super::account::back_to_app(&state, &realm, q.client_id.as_deref(), now).await
+    {
+        links.push(context! {
+            href => href,
+            label => tr(lang, "common.continue_to_app", &[("app", &app)]),
+            id => "continue-to-app",
+        });
+    }
+    links.push(context! {
         href => format!("{}/account", realm.issuer),
         label => tr(lang, "common.go_to_account", &[]),
         id => "go-to-account",
-    }];
+    });
     let ctx = context! { ..realm_context(&realm), ..context! {
         title => "page.enrol_done",
         method => method,
@@ -326,7 +366,11 @@ pub async fn enrol_submit(
         }
     }
     let _ = state.store.delete_flow(&flow_hash).await;
-    let ctx = recovery_context(&realm, &codes, &format!("{}/enrol/done", realm.issuer));
+    let ctx = recovery_context(
+        &realm,
+        &codes,
+        &done_url(&realm, "password", flow.client_id.as_deref()),
+    );
     let mut res = render(&state.templates, "recovery.html", ctx, StatusCode::OK);
     res.headers_mut().append(
         header::SET_COOKIE,
@@ -368,6 +412,14 @@ pub(crate) fn recovery_context(
             "data:text/plain;charset=utf-8,{}",
             percent_encoding::utf8_percent_encode(&text, percent_encoding::NON_ALPHANUMERIC)
         ),
-        continue_url => continue_url,
+        // A GET form drops its action's query: the parameters go in hidden fields.
+        continue_url => continue_url.split('?').next().unwrap_or(continue_url),
+        continue_params => url::Url::parse(continue_url)
+            .map(|u| {
+                u.query_pairs()
+                    .map(|(k, v)| context! { name => k.into_owned(), value => v.into_owned() })
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default(),
     }}
 }

@@ -804,3 +804,71 @@ async fn an_account_failing_too_often_is_slowed_down_even_with_the_right_passwor
         "the recovery code was not spent by the refused attempt"
     );
 }
+
+/// Malformed bodies and queries on the pages' endpoints get Sigil's own answers (JSON errors,
+/// themed pages with the pages' headers), never the framework's plain-text rejections; the pages
+/// speak the browser's language, falling back to the realm's default.
+#[tokio::test]
+async fn malformed_page_requests_get_sigils_own_answers_in_the_right_language() {
+    for backend in backends() {
+        let f = setup(backend).await;
+        let base = format!("{}/realms/customers", f.app.base);
+        let c = reqwest::Client::new();
+        for path in [
+            "enrol/passkey/options",
+            "login/passkey/options",
+            "account/passkey/options",
+        ] {
+            let res = c
+                .post(format!("{base}/{path}"))
+                .header("content-type", "application/json")
+                .body("{}")
+                .send()
+                .await
+                .expect("post");
+            assert!(res.status().is_client_error(), "{path}: {}", res.status());
+            let ct = res.headers()["content-type"]
+                .to_str()
+                .expect("ct")
+                .to_owned();
+            assert!(ct.starts_with("application/json"), "{path}: {ct}");
+        }
+        let res = c
+            .get(format!("{base}/enrol/done?method=a&method=b"))
+            .header("accept-language", "de-DE,de;q=0.9")
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(res.status(), 200);
+        assert!(res.headers().contains_key("content-security-policy"));
+        let html = res.text().await.expect("body");
+        assert!(html.contains(r#"<html lang="de">"#) && html.contains("Alles eingerichtet"));
+        // No language the pages speak: the realm's default, then English.
+        let res = c
+            .get(format!("{base}/login"))
+            .header("accept-language", "fr-FR")
+            .send()
+            .await
+            .expect("get");
+        let html = res.text().await.expect("body");
+        assert!(html.contains(r#"<html lang="en">"#), "{html}");
+        let s = f.app.store.as_ref();
+        let settings = sigil::identity::settings::LoginSettings {
+            default_locale: "de".into(),
+            ..Default::default()
+        };
+        sigil::admin::users::set_login_settings(s, "customers", &settings, f.clock.now(), "t")
+            .await
+            .expect("settings");
+        let html = c
+            .get(format!("{base}/login"))
+            .header("accept-language", "fr-FR")
+            .send()
+            .await
+            .expect("get")
+            .text()
+            .await
+            .expect("body");
+        assert!(html.contains(r#"<html lang="de">"#), "{html}");
+    }
+}

@@ -184,7 +184,8 @@ def set_up_realm(sigil):
 
 def invite(sigil, username):
     sigil.cli_json("user", "create", "--realm", "customers", "--username", username, "--group", "retail")
-    return sigil.cli("--public-url", sigil.base, "user", "invite", "--realm", "customers", "--username", username).strip()
+    return sigil.cli("--public-url", sigil.base, "user", "invite", "--realm", "customers", "--username", username,
+                     "--client", "mobile").strip()
 
 
 def authorize(b, issuer, state="xyz"):
@@ -226,11 +227,14 @@ def test_passkey_journey_keyboard_only(sigil, browsers, lang):
     page.goto(link)
     b.shoot("enrol")
     assert page.evaluate("document.activeElement.id") == "passkey-register"
-    page.locator("#passkey-name").fill("Work laptop")
-    page.locator("#passkey-register").focus()
+    page.keyboard.press("Shift+Tab")  # back to the name field, then type, Tab, Enter
+    assert page.evaluate("document.activeElement.id") == "passkey-name"
+    page.keyboard.type("Work laptop")
+    page.keyboard.press("Tab")
     page.keyboard.press("Enter")
     page.wait_for_url(f"{issuer}/enrol/done**")
     assert t["done"] in page.locator("h1").inner_text()
+    assert page.locator("#continue-to-app").get_attribute("href") == APP_HOME  # the invite's app
     b.shoot("enrol-done")
     creds = b.cdp.send("WebAuthn.getCredentials", {"authenticatorId": b.authenticator})["credentials"]
     assert len(creds) == 1 and creds[0]["isResidentCredential"]
@@ -353,9 +357,10 @@ def test_password_and_authenticator_journey_keyboard_only(sigil, browsers, lang)
     assert t["code_mismatch"] in page.locator("#form-error").inner_text()
     assert page.locator("#totp-secret").get_attribute("data-secret") == secret
     b.shoot("enrol-error")
-    page.locator("#password").fill(PASSWORD)
-    page.locator("#code").fill(totp.now())
-    page.locator("#code").press("Enter")
+    assert page.evaluate("document.activeElement.id") == "password"  # focus goes to the error's field
+    page.keyboard.type(PASSWORD)
+    b.type_into(t["app_code"], totp.now())
+    page.keyboard.press("Enter")
     page.wait_for_selector("#recovery-codes")
     assert t["recovery"] in page.locator("h1").inner_text()
     b.shoot("recovery-codes")
@@ -375,6 +380,7 @@ def test_password_and_authenticator_journey_keyboard_only(sigil, browsers, lang)
     b.tab_to(t["ack"], key="Space")
     b.tab_to(t["continue"])
     page.wait_for_url(f"{issuer}/enrol/done**")
+    assert page.locator("#continue-to-app").get_attribute("href") == APP_HOME
     b.shoot("enrol-done-password")
 
     # Sign-in through the fallback, keyboard only, with the CSP enforced: the form is answered by

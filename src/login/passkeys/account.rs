@@ -73,8 +73,10 @@ pub async fn account_options(
     State(state): State<AppState>,
     RealmPath(name): RealmPath,
     headers: HeaderMap,
-    body: Option<axum::Json<CsrfBody>>,
+    body: Result<axum::Json<CsrfBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
+    // A malformed body is this handler's own refusal, not the framework's plain-text one.
+    let body = body.ok();
     let now = state.clock.now();
     let csrf = body.as_ref().map(|b| b.csrf.as_str());
     let (realm, cur) = match account_user(&state, &name, &headers, csrf, now).await {

@@ -24,8 +24,10 @@ pub async fn enrol_options(
     State(state): State<AppState>,
     RealmPath(name): RealmPath,
     headers: HeaderMap,
-    body: Option<axum::Json<CsrfBody>>,
+    body: Result<axum::Json<CsrfBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
+    // A malformed body is this handler's own refusal, not the framework's plain-text one.
+    let body = body.ok();
     let now = state.clock.now();
     let realm = match realm(&state, &name, now).await {
         Ok(r) => r,
@@ -125,7 +127,7 @@ pub async fn enrol_finish(
     let _ = state.store.delete_flow(&flow_hash).await;
     let mut res = ok_json(json!({
         "done": true,
-        "redirect": format!("{}/enrol/done?method=passkey", realm.issuer),
+        "redirect": crate::login::enrol::done_url(&realm, "passkey", flow.client_id.as_deref()),
     }));
     res.headers_mut().append(
         header::SET_COOKIE,

@@ -79,8 +79,10 @@ pub async fn sign_in_options(
     RealmPath(name): RealmPath,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
-    body: Option<axum::Json<SignInOptionsBody>>,
+    body: Result<axum::Json<SignInOptionsBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
+    // A malformed body is this handler's own refusal, not the framework's plain-text one.
+    let body = body.ok();
     let now = state.clock.now();
     let realm = match realm(&state, &name, now).await {
         Ok(r) => r,
