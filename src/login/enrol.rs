@@ -190,6 +190,7 @@ pub struct DoneQuery {
 pub async fn enrol_done(
     State(state): State<AppState>,
     RealmPath(name): RealmPath,
+    headers: HeaderMap,
     query: Result<Query<DoneQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let q = query.map(|Query(q)| q).unwrap_or_default();
@@ -214,11 +215,17 @@ pub async fn enrol_done(
             id => "continue-to-app",
         });
     }
-    links.push(context! {
-        href => format!("{}/account", realm.issuer),
-        label => tr(lang, "common.go_to_account", &[]),
-        id => "go-to-account",
-    });
+    // The account page needs a sign-in: offered only to a browser that has one.
+    if session::current(&state, &realm, &headers, now)
+        .await
+        .is_some()
+    {
+        links.push(context! {
+            href => format!("{}/account", realm.issuer),
+            label => tr(lang, "common.go_to_account", &[]),
+            id => "go-to-account",
+        });
+    }
     let ctx = context! { ..realm_context(&realm), ..context! {
         title => "page.enrol_done",
         method => method,

@@ -141,7 +141,7 @@ pub async fn login_submit(
         .login_account_failures
         .is_blocked(account_key.clone(), now)
     {
-        return login_page(
+        let mut res = login_page(
             &state,
             &realm,
             &pending,
@@ -149,6 +149,11 @@ pub async fn login_submit(
             Some("error.throttled"),
             StatusCode::TOO_MANY_REQUESTS,
         );
+        let wait = crate::ratelimit::seconds_until_reset(now);
+        if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
+            res.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return res;
     }
     let user = if crate::admin::users::is_valid_username(&username) {
         match state.store.user_by_name(&name, &username).await {

@@ -67,7 +67,7 @@ TEXT = {
            "method_passkey": "with a passkey", "method_password": "with a password and authenticator code",
            "replace": "Replace your authenticator app", "setup": "Set up an authenticator app",
            "code_mismatch": "did not match", "generic": "is not right", "disabled": "is disabled",
-           "invite_used": "already used", "timed_out": "Sign-in timed out", "throttled": "Wait",
+           "invite_used": "already used or is not valid", "timed_out": "Sign-in timed out", "throttled": "Wait",
            "cancel": "Cancel and return to Mobile Banking", "ack": "I have saved these codes somewhere safe"},
     "de": {"add_passkey": "Passkey hinzufügen", "passkey_signin": "Mit einem Passkey anmelden", "done": "Alles eingerichtet",
            "username": "Benutzername", "password": "Passwort", "code": "Einmalcode oder Wiederherstellungscode",
@@ -77,7 +77,7 @@ TEXT = {
            "method_passkey": "mit einem Passkey", "method_password": "mit Passwort und Authenticator-Code",
            "replace": "Authenticator-App ersetzen", "setup": "Authenticator-App einrichten",
            "code_mismatch": "stimmt nicht", "generic": "stimmen nicht", "disabled": "ist deaktiviert",
-           "invite_used": "bereits verwendet", "timed_out": "Zeit für die Anmeldung abgelaufen", "throttled": "Warten Sie",
+           "invite_used": "bereits verwendet oder ist ungültig", "timed_out": "Zeit für die Anmeldung abgelaufen", "throttled": "Warten Sie",
            "cancel": "Abbrechen und zurück zu Mobile Banking", "ack": "Ich habe diese Codes sicher gespeichert"},
 }
 ZONES = {"en": "America/New_York", "de": "Europe/Berlin"}
