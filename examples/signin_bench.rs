@@ -140,6 +140,21 @@ use sigil::clock::Clock;
 
 type Res<T> = Result<T, String>;
 
+async fn get_text(b: &reqwest::Client, url: impl reqwest::IntoUrl) -> Res<String> {
+    let res = b.get(url).send().await.map_err(|e| e.to_string())?;
+    res.text().await.map_err(|e| e.to_string())
+}
+
+async fn post_json(b: &reqwest::Client, url: String, body: &Value) -> Res<Value> {
+    let res = b
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    res.json().await.map_err(|e| e.to_string())
+}
+
 async fn enrol(
     issuer: &str,
     origin: &str,
@@ -148,26 +163,16 @@ async fn enrol(
     link: String,
 ) -> Res<User> {
     let b = browser();
-    let html = b
-        .get(&link)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?
-        .text()
-        .await
-        .map_err(|e| e.to_string())?;
+    let html = get_text(&b, &link).await?;
     let token = csrf(&html).ok_or("no csrf on the enrolment page")?;
     if mode == "passkey" {
         let mut pk = SoftPasskey::new();
-        let opts: Value = b
-            .post(format!("{issuer}/enrol/passkey/options"))
-            .json(&json!({"csrf": token}))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?
-            .json()
-            .await
-            .map_err(|e| e.to_string())?;
+        let opts: Value = post_json(
+            &b,
+            format!("{issuer}/enrol/passkey/options"),
+            &json!({"csrf": token}),
+        )
+        .await?;
         let credential = pk.register(&opts, origin);
         let res = b
             .post(format!("{issuer}/enrol/passkey"))
@@ -226,38 +231,25 @@ async fn sign_in(b: &reqwest::Client, issuer: &str, origin: &str, user: &Mutex<U
     if res.status().as_u16() != 303 {
         return Err(format!("authorize: {}", res.status()));
     }
-    let html = b
-        .get(format!("{issuer}/login"))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?
-        .text()
-        .await
-        .map_err(|e| e.to_string())?;
+    let html = get_text(b, format!("{issuer}/login")).await?;
     let token = csrf(&html).ok_or("no csrf on the sign-in page")?;
     let location = {
         let mut u = user.lock().await;
         if let Some(pk) = u.passkey.as_mut() {
-            let opts: Value = b
-                .post(format!("{issuer}/login/passkey/options"))
-                .json(&json!({"csrf": token}))
-                .send()
-                .await
-                .map_err(|e| e.to_string())?
-                .json()
-                .await
-                .map_err(|e| e.to_string())?;
+            let opts: Value = post_json(
+                b,
+                format!("{issuer}/login/passkey/options"),
+                &json!({"csrf": token}),
+            )
+            .await?;
             let credential = pk.assert(&opts, origin);
             drop(u);
-            let done: Value = b
-                .post(format!("{issuer}/login/passkey"))
-                .json(&json!({"csrf": token, "credential": credential}))
-                .send()
-                .await
-                .map_err(|e| e.to_string())?
-                .json()
-                .await
-                .map_err(|e| e.to_string())?;
+            let done: Value = post_json(
+                b,
+                format!("{issuer}/login/passkey"),
+                &json!({"csrf": token, "credential": credential}),
+            )
+            .await?;
             done["redirect"]
                 .as_str()
                 .ok_or_else(|| format!("passkey sign-in refused: {done}"))?

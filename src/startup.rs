@@ -230,6 +230,26 @@ pub fn router(state: AppState) -> Router {
             post(crate::aws::exchange::challenge),
         )
         .route(
+            &format!("/realms/{{realm}}{}", oidc::USERINFO_PATH),
+            get(oidc::userinfo::userinfo).post(oidc::userinfo::userinfo),
+        )
+        .route("/static/sigil-webauthn.js", get(webauthn_js))
+        .merge(page_routes())
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                request_deadline(timeout, req, next)
+            },
+        ))
+        .with_state(state)
+}
+
+/// The hosted pages and their JSON calls: only these read the browser's language and time zone
+/// (`i18n::preferences`), so the token endpoint's path does none of that work.
+fn page_routes() -> Router<AppState> {
+    Router::new()
+        .route(
             &format!("/realms/{{realm}}{}", oidc::AUTHORIZE_PATH),
             get(crate::login::authorize::authorize),
         )
@@ -273,7 +293,6 @@ pub fn router(state: AppState) -> Router {
             "/realms/{realm}/login/passkey",
             post(crate::login::passkeys::sign_in),
         )
-        .route("/static/sigil-webauthn.js", get(webauthn_js))
         .route(
             "/realms/{realm}/account/passkey/options",
             post(crate::login::passkeys::account_options),
@@ -319,22 +338,10 @@ pub fn router(state: AppState) -> Router {
             get(crate::login::account::account),
         )
         .route(
-            &format!("/realms/{{realm}}{}", oidc::USERINFO_PATH),
-            get(oidc::userinfo::userinfo).post(oidc::userinfo::userinfo),
-        )
-        .route(
             "/realms/{realm}/account/sign-out-everywhere",
             post(crate::login::account::sign_out_everywhere),
         )
-        .fallback(not_found)
         .layer(axum::middleware::from_fn(crate::login::i18n::preferences))
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(axum::middleware::from_fn(
-            move |req: axum::extract::Request, next: axum::middleware::Next| {
-                request_deadline(timeout, req, next)
-            },
-        ))
-        .with_state(state)
 }
 
 /// Bounds every request: one not answered within `request_timeout_secs` gets 503

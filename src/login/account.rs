@@ -298,11 +298,13 @@ async fn signed_out_page(
     now: UnixTime,
 ) -> Response {
     let links = match back_to_app(state, realm, client_id, now).await {
-        Some((href, app)) => vec![context! {
-            href => href,
-            label => tr(lang_for(Some(realm)), "common.back_to_app", &[("app", &app)]),
-            id => "back-to-app",
-        }],
+        Some((href, app)) => vec![app_link(
+            realm,
+            href,
+            "common.back_to_app",
+            &app,
+            "back-to-app",
+        )],
         None => account_links(realm),
     };
     let mut res = message_with(
@@ -414,9 +416,24 @@ pub async fn remove_passkey(
 
 /// The way back to the account page, as a message page's link.
 pub(crate) fn account_links(realm: &LiveRealm) -> Vec<minijinja::Value> {
-    vec![minijinja::context! {
+    vec![context! {
         href => format!("{}/account", realm.issuer),
-        label => super::i18n::tr(super::pages_support::lang_for(Some(realm)), "common.go_to_account", &[]),
+        label => tr(lang_for(Some(realm)), "common.go_to_account", &[]),
         id => "go-to-account",
     }]
+}
+
+/// A page's link to an app (`key`: "Back to {app}", "Continue to {app}").
+pub(crate) fn app_link(
+    realm: &LiveRealm,
+    href: String,
+    key: &str,
+    app: &str,
+    id: &str,
+) -> minijinja::Value {
+    context! {
+        href => href,
+        label => tr(lang_for(Some(realm)), key, &[("app", app)]),
+        id => id,
+    }
 }

@@ -199,7 +199,6 @@ pub async fn enrol_done(
         Ok(r) => r,
         Err(res) => return res,
     };
-    let lang = lang_for(Some(&realm));
     let method = if q.method.as_deref() == Some("passkey") {
         "passkey"
     } else {
@@ -209,22 +208,20 @@ pub async fn enrol_done(
     if let Some((href, app)) =
         super::account::back_to_app(&state, &realm, q.client_id.as_deref(), now).await
     {
-        links.push(context! {
-            href => href,
-            label => tr(lang, "common.continue_to_app", &[("app", &app)]),
-            id => "continue-to-app",
-        });
+        links.push(super::account::app_link(
+            &realm,
+            href,
+            "common.continue_to_app",
+            &app,
+            "continue-to-app",
+        ));
     }
     // The account page needs a sign-in: offered only to a browser that has one.
     if session::current(&state, &realm, &headers, now)
         .await
         .is_some()
     {
-        links.push(context! {
-            href => format!("{}/account", realm.issuer),
-            label => tr(lang, "common.go_to_account", &[]),
-            id => "go-to-account",
-        });
+        links.extend(super::account::account_links(&realm));
     }
     let ctx = context! { ..realm_context(&realm), ..context! {
         title => "page.enrol_done",

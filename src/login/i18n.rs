@@ -124,9 +124,14 @@ tokio::task_local! {
     static PREFERENCES: Preferences;
 }
 
-/// This request's preferences (empty outside a request, e.g. in unit tests).
-pub fn current() -> Preferences {
-    PREFERENCES.try_with(Clone::clone).unwrap_or_default()
+/// `f` of this request's preferences (empty outside a request, e.g. in unit tests), without
+/// copying them: pages call this once per date they show.
+pub fn with_current<R>(f: impl FnOnce(&Preferences) -> R) -> R {
+    if PREFERENCES.try_with(|_| ()).is_ok() {
+        PREFERENCES.with(f)
+    } else {
+        f(&Preferences::default())
+    }
 }
 
 /// Middleware: reads `Accept-Language` and the time zone cookie into the request's task-local.

@@ -13,6 +13,7 @@ pub mod pages_support;
 pub mod passkeys;
 pub mod pending;
 pub mod reauth;
+pub mod sealed;
 pub mod session;
 pub mod sign_in;
 pub mod totp_view;

@@ -70,17 +70,20 @@ pub fn lang_for(realm: Option<&LiveRealm>) -> &'static str {
     let default = realm
         .and_then(|r| r.login())
         .map(|s| s.default_locale.as_str());
-    super::i18n::negotiate(super::i18n::current().accept_language.as_deref(), default)
+    super::i18n::with_current(|p| super::i18n::negotiate(p.accept_language.as_deref(), default))
 }
 
 /// `ts` in words, in this request's language and time zone (the browser's, else the realm's).
 pub fn when(realm: &LiveRealm, ts: i64) -> String {
-    let prefs = super::i18n::current();
-    let zone = prefs
-        .time_zone
-        .or_else(|| realm.login().map(|s| s.default_time_zone.clone()))
-        .unwrap_or_else(|| "UTC".into());
-    super::when::in_words(ts, lang_for(Some(realm)), &zone)
+    let lang = lang_for(Some(realm));
+    super::i18n::with_current(|p| {
+        let zone = p
+            .time_zone
+            .as_deref()
+            .or_else(|| realm.login().map(|s| s.default_time_zone.as_str()))
+            .unwrap_or("UTC");
+        super::when::in_words(ts, lang, zone)
+    })
 }
 
 /// The text colour that reads on `bg` (`#rrggbb`): black or white, whichever contrasts more

@@ -4,8 +4,6 @@
 
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 
 use super::pages_support::{cookie, read_cookie};
 use super::session::{FLOW_COOKIE, cookie_path, secure_cookies};
@@ -15,21 +13,13 @@ use crate::identity::authorize::{FLOW_TTL, PendingAuthz};
 use crate::identity::token_hash;
 use crate::state::AppState;
 
-/// Browsers keep cookies up to 4 KiB; a larger request is refused before it is sealed.
-const MAX_COOKIE_VALUE: usize = 3_800;
-
 fn aad(realm: &LiveRealm) -> Vec<u8> {
     format!("sigil-authz-cookie/{}", realm.record.name).into_bytes()
 }
 
 /// The `Set-Cookie` value carrying `pending`, or `None` if it cannot be sealed or is too large.
 pub fn seal(state: &AppState, realm: &LiveRealm, pending: &PendingAuthz) -> Option<HeaderValue> {
-    let json = serde_json::to_vec(pending).ok()?;
-    let sealed = state.kek.seal(&aad(realm), &json).ok()?;
-    let value = B64.encode(sealed);
-    if value.len() > MAX_COOKIE_VALUE {
-        return None;
-    }
+    let value = super::sealed::seal(state, &aad(realm), pending)?;
     Some(cookie(
         FLOW_COOKIE,
         &value,
@@ -59,12 +49,7 @@ pub fn read(
     now: UnixTime,
 ) -> Option<(String, PendingAuthz)> {
     let value = read_cookie(headers, FLOW_COOKIE)?;
-    if value.is_empty() || value.len() > MAX_COOKIE_VALUE {
-        return None;
-    }
-    let sealed = B64.decode(value).ok()?;
-    let json = state.kek.open(&aad(realm), &sealed).ok()?;
-    let pending: PendingAuthz = serde_json::from_slice(&json).ok()?;
+    let pending: PendingAuthz = super::sealed::open(state, &aad(realm), value)?;
     (pending.created_at <= now && now < pending.created_at + FLOW_TTL)
         .then(|| (token_hash(value), pending))
 }

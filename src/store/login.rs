@@ -68,12 +68,10 @@ pub struct SessionRecord {
 }
 
 /// What a sign-in writes with its new session, in the session's transaction, so a sign-in costs
-/// one commit: the WebAuthn ceremony it spends (one winner among concurrent posts of the same
-/// assertion), the passkey's new state, and the authorization code it issues.
+/// one commit: the claim that spends its WebAuthn ceremony (one winner among concurrent posts of
+/// the same assertion), the passkey's new state, and the authorization code it issues.
 #[derive(Debug, Default, Clone)]
 pub struct SessionExtras {
-    /// `(flow id hash, kind)`: deleted, unexpired, or nothing is written (`Ok(false)`).
-    pub spend_flow: Option<(String, String)>,
     /// `(key, expires_at)`: a single-use claim (a row in `flows`, kind `claimed`, purged when it
     /// expires); if the key was claimed before, nothing is written (`Ok(false)`).
     pub claim: Option<(String, i64)>,
@@ -319,10 +317,8 @@ pub trait LoginStore: Send + Sync {
     /// invites, AWS challenges); returns how many went.
     async fn purge_expired(&self, now: i64, limit: i64) -> Result<u64, StoreError>;
 
-    async fn create_session(&self, s: &SessionRecord, audit: Audited<'_>)
-    -> Result<(), StoreError>;
-    /// `create_session` with what the sign-in writes beside it, in one transaction; `Ok(false)`
-    /// (nothing written) when `extras.spend_flow` was already spent or expired.
+    /// A new session, its audit records and what the sign-in writes beside it, in one
+    /// transaction; `Ok(false)` (nothing written) when `extras.claim` was claimed before.
     async fn open_session(
         &self,
         s: &SessionRecord,

@@ -334,29 +334,8 @@ macro_rules! impl_login_store {
                 Ok(n)
             }
 
-            async fn create_session(&self, s: &$crate::store::login::SessionRecord, audit: $crate::store::Audited<'_>) -> Result<(), $crate::store::StoreError> {
-                let mut tx = self.pool.begin().await?;
-                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
-                sqlx::query(
-                    "INSERT INTO sessions (id_hash, realm, user_id, sid, created_at, last_seen, auth_time, amr, acr) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                ).bind(&s.id_hash).bind(&s.realm).bind(&s.user_id).bind(&s.sid).bind(s.created_at)
-                .bind(s.last_seen).bind(s.auth_time).bind(&s.amr).bind(&s.acr)
-                .execute(&mut *tx).await?;
-                tx.commit().await?;
-                Ok(())
-            }
-
             async fn open_session(&self, s: &$crate::store::login::SessionRecord, extras: &$crate::store::login::SessionExtras, now: i64, audit: $crate::store::Audited<'_>) -> Result<bool, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
-                if let Some((id_hash, kind)) = &extras.spend_flow {
-                    let spent = sqlx::query("DELETE FROM flows WHERE id_hash = $1 AND realm = $2 AND kind = $3 AND expires_at > $4")
-                        .bind(id_hash).bind(&s.realm).bind(kind).bind(now)
-                        .execute(&mut *tx).await?.rows_affected() == 1;
-                    if !spent {
-                        return Ok(false);
-                    }
-                }
                 if let Some((key, expires_at)) = &extras.claim {
                     let claimed = sqlx::query(
                         "INSERT INTO flows (id_hash, realm, kind, data, expires_at) VALUES ($1, $2, 'claimed', '', $3) \

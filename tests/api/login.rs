@@ -790,6 +790,13 @@ async fn an_account_failing_too_often_is_slowed_down_even_with_the_right_passwor
     // The sixth attempt, even with the right code, waits for the next minute.
     let res = f.sign_in(&browser(), &p, &f.recovery[0]).await;
     assert_eq!(res.status(), 429);
+    // How long to wait: until the limiter's minute turns (the page says it in words too).
+    let wait: i64 = res.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&wait), "{wait}");
     assert!(
         res.text()
             .await

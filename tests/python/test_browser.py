@@ -64,7 +64,7 @@ TEXT = {
            "sign_in": "Sign in", "choose_password": "Choose a password", "app_code": "Code shown by the app",
            "finish": "Finish setting up", "recovery": "Save your recovery codes", "continue": "Continue",
            "sign_out_here": "Sign out of this browser", "signed_out": "You're signed out",
-           "method_passkey": "with a passkey", "method_password": "with a password and authenticator code",
+           "method_passkey": "with a passkey", "last_used": "Last used", "method_password": "with a password and authenticator code",
            "replace": "Replace your authenticator app", "setup": "Set up an authenticator app",
            "code_mismatch": "did not match", "generic": "is not right", "disabled": "is disabled",
            "invite_used": "already used or is not valid", "timed_out": "Sign-in timed out", "throttled": "Wait",
@@ -74,13 +74,15 @@ TEXT = {
            "sign_in": "Anmelden", "choose_password": "Passwort wählen", "app_code": "Von der App angezeigter Code",
            "finish": "Einrichtung abschließen", "recovery": "Speichern Sie Ihre Wiederherstellungscodes", "continue": "Weiter",
            "sign_out_here": "In diesem Browser abmelden", "signed_out": "Sie sind abgemeldet",
-           "method_passkey": "mit einem Passkey", "method_password": "mit Passwort und Authenticator-Code",
+           "method_passkey": "mit einem Passkey", "last_used": "Zuletzt verwendet", "method_password": "mit Passwort und Authenticator-Code",
            "replace": "Authenticator-App ersetzen", "setup": "Authenticator-App einrichten",
            "code_mismatch": "stimmt nicht", "generic": "stimmen nicht", "disabled": "ist deaktiviert",
            "invite_used": "bereits verwendet oder ist ungültig", "timed_out": "Zeit für die Anmeldung abgelaufen", "throttled": "Warten Sie",
            "cancel": "Abbrechen und zurück zu Mobile Banking", "ack": "Ich habe diese Codes sicher gespeichert"},
 }
 ZONES = {"en": "America/New_York", "de": "Europe/Berlin"}
+# What the pages write for those zones, winter or summer (the browser's zone, from the page's cookie).
+ZONE_NAMES = {"en": ("EST", "EDT"), "de": ("CET", "CEST")}
 
 
 class Browser:
@@ -262,7 +264,8 @@ def test_passkey_journey_keyboard_only(sigil, browsers, lang):
     page.goto(f"{issuer}/account?client_id=mobile")
     assert page.locator("#back-to-app").get_attribute("href") == APP_HOME
     main = page.locator("main").inner_text()
-    assert "Work laptop" in main and t["method_passkey"] in main, main
+    assert "Work laptop" in main and t["method_passkey"] in main and t["last_used"] in main, main
+    assert any(z in main.split() for z in ZONE_NAMES[lang]), f"times not in the browser's zone: {main!r}"
     b.shoot("account")
 
     # Sign out of this browser, by keyboard; the refresh token of this session is dead too.
@@ -275,6 +278,10 @@ def test_passkey_journey_keyboard_only(sigil, browsers, lang):
     dead = requests.post(f"{issuer}/oauth2/token", timeout=10, data={
         "grant_type": "refresh_token", "client_id": "mobile", "refresh_token": tokens["refresh_token"]})
     assert dead.status_code == 400 and dead.json()["error"] == "invalid_grant"
+    # And the path that does not go through the browser: userinfo refuses the session's token.
+    info = requests.get(f"{issuer}/oauth2/userinfo", timeout=10,
+                        headers={"authorization": f"Bearer {tokens['access_token']}"})
+    assert info.status_code == 401, info.text
 
     # Passkey autofill: in Chromium (which supports conditional mediation) a new sign-in completes
     # through the username field's passkey offer, without a click on the button: the virtual
@@ -319,6 +326,8 @@ def test_passkey_journey_keyboard_only(sigil, browsers, lang):
     cookies = {c["name"]: c["value"] for c in b.context.cookies()}
     for _ in range(40):
         requests.post(f"{issuer}/login/passkey/options", json={"csrf": flow_csrf}, cookies=cookies, timeout=10)
+    limited = requests.get(f"{issuer}/oauth2/authorize?client_id=mobile", timeout=10)
+    assert limited.status_code == 429 and 1 <= int(limited.headers["retry-after"]) <= 60
     authorize(b, issuer, state="t")
     assert t["throttled"] in page.locator("#message").inner_text()
     b.shoot("error-throttled")

@@ -5,8 +5,6 @@
 //! assertion exactly one signs in.
 
 use axum::http::{HeaderMap, HeaderValue};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use serde::{Deserialize, Serialize};
 use webauthn_rs::prelude::DiscoverableAuthentication;
 
@@ -19,7 +17,6 @@ use crate::login::session::{cookie_path, secure_cookies};
 use crate::state::AppState;
 
 pub(super) const CEREMONY_COOKIE: &str = "sigil_passkey";
-const MAX_COOKIE_VALUE: usize = 3_800;
 
 #[derive(Serialize, Deserialize)]
 pub(super) struct Ceremony {
@@ -46,17 +43,14 @@ pub(super) fn seal(
         expires_at: now + CEREMONY_TTL,
         state: auth,
     };
-    let json = serde_json::to_vec(&ceremony).ok()?;
-    let value = B64.encode(state.kek.seal(&aad(realm, flow_hash), &json).ok()?);
-    (value.len() <= MAX_COOKIE_VALUE).then(|| {
-        cookie(
-            CEREMONY_COOKIE,
-            &value,
-            &cookie_path(realm),
-            secure_cookies(realm),
-            Some(CEREMONY_TTL),
-        )
-    })
+    let value = crate::login::sealed::seal(state, &aad(realm, flow_hash), &ceremony)?;
+    Some(cookie(
+        CEREMONY_COOKIE,
+        &value,
+        &cookie_path(realm),
+        secure_cookies(realm),
+        Some(CEREMONY_TTL),
+    ))
 }
 
 /// This browser's ceremony for the pending sign-in `flow_hash`, unexpired; `None` if missing,
@@ -69,14 +63,7 @@ pub(super) fn read(
     now: UnixTime,
 ) -> Option<Ceremony> {
     let value = read_cookie(headers, CEREMONY_COOKIE)?;
-    if value.is_empty() || value.len() > MAX_COOKIE_VALUE {
-        return None;
-    }
-    let json = state
-        .kek
-        .open(&aad(realm, flow_hash), &B64.decode(value).ok()?)
-        .ok()?;
-    let ceremony: Ceremony = serde_json::from_slice(&json).ok()?;
+    let ceremony: Ceremony = crate::login::sealed::open(state, &aad(realm, flow_hash), value)?;
     (now < ceremony.expires_at).then_some(ceremony)
 }
 

@@ -42,7 +42,7 @@ pub async fn reauth_options(
         Ok(x) => x,
         Err(res) => return res,
     };
-    start_authentication(&state, &realm, &reauth_key(&cur), false, now).await
+    start_authentication(&state, &realm, &reauth_key(&cur), now).await
 }
 
 /// `POST /realms/{realm}/account/reauth/passkey`: a passkey of this user confirms the session.
@@ -102,4 +102,37 @@ pub async fn reauth_finish(
         Ok(()) => ok_json(json!({"redirect": format!("{}/account", realm.issuer)})),
         Err(_) => json_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
     }
+}
+
+/// Starts a discoverable authentication (a modal prompt); its state is kept (upserted) under
+/// `key`, spent by `reauth_finish`.
+async fn start_authentication(
+    state: &AppState,
+    realm: &LiveRealm,
+    key: &str,
+    now: UnixTime,
+) -> Response {
+    let Some(Ok((mut options, auth))) =
+        webauthn_for(realm).map(|wa| wa.start_discoverable_authentication())
+    else {
+        return json_error(StatusCode::INTERNAL_SERVER_ERROR, "webauthn");
+    };
+    options.mediation = None;
+    let data = serde_json::to_string(&auth).unwrap_or_default();
+    if state
+        .store
+        .put_flow(
+            key,
+            &realm.record.name,
+            "passkey-auth",
+            &data,
+            now + CEREMONY_TTL,
+            now,
+        )
+        .await
+        .is_err()
+    {
+        return json_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    }
+    ok_json(serde_json::to_value(&options).unwrap_or_default())
 }

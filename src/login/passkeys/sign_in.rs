@@ -36,41 +36,6 @@ pub struct SignInOptionsBody {
     conditional: bool,
 }
 
-/// Starts a discoverable authentication; its state is kept (upserted) under `key`.
-pub(super) async fn start_authentication(
-    state: &AppState,
-    realm: &LiveRealm,
-    key: &str,
-    conditional: bool,
-    now: UnixTime,
-) -> Response {
-    let Some(Ok((mut options, auth))) =
-        webauthn_for(realm).map(|wa| wa.start_discoverable_authentication())
-    else {
-        return json_error(StatusCode::INTERNAL_SERVER_ERROR, "webauthn");
-    };
-    if !conditional {
-        options.mediation = None;
-    }
-    let data = serde_json::to_string(&auth).unwrap_or_default();
-    if state
-        .store
-        .put_flow(
-            key,
-            &realm.record.name,
-            "passkey-auth",
-            &data,
-            now + CEREMONY_TTL,
-            now,
-        )
-        .await
-        .is_err()
-    {
-        return json_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
-    }
-    ok_json(serde_json::to_value(&options).unwrap_or_default())
-}
-
 /// `POST /realms/{realm}/login/passkey/options`. The ceremony goes to the browser sealed (nothing
 /// is written); starts count toward the address's sign-in limit like failures do (30 a minute is
 /// far above a person's use, autofill and a button press included).
