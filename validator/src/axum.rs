@@ -1,21 +1,47 @@
-//! axum/tower integration: a layer that authenticates the bearer token (401 `invalid_token`) and
+//! axum/tower integration: a layer that authenticates the access token (401 `invalid_token`) and
 //! optionally requires scopes (403 `insufficient_scope`, `error_code: INSUFFICIENT_SCOPE`), and a
 //! `Claims` extractor for handlers behind it. A request with no credentials gets a bare challenge
 //! (RFC 6750 §3.1: no error code). `WWW-Authenticate` only ever carries fixed text and configured
 //! values, escaped as quoted strings: nothing from the token reaches the header.
+//!
+//! Sender-constrained tokens ([`Validator::validate_request`]): a token sent as
+//! `Authorization: DPoP` is checked with the request's `DPoP` header; its errors answer with a
+//! `DPoP` challenge (`error="invalid_dpop_proof"` or `"invalid_token"`, and `algs`). A token
+//! bound to a client certificate is checked against:
+//! - the [`ClientCertificate`] extension the server's own TLS acceptor inserted for the
+//!   connection, or
+//! - when the request's peer (the `ConnectInfo<SocketAddr>` extension, from
+//!   `into_make_service_with_connect_info::<SocketAddr>()`) is inside a range given to
+//!   [`crate::ValidatorBuilder::trusted_proxies`], the certificate that proxy forwards in its
+//!   header, and then only that (the TLS certificate is the proxy's own).
+//!
+//! The URI a DPoP proof must name (`htu`) is the configured
+//! [`crate::ValidatorBuilder::public_base_url`] followed by the request's path (before any
+//! nesting stripped a prefix). Without one it is `scheme://Host/path`: the scheme from the request
+//! URI (HTTP/2), else `https` when the connection inserted [`ServedOverTls`] or a
+//! [`ClientCertificate`], else `http`; the host from the URI's authority or the `Host` header. Set
+//! the base URL whenever a proxy sits in front.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use axum::extract::{FromRequestParts, Request};
+use axum::extract::{ConnectInfo, FromRequestParts, OriginalUri, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tower::{Layer, Service};
 
-use crate::{Claims, Error, ErrorKind, Validator};
+use crate::dpop::DpopError;
+use crate::jwk::SUPPORTED_ALGS;
+use crate::validator::{Scheme, split_authorization};
+use crate::{Claims, ClientCertificate, Error, ErrorKind, RequestCredentials, Validator};
+
+/// A marker extension: this request's connection is TLS, so without a configured public base
+/// URL the DPoP `htu` is `https://...`. Insert it per connection like [`ClientCertificate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServedOverTls;
 
 impl Validator {
     /// A layer that lets through only requests with a valid access token.
@@ -85,47 +111,119 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request) -> Self::Future {
+    fn call(&mut self, req: Request) -> Self::Future {
         // The clone that was polled ready is the one that must be called.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let validator = self.validator.clone();
         let scopes = self.scopes.clone();
         Box::pin(async move {
-            let token = match presented(req.headers()) {
-                Presented::Nothing => return Ok(token_required(validator.realm())),
+            let scheme = match presented(req.headers()) {
+                Presented::Nothing => return Ok(token_required(&validator)),
                 Presented::Malformed => return Ok(unauthorized("malformed bearer credentials")),
-                Presented::Bearer(token) => token,
+                Presented::Token(scheme, _) => scheme,
             };
-            let claims = match validator.validate(token).await {
+            // The body is not `Sync`: only the head is borrowed across the validation.
+            let (mut parts, body) = req.into_parts();
+            let claims = match authenticate(&validator, &parts).await {
                 Ok(c) => c,
-                Err(e) => return Ok(rejection(&e)),
+                Err(e) => return Ok(rejection_for(scheme, &e)),
             };
             if scopes.iter().any(|s| !claims.has_scope(s)) {
                 let e: Error = ErrorKind::InsufficientScope(scopes.to_vec()).into();
-                return Ok(rejection(&e));
+                return Ok(rejection_for(scheme, &e));
             }
-            req.extensions_mut().insert(claims);
-            inner.call(req).await
+            parts.extensions.insert(claims);
+            inner.call(Request::from_parts(parts, body)).await
         })
     }
+}
+
+/// Collects the request's credentials and validates them.
+async fn authenticate(validator: &Validator, req: &Parts) -> Result<Claims, Error> {
+    let headers = &req.headers;
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let mut dpop_proofs = Vec::new();
+    for v in headers.get_all("dpop") {
+        let proof = v
+            .to_str()
+            .map_err(|_| ErrorKind::DpopProof(DpopError::Malformed))?;
+        dpop_proofs.push(proof);
+    }
+    let uri = request_uri(validator, req);
+    let cert = client_certificate(validator, req);
+    let mut creds = RequestCredentials::new(req.method.as_str(), &uri);
+    creds.authorization = authorization;
+    creds.dpop_proofs = dpop_proofs;
+    creds.client_certificate = cert.as_deref().map(Vec::as_slice);
+    validator.validate_request(&creds).await
+}
+
+/// The absolute URI the client addressed (see the module documentation).
+fn request_uri(validator: &Validator, req: &Parts) -> String {
+    let path = req
+        .extensions
+        .get::<OriginalUri>()
+        .map(|o| o.0.path())
+        .unwrap_or_else(|| req.uri.path());
+    if let Some(base) = validator.public_base_url() {
+        return format!("{base}{path}");
+    }
+    let ext = &req.extensions;
+    let tls = ext.get::<ServedOverTls>().is_some() || ext.get::<ClientCertificate>().is_some();
+    let scheme = req
+        .uri
+        .scheme_str()
+        .unwrap_or(if tls { "https" } else { "http" });
+    let host = req
+        .uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers.get(header::HOST).and_then(|h| h.to_str().ok()))
+        .unwrap_or("");
+    format!("{scheme}://{host}{path}")
+}
+
+/// The client certificate of this request: forwarded by a trusted proxy peer, else the one the
+/// connection's TLS acceptor saw.
+fn client_certificate(validator: &Validator, req: &Parts) -> Option<Arc<Vec<u8>>> {
+    if validator.has_trusted_proxies() {
+        let peer = req
+            .extensions
+            .get::<ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        if let Some((name, format)) = peer.and_then(|p| validator.forwarded_cert_for(p)) {
+            let mut values = req.headers.get_all(name).iter();
+            let value = values.next()?;
+            if values.next().is_some() {
+                return None; // a proxy sets one header; two is a client's addition
+            }
+            let der = crate::forwarded_cert::parse(value.to_str().ok()?, format)?;
+            return Some(Arc::new(der));
+        }
+    }
+    req.extensions
+        .get::<ClientCertificate>()
+        .map(|c| c.0.clone())
 }
 
 /// The token of an `Authorization: Bearer` header (exactly one such header).
 pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     match presented(headers) {
-        Presented::Bearer(token) => Some(token),
-        Presented::Nothing | Presented::Malformed => None,
+        Presented::Token(Scheme::Bearer, token) => Some(token),
+        _ => None,
     }
 }
 
 /// What a request offers as credentials.
 enum Presented<'a> {
-    /// No `Authorization` header, or another scheme (`Basic`...): no attempt at a bearer token.
+    /// No `Authorization` header, or another scheme (`Basic`...): no attempt at a token.
     Nothing,
-    /// A bearer attempt that cannot be read: repeated headers, no token, not ASCII.
+    /// A token attempt that cannot be read: repeated headers, no token, not ASCII.
     Malformed,
-    Bearer(&'a str),
+    Token(Scheme, &'a str),
 }
 
 fn presented(headers: &HeaderMap) -> Presented<'_> {
@@ -139,13 +237,13 @@ fn presented(headers: &HeaderMap) -> Presented<'_> {
     let Ok(value) = value.to_str() else {
         return Presented::Malformed;
     };
-    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    let scheme = value.split_once(' ').map_or(value, |(s, _)| s);
+    if !scheme.eq_ignore_ascii_case("bearer") && !scheme.eq_ignore_ascii_case("dpop") {
         return Presented::Nothing;
     }
-    match token.trim() {
-        "" => Presented::Malformed,
-        token => Presented::Bearer(token),
+    match split_authorization(value) {
+        Some((scheme, token)) => Presented::Token(scheme, token),
+        None => Presented::Malformed,
     }
 }
 
@@ -174,15 +272,72 @@ fn with_challenge(mut res: Response, challenge: &str) -> Response {
 }
 
 /// 401 for a request without credentials: a bare challenge naming the realm, no error code.
-fn token_required(realm: &str) -> Response {
+/// A validator that requires sender-constrained tokens offers the `DPoP` scheme too.
+fn token_required(validator: &Validator) -> Response {
+    let realm = quoted(validator.realm());
     let body = serde_json::json!({
         "error_code": "TOKEN_REQUIRED",
         "error_description": "a bearer token is required",
     });
-    with_challenge(
+    let mut res = with_challenge(
         (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response(),
-        &format!(r#"Bearer realm="{}""#, quoted(realm)),
-    )
+        &format!(r#"Bearer realm="{realm}""#),
+    );
+    if validator.requires_sender_constrained()
+        && let Ok(v) = HeaderValue::from_str(&format!(
+            r#"DPoP realm="{realm}", algs="{}""#,
+            SUPPORTED_ALGS.join(" ")
+        ))
+    {
+        res.headers_mut().append(header::WWW_AUTHENTICATE, v);
+    }
+    res
+}
+
+/// The response to a refused request, with a challenge of the scheme the token came with.
+fn rejection_for(scheme: Scheme, e: &Error) -> Response {
+    match scheme {
+        Scheme::Bearer => rejection(e),
+        Scheme::DPoP => dpop_rejection(e),
+    }
+}
+
+/// RFC 9449 §7.1 response for a request whose token came with the `DPoP` scheme: 401 with
+/// `WWW-Authenticate: DPoP error="invalid_dpop_proof" | "invalid_token" | "use_dpop_nonce",
+/// error_description="...", algs="..."`, or 403 `insufficient_scope`. The description is fixed.
+pub fn dpop_rejection(e: &Error) -> Response {
+    let algs = SUPPORTED_ALGS.join(" ");
+    let code = e.rfc6750_code();
+    let (status, challenge, body) = match e.kind() {
+        ErrorKind::InsufficientScope(scopes) => {
+            let scope = scopes.join(" ");
+            (
+                StatusCode::FORBIDDEN,
+                format!(
+                    r#"DPoP error="insufficient_scope", scope="{}", algs="{algs}""#,
+                    quoted(&scope)
+                ),
+                serde_json::json!({
+                    "error": "insufficient_scope",
+                    "error_code": "INSUFFICIENT_SCOPE",
+                    "scope": scope,
+                }),
+            )
+        }
+        _ => (
+            StatusCode::UNAUTHORIZED,
+            format!(
+                r#"DPoP error="{code}", error_description="{}", algs="{algs}""#,
+                quoted(e.description())
+            ),
+            serde_json::json!({
+                "error": code,
+                "error_code": code.to_ascii_uppercase(),
+                "error_description": e.description(),
+            }),
+        ),
+    };
+    with_challenge((status, axum::Json(body)).into_response(), &challenge)
 }
 
 /// 401 `invalid_token` with a fixed description (never text derived from the token).

@@ -19,6 +19,21 @@ impl Audience {
     }
 }
 
+/// `cnf`: what the token is bound to. A `cnf` with neither member is a binding this crate
+/// cannot check, and such a token is refused.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct Confirmation {
+    /// base64url SHA-256 of the client certificate's DER (mTLS, RFC 8705 §3.1).
+    #[serde(rename = "x5t#S256", default)]
+    pub x5t_s256: Option<String>,
+    /// RFC 7638 thumbprint of the client's DPoP key (RFC 9449 §6.1).
+    #[serde(default)]
+    pub jkt: Option<String>,
+    /// Other confirmation members (`jwk`, `kid`, ...), which are not enforced.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
 /// A verified token's claims. Unknown claims are kept in `extra`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Claims {
@@ -40,6 +55,9 @@ pub struct Claims {
     pub scope: Option<String>,
     #[serde(default)]
     pub token_use: Option<String>,
+    /// The confirmation claim of a sender-constrained token (RFC 7800), if any.
+    #[serde(default)]
+    pub cnf: Option<Confirmation>,
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }

@@ -29,6 +29,24 @@ pub enum ErrorKind {
     Discovery(String),
     /// The JWKS could not be fetched or parsed.
     Jwks(String),
+    /// No `Authorization` header with a `Bearer` or `DPoP` token.
+    MissingToken,
+    /// The validator requires sender-constrained tokens and this one has no `cnf`.
+    NotSenderConstrained,
+    /// `cnf` names no binding this validator can check (neither `x5t#S256` nor `jkt`).
+    UnsupportedConfirmation,
+    /// A certificate-bound token without a client certificate.
+    CertificateRequired,
+    /// A certificate-bound token with another client certificate.
+    CertificateMismatch,
+    /// A DPoP-bound token presented with the `Bearer` scheme.
+    DpopBoundTokenAsBearer,
+    /// A token presented with the `DPoP` scheme that is not DPoP-bound.
+    NotDpopBound,
+    /// The DPoP proof was signed by another key than the token's `cnf.jkt`.
+    DpopKeyMismatch,
+    /// The DPoP proof was refused (`invalid_dpop_proof`, or `use_dpop_nonce`).
+    DpopProof(crate::dpop::DpopError),
 }
 
 /// The public error type. Boxed to keep `Result<Claims, Error>` small.
@@ -40,10 +58,13 @@ impl Error {
         &self.0
     }
 
-    /// RFC 6750 error code: `insufficient_scope` or `invalid_token`.
+    /// RFC 6750 error code (`insufficient_scope` or `invalid_token`), or for DPoP proof
+    /// problems RFC 9449's (`invalid_dpop_proof`, `use_dpop_nonce`).
     pub fn rfc6750_code(&self) -> &'static str {
-        match *self.0 {
+        match &*self.0 {
             ErrorKind::InsufficientScope(_) => "insufficient_scope",
+            ErrorKind::DpopProof(e) => e.error_code(),
+            ErrorKind::DpopKeyMismatch => "invalid_dpop_proof",
             _ => "invalid_token",
         }
     }
@@ -69,6 +90,15 @@ impl Error {
             ErrorKind::MissingClaim(_) => "missing claim",
             ErrorKind::InsufficientScope(_) => "insufficient scope",
             ErrorKind::Discovery(_) | ErrorKind::Jwks(_) => "token keys unavailable",
+            ErrorKind::MissingToken => "a token is required",
+            ErrorKind::NotSenderConstrained => "token is not sender-constrained",
+            ErrorKind::UnsupportedConfirmation => "token bound by an unsupported method",
+            ErrorKind::CertificateRequired => "token requires its client certificate",
+            ErrorKind::CertificateMismatch => "token bound to another client certificate",
+            ErrorKind::DpopBoundTokenAsBearer => "DPoP-bound token presented as a bearer token",
+            ErrorKind::NotDpopBound => "token is not DPoP-bound",
+            ErrorKind::DpopKeyMismatch => "DPoP proof key is not the token's key",
+            ErrorKind::DpopProof(e) => e.description(),
         }
     }
 }
@@ -99,6 +129,8 @@ impl fmt::Display for Error {
             }
             ErrorKind::Discovery(m) => write!(f, "discovery failed: {m}"),
             ErrorKind::Jwks(m) => write!(f, "JWKS unavailable: {m}"),
+            ErrorKind::DpopProof(e) => write!(f, "invalid DPoP proof: {e}"),
+            _ => f.write_str(self.description()),
         }
     }
 }

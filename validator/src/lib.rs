@@ -13,15 +13,18 @@
 //! ```
 
 mod claims;
+pub mod dpop;
 mod error;
 pub mod es256;
+pub mod forwarded_cert;
+pub mod jwk;
 mod jwks;
 mod validator;
 
 #[cfg(feature = "axum")]
 pub mod axum;
 
-pub use claims::{Audience, Claims};
+pub use claims::{Audience, Claims, Confirmation};
 pub use error::{Error, ErrorKind};
 pub use jwks::VerifyingKey;
 
@@ -30,4 +33,4 @@ pub use jwks::VerifyingKey;
 pub fn parse_jwks(body: &[u8]) -> Result<std::collections::HashMap<String, VerifyingKey>, String> {
     jwks::parse_jwks(body)
 }
-pub use validator::{Validator, ValidatorBuilder};
+pub use validator::{ClientCertificate, RequestCredentials, Validator, ValidatorBuilder};

@@ -14,7 +14,9 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 use crate::claims::Claims;
+use crate::dpop::{self, DpopError, DpopExpectations, IatWindow, ReplayCache};
 use crate::error::{Error, ErrorKind};
+use crate::forwarded_cert::{Cidr, Format};
 use crate::jwks::{VerifyingKey, max_age, parse_jwks};
 
 /// Seconds since the Unix epoch, from an injectable source.
@@ -45,6 +47,15 @@ struct Policy {
     default_cache: i64,
     min_cache: i64,
     stale_period: i64,
+    /// Refuse tokens without `cnf` (bearer tokens).
+    require_sender_constrained: bool,
+    dpop_window: IatWindow,
+    dpop_replay_capacity: usize,
+    /// `https://host[:port]` the resource server is addressed as (for DPoP `htu`), no slash.
+    public_base_url: Option<String>,
+    /// Peers whose forwarded client-certificate header is believed, and that header.
+    trusted_proxies: Vec<Cidr>,
+    forwarded_cert: Option<(String, Format)>,
 }
 
 pub struct ValidatorBuilder {
@@ -91,6 +102,48 @@ impl ValidatorBuilder {
         self.policy.realm = Some(realm.into());
         self
     }
+    /// Refuse tokens that are not sender-constrained (no `cnf`): only mTLS-bound (RFC 8705) and
+    /// DPoP-bound (RFC 9449) tokens pass. Off by default: bearer tokens work as before.
+    pub fn require_sender_constrained(mut self) -> Self {
+        self.policy.require_sender_constrained = true;
+        self
+    }
+    /// How old a DPoP proof's `iat` may be (default 60 s) and how far ahead of the clock
+    /// (default 5 s). The replay cache remembers proofs for the sum.
+    pub fn dpop_iat_window(mut self, max_age: Duration, max_future: Duration) -> Self {
+        self.policy.dpop_window = IatWindow {
+            max_age: max_age.as_secs() as i64,
+            max_future: max_future.as_secs() as i64,
+        };
+        self
+    }
+    /// Most DPoP proofs remembered at once for replay detection (default 100 000); when full,
+    /// new proofs are refused until old ones expire.
+    pub fn dpop_replay_capacity(mut self, capacity: usize) -> Self {
+        self.policy.dpop_replay_capacity = capacity;
+        self
+    }
+    /// The scheme, host and port clients address this resource server by
+    /// (`https://ledger.bank.example`): the axum layer builds the request URI that DPoP proofs
+    /// must name (`htu`) from it and the request path. Without it the layer uses the request's
+    /// `Host` header (see [`crate::axum`]), which is right only when no proxy rewrites it.
+    pub fn public_base_url(mut self, url: impl Into<String>) -> Self {
+        self.policy.public_base_url = Some(url.into().trim_end_matches('/').to_owned());
+        self
+    }
+    /// Believe the client certificate a TLS-terminating proxy forwards in `header` (in
+    /// `format`), but only on requests whose peer address (axum's `ConnectInfo<SocketAddr>`) is
+    /// inside one of `proxies`. From any other peer the header is ignored.
+    pub fn trusted_proxies<I: IntoIterator<Item = Cidr>>(
+        mut self,
+        proxies: I,
+        header: impl Into<String>,
+        format: Format,
+    ) -> Self {
+        self.policy.trusted_proxies = proxies.into_iter().collect();
+        self.policy.forwarded_cert = Some((header.into().to_ascii_lowercase(), format));
+        self
+    }
     /// Skip discovery and fetch keys from this URL.
     pub fn jwks_uri(mut self, uri: impl Into<String>) -> Self {
         self.jwks_uri = Some(uri.into());
@@ -127,7 +180,9 @@ impl ValidatorBuilder {
             None => discover(&http, &policy.issuer).await?,
         };
         let clock = self.clock.unwrap_or_else(|| Arc::new(system_now));
+        let replay = ReplayCache::new(policy.dpop_replay_capacity, policy.dpop_window.span());
         let inner = Arc::new(Inner {
+            replay,
             policy,
             jwks_uri,
             http,
@@ -164,6 +219,7 @@ struct Inner {
     last_unknown_kid_fetch: AtomicI64,
     fetches: AtomicU64,
     unknown_kid_fetches: AtomicU64,
+    replay: ReplayCache,
 }
 
 /// Verifies access tokens for one issuer and audience. Cheap to clone.
@@ -320,6 +376,12 @@ impl Validator {
                 default_cache: 300,
                 min_cache: 5,
                 stale_period: 6 * 3600,
+                require_sender_constrained: false,
+                dpop_window: IatWindow::default(),
+                dpop_replay_capacity: 100_000,
+                public_base_url: None,
+                trusted_proxies: Vec::new(),
+                forwarded_cert: None,
             },
             jwks_uri: None,
             http: None,
@@ -386,8 +448,123 @@ impl Validator {
         }
     }
 
-    /// Verifies signature and claims; returns the claims of a valid access token.
+    /// Verifies signature and claims of a token presented as a bearer token without a client
+    /// certificate; returns the claims of a valid access token. A sender-constrained token (with
+    /// `cnf`) is refused here, since its binding cannot be checked without the request: use
+    /// [`Validator::validate_request`] for those.
     pub async fn validate(&self, token: &str) -> Result<Claims, Error> {
+        let claims = self.verify_token(token).await?;
+        self.check_bearer_binding(&claims, None)?;
+        Ok(claims)
+    }
+
+    /// Validates the credentials of one request: an `Authorization: Bearer` token (which may be
+    /// bound to the client certificate, RFC 8705) or an `Authorization: DPoP` token with its
+    /// proof (RFC 9449 §7). Every binding in the token's `cnf` must hold; a DPoP-bound token is
+    /// refused as a bearer token, and an unbound one under
+    /// [`ValidatorBuilder::require_sender_constrained`]. An accepted proof's `jti` is remembered
+    /// (per key) for the iat window, and a second use is refused.
+    pub async fn validate_request(
+        &self,
+        request: &RequestCredentials<'_>,
+    ) -> Result<Claims, Error> {
+        let (scheme, token) = request
+            .authorization
+            .and_then(split_authorization)
+            .ok_or(ErrorKind::MissingToken)?;
+        let claims = self.verify_token(token).await?;
+        match scheme {
+            Scheme::Bearer => self.check_bearer_binding(&claims, request.client_certificate)?,
+            Scheme::DPoP => self.check_dpop_binding(&claims, token, request)?,
+        }
+        Ok(claims)
+    }
+
+    /// The binding checks of a bearer presentation (with the client certificate, if any).
+    fn check_bearer_binding(&self, claims: &Claims, cert: Option<&[u8]>) -> Result<(), Error> {
+        match &claims.cnf {
+            None if self.inner.policy.require_sender_constrained => {
+                Err(ErrorKind::NotSenderConstrained.into())
+            }
+            None => Ok(()),
+            Some(cnf) => {
+                if cnf.jkt.is_some() {
+                    return Err(ErrorKind::DpopBoundTokenAsBearer.into());
+                }
+                let x5t = cnf
+                    .x5t_s256
+                    .as_deref()
+                    .ok_or(ErrorKind::UnsupportedConfirmation)?;
+                check_certificate(x5t, cert)
+            }
+        }
+    }
+
+    fn check_dpop_binding(
+        &self,
+        claims: &Claims,
+        token: &str,
+        request: &RequestCredentials<'_>,
+    ) -> Result<(), Error> {
+        let jkt = claims
+            .cnf
+            .as_ref()
+            .and_then(|c| c.jkt.as_deref())
+            .ok_or(ErrorKind::NotDpopBound)?;
+        // A token bound to both a key and a certificate needs both.
+        if let Some(x5t) = claims.cnf.as_ref().and_then(|c| c.x5t_s256.as_deref()) {
+            check_certificate(x5t, request.client_certificate)?;
+        }
+        let proof = match request.dpop_proofs.as_slice() {
+            [] => return Err(ErrorKind::DpopProof(DpopError::MissingProof).into()),
+            [one] => *one,
+            _ => return Err(ErrorKind::DpopProof(DpopError::MultipleProofs).into()),
+        };
+        let policy = &self.inner.policy;
+        let expected = DpopExpectations::new(request.method, request.uri)
+            .access_token(token)
+            .window(policy.dpop_window);
+        let now = self.inner.now();
+        let verified = dpop::verify_proof(proof, &expected, now).map_err(ErrorKind::DpopProof)?;
+        if !dpop::constant_time_eq(verified.jkt.as_bytes(), jkt.as_bytes()) {
+            return Err(ErrorKind::DpopKeyMismatch.into());
+        }
+        self.inner
+            .replay
+            .check_and_insert(&verified.jkt, &verified.jti, now)
+            .map_err(ErrorKind::DpopProof)?;
+        Ok(())
+    }
+
+    /// The validator's replay cache of DPoP proofs (for metrics).
+    pub fn dpop_replay_cache(&self) -> &ReplayCache {
+        &self.inner.replay
+    }
+
+    pub(crate) fn public_base_url(&self) -> Option<&str> {
+        self.inner.policy.public_base_url.as_deref()
+    }
+
+    /// The forwarded-certificate header and its format, when `peer` is a trusted proxy.
+    pub(crate) fn forwarded_cert_for(&self, peer: std::net::IpAddr) -> Option<(&str, Format)> {
+        let p = &self.inner.policy;
+        let (header, format) = p.forwarded_cert.as_ref()?;
+        p.trusted_proxies
+            .iter()
+            .any(|c| c.contains(peer))
+            .then_some((header.as_str(), *format))
+    }
+
+    pub(crate) fn has_trusted_proxies(&self) -> bool {
+        !self.inner.policy.trusted_proxies.is_empty()
+    }
+
+    pub(crate) fn requires_sender_constrained(&self) -> bool {
+        self.inner.policy.require_sender_constrained
+    }
+
+    /// Signature and claim checks, without any binding check.
+    async fn verify_token(&self, token: &str) -> Result<Claims, Error> {
         let malformed = || Error::from(ErrorKind::Malformed);
         if token.len() > MAX_TOKEN_BYTES {
             return Err(malformed());
@@ -497,5 +674,82 @@ impl Validator {
                     .into(),
             )
         }
+    }
+}
+
+/// The certificate a TLS acceptor saw for this request's connection, as DER: the extension the
+/// axum layer reads (insert it per connection, for every request on it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificate(pub Arc<Vec<u8>>);
+
+/// What one request presents, for [`Validator::validate_request`].
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct RequestCredentials<'a> {
+    /// The whole `Authorization` header value (`Bearer <token>` or `DPoP <token>`).
+    pub authorization: Option<&'a str>,
+    /// Every `DPoP` header value of the request (exactly one is required with a DPoP token).
+    pub dpop_proofs: Vec<&'a str>,
+    /// The HTTP method (`GET`...).
+    pub method: &'a str,
+    /// The absolute URI the client addressed (`https://ledger.bank.example/balances`).
+    pub uri: &'a str,
+    /// The DER of the client's TLS certificate, if it presented one.
+    pub client_certificate: Option<&'a [u8]>,
+}
+
+impl<'a> RequestCredentials<'a> {
+    pub fn new(method: &'a str, uri: &'a str) -> Self {
+        RequestCredentials {
+            method,
+            uri,
+            ..Default::default()
+        }
+    }
+    pub fn authorization(mut self, value: &'a str) -> Self {
+        self.authorization = Some(value);
+        self
+    }
+    /// Adds one `DPoP` header value.
+    pub fn dpop_proof(mut self, proof: &'a str) -> Self {
+        self.dpop_proofs.push(proof);
+        self
+    }
+    pub fn client_certificate(mut self, der: &'a [u8]) -> Self {
+        self.client_certificate = Some(der);
+        self
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scheme {
+    Bearer,
+    DPoP,
+}
+
+/// The scheme and token of an `Authorization` value; `None` for another scheme or no token.
+pub(crate) fn split_authorization(value: &str) -> Option<(Scheme, &str)> {
+    let (scheme, token) = value.split_once(' ')?;
+    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        Scheme::Bearer
+    } else if scheme.eq_ignore_ascii_case("dpop") {
+        Scheme::DPoP
+    } else {
+        return None;
+    };
+    match token.trim() {
+        "" => None,
+        token => Some((scheme, token)),
+    }
+}
+
+/// RFC 8705 §3.1: the certificate's SHA-256 thumbprint must be the token's `x5t#S256`.
+fn check_certificate(x5t: &str, cert: Option<&[u8]>) -> Result<(), Error> {
+    let cert = cert.ok_or(ErrorKind::CertificateRequired)?;
+    let actual = crate::jwk::sha256_b64(cert);
+    if dpop::constant_time_eq(actual.as_bytes(), x5t.as_bytes()) {
+        Ok(())
+    } else {
+        Err(ErrorKind::CertificateMismatch.into())
     }
 }
