@@ -29,6 +29,8 @@ pub struct LiveRealm {
     pub jwks: Jwks,
     /// The realm's sign-in policy, or why the stored one is unusable (sign-in is then refused).
     pub login: Result<LoginSettings, String>,
+    /// The CAs this realm's `tls_client_auth` clients chain to (none: such clients are refused).
+    pub mtls_anchors: Arc<Vec<rustls_pki_types::TrustAnchor<'static>>>,
     /// The published kids with their states, to notice key changes without re-decrypting.
     key_states: Vec<(String, String)>,
 }
@@ -145,6 +147,16 @@ impl Directory {
             .collect();
         let issuer = issuer_for(&self.base_url, name);
         let login = LoginSettings::parse(&record.login_settings);
+        let mtls_anchors = match self.store.realm_mtls(name).await? {
+            None => Arc::new(Vec::new()),
+            Some(pem) => match crate::clients::mtls::anchors_from_pem(&pem) {
+                Ok(a) => Arc::new(a),
+                Err(e) => {
+                    tracing::error!(realm = name, error = %e, "the realm's client CAs are unusable: its tls_client_auth clients are refused until they are set again (sigil realm set-mtls)");
+                    Arc::new(Vec::new())
+                }
+            },
+        };
         if let Err(e) = &login {
             tracing::error!(realm = name, error = %e, "the realm's sign-in policy is unusable: its sign-in is refused until it is set again (sigil realm set-login)");
         }
@@ -157,6 +169,7 @@ impl Directory {
                 signing: prev.signing.clone(),
                 jwks: prev.jwks.clone(),
                 login,
+                mtls_anchors,
                 key_states,
             })));
         }
@@ -188,6 +201,7 @@ impl Directory {
             signing,
             jwks: Jwks::from_public_jwks(&publics),
             login,
+            mtls_anchors,
             key_states,
         })))
     }

@@ -16,11 +16,13 @@ pub mod metrics;
 pub mod oauth;
 pub mod oidc;
 pub mod private_files;
+pub mod proxy;
 pub mod random;
 pub mod ratelimit;
 pub mod serve;
 pub mod startup;
 pub mod state;
 pub mod store;
+pub mod tls;
 
 pub use startup::Application;

@@ -31,7 +31,12 @@ use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
+use std::net::SocketAddr;
+
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::tls::{ClientCertChain, ConnTls, Listener};
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::Instant;
 use tower_http::add_extension::AddExtension;
@@ -66,6 +71,19 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnLimits,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    serve_with(listener, router, limits, None, Listener::Main, shutdown).await
+}
+
+/// As [`serve`], with TLS when `tls` is given (the handshake is bounded by the header-read
+/// timeout); each request learns the connection's [`ConnTls`].
+pub async fn serve_with(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnLimits,
+    tls: Option<TlsAcceptor>,
+    which: Listener,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let builder = builder(&limits);
@@ -131,26 +149,48 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let (id, close) = registry.open(Instant::now());
-        // Each request learns its TCP peer (for per-address limits) as `ConnectInfo`.
-        let service = Tracked {
-            inner: TowerToHyperService::new(AddExtension::new(
-                router.clone().into_service::<Incoming>(),
-                ConnectInfo(peer),
-            )),
-            conn: ConnRef {
-                registry: registry.clone(),
-                id,
-            },
-        };
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
         let registry = registry.clone();
         let stop = stop_rx.clone();
+        let router = router.clone();
+        let builder = builder.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            drive(conn, &registry, id, close, limits.idle_timeout, stop).await;
-            registry.remove(id);
+            match tls {
+                None => {
+                    let conn_tls = ConnTls {
+                        listener: which,
+                        tls: false,
+                        client_chain: None,
+                    };
+                    run_conn(stream, peer, conn_tls, router, &builder, &registry, limits, stop)
+                        .await;
+                }
+                Some(acceptor) => {
+                    let handshake = tokio::time::timeout(
+                        limits.header_read_timeout,
+                        acceptor.accept(stream),
+                    )
+                    .await;
+                    let Ok(Ok(stream)) = handshake else {
+                        // A failed or stalled handshake: nothing to answer.
+                        drop(permit);
+                        return;
+                    };
+                    let client_chain = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .filter(|c| !c.is_empty())
+                        .map(|c| ClientCertChain(Arc::new(c.iter().map(|d| d.clone().into_owned()).collect())));
+                    let conn_tls = ConnTls {
+                        listener: which,
+                        tls: true,
+                        client_chain,
+                    };
+                    run_conn(stream, peer, conn_tls, router, &builder, &registry, limits, stop)
+                        .await;
+                }
+            }
             drop(permit);
         });
     }
@@ -198,19 +238,51 @@ fn is_connection_error(e: &std::io::Error) -> bool {
     )
 }
 
-type Conn = hyper_util::server::conn::auto::UpgradeableConnection<
-    'static,
-    TokioIo<tokio::net::TcpStream>,
-    Tracked<
-        TowerToHyperService<
-            AddExtension<
-                axum::routing::RouterIntoService<Incoming>,
-                ConnectInfo<std::net::SocketAddr>,
-            >,
+type Svc = Tracked<
+    TowerToHyperService<
+        AddExtension<
+            AddExtension<axum::routing::RouterIntoService<Incoming>, ConnectInfo<SocketAddr>>,
+            ConnTls,
         >,
     >,
-    TokioExecutor,
 >;
+
+type Conn<I> =
+    hyper_util::server::conn::auto::UpgradeableConnection<'static, TokioIo<I>, Svc, TokioExecutor>;
+
+/// Serves one accepted (and, for TLS, handshaken) connection until it ends.
+#[allow(clippy::too_many_arguments)]
+async fn run_conn<I>(
+    io: I,
+    peer: SocketAddr,
+    conn_tls: ConnTls,
+    router: Router,
+    builder: &Builder<TokioExecutor>,
+    registry: &Arc<Registry>,
+    limits: ConnLimits,
+    stop: watch::Receiver<()>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (id, close) = registry.open(Instant::now());
+    // Each request learns its TCP peer (for per-address limits) as `ConnectInfo`, and the
+    // connection's TLS facts (listener, client certificate) as `ConnTls`.
+    let service = Tracked {
+        inner: TowerToHyperService::new(AddExtension::new(
+            AddExtension::new(router.into_service::<Incoming>(), ConnectInfo(peer)),
+            conn_tls,
+        )),
+        conn: ConnRef {
+            registry: registry.clone(),
+            id,
+        },
+    };
+    let conn = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .into_owned();
+    drive(conn, registry, id, close, limits.idle_timeout, stop).await;
+    registry.remove(id);
+}
 
 #[derive(Debug, Clone, Copy)]
 enum Ending {
@@ -221,14 +293,16 @@ enum Ending {
 
 /// Runs one connection until it ends by itself, goes idle for too long, is evicted to make room,
 /// or the server shuts down.
-async fn drive(
-    conn: Conn,
+async fn drive<I>(
+    conn: Conn<I>,
     registry: &Registry,
     id: u64,
     close: Arc<Notify>,
     idle_timeout: Duration,
     mut stop: watch::Receiver<()>,
-) {
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     tokio::pin!(conn);
     let mut check_at = Instant::now() + idle_timeout;
     let ending = loop {

@@ -27,6 +27,8 @@ pub enum StartupError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Kek(#[from] KekOpenError),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     #[error("cannot bind {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -38,6 +40,8 @@ pub struct Application {
     listener: TcpListener,
     addr: SocketAddr,
     metrics_listener: Option<(TcpListener, SocketAddr)>,
+    mtls_listener: Option<(TcpListener, SocketAddr)>,
+    tls: Option<Arc<crate::tls::ReloadingCert>>,
     base_url: String,
     router: Router,
     state: AppState,
@@ -69,9 +73,28 @@ impl Application {
             addr: config.bind,
             source,
         })?;
+        let tls = match &config.tls {
+            Some(files) => Some(crate::tls::ReloadingCert::load(files)?),
+            None => None,
+        };
         let base_url = match &config.public_url {
             Some(url) => base_url_string(url),
-            None => crate::config::default_base_url(addr),
+            None => crate::config::default_base_url_with(addr, tls.is_some()),
+        };
+        let mtls_listener = match config.mtls_bind {
+            None => None,
+            Some(at) => {
+                let l = listen(at).map_err(|source| StartupError::Bind { addr: at, source })?;
+                let bound = l
+                    .local_addr()
+                    .map_err(|source| StartupError::Bind { addr: at, source })?;
+                Some((l, bound))
+            }
+        };
+        let mtls_base_url = match (&config.mtls_public_url, &mtls_listener) {
+            (Some(url), _) => Some(base_url_string(url)),
+            (None, Some((_, at))) => Some(crate::config::default_base_url_with(*at, true)),
+            (None, None) => None,
         };
         let directory = Arc::new(Directory::new(
             store.clone(),
@@ -108,6 +131,8 @@ impl Application {
             login_ip_failures: Arc::new(crate::ratelimit::FailureLimiter::new(30)),
             login_account_failures: Arc::new(crate::ratelimit::FailureLimiter::new(5)),
             refusals: Arc::new(crate::audit::RefusalTally::new()),
+            mtls_base_url: mtls_base_url.map(Arc::from),
+            client_keys: Arc::new(crate::clients::keys::ClientKeys::new()),
         };
         let metrics_listener = match state.config.metrics_bind {
             None => None,
@@ -124,6 +149,8 @@ impl Application {
             listener,
             addr,
             metrics_listener,
+            mtls_listener,
+            tls,
             base_url,
             router,
             state,
@@ -137,6 +164,11 @@ impl Application {
     /// Where `/metrics` is served, when `metrics_bind` is set.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_listener.as_ref().map(|(_, a)| *a)
+    }
+
+    /// Where the mutual-TLS listener is, when `mtls_bind` is set.
+    pub fn mtls_addr(&self) -> Option<SocketAddr> {
+        self.mtls_listener.as_ref().map(|(_, a)| *a)
     }
 
     /// The base of every issuer URL (`{base_url}/realms/{realm}`).
@@ -174,8 +206,54 @@ impl Application {
             });
         }
         let state = self.state.clone();
-        let served =
-            crate::serve::serve(self.listener, self.router, limits, shutdown_signal()).await;
+        let acceptor = |ask_client_cert: bool| -> std::io::Result<Option<tokio_rustls::TlsAcceptor>> {
+            match &self.tls {
+                None => Ok(None),
+                Some(cert) => crate::tls::server_config(cert.clone(), ask_client_cert)
+                    .map(|c| Some(tokio_rustls::TlsAcceptor::from(c)))
+                    .map_err(std::io::Error::other),
+            }
+        };
+        if let Some(cert) = &self.tls {
+            cert.watch(crate::tls::RELOAD_CHECK);
+        }
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        if let Some((listener, at)) = self.mtls_listener {
+            tracing::info!(%at, "mutual TLS listener");
+            let router = mtls_router(self.state.clone());
+            let tls = acceptor(true)?;
+            let mut stop = stop_rx.clone();
+            tokio::spawn(async move {
+                let stopped = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                if let Err(e) = crate::serve::serve_with(
+                    listener,
+                    router,
+                    limits,
+                    tls,
+                    crate::tls::Listener::MutualTls,
+                    stopped,
+                )
+                .await
+                {
+                    tracing::error!(error = %e, "mutual TLS listener failed");
+                }
+            });
+        }
+        let main_tls = acceptor(false)?;
+        let served = crate::serve::serve_with(
+            self.listener,
+            self.router,
+            limits,
+            main_tls,
+            crate::tls::Listener::Main,
+            async move {
+                shutdown_signal().await;
+                let _ = stop_tx.send(true);
+            },
+        )
+        .await;
         // What was tallied since the last flush is written before the process ends.
         write_refusals(&state).await;
         served
@@ -241,6 +319,42 @@ pub fn router(state: AppState) -> Router {
             move |req: axum::extract::Request, next: axum::middleware::Next| {
                 request_deadline(timeout, req, next)
             },
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::proxy::forwarded,
+        ))
+        .with_state(state)
+}
+
+/// The mutual-TLS listener's routes: the token and AWS endpoints only (RFC 8705 §5). The hosted
+/// pages are never here: a browser asked for a client certificate shows a picker.
+pub fn mtls_router(state: AppState) -> Router {
+    let timeout = Duration::from_secs(state.config.request_timeout_secs);
+    let body_limit = state.config.max_body_bytes;
+    Router::new()
+        .route(
+            &format!("/realms/{{realm}}{}", oidc::TOKEN_PATH),
+            post(crate::oauth::token_endpoint::token),
+        )
+        .route(
+            &format!("/realms/{{realm}}{}", oidc::AWS_EXCHANGE_PATH),
+            post(crate::aws::exchange::endpoint),
+        )
+        .route(
+            &format!("/realms/{{realm}}{}", oidc::AWS_CHALLENGE_PATH),
+            post(crate::aws::exchange::challenge),
+        )
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                request_deadline(timeout, req, next)
+            },
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::proxy::forwarded,
         ))
         .with_state(state)
 }

@@ -28,4 +28,8 @@ pub struct AppState {
     pub login_account_failures: Arc<crate::ratelimit::FailureLimiter<String>>,
     /// Anonymous refusals, written as counted rows once per `refusal_tally_secs`.
     pub refusals: Arc<crate::audit::RefusalTally>,
+    /// Base URL of the mutual-TLS listener's aliases, when there is one.
+    pub mtls_base_url: Option<Arc<str>>,
+    /// `private_key_jwt` clients' keys fetched from their `jwks_uri`.
+    pub client_keys: Arc<crate::clients::keys::ClientKeys>,
 }

@@ -8,6 +8,7 @@ use super::{AdminError, check_ttl, invalid};
 use crate::audit::AuditDraft;
 use crate::clients::CLIENT_CREDENTIALS as GRANT_TYPE;
 use crate::clients::is_valid_client_id;
+use crate::clients::auth::{AuthMethod, ClientAuth};
 use crate::clients::{scope, secret};
 use crate::clock::UnixTime;
 use crate::store::{ClientRecord, Store};
@@ -29,6 +30,8 @@ pub struct NewClient {
     pub name: Option<String>,
     /// The app's home page (https, or http on loopback): the pages' "Back to the app".
     pub client_uri: Option<String>,
+    /// How the client authenticates (default: a secret) and binds its tokens.
+    pub auth: ClientAuth,
 }
 
 #[derive(Debug, Serialize)]
@@ -41,6 +44,9 @@ pub struct ClientView {
     pub audience: String,
     pub grant_types: Vec<String>,
     pub token_endpoint_auth_methods: Vec<&'static str>,
+    /// The authentication settings (public material only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<serde_json::Value>,
     pub access_token_ttl: Option<i64>,
     pub redirect_uris: Vec<String>,
     pub public: bool,
@@ -160,6 +166,9 @@ pub async fn create(
             format!("{u:?} must be an https URL (http only on a loopback host)"),
         ));
     }
+    req.auth
+        .validate(req.public)
+        .map_err(|e| invalid("auth", e.to_string()))?;
     if req.public && req.redirect_uris.is_empty() {
         return Err(invalid(
             "public",
@@ -195,6 +204,7 @@ pub async fn create(
             .as_deref()
             .and_then(|u| url::Url::parse(u).ok())
             .map(|u| u.to_string()),
+        auth_config: req.auth.to_stored(),
     };
     if store.realm(&req.realm).await?.is_none() {
         return Err(AdminError::NotFound(format!("realm {}", req.realm)));
@@ -207,12 +217,98 @@ pub async fn create(
                 "default_scopes": record.default_scopes,
                 "audience": record.audience,
                 "access_token_ttl": record.access_token_ttl,
+                "auth": auth_summary(&req.auth, record.public_client),
             })),
     ];
     store.create_client(&record, &audit).await?;
+    // Only a client that authenticates with a secret is shown one.
+    let uses_secret = !record.public_client
+        && matches!(
+            req.auth.method,
+            None | Some(AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost)
+        );
     Ok(WithSecret {
-        client_secret: (!record.public_client).then_some(new_secret.secret),
+        client_secret: uses_secret.then_some(new_secret.secret),
         client: view(record),
+    })
+}
+
+/// What the audit log keeps of authentication settings: the method and the public material's
+/// identity (subject, thumbprints, JWKS URI, key ids), never more.
+fn auth_summary(a: &ClientAuth, public_client: bool) -> serde_json::Value {
+    let kids: Vec<String> = a
+        .jwks
+        .as_ref()
+        .map(|j| {
+            crate::clients::keys::parse_client_jwks(j)
+                .iter()
+                .map(|k| k.kid().unwrap_or(k.thumbprint()).to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    json!({
+        "methods": a.methods(public_client),
+        "tls_subject": a.tls_subject,
+        "cert_thumbprints": a.cert_thumbprints,
+        "jwks_uri": a.jwks_uri,
+        "jwks_keys": kids,
+        "bind_tokens": a.bind_tokens,
+        "require_dpop": a.require_dpop,
+    })
+}
+
+/// Switches how a client authenticates (and binds its tokens) without losing it: its id, scopes,
+/// redirect URIs and audit history stay. A client moving to a secret method gets a new secret,
+/// returned once.
+pub async fn set_auth(
+    store: &dyn Store,
+    realm: &str,
+    id: &str,
+    auth: ClientAuth,
+    now: UnixTime,
+    actor: &str,
+) -> Result<WithSecret, AdminError> {
+    let current = store
+        .client(realm, id)
+        .await?
+        .ok_or_else(|| not_found(realm, id))?;
+    auth.validate(current.public_client)
+        .map_err(|e| invalid("auth", e.to_string()))?;
+    let previous = ClientAuth::parse_stored(current.auth_config.as_deref()).unwrap_or_default();
+    let was_secret = matches!(
+        previous.method,
+        None | Some(AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost)
+    ) && !current.public_client;
+    let to_secret = matches!(
+        auth.method,
+        None | Some(AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost)
+    ) && !current.public_client;
+    let audit = [AuditDraft::new(now, Some(realm), "client.auth_changed", actor)
+        .subject(id)
+        .detail(auth_summary(&auth, current.public_client))];
+    if !store
+        .set_client_auth(realm, id, auth.to_stored().as_deref(), now, &audit)
+        .await?
+    {
+        return Err(not_found(realm, id));
+    }
+    // Leaving a secret method: the old secret must not come back to life if the client ever
+    // returns to one, so it is replaced now and never shown.
+    if was_secret != to_secret || !to_secret {
+        let fresh = secret::generate();
+        let audit = [AuditDraft::new(now, Some(realm), "client.secret_rotated", actor).subject(id)];
+        store
+            .set_client_secret(realm, id, &fresh.salt, &fresh.verifier, now, &audit)
+            .await?;
+        let client = show(store, realm, id).await?;
+        return Ok(WithSecret {
+            client_secret: to_secret.then_some(fresh.secret),
+            client,
+        });
+    }
+    Ok(WithSecret {
+        client_secret: None,
+        client: show(store, realm, id).await?,
     })
 }
 
@@ -319,11 +415,12 @@ fn view(c: ClientRecord) -> ClientView {
         allowed_scopes: split(&c.allowed_scopes),
         default_scopes: split(&c.default_scopes),
         grant_types: split(&c.grant_types),
-        token_endpoint_auth_methods: if c.public_client {
-            vec!["none"]
-        } else {
-            vec!["client_secret_basic", "client_secret_post"]
-        },
+        token_endpoint_auth_methods: ClientAuth::parse_stored(c.auth_config.as_deref())
+            .map(|a| a.methods(c.public_client))
+            .unwrap_or_default(),
+        auth: ClientAuth::parse_stored(c.auth_config.as_deref())
+            .ok()
+            .map(|a| auth_summary(&a, c.public_client)),
         realm: c.realm,
         client_id: c.client_id,
         enabled: c.enabled,

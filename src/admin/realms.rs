@@ -149,3 +149,65 @@ fn view(base_url: &str, r: RealmRecord, keys: Vec<KeyRecord>) -> RealmView {
             .collect(),
     }
 }
+
+/// A realm's client CAs as `realm set-mtls` shows them: subject and thumbprint of each.
+#[derive(Debug, serde::Serialize)]
+pub struct MtlsView {
+    pub realm: String,
+    pub client_cas: Vec<CaView>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct CaView {
+    pub subject: String,
+    pub sha256: String,
+    pub not_after: i64,
+}
+
+/// Sets (or with `None` removes) the CAs a realm's `tls_client_auth` clients chain to. Each must
+/// be a CA certificate (basic constraints `cA`); the change is audited with their thumbprints.
+pub async fn set_mtls(
+    store: &dyn crate::store::Store,
+    realm: &str,
+    pem: Option<&str>,
+    now: crate::clock::UnixTime,
+    actor: &str,
+) -> Result<MtlsView, AdminError> {
+    use x509_parser::prelude::FromDer;
+    if store.realm(realm).await?.is_none() {
+        return Err(AdminError::NotFound(format!("realm {realm}")));
+    }
+    let mut cas = Vec::new();
+    if let Some(pem) = pem {
+        let certs = crate::clients::mtls::certificates_from_pem(pem)
+            .map_err(|e| super::invalid("ca-file", e))?;
+        crate::clients::mtls::anchors_from_pem(pem).map_err(|e| super::invalid("ca-file", e))?;
+        for der in &certs {
+            let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der)
+                .map_err(|e| super::invalid("ca-file", e.to_string()))?;
+            if !cert.is_ca() {
+                return Err(super::invalid(
+                    "ca-file",
+                    format!("{} is not a CA certificate", cert.subject()),
+                ));
+            }
+            cas.push(CaView {
+                subject: cert.subject().to_string(),
+                sha256: crate::clients::mtls::thumbprint(der),
+                not_after: cert.validity().not_after.timestamp(),
+            });
+        }
+    }
+    let audit = [
+        crate::audit::AuditDraft::new(now, Some(realm), "realm.mtls_changed", actor)
+            .subject(realm)
+            .detail(serde_json::json!({
+                "client_cas": cas.iter().map(|c| serde_json::json!({"subject": c.subject, "sha256": c.sha256})).collect::<Vec<_>>(),
+            })),
+    ];
+    store.set_realm_mtls(realm, pem, now, &audit).await?;
+    Ok(MtlsView {
+        realm: realm.to_owned(),
+        client_cas: cas,
+    })
+}

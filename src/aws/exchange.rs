@@ -154,6 +154,7 @@ pub async fn exchange(
             scope: &granted,
             ttl,
             now,
+            cnf: None,
             extra: Some(&extra),
         },
     )
@@ -166,6 +167,7 @@ pub async fn exchange(
     detail.insert("aws_user_id".into(), json!(identity.user_id));
     detail.insert("aws_arn".into(), json!(identity.arn));
     Ok(Granted {
+        cnf: None,
         actor: who.canonical,
         grant_type: GRANT_NAME,
         token,

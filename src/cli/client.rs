@@ -46,9 +46,19 @@ pub enum ClientCommand {
         /// The app's home page: where the pages' "Back to the app" goes.
         #[arg(long)]
         client_uri: Option<String>,
+        #[command(flatten)]
+        auth: AuthArgs,
         /// Accepted for symmetry; the output is always JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Switch how a client authenticates (and binds its tokens), keeping the client. Prints the
+    /// client, and a new secret once when it moves to a secret method.
+    SetAuth {
+        #[command(flatten)]
+        client: ClientRef,
+        #[command(flatten)]
+        auth: AuthArgs,
     },
     List {
         #[arg(long)]
@@ -102,8 +112,10 @@ pub(super) async fn run(
             public,
             name,
             client_uri,
+            auth,
             json: _,
         } => {
+            let auth = auth.into_client_auth(public)?;
             let req = admin::clients::NewClient {
                 realm: client.realm,
                 client_id: client.id,
@@ -115,6 +127,7 @@ pub(super) async fn run(
                 public,
                 name,
                 client_uri,
+                auth,
             };
             print_json(&admin::clients::create(s, req, now, actor).await?);
         }
@@ -151,6 +164,13 @@ pub(super) async fn run(
                 );
             }
         }
+        ClientCommand::SetAuth { client, auth } => {
+            let c = admin::clients::show(s, &client.realm, &client.id).await?;
+            let auth = auth.into_client_auth(c.public)?;
+            print_json(
+                &admin::clients::set_auth(s, &client.realm, &client.id, auth, now, actor).await?,
+            );
+        }
         ClientCommand::Delete { client } => {
             admin::clients::delete(s, &client.realm, &client.id, now, actor).await?;
             println!("deleted {}", client.id);
@@ -170,4 +190,105 @@ pub(super) async fn run(
         }
     }
     Ok(0)
+}
+
+/// How a client authenticates, from the command line.
+#[derive(Debug, Args)]
+pub struct AuthArgs {
+    /// client_secret_basic, client_secret_post, tls_client_auth, self_signed_tls_client_auth,
+    /// private_key_jwt or none (public clients). Default: a secret, with Basic or in the body.
+    #[arg(long = "auth")]
+    pub method: Option<String>,
+    /// tls_client_auth: the certificate's subject DN (`CN=ach,O=Bank,C=GB`).
+    #[arg(long)]
+    pub tls_subject_dn: Option<String>,
+    /// tls_client_auth: a DNS name in the certificate's subject alternative names.
+    #[arg(long)]
+    pub tls_san_dns: Option<String>,
+    /// tls_client_auth: a URI SAN, e.g. a SPIFFE ID (spiffe://bank.example/ns/payments/sa/ach).
+    #[arg(long)]
+    pub tls_san_uri: Option<String>,
+    /// tls_client_auth: an IP address SAN.
+    #[arg(long)]
+    pub tls_san_ip: Option<std::net::IpAddr>,
+    /// tls_client_auth: an email SAN.
+    #[arg(long)]
+    pub tls_san_email: Option<String>,
+    /// self_signed_tls_client_auth: a PEM certificate the client presents (repeatable, for
+    /// rotation).
+    #[arg(long = "cert-file")]
+    pub cert_files: Vec<std::path::PathBuf>,
+    /// private_key_jwt: the client's public keys (a JWKS file).
+    #[arg(long)]
+    pub jwks_file: Option<std::path::PathBuf>,
+    /// private_key_jwt: where the client publishes its JWKS (https).
+    #[arg(long)]
+    pub jwks_uri: Option<String>,
+    /// Bind the access tokens of a client that authenticated with mTLS to its certificate
+    /// (default true).
+    #[arg(long)]
+    pub bind_tokens: Option<bool>,
+    /// Refuse token requests without a DPoP proof (public mobile apps).
+    #[arg(long)]
+    pub require_dpop: bool,
+}
+
+impl AuthArgs {
+    pub fn into_client_auth(
+        self,
+        public: bool,
+    ) -> Result<crate::clients::auth::ClientAuth, CliError> {
+        use crate::clients::auth::{AuthMethod, ClientAuth, TlsSubject};
+        let method = match self.method.as_deref() {
+            None => None,
+            Some(m) => Some(AuthMethod::parse(m).ok_or_else(|| {
+                CliError::Other(format!(
+                    "--auth {m:?}: one of client_secret_basic, client_secret_post, tls_client_auth, self_signed_tls_client_auth, private_key_jwt, none"
+                ))
+            })?),
+        };
+        let subjects: Vec<TlsSubject> = [
+            self.tls_subject_dn.map(TlsSubject::Dn),
+            self.tls_san_dns.map(TlsSubject::SanDns),
+            self.tls_san_uri.map(TlsSubject::SanUri),
+            self.tls_san_ip.map(TlsSubject::SanIp),
+            self.tls_san_email.map(TlsSubject::SanEmail),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if subjects.len() > 1 {
+            return Err(CliError::Other(
+                "give exactly one of --tls-subject-dn, --tls-san-dns, --tls-san-uri, --tls-san-ip, --tls-san-email (RFC 8705 §2.1.2)".into(),
+            ));
+        }
+        let mut thumbprints = Vec::new();
+        for f in &self.cert_files {
+            let pem = std::fs::read_to_string(f)
+                .map_err(|e| CliError::Other(format!("cannot read {}: {e}", f.display())))?;
+            let certs = crate::clients::mtls::certificates_from_pem(&pem)
+                .map_err(|e| CliError::Other(format!("{}: {e}", f.display())))?;
+            thumbprints.extend(certs.iter().map(|c| crate::clients::mtls::thumbprint(c)));
+        }
+        let jwks = match &self.jwks_file {
+            None => None,
+            Some(f) => {
+                let text = std::fs::read_to_string(f)
+                    .map_err(|e| CliError::Other(format!("cannot read {}: {e}", f.display())))?;
+                Some(serde_json::from_str(&text).map_err(|e| {
+                    CliError::Other(format!("{}: not JSON: {e}", f.display()))
+                })?)
+            }
+        };
+        let _ = public;
+        Ok(ClientAuth {
+            method,
+            tls_subject: subjects.into_iter().next(),
+            cert_thumbprints: thumbprints,
+            jwks,
+            jwks_uri: self.jwks_uri,
+            bind_tokens: self.bind_tokens.unwrap_or(true),
+            require_dpop: self.require_dpop,
+        })
+    }
 }

@@ -37,6 +37,16 @@ pub enum RealmCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The CAs this realm's tls_client_auth clients chain to (PEM; several files or several
+    /// certificates per file allowed). Replaces the realm's current CAs.
+    SetMtls {
+        name: String,
+        #[arg(long = "ca-file", required_unless_present = "clear")]
+        ca_files: Vec<std::path::PathBuf>,
+        /// Remove every CA: the realm's tls_client_auth clients are refused until CAs are set.
+        #[arg(long, conflicts_with = "ca_files")]
+        clear: bool,
+    },
     /// Sign-in policy: lifetimes, the password + TOTP fallback, claim names.
     SetLogin {
         name: String,
@@ -124,6 +134,28 @@ pub(super) async fn run(
                     println!("{}\t{}\t{}", r.name, r.alg, r.issuer);
                 }
             }
+        }
+        RealmCommand::SetMtls {
+            name,
+            ca_files,
+            clear,
+        } => {
+            let pem = if clear {
+                None
+            } else {
+                let mut all = String::new();
+                for f in &ca_files {
+                    let text = std::fs::read_to_string(f).map_err(|e| {
+                        CliError::Other(format!("cannot read {}: {e}", f.display()))
+                    })?;
+                    all.push_str(&text);
+                    all.push('\n');
+                }
+                Some(all)
+            };
+            let view = admin::realms::set_mtls(store.as_ref(), &name, pem.as_deref(), now, actor)
+                .await?;
+            print_json(&view);
         }
         RealmCommand::SetLogin {
             name,

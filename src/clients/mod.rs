@@ -2,6 +2,9 @@
 //! scopes and its secret. No HTTP here: the token endpoint (`oauth`) and the admin commands both
 //! use these rules.
 
+pub mod auth;
+pub mod keys;
+pub mod mtls;
 pub mod scope;
 pub mod secret;
 

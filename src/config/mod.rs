@@ -97,11 +97,41 @@ pub struct Config {
     /// Most unexpired AWS exchange challenges stored per realm; past it, 503.
     pub aws_max_live_challenges: u32,
     pub log_format: LogFormat,
+    /// TLS on the main listener (and the mTLS one); `None` = plain HTTP.
+    pub tls: Option<TlsFiles>,
+    /// A second listener that asks for client certificates (RFC 8705); needs `tls`.
+    pub mtls_bind: Option<SocketAddr>,
+    /// Base URL of the mutual-TLS aliases in discovery; `None` = derived from `mtls_bind`.
+    pub mtls_public_url: Option<Url>,
+    /// Addresses whose `Forwarded`/`X-Forwarded-For` and forwarded client certificate are
+    /// believed; from anyone else those headers are ignored.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The header a trusted proxy puts the client certificate in, lower case.
+    pub forwarded_cert_header: String,
+    pub forwarded_cert_format: ForwardedCertFormat,
+}
+
+/// The server certificate chain and key (PEM), re-read when either file changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+/// How a trusted proxy passes the client certificate on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardedCertFormat {
+    /// Envoy's `X-Forwarded-Client-Cert: ...;Cert="<URL-encoded PEM>";...`.
+    Envoy,
+    /// nginx's `$ssl_client_escaped_cert`: the whole value is a URL-encoded PEM.
+    Nginx,
 }
 
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/sigil.db";
 pub const DEFAULT_KEK_FILE: &str = "keys/kek";
+
+pub const DEFAULT_FORWARDED_CERT_HEADER: &str = "x-forwarded-client-cert";
 
 pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 30;
 
@@ -131,6 +161,12 @@ impl Config {
             aws_challenges_per_minute_per_ip: 30,
             aws_max_live_challenges: 10_000,
             log_format: LogFormat::Text,
+            tls: None,
+            mtls_bind: None,
+            mtls_public_url: None,
+            trusted_proxies: Vec::new(),
+            forwarded_cert_header: DEFAULT_FORWARDED_CERT_HEADER.to_owned(),
+            forwarded_cert_format: ForwardedCertFormat::Envoy,
         }
     }
 }
@@ -138,10 +174,16 @@ impl Config {
 /// The base URL when no `public_url` is configured: `http://{bind}`, with a loopback address
 /// named `localhost` (browsers allow WebAuthn on `http://localhost`, never on an IP address).
 pub fn default_base_url(addr: std::net::SocketAddr) -> String {
+    default_base_url_with(addr, false)
+}
+
+/// As [`default_base_url`], `https://` when the listener speaks TLS.
+pub fn default_base_url_with(addr: std::net::SocketAddr, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
     if addr.ip().is_loopback() {
-        format!("http://localhost:{}", addr.port())
+        format!("{scheme}://localhost:{}", addr.port())
     } else {
-        format!("http://{addr}")
+        format!("{scheme}://{addr}")
     }
 }
 

@@ -35,6 +35,13 @@ pub struct Settings {
     pub aws_challenges_per_minute_per_ip: Option<u32>,
     pub aws_max_live_challenges: Option<u32>,
     pub log_format: Option<String>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    pub mtls_bind: Option<String>,
+    pub mtls_public_url: Option<String>,
+    pub trusted_proxies: Option<Vec<String>>,
+    pub forwarded_cert_header: Option<String>,
+    pub forwarded_cert_format: Option<String>,
 }
 
 impl Settings {
@@ -80,6 +87,13 @@ impl Settings {
                 .aws_max_live_challenges
                 .or(self.aws_max_live_challenges),
             log_format: over.log_format.or(self.log_format),
+            tls_cert_file: over.tls_cert_file.or(self.tls_cert_file),
+            tls_key_file: over.tls_key_file.or(self.tls_key_file),
+            mtls_bind: over.mtls_bind.or(self.mtls_bind),
+            mtls_public_url: over.mtls_public_url.or(self.mtls_public_url),
+            trusted_proxies: over.trusted_proxies.or(self.trusted_proxies),
+            forwarded_cert_header: over.forwarded_cert_header.or(self.forwarded_cert_header),
+            forwarded_cert_format: over.forwarded_cert_format.or(self.forwarded_cert_format),
         }
     }
 
@@ -135,6 +149,19 @@ impl Settings {
             aws_challenges_per_minute_per_ip: num(&get, "SIGIL_AWS_CHALLENGES_PER_MINUTE_PER_IP")?,
             aws_max_live_challenges: num(&get, "SIGIL_AWS_MAX_LIVE_CHALLENGES")?,
             log_format: get("SIGIL_LOG_FORMAT"),
+            tls_cert_file: get("SIGIL_TLS_CERT_FILE").map(PathBuf::from),
+            tls_key_file: get("SIGIL_TLS_KEY_FILE").map(PathBuf::from),
+            mtls_bind: get("SIGIL_MTLS_BIND"),
+            mtls_public_url: get("SIGIL_MTLS_PUBLIC_URL"),
+            // Comma-separated CIDRs in the environment; a list in the file.
+            trusted_proxies: get("SIGIL_TRUSTED_PROXIES").map(|v| {
+                v.split(',')
+                    .map(|c| c.trim().to_owned())
+                    .filter(|c| !c.is_empty())
+                    .collect()
+            }),
+            forwarded_cert_header: get("SIGIL_FORWARDED_CERT_HEADER"),
+            forwarded_cert_format: get("SIGIL_FORWARDED_CERT_FORMAT"),
         })
     }
 }

@@ -10,8 +10,9 @@ use crate::store::DbOptions;
 
 use super::connections::{max_connections, open_file_limit};
 use super::{
-    Config, ConfigError, DEFAULT_BIND, DEFAULT_DATABASE_URL, DEFAULT_IDLE_TIMEOUT_SECS,
-    DEFAULT_KEK_FILE, LogFormat, Settings, invalid,
+    Config, ConfigError, DEFAULT_BIND, DEFAULT_DATABASE_URL, DEFAULT_FORWARDED_CERT_HEADER,
+    DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_KEK_FILE, ForwardedCertFormat, LogFormat, Settings,
+    TlsFiles, invalid,
 };
 
 impl Config {
@@ -81,7 +82,70 @@ impl Config {
             )?),
             audit_chain: audit_chain(s.audit_chain)?,
         };
+        let tls = match (s.tls_cert_file, s.tls_key_file) {
+            (None, None) => None,
+            (Some(cert_file), Some(key_file)) => Some(TlsFiles {
+                cert_file,
+                key_file,
+            }),
+            (Some(_), None) => return Err(invalid("tls_key_file", "tls_cert_file needs it")),
+            (None, Some(_)) => return Err(invalid("tls_cert_file", "tls_key_file needs it")),
+        };
+        let mtls_bind: Option<SocketAddr> = match s.mtls_bind.as_deref() {
+            None | Some("") => None,
+            Some(text) => Some(
+                text.parse()
+                    .map_err(|_| invalid("mtls_bind", format!("{text:?} is not host:port")))?,
+            ),
+        };
+        if mtls_bind.is_some() && tls.is_none() {
+            return Err(invalid(
+                "mtls_bind",
+                "mutual TLS needs tls_cert_file and tls_key_file",
+            ));
+        }
+        let mtls_public_url = match s.mtls_public_url {
+            None => None,
+            Some(text) => Some(parse_public_url(&text).map_err(|_| {
+                invalid("mtls_public_url", "must be an http(s) URL without query or fragment")
+            })?),
+        };
+        let trusted_proxies = s
+            .trusted_proxies
+            .unwrap_or_default()
+            .iter()
+            .map(|c| parse_cidr(c))
+            .collect::<Result<Vec<_>, _>>()?;
+        let forwarded_cert_header = match s.forwarded_cert_header {
+            None => DEFAULT_FORWARDED_CERT_HEADER.to_owned(),
+            Some(h) => {
+                let h = h.trim().to_ascii_lowercase();
+                if axum::http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                    return Err(invalid(
+                        "forwarded_cert_header",
+                        format!("{h:?} is not a header name"),
+                    ));
+                }
+                h
+            }
+        };
+        let forwarded_cert_format = match s.forwarded_cert_format.as_deref() {
+            None | Some("envoy") => ForwardedCertFormat::Envoy,
+            Some("nginx") => ForwardedCertFormat::Nginx,
+            Some(other) => {
+                return Err(invalid(
+                    "forwarded_cert_format",
+                    format!("{other:?} is not envoy or nginx"),
+                ));
+            }
+        };
         Ok(Config {
+            tls,
+            mtls_bind,
+            mtls_public_url,
+            trusted_proxies,
+            forwarded_cert_header,
+            forwarded_cert_format,
             bind,
             metrics_bind,
             public_url,
@@ -207,4 +271,13 @@ fn parse_public_url(text: &str) -> Result<Url, ConfigError> {
         return Err(invalid("public_url", "must have no query or fragment"));
     }
     Ok(url)
+}
+
+/// A CIDR (`10.0.0.0/8`, `::1/128`) or a single address.
+fn parse_cidr(text: &str) -> Result<ipnet::IpNet, ConfigError> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map(|n| n.trunc())
+        .map_err(|_| invalid("trusted_proxies", format!("{text:?} is not a CIDR or address")))
 }

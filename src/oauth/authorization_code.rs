@@ -5,6 +5,7 @@
 use super::OAuthError;
 use super::form::Params;
 use super::outcome::{Granted, Refusal, issued_draft};
+use super::token::Cnf;
 use super::user_tokens::{
     RefreshData, Reused, invalid_grant, live_user_and_session, mint, refresh_expiry, reused,
     store_down,
@@ -24,6 +25,7 @@ pub async fn grant(
     settings: &LoginSettings,
     client: &ClientRecord,
     params: &Params,
+    cnf: Option<&Cnf>,
     now: UnixTime,
 ) -> Result<Granted, Refusal> {
     let code = params.get("code").ok_or_else(|| {
@@ -88,6 +90,12 @@ pub async fn grant(
         auth_time: data.auth_time,
         amr: data.amr.clone(),
         acr: data.acr.clone(),
+        // A public client's refresh tokens stay with the DPoP key of this request.
+        dpop_jkt: if client.public_client {
+            cnf.and_then(|c| c.jkt.clone())
+        } else {
+            None
+        },
     };
     let refresh_token = new_token();
     let mut granted = mint(
@@ -99,6 +107,7 @@ pub async fn grant(
         data.nonce.as_deref(),
         &refresh_token,
         "authorization_code",
+        cnf,
         now,
     )
     .await?;

@@ -1,5 +1,8 @@
-//! Client authentication at the token endpoint: `client_secret_basic` or `client_secret_post`,
-//! exactly one per request. Every failure gives the same `invalid_client` answer and costs the same.
+//! Client authentication at the token endpoint, with the client's registered method only:
+//! a secret (`client_secret_basic` / `client_secret_post`), a client certificate
+//! (`tls_client_auth`, `self_signed_tls_client_auth`, RFC 8705), a signed assertion
+//! (`private_key_jwt`, RFC 7523), or nothing for a public client. At most one credential per
+//! request. Every failure gives the same `invalid_client` answer; the audit log has the reason.
 
 use axum::http::{HeaderMap, header};
 use base64::Engine;
@@ -8,42 +11,42 @@ use base64::engine::general_purpose::STANDARD;
 use std::sync::Arc;
 
 use super::OAuthError;
+use super::client_assertion;
 use super::form::Params;
 use super::outcome::Refusal;
-use crate::clients::secret;
+use crate::clients::auth::{AuthMethod, ClientAuth};
+use crate::clients::{mtls, secret};
 use crate::clock::UnixTime;
 use crate::directory::LiveRealm;
 use crate::state::AppState;
 use crate::store::ClientRecord;
+use crate::tls::ClientCertChain;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthMethod {
-    ClientSecretBasic,
-    ClientSecretPost,
-}
-
-impl AuthMethod {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuthMethod::ClientSecretBasic => "client_secret_basic",
-            AuthMethod::ClientSecretPost => "client_secret_post",
-        }
-    }
-}
-
-/// What the caller presented. `Debug` leaves the secret out.
+/// What the caller presented. `Debug` leaves secrets and assertions out.
 pub struct Presented {
     pub client_id: String,
-    pub secret: String,
-    pub method: AuthMethod,
+    pub credential: Credential,
+}
+
+pub enum Credential {
+    Secret { secret: String, method: AuthMethod },
+    /// A `private_key_jwt` assertion.
+    Assertion(String),
+    /// No credential in the request: a public client, or one that proves a client certificate.
+    Nothing,
 }
 
 impl std::fmt::Debug for Presented {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &self.credential {
+            Credential::Secret { method, .. } => method.as_str(),
+            Credential::Assertion(_) => "private_key_jwt",
+            Credential::Nothing => "none",
+        };
         f.debug_struct("Presented")
             .field("client_id", &self.client_id)
-            .field("method", &self.method)
-            .finish_non_exhaustive()
+            .field("credential", &kind)
+            .finish()
     }
 }
 
@@ -61,42 +64,82 @@ pub fn extract(headers: &HeaderMap, params: &Params) -> Result<Presented, OAuthE
         ));
     }
     let post_secret = params.get("client_secret");
-    let presented = match (basic, post_secret) {
-        (Some(_), Some(_)) => {
+    let assertion = params.get("client_assertion");
+    let assertion_type = params.get("client_assertion_type");
+    let offered = usize::from(basic.is_some())
+        + usize::from(post_secret.is_some())
+        + usize::from(assertion.is_some());
+    if offered > 1 {
+        return Err(OAuthError::invalid_request(
+            "use exactly one client authentication method",
+        ));
+    }
+    if assertion.is_some() != assertion_type.is_some() {
+        return Err(OAuthError::invalid_request(
+            "client_assertion and client_assertion_type go together",
+        ));
+    }
+    let body_id = params.get("client_id");
+    let presented = if let Some(value) = basic {
+        let (id, secret) = decode_basic(value.as_bytes())?;
+        if body_id.is_some_and(|b| b != id) {
             return Err(OAuthError::invalid_request(
-                "use exactly one client authentication method",
+                "client_id does not match the Authorization header",
             ));
         }
-        (Some(value), None) => {
-            let (id, secret) = decode_basic(value.as_bytes())?;
-            if let Some(body_id) = params.get("client_id")
-                && body_id != id
-            {
-                return Err(OAuthError::invalid_request(
-                    "client_id does not match the Authorization header",
-                ));
-            }
-            Presented {
-                client_id: id,
+        Presented {
+            client_id: id,
+            credential: Credential::Secret {
                 secret,
                 method: AuthMethod::ClientSecretBasic,
-            }
+            },
         }
-        (None, Some(secret)) => {
-            let Some(id) = params.get("client_id") else {
-                return Err(OAuthError::invalid_request(
-                    "client_secret without client_id",
-                ));
-            };
-            Presented {
-                client_id: id.to_owned(),
+    } else if let Some(secret) = post_secret {
+        let Some(id) = body_id else {
+            return Err(OAuthError::invalid_request(
+                "client_secret without client_id",
+            ));
+        };
+        Presented {
+            client_id: id.to_owned(),
+            credential: Credential::Secret {
                 secret: secret.to_owned(),
                 method: AuthMethod::ClientSecretPost,
-            }
+            },
         }
-        (None, None) => return Err(OAuthError::invalid_client()),
+    } else if let Some(jwt) = assertion {
+        if assertion_type != Some(client_assertion::JWT_BEARER) {
+            return Err(OAuthError::invalid_request(
+                "client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ));
+        }
+        // The client is named by `client_id` or, failing that, by the assertion's `iss` (read
+        // here only to find the keys; the signature and `iss` = `sub` = client are checked).
+        let Some(id) = body_id
+            .map(str::to_owned)
+            .or_else(|| client_assertion::peek_issuer(jwt))
+        else {
+            return Err(OAuthError::invalid_client());
+        };
+        Presented {
+            client_id: id,
+            credential: Credential::Assertion(jwt.to_owned()),
+        }
+    } else {
+        let Some(id) = body_id else {
+            return Err(OAuthError::invalid_client());
+        };
+        Presented {
+            client_id: id.to_owned(),
+            credential: Credential::Nothing,
+        }
     };
-    if presented.secret.len() > MAX_SECRET_LEN || presented.client_id.len() > 256 {
+    let too_long = match &presented.credential {
+        Credential::Secret { secret, .. } => secret.len() > MAX_SECRET_LEN,
+        Credential::Assertion(jwt) => jwt.len() > sigil_validator::jwk::MAX_JWS_BYTES,
+        Credential::Nothing => false,
+    };
+    if too_long || presented.client_id.len() > 256 {
         return Err(OAuthError::invalid_client());
     }
     Ok(presented)
@@ -129,18 +172,43 @@ fn form_decode(s: &str) -> Option<String> {
         .map(|c| c.into_owned())
 }
 
-/// Looks the client up and checks its secret. An unknown id, a wrong secret and a disabled client
-/// get the same answer; the first two also do the same work.
+/// A client that proved who it is.
+#[derive(Debug)]
+pub struct Authenticated {
+    pub client: Arc<ClientRecord>,
+    pub auth: ClientAuth,
+    pub method: AuthMethod,
+    /// The client certificate's thumbprint, when its tokens are to be bound to it.
+    pub cert_thumbprint: Option<String>,
+}
+
+/// Where the request's client certificate (if any) and endpoint come from.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    pub cert: Option<&'a ClientCertChain>,
+    /// The token endpoint URL as this request addressed it (main or mutual-TLS listener).
+    pub token_endpoint: &'a str,
+}
+
+/// Looks the client up and checks the credential against its registered method. An unknown id,
+/// a wrong credential, a method the client is not registered for and a disabled client get the
+/// same answer.
 pub async fn authenticate(
     state: &AppState,
     realm: &LiveRealm,
     presented: &Presented,
+    ctx: Context<'_>,
     now: UnixTime,
-) -> Result<Arc<ClientRecord>, Refusal> {
+) -> Result<Authenticated, Refusal> {
     let refuse =
         |reason| Refusal::new(OAuthError::invalid_client(), reason).client(&presented.client_id);
+    let burn = || {
+        if let Credential::Secret { secret, .. } = &presented.credential {
+            secret::burn(secret);
+        }
+    };
     if !is_valid_client_id(&presented.client_id) {
-        secret::burn(&presented.secret);
+        burn();
         return Err(refuse("unknown_client"));
     }
     let found = state
@@ -152,57 +220,98 @@ pub async fn authenticate(
             Refusal::new(OAuthError::store_unavailable(), "store_unavailable")
         })?;
     let Some(client) = found else {
-        secret::burn(&presented.secret);
+        burn();
         return Err(refuse("unknown_client"));
     };
-    if !secret::matches(
-        &client.secret_salt,
-        &client.secret_verifier,
-        &presented.secret,
-    ) {
-        return Err(refuse("bad_secret"));
+    let auth = ClientAuth::parse_stored(client.auth_config.as_deref()).map_err(|e| {
+        tracing::error!(client = %client.client_id, error = %e, "client authentication settings unusable");
+        refuse("client_misconfigured")
+    })?;
+    let method = match &presented.credential {
+        Credential::Secret { method, .. } => *method,
+        Credential::Assertion(_) => AuthMethod::PrivateKeyJwt,
+        Credential::Nothing if client.public_client => AuthMethod::None,
+        Credential::Nothing => match auth.method {
+            Some(m) if m.is_mtls() => m,
+            _ => {
+                return Err(refuse("no_client_authentication"));
+            }
+        },
+    };
+    if !auth.allows(method, client.public_client) {
+        burn();
+        return Err(refuse("auth_method_not_registered"));
+    }
+    match (&presented.credential, method) {
+        (Credential::Secret { secret, .. }, _) => {
+            if !secret::matches(&client.secret_salt, &client.secret_verifier, secret) {
+                return Err(refuse("bad_secret"));
+            }
+        }
+        (Credential::Assertion(jwt), _) => {
+            client_assertion::verify(state, realm, &client, &auth, jwt, ctx.token_endpoint, now)
+                .await
+                .map_err(refuse)?;
+        }
+        (Credential::Nothing, AuthMethod::TlsClientAuth) => {
+            let chain = ctx.cert.ok_or_else(|| refuse("no_client_certificate"))?;
+            let subject = auth
+                .tls_subject
+                .as_ref()
+                .ok_or_else(|| refuse("client_misconfigured"))?;
+            mtls::verify_tls_client_auth(&chain.0, &realm.mtls_anchors, subject, now).map_err(
+                |e| {
+                    tracing::info!(client = %client.client_id, error = %e, "client certificate refused");
+                    refuse(match e {
+                        mtls::MtlsError::WrongSubject => "certificate_subject_mismatch",
+                        mtls::MtlsError::NoTrustedCa => "realm_has_no_client_ca",
+                        _ => "certificate_untrusted",
+                    })
+                },
+            )?;
+        }
+        (Credential::Nothing, AuthMethod::SelfSignedTlsClientAuth) => {
+            let chain = ctx.cert.ok_or_else(|| refuse("no_client_certificate"))?;
+            mtls::verify_self_signed(&chain.0, &auth.cert_thumbprints)
+                .map_err(|_| refuse("certificate_not_registered"))?;
+        }
+        (Credential::Nothing, _) => {}
     }
     if !client.enabled {
         return Err(refuse("client_disabled"));
     }
-    Ok(client)
+    let cert_thumbprint = if method.is_mtls() && auth.bind_tokens {
+        ctx.cert.and_then(|c| c.leaf()).map(|l| mtls::thumbprint(l))
+    } else {
+        None
+    };
+    Ok(Authenticated {
+        client,
+        auth,
+        method,
+        cert_thumbprint,
+    })
 }
 
-/// Confidential clients authenticate as at `client_credentials`; a public client names itself
-/// with `client_id` and nothing else (its proof is PKCE).
-pub async fn for_user_grant(
+/// Authentication for any grant: extract, then authenticate (public clients included; the grant
+/// decides whether it takes them).
+pub async fn from_request(
     state: &AppState,
     realm: &LiveRealm,
-    headers: &axum::http::HeaderMap,
+    headers: &HeaderMap,
     params: &Params,
+    ctx: Context<'_>,
     now: UnixTime,
-) -> Result<Arc<ClientRecord>, Refusal> {
-    let presents_secret = headers.contains_key(axum::http::header::AUTHORIZATION)
-        || params.get("client_secret").is_some();
-    if presents_secret {
-        let presented = extract(headers, params)
-            .map_err(|e| Refusal::new(e, "malformed_client_authentication"))?;
-        return authenticate(state, realm, &presented, now).await;
-    }
-    let id = params
-        .get("client_id")
-        .ok_or_else(|| Refusal::new(OAuthError::invalid_client(), "no_client_authentication"))?;
-    let refuse = || Refusal::new(OAuthError::invalid_client(), "public_client_required").client(id);
-    if !is_valid_client_id(id) {
-        secret::burn(id);
-        return Err(refuse());
-    }
-    match state.directory.client(&realm.record.name, id, now).await {
-        Ok(Some(c)) if c.public_client && c.enabled => Ok(c),
-        Ok(_) => Err(refuse()),
-        Err(e) => {
-            tracing::error!(error = %e, "client lookup failed");
-            Err(Refusal::new(
-                OAuthError::store_unavailable(),
-                "store_unavailable",
-            ))
-        }
-    }
+) -> Result<Authenticated, Refusal> {
+    let presented = extract(headers, params).map_err(|e| {
+        let reason = if e.code == super::ErrorCode::InvalidClient {
+            "no_client_authentication"
+        } else {
+            "malformed_client_authentication"
+        };
+        Refusal::new(e, reason)
+    })?;
+    authenticate(state, realm, &presented, ctx, now).await
 }
 
 #[cfg(test)]
@@ -232,10 +341,35 @@ mod tests {
     #[test]
     fn one_method_only() {
         let p = extract(&basic("a%2Eb", "s%3As"), &params("grant_type=x")).expect("basic");
-        assert_eq!((p.client_id.as_str(), p.secret.as_str()), ("a.b", "s:s"));
-        assert_eq!(p.method, AuthMethod::ClientSecretBasic);
+        let Credential::Secret { secret, method } = &p.credential else {
+            panic!("a secret")
+        };
+        assert_eq!((p.client_id.as_str(), secret.as_str()), ("a.b", "s:s"));
+        assert_eq!(*method, AuthMethod::ClientSecretBasic);
         let p = extract(&HeaderMap::new(), &params("client_id=a&client_secret=s")).expect("post");
-        assert_eq!(p.method, AuthMethod::ClientSecretPost);
+        assert!(matches!(
+            p.credential,
+            Credential::Secret {
+                method: AuthMethod::ClientSecretPost,
+                ..
+            }
+        ));
+        let both = extract(
+            &HeaderMap::new(),
+            &params("client_id=a&client_secret=s&client_assertion=x.y.z&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer"),
+        );
+        assert_eq!(
+            both.expect_err("must fail").code,
+            super::super::ErrorCode::InvalidRequest
+        );
+        let wrong_type = extract(
+            &HeaderMap::new(),
+            &params("client_id=a&client_assertion=x.y.z&client_assertion_type=saml"),
+        );
+        assert_eq!(
+            wrong_type.expect_err("must fail").code,
+            super::super::ErrorCode::InvalidRequest
+        );
         let both = extract(&basic("a", "s"), &params("client_id=a&client_secret=s"));
         assert_eq!(
             both.expect_err("must fail").code,

@@ -1,37 +1,36 @@
 //! The `client_credentials` grant: an authenticated client gets an access token for itself, with
 //! scopes inside what it is allowed.
 
-use super::client_auth;
+use super::client_auth::Authenticated;
 use super::form::Params;
 use super::outcome::{Granted, Refusal};
-use super::token::{AccessSpec, Minted, mint_access_token};
+use super::token::{AccessSpec, Cnf, Minted, mint_access_token};
 use super::{ErrorCode, OAuthError};
+use crate::clients::auth::AuthMethod;
 use crate::clients::scope::{self, ScopeError};
 use crate::clock::UnixTime;
 use crate::directory::LiveRealm;
-use crate::state::AppState;
 use crate::store::ClientRecord;
 
 pub use crate::clients::CLIENT_CREDENTIALS as GRANT_TYPE;
 
-/// The grant as the token endpoint runs it: authenticate the client, then issue.
-pub async fn grant(
-    state: &AppState,
+/// The grant as the token endpoint runs it: the client has authenticated; issue.
+pub fn grant(
     realm: &LiveRealm,
-    headers: &axum::http::HeaderMap,
+    authed: &Authenticated,
     params: &Params,
+    cnf: Option<&Cnf>,
     now: UnixTime,
 ) -> Result<Granted, Refusal> {
-    let presented = client_auth::extract(headers, params).map_err(|e| {
-        let reason = if e.code == ErrorCode::InvalidClient {
-            "no_client_authentication"
-        } else {
-            "malformed_client_authentication"
-        };
-        Refusal::new(e, reason)
-    })?;
-    let client = client_auth::authenticate(state, realm, &presented, now).await?;
-    let issued = issue(realm, &client, params.get("scope"), now).map_err(|e| {
+    let client = &authed.client;
+    if authed.method == AuthMethod::None {
+        // A public client has no credential: it cannot act for itself.
+        return Err(
+            Refusal::new(OAuthError::invalid_client(), "no_client_authentication")
+                .client(&client.client_id),
+        );
+    }
+    let issued = issue(realm, client, params.get("scope"), cnf, now).map_err(|e| {
         let reason = match e.code {
             ErrorCode::InvalidScope => "invalid_scope",
             ErrorCode::UnauthorizedClient => "grant_not_allowed",
@@ -42,6 +41,7 @@ pub async fn grant(
             .authenticated()
     })?;
     Ok(Granted {
+        cnf: cnf.cloned(),
         actor: client.client_id.clone(),
         grant_type: GRANT_TYPE,
         token: issued.token,
@@ -65,6 +65,7 @@ pub fn issue(
     realm: &LiveRealm,
     client: &ClientRecord,
     requested_scope: Option<&str>,
+    cnf: Option<&Cnf>,
     now: UnixTime,
 ) -> Result<Issued, OAuthError> {
     if !client.grant_types.split(' ').any(|g| g == GRANT_TYPE) {
@@ -98,6 +99,7 @@ pub fn issue(
             scope: &granted,
             ttl,
             now,
+            cnf,
             extra: None,
         },
     )

@@ -22,6 +22,8 @@ pub enum ErrorCode {
     TemporarilyUnavailable,
     /// Too many failures from this address (429).
     RateLimited,
+    /// RFC 9449 §5: the DPoP proof is missing where required, malformed or does not verify.
+    InvalidDpopProof,
 }
 
 impl ErrorCode {
@@ -37,6 +39,7 @@ impl ErrorCode {
             ErrorCode::InvalidScope => "invalid_scope",
             ErrorCode::ServerError => "server_error",
             ErrorCode::TemporarilyUnavailable | ErrorCode::RateLimited => "temporarily_unavailable",
+            ErrorCode::InvalidDpopProof => "invalid_dpop_proof",
         }
     }
 

@@ -2,8 +2,10 @@
 //! authentication and the error surface. Scopes and client secrets are the clients domain's.
 
 pub mod authorization_code;
+pub mod client_assertion;
 pub mod client_auth;
 pub mod client_credentials;
+pub mod dpop;
 pub mod error;
 pub mod form;
 pub mod outcome;

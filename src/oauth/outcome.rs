@@ -30,6 +30,8 @@ pub struct Granted {
     pub token_exchange: bool,
     /// Further response members (`id_token`, `refresh_token`). Never audited.
     pub response_extra: Map<String, Value>,
+    /// What the access token is bound to (`token_type` is `DPoP` for a DPoP key).
+    pub cnf: Option<super::token::Cnf>,
     /// The `token.issued` record was already committed with the grant's own writes (a rotated
     /// refresh token, a spent code): `finish` must not write it again.
     pub audited: bool,
@@ -97,6 +99,10 @@ pub fn issued_draft(realm: &LiveRealm, g: &Granted, now: UnixTime) -> AuditDraft
     detail.insert("scope".into(), json!(g.scope));
     detail.insert("exp".into(), json!(g.token.exp));
     detail.insert("kid".into(), json!(realm.signing.kid()));
+    if let Some(cnf) = &g.cnf {
+        // Thumbprints of public material: what the token is bound to, for investigations.
+        detail.insert("cnf".into(), json!(cnf));
+    }
     AuditDraft::new(now, Some(&realm.record.name), "token.issued", &g.actor)
         .subject(&g.actor)
         .signed_with(realm.signing.kid(), g.token.exp)
@@ -148,7 +154,7 @@ pub async fn finish(
             }
             let mut body = json!({
                 "access_token": g.token.jwt,
-                "token_type": "Bearer",
+                "token_type": if g.cnf.as_ref().is_some_and(|c| c.jkt.is_some()) { "DPoP" } else { "Bearer" },
                 "expires_in": g.expires_in,
                 "scope": g.scope,
             });

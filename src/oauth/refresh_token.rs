@@ -3,6 +3,7 @@
 
 use super::form::Params;
 use super::outcome::{Granted, Refusal, issued_draft};
+use super::token::Cnf;
 use super::user_tokens::{
     RefreshData, Reused, invalid_grant, live_user_and_session, mint, refresh_expiry, reused,
     store_down,
@@ -22,6 +23,7 @@ pub async fn grant(
     settings: &LoginSettings,
     client: &ClientRecord,
     params: &Params,
+    cnf: Option<&Cnf>,
     now: UnixTime,
 ) -> Result<Granted, Refusal> {
     let token = params.get("refresh_token").ok_or_else(|| {
@@ -69,6 +71,18 @@ pub async fn grant(
     }
     let facts: RefreshData = serde_json::from_str(&old.data)
         .map_err(|_| invalid_grant("invalid refresh token", "corrupt_refresh"))?;
+    // A refresh token bound to a DPoP key is used only with a proof made with that key.
+    if let Some(bound) = &facts.dpop_jkt
+        && cnf.and_then(|c| c.jkt.as_deref()) != Some(bound.as_str())
+    {
+        return Err(Refusal::new(
+            OAuthError::new(
+                ErrorCode::InvalidDpopProof,
+                "this refresh token needs a DPoP proof made with the key it is bound to",
+            ),
+            "refresh_dpop_key_mismatch",
+        ));
+    }
     let (user, session) =
         live_user_and_session(state, realm, settings, &old.user_id, &facts.sid, now).await?;
     let scope = match params.get("scope") {
@@ -115,6 +129,7 @@ pub async fn grant(
         None,
         &next_token,
         "refresh_token",
+        cnf,
         now,
     )
     .await?;

@@ -21,8 +21,28 @@ struct AccessClaims<'a> {
     nbf: UnixTime,
     exp: UnixTime,
     jti: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cnf: Option<&'a Cnf>,
     #[serde(flatten)]
     extra: Option<&'a serde_json::Map<String, serde_json::Value>>,
+}
+
+/// RFC 7800 confirmation: what a token is bound to. A client certificate's thumbprint
+/// (RFC 8705 §3.1) and/or a DPoP key's thumbprint (RFC 9449 §6); a resource server checks each
+/// member present.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Cnf {
+    #[serde(rename = "x5t#S256", skip_serializing_if = "Option::is_none")]
+    pub x5t_s256: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jkt: Option<String>,
+}
+
+impl Cnf {
+    /// `None` when the token is bound to nothing (a bearer token).
+    pub fn into_option(self) -> Option<Cnf> {
+        (self.x5t_s256.is_some() || self.jkt.is_some()).then_some(self)
+    }
 }
 
 /// What an access token says.
@@ -35,6 +55,8 @@ pub struct AccessSpec<'a> {
     pub scope: &'a str,
     pub ttl: i64,
     pub now: UnixTime,
+    /// What the token is bound to, if anything.
+    pub cnf: Option<&'a Cnf>,
     /// Further claims (AWS identity, user attributes); never overriding the ones above.
     pub extra: Option<&'a serde_json::Map<String, serde_json::Value>>,
 }
@@ -66,6 +88,7 @@ pub fn mint_access_token(key: &SigningKey, spec: AccessSpec<'_>) -> Result<Minte
         nbf: spec.now,
         exp,
         jti: &jti,
+        cnf: spec.cnf,
         extra: spec.extra,
     };
     let json = serde_json::to_vec(&claims).map_err(|_| KeyError::Sign)?;
@@ -93,6 +116,7 @@ pub fn bench_sign_rate(realm: &crate::directory::LiveRealm, seconds: u64, thread
                                 scope: "tx:post:ach",
                                 ttl: 3600,
                                 now: 1_700_000_000,
+                                cnf: None,
                                 extra: None,
                             };
                             if mint_access_token(&realm.signing, spec).is_ok() {

@@ -12,9 +12,13 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
 use super::outcome::{Granted, Refusal, finish, rate_limited, read_body};
+use super::token::Cnf;
 use super::{
-    ErrorCode, OAuthError, authorization_code, client_auth, client_credentials, form, refresh_token,
+    ErrorCode, OAuthError, authorization_code, client_auth, client_credentials, dpop, form,
+    refresh_token,
 };
+use crate::oidc::TOKEN_PATH;
+use crate::tls::{ConnTls, Listener};
 use crate::clients;
 use crate::clock::UnixTime;
 use crate::directory::LiveRealm;
@@ -23,6 +27,7 @@ use crate::state::AppState;
 pub async fn token(
     State(state): State<AppState>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    conn: Option<Extension<ConnTls>>,
     crate::oidc::RealmPath(realm_name): crate::oidc::RealmPath,
     headers: HeaderMap,
     body: Body,
@@ -40,8 +45,21 @@ pub async fn token(
     if let Some(res) = rate_limited(&state, peer, now) {
         return res;
     }
+    let conn = conn.map(|Extension(c)| c);
+    // The URL this request addressed: the mutual-TLS alias or the issuer's own (for DPoP's
+    // `htu` and a client assertion's `aud`).
+    let endpoint = match (&conn, &state.mtls_base_url) {
+        (Some(c), Some(base)) if c.listener == Listener::MutualTls => {
+            format!("{base}/realms/{}{TOKEN_PATH}", realm.record.name)
+        }
+        _ => format!("{}{TOKEN_PATH}", realm.issuer),
+    };
+    let ctx = client_auth::Context {
+        cert: conn.as_ref().and_then(|c| c.client_chain.as_ref()),
+        token_endpoint: &endpoint,
+    };
     let outcome = match read_body(&headers, body, state.config.max_body_bytes).await {
-        Ok(bytes) => grant(&state, &realm, &headers, &bytes, now).await,
+        Ok(bytes) => grant(&state, &realm, &headers, &bytes, ctx, now).await,
         Err(refusal) => Err(refusal),
     };
     finish(&state, &realm, outcome, peer, now).await
@@ -52,6 +70,7 @@ async fn grant(
     realm: &LiveRealm,
     headers: &HeaderMap,
     body: &[u8],
+    ctx: client_auth::Context<'_>,
     now: UnixTime,
 ) -> Result<Granted, Refusal> {
     let params = form::parse(headers, body).map_err(|e| Refusal::new(e, "malformed_request"))?;
@@ -63,10 +82,14 @@ async fn grant(
     })?;
     match grant_type {
         clients::CLIENT_CREDENTIALS => {
-            client_credentials::grant(state, realm, headers, &params, now).await
+            let authed = client_auth::from_request(state, realm, headers, &params, ctx, now).await?;
+            let cnf = binding(state, realm, headers, &authed, ctx, now)
+                .await
+                .map_err(|r| r.client(&authed.client.client_id).authenticated())?;
+            client_credentials::grant(realm, &authed, &params, cnf.as_ref(), now)
         }
         clients::AUTHORIZATION_CODE | clients::REFRESH_TOKEN => {
-            user_grant(state, realm, headers, &params, grant_type, now).await
+            user_grant(state, realm, headers, &params, grant_type, ctx, now).await
         }
         crate::aws::exchange::TOKEN_EXCHANGE => {
             crate::aws::exchange::from_token_request(state, realm, &params, now).await
@@ -89,9 +112,11 @@ async fn user_grant(
     headers: &HeaderMap,
     params: &form::Params,
     grant_type: &str,
+    ctx: client_auth::Context<'_>,
     now: UnixTime,
 ) -> Result<Granted, Refusal> {
-    let client = client_auth::for_user_grant(state, realm, headers, params, now).await?;
+    let authed = client_auth::from_request(state, realm, headers, params, ctx, now).await?;
+    let client = authed.client.clone();
     // A confidential client has proved itself: its refusals are audited one by one. A public
     // client's id is only claimed, so its refusals are counted like any anonymous request's.
     let mark = |r: Refusal| {
@@ -120,10 +145,41 @@ async fn user_grant(
             "login_settings_unusable",
         )));
     };
+    let cnf = binding(state, realm, headers, &authed, ctx, now)
+        .await
+        .map_err(mark)?;
+    let cnf = cnf.as_ref();
     let result = if grant_type == clients::AUTHORIZATION_CODE {
-        authorization_code::grant(state, realm, settings, &client, params, now).await
+        authorization_code::grant(state, realm, settings, &client, params, cnf, now).await
     } else {
-        refresh_token::grant(state, realm, settings, &client, params, now).await
+        refresh_token::grant(state, realm, settings, &client, params, cnf, now).await
     };
     result.map_err(mark)
+}
+
+/// What the tokens of this request are bound to: the client certificate the client
+/// authenticated with (unless its registration says not to bind) and the key of a DPoP proof.
+async fn binding(
+    state: &AppState,
+    realm: &LiveRealm,
+    headers: &HeaderMap,
+    authed: &client_auth::Authenticated,
+    ctx: client_auth::Context<'_>,
+    now: UnixTime,
+) -> Result<Option<Cnf>, Refusal> {
+    let jkt = dpop::check(state, realm, headers, ctx.token_endpoint, now).await?;
+    if jkt.is_none() && authed.auth.require_dpop {
+        return Err(Refusal::new(
+            OAuthError::new(
+                ErrorCode::InvalidDpopProof,
+                "this client must send a DPoP proof",
+            ),
+            "dpop_required",
+        ));
+    }
+    Ok(Cnf {
+        x5t_s256: authed.cert_thumbprint.clone(),
+        jkt,
+    }
+    .into_option())
 }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::outcome::{Granted, Refusal};
-use super::token::{AccessSpec, mint_access_token};
+use super::token::{AccessSpec, Cnf, mint_access_token};
 use super::{ErrorCode, OAuthError};
 use crate::audit::AuditDraft;
 use crate::clock::UnixTime;
@@ -30,6 +30,9 @@ pub(super) struct RefreshData {
     pub auth_time: UnixTime,
     pub amr: Vec<String>,
     pub acr: String,
+    /// A public client's refresh tokens are bound to the DPoP key it first used (RFC 9449 §5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_jkt: Option<String>,
 }
 
 pub(super) fn invalid_grant(description: &'static str, reason: &'static str) -> Refusal {
@@ -143,6 +146,7 @@ pub(super) async fn mint(
     nonce: Option<&str>,
     refresh_token: &str,
     grant_type: &'static str,
+    cnf: Option<&Cnf>,
     now: UnixTime,
 ) -> Result<Granted, Refusal> {
     let name = &realm.record.name;
@@ -192,6 +196,7 @@ pub(super) async fn mint(
             scope: &scope,
             ttl,
             now,
+            cnf,
             extra: Some(&claims),
         },
     )
@@ -226,6 +231,7 @@ pub(super) async fn mint(
     detail.insert("sid".into(), json!(facts.sid));
     detail.insert("amr".into(), json!(facts.amr));
     Ok(Granted {
+        cnf: cnf.cloned(),
         actor: client.client_id.clone(),
         grant_type,
         token: access,

@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::{AUTHORIZE_PATH, JWKS_PATH, TOKEN_PATH, USERINFO_PATH};
+use crate::clients::auth::AuthMethod;
 use crate::directory::LiveRealm;
 use crate::oauth::{ErrorCode, OAuthError};
 use crate::state::AppState;
@@ -15,6 +16,7 @@ pub fn metadata(
     realm: &LiveRealm,
     scopes: &[String],
     aws: Option<&crate::store::AwsSettingsRecord>,
+    mtls_base_url: Option<&str>,
 ) -> Value {
     let iss = &realm.issuer;
     let mut doc = json!({
@@ -27,7 +29,10 @@ pub fn metadata(
         "response_modes_supported": ["query"],
         "code_challenge_methods_supported": ["S256"],
         "grant_types_supported": ["client_credentials", "authorization_code", "refresh_token"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "token_endpoint_auth_methods_supported": AuthMethod::ALL.map(AuthMethod::as_str),
+        "token_endpoint_auth_signing_alg_values_supported": sigil_validator::jwk::SUPPORTED_ALGS,
+        "tls_client_certificate_bound_access_tokens": true,
+        "dpop_signing_alg_values_supported": crate::oauth::dpop::ALGS,
         "prompt_values_supported": ["login"],
         "acr_values_supported": [crate::identity::ACR_PASSKEY, crate::identity::ACR_PASSWORD_OTP],
         "authorization_response_iss_parameter_supported": true,
@@ -51,6 +56,16 @@ pub fn metadata(
         // Not a secret: it binds a signed request to this server, as Vault's server ID does.
         doc["aws_sts_server_id"] = json!(aws.server_id);
         doc["aws_sts_challenge_required"] = json!(aws.require_challenge);
+    }
+    if let Some(base) = mtls_base_url {
+        // RFC 8705 §5: where a client that authenticates with a certificate sends its requests.
+        let at = |path: &str| format!("{base}/realms/{}{path}", realm.record.name);
+        let mut aliases = json!({ "token_endpoint": at(TOKEN_PATH) });
+        if aws.is_some() {
+            aliases["aws_sts_exchange_endpoint"] = json!(at(super::AWS_EXCHANGE_PATH));
+            aliases["aws_sts_challenge_endpoint"] = json!(at(super::AWS_CHALLENGE_PATH));
+        }
+        doc["mtls_endpoint_aliases"] = aliases;
     }
     doc
 }
@@ -91,7 +106,13 @@ pub async fn openid_configuration(
             return OAuthError::store_unavailable().into_response();
         }
     };
-    let mut res = axum::Json(metadata(&live, &scopes, aws.as_ref())).into_response();
+    let mut res = axum::Json(metadata(
+        &live,
+        &scopes,
+        aws.as_ref(),
+        state.mtls_base_url.as_deref(),
+    ))
+    .into_response();
     res.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=300"),

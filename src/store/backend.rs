@@ -387,8 +387,8 @@ macro_rules! impl_store {
                 sqlx::query(
                     "INSERT INTO clients (realm, client_id, enabled, secret_salt, secret_verifier, \
                      allowed_scopes, default_scopes, audience, grant_types, access_token_ttl, \
-                     created_at, updated_at, redirect_uris, public_client, client_name, client_uri) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+                     created_at, updated_at, redirect_uris, public_client, client_name, client_uri, auth_config) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
                 )
                 .bind(&c.realm)
                 .bind(&c.client_id)
@@ -406,6 +406,7 @@ macro_rules! impl_store {
                 .bind(c.public_client)
                 .bind(&c.client_name)
                 .bind(&c.client_uri)
+                .bind(&c.auth_config)
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| {
@@ -423,7 +424,7 @@ macro_rules! impl_store {
                 Ok(sqlx::query_as(
                     "SELECT realm, client_id, enabled, secret_salt, secret_verifier, allowed_scopes, \
                      default_scopes, audience, grant_types, access_token_ttl, created_at, updated_at, \
-                     redirect_uris, public_client, client_name, client_uri FROM clients WHERE realm = $1 AND client_id = $2",
+                     redirect_uris, public_client, client_name, client_uri, auth_config FROM clients WHERE realm = $1 AND client_id = $2",
                 )
                 .bind(realm)
                 .bind(id)
@@ -438,7 +439,7 @@ macro_rules! impl_store {
                 Ok(sqlx::query_as(
                     "SELECT realm, client_id, enabled, secret_salt, secret_verifier, allowed_scopes, \
                      default_scopes, audience, grant_types, access_token_ttl, created_at, updated_at, \
-                     redirect_uris, public_client, client_name, client_uri FROM clients WHERE realm = $1 ORDER BY client_id",
+                     redirect_uris, public_client, client_name, client_uri, auth_config FROM clients WHERE realm = $1 ORDER BY client_id",
                 )
                 .bind(realm)
                 .fetch_all(&self.pool)
@@ -543,6 +544,99 @@ macro_rules! impl_store {
                     tx.commit().await?;
                 }
                 Ok(done)
+            }
+
+            async fn set_client_auth(
+                &self,
+                realm: &str,
+                id: &str,
+                auth_config: Option<&str>,
+                now: i64,
+                audit: $crate::store::Audited<'_>,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
+                let done = sqlx::query(
+                    "UPDATE clients SET auth_config = $1, updated_at = $2 \
+                     WHERE realm = $3 AND client_id = $4",
+                )
+                .bind(auth_config)
+                .bind(now)
+                .bind(realm)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                if done {
+                    tx.commit().await?;
+                }
+                Ok(done)
+            }
+
+            async fn realm_mtls(
+                &self,
+                realm: &str,
+            ) -> Result<Option<String>, $crate::store::StoreError> {
+                let row: Option<(String,)> =
+                    sqlx::query_as("SELECT ca_pem FROM realm_mtls WHERE realm = $1")
+                        .bind(realm)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(row.map(|r| r.0))
+            }
+
+            async fn set_realm_mtls(
+                &self,
+                realm: &str,
+                ca_pem: Option<&str>,
+                now: i64,
+                audit: $crate::store::Audited<'_>,
+            ) -> Result<(), $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
+                match ca_pem {
+                    Some(pem) => {
+                        sqlx::query(
+                            "INSERT INTO realm_mtls (realm, ca_pem, updated_at) VALUES ($1, $2, $3) \
+                             ON CONFLICT (realm) DO UPDATE SET ca_pem = $2, updated_at = $3",
+                        )
+                        .bind(realm)
+                        .bind(pem)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    None => {
+                        sqlx::query("DELETE FROM realm_mtls WHERE realm = $1")
+                            .bind(realm)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn spend_once(
+                &self,
+                realm: &str,
+                key: &str,
+                expires_at: i64,
+            ) -> Result<bool, $crate::store::StoreError> {
+                // The sign-in flows' table: its primary key makes the insert the single-use
+                // check on every node at once, and housekeeping purges it by expiry.
+                Ok(sqlx::query(
+                    "INSERT INTO flows (id_hash, realm, kind, data, expires_at) \
+                     VALUES ($1, $2, 'spent', '', $3) ON CONFLICT (id_hash) DO NOTHING",
+                )
+                .bind(key)
+                .bind(realm)
+                .bind(expires_at)
+                .execute(&self.pool)
+                .await?
+                .rows_affected()
+                    == 1)
             }
         }
     };

@@ -103,6 +103,8 @@ pub struct ClientRecord {
     /// What users see of the app on the hosted pages, and where "Back to the app" goes.
     pub client_name: Option<String>,
     pub client_uri: Option<String>,
+    /// How the client authenticates (JSON of `clients::auth::ClientAuth`); `None` = a secret.
+    pub auth_config: Option<String>,
 }
 
 impl ClientRecord {
@@ -253,6 +255,29 @@ pub trait Store: login::LoginStore + Send + Sync + 'static {
         now: i64,
         audit: Audited<'_>,
     ) -> Result<bool, StoreError>;
+    /// Replaces how a client authenticates; `false` if there is no such client.
+    async fn set_client_auth(
+        &self,
+        realm: &str,
+        id: &str,
+        auth_config: Option<&str>,
+        now: i64,
+        audit: Audited<'_>,
+    ) -> Result<bool, StoreError>;
+    /// The CAs (PEM) a realm's `tls_client_auth` clients chain to.
+    async fn realm_mtls(&self, realm: &str) -> Result<Option<String>, StoreError>;
+    /// Sets (or with `None` removes) a realm's client CAs.
+    async fn set_realm_mtls(
+        &self,
+        realm: &str,
+        ca_pem: Option<&str>,
+        now: i64,
+        audit: Audited<'_>,
+    ) -> Result<(), StoreError>;
+    /// Records `key` as used until `expires_at`; `false` if it already was (a replay). Shared by
+    /// every node on the database: client assertion and DPoP proof `jti`s.
+    async fn spend_once(&self, realm: &str, key: &str, expires_at: i64)
+    -> Result<bool, StoreError>;
 
     async fn set_aws_settings(
         &self,

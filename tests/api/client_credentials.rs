@@ -155,6 +155,7 @@ async fn per_client_lifetime_overrides_the_realm(app: &TestApp) {
             public: false,
             name: None,
             client_uri: None,
+            auth: Default::default(),
         },
         app.now(),
         "test",

@@ -956,6 +956,7 @@ async fn a_redirect_uri_with_a_space_registers_nothing() {
                 public: true,
                 name: None,
                 client_uri: None,
+                auth: Default::default(),
             },
             f.clock.now(),
             "t",

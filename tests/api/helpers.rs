@@ -336,6 +336,7 @@ impl TestApp {
                 public: false,
                 name: None,
                 client_uri: None,
+                auth: Default::default(),
             },
             self.now(),
             "test",

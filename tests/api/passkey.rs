@@ -181,6 +181,7 @@ async fn passkey_enrolment_sign_in_step_up_and_forgeries() {
                 public: true,
                 name: None,
                 client_uri: None,
+                auth: Default::default(),
             },
             clock.now(),
             "t",

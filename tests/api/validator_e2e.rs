@@ -111,6 +111,7 @@ async fn validator_accepts_real_tokens_and_refuses_forgeries(app: &TestApp) {
             scope: "tx:post:ach",
             ttl: 300,
             now: app.now() - 7200,
+            cnf: None,
             extra: None,
         },
     )

@@ -1,0 +1,78 @@
+//! DPoP at the token endpoint (RFC 9449 §4–5): a client may send one `DPoP` proof; its key's
+//! thumbprint becomes the token's `cnf.jkt` and the token type `DPoP`. The proof's form, key,
+//! signature, method, URL and age are checked by the validator crate's `dpop::verify_proof`
+//! (shared with resource servers); its `jti` is spent here in the store, so a proof replayed at
+//! another node is refused too. Server nonces (`DPoP-Nonce`) are not issued.
+
+use axum::http::HeaderMap;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use sigil_validator::dpop::{DpopExpectations, IatWindow, verify_proof};
+
+use super::outcome::Refusal;
+use super::{ErrorCode, OAuthError};
+use crate::clock::UnixTime;
+use crate::directory::LiveRealm;
+use crate::state::AppState;
+
+/// How old a proof may be, and how far ahead of this server's clock.
+pub const WINDOW: IatWindow = IatWindow {
+    max_age: 60,
+    max_future: 5,
+};
+
+/// The algorithms a proof may use (discovery's `dpop_signing_alg_values_supported`).
+pub const ALGS: &[&str] = sigil_validator::jwk::SUPPORTED_ALGS;
+
+fn refuse(description: &'static str, reason: &'static str) -> Refusal {
+    Refusal::new(
+        OAuthError::new(ErrorCode::InvalidDpopProof, description),
+        reason,
+    )
+}
+
+/// The thumbprint of the request's proof key, `None` without a proof.
+pub async fn check(
+    state: &AppState,
+    realm: &LiveRealm,
+    headers: &HeaderMap,
+    token_endpoint: &str,
+    now: UnixTime,
+) -> Result<Option<String>, Refusal> {
+    let mut proofs = headers.get_all("dpop").iter();
+    let Some(proof) = proofs.next() else {
+        return Ok(None);
+    };
+    if proofs.next().is_some() {
+        return Err(refuse("exactly one DPoP header", "dpop_multiple_proofs"));
+    }
+    let proof = proof
+        .to_str()
+        .map_err(|_| refuse("the DPoP proof is not a compact JWS", "dpop_malformed"))?;
+    let expected = DpopExpectations::new("POST", token_endpoint).window(WINDOW);
+    let verified = verify_proof(proof, &expected, now).map_err(|e| {
+        tracing::debug!(error = ?e, "DPoP proof refused");
+        refuse(e.description(), "dpop_proof_invalid")
+    })?;
+    // The jti is spent last: a proof refused for another reason does not use it up. Kept for
+    // the whole window in which its iat would still be accepted.
+    let key = B64.encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("dpop\0{}\0{}\0{}", realm.record.name, verified.jkt, verified.jti).as_bytes(),
+    ));
+    match state
+        .store
+        .spend_once(&realm.record.name, &key, verified.iat + WINDOW.span())
+        .await
+    {
+        Ok(true) => Ok(Some(verified.jkt)),
+        Ok(false) => Err(refuse("the DPoP proof was already used", "dpop_replayed")),
+        Err(e) => {
+            tracing::error!(error = %e, "DPoP replay store unavailable");
+            Err(Refusal::new(
+                OAuthError::store_unavailable(),
+                "store_unavailable",
+            ))
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! Requests through a TLS-terminating proxy. Only when the TCP peer is one of `trusted_proxies`
+//! does Sigil believe what the proxy says: the client's address (`Forwarded: for=` or
+//! `X-Forwarded-For`, walked from the nearest hop back past other trusted proxies) and the client
+//! certificate (Envoy's `X-Forwarded-Client-Cert` or nginx's URL-encoded PEM, in the configured
+//! header). From any other peer those headers are ignored. The middleware rewrites the request's
+//! `ConnectInfo` (so rate limits and audit records see the real client) and its `ConnTls`
+//! (a trusted proxy's request carries the client certificate of the header, or none, never the
+//! proxy's own).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::Response;
+use rustls_pki_types::CertificateDer;
+use sigil_validator::forwarded_cert::{self, Format};
+
+use crate::config::{Config, ForwardedCertFormat};
+use crate::state::AppState;
+use crate::tls::{ClientCertChain, ConnTls, Listener};
+
+pub async fn forwarded(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let config = &state.config;
+    if config.trusted_proxies.is_empty() {
+        return next.run(req).await;
+    }
+    let Some(peer) = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+    else {
+        return next.run(req).await;
+    };
+    if !is_trusted(config, peer.ip()) {
+        return next.run(req).await;
+    }
+    let client = client_address(config, req.headers()).unwrap_or(peer.ip());
+    let chain = forwarded_chain(config, req.headers());
+    let listener = req
+        .extensions()
+        .get::<ConnTls>()
+        .map_or(Listener::Main, |c| c.listener);
+    req.extensions_mut()
+        .insert(ConnectInfo(SocketAddr::new(client, peer.port())));
+    req.extensions_mut().insert(ConnTls {
+        listener,
+        tls: true,
+        client_chain: chain,
+    });
+    next.run(req).await
+}
+
+fn is_trusted(config: &Config, ip: IpAddr) -> bool {
+    let ip = canonical(ip);
+    config.trusted_proxies.iter().any(|n| n.contains(&ip))
+}
+
+/// An IPv4 address mapped into IPv6 (`::ffff:10.0.0.1`) as the IPv4 address it is.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The client's address: the hops the proxies recorded, from the nearest back, skipping trusted
+/// proxies; the first untrusted one is the client. `None` when the header is absent or unreadable.
+pub fn client_address(config: &Config, headers: &HeaderMap) -> Option<IpAddr> {
+    let hops = forwarded_hops(headers).or_else(|| x_forwarded_for_hops(headers))?;
+    let mut last = None;
+    for hop in hops.iter().rev() {
+        let ip = canonical(*hop);
+        if !is_trusted(config, ip) {
+            return Some(ip);
+        }
+        last = Some(ip);
+    }
+    last
+}
+
+/// RFC 7239 `Forwarded`: the `for=` of each element, in order.
+fn forwarded_hops(headers: &HeaderMap) -> Option<Vec<IpAddr>> {
+    let mut hops = Vec::new();
+    let mut seen = false;
+    for value in headers.get_all("forwarded") {
+        seen = true;
+        let text = value.to_str().ok()?;
+        for element in text.split(',') {
+            for pair in element.split(';') {
+                let Some((k, v)) = pair.trim().split_once('=') else {
+                    continue;
+                };
+                if k.trim().eq_ignore_ascii_case("for") {
+                    hops.push(parse_node(v.trim().trim_matches('"'))?);
+                }
+            }
+        }
+    }
+    (seen && !hops.is_empty()).then_some(hops)
+}
+
+/// A `Forwarded` node: `192.0.2.1`, `192.0.2.1:4711`, `[2001:db8::1]`, `[2001:db8::1]:4711`.
+fn parse_node(v: &str) -> Option<IpAddr> {
+    if let Some(rest) = v.strip_prefix('[') {
+        return rest.split(']').next()?.parse().ok();
+    }
+    v.parse()
+        .ok()
+        .or_else(|| v.rsplit_once(':').and_then(|(h, _)| h.parse().ok()))
+}
+
+fn x_forwarded_for_hops(headers: &HeaderMap) -> Option<Vec<IpAddr>> {
+    let mut hops = Vec::new();
+    for value in headers.get_all("x-forwarded-for") {
+        for part in value.to_str().ok()?.split(',') {
+            hops.push(parse_node(part.trim())?);
+        }
+    }
+    (!hops.is_empty()).then_some(hops)
+}
+
+/// The certificate a trusted proxy forwarded, as a one-certificate chain.
+fn forwarded_chain(config: &Config, headers: &HeaderMap) -> Option<ClientCertChain> {
+    let mut values = headers.get_all(config.forwarded_cert_header.as_str()).iter();
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    let format = match config.forwarded_cert_format {
+        ForwardedCertFormat::Envoy => Format::EnvoyXfcc,
+        ForwardedCertFormat::Nginx => Format::NginxEscapedPem,
+    };
+    let der = forwarded_cert::parse(value.to_str().ok()?, format)?;
+    Some(ClientCertChain(Arc::new(vec![CertificateDer::from(der)])))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn config(proxies: &[&str]) -> Config {
+        let mut c = Config::for_tests("sqlite::memory:", std::path::Path::new("k"));
+        c.trusted_proxies = proxies.iter().map(|p| p.parse().expect("cidr")).collect();
+        c
+    }
+
+    #[test]
+    fn the_first_untrusted_hop_from_the_nearest_is_the_client() {
+        let c = config(&["10.0.0.0/8"]);
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("203.0.113.9, 198.51.100.7, 10.1.2.3"),
+        );
+        // 198.51.100.7 is the last untrusted hop: what the client wrote before it is not believed.
+        assert_eq!(client_address(&c, &h), "198.51.100.7".parse().ok());
+        let mut h = HeaderMap::new();
+        h.insert(
+            "forwarded",
+            HeaderValue::from_static(r#"for="[2001:db8::7]:4711";proto=https, for=10.0.0.2"#),
+        );
+        assert_eq!(client_address(&c, &h), "2001:db8::7".parse().ok());
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("not-an-ip"));
+        assert_eq!(client_address(&c, &h), None);
+    }
+}
