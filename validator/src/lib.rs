@@ -11,6 +11,30 @@
 //! assert!(claims.has_scope("balances:read"));
 //! # Ok(()) }
 //! ```
+//!
+//! Sender-constrained tokens (a `cnf` claim): [`Validator::validate_request`] takes the whole
+//! request's credentials and enforces mTLS binding (`cnf.x5t#S256`, RFC 8705) and DPoP binding
+//! (`cnf.jkt`, RFC 9449) with a replay cache of proofs; [`Validator::validate`] refuses bound
+//! tokens, whose binding it cannot check. The axum layer does this per request, reading the
+//! client certificate from the [`ClientCertificate`] extension or a trusted proxy's header.
+//!
+//! ```no_run
+//! # async fn demo(validator: sigil_validator::Validator, proof: &str, der: &[u8]) -> Result<(), sigil_validator::Error> {
+//! use sigil_validator::RequestCredentials;
+//! let claims = validator
+//!     .validate_request(
+//!         &RequestCredentials::new("GET", "https://ledger.bank.example/balances")
+//!             .authorization("DPoP eyJ...")
+//!             .dpop_proof(proof)
+//!             .client_certificate(der),
+//!     )
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! For the issuer: [`jwk`] (client public keys, RFC 7638 thumbprints, client-assertion JWS
+//! verification), [`dpop`] (proof verification, separate from replay detection) and
+//! [`forwarded_cert`] (certificates forwarded by TLS-terminating proxies).
 
 mod claims;
 pub mod dpop;
