@@ -541,10 +541,12 @@ impl Validator {
         &self.inner.replay
     }
 
+    #[cfg(feature = "axum")]
     pub(crate) fn public_base_url(&self) -> Option<&str> {
         self.inner.policy.public_base_url.as_deref()
     }
 
+    #[cfg(feature = "axum")]
     /// The forwarded-certificate header and its format, when `peer` is a trusted proxy.
     pub(crate) fn forwarded_cert_for(&self, peer: std::net::IpAddr) -> Option<(&str, Format)> {
         let p = &self.inner.policy;
@@ -555,10 +557,12 @@ impl Validator {
             .then_some((header.as_str(), *format))
     }
 
+    #[cfg(feature = "axum")]
     pub(crate) fn has_trusted_proxies(&self) -> bool {
         !self.inner.policy.trusted_proxies.is_empty()
     }
 
+    #[cfg(feature = "axum")]
     pub(crate) fn requires_sender_constrained(&self) -> bool {
         self.inner.policy.require_sender_constrained
     }
