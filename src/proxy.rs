@@ -123,7 +123,9 @@ fn x_forwarded_for_hops(headers: &HeaderMap) -> Option<Vec<IpAddr>> {
 
 /// The certificate a trusted proxy forwarded, as a one-certificate chain.
 fn forwarded_chain(config: &Config, headers: &HeaderMap) -> Option<ClientCertChain> {
-    let mut values = headers.get_all(config.forwarded_cert_header.as_str()).iter();
+    let mut values = headers
+        .get_all(config.forwarded_cert_header.as_str())
+        .iter();
     let value = values.next()?;
     if values.next().is_some() {
         return None;

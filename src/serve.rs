@@ -162,15 +162,15 @@ pub async fn serve_with(
                         tls: false,
                         client_chain: None,
                     };
-                    run_conn(stream, peer, conn_tls, router, &builder, &registry, limits, stop)
-                        .await;
-                }
-                Some(acceptor) => {
-                    let handshake = tokio::time::timeout(
-                        limits.header_read_timeout,
-                        acceptor.accept(stream),
+                    run_conn(
+                        stream, peer, conn_tls, router, &builder, &registry, limits, stop,
                     )
                     .await;
+                }
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
+                            .await;
                     let Ok(Ok(stream)) = handshake else {
                         // A failed or stalled handshake: nothing to answer.
                         drop(permit);
@@ -181,14 +181,20 @@ pub async fn serve_with(
                         .1
                         .peer_certificates()
                         .filter(|c| !c.is_empty())
-                        .map(|c| ClientCertChain(Arc::new(c.iter().map(|d| d.clone().into_owned()).collect())));
+                        .map(|c| {
+                            ClientCertChain(Arc::new(
+                                c.iter().map(|d| d.clone().into_owned()).collect(),
+                            ))
+                        });
                     let conn_tls = ConnTls {
                         listener: which,
                         tls: true,
                         client_chain,
                     };
-                    run_conn(stream, peer, conn_tls, router, &builder, &registry, limits, stop)
-                        .await;
+                    run_conn(
+                        stream, peer, conn_tls, router, &builder, &registry, limits, stop,
+                    )
+                    .await;
                 }
             }
             drop(permit);

@@ -206,14 +206,15 @@ impl Application {
             });
         }
         let state = self.state.clone();
-        let acceptor = |ask_client_cert: bool| -> std::io::Result<Option<tokio_rustls::TlsAcceptor>> {
-            match &self.tls {
-                None => Ok(None),
-                Some(cert) => crate::tls::server_config(cert.clone(), ask_client_cert)
-                    .map(|c| Some(tokio_rustls::TlsAcceptor::from(c)))
-                    .map_err(std::io::Error::other),
-            }
-        };
+        let acceptor =
+            |ask_client_cert: bool| -> std::io::Result<Option<tokio_rustls::TlsAcceptor>> {
+                match &self.tls {
+                    None => Ok(None),
+                    Some(cert) => crate::tls::server_config(cert.clone(), ask_client_cert)
+                        .map(|c| Some(tokio_rustls::TlsAcceptor::from(c)))
+                        .map_err(std::io::Error::other),
+                }
+            };
         if let Some(cert) = &self.tls {
             cert.watch(crate::tls::RELOAD_CHECK);
         }

@@ -7,8 +7,8 @@ use serde_json::json;
 use super::{AdminError, check_ttl, invalid};
 use crate::audit::AuditDraft;
 use crate::clients::CLIENT_CREDENTIALS as GRANT_TYPE;
-use crate::clients::is_valid_client_id;
 use crate::clients::auth::{AuthMethod, ClientAuth};
+use crate::clients::is_valid_client_id;
 use crate::clients::{scope, secret};
 use crate::clock::UnixTime;
 use crate::store::{ClientRecord, Store};
@@ -283,9 +283,11 @@ pub async fn set_auth(
         auth.method,
         None | Some(AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost)
     ) && !current.public_client;
-    let audit = [AuditDraft::new(now, Some(realm), "client.auth_changed", actor)
-        .subject(id)
-        .detail(auth_summary(&auth, current.public_client))];
+    let audit = [
+        AuditDraft::new(now, Some(realm), "client.auth_changed", actor)
+            .subject(id)
+            .detail(auth_summary(&auth, current.public_client)),
+    ];
     if !store
         .set_client_auth(realm, id, auth.to_stored().as_deref(), now, &audit)
         .await?

@@ -275,9 +275,10 @@ impl AuthArgs {
             Some(f) => {
                 let text = std::fs::read_to_string(f)
                     .map_err(|e| CliError::Other(format!("cannot read {}: {e}", f.display())))?;
-                Some(serde_json::from_str(&text).map_err(|e| {
-                    CliError::Other(format!("{}: not JSON: {e}", f.display()))
-                })?)
+                Some(
+                    serde_json::from_str(&text)
+                        .map_err(|e| CliError::Other(format!("{}: not JSON: {e}", f.display())))?,
+                )
             }
         };
         let _ = public;

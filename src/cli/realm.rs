@@ -153,8 +153,8 @@ pub(super) async fn run(
                 }
                 Some(all)
             };
-            let view = admin::realms::set_mtls(store.as_ref(), &name, pem.as_deref(), now, actor)
-                .await?;
+            let view =
+                admin::realms::set_mtls(store.as_ref(), &name, pem.as_deref(), now, actor).await?;
             print_json(&view);
         }
         RealmCommand::SetLogin {

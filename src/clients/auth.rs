@@ -208,9 +208,8 @@ impl ClientAuth {
                 "{dn:?} is not a distinguished name (CN=...,O=...)"
             )));
         }
-        if let Some(
-            TlsSubject::SanDns(v) | TlsSubject::SanUri(v) | TlsSubject::SanEmail(v),
-        ) = &self.tls_subject
+        if let Some(TlsSubject::SanDns(v) | TlsSubject::SanUri(v) | TlsSubject::SanEmail(v)) =
+            &self.tls_subject
             && (v.is_empty() || v.len() > 512 || v.chars().any(|c| c.is_control()))
         {
             return Err(invalid("the certificate name is empty or malformed"));

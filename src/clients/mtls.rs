@@ -134,21 +134,26 @@ fn has_subject(cert: &X509Certificate<'_>, subject: &TlsSubject) -> bool {
     let Ok(Some(san)) = cert.subject_alternative_name() else {
         return false;
     };
-    san.value.general_names.iter().any(|name| match (subject, name) {
-        (TlsSubject::SanDns(want), GeneralName::DNSName(have)) => want.eq_ignore_ascii_case(have),
-        (TlsSubject::SanUri(want), GeneralName::URI(have)) => want == have,
-        (TlsSubject::SanEmail(want), GeneralName::RFC822Name(have)) => {
-            want.eq_ignore_ascii_case(have)
-        }
-        (TlsSubject::SanIp(want), GeneralName::IPAddress(bytes)) => match bytes.len() {
-            4 => <[u8; 4]>::try_from(*bytes)
-                .is_ok_and(|b| *want == std::net::IpAddr::from(b)),
-            16 => <[u8; 16]>::try_from(*bytes)
-                .is_ok_and(|b| *want == std::net::IpAddr::from(b)),
+    san.value
+        .general_names
+        .iter()
+        .any(|name| match (subject, name) {
+            (TlsSubject::SanDns(want), GeneralName::DNSName(have)) => {
+                want.eq_ignore_ascii_case(have)
+            }
+            (TlsSubject::SanUri(want), GeneralName::URI(have)) => want == have,
+            (TlsSubject::SanEmail(want), GeneralName::RFC822Name(have)) => {
+                want.eq_ignore_ascii_case(have)
+            }
+            (TlsSubject::SanIp(want), GeneralName::IPAddress(bytes)) => match bytes.len() {
+                4 => <[u8; 4]>::try_from(*bytes).is_ok_and(|b| *want == std::net::IpAddr::from(b)),
+                16 => {
+                    <[u8; 16]>::try_from(*bytes).is_ok_and(|b| *want == std::net::IpAddr::from(b))
+                }
+                _ => false,
+            },
             _ => false,
-        },
-        _ => false,
-    })
+        })
 }
 
 /// One attribute of a distinguished name: upper-case type (`CN`, `O`, or a dotted OID) and value.

@@ -107,7 +107,10 @@ impl Config {
         let mtls_public_url = match s.mtls_public_url {
             None => None,
             Some(text) => Some(parse_public_url(&text).map_err(|_| {
-                invalid("mtls_public_url", "must be an http(s) URL without query or fragment")
+                invalid(
+                    "mtls_public_url",
+                    "must be an http(s) URL without query or fragment",
+                )
             })?),
         };
         let trusted_proxies = s
@@ -279,5 +282,10 @@ fn parse_cidr(text: &str) -> Result<ipnet::IpNet, ConfigError> {
     text.parse::<ipnet::IpNet>()
         .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
         .map(|n| n.trunc())
-        .map_err(|_| invalid("trusted_proxies", format!("{text:?} is not a CIDR or address")))
+        .map_err(|_| {
+            invalid(
+                "trusted_proxies",
+                format!("{text:?} is not a CIDR or address"),
+            )
+        })
 }

@@ -64,7 +64,10 @@ pub async fn verify(
         _ => "assertion_malformed",
     })?;
     if let Some(typ) = verified.header.get("typ") {
-        let typ = typ.as_str().ok_or("assertion_bad_typ")?.to_ascii_lowercase();
+        let typ = typ
+            .as_str()
+            .ok_or("assertion_bad_typ")?
+            .to_ascii_lowercase();
         let typ = typ.strip_prefix("application/").unwrap_or(&typ);
         if matches!(typ, "at+jwt" | "dpop+jwt" | "logout+jwt") {
             return Err("assertion_bad_typ");

@@ -29,7 +29,10 @@ pub struct Presented {
 }
 
 pub enum Credential {
-    Secret { secret: String, method: AuthMethod },
+    Secret {
+        secret: String,
+        method: AuthMethod,
+    },
     /// A `private_key_jwt` assertion.
     Assertion(String),
     /// No credential in the request: a public client, or one that proves a client certificate.
@@ -356,7 +359,9 @@ mod tests {
         ));
         let both = extract(
             &HeaderMap::new(),
-            &params("client_id=a&client_secret=s&client_assertion=x.y.z&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer"),
+            &params(
+                "client_id=a&client_secret=s&client_assertion=x.y.z&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer",
+            ),
         );
         assert_eq!(
             both.expect_err("must fail").code,

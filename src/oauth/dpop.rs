@@ -58,7 +58,11 @@ pub async fn check(
     // the whole window in which its iat would still be accepted.
     let key = B64.encode(ring::digest::digest(
         &ring::digest::SHA256,
-        format!("dpop\0{}\0{}\0{}", realm.record.name, verified.jkt, verified.jti).as_bytes(),
+        format!(
+            "dpop\0{}\0{}\0{}",
+            realm.record.name, verified.jkt, verified.jti
+        )
+        .as_bytes(),
     ));
     match state
         .store

@@ -17,12 +17,12 @@ use super::{
     ErrorCode, OAuthError, authorization_code, client_auth, client_credentials, dpop, form,
     refresh_token,
 };
-use crate::oidc::TOKEN_PATH;
-use crate::tls::{ConnTls, Listener};
 use crate::clients;
 use crate::clock::UnixTime;
 use crate::directory::LiveRealm;
+use crate::oidc::TOKEN_PATH;
 use crate::state::AppState;
+use crate::tls::{ConnTls, Listener};
 
 pub async fn token(
     State(state): State<AppState>,
@@ -82,7 +82,8 @@ async fn grant(
     })?;
     match grant_type {
         clients::CLIENT_CREDENTIALS => {
-            let authed = client_auth::from_request(state, realm, headers, &params, ctx, now).await?;
+            let authed =
+                client_auth::from_request(state, realm, headers, &params, ctx, now).await?;
             let cnf = binding(state, realm, headers, &authed, ctx, now)
                 .await
                 .map_err(|r| r.client(&authed.client.client_id).authenticated())?;

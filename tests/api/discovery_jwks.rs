@@ -38,8 +38,31 @@ async fn discovery_parses_with_openidconnect(app: &TestApp) {
     );
     assert_eq!(
         doc["token_endpoint_auth_methods_supported"],
-        serde_json::json!(["client_secret_basic", "client_secret_post", "none"])
+        serde_json::json!([
+            "client_secret_basic",
+            "client_secret_post",
+            "tls_client_auth",
+            "self_signed_tls_client_auth",
+            "private_key_jwt",
+            "none"
+        ])
     );
+    assert_eq!(doc["tls_client_certificate_bound_access_tokens"], true);
+    // No mutual-TLS listener configured: no aliases.
+    assert!(doc.get("mtls_endpoint_aliases").is_none());
+    for key in [
+        "token_endpoint_auth_signing_alg_values_supported",
+        "dpop_signing_alg_values_supported",
+    ] {
+        let algs = doc[key].as_array().expect(key);
+        assert!(algs.iter().any(|a| a == "ES256"), "{key}");
+        assert!(
+            !algs
+                .iter()
+                .any(|a| a == "none" || a.as_str().is_some_and(|a| a.starts_with("HS"))),
+            "{key}"
+        );
+    }
     assert_eq!(
         doc["code_challenge_methods_supported"],
         serde_json::json!(["S256"])

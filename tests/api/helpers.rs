@@ -46,6 +46,8 @@ macro_rules! on_every_backend {
 pub struct TestApp {
     pub backend: Backend,
     pub base: String,
+    /// The mutual-TLS listener's base URL, when `mtls_bind` is set.
+    pub mtls_base: Option<String>,
     pub http: reqwest::Client,
     pub store: Arc<dyn Store>,
     pub kek: Arc<dyn KekSource>,
@@ -232,6 +234,7 @@ pub async fn spawn_app_with(
         .await
         .expect("application builds");
     let base = app.base_url().to_owned();
+    let mtls_base = app.state().mtls_base_url.as_deref().map(str::to_owned);
     let store = app.state().store.clone();
     tokio::spawn(app.run_until_stopped());
     let kek: Arc<dyn KekSource> = Arc::new(FileKek::load(&kek_path).expect("kek"));
@@ -244,6 +247,7 @@ pub async fn spawn_app_with(
     TestApp {
         backend,
         base,
+        mtls_base,
         http,
         store,
         kek,

@@ -2,6 +2,10 @@
 //! TEST_DATABASE_URL is set) PostgreSQL.
 
 mod helpers;
+#[path = "../support/jose.rs"]
+mod jose;
+#[path = "../support/pki.rs"]
+mod pki;
 #[path = "../support/soft_passkey.rs"]
 mod soft_passkey;
 
@@ -19,5 +23,6 @@ mod login;
 mod memory;
 mod passkey;
 mod rotation;
+mod sender_constrained;
 mod startup;
 mod validator_e2e;
