@@ -328,7 +328,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The mutual-TLS listener's routes: the token and AWS endpoints only (RFC 8705 §5). The hosted
+/// The mutual-TLS listener's routes: the token, userinfo and AWS endpoints only (RFC 8705 §5). The hosted
 /// pages are never here: a browser asked for a client certificate shows a picker.
 pub fn mtls_router(state: AppState) -> Router {
     let timeout = Duration::from_secs(state.config.request_timeout_secs);
@@ -345,6 +345,10 @@ pub fn mtls_router(state: AppState) -> Router {
         .route(
             &format!("/realms/{{realm}}{}", oidc::AWS_CHALLENGE_PATH),
             post(crate::aws::exchange::challenge),
+        )
+        .route(
+            &format!("/realms/{{realm}}{}", oidc::USERINFO_PATH),
+            get(oidc::userinfo::userinfo).post(oidc::userinfo::userinfo),
         )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -54,29 +54,69 @@ pub async fn check(
         tracing::debug!(error = ?e, "DPoP proof refused");
         refuse(e.description(), "dpop_proof_invalid")
     })?;
-    // The jti is spent last: a proof refused for another reason does not use it up. Kept for
-    // the whole window in which its iat would still be accepted.
-    let key = B64.encode(ring::digest::digest(
-        &ring::digest::SHA256,
-        format!(
-            "dpop\0{}\0{}\0{}",
-            realm.record.name, verified.jkt, verified.jti
-        )
-        .as_bytes(),
-    ));
-    match state
-        .store
-        .spend_once(&realm.record.name, &key, verified.iat + WINDOW.span())
-        .await
-    {
+    match spend(state, realm, &verified.jkt, &verified.jti, verified.iat).await {
         Ok(true) => Ok(Some(verified.jkt)),
         Ok(false) => Err(refuse("the DPoP proof was already used", "dpop_replayed")),
-        Err(e) => {
-            tracing::error!(error = %e, "DPoP replay store unavailable");
-            Err(Refusal::new(
-                OAuthError::store_unavailable(),
-                "store_unavailable",
-            ))
-        }
+        Err(()) => Err(Refusal::new(
+            OAuthError::store_unavailable(),
+            "store_unavailable",
+        )),
+    }
+}
+
+/// Spends a proof's `jti` (per key) in the store, shared by every node; `Ok(false)` = replayed.
+/// Spent last, so that a proof refused for another reason does not use it up; kept for the
+/// whole window in which its `iat` would still be accepted.
+async fn spend(
+    state: &AppState,
+    realm: &LiveRealm,
+    jkt: &str,
+    jti: &str,
+    iat: i64,
+) -> Result<bool, ()> {
+    let key = B64.encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("dpop\0{}\0{jkt}\0{jti}", realm.record.name).as_bytes(),
+    ));
+    state
+        .store
+        .spend_once(&realm.record.name, &key, iat + WINDOW.span())
+        .await
+        .map_err(|e| tracing::error!(error = %e, "DPoP replay store unavailable"))
+}
+
+/// Why a resource request's proof was refused (`None`: the store did not answer).
+pub type ResourceRefusal = Option<&'static str>;
+
+/// A DPoP proof at one of Sigil's own resource endpoints (userinfo): exactly one proof for this
+/// method and URL, `ath` of this token, made with the key the token is bound to, never seen
+/// before.
+#[allow(clippy::too_many_arguments)]
+pub async fn check_resource(
+    state: &AppState,
+    realm: &LiveRealm,
+    headers: &HeaderMap,
+    method: &str,
+    url: &str,
+    token: &str,
+    bound_jkt: &str,
+    now: UnixTime,
+) -> Result<(), ResourceRefusal> {
+    let mut proofs = headers.get_all("dpop").iter();
+    let (Some(proof), None) = (proofs.next(), proofs.next()) else {
+        return Err(Some("exactly one DPoP proof is required"));
+    };
+    let proof = proof.to_str().map_err(|_| Some("malformed DPoP proof"))?;
+    let expected = DpopExpectations::new(method, url)
+        .access_token(token)
+        .window(WINDOW);
+    let verified = verify_proof(proof, &expected, now).map_err(|e| Some(e.description()))?;
+    if verified.jkt != bound_jkt {
+        return Err(Some("the DPoP proof is not made with the token's key"));
+    }
+    match spend(state, realm, &verified.jkt, &verified.jti, verified.iat).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Some("the DPoP proof was already used")),
+        Err(()) => Err(None),
     }
 }

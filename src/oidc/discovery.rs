@@ -60,7 +60,10 @@ pub fn metadata(
     if let Some(base) = mtls_base_url {
         // RFC 8705 §5: where a client that authenticates with a certificate sends its requests.
         let at = |path: &str| format!("{base}/realms/{}{path}", realm.record.name);
-        let mut aliases = json!({ "token_endpoint": at(TOKEN_PATH) });
+        let mut aliases = json!({
+            "token_endpoint": at(TOKEN_PATH),
+            "userinfo_endpoint": at(USERINFO_PATH),
+        });
         if aws.is_some() {
             aliases["aws_sts_exchange_endpoint"] = json!(at(super::AWS_EXCHANGE_PATH));
             aliases["aws_sts_challenge_endpoint"] = json!(at(super::AWS_CHALLENGE_PATH));

@@ -12,14 +12,25 @@ use super::RealmPath;
 use crate::directory::LiveRealm;
 use crate::identity::sessions as session;
 use crate::state::AppState;
+use crate::tls::{ConnTls, Listener};
 
 fn unauthorized(description: &str) -> Response {
+    refusal("Bearer", "invalid_token", description)
+}
+
+/// 401 with an RFC 6750 or RFC 9449 challenge (`scheme` `Bearer` or `DPoP`).
+fn refusal(scheme: &str, error: &str, description: &str) -> Response {
     let mut res = (
         StatusCode::UNAUTHORIZED,
-        axum::Json(json!({"error": "invalid_token", "error_description": description})),
+        axum::Json(json!({"error": error, "error_description": description})),
     )
         .into_response();
-    let challenge = format!(r#"Bearer error="invalid_token", error_description="{description}""#);
+    let algs = if scheme == "DPoP" {
+        format!(r#", algs="{}""#, crate::oauth::dpop::ALGS.join(" "))
+    } else {
+        String::new()
+    };
+    let challenge = format!(r#"{scheme} error="{error}", error_description="{description}"{algs}"#);
     if let Ok(v) = HeaderValue::from_str(&challenge) {
         res.headers_mut().insert(header::WWW_AUTHENTICATE, v);
     }
@@ -55,6 +66,8 @@ pub fn verify_own(realm: &LiveRealm, token: &str, now: i64) -> Option<Map<String
 pub async fn userinfo(
     State(state): State<AppState>,
     RealmPath(name): RealmPath,
+    method: axum::http::Method,
+    conn: Option<axum::Extension<ConnTls>>,
     headers: HeaderMap,
 ) -> Response {
     let now = state.clock.now();
@@ -62,11 +75,15 @@ pub async fn userinfo(
         Ok(Some(r)) => r,
         _ => return unauthorized("unknown realm"),
     };
-    let Some(token) = headers
+    let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .map(|t| (false, t))
+                .or_else(|| v.strip_prefix("DPoP ").map(|t| (true, t)))
+        });
+    let Some((dpop_scheme, token)) = presented else {
         // RFC 6750 §3.1: a request without credentials gets a challenge with no error code.
         let mut res = (
             StatusCode::UNAUTHORIZED,
@@ -80,9 +97,62 @@ pub async fn userinfo(
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         return res;
     };
-    let Some(claims) = verify_own(&realm, token.trim(), now) else {
+    let token = token.trim();
+    let Some(claims) = verify_own(&realm, token, now) else {
         return unauthorized("invalid token");
     };
+    // A bound token works only with what it is bound to (RFC 8705 §3, RFC 9449 §7).
+    let cnf = claims.get("cnf");
+    let jkt = cnf.and_then(|c| c.get("jkt")).and_then(Value::as_str);
+    let x5t = cnf.and_then(|c| c.get("x5t#S256")).and_then(Value::as_str);
+    let conn = conn.map(|axum::Extension(c)| c);
+    match (jkt, dpop_scheme) {
+        (Some(_), false) => {
+            return refusal(
+                "DPoP",
+                "invalid_token",
+                "a DPoP-bound token needs the DPoP scheme",
+            );
+        }
+        (None, true) => return unauthorized("the token is not DPoP-bound"),
+        (Some(bound), true) => {
+            let url = match (&conn, &state.mtls_base_url) {
+                (Some(c), Some(base)) if c.listener == Listener::MutualTls => {
+                    format!("{base}/realms/{name}{}", super::USERINFO_PATH)
+                }
+                _ => format!("{}{}", realm.issuer, super::USERINFO_PATH),
+            };
+            match crate::oauth::dpop::check_resource(
+                &state,
+                &realm,
+                &headers,
+                method.as_str(),
+                &url,
+                token,
+                bound,
+                now,
+            )
+            .await
+            {
+                Ok(()) => {}
+                Err(Some(why)) => return refusal("DPoP", "invalid_dpop_proof", why),
+                Err(None) => return crate::oauth::OAuthError::store_unavailable().into_response(),
+            }
+        }
+        (None, false) => {}
+    }
+    if let Some(want) = x5t {
+        let seen = conn
+            .as_ref()
+            .and_then(|c| c.client_chain.as_ref())
+            .and_then(|c| c.leaf())
+            .map(|l| crate::clients::mtls::thumbprint(l));
+        let same = seen
+            .is_some_and(|s| subtle::ConstantTimeEq::ct_eq(s.as_bytes(), want.as_bytes()).into());
+        if !same {
+            return unauthorized("the token is bound to another client certificate");
+        }
+    }
     let (Some(sub), Some(sid)) = (
         claims.get("sub").and_then(Value::as_str),
         claims.get("sid").and_then(Value::as_str),

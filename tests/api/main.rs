@@ -25,4 +25,5 @@ mod passkey;
 mod rotation;
 mod sender_constrained;
 mod startup;
+mod tls;
 mod validator_e2e;

@@ -987,6 +987,53 @@ async fn a_public_clients_refresh_token_is_bound_to_its_dpop_key() {
             decode_part(body["access_token"].as_str().expect("t"), 1)["cnf"]["jkt"],
             key.thumbprint().as_str()
         );
+        let access = body["access_token"].as_str().expect("access").to_owned();
+        // userinfo, a resource Sigil serves itself, holds the token to its key as well.
+        let ui_url = format!("{}/oauth2/userinfo", f.app.issuer("customers"));
+        let ui = |scheme: &str, proof: Option<String>| {
+            let mut req = f
+                .app
+                .http
+                .get(&ui_url)
+                .header("authorization", format!("{scheme} {access}"));
+            if let Some(p) = proof {
+                req = req.header("DPoP", p);
+            }
+            req.send()
+        };
+        let proof = key.dpop("GET", &ui_url, f.clock.now(), Some(&jose::ath(&access)));
+        let res = ui("DPoP", Some(proof.clone())).await.expect("userinfo");
+        assert_eq!(res.status(), 200, "DPoP-bound token with its proof");
+        for (what, scheme, proof) in [
+            ("as a bearer token", "Bearer", None),
+            ("without a proof", "DPoP", None),
+            ("with a replayed proof", "DPoP", Some(proof)),
+            (
+                "with another key's proof",
+                "DPoP",
+                Some(EcKey::generate("x").dpop(
+                    "GET",
+                    &ui_url,
+                    f.clock.now(),
+                    Some(&jose::ath(&access)),
+                )),
+            ),
+            (
+                "with a proof for POST",
+                "DPoP",
+                Some(key.dpop("POST", &ui_url, f.clock.now(), Some(&jose::ath(&access)))),
+            ),
+        ] {
+            let res = ui(scheme, proof).await.expect("userinfo");
+            assert_eq!(res.status(), 401, "{what}");
+            let challenge = res
+                .headers()
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            assert!(challenge.starts_with("DPoP "), "{what}: {challenge}");
+        }
         let refresh = body["refresh_token"].as_str().expect("refresh").to_owned();
         let attempt = |proof: Option<String>| {
             let mut req = f.app.http.post(&url).form(&[
