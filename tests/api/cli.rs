@@ -312,3 +312,213 @@ async fn cli_manages_users_groups_and_login_settings() {
         assert!(verify.contains("intact"), "{verify}");
     }
 }
+
+/// `client create --auth ...`, `client set-auth` and `realm set-mtls`: each method registered
+/// from files, refused when its material is missing or wrong, and switched without losing the
+/// client.
+#[tokio::test]
+async fn cli_registers_each_authentication_method_and_switches_a_client() {
+    let cli = cli_for(Backend::Sqlite).await;
+    cli.json(&["realm", "create", "payments", "--alg", "ES256"]);
+    let ca = crate::pki::Ca::new("payments client CA");
+    let ca_file = cli.dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.pem).expect("ca");
+    let ca_arg = ca_file.to_str().expect("path");
+    let shown = cli.json(&["realm", "set-mtls", "payments", "--ca-file", ca_arg]);
+    assert_eq!(shown["client_cas"].as_array().expect("cas").len(), 1);
+    assert_eq!(
+        shown["client_cas"][0]["sha256"],
+        sigil::clients::mtls::thumbprint(&ca.der).as_str()
+    );
+    // A leaf is not a CA.
+    let leaf = ca.client("x", None, vec![], crate::pki::VALID);
+    let leaf_file = cli.dir.path().join("leaf.pem");
+    std::fs::write(&leaf_file, &leaf.cert_pem).expect("leaf");
+    let out = cli.run(&[
+        "realm",
+        "set-mtls",
+        "payments",
+        "--ca-file",
+        leaf_file.to_str().expect("p"),
+    ]);
+    assert!(!out.status.success(), "a leaf certificate as a CA");
+
+    let base = [
+        "client",
+        "create",
+        "--realm",
+        "payments",
+        "--scope",
+        "tx:post:ach",
+        "--audience",
+        "ledger",
+    ];
+    let with = |extra: &[&str]| -> Vec<String> {
+        base.iter()
+            .chain(extra.iter())
+            .map(|s| (*s).to_owned())
+            .collect()
+    };
+    let run = |args: Vec<String>| {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        cli.run(&refs)
+    };
+    let json = |args: Vec<String>| -> Value {
+        let out = run(args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("json")
+    };
+    let ach = json(with(&[
+        "--id",
+        "ach",
+        "--auth",
+        "tls_client_auth",
+        "--tls-san-uri",
+        "spiffe://bank.example/ns/payments/sa/ach",
+    ]));
+    assert!(
+        ach["client_secret"].is_null(),
+        "no secret for an mTLS client"
+    );
+    assert_eq!(
+        ach["token_endpoint_auth_methods"],
+        serde_json::json!(["tls_client_auth"])
+    );
+    let selfie = crate::pki::self_signed("selfie", vec![]);
+    let cert_file = cli.dir.path().join("selfie.pem");
+    std::fs::write(&cert_file, &selfie.cert_pem).expect("cert");
+    let s = json(with(&[
+        "--id",
+        "selfie",
+        "--auth",
+        "self_signed_tls_client_auth",
+        "--cert-file",
+        cert_file.to_str().expect("p"),
+    ]));
+    assert_eq!(
+        s["auth"]["cert_thumbprints"][0],
+        sigil::clients::mtls::thumbprint(&selfie.der).as_str()
+    );
+    let key = crate::jose::EcKey::generate("k1");
+    let jwks_file = cli.dir.path().join("jwks.json");
+    std::fs::write(&jwks_file, key.jwks().to_string()).expect("jwks");
+    let pk = json(with(&[
+        "--id",
+        "pk",
+        "--auth",
+        "private_key_jwt",
+        "--jwks-file",
+        jwks_file.to_str().expect("p"),
+    ]));
+    assert_eq!(pk["auth"]["jwks_keys"], serde_json::json!(["k1"]));
+
+    // Missing or wrong material is refused and nothing is written.
+    let mut private_jwks = key.jwks();
+    private_jwks["keys"][0]["d"] = serde_json::json!("c2VjcmV0");
+    let private_file = cli.dir.path().join("private.json");
+    std::fs::write(&private_file, private_jwks.to_string()).expect("jwks");
+    for (what, extra) in [
+        (
+            "tls without a subject",
+            vec!["--id", "a1", "--auth", "tls_client_auth"],
+        ),
+        (
+            "two subjects",
+            vec![
+                "--id",
+                "a2",
+                "--auth",
+                "tls_client_auth",
+                "--tls-san-dns",
+                "a.example",
+                "--tls-san-uri",
+                "spiffe://x/y",
+            ],
+        ),
+        (
+            "a JWKS with a private key",
+            vec![
+                "--id",
+                "a3",
+                "--auth",
+                "private_key_jwt",
+                "--jwks-file",
+                private_file.to_str().expect("p"),
+            ],
+        ),
+        (
+            "a jwks_uri over plain http to another host",
+            vec![
+                "--id",
+                "a4",
+                "--auth",
+                "private_key_jwt",
+                "--jwks-uri",
+                "http://keys.example/jwks",
+            ],
+        ),
+        (
+            "an unknown method",
+            vec!["--id", "a5", "--auth", "password"],
+        ),
+    ] {
+        let out = run(with(&extra));
+        assert!(!out.status.success(), "{what}");
+    }
+    let listed = cli.json(&["client", "list", "--realm", "payments", "--json"]);
+    assert_eq!(
+        listed.as_array().expect("list").len(),
+        3,
+        "nothing half-written"
+    );
+
+    // Switching: the mTLS client moves to a secret (one is printed once), then to
+    // private_key_jwt (the secret is replaced and not shown); the client stays.
+    let switched = cli.json(&[
+        "client",
+        "set-auth",
+        "--realm",
+        "payments",
+        "--id",
+        "ach",
+        "--auth",
+        "client_secret_basic",
+    ]);
+    assert!(
+        switched["client_secret"]
+            .as_str()
+            .is_some_and(|s| s.len() > 20)
+    );
+    assert_eq!(
+        switched["token_endpoint_auth_methods"],
+        serde_json::json!(["client_secret_basic"])
+    );
+    let again = cli.json(&[
+        "client",
+        "set-auth",
+        "--realm",
+        "payments",
+        "--id",
+        "ach",
+        "--auth",
+        "private_key_jwt",
+        "--jwks-file",
+        jwks_file.to_str().expect("p"),
+    ]);
+    assert!(again["client_secret"].is_null());
+    assert_eq!(again["client_id"], "ach");
+    use sqlx::Connection;
+    let mut conn = sqlx::SqliteConnection::connect(&cli.db).await.expect("db");
+    let kinds: Vec<(String,)> = sqlx::query_as("SELECT kind FROM audit_log")
+        .fetch_all(&mut conn)
+        .await
+        .expect("audit");
+    for kind in ["client.auth_changed", "realm.mtls_changed"] {
+        assert!(kinds.iter().any(|k| k.0 == kind), "{kind}");
+    }
+    assert!(cli.ok(&["audit", "verify"]).contains("intact"));
+}
