@@ -179,6 +179,9 @@ pub async fn run(cli: Cli, config: Config) -> Result<i32, CliError> {
         Command::Serve { .. } => {
             let app = crate::Application::build(config).await?;
             tracing::info!(address = %app.local_addr(), base_url = %app.base_url(), "sigil listening");
+            if let Some(mtls) = app.state().mtls_base_url.as_deref() {
+                println!("mutual TLS on {mtls}");
+            }
             println!("listening on {}", app.base_url());
             app.run_until_stopped()
                 .await
