@@ -107,7 +107,7 @@ impl Application {
         let aws_challenges = Arc::new(crate::ratelimit::FailureLimiter::new(
             config.aws_challenges_per_minute_per_ip,
         ));
-        let state = AppState {
+        let state = AppState::new(crate::state::Shared {
             config: Arc::new(config),
             store,
             directory,
@@ -133,7 +133,7 @@ impl Application {
             refusals: Arc::new(crate::audit::RefusalTally::new()),
             mtls_base_url: mtls_base_url.map(Arc::from),
             client_keys: Arc::new(crate::clients::keys::ClientKeys::new()),
-        };
+        });
         let metrics_listener = match state.config.metrics_bind {
             None => None,
             Some(at) => {
@@ -314,6 +314,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/static/sigil-webauthn.js", get(webauthn_js))
         .merge(page_routes())
+        .merge(bench_ceiling_route())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn(
@@ -321,11 +322,43 @@ pub fn router(state: AppState) -> Router {
                 request_deadline(timeout, req, next)
             },
         ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::proxy::forwarded,
-        ))
+        .pipe_proxies(&state)
         .with_state(state)
+}
+
+/// The trusted-proxy middleware, only where `trusted_proxies` is set (no work per request
+/// otherwise).
+trait PipeProxies {
+    fn pipe_proxies(self, state: &AppState) -> Self;
+}
+
+impl PipeProxies for Router<AppState> {
+    fn pipe_proxies(self, state: &AppState) -> Self {
+        if state.config.trusted_proxies.is_empty() {
+            self
+        } else {
+            self.layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                crate::proxy::forwarded,
+            ))
+        }
+    }
+}
+
+/// `POST /bench/ceiling/{realm}`, only when `SIGIL_BENCH_CEILING=1` (see `oauth::ceiling`).
+fn bench_ceiling_route() -> Router<AppState> {
+    if std::env::var("SIGIL_BENCH_CEILING").as_deref() != Ok("1") {
+        return Router::new();
+    }
+    tracing::warn!("SIGIL_BENCH_CEILING=1: the benchmark ceiling route is on (throwaway key)");
+    Router::new()
+        .route(
+            "/bench/ceiling/{realm}",
+            post(crate::oauth::ceiling::ceiling),
+        )
+        .layer(axum::Extension(std::sync::Arc::new(
+            crate::oauth::ceiling::ThrowawayKeys::default(),
+        )))
 }
 
 /// The mutual-TLS listener's routes: the token, userinfo and AWS endpoints only (RFC 8705 §5). The hosted
@@ -357,10 +390,7 @@ pub fn mtls_router(state: AppState) -> Router {
                 request_deadline(timeout, req, next)
             },
         ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::proxy::forwarded,
-        ))
+        .pipe_proxies(&state)
         .with_state(state)
 }
 

@@ -9,8 +9,25 @@ use crate::directory::Directory;
 use crate::keys::KekSource;
 use crate::store::Store;
 
+/// Cloned by every extractor and middleware of every request: one reference count, not one per
+/// field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
     pub directory: Arc<Directory>,

@@ -2,6 +2,7 @@
 //! authentication and the error surface. Scopes and client secrets are the clients domain's.
 
 pub mod authorization_code;
+pub mod ceiling;
 pub mod client_assertion;
 pub mod client_auth;
 pub mod client_credentials;
