@@ -149,12 +149,16 @@ pub async fn serve_with(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        // Registered (idle) from accept on, so a connection still in its TLS handshake can be
+        // evicted at the cap like any other idle one.
+        let (id, close) = registry.open(Instant::now());
         let registry = registry.clone();
         let stop = stop_rx.clone();
         let router = router.clone();
         let builder = builder.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
+            let conn = Registered { id, close };
             match tls {
                 None => {
                     let conn_tls = ConnTls {
@@ -163,16 +167,18 @@ pub async fn serve_with(
                         client_chain: None,
                     };
                     run_conn(
-                        stream, peer, conn_tls, router, &builder, &registry, limits, stop,
+                        stream, peer, conn_tls, router, &builder, &registry, conn, limits, stop,
                     )
                     .await;
                 }
                 Some(acceptor) => {
-                    let handshake =
-                        tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
-                            .await;
-                    let Ok(Ok(stream)) = handshake else {
-                        // A failed or stalled handshake: nothing to answer.
+                    let handshake = tokio::select! {
+                        h = tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)) => h.ok().and_then(Result::ok),
+                        () = conn.close.notified() => None,
+                    };
+                    let Some(stream) = handshake else {
+                        // A failed, stalled or evicted handshake: nothing to answer.
+                        registry.remove(conn.id);
                         drop(permit);
                         return;
                     };
@@ -192,7 +198,7 @@ pub async fn serve_with(
                         client_chain,
                     };
                     run_conn(
-                        stream, peer, conn_tls, router, &builder, &registry, limits, stop,
+                        stream, peer, conn_tls, router, &builder, &registry, conn, limits, stop,
                     )
                     .await;
                 }
@@ -256,6 +262,12 @@ type Svc = Tracked<
 type Conn<I> =
     hyper_util::server::conn::auto::UpgradeableConnection<'static, TokioIo<I>, Svc, TokioExecutor>;
 
+/// A connection's entry in the registry and its eviction signal.
+struct Registered {
+    id: u64,
+    close: Arc<Notify>,
+}
+
 /// Serves one accepted (and, for TLS, handshaken) connection until it ends.
 #[allow(clippy::too_many_arguments)]
 async fn run_conn<I>(
@@ -265,12 +277,12 @@ async fn run_conn<I>(
     router: Router,
     builder: &Builder<TokioExecutor>,
     registry: &Arc<Registry>,
+    Registered { id, close }: Registered,
     limits: ConnLimits,
     stop: watch::Receiver<()>,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (id, close) = registry.open(Instant::now());
     // Each request learns its TCP peer (for per-address limits) as `ConnectInfo`, and the
     // connection's TLS facts (listener, client certificate) as `ConnTls`.
     let service = Tracked {

@@ -127,3 +127,50 @@ async fn tls_serves_1_2_and_1_3_and_picks_up_a_rotated_certificate_without_dropp
         "a silent TLS peer is closed: {closed:?}"
     );
 }
+
+/// At the connection cap, peers that connected and never finished a TLS handshake are evicted to
+/// make room for a real client, as silent plain-HTTP connections are.
+#[tokio::test]
+async fn silent_tls_peers_at_the_cap_make_room_for_a_real_client() {
+    let ca = Ca::new("server CA");
+    let leaf = ca.server();
+    let dir = tempfile::tempdir().expect("dir");
+    let files = TlsFiles {
+        cert_file: dir.path().join("tls.crt"),
+        key_file: dir.path().join("tls.key"),
+    };
+    std::fs::write(&files.cert_file, &leaf.cert_pem).expect("cert");
+    std::fs::write(&files.key_file, &leaf.key_pem).expect("key");
+    let app = spawn_app_with(Backend::Sqlite, None, |c| {
+        c.tls = Some(files.clone());
+        c.max_connections = 8;
+        c.header_read_timeout_secs = 60;
+        c.idle_timeout_secs = 60;
+    })
+    .await;
+    let port = app
+        .base
+        .rsplit(':')
+        .next()
+        .expect("port")
+        .parse::<u16>()
+        .expect("number");
+    let mut silent = Vec::new();
+    for _ in 0..8 {
+        silent.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .expect("connect"),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let client = pki::https_client(&ca, None);
+    let res = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.get(format!("{}/healthz", app.base)).send(),
+    )
+    .await
+    .expect("served within 5 s although every slot held a silent TLS peer")
+    .expect("request");
+    assert_eq!(res.status(), 200);
+}
