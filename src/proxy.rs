@@ -65,43 +65,45 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The client's address: the hops the proxies recorded, from the nearest back, skipping trusted
-/// proxies; the first untrusted one is the client. `None` when the header is absent or unreadable.
+/// The client's address from the header the proxy writes (`client_address_header`): its hops,
+/// from the nearest back, skipping trusted proxies; the first untrusted one is the client. Only
+/// that one header is read (a proxy that appends to `X-Forwarded-For` passes a client's own
+/// `Forwarded` through untouched, and the other way round). Entries further back than the answer
+/// are never parsed, so a client's garbage cannot spoil what its proxy appended. `None` when the
+/// header is absent or no hop can be read.
 pub fn client_address(config: &Config, headers: &HeaderMap) -> Option<IpAddr> {
-    let hops = forwarded_hops(headers).or_else(|| x_forwarded_for_hops(headers))?;
+    let mut values: Vec<&str> = Vec::new();
+    for v in headers.get_all(config.client_address_header.as_str()) {
+        values.push(v.to_str().ok()?);
+    }
+    let forwarded = config.client_address_header == "forwarded";
     let mut last = None;
-    for hop in hops.iter().rev() {
-        let ip = canonical(*hop);
-        if !is_trusted(config, ip) {
-            return Some(ip);
+    for value in values.iter().rev() {
+        for element in value.rsplit(',') {
+            let hop = if forwarded {
+                element.split(';').find_map(|pair| {
+                    let (k, v) = pair.trim().split_once('=')?;
+                    k.trim()
+                        .eq_ignore_ascii_case("for")
+                        .then(|| v.trim().trim_matches('"'))
+                })
+            } else {
+                Some(element.trim())
+            };
+            // An unreadable hop ends the walk: what lies beyond it was written by the client.
+            let Some(ip) = hop.and_then(parse_node).map(canonical) else {
+                return last;
+            };
+            if !is_trusted(config, ip) {
+                return Some(ip);
+            }
+            last = Some(ip);
         }
-        last = Some(ip);
     }
     last
 }
 
-/// RFC 7239 `Forwarded`: the `for=` of each element, in order.
-fn forwarded_hops(headers: &HeaderMap) -> Option<Vec<IpAddr>> {
-    let mut hops = Vec::new();
-    let mut seen = false;
-    for value in headers.get_all("forwarded") {
-        seen = true;
-        let text = value.to_str().ok()?;
-        for element in text.split(',') {
-            for pair in element.split(';') {
-                let Some((k, v)) = pair.trim().split_once('=') else {
-                    continue;
-                };
-                if k.trim().eq_ignore_ascii_case("for") {
-                    hops.push(parse_node(v.trim().trim_matches('"'))?);
-                }
-            }
-        }
-    }
-    (seen && !hops.is_empty()).then_some(hops)
-}
-
-/// A `Forwarded` node: `192.0.2.1`, `192.0.2.1:4711`, `[2001:db8::1]`, `[2001:db8::1]:4711`.
+/// A node: `192.0.2.1`, `192.0.2.1:4711`, `[2001:db8::1]`, `[2001:db8::1]:4711`.
 fn parse_node(v: &str) -> Option<IpAddr> {
     if let Some(rest) = v.strip_prefix('[') {
         return rest.split(']').next()?.parse().ok();
@@ -109,16 +111,6 @@ fn parse_node(v: &str) -> Option<IpAddr> {
     v.parse()
         .ok()
         .or_else(|| v.rsplit_once(':').and_then(|(h, _)| h.parse().ok()))
-}
-
-fn x_forwarded_for_hops(headers: &HeaderMap) -> Option<Vec<IpAddr>> {
-    let mut hops = Vec::new();
-    for value in headers.get_all("x-forwarded-for") {
-        for part in value.to_str().ok()?.split(',') {
-            hops.push(parse_node(part.trim())?);
-        }
-    }
-    (!hops.is_empty()).then_some(hops)
 }
 
 /// The certificate a trusted proxy forwarded, as a one-certificate chain.
@@ -151,7 +143,7 @@ mod tests {
 
     #[test]
     fn the_first_untrusted_hop_from_the_nearest_is_the_client() {
-        let c = config(&["10.0.0.0/8"]);
+        let mut c = config(&["10.0.0.0/8"]);
         let mut h = HeaderMap::new();
         h.insert(
             "x-forwarded-for",
@@ -159,14 +151,29 @@ mod tests {
         );
         // 198.51.100.7 is the last untrusted hop: what the client wrote before it is not believed.
         assert_eq!(client_address(&c, &h), "198.51.100.7".parse().ok());
+        // A client's garbage further back does not spoil what the proxy appended.
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("not-an-ip, 203.0.113.7"),
+        );
+        assert_eq!(client_address(&c, &h), "203.0.113.7".parse().ok());
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("not-an-ip"));
+        assert_eq!(client_address(&c, &h), None);
+        // Only the configured header is read: a client's own Forwarded is ignored by default…
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.5"));
+        h.insert("forwarded", HeaderValue::from_static("for=192.0.2.1"));
+        assert_eq!(client_address(&c, &h), "203.0.113.5".parse().ok());
+        // …and read when the proxy is configured to write it.
+        c.client_address_header = "forwarded".into();
         let mut h = HeaderMap::new();
         h.insert(
             "forwarded",
             HeaderValue::from_static(r#"for="[2001:db8::7]:4711";proto=https, for=10.0.0.2"#),
         );
+        h.insert("x-forwarded-for", HeaderValue::from_static("192.0.2.9"));
         assert_eq!(client_address(&c, &h), "2001:db8::7".parse().ok());
-        let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", HeaderValue::from_static("not-an-ip"));
-        assert_eq!(client_address(&c, &h), None);
     }
 }

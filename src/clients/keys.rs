@@ -34,13 +34,17 @@ pub fn parse_client_jwks(jwks: &Value) -> Vec<PublicJwk> {
 }
 
 struct Cached {
-    keys: Arc<Vec<PublicJwk>>,
+    /// The keys, or why the last fetch failed (kept for the cooldown: a failing or slow
+    /// `jwks_uri` is not fetched again for every request that names it).
+    keys: Result<Arc<Vec<PublicJwk>>, String>,
     fetched_at: UnixTime,
 }
 
 pub struct ClientKeys {
     http: reqwest::Client,
     cache: Mutex<HashMap<String, Cached>>,
+    /// One fetch in flight per URI: concurrent requests wait for it instead of fetching too.
+    in_flight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Default for ClientKeys {
@@ -51,13 +55,14 @@ impl Default for ClientKeys {
 
 impl ClientKeys {
     pub fn new() -> ClientKeys {
-        // Redirects only within the same host (a JWKS moved to a new path), never elsewhere.
+        // Redirects only within the same origin (scheme, host and port: a JWKS moved to a new
+        // path), never elsewhere, never from https down to http.
         let policy = reqwest::redirect::Policy::custom(|attempt| {
-            let same_host = attempt
+            let same_origin = attempt
                 .previous()
                 .first()
-                .is_some_and(|first| first.host_str() == attempt.url().host_str());
-            if attempt.previous().len() >= 3 || !same_host {
+                .is_some_and(|first| first.origin() == attempt.url().origin());
+            if attempt.previous().len() >= 3 || !same_origin {
                 attempt.stop()
             } else {
                 attempt.follow()
@@ -73,6 +78,7 @@ impl ClientKeys {
         ClientKeys {
             http,
             cache: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashMap::new()),
         }
     }
 
@@ -84,18 +90,22 @@ impl ClientKeys {
         kid: Option<&str>,
         now: UnixTime,
     ) -> Result<Arc<Vec<PublicJwk>>, KeysError> {
-        {
-            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(c) = cache.get(uri) {
-                let fresh = now - c.fetched_at < CACHE_SECS;
-                let has_kid = kid.is_none_or(|k| c.keys.iter().any(|key| key.kid() == Some(k)));
-                let cooling = now - c.fetched_at < COOLDOWN_SECS;
-                if (fresh && has_kid) || cooling {
-                    return Ok(c.keys.clone());
-                }
-            }
+        if let Some(hit) = self.cached(uri, kid, now) {
+            return hit;
         }
-        let keys = Arc::new(self.download(uri).await?);
+        let gate = {
+            let mut map = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            if map.len() >= MAX_CACHED {
+                map.retain(|_, g| Arc::strong_count(g) > 1);
+            }
+            map.entry(uri.to_owned()).or_default().clone()
+        };
+        let _one_at_a_time = gate.lock().await;
+        // Whoever held the gate before may have fetched what this request needs.
+        if let Some(hit) = self.cached(uri, kid, now) {
+            return hit;
+        }
+        let fetched = self.download(uri).await.map(Arc::new);
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= MAX_CACHED {
             cache.clear();
@@ -103,11 +113,32 @@ impl ClientKeys {
         cache.insert(
             uri.to_owned(),
             Cached {
-                keys: keys.clone(),
+                keys: fetched.as_ref().map(Arc::clone).map_err(|e| e.to_string()),
                 fetched_at: now,
             },
         );
-        Ok(keys)
+        fetched
+    }
+
+    /// The cached answer when it may be used: fresh and holding the wanted `kid`, or fetched
+    /// within the cooldown (keys or failure alike).
+    fn cached(
+        &self,
+        uri: &str,
+        kid: Option<&str>,
+        now: UnixTime,
+    ) -> Option<Result<Arc<Vec<PublicJwk>>, KeysError>> {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let c = cache.get(uri)?;
+        let age = now - c.fetched_at;
+        let cooling = (0..COOLDOWN_SECS).contains(&age);
+        match &c.keys {
+            Ok(keys) => {
+                let has_kid = kid.is_none_or(|k| keys.iter().any(|key| key.kid() == Some(k)));
+                ((age < CACHE_SECS && has_kid) || cooling).then(|| Ok(keys.clone()))
+            }
+            Err(e) => cooling.then(|| Err(KeysError::Fetch(format!("{e} (cached)")))),
+        }
     }
 
     async fn download(&self, uri: &str) -> Result<Vec<PublicJwk>, KeysError> {

@@ -158,20 +158,26 @@ fn has_subject(cert: &X509Certificate<'_>, subject: &TlsSubject) -> bool {
 
 /// One attribute of a distinguished name: upper-case type (`CN`, `O`, or a dotted OID) and value.
 type Ava = (String, String);
+/// A relative distinguished name: its attributes as a set (sorted), as `+` joins them.
+type Rdn = Vec<Ava>;
 
-/// The certificate's subject in its own (DER) order; `None` if a value is not a string.
-fn cert_dn(cert: &X509Certificate<'_>) -> Option<Vec<Ava>> {
+/// The certificate's subject in its own (DER) order, RDN by RDN; `None` if a value is not a
+/// string.
+fn cert_dn(cert: &X509Certificate<'_>) -> Option<Vec<Rdn>> {
     let registry = x509_parser::objects::oid_registry();
     let mut out = Vec::new();
     for rdn in cert.subject().iter() {
+        let mut avas = Vec::new();
         for ava in rdn.iter() {
             let oid = ava.attr_type();
             let name = x509_parser::objects::oid2abbrev(oid, registry)
                 .map(|s| s.to_ascii_uppercase())
                 .unwrap_or_else(|_| oid.to_id_string());
             let value = ava.as_str().ok()?;
-            out.push((normal_type(&name), value.to_owned()));
+            avas.push((normal_type(&name), value.to_owned()));
         }
+        avas.sort();
+        out.push(avas);
     }
     Some(out)
 }
@@ -184,12 +190,14 @@ fn normal_type(t: &str) -> String {
     }
 }
 
-/// Parses an RFC 4514 string (`CN=ach,O=Bank\, Ltd,C=GB`) into its attributes, in order; spaces
-/// around `=`, `,` and `+` are ignored (as `openssl x509 -subject` prints them).
-pub fn parse_dn(text: &str) -> Option<Vec<Ava>> {
-    let mut out = Vec::new();
+/// Parses an RFC 4514 string (`CN=ach,O=Bank\, Ltd,C=GB`; `+` joins the attributes of one RDN)
+/// into its RDNs, in order; spaces around `=`, `,` and `+` are ignored (as `openssl x509
+/// -subject` prints them).
+pub fn parse_dn(text: &str) -> Option<Vec<Rdn>> {
+    // Split on unescaped `,` (RDNs) and `+` (attributes), unescaping as we go; an escaped
+    // character is marked with NUL so a literal `=` survives the split at the first `=`.
+    let mut rdns: Vec<Vec<String>> = vec![Vec::new()];
     let mut part = String::new();
-    let mut parts = Vec::new();
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
         match c {
@@ -198,26 +206,37 @@ pub fn parse_dn(text: &str) -> Option<Vec<Ava>> {
                 if next.is_ascii_hexdigit() {
                     let low = chars.next()?;
                     let byte = u8::from_str_radix(&format!("{next}{low}"), 16).ok()?;
+                    part.push('\u{0}');
                     part.push(char::from(byte));
                 } else {
                     part.push('\u{0}');
                     part.push(next);
                 }
             }
-            ',' | '+' => parts.push(std::mem::take(&mut part)),
+            '\u{0}' => return None,
+            '+' => rdns.last_mut()?.push(std::mem::take(&mut part)),
+            ',' => {
+                rdns.last_mut()?.push(std::mem::take(&mut part));
+                rdns.push(Vec::new());
+            }
             c => part.push(c),
         }
     }
-    parts.push(part);
-    for p in parts {
-        let (t, v) = p.split_once('=')?;
-        let t = t.trim();
-        // Escaped characters were marked with NUL so a literal `=` or `,` survives the split.
-        let v = v.trim().replace('\u{0}', "");
-        if t.is_empty() || v.is_empty() || t.contains('\u{0}') {
-            return None;
+    rdns.last_mut()?.push(part);
+    let mut out = Vec::new();
+    for rdn in rdns {
+        let mut avas = Vec::new();
+        for p in rdn {
+            let (t, v) = p.split_once('=')?;
+            let t = t.trim();
+            let v = v.trim().replace('\u{0}', "");
+            if t.is_empty() || v.is_empty() || t.contains('\u{0}') {
+                return None;
+            }
+            avas.push((normal_type(t), v));
         }
-        out.push((normal_type(t), v));
+        avas.sort();
+        out.push(avas);
     }
     if out.is_empty() { None } else { Some(out) }
 }
@@ -228,13 +247,19 @@ mod tests {
 
     #[test]
     fn distinguished_names_parse_with_escapes_and_spaces() {
+        let one = |t: &str, v: &str| vec![(t.to_owned(), v.to_owned())];
         assert_eq!(
             parse_dn("CN = ach, O=Bank\\, Ltd,C=GB").expect("dn"),
-            vec![
-                ("CN".into(), "ach".into()),
-                ("O".into(), "Bank, Ltd".into()),
-                ("C".into(), "GB".into())
-            ]
+            vec![one("CN", "ach"), one("O", "Bank, Ltd"), one("C", "GB")]
+        );
+        // `+` joins attributes of one RDN (a set: order within it does not matter), `,` does not.
+        assert_eq!(
+            parse_dn("O=Bank+CN=ach,C=GB").expect("multi-valued"),
+            parse_dn("CN=ach+O=Bank,C=GB").expect("multi-valued")
+        );
+        assert_ne!(
+            parse_dn("O=Bank+CN=ach,C=GB").expect("multi-valued"),
+            parse_dn("O=Bank,CN=ach,C=GB").expect("two RDNs")
         );
         assert!(parse_dn("").is_none());
         assert!(parse_dn("nonsense").is_none());

@@ -109,6 +109,9 @@ pub struct Config {
     /// The header a trusted proxy puts the client certificate in, lower case.
     pub forwarded_cert_header: String,
     pub forwarded_cert_format: ForwardedCertFormat,
+    /// The one header a trusted proxy writes the client's address to, lower case:
+    /// `x-forwarded-for` (default) or `forwarded` (RFC 7239 `for=`).
+    pub client_address_header: String,
 }
 
 /// The server certificate chain and key (PEM), re-read when either file changes.
@@ -167,6 +170,7 @@ impl Config {
             trusted_proxies: Vec::new(),
             forwarded_cert_header: DEFAULT_FORWARDED_CERT_HEADER.to_owned(),
             forwarded_cert_format: ForwardedCertFormat::Envoy,
+            client_address_header: "x-forwarded-for".to_owned(),
         }
     }
 }

@@ -42,6 +42,7 @@ pub struct Settings {
     pub trusted_proxies: Option<Vec<String>>,
     pub forwarded_cert_header: Option<String>,
     pub forwarded_cert_format: Option<String>,
+    pub client_address_header: Option<String>,
 }
 
 impl Settings {
@@ -94,6 +95,7 @@ impl Settings {
             trusted_proxies: over.trusted_proxies.or(self.trusted_proxies),
             forwarded_cert_header: over.forwarded_cert_header.or(self.forwarded_cert_header),
             forwarded_cert_format: over.forwarded_cert_format.or(self.forwarded_cert_format),
+            client_address_header: over.client_address_header.or(self.client_address_header),
         }
     }
 
@@ -162,6 +164,7 @@ impl Settings {
             }),
             forwarded_cert_header: get("SIGIL_FORWARDED_CERT_HEADER"),
             forwarded_cert_format: get("SIGIL_FORWARDED_CERT_FORMAT"),
+            client_address_header: get("SIGIL_CLIENT_ADDRESS_HEADER"),
         })
     }
 }

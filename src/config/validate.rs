@@ -132,6 +132,19 @@ impl Config {
                 h
             }
         };
+        let client_address_header = match s.client_address_header {
+            None => "x-forwarded-for".to_owned(),
+            Some(h) => {
+                let h = h.trim().to_ascii_lowercase();
+                if axum::http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                    return Err(invalid(
+                        "client_address_header",
+                        format!("{h:?} is not a header name"),
+                    ));
+                }
+                h
+            }
+        };
         let forwarded_cert_format = match s.forwarded_cert_format.as_deref() {
             None | Some("envoy") => ForwardedCertFormat::Envoy,
             Some("nginx") => ForwardedCertFormat::Nginx,
@@ -149,6 +162,7 @@ impl Config {
             trusted_proxies,
             forwarded_cert_header,
             forwarded_cert_format,
+            client_address_header,
             bind,
             metrics_bind,
             public_url,

@@ -104,8 +104,16 @@ pub async fn grant(
             asked.join(" ")
         }
     };
+    // A public client's refresh tokens bind to the first DPoP key it proves, at redemption or
+    // at the first refresh that carries a proof (RFC 9449 §5); once bound they stay bound.
+    let dpop_jkt = match (&facts.dpop_jkt, cnf.and_then(|c| c.jkt.as_ref())) {
+        (Some(bound), _) => Some(bound.clone()),
+        (None, Some(jkt)) if client.public_client => Some(jkt.clone()),
+        (None, _) => None,
+    };
     let next_facts = RefreshData {
         scope,
+        dpop_jkt,
         ..facts.clone()
     };
     let next_token = new_token();

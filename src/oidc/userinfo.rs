@@ -79,9 +79,15 @@ pub async fn userinfo(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .map(|t| (false, t))
-                .or_else(|| v.strip_prefix("DPoP ").map(|t| (true, t)))
+            // RFC 9110 §11.1: the scheme is case-insensitive.
+            let (scheme, token) = v.split_once(' ')?;
+            if scheme.eq_ignore_ascii_case("bearer") {
+                Some((false, token))
+            } else if scheme.eq_ignore_ascii_case("dpop") {
+                Some((true, token))
+            } else {
+                None
+            }
         });
     let Some((dpop_scheme, token)) = presented else {
         // RFC 6750 §3.1: a request without credentials gets a challenge with no error code.

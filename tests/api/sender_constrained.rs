@@ -3,6 +3,8 @@
 //! signed here with ring, and every attack the issue lists.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::{Value, json};
 use sigil::admin;
@@ -705,6 +707,84 @@ async fn private_key_jwt(backend: Backend) {
     .await;
     assert_eq!(s, 200, "{b}");
 
+    // A jwks_uri that redirects to another origin (another port, plain http) is not followed;
+    // a failing one is fetched once however many requests name it at once, and not again
+    // within the cooldown.
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let counted = fetches.clone();
+    let target = at;
+    let redirector = axum::Router::new()
+        .route(
+            "/moved",
+            axum::routing::get(move || async move {
+                axum::response::Redirect::temporary(&format!(
+                    "http://127.0.0.1:{}/jwks",
+                    target.port()
+                ))
+            }),
+        )
+        .route(
+            "/broken",
+            axum::routing::get(move || {
+                let counted = counted.clone();
+                async move {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let other = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, redirector).await });
+    for (id, path) in [("pk-moved", "moved"), ("pk-broken", "broken")] {
+        register(
+            &app,
+            "payments",
+            id,
+            ClientAuth {
+                method: Some(AuthMethod::PrivateKeyJwt),
+                jwks_uri: Some(format!("http://127.0.0.1:{}/{path}", other.port())),
+                ..ClientAuth::default()
+            },
+        )
+        .await;
+    }
+    let r = assertion_grant(
+        &app,
+        "payments",
+        &key.assertion(&assertion_claims("pk-moved", &issuer, now)),
+    )
+    .await;
+    assert!(refused(&r), "a redirect to another origin: {r:?}");
+    let all = futures_util_join_all(
+        (0..20)
+            .map(|_| {
+                let (app, jwt) = (
+                    &app,
+                    key.assertion(&assertion_claims("pk-broken", &issuer, now)),
+                );
+                async move { assertion_grant(app, "payments", &jwt).await.0 }
+            })
+            .collect(),
+    )
+    .await;
+    assert!(all.iter().all(|s| *s == 401), "{all:?}");
+    let r = assertion_grant(
+        &app,
+        "payments",
+        &key.assertion(&assertion_claims("pk-broken", &issuer, now)),
+    )
+    .await;
+    assert!(refused(&r));
+    assert_eq!(
+        fetches.load(Ordering::SeqCst),
+        1,
+        "one fetch for 21 requests naming a failing jwks_uri"
+    );
+
     // Two nodes on one PostgreSQL database: one assertion is honoured once across both.
     if backend == Backend::Postgres {
         let mut config =
@@ -1065,5 +1145,52 @@ async fn a_public_clients_refresh_token_is_bound_to_its_dpop_key() {
         assert_eq!(res.status(), 200, "the right key refreshes");
         let next: Value = res.json().await.expect("json");
         assert_eq!(next["token_type"], "DPoP");
+
+        // Redeemed without a proof, then refreshed with one: bound from that refresh on.
+        let p = pkce();
+        let b = browser();
+        let res = f
+            .sign_in(
+                &b,
+                &p,
+                &sigil::identity::totp::code_at(&f.secret, f.clock.now() + 30),
+            )
+            .await;
+        let code = query_param(&location(&res), "code").expect("code");
+        let (status, body) = f.redeem("mobile", &code, &p.verifier).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["token_type"], "Bearer");
+        let later = EcKey::generate("later");
+        let res = f
+            .app
+            .http
+            .post(&url)
+            .header("DPoP", later.dpop("POST", &url, f.clock.now(), None))
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("client_id", "mobile"),
+                ("refresh_token", body["refresh_token"].as_str().expect("rt")),
+            ])
+            .send()
+            .await
+            .expect("refresh");
+        let bound: Value = res.json().await.expect("json");
+        assert_eq!(bound["token_type"], "DPoP", "{bound}");
+        let res = f
+            .app
+            .http
+            .post(&url)
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("client_id", "mobile"),
+                (
+                    "refresh_token",
+                    bound["refresh_token"].as_str().expect("rt"),
+                ),
+            ])
+            .send()
+            .await
+            .expect("refresh");
+        assert_eq!(res.status(), 400, "bound at the first refresh with a proof");
     }
 }
