@@ -104,16 +104,13 @@ pub async fn verify(
     // Last, so that an assertion refused for another reason does not use up its jti.
     let key = replay_key(&realm.record.name, &client.client_id, jti);
     match state
-        .store
-        .spend_once(&realm.record.name, &key, exp + LEEWAY_SECS)
+        .replay
+        .claim(&realm.record.name, key, exp + LEEWAY_SECS)
         .await
     {
         Ok(true) => Ok(()),
         Ok(false) => Err("assertion_replayed"),
-        Err(e) => {
-            tracing::error!(error = %e, "assertion replay store unavailable");
-            Err("store_unavailable")
-        }
+        Err(()) => Err("store_unavailable"),
     }
 }
 

@@ -254,7 +254,13 @@ pub async fn authenticate(
         (Credential::Assertion(jwt), _) => {
             client_assertion::verify(state, realm, &client, &auth, jwt, ctx.token_endpoint, now)
                 .await
-                .map_err(refuse)?;
+                .map_err(|reason| match reason {
+                    // The replay store did not answer: the service's fault, not the client's.
+                    "store_unavailable" => {
+                        Refusal::new(OAuthError::store_unavailable(), "store_unavailable")
+                    }
+                    other => refuse(other),
+                })?;
         }
         (Credential::Nothing, AuthMethod::TlsClientAuth) => {
             let chain = ctx.cert.ok_or_else(|| refuse("no_client_certificate"))?;

@@ -79,10 +79,9 @@ async fn spend(
         format!("dpop\0{}\0{jkt}\0{jti}", realm.record.name).as_bytes(),
     ));
     state
-        .store
-        .spend_once(&realm.record.name, &key, iat + WINDOW.span())
+        .replay
+        .claim(&realm.record.name, key, iat + WINDOW.span())
         .await
-        .map_err(|e| tracing::error!(error = %e, "DPoP replay store unavailable"))
 }
 
 /// Why a resource request's proof was refused (`None`: the store did not answer).

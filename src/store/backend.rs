@@ -618,25 +618,39 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn spend_once(
+            async fn spend_many(
                 &self,
-                realm: &str,
-                key: &str,
-                expires_at: i64,
-            ) -> Result<bool, $crate::store::StoreError> {
+                claims: &[$crate::store::SingleUse],
+            ) -> Result<Vec<bool>, $crate::store::StoreError> {
                 // The sign-in flows' table: its primary key makes the insert the single-use
-                // check on every node at once, and housekeeping purges it by expiry.
-                Ok(sqlx::query(
-                    "INSERT INTO flows (id_hash, realm, kind, data, expires_at) \
-                     VALUES ($1, $2, 'spent', '', $3) ON CONFLICT (id_hash) DO NOTHING",
-                )
-                .bind(key)
-                .bind(realm)
-                .bind(expires_at)
-                .execute(&self.pool)
-                .await?
-                .rows_affected()
-                    == 1)
+                // check on every node at once, and housekeeping purges it by expiry. A key twice
+                // in one batch: only its first claim may win.
+                let mut first: std::collections::HashSet<&str> = std::collections::HashSet::new();
+                let unique: Vec<&$crate::store::SingleUse> =
+                    claims.iter().filter(|c| first.insert(c.key.as_str())).collect();
+                let mut won: std::collections::HashSet<String> = std::collections::HashSet::new();
+                let mut tx = self.pool.begin().await?;
+                for chunk in unique.chunks(100) {
+                    let mut qb = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO flows (id_hash, realm, kind, data, expires_at) ",
+                    );
+                    qb.push_values(chunk, |mut b, c| {
+                        b.push_bind(c.key.as_str())
+                            .push_bind(c.realm.as_str())
+                            .push_bind("spent")
+                            .push_bind("")
+                            .push_bind(c.expires_at);
+                    });
+                    qb.push(" ON CONFLICT (id_hash) DO NOTHING RETURNING id_hash");
+                    let rows: Vec<(String,)> = qb.build_query_as().fetch_all(&mut *tx).await?;
+                    won.extend(rows.into_iter().map(|r| r.0));
+                }
+                tx.commit().await?;
+                let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
+                Ok(claims
+                    .iter()
+                    .map(|c| seen.insert(c.key.as_str()) && won.contains(&c.key))
+                    .collect())
             }
         }
     };

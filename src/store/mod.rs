@@ -53,6 +53,14 @@ pub struct RealmRecord {
     pub login_settings: String,
 }
 
+/// A key to be used once (a hashed `jti`), kept until `expires_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SingleUse {
+    pub realm: String,
+    pub key: String,
+    pub expires_at: i64,
+}
+
 #[derive(Clone, sqlx::FromRow)]
 pub struct KeyRecord {
     pub realm: String,
@@ -274,10 +282,10 @@ pub trait Store: login::LoginStore + Send + Sync + 'static {
         now: i64,
         audit: Audited<'_>,
     ) -> Result<(), StoreError>;
-    /// Records `key` as used until `expires_at`; `false` if it already was (a replay). Shared by
+    /// Records each claim's key as used until its expiry, all in one transaction; for each claim,
+    /// `false` if its key already was (a replay), or appears earlier in the same batch. Shared by
     /// every node on the database: client assertion and DPoP proof `jti`s.
-    async fn spend_once(&self, realm: &str, key: &str, expires_at: i64)
-    -> Result<bool, StoreError>;
+    async fn spend_many(&self, claims: &[SingleUse]) -> Result<Vec<bool>, StoreError>;
 
     async fn set_aws_settings(
         &self,

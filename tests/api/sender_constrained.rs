@@ -1194,3 +1194,27 @@ async fn a_public_clients_refresh_token_is_bound_to_its_dpop_key() {
         assert_eq!(res.status(), 400, "bound at the first refresh with a proof");
     }
 }
+
+/// The replay store's batch claim: first use wins, a key twice in one batch wins once, a key
+/// already spent loses; expired keys are purged by housekeeping like sign-in flows.
+#[tokio::test]
+async fn single_use_claims_in_one_batch() {
+    use sigil::store::SingleUse;
+    for backend in backends() {
+        let app = spawn_app_with(backend, None, |_| {}).await;
+        app.create_realm("payments", Alg::ES256).await;
+        let claim = |k: &str| SingleUse {
+            realm: "payments".into(),
+            key: k.into(),
+            expires_at: app.now() + 60,
+        };
+        let won = app.store.spend_many(&[claim("c")]).await.expect("claim");
+        assert_eq!(won, vec![true]);
+        let won = app
+            .store
+            .spend_many(&[claim("a"), claim("b"), claim("a"), claim("c")])
+            .await
+            .expect("claims");
+        assert_eq!(won, vec![true, true, false, false], "{backend:?}");
+    }
+}
