@@ -103,7 +103,6 @@ impl Application {
             config.cache_ttl_secs,
         ));
         let audit = AuditWriter::spawn(store.clone(), config.audit_batch_max, config.db.deadline());
-        let replay = crate::oauth::replay::Replay::spawn(store.clone(), config.db.deadline());
         let config_failures_per_minute = config.failures_per_minute_per_ip;
         let aws_challenges = Arc::new(crate::ratelimit::FailureLimiter::new(
             config.aws_challenges_per_minute_per_ip,
@@ -133,7 +132,6 @@ impl Application {
             login_account_failures: Arc::new(crate::ratelimit::FailureLimiter::new(5)),
             refusals: Arc::new(crate::audit::RefusalTally::new()),
             mtls_base_url: mtls_base_url.map(Arc::from),
-            replay,
             client_keys: Arc::new(crate::clients::keys::ClientKeys::new()),
         });
         let metrics_listener = match state.config.metrics_bind {

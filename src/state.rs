@@ -47,8 +47,6 @@ pub struct Shared {
     pub refusals: Arc<crate::audit::RefusalTally>,
     /// Base URL of the mutual-TLS listener's aliases, when there is one.
     pub mtls_base_url: Option<Arc<str>>,
-    /// Single-use `jti`s, claimed in groups (client assertions, DPoP proofs).
-    pub replay: crate::oauth::replay::Replay,
     /// `private_key_jwt` clients' keys fetched from their `jwks_uri`.
     pub client_keys: Arc<crate::clients::keys::ClientKeys>,
 }

@@ -11,15 +11,24 @@ use tokio::time::Instant;
 
 use super::AuditDraft;
 use super::stats::STATS;
-use crate::store::{AuditSession, Store, StoreError};
+use crate::store::{AuditSession, SingleUse, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 #[error("the audit log could not be written")]
 pub struct AuditUnavailable;
 
-struct Job {
-    draft: AuditDraft,
-    done: oneshot::Sender<Result<i64, AuditUnavailable>>,
+enum Job {
+    Record {
+        draft: AuditDraft,
+        done: oneshot::Sender<Result<i64, AuditUnavailable>>,
+    },
+    /// A single-use key (a client assertion's or DPoP proof's `jti`), claimed on the writer's
+    /// connection: on SQLite a second writing connection would queue for the one write lock,
+    /// in the database's busy-wait sleeps.
+    Claim {
+        claim: SingleUse,
+        done: oneshot::Sender<Result<bool, AuditUnavailable>>,
+    },
 }
 
 /// Handle to the writer task; cheap to clone.
@@ -48,13 +57,32 @@ impl AuditWriter {
         let (done, wait) = oneshot::channel();
         let committed = async {
             STATS.enqueued();
-            if self.tx.send(Job { draft, done }).await.is_err() {
+            if self.tx.send(Job::Record { draft, done }).await.is_err() {
                 STATS.dequeued(1);
                 return Err(AuditUnavailable);
             }
             wait.await.map_err(|_| AuditUnavailable)?
         };
         tokio::time::timeout(self.deadline, committed)
+            .await
+            .map_err(|_| AuditUnavailable)?
+    }
+}
+
+impl AuditWriter {
+    /// Claims `claim.key` until its expiry: `Ok(true)` the first time on any node, `Ok(false)` for
+    /// a replay. Claims queued together commit together (one transaction, before the batch's
+    /// records); the answer comes once that transaction is durable.
+    pub async fn claim(&self, claim: SingleUse) -> Result<bool, AuditUnavailable> {
+        let (done, wait) = oneshot::channel();
+        let answered = async {
+            self.tx
+                .send(Job::Claim { claim, done })
+                .await
+                .map_err(|_| AuditUnavailable)?;
+            wait.await.map_err(|_| AuditUnavailable)?
+        };
+        tokio::time::timeout(self.deadline, answered)
             .await
             .map_err(|_| AuditUnavailable)?
     }
@@ -91,9 +119,23 @@ async fn run(
                 }
             }
         }
-        STATS.dequeued(jobs.len());
-        let (mut drafts, waiters): (Vec<AuditDraft>, Vec<_>) =
-            jobs.drain(..).map(|j| (j.draft, j.done)).unzip();
+        let mut claims: Vec<SingleUse> = Vec::new();
+        let mut claimers = Vec::new();
+        let mut drafts: Vec<AuditDraft> = Vec::with_capacity(jobs.len());
+        let mut waiters = Vec::with_capacity(jobs.len());
+        for job in jobs.drain(..) {
+            match job {
+                Job::Record { draft, done } => {
+                    drafts.push(draft);
+                    waiters.push(done);
+                }
+                Job::Claim { claim, done } => {
+                    claims.push(claim);
+                    claimers.push(done);
+                }
+            }
+        }
+        STATS.dequeued(drafts.len());
         let mut raised: Vec<((String, String), i64)> = Vec::new();
         for d in &mut drafts {
             let (Some(realm), Some((kid, exp))) = (&d.realm, &mut d.signed_with) else {
@@ -110,8 +152,11 @@ async fn run(
             }
         }
         let started = Instant::now();
+        // The claims of this batch and its records commit in one transaction.
         let appended =
-            match tokio::time::timeout(deadline, append(&store, &mut session, &drafts)).await {
+            match tokio::time::timeout(deadline, append(&store, &mut session, &claims, &drafts))
+                .await
+            {
                 Ok(r) => r.map_err(|e| e.to_string()),
                 Err(_) => Err(format!("no answer within {} ms", deadline.as_millis())),
             };
@@ -122,7 +167,10 @@ async fn run(
         }
         STATS.batch(drafts.len(), started.elapsed(), appended.is_ok());
         match appended {
-            Ok(seqs) => {
+            Ok((won, seqs)) => {
+                for (done, w) in claimers.into_iter().zip(won) {
+                    let _ = done.send(Ok(w));
+                }
                 if written.len() > 10_000 {
                     written.clear();
                 }
@@ -135,7 +183,10 @@ async fn run(
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, batch = drafts.len(), "audit append failed");
+                tracing::error!(error = %e, batch = drafts.len(), claims = claimers.len(), "audit append failed");
+                for done in claimers {
+                    let _ = done.send(Err(AuditUnavailable));
+                }
                 for done in waiters {
                     let _ = done.send(Err(AuditUnavailable));
                 }
@@ -148,11 +199,12 @@ async fn run(
 async fn append(
     store: &Arc<dyn Store>,
     session: &mut Option<Box<dyn AuditSession>>,
+    claims: &[SingleUse],
     drafts: &[AuditDraft],
-) -> Result<Vec<i64>, StoreError> {
+) -> Result<(Vec<bool>, Vec<i64>), StoreError> {
     let conn = match session {
         Some(conn) => conn,
         None => session.insert(store.audit_session().await?),
     };
-    conn.append(drafts).await
+    conn.claim_and_append(claims, drafts).await
 }

@@ -103,14 +103,15 @@ pub async fn verify(
     }
     // Last, so that an assertion refused for another reason does not use up its jti.
     let key = replay_key(&realm.record.name, &client.client_id, jti);
-    match state
-        .replay
-        .claim(&realm.record.name, key, exp + LEEWAY_SECS)
-        .await
-    {
+    let claim = crate::store::SingleUse {
+        realm: realm.record.name.clone(),
+        key,
+        expires_at: exp + LEEWAY_SECS,
+    };
+    match state.audit.claim(claim).await {
         Ok(true) => Ok(()),
         Ok(false) => Err("assertion_replayed"),
-        Err(()) => Err("store_unavailable"),
+        Err(_) => Err("store_unavailable"),
     }
 }
 

@@ -78,10 +78,12 @@ async fn spend(
         &ring::digest::SHA256,
         format!("dpop\0{}\0{jkt}\0{jti}", realm.record.name).as_bytes(),
     ));
-    state
-        .replay
-        .claim(&realm.record.name, key, iat + WINDOW.span())
-        .await
+    let claim = crate::store::SingleUse {
+        realm: realm.record.name.clone(),
+        key,
+        expires_at: iat + WINDOW.span(),
+    };
+    state.audit.claim(claim).await.map_err(|_| ())
 }
 
 /// Why a resource request's proof was refused (`None`: the store did not answer).

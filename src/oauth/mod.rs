@@ -11,7 +11,6 @@ pub mod error;
 pub mod form;
 pub mod outcome;
 pub mod refresh_token;
-pub mod replay;
 pub mod token;
 pub mod token_endpoint;
 pub mod user_tokens;

@@ -88,6 +88,22 @@ macro_rules! impl_store_with_audit {
                 $ty::append_batch(&self.1, &mut self.0, drafts).await
             }
 
+            async fn claim_and_append(
+                &mut self,
+                claims: &[$crate::store::SingleUse],
+                drafts: &[$crate::audit::AuditDraft],
+            ) -> Result<(Vec<bool>, Vec<i64>), $crate::store::StoreError> {
+                if claims.is_empty() {
+                    return Ok((Vec::new(), $ty::append_batch(&self.1, &mut self.0, drafts).await?));
+                }
+                use sqlx::Connection;
+                let mut tx = self.0.begin().await?;
+                let won = $ty::spend_many_in(&mut tx, claims).await?;
+                let seqs = $ty::append_in_tx(&self.1, &mut tx, drafts).await?;
+                tx.commit().await?;
+                Ok((won, seqs))
+            }
+
             fn discard(self: Box<Self>) {
                 // Closed where it stands: after an error or an abandoned statement its state is
                 // unknown, and the pool's release ping could wait on a database that is gone.

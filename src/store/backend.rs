@@ -33,6 +33,42 @@ macro_rules! impl_store {
             }
         }
 
+        impl $ty {
+            /// Claims single-use keys inside `tx` (see `Store::spend_many`). The sign-in flows'
+            /// table: its primary key makes the insert the single-use check on every node at
+            /// once, and housekeeping purges it by expiry. A key twice in one batch: only its
+            /// first claim may win.
+            pub(crate) async fn spend_many_in(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                claims: &[$crate::store::SingleUse],
+            ) -> Result<Vec<bool>, $crate::store::StoreError> {
+                let mut first: std::collections::HashSet<&str> = std::collections::HashSet::new();
+                let unique: Vec<&$crate::store::SingleUse> =
+                    claims.iter().filter(|c| first.insert(c.key.as_str())).collect();
+                let mut won: std::collections::HashSet<String> = std::collections::HashSet::new();
+                for chunk in unique.chunks(100) {
+                    let mut qb = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO flows (id_hash, realm, kind, data, expires_at) ",
+                    );
+                    qb.push_values(chunk, |mut b, c| {
+                        b.push_bind(c.key.as_str())
+                            .push_bind(c.realm.as_str())
+                            .push_bind("spent")
+                            .push_bind("")
+                            .push_bind(c.expires_at);
+                    });
+                    qb.push(" ON CONFLICT (id_hash) DO NOTHING RETURNING id_hash");
+                    let rows: Vec<(String,)> = qb.build_query_as().fetch_all(&mut **tx).await?;
+                    won.extend(rows.into_iter().map(|r| r.0));
+                }
+                let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
+                Ok(claims
+                    .iter()
+                    .map(|c| seen.insert(c.key.as_str()) && won.contains(&c.key))
+                    .collect())
+            }
+        }
+
         $crate::store::audit_backend::impl_store_with_audit! {
             $ty, $db;
 
@@ -622,35 +658,10 @@ macro_rules! impl_store {
                 &self,
                 claims: &[$crate::store::SingleUse],
             ) -> Result<Vec<bool>, $crate::store::StoreError> {
-                // The sign-in flows' table: its primary key makes the insert the single-use
-                // check on every node at once, and housekeeping purges it by expiry. A key twice
-                // in one batch: only its first claim may win.
-                let mut first: std::collections::HashSet<&str> = std::collections::HashSet::new();
-                let unique: Vec<&$crate::store::SingleUse> =
-                    claims.iter().filter(|c| first.insert(c.key.as_str())).collect();
-                let mut won: std::collections::HashSet<String> = std::collections::HashSet::new();
                 let mut tx = self.pool.begin().await?;
-                for chunk in unique.chunks(100) {
-                    let mut qb = sqlx::QueryBuilder::<$db>::new(
-                        "INSERT INTO flows (id_hash, realm, kind, data, expires_at) ",
-                    );
-                    qb.push_values(chunk, |mut b, c| {
-                        b.push_bind(c.key.as_str())
-                            .push_bind(c.realm.as_str())
-                            .push_bind("spent")
-                            .push_bind("")
-                            .push_bind(c.expires_at);
-                    });
-                    qb.push(" ON CONFLICT (id_hash) DO NOTHING RETURNING id_hash");
-                    let rows: Vec<(String,)> = qb.build_query_as().fetch_all(&mut *tx).await?;
-                    won.extend(rows.into_iter().map(|r| r.0));
-                }
+                let won = Self::spend_many_in(&mut tx, claims).await?;
                 tx.commit().await?;
-                let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
-                Ok(claims
-                    .iter()
-                    .map(|c| seen.insert(c.key.as_str()) && won.contains(&c.key))
-                    .collect())
+                Ok(won)
             }
         }
     };

@@ -350,6 +350,14 @@ pub trait Store: login::LoginStore + Send + Sync + 'static {
 #[async_trait]
 pub trait AuditSession: Send {
     async fn append(&mut self, drafts: &[AuditDraft]) -> Result<Vec<i64>, StoreError>;
+    /// Claims single-use keys (see `Store::spend_many`) and appends `drafts`, in one
+    /// transaction: one durable commit for both. On SQLite, sharing the audit writer's connection
+    /// also keeps the claims from queueing for the database's one write lock.
+    async fn claim_and_append(
+        &mut self,
+        claims: &[SingleUse],
+        drafts: &[AuditDraft],
+    ) -> Result<(Vec<bool>, Vec<i64>), StoreError>;
     /// Closes the connection instead of returning it to the pool: call after an error, or after
     /// an `append` was abandoned at its deadline.
     fn discard(self: Box<Self>);

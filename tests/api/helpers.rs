@@ -192,6 +192,13 @@ fn drop_pg_databases(names: Vec<String>) {
             let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url).await else {
                 return;
             };
+            // The test's runtime is blocked while this runs (the guard is dropped on it): a
+            // connection the app was opening at that moment stays half-authenticated until the
+            // server's authentication_timeout (60 s), and DROP ... WITH (FORCE) waits for it.
+            // Give up after a few seconds instead; a later run sweeps what is left as stale.
+            let _ = sqlx::query("SET statement_timeout = '3s'")
+                .execute(&mut conn)
+                .await;
             for name in names {
                 // Names come from pg_database or from us, and are quoted all the same.
                 let quoted = name.replace('"', "\"\"");
