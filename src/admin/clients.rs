@@ -294,9 +294,10 @@ pub async fn set_auth(
     {
         return Err(not_found(realm, id));
     }
-    // Leaving a secret method: the old secret must not come back to life if the client ever
-    // returns to one, so it is replaced now and never shown.
-    if was_secret != to_secret || !to_secret {
+    // Crossing between a secret method and another: leaving, the old secret is replaced now and
+    // never shown (it must not come back to life if the client ever returns); returning, a new
+    // one is made and shown once. Staying on either side keeps the secret as it is.
+    if was_secret != to_secret {
         let fresh = secret::generate();
         let audit = [AuditDraft::new(now, Some(realm), "client.secret_rotated", actor).subject(id)];
         store

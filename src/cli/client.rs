@@ -165,6 +165,11 @@ pub(super) async fn run(
             }
         }
         ClientCommand::SetAuth { client, auth } => {
+            if auth.method.is_none() {
+                return Err(CliError::Other(
+                    "set-auth replaces the client's whole authentication setup: name the method with --auth (client_secret for either secret method)".into(),
+                ));
+            }
             let c = admin::clients::show(s, &client.realm, &client.id).await?;
             let auth = auth.into_client_auth(c.public)?;
             print_json(
@@ -195,8 +200,9 @@ pub(super) async fn run(
 /// How a client authenticates, from the command line.
 #[derive(Debug, Args)]
 pub struct AuthArgs {
-    /// client_secret_basic, client_secret_post, tls_client_auth, self_signed_tls_client_auth,
-    /// private_key_jwt or none (public clients). Default: a secret, with Basic or in the body.
+    /// client_secret (Basic or in the body), client_secret_basic, client_secret_post,
+    /// tls_client_auth, self_signed_tls_client_auth, private_key_jwt, or none (public clients).
+    /// Default for `create`: client_secret (none for --public).
     #[arg(long = "auth")]
     pub method: Option<String>,
     /// tls_client_auth: the certificate's subject DN (`CN=ach,O=Bank,C=GB`).
@@ -221,7 +227,7 @@ pub struct AuthArgs {
     /// private_key_jwt: the client's public keys (a JWKS file).
     #[arg(long)]
     pub jwks_file: Option<std::path::PathBuf>,
-    /// private_key_jwt: where the client publishes its JWKS (https).
+    /// private_key_jwt: where the client publishes its JWKS (https; http only on loopback).
     #[arg(long)]
     pub jwks_uri: Option<String>,
     /// Bind the access tokens of a client that authenticated with mTLS to its certificate
@@ -240,10 +246,11 @@ impl AuthArgs {
     ) -> Result<crate::clients::auth::ClientAuth, CliError> {
         use crate::clients::auth::{AuthMethod, ClientAuth, TlsSubject};
         let method = match self.method.as_deref() {
-            None => None,
+            None | Some("client_secret") => None,
+            Some("none") if public => None,
             Some(m) => Some(AuthMethod::parse(m).ok_or_else(|| {
                 CliError::Other(format!(
-                    "--auth {m:?}: one of client_secret_basic, client_secret_post, tls_client_auth, self_signed_tls_client_auth, private_key_jwt, none"
+                    "--auth {m:?}: one of client_secret, client_secret_basic, client_secret_post, tls_client_auth, self_signed_tls_client_auth, private_key_jwt, none"
                 ))
             })?),
         };
@@ -281,7 +288,6 @@ impl AuthArgs {
                 )
             }
         };
-        let _ = public;
         Ok(ClientAuth {
             method,
             tls_subject: subjects.into_iter().next(),

@@ -476,6 +476,18 @@ async fn cli_registers_each_authentication_method_and_switches_a_client() {
         "nothing half-written"
     );
 
+    // set-auth replaces the whole setup, so it must name the method.
+    let out = cli.run(&[
+        "client",
+        "set-auth",
+        "--realm",
+        "payments",
+        "--id",
+        "ach",
+        "--bind-tokens",
+        "false",
+    ]);
+    assert!(!out.status.success(), "set-auth without --auth");
     // Switching: the mTLS client moves to a secret (one is printed once), then to
     // private_key_jwt (the secret is replaced and not shown); the client stays.
     let switched = cli.json(&[

@@ -203,12 +203,16 @@ def sigil_with_keys(sigil):
 def test_authlib_private_key_jwt_gets_a_token_and_a_replay_is_refused(sigil_with_keys):
     sigil, pem = sigil_with_keys
     token_url = f"{sigil.issuer('payments')}/oauth2/token"
-    # Authlib reads a PEM as an RSA key (an EC key is handed over as a key object), and its
-    # assertions live an hour by default: Sigil takes at most five minutes, so `exp` is set.
-    session = OAuth2Session("reporting", ECKey.import_key(pem), token_endpoint_auth_method=PrivateKeyJWT(
-        token_url, alg="ES256", claims={"exp": int(time.time()) + 120}))
-    token = session.fetch_token(token_url, grant_type="client_credentials")
-    assert claims_of(token["access_token"])["sub"] == "reporting"
+    # Authlib reads a PEM as an RSA key (an EC key is handed over as a key object, with
+    # alg="ES256"), and its assertions live an hour by default: Sigil takes at most five minutes,
+    # so `exp` is set. Authlib writes its jti into the claims dict it is given, so each token
+    # request gets a fresh PrivateKeyJWT (a reused one would replay its first jti).
+    def fetch():
+        auth = PrivateKeyJWT(token_url, alg="ES256", claims={"exp": int(time.time()) + 120})
+        session = OAuth2Session("reporting", ECKey.import_key(pem), token_endpoint_auth_method=auth)
+        return session.fetch_token(token_url, grant_type="client_credentials")
+    for _ in range(2):
+        assert claims_of(fetch()["access_token"])["sub"] == "reporting"
 
     # The same assertion twice (built with PyJWT, aud = the issuer): the second is refused.
     now = int(time.time())
