@@ -280,9 +280,7 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 pub fn router(state: AppState) -> Router {
-    let timeout = Duration::from_secs(state.config.request_timeout_secs);
-    let body_limit = state.config.max_body_bytes;
-    Router::new()
+    let routes = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/realms/{realm}/.well-known/openid-configuration",
@@ -296,6 +294,22 @@ pub fn router(state: AppState) -> Router {
             &format!("/realms/{{realm}}{}", oidc::JWKS_PATH),
             get(oidc::jwks::jwks),
         )
+        .merge(service_routes())
+        .route("/static/sigil-webauthn.js", get(webauthn_js))
+        .merge(page_routes())
+        .merge(bench_ceiling_route());
+    finish_router(routes, state)
+}
+
+/// The mutual-TLS listener's routes: the token, userinfo and AWS endpoints only (RFC 8705 §5).
+/// The hosted pages are never here: a browser asked for a client certificate shows a picker.
+pub fn mtls_router(state: AppState) -> Router {
+    finish_router(service_routes(), state)
+}
+
+/// The endpoints services call, on both listeners: token, AWS exchange, userinfo.
+fn service_routes() -> Router<AppState> {
+    Router::new()
         .route(
             &format!("/realms/{{realm}}{}", oidc::TOKEN_PATH),
             post(crate::oauth::token_endpoint::token),
@@ -312,37 +326,32 @@ pub fn router(state: AppState) -> Router {
             &format!("/realms/{{realm}}{}", oidc::USERINFO_PATH),
             get(oidc::userinfo::userinfo).post(oidc::userinfo::userinfo),
         )
-        .route("/static/sigil-webauthn.js", get(webauthn_js))
-        .merge(page_routes())
-        .merge(bench_ceiling_route())
+}
+
+/// What every listener's router gets: Sigil's own 404, the body limit, the request deadline and
+/// (when configured) the trusted-proxy middleware.
+fn finish_router(routes: Router<AppState>, state: AppState) -> Router {
+    let timeout = Duration::from_secs(state.config.request_timeout_secs);
+    let body_limit = state.config.max_body_bytes;
+    let routes = routes
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn(
             move |req: axum::extract::Request, next: axum::middleware::Next| {
                 request_deadline(timeout, req, next)
             },
+        ));
+    // The trusted-proxy middleware only where `trusted_proxies` is set (no work per request
+    // otherwise).
+    let routes = if state.config.trusted_proxies.is_empty() {
+        routes
+    } else {
+        routes.layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::proxy::forwarded,
         ))
-        .pipe_proxies(&state)
-        .with_state(state)
-}
-
-/// The trusted-proxy middleware, only where `trusted_proxies` is set (no work per request
-/// otherwise).
-trait PipeProxies {
-    fn pipe_proxies(self, state: &AppState) -> Self;
-}
-
-impl PipeProxies for Router<AppState> {
-    fn pipe_proxies(self, state: &AppState) -> Self {
-        if state.config.trusted_proxies.is_empty() {
-            self
-        } else {
-            self.layer(axum::middleware::from_fn_with_state(
-                state.clone(),
-                crate::proxy::forwarded,
-            ))
-        }
-    }
+    };
+    routes.with_state(state)
 }
 
 /// `POST /bench/ceiling/{realm}`, only when `SIGIL_BENCH_CEILING=1` (see `oauth::ceiling`).
@@ -359,39 +368,6 @@ fn bench_ceiling_route() -> Router<AppState> {
         .layer(axum::Extension(std::sync::Arc::new(
             crate::oauth::ceiling::ThrowawayKeys::default(),
         )))
-}
-
-/// The mutual-TLS listener's routes: the token, userinfo and AWS endpoints only (RFC 8705 §5). The hosted
-/// pages are never here: a browser asked for a client certificate shows a picker.
-pub fn mtls_router(state: AppState) -> Router {
-    let timeout = Duration::from_secs(state.config.request_timeout_secs);
-    let body_limit = state.config.max_body_bytes;
-    Router::new()
-        .route(
-            &format!("/realms/{{realm}}{}", oidc::TOKEN_PATH),
-            post(crate::oauth::token_endpoint::token),
-        )
-        .route(
-            &format!("/realms/{{realm}}{}", oidc::AWS_EXCHANGE_PATH),
-            post(crate::aws::exchange::endpoint),
-        )
-        .route(
-            &format!("/realms/{{realm}}{}", oidc::AWS_CHALLENGE_PATH),
-            post(crate::aws::exchange::challenge),
-        )
-        .route(
-            &format!("/realms/{{realm}}{}", oidc::USERINFO_PATH),
-            get(oidc::userinfo::userinfo).post(oidc::userinfo::userinfo),
-        )
-        .fallback(not_found)
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(axum::middleware::from_fn(
-            move |req: axum::extract::Request, next: axum::middleware::Next| {
-                request_deadline(timeout, req, next)
-            },
-        ))
-        .pipe_proxies(&state)
-        .with_state(state)
 }
 
 /// The hosted pages and their JSON calls: only these read the browser's language and time zone
