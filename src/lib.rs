@@ -19,6 +19,7 @@ pub mod private_files;
 pub mod proxy;
 pub mod random;
 pub mod ratelimit;
+pub mod routes;
 pub mod serve;
 pub mod startup;
 pub mod state;
