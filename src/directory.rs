@@ -25,6 +25,8 @@ pub enum DirectoryError {
 pub struct LiveRealm {
     pub record: RealmRecord,
     pub issuer: String,
+    /// `{issuer}/oauth2/token`, made once per load (the token endpoint's `htu` and `aud`).
+    pub token_endpoint: String,
     pub signing: Arc<SigningKey>,
     pub jwks: Jwks,
     /// The realm's sign-in policy, or why the stored one is unusable (sign-in is then refused).
@@ -165,6 +167,7 @@ impl Directory {
         {
             return Ok(Some(Arc::new(LiveRealm {
                 record,
+                token_endpoint: format!("{issuer}{}", crate::oidc::TOKEN_PATH),
                 issuer,
                 signing: prev.signing.clone(),
                 jwks: prev.jwks.clone(),
@@ -197,6 +200,7 @@ impl Directory {
             .map_err(|e| KeyError::Malformed(format!("stored public JWK: {e}")))?;
         Ok(Some(Arc::new(LiveRealm {
             record,
+            token_endpoint: format!("{issuer}{}", crate::oidc::TOKEN_PATH),
             issuer,
             signing,
             jwks: Jwks::from_public_jwks(&publics),

@@ -46,7 +46,6 @@ pub async fn forwarded(State(state): State<AppState>, mut req: Request, next: Ne
         .insert(ConnectInfo(SocketAddr::new(client, peer.port())));
     req.extensions_mut().insert(ConnTls {
         listener,
-        tls: true,
         client_chain: chain,
     });
     next.run(req).await

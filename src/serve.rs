@@ -86,7 +86,8 @@ pub async fn serve_with(
     which: Listener,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let builder = builder(&limits);
+    // Shared by every connection's task (its settings are read, never changed).
+    let builder = Arc::new(builder(&limits));
     let registry = Arc::new(Registry::default());
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     // Evict several idle connections at once when full, so a burst of new ones does not wait
@@ -163,7 +164,6 @@ pub async fn serve_with(
                 None => {
                     let conn_tls = ConnTls {
                         listener: which,
-                        tls: false,
                         client_chain: None,
                     };
                     run_conn(
@@ -194,7 +194,6 @@ pub async fn serve_with(
                         });
                     let conn_tls = ConnTls {
                         listener: which,
-                        tls: true,
                         client_chain,
                     };
                     run_conn(

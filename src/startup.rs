@@ -76,16 +76,7 @@ impl Application {
             Some(url) => base_url_string(url),
             None => crate::config::default_base_url_with(addr, tls.is_some()),
         };
-        let mtls_listener = match config.mtls_bind {
-            None => None,
-            Some(at) => {
-                let l = listen(at).map_err(|source| StartupError::Bind { addr: at, source })?;
-                let bound = l
-                    .local_addr()
-                    .map_err(|source| StartupError::Bind { addr: at, source })?;
-                Some((l, bound))
-            }
-        };
+        let mtls_listener = listen_optional(config.mtls_bind)?;
         let mtls_base_url = match (&config.mtls_public_url, &mtls_listener) {
             (Some(url), _) => Some(base_url_string(url)),
             (None, Some((_, at))) => Some(crate::config::default_base_url_with(*at, true)),
@@ -129,16 +120,7 @@ impl Application {
             mtls_base_url: mtls_base_url.map(Arc::from),
             client_keys: Arc::new(crate::clients::keys::ClientKeys::new()),
         });
-        let metrics_listener = match state.config.metrics_bind {
-            None => None,
-            Some(at) => {
-                let l = listen(at).map_err(|source| StartupError::Bind { addr: at, source })?;
-                let bound = l
-                    .local_addr()
-                    .map_err(|source| StartupError::Bind { addr: at, source })?;
-                Some((l, bound))
-            }
-        };
+        let metrics_listener = listen_optional(state.config.metrics_bind)?;
         let router = crate::routes::router(state.clone());
         Ok(Application {
             listener,
@@ -261,6 +243,18 @@ impl Application {
 /// connections: beyond it, new connections' handshakes stall for a second or more. The kernel
 /// caps it at `net.core.somaxconn`.
 const LISTEN_BACKLOG: u32 = 1024;
+
+/// A second listener (metrics, mutual TLS) when its address is configured, with the address
+/// it is bound to (port 0 in tests).
+fn listen_optional(
+    at: Option<SocketAddr>,
+) -> Result<Option<(TcpListener, SocketAddr)>, StartupError> {
+    let Some(at) = at else { return Ok(None) };
+    let bind_error = |source| StartupError::Bind { addr: at, source };
+    let l = listen(at).map_err(bind_error)?;
+    let bound = l.local_addr().map_err(bind_error)?;
+    Ok(Some((l, bound)))
+}
 
 fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {

@@ -238,8 +238,6 @@ impl ClientCertChain {
 #[derive(Debug, Clone)]
 pub struct ConnTls {
     pub listener: Listener,
-    /// The connection is TLS (its client certificate, if any, is in `client_chain`).
-    pub tls: bool,
     pub client_chain: Option<ClientCertChain>,
 }
 

@@ -205,6 +205,7 @@ pub async fn create(
             .and_then(|u| url::Url::parse(u).ok())
             .map(|u| u.to_string()),
         auth_config: req.auth.to_stored(),
+        parsed_auth: Default::default(),
     };
     if store.realm(&req.realm).await?.is_none() {
         return Err(AdminError::NotFound(format!("realm {}", req.realm)));

@@ -3,6 +3,8 @@
 //! client with none stored uses a secret (`client_secret_basic` or `client_secret_post`), as every
 //! client did before these methods existed.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 /// The token endpoint authentication methods (RFC 7591 §2 names).
@@ -111,6 +113,28 @@ impl Default for ClientAuth {
     }
 }
 
+/// A client's stored settings, parsed: with a `private_key_jwt` client's inline keys ready to
+/// verify with.
+#[derive(Debug)]
+pub struct ParsedAuth {
+    pub auth: ClientAuth,
+    /// The usable keys of the inline JWKS (empty without one).
+    pub inline_keys: Arc<Vec<sigil_validator::jwk::PublicJwk>>,
+}
+
+impl ParsedAuth {
+    pub fn parse(column: Option<&str>) -> Result<ParsedAuth, String> {
+        let auth = ClientAuth::parse_stored(column).map_err(|e| e.to_string())?;
+        let inline_keys = Arc::new(
+            auth.jwks
+                .as_ref()
+                .map(crate::clients::keys::parse_client_jwks)
+                .unwrap_or_default(),
+        );
+        Ok(ParsedAuth { auth, inline_keys })
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AuthConfigError {
     #[error("{0}")]
@@ -216,13 +240,16 @@ impl ClientAuth {
         }
         if let Some(uri) = &self.jwks_uri {
             let ok = url::Url::parse(uri).is_ok_and(|u| {
-                u.scheme() == "https"
-                    || (u.scheme() == "http"
-                        && matches!(u.host_str(), Some("localhost" | "127.0.0.1" | "[::1]")))
+                // No credentials in it: the URI is shown by `client show` and audited.
+                let no_credentials = u.username().is_empty() && u.password().is_none();
+                no_credentials
+                    && (u.scheme() == "https"
+                        || (u.scheme() == "http"
+                            && matches!(u.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"))))
             });
             if !ok || uri.len() > 512 {
                 return Err(invalid(
-                    "--jwks-uri must be an https URL (http only on loopback)",
+                    "--jwks-uri must be an https URL (http only on loopback) without credentials",
                 ));
             }
         }
@@ -277,6 +304,12 @@ mod tests {
             ..ClientAuth::default()
         };
         assert!(pk.validate(false).is_err());
+        let with_credentials = ClientAuth {
+            method: Some(AuthMethod::PrivateKeyJwt),
+            jwks_uri: Some("https://user:pass@keys.example/jwks".into()),
+            ..ClientAuth::default()
+        };
+        assert!(with_credentials.validate(false).is_err());
         let stray = ClientAuth {
             method: Some(AuthMethod::ClientSecretBasic),
             cert_thumbprints: vec!["x".into()],

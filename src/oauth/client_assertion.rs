@@ -9,8 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use serde_json::Value;
 use sigil_validator::jwk::{JwsError, verify_jws_compact};
 
-use crate::clients::auth::ClientAuth;
-use crate::clients::keys::parse_client_jwks;
+use crate::clients::auth::ParsedAuth;
 use crate::clock::UnixTime;
 use crate::directory::LiveRealm;
 use crate::state::AppState;
@@ -39,14 +38,15 @@ pub async fn verify(
     state: &AppState,
     realm: &LiveRealm,
     client: &ClientRecord,
-    auth: &ClientAuth,
+    parsed: &ParsedAuth,
     jwt: &str,
     token_endpoint: &str,
     now: UnixTime,
 ) -> Result<(), &'static str> {
     let kid = peek_kid(jwt);
+    let auth = &parsed.auth;
     let keys = match (&auth.jwks, &auth.jwks_uri) {
-        (Some(jwks), _) => std::sync::Arc::new(parse_client_jwks(jwks)),
+        (Some(_), _) => parsed.inline_keys.clone(),
         (None, Some(uri)) => state
             .client_keys
             .fetch(uri, kid.as_deref(), now)

@@ -14,7 +14,7 @@ use super::OAuthError;
 use super::client_assertion;
 use super::form::Params;
 use super::outcome::Refusal;
-use crate::clients::auth::{AuthMethod, ClientAuth};
+use crate::clients::auth::{AuthMethod, ParsedAuth};
 use crate::clients::{mtls, secret};
 use crate::clock::UnixTime;
 use crate::directory::LiveRealm;
@@ -179,7 +179,8 @@ fn form_decode(s: &str) -> Option<String> {
 #[derive(Debug)]
 pub struct Authenticated {
     pub client: Arc<ClientRecord>,
-    pub auth: ClientAuth,
+    /// Its authentication settings, as parsed on the cached record.
+    pub auth: Arc<ParsedAuth>,
     pub method: AuthMethod,
     /// The client certificate's thumbprint, when its tokens are to be bound to it.
     pub cert_thumbprint: Option<String>,
@@ -226,10 +227,11 @@ pub async fn authenticate(
         burn();
         return Err(refuse("unknown_client"));
     };
-    let auth = ClientAuth::parse_stored(client.auth_config.as_deref()).map_err(|e| {
+    let parsed = client.auth().map_err(|e| {
         tracing::error!(client = %client.client_id, error = %e, "client authentication settings unusable");
         refuse("client_misconfigured")
     })?;
+    let auth = &parsed.auth;
     let method = match &presented.credential {
         Credential::Secret { method, .. } => *method,
         Credential::Assertion(_) => AuthMethod::PrivateKeyJwt,
@@ -252,7 +254,7 @@ pub async fn authenticate(
             }
         }
         (Credential::Assertion(jwt), _) => {
-            client_assertion::verify(state, realm, &client, &auth, jwt, ctx.token_endpoint, now)
+            client_assertion::verify(state, realm, &client, &parsed, jwt, ctx.token_endpoint, now)
                 .await
                 .map_err(|reason| match reason {
                     // The replay store did not answer: the service's fault, not the client's.
@@ -296,7 +298,7 @@ pub async fn authenticate(
     };
     Ok(Authenticated {
         client,
-        auth,
+        auth: parsed,
         method,
         cert_thumbprint,
     })

@@ -48,11 +48,11 @@ pub async fn token(
     let conn = conn.map(|Extension(c)| c);
     // The URL this request addressed: the mutual-TLS alias or the issuer's own (for DPoP's
     // `htu` and a client assertion's `aud`).
-    let endpoint = match (&conn, &state.mtls_base_url) {
+    let endpoint: std::borrow::Cow<'_, str> = match (&conn, &state.mtls_base_url) {
         (Some(c), Some(base)) if c.listener == Listener::MutualTls => {
-            format!("{base}/realms/{}{TOKEN_PATH}", realm.record.name)
+            format!("{base}/realms/{}{TOKEN_PATH}", realm.record.name).into()
         }
-        _ => format!("{}{TOKEN_PATH}", realm.issuer),
+        _ => realm.token_endpoint.as_str().into(),
     };
     let ctx = client_auth::Context {
         cert: conn.as_ref().and_then(|c| c.client_chain.as_ref()),
@@ -169,7 +169,7 @@ async fn binding(
     now: UnixTime,
 ) -> Result<Option<Cnf>, Refusal> {
     let jkt = dpop::check(state, realm, headers, ctx.token_endpoint, now).await?;
-    if jkt.is_none() && authed.auth.require_dpop {
+    if jkt.is_none() && authed.auth.auth.require_dpop {
         return Err(Refusal::new(
             OAuthError::new(
                 ErrorCode::InvalidDpopProof,

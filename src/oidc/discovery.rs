@@ -22,7 +22,7 @@ pub fn metadata(
     let mut doc = json!({
         "issuer": iss,
         "jwks_uri": format!("{iss}{JWKS_PATH}"),
-        "token_endpoint": format!("{iss}{TOKEN_PATH}"),
+        "token_endpoint": realm.token_endpoint,
         "authorization_endpoint": format!("{iss}{AUTHORIZE_PATH}"),
         "userinfo_endpoint": format!("{iss}{USERINFO_PATH}"),
         "response_types_supported": ["code"],

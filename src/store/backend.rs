@@ -34,7 +34,7 @@ macro_rules! impl_store {
         }
 
         impl $ty {
-            /// Claims single-use keys inside `tx` (see `Store::spend_many`). The sign-in flows'
+            /// Claims single-use keys inside `tx` (see `AuditSession::claim_and_append`). The sign-in flows'
             /// table: its primary key makes the insert the single-use check on every node at
             /// once, and housekeeping purges it by expiry. A key twice in one batch: only its
             /// first claim may win.
@@ -654,15 +654,6 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn spend_many(
-                &self,
-                claims: &[$crate::store::SingleUse],
-            ) -> Result<Vec<bool>, $crate::store::StoreError> {
-                let mut tx = self.pool.begin().await?;
-                let won = Self::spend_many_in(&mut tx, claims).await?;
-                tx.commit().await?;
-                Ok(won)
-            }
         }
     };
 }

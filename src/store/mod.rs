@@ -113,6 +113,10 @@ pub struct ClientRecord {
     pub client_uri: Option<String>,
     /// How the client authenticates (JSON of `clients::auth::ClientAuth`); `None` = a secret.
     pub auth_config: Option<String>,
+    /// `auth_config` parsed (inline JWKS included) on first use: the directory caches the
+    /// record, so a client's settings are parsed once per cache period, not once per request.
+    #[sqlx(skip)]
+    pub parsed_auth: std::sync::OnceLock<Result<Arc<crate::clients::auth::ParsedAuth>, String>>,
 }
 
 impl ClientRecord {
@@ -121,6 +125,15 @@ impl ClientRecord {
     /// The name the hosted pages show: the registered name, else the client id.
     pub fn display_name(&self) -> &str {
         self.client_name.as_deref().unwrap_or(&self.client_id)
+    }
+
+    /// The client's authentication settings, parsed once per record.
+    pub fn auth(&self) -> Result<Arc<crate::clients::auth::ParsedAuth>, String> {
+        self.parsed_auth
+            .get_or_init(|| {
+                crate::clients::auth::ParsedAuth::parse(self.auth_config.as_deref()).map(Arc::new)
+            })
+            .clone()
     }
 
     pub fn redirect_uris(&self) -> Vec<String> {
@@ -282,10 +295,6 @@ pub trait Store: login::LoginStore + Send + Sync + 'static {
         now: i64,
         audit: Audited<'_>,
     ) -> Result<(), StoreError>;
-    /// Records each claim's key as used until its expiry, all in one transaction; for each claim,
-    /// `false` if its key already was (a replay), or appears earlier in the same batch. Shared by
-    /// every node on the database: client assertion and DPoP proof `jti`s.
-    async fn spend_many(&self, claims: &[SingleUse]) -> Result<Vec<bool>, StoreError>;
 
     async fn set_aws_settings(
         &self,
@@ -350,9 +359,11 @@ pub trait Store: login::LoginStore + Send + Sync + 'static {
 #[async_trait]
 pub trait AuditSession: Send {
     async fn append(&mut self, drafts: &[AuditDraft]) -> Result<Vec<i64>, StoreError>;
-    /// Claims single-use keys (see `Store::spend_many`) and appends `drafts`, in one
-    /// transaction: one durable commit for both. On SQLite, sharing the audit writer's connection
-    /// also keeps the claims from queueing for the database's one write lock.
+    /// Claims single-use keys and appends `drafts` in one transaction: one durable commit for
+    /// both. For each claim, `false` if its key was already used (a replay) or appears earlier in
+    /// the same batch; the keys (hashed `jti`s of client assertions and DPoP proofs) are shared
+    /// by every node on the database. On SQLite, using the audit writer's connection also keeps
+    /// the claims from queueing for the database's one write lock.
     async fn claim_and_append(
         &mut self,
         claims: &[SingleUse],

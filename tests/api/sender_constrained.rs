@@ -11,7 +11,7 @@ use sigil::admin;
 use sigil::clients::auth::{AuthMethod, ClientAuth, TlsSubject};
 use sigil::clients::mtls::thumbprint;
 use sigil::clock::Clock;
-use sigil::config::{ForwardedCertFormat, TlsFiles};
+use sigil::config::ForwardedCertFormat;
 use sigil::keys::Alg;
 use sigil_validator::{RequestCredentials, Validator};
 
@@ -28,14 +28,8 @@ async fn tls_app(
     tweak: impl FnOnce(&mut sigil::config::Config),
 ) -> (TestApp, Ca, tempfile::TempDir) {
     let server_ca = Ca::new("Sigil test server CA");
-    let leaf = server_ca.server();
     let dir = tempfile::tempdir().expect("dir");
-    let files = TlsFiles {
-        cert_file: dir.path().join("server.pem"),
-        key_file: dir.path().join("server.key"),
-    };
-    std::fs::write(&files.cert_file, &leaf.cert_pem).expect("cert");
-    std::fs::write(&files.key_file, &leaf.key_pem).expect("key");
+    let files = pki::server_files(dir.path(), &server_ca.server());
     let app = spawn_app_with(backend, None, |c| {
         c.tls = Some(files);
         c.mtls_bind = Some(([127, 0, 0, 1], 0).into());
@@ -713,6 +707,7 @@ async fn private_key_jwt(backend: Backend) {
     let fetches = Arc::new(AtomicUsize::new(0));
     let counted = fetches.clone();
     let target = at;
+    let huge_keys = key.jwks();
     let redirector = axum::Router::new()
         .route(
             "/moved",
@@ -721,6 +716,15 @@ async fn private_key_jwt(backend: Backend) {
                     "http://127.0.0.1:{}/jwks",
                     target.port()
                 ))
+            }),
+        )
+        .route(
+            "/huge",
+            axum::routing::get(move || async move {
+                // A valid JWKS padded past the 64 KiB cap.
+                let mut jwks = huge_keys.clone();
+                jwks["padding"] = json!("x".repeat(70 * 1024));
+                axum::Json(jwks)
             }),
         )
         .route(
@@ -739,7 +743,11 @@ async fn private_key_jwt(backend: Backend) {
         .expect("bind");
     let other = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, redirector).await });
-    for (id, path) in [("pk-moved", "moved"), ("pk-broken", "broken")] {
+    for (id, path) in [
+        ("pk-moved", "moved"),
+        ("pk-huge", "huge"),
+        ("pk-broken", "broken"),
+    ] {
         register(
             &app,
             "payments",
@@ -759,6 +767,13 @@ async fn private_key_jwt(backend: Backend) {
     )
     .await;
     assert!(refused(&r), "a redirect to another origin: {r:?}");
+    let r = assertion_grant(
+        &app,
+        "payments",
+        &key.assertion(&assertion_claims("pk-huge", &issuer, now)),
+    )
+    .await;
+    assert!(refused(&r), "a JWKS over 64 KiB: {r:?}");
     let all = futures_util_join_all(
         (0..20)
             .map(|_| {
@@ -1208,13 +1223,52 @@ async fn single_use_claims_in_one_batch() {
             key: k.into(),
             expires_at: app.now() + 60,
         };
-        let won = app.store.spend_many(&[claim("c")]).await.expect("claim");
+        // The audit writer's own path: a session of its own, claims with no records.
+        let mut session = app.store.audit_session().await.expect("session");
+        let (won, _) = session
+            .claim_and_append(&[claim("c")], &[])
+            .await
+            .expect("claim");
         assert_eq!(won, vec![true]);
-        let won = app
-            .store
-            .spend_many(&[claim("a"), claim("b"), claim("a"), claim("c")])
+        let (won, _) = session
+            .claim_and_append(&[claim("a"), claim("b"), claim("a"), claim("c")], &[])
             .await
             .expect("claims");
         assert_eq!(won, vec![true, true, false, false], "{backend:?}");
+        drop(session);
+        let spent = "SELECT COUNT(*) FROM flows WHERE kind = 'spent'";
+        assert_eq!(crate::helpers::count_rows(&app, spent).await, 3);
+        // Once expired, housekeeping removes them.
+        app.store
+            .purge_expired(app.now() + 120, 100)
+            .await
+            .expect("purge");
+        assert_eq!(crate::helpers::count_rows(&app, spent).await, 0);
     }
+}
+
+/// Behind a proxy that terminates mutual TLS, `mtls_public_url` alone publishes the aliases.
+#[tokio::test]
+async fn mtls_public_url_alone_publishes_the_aliases() {
+    let app = spawn_app_with(Backend::Sqlite, None, |c| {
+        c.mtls_public_url = Some(url::Url::parse("https://mtls.id.example").expect("url"));
+    })
+    .await;
+    app.create_realm("payments", Alg::ES256).await;
+    let doc: Value = app
+        .http
+        .get(format!(
+            "{}/.well-known/openid-configuration",
+            app.issuer("payments")
+        ))
+        .send()
+        .await
+        .expect("discovery")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        doc["mtls_endpoint_aliases"]["token_endpoint"],
+        "https://mtls.id.example/realms/payments/oauth2/token"
+    );
 }

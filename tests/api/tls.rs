@@ -1,29 +1,14 @@
 //! `sigil serve` with TLS: TLS 1.2 and 1.3, the certificate re-read when its files change without
 //! dropping open connections, a half-written pair never taken, and a stalled handshake closed.
 
-use std::sync::Arc;
 use std::time::Duration;
-
-use sigil::config::TlsFiles;
 
 use crate::helpers::{Backend, spawn_app_with};
 use crate::pki::{self, Ca};
 
 fn tls12_only(ca: &Ca) -> reqwest::Client {
-    use rustls::pki_types::CertificateDer;
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from(ca.der.clone()))
-        .expect("root");
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS12])
-    .expect("tls12")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
     reqwest::Client::builder()
-        .tls_backend_preconfigured(config)
+        .tls_backend_preconfigured(pki::rustls_client_for(ca, None, &[&rustls::version::TLS12]))
         .build()
         .expect("client")
 }
@@ -33,13 +18,7 @@ async fn tls_serves_1_2_and_1_3_and_picks_up_a_rotated_certificate_without_dropp
     let first_ca = Ca::new("first server CA");
     let second_ca = Ca::new("second server CA");
     let dir = tempfile::tempdir().expect("dir");
-    let files = TlsFiles {
-        cert_file: dir.path().join("tls.crt"),
-        key_file: dir.path().join("tls.key"),
-    };
-    let first = first_ca.server();
-    std::fs::write(&files.cert_file, &first.cert_pem).expect("cert");
-    std::fs::write(&files.key_file, &first.key_pem).expect("key");
+    let files = pki::server_files(dir.path(), &first_ca.server());
     let app = spawn_app_with(Backend::Sqlite, None, |c| {
         c.tls = Some(files.clone());
         c.header_read_timeout_secs = 2;
@@ -133,14 +112,8 @@ async fn tls_serves_1_2_and_1_3_and_picks_up_a_rotated_certificate_without_dropp
 #[tokio::test]
 async fn silent_tls_peers_at_the_cap_make_room_for_a_real_client() {
     let ca = Ca::new("server CA");
-    let leaf = ca.server();
     let dir = tempfile::tempdir().expect("dir");
-    let files = TlsFiles {
-        cert_file: dir.path().join("tls.crt"),
-        key_file: dir.path().join("tls.key"),
-    };
-    std::fs::write(&files.cert_file, &leaf.cert_pem).expect("cert");
-    std::fs::write(&files.key_file, &leaf.key_pem).expect("key");
+    let files = pki::server_files(dir.path(), &ca.server());
     let app = spawn_app_with(Backend::Sqlite, None, |c| {
         c.tls = Some(files.clone());
         c.max_connections = 8;

@@ -145,6 +145,15 @@ pub fn dns(d: &str) -> SanType {
 
 /// A rustls client configuration trusting `server_ca`, presenting `identity` if given.
 pub fn rustls_client(server_ca: &Ca, identity: Option<&Leaf>) -> rustls::ClientConfig {
+    rustls_client_for(server_ca, identity, rustls::DEFAULT_VERSIONS)
+}
+
+/// As [`rustls_client`], speaking only `versions`.
+pub fn rustls_client_for(
+    server_ca: &Ca,
+    identity: Option<&Leaf>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> rustls::ClientConfig {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let mut roots = rustls::RootCertStore::empty();
@@ -154,7 +163,7 @@ pub fn rustls_client(server_ca: &Ca, identity: Option<&Leaf>) -> rustls::ClientC
     let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
-    .with_safe_default_protocol_versions()
+    .with_protocol_versions(versions)
     .expect("versions")
     .with_root_certificates(roots);
     match identity {
@@ -166,6 +175,17 @@ pub fn rustls_client(server_ca: &Ca, identity: Option<&Leaf>) -> rustls::ClientC
             )
             .expect("client auth"),
     }
+}
+
+/// Writes `leaf` (a server certificate) and its key into `dir` as `sigil serve` reads them.
+pub fn server_files(dir: &std::path::Path, leaf: &Leaf) -> sigil::config::TlsFiles {
+    let files = sigil::config::TlsFiles {
+        cert_file: dir.join("tls.crt"),
+        key_file: dir.join("tls.key"),
+    };
+    std::fs::write(&files.cert_file, &leaf.cert_pem).expect("cert");
+    std::fs::write(&files.key_file, &leaf.key_pem).expect("key");
+    files
 }
 
 /// A reqwest client over [`rustls_client`].

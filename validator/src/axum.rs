@@ -125,7 +125,7 @@ where
             };
             // The body is not `Sync`: only the head is borrowed across the validation.
             let (mut parts, body) = req.into_parts();
-            let claims = match authenticate(&validator, &parts).await {
+            let claims = match authenticate(&validator, &parts, scheme).await {
                 Ok(c) => c,
                 Err(e) => return Ok(rejection_for(scheme, &e)),
             };
@@ -140,7 +140,7 @@ where
 }
 
 /// Collects the request's credentials and validates them.
-async fn authenticate(validator: &Validator, req: &Parts) -> Result<Claims, Error> {
+async fn authenticate(validator: &Validator, req: &Parts, scheme: Scheme) -> Result<Claims, Error> {
     let headers = &req.headers;
     let authorization = headers
         .get(header::AUTHORIZATION)
@@ -152,7 +152,13 @@ async fn authenticate(validator: &Validator, req: &Parts) -> Result<Claims, Erro
             .map_err(|_| ErrorKind::DpopProof(DpopError::Malformed))?;
         dpop_proofs.push(proof);
     }
-    let uri = request_uri(validator, req);
+    // Only a DPoP proof is checked against the request's URI: a bearer request (no proof) does
+    // not pay for building it.
+    let uri = if scheme == Scheme::DPoP || !dpop_proofs.is_empty() {
+        request_uri(validator, req)
+    } else {
+        String::new()
+    };
     let cert = client_certificate(validator, req);
     let mut creds = RequestCredentials::new(req.method.as_str(), &uri);
     creds.authorization = authorization;
