@@ -71,14 +71,20 @@ fn canonical(ip: IpAddr) -> IpAddr {
 /// are never parsed, so a client's garbage cannot spoil what its proxy appended. `None` when the
 /// header is absent or no hop can be read.
 pub fn client_address(config: &Config, headers: &HeaderMap) -> Option<IpAddr> {
-    let mut values: Vec<&str> = Vec::new();
-    for v in headers.get_all(config.client_address_header.as_str()) {
-        values.push(v.to_str().ok()?);
-    }
+    let values: Vec<&[u8]> = headers
+        .get_all(config.client_address_header.as_str())
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
     let forwarded = config.client_address_header == "forwarded";
     let mut last = None;
     for value in values.iter().rev() {
-        for element in value.rsplit(',') {
+        // Element by element, so bytes a client put further back (not even text) cannot spoil
+        // what its proxy appended.
+        for element in value.rsplit(|b| *b == b',') {
+            let Ok(element) = std::str::from_utf8(element) else {
+                return last;
+            };
             let hop = if forwarded {
                 element.split(';').find_map(|pair| {
                     let (k, v) = pair.trim().split_once('=')?;
@@ -160,6 +166,13 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("not-an-ip"));
         assert_eq!(client_address(&c, &h), None);
+        // Bytes that are not even text, further back than the proxy's hop, change nothing.
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"\xff\xfe, 203.0.113.8").expect("opaque bytes"),
+        );
+        assert_eq!(client_address(&c, &h), "203.0.113.8".parse().ok());
         // Only the configured header is read: a client's own Forwarded is ignored by default…
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.5"));
