@@ -25,6 +25,7 @@ macro_rules! impl_store_with_audit {
                 Ok(Box::new(AuditConn(
                     self.pool.acquire().await?,
                     self.chain.clone(),
+                    None,
                 )))
             }
 
@@ -76,8 +77,13 @@ macro_rules! impl_store_with_audit {
         }
 
         /// The audit writer's own connection, held from one batch to the next: no pool checkout
-        /// (and none of the pool's health pings) on the token path.
-        pub struct AuditConn(sqlx::pool::PoolConnection<$db>, String);
+        /// (and none of the pool's health pings) on the token path. The third field is the chain
+        /// head this connection last wrote, `(seq, hash)`, where the backend uses it.
+        pub struct AuditConn(
+            sqlx::pool::PoolConnection<$db>,
+            String,
+            Option<(i64, String)>,
+        );
 
         #[async_trait::async_trait]
         impl $crate::store::AuditSession for AuditConn {
@@ -85,7 +91,7 @@ macro_rules! impl_store_with_audit {
                 &mut self,
                 drafts: &[$crate::audit::AuditDraft],
             ) -> Result<Vec<i64>, $crate::store::StoreError> {
-                $ty::append_batch(&self.1, &mut self.0, drafts).await
+                $ty::append_batch(&self.1, &mut self.0, drafts, &mut self.2).await
             }
 
             async fn claim_and_append(
@@ -94,9 +100,11 @@ macro_rules! impl_store_with_audit {
                 drafts: &[$crate::audit::AuditDraft],
             ) -> Result<(Vec<bool>, Vec<i64>), $crate::store::StoreError> {
                 if claims.is_empty() {
-                    return Ok((Vec::new(), $ty::append_batch(&self.1, &mut self.0, drafts).await?));
+                    let seqs = $ty::append_batch(&self.1, &mut self.0, drafts, &mut self.2).await?;
+                    return Ok((Vec::new(), seqs));
                 }
                 use sqlx::Connection;
+                self.2 = None;
                 let mut tx = self.0.begin().await?;
                 let won = $ty::spend_many_in(&mut tx, claims).await?;
                 let seqs = $ty::append_in_tx(&self.1, &mut tx, drafts).await?;

@@ -36,10 +36,12 @@ impl PgStore {
     }
 
     /// One batch of the audit writer: a single statement, its own transaction, one round trip.
+    /// The statement reads the head itself, so the head this connection last wrote is not used.
     pub(crate) async fn append_batch(
         chain: &str,
         conn: &mut sqlx::pool::PoolConnection<Postgres>,
         drafts: &[AuditDraft],
+        _last_head: &mut Option<(i64, String)>,
     ) -> Result<Vec<i64>, StoreError> {
         append_statement(&mut **conn, chain, drafts).await
     }

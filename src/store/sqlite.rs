@@ -16,6 +16,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Pool, Sqlite};
 
 use super::{AuditRow, StoreError};
+use crate::audit::AuditDraft;
 use crate::private_files;
 
 /// How long a process waits for another one to finish opening or migrating the database.
@@ -36,11 +37,17 @@ impl SqliteStore {
     pub(crate) async fn append_in_tx(
         chain: &str,
         tx: &mut sqlx::Transaction<'_, Sqlite>,
-        drafts: &[crate::audit::AuditDraft],
-    ) -> Result<Vec<i64>, crate::store::StoreError> {
-        if drafts.is_empty() {
-            return Ok(Vec::new());
-        }
+        drafts: &[AuditDraft],
+    ) -> Result<Vec<i64>, StoreError> {
+        Ok(Self::append_after_locked_head(chain, tx, drafts).await?.0)
+    }
+
+    /// [`Self::append_in_tx`], also returning the head it leaves, `(seq, hash)`.
+    async fn append_after_locked_head(
+        chain: &str,
+        tx: &mut sqlx::Transaction<'_, Sqlite>,
+        drafts: &[AuditDraft],
+    ) -> Result<(Vec<i64>, (i64, String)), StoreError> {
         // Lock the head row and read it in one statement: every writer of the chain queues
         // here, so it is timed. A chain's head is created at its genesis on first use.
         let waiting = tokio::time::Instant::now();
@@ -52,103 +59,61 @@ impl SqliteStore {
         .bind(crate::audit::GENESIS_HASH)
         .execute(&mut **tx)
         .await?;
-        let (mut seq, mut prev): (i64, String) =
+        let head: (i64, String) =
             sqlx::query_as("UPDATE audit_heads SET seq = seq WHERE chain = $1 RETURNING seq, hash")
                 .bind(chain)
                 .fetch_one(&mut **tx)
                 .await?;
         crate::audit::stats::STATS.head_wait(waiting.elapsed());
-        let mut rows = Vec::with_capacity(drafts.len());
-        for d in drafts {
-            seq += 1;
-            let detail = d.detail.to_string();
-            let hash = crate::audit::chain_row_hash(
-                chain,
-                &prev,
-                seq,
-                d.ts,
-                d.realm.as_deref(),
-                d.kind,
-                &d.actor,
-                d.subject.as_deref(),
-                &detail,
-            );
-            let prev_hash = std::mem::replace(&mut prev, hash.clone());
-            rows.push((seq, d, detail, prev_hash, hash));
+        if drafts.is_empty() {
+            return Ok((Vec::new(), head));
         }
-        // Raise each signing key's max_exp to the latest token it signed in this batch.
-        let mut latest: Vec<(&str, &str, i64)> = Vec::new();
-        for d in drafts {
-            if let (Some(realm), Some((kid, exp))) = (&d.realm, &d.signed_with) {
-                match latest.iter_mut().find(|l| l.0 == realm && l.1 == kid) {
-                    Some(l) => l.2 = l.2.max(*exp),
-                    None => latest.push((realm, kid, *exp)),
-                }
-            }
-        }
-        Self::write_audit_rows(chain, tx, &rows, &latest, (seq, &prev)).await?;
-        Ok(rows.iter().map(|r| r.0).collect())
+        let batch = Batch::after(chain, head, drafts);
+        let mut qb = sqlx::QueryBuilder::<Sqlite>::new("");
+        batch.push_statements(chain, &mut qb);
+        qb.build().execute(&mut **tx).await?;
+        Ok((batch.seqs(), batch.head()))
     }
 
-    /// One batch of the audit writer, in a transaction of its own.
+    /// One batch of the audit writer, in a transaction of its own. When `last_head` holds the head
+    /// this connection wrote last, the whole transaction is one round trip to SQLite's thread
+    /// (`BEGIN IMMEDIATE`, the rows, the head, `COMMIT`): the chain is immutable and contiguous, so
+    /// if another process appended since, the first row's `(chain, seq)` is taken and the insert
+    /// fails; that transaction is rolled back and the batch appended after the head read under the
+    /// write lock, as every writer does.
     pub(crate) async fn append_batch(
         chain: &str,
         conn: &mut sqlx::pool::PoolConnection<Sqlite>,
-        drafts: &[crate::audit::AuditDraft],
+        drafts: &[AuditDraft],
+        last_head: &mut Option<(i64, String)>,
     ) -> Result<Vec<i64>, StoreError> {
         use sqlx::Connection;
+        if drafts.is_empty() {
+            return Ok(Vec::new());
+        }
+        if let Some(head) = last_head.take() {
+            let batch = Batch::after(chain, head, drafts);
+            let mut qb = sqlx::QueryBuilder::<Sqlite>::new("BEGIN IMMEDIATE; ");
+            batch.push_statements(chain, &mut qb);
+            qb.push("COMMIT;");
+            match qb.build().execute(&mut **conn).await {
+                Ok(_) => {
+                    *last_head = Some(batch.head());
+                    return Ok(batch.seqs());
+                }
+                Err(sqlx::Error::Database(e))
+                    if e.kind() == sqlx::error::ErrorKind::UniqueViolation =>
+                {
+                    sqlx::query("ROLLBACK").execute(&mut **conn).await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         let mut tx = conn.begin().await?;
-        let seqs = Self::append_in_tx(chain, &mut tx, drafts).await?;
+        let (seqs, head) = Self::append_after_locked_head(chain, &mut tx, drafts).await?;
         tx.commit().await?;
+        *last_head = Some(head);
         Ok(seqs)
-    }
-
-    /// Writes a batch's rows, raises its keys' `max_exp` and moves the head (inside the
-    /// transaction that locked the head).
-    pub(crate) async fn write_audit_rows(
-        chain: &str,
-        tx: &mut sqlx::Transaction<'_, Sqlite>,
-        rows: &[AuditRow<'_>],
-        latest: &[(&str, &str, i64)],
-        head: (i64, &str),
-    ) -> Result<(), StoreError> {
-        // 100 rows x 10 columns stays far below the bind limit.
-        for chunk in rows.chunks(100) {
-            let mut qb = sqlx::QueryBuilder::<Sqlite>::new(
-                "INSERT INTO audit_log (chain, seq, ts, realm, kind, actor, subject, detail, prev_hash, hash) ",
-            );
-            qb.push_values(chunk, |mut b, (seq, d, detail, prev_hash, hash)| {
-                b.push_bind(chain)
-                    .push_bind(*seq)
-                    .push_bind(d.ts)
-                    .push_bind(d.realm.clone())
-                    .push_bind(d.kind)
-                    .push_bind(d.actor.clone())
-                    .push_bind(d.subject.clone())
-                    .push_bind(detail.clone())
-                    .push_bind(prev_hash.clone())
-                    .push_bind(hash.clone());
-            });
-            qb.build().execute(&mut **tx).await?;
-        }
-        for (realm, kid, exp) in latest {
-            sqlx::query(
-                "UPDATE signing_keys SET max_exp = $1 \
-                 WHERE realm = $2 AND kid = $3 AND max_exp < $1",
-            )
-            .bind(exp)
-            .bind(realm)
-            .bind(kid)
-            .execute(&mut **tx)
-            .await?;
-        }
-        sqlx::query("UPDATE audit_heads SET seq = $1, hash = $2 WHERE chain = $3")
-            .bind(head.0)
-            .bind(head.1)
-            .bind(chain)
-            .execute(&mut **tx)
-            .await?;
-        Ok(())
     }
 
     pub async fn connect(url: &str, chain: &str) -> Result<SqliteStore, StoreError> {
@@ -269,3 +234,101 @@ impl StartupLock {
 
 super::backend::impl_store!(SqliteStore, Sqlite);
 super::login_backend::impl_login_store!(SqliteStore, Sqlite);
+
+/// A batch of audit records chained after a head: each row's sequence number, detail text and
+/// hashes, and the latest token `exp` per signing key.
+struct Batch<'a> {
+    rows: Vec<AuditRow<'a>>,
+    latest: Vec<(&'a str, &'a str, i64)>,
+    head: (i64, String),
+}
+
+impl<'a> Batch<'a> {
+    fn after(chain: &str, head: (i64, String), drafts: &'a [AuditDraft]) -> Batch<'a> {
+        let (mut seq, mut prev) = head;
+        let mut rows = Vec::with_capacity(drafts.len());
+        for d in drafts {
+            seq += 1;
+            let detail = d.detail.to_string();
+            let hash = crate::audit::chain_row_hash(
+                chain,
+                &prev,
+                seq,
+                d.ts,
+                d.realm.as_deref(),
+                d.kind,
+                &d.actor,
+                d.subject.as_deref(),
+                &detail,
+            );
+            let prev_hash = std::mem::replace(&mut prev, hash.clone());
+            rows.push((seq, d, detail, prev_hash, hash));
+        }
+        // Raise each signing key's max_exp to the latest token it signed in this batch.
+        let mut latest: Vec<(&str, &str, i64)> = Vec::new();
+        for d in drafts {
+            if let (Some(realm), Some((kid, exp))) = (&d.realm, &d.signed_with) {
+                match latest.iter_mut().find(|l| l.0 == realm && l.1 == kid) {
+                    Some(l) => l.2 = l.2.max(*exp),
+                    None => latest.push((realm, kid, *exp)),
+                }
+            }
+        }
+        Batch {
+            rows,
+            latest,
+            head: (seq, prev),
+        }
+    }
+
+    fn seqs(&self) -> Vec<i64> {
+        self.rows.iter().map(|r| r.0).collect()
+    }
+
+    fn head(&self) -> (i64, String) {
+        self.head.clone()
+    }
+
+    /// The statements that write the rows, raise the keys' `max_exp` and move the head, each
+    /// ended by `;`, with anonymous parameters (bound in order across the statements).
+    fn push_statements(&self, chain: &str, qb: &mut sqlx::QueryBuilder<Sqlite>) {
+        // 100 rows x 10 columns stays far below the bind limit of one statement.
+        for chunk in self.rows.chunks(100) {
+            qb.push(
+                "INSERT INTO audit_log \
+                 (chain, seq, ts, realm, kind, actor, subject, detail, prev_hash, hash) ",
+            );
+            qb.push_values(chunk, |mut b, (seq, d, detail, prev_hash, hash)| {
+                b.push_bind(chain)
+                    .push_bind(*seq)
+                    .push_bind(d.ts)
+                    .push_bind(d.realm.as_deref())
+                    .push_bind(d.kind)
+                    .push_bind(d.actor.as_str())
+                    .push_bind(d.subject.as_deref())
+                    .push_bind(detail.as_str())
+                    .push_bind(prev_hash.as_str())
+                    .push_bind(hash.as_str());
+            });
+            qb.push("; ");
+        }
+        for (realm, kid, exp) in &self.latest {
+            qb.push("UPDATE signing_keys SET max_exp = ")
+                .push_bind(*exp)
+                .push(" WHERE realm = ")
+                .push_bind(*realm)
+                .push(" AND kid = ")
+                .push_bind(*kid)
+                .push(" AND max_exp < ")
+                .push_bind(*exp)
+                .push("; ");
+        }
+        qb.push("UPDATE audit_heads SET seq = ")
+            .push_bind(self.head.0)
+            .push(", hash = ")
+            .push_bind(self.head.1.as_str())
+            .push(" WHERE chain = ")
+            .push_bind(chain)
+            .push("; ");
+    }
+}

@@ -556,3 +556,78 @@ async fn audit_chains_per_node_verify_together() {
         per_node_chains_verify_together(&app).await;
     }
 }
+
+/// The audit writer remembers the head it wrote last and appends after it without reading it
+/// again; another writer of the same chain (a CLI command on the same database, here the store's
+/// own append on another connection) moves the head in between. Alternating one by one (each
+/// grant's batch then finds its remembered head stale), then both at once: every record is in the
+/// log exactly once and the chain is intact.
+async fn another_writer_on_the_same_chain(app: &TestApp) {
+    app.create_realm("ledger", Alg::ES256).await;
+    let c = app
+        .create_client("ledger", "svc", "tx:post:ach", "ledger")
+        .await;
+    let other = |i: usize| {
+        sigil::audit::AuditDraft::new(app.now(), Some("ledger"), "client.updated", "cli")
+            .subject("svc")
+            .detail(serde_json::json!({ "n": i }))
+    };
+    let mut jtis = HashSet::new();
+    for i in 0..5 {
+        let (status, body, _) = grant(app, &c.id, &c.secret).await;
+        assert_eq!(status, 200, "{body}");
+        let claims = decode_part(body["access_token"].as_str().expect("token"), 1);
+        jtis.insert(claims["jti"].as_str().expect("jti").to_owned());
+        app.store.append_audit(&[other(i)]).await.expect("append");
+    }
+    let mut tasks = Vec::new();
+    for _ in 0..60 {
+        let (http, url, id, secret) = (
+            app.http.clone(),
+            app.token_url("ledger"),
+            c.id.clone(),
+            c.secret.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let res = http
+                .post(url)
+                .basic_auth(id, Some(secret))
+                .form(&[("grant_type", "client_credentials")])
+                .send()
+                .await
+                .expect("answered");
+            assert_eq!(res.status(), 200);
+            let body: Value = res.json().await.expect("json");
+            decode_part(body["access_token"].as_str().expect("token"), 1)["jti"]
+                .as_str()
+                .expect("jti")
+                .to_owned()
+        }));
+    }
+    for i in 5..35 {
+        app.store.append_audit(&[other(i)]).await.expect("append");
+    }
+    for t in tasks {
+        jtis.insert(t.await.expect("task"));
+    }
+    assert_eq!(jtis.len(), 65);
+    let rows = app.audit().await;
+    chain_intact(&rows);
+    let issued: Vec<String> = rows
+        .iter()
+        .filter(|r| r.kind == "token.issued")
+        .filter_map(|r| serde_json::from_str::<Value>(&r.detail).ok())
+        .filter_map(|d| d["jti"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(issued.len(), 65, "each token recorded once");
+    assert!(issued.iter().all(|j| jtis.contains(j)));
+    assert_eq!(
+        rows.iter().filter(|r| r.kind == "client.updated").count(),
+        35
+    );
+}
+
+on_every_backend!(
+    another_writer_on_the_same_chain_interleaves,
+    another_writer_on_the_same_chain
+);
