@@ -34,18 +34,28 @@ pub fn router(state: AppState) -> Router {
     finish_router(routes, state)
 }
 
-/// The mutual-TLS listener's routes: the token, userinfo and AWS endpoints only (RFC 8705 §5).
+/// The mutual-TLS listener's routes: the token, revocation, introspection, userinfo and AWS
+/// endpoints only (RFC 8705 §5).
 /// The hosted pages are never here: a browser asked for a client certificate shows a picker.
 pub fn mtls_router(state: AppState) -> Router {
     finish_router(service_routes(), state)
 }
 
-/// The endpoints services call, on both listeners: token, AWS exchange, userinfo.
+/// The endpoints services call, on both listeners: token, revocation, introspection, AWS
+/// exchange, userinfo.
 fn service_routes() -> Router<AppState> {
     Router::new()
         .route(
             &format!("/realms/{{realm}}{}", oidc::TOKEN_PATH),
             post(crate::oauth::token_endpoint::token),
+        )
+        .route(
+            &format!("/realms/{{realm}}{}", oidc::REVOCATION_PATH),
+            post(crate::oauth::revocation::revoke),
+        )
+        .route(
+            &format!("/realms/{{realm}}{}", oidc::INTROSPECTION_PATH),
+            post(crate::oauth::introspection::introspect),
         )
         .route(
             &format!("/realms/{{realm}}{}", oidc::AWS_EXCHANGE_PATH),

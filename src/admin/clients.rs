@@ -32,6 +32,8 @@ pub struct NewClient {
     pub client_uri: Option<String>,
     /// How the client authenticates (default: a secret) and binds its tokens.
     pub auth: ClientAuth,
+    /// May call the introspection endpoint (a resource server).
+    pub introspect: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -50,6 +52,8 @@ pub struct ClientView {
     pub access_token_ttl: Option<i64>,
     pub redirect_uris: Vec<String>,
     pub public: bool,
+    /// May call the introspection endpoint.
+    pub introspect: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -205,6 +209,7 @@ pub async fn create(
             .and_then(|u| url::Url::parse(u).ok())
             .map(|u| u.to_string()),
         auth_config: req.auth.to_stored(),
+        may_introspect: req.introspect,
         parsed_auth: Default::default(),
     };
     if store.realm(&req.realm).await?.is_none() {
@@ -219,6 +224,7 @@ pub async fn create(
                 "audience": record.audience,
                 "access_token_ttl": record.access_token_ttl,
                 "auth": auth_summary(&req.auth, record.public_client),
+                "introspect": record.may_introspect,
             })),
     ];
     store.create_client(&record, &audit).await?;
@@ -431,6 +437,7 @@ fn view(c: ClientRecord) -> ClientView {
         audience: c.audience,
         access_token_ttl: c.access_token_ttl,
         public: c.public_client,
+        introspect: c.may_introspect,
         name: c.client_name.clone(),
         client_uri: c.client_uri.clone(),
         created_at: c.created_at,

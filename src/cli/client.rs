@@ -48,6 +48,9 @@ pub enum ClientCommand {
         client_uri: Option<String>,
         #[command(flatten)]
         auth: AuthArgs,
+        /// A resource server: may call the introspection endpoint (RFC 7662).
+        #[arg(long)]
+        introspect: bool,
         /// Accepted for symmetry; the output is always JSON.
         #[arg(long)]
         json: bool,
@@ -113,6 +116,7 @@ pub(super) async fn run(
             name,
             client_uri,
             auth,
+            introspect,
             json: _,
         } => {
             let auth = auth.into_client_auth(public)?;
@@ -128,6 +132,7 @@ pub(super) async fn run(
                 name,
                 client_uri,
                 auth,
+                introspect,
             };
             print_json(&admin::clients::create(s, req, now, actor).await?);
         }

@@ -24,6 +24,8 @@ pub enum ErrorCode {
     RateLimited,
     /// RFC 9449 §5: the DPoP proof is missing where required, malformed or does not verify.
     InvalidDpopProof,
+    /// An authenticated client not allowed this endpoint (introspection): 403 `unauthorized_client`.
+    NotPermitted,
 }
 
 impl ErrorCode {
@@ -34,7 +36,7 @@ impl ErrorCode {
             }
             ErrorCode::InvalidClient => "invalid_client",
             ErrorCode::InvalidGrant => "invalid_grant",
-            ErrorCode::UnauthorizedClient => "unauthorized_client",
+            ErrorCode::UnauthorizedClient | ErrorCode::NotPermitted => "unauthorized_client",
             ErrorCode::UnsupportedGrantType => "unsupported_grant_type",
             ErrorCode::InvalidScope => "invalid_scope",
             ErrorCode::ServerError => "server_error",
@@ -47,6 +49,7 @@ impl ErrorCode {
         match self {
             ErrorCode::InvalidClient => StatusCode::UNAUTHORIZED,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::NotPermitted => StatusCode::FORBIDDEN,
             ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,

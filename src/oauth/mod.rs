@@ -2,6 +2,7 @@
 //! authentication and the error surface. Scopes and client secrets are the clients domain's.
 
 pub mod authorization_code;
+pub mod caller;
 pub mod ceiling;
 pub mod client_assertion;
 pub mod client_auth;
@@ -9,8 +10,10 @@ pub mod client_credentials;
 pub mod dpop;
 pub mod error;
 pub mod form;
+pub mod introspection;
 pub mod outcome;
 pub mod refresh_token;
+pub mod revocation;
 pub mod token;
 pub mod token_endpoint;
 pub mod user_tokens;

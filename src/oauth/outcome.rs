@@ -170,32 +170,42 @@ pub async fn finish(
             h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
             res
         }
-        Err(refusal) => {
-            let actor = refusal.actor.as_deref().unwrap_or("(anonymous)");
-            if refusal.authenticated {
-                let draft = AuditDraft::new(now, Some(&realm.record.name), "token.refused", actor)
-                    .detail(json!({
-                        "error": refusal.error.code.as_str(),
-                        "reason": refusal.reason,
-                    }));
-                if state.audit.record(draft).await.is_err() {
-                    tracing::error!(realm = %realm.record.name, "refusal could not be audited");
-                }
-            } else {
-                state.refusals.add(
-                    Refused {
-                        realm: Some(&realm.record.name),
-                        kind: "token.refused",
-                        address: address(peer),
-                        reason: refusal.reason,
-                        actor,
-                    },
-                    now,
-                );
-            }
-            refusal.error.into_response()
-        }
+        Err(refusal) => refused(state, realm, refusal, "token.refused", peer, now).await,
     }
+}
+
+/// Answers a refusal: audited one by one (as `kind`) when the caller proved who it is, counted
+/// per address otherwise.
+pub async fn refused(
+    state: &AppState,
+    realm: &LiveRealm,
+    refusal: Refusal,
+    kind: &'static str,
+    peer: Option<IpAddr>,
+    now: UnixTime,
+) -> Response {
+    let actor = refusal.actor.as_deref().unwrap_or("(anonymous)");
+    if refusal.authenticated {
+        let draft = AuditDraft::new(now, Some(&realm.record.name), kind, actor).detail(json!({
+            "error": refusal.error.code.as_str(),
+            "reason": refusal.reason,
+        }));
+        if state.audit.record(draft).await.is_err() {
+            tracing::error!(realm = %realm.record.name, "refusal could not be audited");
+        }
+    } else {
+        state.refusals.add(
+            Refused {
+                realm: Some(&realm.record.name),
+                kind,
+                address: address(peer),
+                reason: refusal.reason,
+                actor,
+            },
+            now,
+        );
+    }
+    refusal.error.into_response()
 }
 
 /// Reads a request body up to `limit` bytes; `Err` is the refusal for an oversized body.

@@ -5,7 +5,9 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::{AUTHORIZE_PATH, JWKS_PATH, TOKEN_PATH, USERINFO_PATH};
+use super::{
+    AUTHORIZE_PATH, INTROSPECTION_PATH, JWKS_PATH, REVOCATION_PATH, TOKEN_PATH, USERINFO_PATH,
+};
 use crate::clients::auth::AuthMethod;
 use crate::directory::LiveRealm;
 use crate::oauth::{ErrorCode, OAuthError};
@@ -25,6 +27,12 @@ pub fn metadata(
         "token_endpoint": realm.token_endpoint,
         "authorization_endpoint": format!("{iss}{AUTHORIZE_PATH}"),
         "userinfo_endpoint": format!("{iss}{USERINFO_PATH}"),
+        "revocation_endpoint": format!("{iss}{REVOCATION_PATH}"),
+        "introspection_endpoint": format!("{iss}{INTROSPECTION_PATH}"),
+        "revocation_endpoint_auth_methods_supported": AuthMethod::ALL.map(AuthMethod::as_str),
+        "introspection_endpoint_auth_methods_supported": AuthMethod::ALL.map(AuthMethod::as_str),
+        "revocation_endpoint_auth_signing_alg_values_supported": sigil_validator::jwk::SUPPORTED_ALGS,
+        "introspection_endpoint_auth_signing_alg_values_supported": sigil_validator::jwk::SUPPORTED_ALGS,
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "code_challenge_methods_supported": ["S256"],
@@ -63,6 +71,8 @@ pub fn metadata(
         let mut aliases = json!({
             "token_endpoint": at(TOKEN_PATH),
             "userinfo_endpoint": at(USERINFO_PATH),
+            "revocation_endpoint": at(REVOCATION_PATH),
+            "introspection_endpoint": at(INTROSPECTION_PATH),
         });
         if aws.is_some() {
             aliases["aws_sts_exchange_endpoint"] = json!(at(super::AWS_EXCHANGE_PATH));

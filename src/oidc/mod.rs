@@ -6,6 +6,8 @@ pub mod userinfo;
 
 /// Endpoint paths below an issuer; discovery is built from these.
 pub const TOKEN_PATH: &str = "/oauth2/token";
+pub const REVOCATION_PATH: &str = "/oauth2/revoke";
+pub const INTROSPECTION_PATH: &str = "/oauth2/introspect";
 pub const AUTHORIZE_PATH: &str = "/oauth2/authorize";
 pub const JWKS_PATH: &str = "/jwks";
 pub const USERINFO_PATH: &str = "/oauth2/userinfo";

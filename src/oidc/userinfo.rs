@@ -165,6 +165,16 @@ pub async fn userinfo(
     ) else {
         return unauthorized("not a user token");
     };
+    // Revoked (RFC 7009), its client disabled, the user disabled or the session ended: the same
+    // rule introspection answers with.
+    match crate::oauth::introspection::access_token_live(&state, &realm, &claims, now).await {
+        Ok(true) => {}
+        Ok(false) => return unauthorized("the token is no longer valid"),
+        Err(e) => {
+            tracing::error!(error = %e, "userinfo: token state unavailable");
+            return crate::oauth::OAuthError::store_unavailable().into_response();
+        }
+    }
     let user = match state.store.user_by_id(&name, sub).await {
         Ok(Some(user)) => user,
         Ok(None) => return unauthorized("unknown user"),

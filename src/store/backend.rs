@@ -423,8 +423,9 @@ macro_rules! impl_store {
                 sqlx::query(
                     "INSERT INTO clients (realm, client_id, enabled, secret_salt, secret_verifier, \
                      allowed_scopes, default_scopes, audience, grant_types, access_token_ttl, \
-                     created_at, updated_at, redirect_uris, public_client, client_name, client_uri, auth_config) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+                     created_at, updated_at, redirect_uris, public_client, client_name, client_uri, auth_config, \
+                     may_introspect) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
                 )
                 .bind(&c.realm)
                 .bind(&c.client_id)
@@ -443,6 +444,7 @@ macro_rules! impl_store {
                 .bind(&c.client_name)
                 .bind(&c.client_uri)
                 .bind(&c.auth_config)
+                .bind(c.may_introspect)
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| {
@@ -460,7 +462,7 @@ macro_rules! impl_store {
                 Ok(sqlx::query_as(
                     "SELECT realm, client_id, enabled, secret_salt, secret_verifier, allowed_scopes, \
                      default_scopes, audience, grant_types, access_token_ttl, created_at, updated_at, \
-                     redirect_uris, public_client, client_name, client_uri, auth_config FROM clients WHERE realm = $1 AND client_id = $2",
+                     redirect_uris, public_client, client_name, client_uri, auth_config, may_introspect FROM clients WHERE realm = $1 AND client_id = $2",
                 )
                 .bind(realm)
                 .bind(id)
@@ -475,7 +477,7 @@ macro_rules! impl_store {
                 Ok(sqlx::query_as(
                     "SELECT realm, client_id, enabled, secret_salt, secret_verifier, allowed_scopes, \
                      default_scopes, audience, grant_types, access_token_ttl, created_at, updated_at, \
-                     redirect_uris, public_client, client_name, client_uri, auth_config FROM clients WHERE realm = $1 ORDER BY client_id",
+                     redirect_uris, public_client, client_name, client_uri, auth_config, may_introspect FROM clients WHERE realm = $1 ORDER BY client_id",
                 )
                 .bind(realm)
                 .fetch_all(&self.pool)

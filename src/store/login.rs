@@ -408,6 +408,24 @@ pub trait LoginStore: Send + Sync {
         realm: &str,
     ) -> Result<Option<RefreshRecord>, StoreError>;
 
+    /// Records an access token's `jti` as revoked until `exp` (kept in `flows`, kind
+    /// `revoked_at`, purged once the token would have expired anyway) with its audit record, in one
+    /// transaction. Revoking twice is one row.
+    async fn revoke_access_token(
+        &self,
+        jti_hash: &str,
+        realm: &str,
+        exp: i64,
+        audit: Audited<'_>,
+    ) -> Result<(), StoreError>;
+    /// Whether an access token's `jti` was revoked (and the token is not yet expired).
+    async fn access_token_revoked(
+        &self,
+        jti_hash: &str,
+        realm: &str,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+
     /// The scope a user last approved for a client (remembered consent), if any.
     async fn consent(
         &self,

@@ -483,6 +483,24 @@ macro_rules! impl_login_store {
                 ).bind(token_hash).bind(realm).fetch_optional(&self.pool).await?)
             }
 
+            async fn revoke_access_token(&self, jti_hash: &str, realm: &str, exp: i64, audit: $crate::store::Audited<'_>) -> Result<(), $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
+                sqlx::query(
+                    "INSERT INTO flows (id_hash, realm, kind, data, expires_at) VALUES ($1, $2, 'revoked_at', '', $3) \
+                     ON CONFLICT (id_hash) DO NOTHING",
+                ).bind(jti_hash).bind(realm).bind(exp).execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn access_token_revoked(&self, jti_hash: &str, realm: &str, now: i64) -> Result<bool, $crate::store::StoreError> {
+                let row: Option<(i64,)> = sqlx::query_as(
+                    "SELECT expires_at FROM flows WHERE id_hash = $1 AND realm = $2 AND kind = 'revoked_at' AND expires_at > $3",
+                ).bind(jti_hash).bind(realm).bind(now).fetch_optional(&self.pool).await?;
+                Ok(row.is_some())
+            }
+
             async fn consent(&self, realm: &str, user_id: &str, client_id: &str) -> Result<Option<String>, $crate::store::StoreError> {
                 let row: Option<(String,)> = sqlx::query_as(
                     "SELECT scope FROM consents WHERE realm = $1 AND user_id = $2 AND client_id = $3",

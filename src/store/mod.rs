@@ -113,6 +113,8 @@ pub struct ClientRecord {
     pub client_uri: Option<String>,
     /// How the client authenticates (JSON of `clients::auth::ClientAuth`); `None` = a secret.
     pub auth_config: Option<String>,
+    /// May call the introspection endpoint (RFC 7662): a resource server.
+    pub may_introspect: bool,
     /// `auth_config` parsed (inline JWKS included) on first use: the directory caches the
     /// record, so a client's settings are parsed once per cache period, not once per request.
     #[sqlx(skip)]

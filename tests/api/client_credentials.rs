@@ -156,6 +156,7 @@ async fn per_client_lifetime_overrides_the_realm(app: &TestApp) {
             name: None,
             client_uri: None,
             auth: Default::default(),
+            introspect: false,
         },
         app.now(),
         "test",

@@ -957,6 +957,7 @@ async fn a_redirect_uri_with_a_space_registers_nothing() {
                 name: None,
                 client_uri: None,
                 auth: Default::default(),
+                introspect: false,
             },
             f.clock.now(),
             "t",

@@ -348,6 +348,7 @@ impl TestApp {
                 name: None,
                 client_uri: None,
                 auth: Default::default(),
+                introspect: false,
             },
             self.now(),
             "test",

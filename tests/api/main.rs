@@ -22,6 +22,7 @@ mod limits;
 mod login;
 mod memory;
 mod passkey;
+mod revocation;
 mod rotation;
 mod sender_constrained;
 mod startup;

@@ -182,6 +182,7 @@ async fn passkey_enrolment_sign_in_step_up_and_forgeries() {
                 name: None,
                 client_uri: None,
                 auth: Default::default(),
+                introspect: false,
             },
             clock.now(),
             "t",

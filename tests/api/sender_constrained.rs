@@ -55,6 +55,7 @@ async fn register(app: &TestApp, realm: &str, id: &str, auth: ClientAuth) -> Opt
             name: None,
             client_uri: None,
             auth,
+            introspect: false,
         },
         app.now(),
         "test",

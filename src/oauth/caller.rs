@@ -1,0 +1,80 @@
+//! The client calling revocation (RFC 7009) or introspection (RFC 7662): the realm, the rate
+//! limit, the bounded form body and client authentication by the client's registered method,
+//! exactly as at the token endpoint (on the mutual-TLS listener too).
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+
+use super::client_auth::{self, Authenticated};
+use super::outcome::{rate_limited, read_body, refused};
+use super::{ErrorCode, OAuthError, form};
+use crate::clock::UnixTime;
+use crate::directory::LiveRealm;
+use crate::state::AppState;
+use crate::tls::ConnTls;
+
+/// An authenticated caller and what it sent.
+pub struct Caller {
+    pub realm: std::sync::Arc<LiveRealm>,
+    pub client: Authenticated,
+    pub params: form::Params,
+    pub peer: Option<IpAddr>,
+    pub now: UnixTime,
+}
+
+/// Everything up to an authenticated client, or the response that ends the request (refusals
+/// audited as `kind` when the client proved who it is, counted per address otherwise).
+pub async fn authenticate(
+    state: &AppState,
+    realm_name: &str,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    conn: Option<Extension<ConnTls>>,
+    headers: &HeaderMap,
+    body: Body,
+    kind: &'static str,
+) -> Result<Caller, Response> {
+    let now = state.clock.now();
+    let realm = match state.directory.realm(realm_name, now).await {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            return Err(OAuthError::new(ErrorCode::NotFound, "unknown realm").into_response());
+        }
+        Err(e) => {
+            tracing::error!(error = %e, realm = %realm_name, "realm unavailable");
+            return Err(OAuthError::store_unavailable().into_response());
+        }
+    };
+    let peer = peer.map(|Extension(ConnectInfo(addr))| addr.ip());
+    if let Some(res) = rate_limited(state, peer, now) {
+        return Err(res);
+    }
+    let conn = conn.map(|Extension(c)| c);
+    let ctx = client_auth::Context {
+        cert: conn.as_ref().and_then(|c| c.client_chain.as_ref()),
+        // A client assertion's `aud` is the issuer (or the token endpoint, as at the token endpoint).
+        token_endpoint: &realm.token_endpoint,
+    };
+    let outcome = async {
+        let bytes = read_body(headers, body, state.config.max_body_bytes).await?;
+        let params = form::parse(headers, &bytes)
+            .map_err(|e| super::outcome::Refusal::new(e, "malformed_request"))?;
+        let client = client_auth::from_request(state, &realm, headers, &params, ctx, now).await?;
+        Ok::<_, super::outcome::Refusal>((client, params))
+    }
+    .await;
+    match outcome {
+        Ok((client, params)) => Ok(Caller {
+            realm,
+            client,
+            params,
+            peer,
+            now,
+        }),
+        Err(refusal) => Err(refused(state, &realm, refusal, kind, peer, now).await),
+    }
+}
