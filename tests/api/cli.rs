@@ -94,6 +94,22 @@ async fn cli_manages_realms_and_clients_and_verifies_the_audit_chain() {
             shown["allowed_scopes"],
             serde_json::json!(["tx:post:ach", "balances:read"])
         );
+        assert_eq!(shown["introspect"], false);
+        // A resource server registered for introspection (RFC 7662).
+        let rs = cli.json(&[
+            "client",
+            "create",
+            "--realm",
+            "ledger",
+            "--id",
+            "ledger-rs",
+            "--scope",
+            "balances:read",
+            "--audience",
+            "ledger",
+            "--introspect",
+        ]);
+        assert_eq!(rs["introspect"], true);
         // Neither listing nor showing ever prints a secret or its verifier.
         let all_output = format!("{listed}{shown}");
         assert!(!all_output.contains(&secret) && !all_output.contains("verifier"));
