@@ -26,5 +26,6 @@ mod revocation;
 mod rotation;
 mod sender_constrained;
 mod startup;
+mod step_up;
 mod tls;
 mod validator_e2e;

@@ -98,6 +98,15 @@ def test_example_ledger_answers_200_401_403(sigil, ledger_for):
     assert 'error="insufficient_scope"' in res.headers["WWW-Authenticate"]
     assert 'scope="tx:post:ach"' in res.headers["WWW-Authenticate"]
 
+    # A high-value transfer wants a passkey sign-in of at most 5 minutes (RFC 9470): a service's
+    # token (no sign-in at all) gets the step-up challenge naming what to ask /authorize for.
+    res = requests.post(f"{ledger}/transfers/high-value", headers={"Authorization": f"Bearer {post_token}"}, timeout=10)
+    assert res.status_code == 401
+    assert res.json()["error"] == "insufficient_user_authentication"
+    www = res.headers["WWW-Authenticate"]
+    assert www.startswith('Bearer error="insufficient_user_authentication"'), www
+    assert 'acr_values="urn:sigil:acr:passkey"' in www and 'max_age="300"' in www, www
+
     # No token: a bare challenge, no error code (RFC 6750 section 3.1).
     res = requests.get(f"{ledger}/balances", timeout=10)
     assert res.status_code == 401

@@ -1,6 +1,9 @@
 //! An example ledger service protected by the validator:
 //! `cargo run -p sigil-validator --example ledger -- --issuer URL --audience ledger --bind 127.0.0.1:PORT`
-//! `GET /balances` needs `balances:read`; `POST /transactions/ach` needs `tx:post:ach`.
+//! `GET /balances` needs `balances:read`; `POST /transactions/ach` needs `tx:post:ach`;
+//! `POST /transfers/high-value` needs `tx:post:ach` and a passkey sign-in at most 5 minutes old
+//! (RFC 9470 step-up: anything less is 401 `insufficient_user_authentication` with `acr_values`
+//! and `max_age` in the challenge, for the app to pass on to `/authorize`).
 //!
 //! HTTPS with client certificates (for mTLS-bound tokens, RFC 8705):
 //! `--tls-cert server.pem --tls-key server.key [--client-ca ca.pem]`. With `--client-ca`, the
@@ -56,6 +59,17 @@ async fn post_ach(claims: Claims) -> Json<Value> {
         "status": "accepted",
     }))
 }
+
+async fn post_high_value(claims: Claims) -> Json<Value> {
+    Json(json!({
+        "sub": claims.sub,
+        "acr": claims.extra.get("acr"),
+        "status": "accepted",
+    }))
+}
+
+/// The sign-in class a high-value transfer demands.
+const ACR_PASSKEY: &str = "urn:sigil:acr:passkey";
 
 /// A rustls server configuration: TLS 1.2 and 1.3 with ring, ALPN h2 and http/1.1, and client
 /// certificates requested (verified against `client_ca`, optional) when a CA is given.
@@ -191,6 +205,15 @@ async fn main() {
         .route(
             "/transactions/ach",
             post(post_ach).route_layer(validator.require_scope("tx:post:ach")),
+        )
+        .route(
+            "/transfers/high-value",
+            post(post_high_value).route_layer(
+                validator
+                    .require_scope("tx:post:ach")
+                    .require_acr([ACR_PASSKEY])
+                    .max_age(Duration::from_secs(300)),
+            ),
         );
     let listener = tokio::net::TcpListener::bind(&bind)
         .await

@@ -36,7 +36,7 @@ use tower::{Layer, Service};
 use crate::dpop::DpopError;
 use crate::jwk::SUPPORTED_ALGS;
 use crate::validator::{Scheme, split_authorization};
-use crate::{Claims, ClientCertificate, Error, ErrorKind, RequestCredentials, Validator};
+use crate::{Claims, ClientCertificate, Error, ErrorKind, RequestCredentials, StepUp, Validator};
 
 /// A marker extension: this request's connection is TLS, so without a configured public base
 /// URL the DPoP `htu` is `https://...`. Insert it per connection like [`ClientCertificate`].
@@ -49,7 +49,19 @@ impl Validator {
         AuthLayer {
             validator: self.clone(),
             scopes: Arc::from(Vec::new()),
+            step_up: None,
         }
+    }
+
+    /// A layer that requires a user's sign-in of one of the authentication context classes
+    /// `acr_values` (RFC 9470); add [`AuthLayer::max_age`] to demand a recent one too. A token
+    /// that falls short gets 401 `insufficient_user_authentication` with `acr_values` (and
+    /// `max_age`) in the challenge.
+    pub fn require_acr<I: IntoIterator<Item = S>, S: Into<String>>(
+        &self,
+        acr_values: I,
+    ) -> AuthLayer {
+        self.layer().require_acr(acr_values)
     }
 
     /// A layer that also requires each of `scopes`.
@@ -64,6 +76,7 @@ impl Validator {
                 .map(Into::into)
                 .collect::<Vec<_>>()
                 .into(),
+            step_up: None,
         }
     }
 
@@ -76,6 +89,35 @@ impl Validator {
 pub struct AuthLayer {
     validator: Validator,
     scopes: Arc<[String]>,
+    step_up: Option<Arc<StepUp>>,
+}
+
+impl AuthLayer {
+    /// Also requires a sign-in of one of `acr_values` (RFC 9470).
+    pub fn require_acr<I: IntoIterator<Item = S>, S: Into<String>>(
+        mut self,
+        acr_values: I,
+    ) -> Self {
+        let max_age = self.step_up.as_ref().and_then(|s| s.max_age_secs());
+        let mut demand = StepUp::acr(acr_values);
+        if let Some(age) = max_age {
+            demand = demand.max_age(std::time::Duration::from_secs(age));
+        }
+        self.step_up = Some(Arc::new(demand));
+        self
+    }
+
+    /// Also requires the sign-in to be at most `age` old (the token's `auth_time`, RFC 9470).
+    pub fn max_age(mut self, age: std::time::Duration) -> Self {
+        let demand = self
+            .step_up
+            .as_deref()
+            .cloned()
+            .unwrap_or_default()
+            .max_age(age);
+        self.step_up = Some(Arc::new(demand));
+        self
+    }
 }
 
 impl<S> Layer<S> for AuthLayer {
@@ -85,6 +127,7 @@ impl<S> Layer<S> for AuthLayer {
             inner,
             validator: self.validator.clone(),
             scopes: self.scopes.clone(),
+            step_up: self.step_up.clone(),
         }
     }
 }
@@ -94,6 +137,7 @@ pub struct AuthService<S> {
     inner: S,
     validator: Validator,
     scopes: Arc<[String]>,
+    step_up: Option<Arc<StepUp>>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -117,6 +161,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let validator = self.validator.clone();
         let scopes = self.scopes.clone();
+        let step_up = self.step_up.clone();
         Box::pin(async move {
             let scheme = match presented(req.headers()) {
                 Presented::Nothing => return Ok(token_required(&validator)),
@@ -131,6 +176,11 @@ where
             };
             if scopes.iter().any(|s| !claims.has_scope(s)) {
                 let e: Error = ErrorKind::InsufficientScope(scopes.to_vec()).into();
+                return Ok(rejection_for(scheme, &e));
+            }
+            if let Some(demand) = &step_up
+                && let Err(e) = validator.check_step_up(&claims, demand)
+            {
                 return Ok(rejection_for(scheme, &e));
             }
             parts.extensions.insert(claims);
@@ -315,6 +365,17 @@ pub fn dpop_rejection(e: &Error) -> Response {
     let algs = SUPPORTED_ALGS.join(" ");
     let code = e.rfc6750_code();
     let (status, challenge, body) = match e.kind() {
+        ErrorKind::InsufficientUserAuthentication {
+            acr_values,
+            max_age,
+        } => {
+            let (params, body) = step_up_challenge(e, acr_values, *max_age);
+            (
+                StatusCode::UNAUTHORIZED,
+                format!(r#"DPoP {params}, algs="{algs}""#),
+                body,
+            )
+        }
         ErrorKind::InsufficientScope(scopes) => {
             let scope = scopes.join(" ");
             (
@@ -381,10 +442,48 @@ pub fn rejection(e: &Error) -> Response {
                 ),
             )
         }
+        ErrorKind::InsufficientUserAuthentication {
+            acr_values,
+            max_age,
+        } => {
+            let (params, body) = step_up_challenge(e, acr_values, *max_age);
+            with_challenge(
+                (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response(),
+                &format!("Bearer {params}"),
+            )
+        }
         // The key source failing is our problem, not the caller's token; still 401 so that no
         // request passes, with a description that does not say more than needed.
         _ => unauthorized(e.description()),
     }
+}
+
+/// RFC 9470 §3: the challenge's auth-params (`error`, `error_description`, `acr_values`,
+/// `max_age`: the route's own configuration, quoted all the same) and the JSON body.
+fn step_up_challenge(
+    e: &Error,
+    acr_values: &[String],
+    max_age: Option<u64>,
+) -> (String, serde_json::Value) {
+    let acr = acr_values.join(" ");
+    let mut params = format!(
+        r#"error="insufficient_user_authentication", error_description="{}""#,
+        quoted(e.description())
+    );
+    let mut body = serde_json::json!({
+        "error": "insufficient_user_authentication",
+        "error_code": "INSUFFICIENT_USER_AUTHENTICATION",
+        "error_description": e.description(),
+    });
+    if !acr.is_empty() {
+        params.push_str(&format!(r#", acr_values="{}""#, quoted(&acr)));
+        body["acr_values"] = serde_json::json!(acr);
+    }
+    if let Some(age) = max_age {
+        params.push_str(&format!(r#", max_age="{age}""#));
+        body["max_age"] = serde_json::json!(age);
+    }
+    (params, body)
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Claims {

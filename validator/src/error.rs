@@ -47,6 +47,12 @@ pub enum ErrorKind {
     DpopKeyMismatch,
     /// The DPoP proof was refused (`invalid_dpop_proof`, or `use_dpop_nonce`).
     DpopProof(crate::dpop::DpopError),
+    /// RFC 9470: the user's sign-in is not of a demanded class or not recent enough; the route's
+    /// own demands, for the challenge.
+    InsufficientUserAuthentication {
+        acr_values: Vec<String>,
+        max_age: Option<u64>,
+    },
 }
 
 /// The public error type. Boxed to keep `Result<Claims, Error>` small.
@@ -65,6 +71,7 @@ impl Error {
             ErrorKind::InsufficientScope(_) => "insufficient_scope",
             ErrorKind::DpopProof(e) => e.error_code(),
             ErrorKind::DpopKeyMismatch => "invalid_dpop_proof",
+            ErrorKind::InsufficientUserAuthentication { .. } => "insufficient_user_authentication",
             _ => "invalid_token",
         }
     }
@@ -99,6 +106,9 @@ impl Error {
             ErrorKind::NotDpopBound => "token is not DPoP-bound",
             ErrorKind::DpopKeyMismatch => "DPoP proof key is not the token's key",
             ErrorKind::DpopProof(e) => e.description(),
+            ErrorKind::InsufficientUserAuthentication { .. } => {
+                "a stronger or more recent sign-in is required"
+            }
         }
     }
 }

@@ -43,6 +43,7 @@ pub mod es256;
 pub mod forwarded_cert;
 pub mod jwk;
 mod jwks;
+mod step_up;
 mod validator;
 
 #[cfg(feature = "axum")]
@@ -51,6 +52,7 @@ pub mod axum;
 pub use claims::{Audience, Claims, Confirmation};
 pub use error::{Error, ErrorKind};
 pub use jwks::VerifyingKey;
+pub use step_up::StepUp;
 
 /// Parses a JWKS document into `kid` → key, skipping symmetric, unknown and mislabelled keys
 /// (for verifiers that hold a JWKS themselves, such as the issuer's own userinfo endpoint).

@@ -448,6 +448,12 @@ impl Validator {
         }
     }
 
+    /// Checks a validated token's sign-in against a route's step-up demand (RFC 9470) with this
+    /// validator's clock: `Err` is `insufficient_user_authentication`.
+    pub fn check_step_up(&self, claims: &Claims, demand: &crate::StepUp) -> Result<(), Error> {
+        demand.check(claims, self.inner.now())
+    }
+
     /// Verifies signature and claims of a token presented as a bearer token without a client
     /// certificate; returns the claims of a valid access token. A sender-constrained token (with
     /// `cnf`) is refused here, since its binding cannot be checked without the request: use

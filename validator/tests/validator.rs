@@ -521,3 +521,130 @@ async fn a_request_without_credentials_gets_a_bare_challenge() {
         [("realm".into(), r#"ledger "prod""#.into())]
     );
 }
+
+/// RFC 9470: a route demanding a passkey sign-in within five minutes, another only a recent one.
+#[tokio::test]
+async fn step_up_demands_the_sign_in_class_and_age_and_says_what_to_ask_for() {
+    async fn ok() -> &'static str {
+        "ok"
+    }
+    let k = Key::new("k1");
+    let h = harness(&[&k]).await;
+    let v = &h.validator;
+    let app = Router::new()
+        .route(
+            "/transfers/high-value",
+            get(ok).route_layer(
+                v.require_scope("tx:post:ach")
+                    .require_acr(["urn:sigil:acr:passkey"])
+                    .max_age(std::time::Duration::from_secs(300)),
+            ),
+        )
+        .route(
+            "/recent",
+            get(ok).route_layer(v.layer().max_age(std::time::Duration::from_secs(60))),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let user = |acr: Value, auth_time: Option<i64>| {
+        let mut c = claims();
+        c["sub"] = json!("alice");
+        c["acr"] = acr;
+        if let Some(t) = auth_time {
+            c["auth_time"] = json!(t);
+        }
+        format!("Bearer {}", k.token(c))
+    };
+    let high = format!("{base}/transfers/high-value");
+    let passkey = json!("urn:sigil:acr:passkey");
+    let password = json!("urn:sigil:acr:password-otp");
+
+    // A password + TOTP sign-in, a passkey sign-in too old, a service token, a sign-in from the
+    // future, an `acr` that is not a string: the RFC 9470 challenge, naming what to ask for.
+    for (why, token) in [
+        ("password", user(password.clone(), Some(NOW - 10))),
+        ("too old", user(passkey.clone(), Some(NOW - 301))),
+        ("no auth_time", user(passkey.clone(), None)),
+        ("service", format!("Bearer {}", k.token(claims()))),
+        ("future", user(passkey.clone(), Some(NOW + 120))),
+        ("array", user(json!(["urn:sigil:acr:passkey"]), Some(NOW))),
+    ] {
+        let (status, www, body) = get_with(&high, Some(&token)).await;
+        assert_eq!(status, 401, "{why}");
+        let params = challenge_params(&www);
+        assert_eq!(
+            params,
+            [
+                ("error".into(), "insufficient_user_authentication".into()),
+                (
+                    "error_description".into(),
+                    "a stronger or more recent sign-in is required".into()
+                ),
+                ("acr_values".into(), "urn:sigil:acr:passkey".into()),
+                ("max_age".into(), "300".into()),
+            ],
+            "{why}: {www}"
+        );
+        assert_eq!(
+            body["error_code"], "INSUFFICIENT_USER_AUTHENTICATION",
+            "{why}"
+        );
+        assert_eq!(body["max_age"], 300);
+    }
+    // A recent passkey sign-in passes; the scope is still checked first.
+    let status = status_of(&high, &user(passkey.clone(), Some(NOW - 299))).await;
+    assert_eq!(status, 200);
+    let mut no_scope = claims();
+    no_scope["scope"] = json!("balances:read");
+    no_scope["acr"] = passkey.clone();
+    no_scope["auth_time"] = json!(NOW);
+    let (status, _, body) = get_with(&high, Some(&format!("Bearer {}", k.token(no_scope)))).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("insufficient_scope"))
+    );
+    // Time moves on: the same token falls short once five minutes have passed.
+    let token = user(passkey.clone(), Some(NOW));
+    assert_eq!(status_of(&high, &token).await, 200);
+    h.clock.store(NOW + 301, Ordering::SeqCst);
+    assert_eq!(get_with(&high, Some(&token)).await.0, 401);
+    h.clock.store(NOW, Ordering::SeqCst);
+
+    // Only an age demanded: any class, and no acr_values in the challenge.
+    let recent = format!("{base}/recent");
+    assert_eq!(
+        status_of(&recent, &user(password.clone(), Some(NOW - 30))).await,
+        200
+    );
+    let (status, www, _) = get_with(&recent, Some(&user(password, Some(NOW - 61)))).await;
+    assert_eq!(status, 401);
+    let names: Vec<String> = challenge_params(&www).into_iter().map(|p| p.0).collect();
+    assert_eq!(names, ["error", "error_description", "max_age"], "{www}");
+
+    // The same rule without axum.
+    let demand = sigil_validator::StepUp::acr(["urn:sigil:acr:passkey"])
+        .max_age(std::time::Duration::from_secs(300));
+    let c = v
+        .validate(user(passkey, Some(NOW - 5)).trim_start_matches("Bearer "))
+        .await
+        .expect("valid");
+    assert!(v.check_step_up(&c, &demand).is_ok());
+    let err = v
+        .check_step_up(&c, &sigil_validator::StepUp::acr(["urn:x"]))
+        .expect_err("other class");
+    assert_eq!(err.rfc6750_code(), "insufficient_user_authentication");
+}
+
+async fn status_of(url: &str, authorization: &str) -> u16 {
+    reqwest::Client::new()
+        .get(url)
+        .header("authorization", authorization)
+        .send()
+        .await
+        .expect("send")
+        .status()
+        .as_u16()
+}
