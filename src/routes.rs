@@ -58,6 +58,10 @@ fn service_routes() -> Router<AppState> {
             post(crate::oauth::introspection::introspect),
         )
         .route(
+            &format!("/realms/{{realm}}{}", oidc::REVOCATION_FEED_PATH),
+            get(crate::oauth::revocation_feed::feed),
+        )
+        .route(
             &format!("/realms/{{realm}}{}", oidc::AWS_EXCHANGE_PATH),
             post(crate::aws::exchange::endpoint),
         )

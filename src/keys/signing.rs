@@ -203,6 +203,13 @@ impl SigningKey {
         self.sign_with_header(&self.at_header, claims_json)
     }
 
+    /// Signs `payload` as a JWS of media type `typ` (such as `revocations+jwt`), this key's `alg`
+    /// and `kid` in the header.
+    pub fn sign_typed(&self, typ: &str, payload_json: &[u8]) -> Result<String, KeyError> {
+        let header = serde_json::json!({"alg": self.alg().as_str(), "kid": self.kid(), "typ": typ});
+        self.sign_with_header(&B64.encode(header.to_string()), payload_json)
+    }
+
     /// Signs `claims` as an OpenID Connect ID token (`typ: JWT`).
     pub fn sign_id_token(&self, claims_json: &[u8]) -> Result<String, KeyError> {
         self.sign_with_header(&self.id_header, claims_json)

@@ -27,6 +27,12 @@ pub struct Caller {
     pub now: UnixTime,
 }
 
+/// Where the request's parameters are: a form body (`POST`) or the query string (`GET`).
+pub enum Input<'a> {
+    Body(Body),
+    Query(Option<&'a str>),
+}
+
 /// Everything up to an authenticated client, or the response that ends the request (refusals
 /// audited as `kind` when the client proved who it is, counted per address otherwise).
 pub async fn authenticate(
@@ -35,7 +41,7 @@ pub async fn authenticate(
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     conn: Option<Extension<ConnTls>>,
     headers: &HeaderMap,
-    body: Body,
+    input: Input<'_>,
     kind: &'static str,
 ) -> Result<Caller, Response> {
     let now = state.clock.now();
@@ -60,9 +66,14 @@ pub async fn authenticate(
         token_endpoint: &realm.token_endpoint,
     };
     let outcome = async {
-        let bytes = read_body(headers, body, state.config.max_body_bytes).await?;
-        let params = form::parse(headers, &bytes)
-            .map_err(|e| super::outcome::Refusal::new(e, "malformed_request"))?;
+        let params = match input {
+            Input::Body(body) => {
+                let bytes = read_body(headers, body, state.config.max_body_bytes).await?;
+                form::parse(headers, &bytes)
+            }
+            Input::Query(q) => form::parse_query(q),
+        }
+        .map_err(|e| super::outcome::Refusal::new(e, "malformed_request"))?;
         let client = client_auth::from_request(state, &realm, headers, &params, ctx, now).await?;
         Ok::<_, super::outcome::Refusal>((client, params))
     }

@@ -34,6 +34,15 @@ pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Params, OAuthError> {
     if std::str::from_utf8(body).is_err() {
         return Err(OAuthError::invalid_request("the request body is not UTF-8"));
     }
+    pairs(body)
+}
+
+/// A request's query string (`GET` endpoints), by the same rules as a form body.
+pub fn parse_query(query: Option<&str>) -> Result<Params, OAuthError> {
+    pairs(query.unwrap_or("").as_bytes())
+}
+
+fn pairs(body: &[u8]) -> Result<Params, OAuthError> {
     let mut map = HashMap::new();
     let mut seen = HashSet::new();
     for (k, v) in form_urlencoded::parse(body) {

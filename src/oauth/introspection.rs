@@ -45,8 +45,16 @@ pub async fn introspect(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let c = match caller::authenticate(&state, &realm_name, peer, conn, &headers, body, REFUSED)
-        .await
+    let c = match caller::authenticate(
+        &state,
+        &realm_name,
+        peer,
+        conn,
+        &headers,
+        caller::Input::Body(body),
+        REFUSED,
+    )
+    .await
     {
         Ok(c) => c,
         Err(res) => return res,

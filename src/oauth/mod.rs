@@ -14,6 +14,7 @@ pub mod introspection;
 pub mod outcome;
 pub mod refresh_token;
 pub mod revocation;
+pub mod revocation_feed;
 pub mod token;
 pub mod token_endpoint;
 pub mod user_tokens;

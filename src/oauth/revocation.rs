@@ -39,8 +39,16 @@ pub async fn revoke(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let c = match caller::authenticate(&state, &realm_name, peer, conn, &headers, body, REFUSED)
-        .await
+    let c = match caller::authenticate(
+        &state,
+        &realm_name,
+        peer,
+        conn,
+        &headers,
+        caller::Input::Body(body),
+        REFUSED,
+    )
+    .await
     {
         Ok(c) => c,
         Err(res) => return res,
@@ -128,7 +136,7 @@ async fn revoke_access_token(
     }
     state
         .store
-        .revoke_access_token(&revoked_jti_key(name, jti), name, exp, &[draft])
+        .revoke_access_token(&revoked_jti_key(name, jti), jti, name, exp, c.now, &[draft])
         .await?;
     Ok(Some(Revoked::Access))
 }

@@ -578,6 +578,19 @@ macro_rules! impl_store {
                 .await?
                 .rows_affected()
                     == 1;
+                if done && !enabled {
+                    // The client's tokens issued until now stop at the validators (the feed).
+                    sqlx::query(
+                        "INSERT INTO revocations (realm, kind, value, not_before, created_at, expires_at) \
+                         VALUES ($1, 'client', $2, $3, $3, $4)",
+                    )
+                    .bind(realm)
+                    .bind(id)
+                    .bind(now)
+                    .bind(now + $crate::store::REVOCATION_HORIZON_SECS)
+                    .execute(&mut *tx)
+                    .await?;
+                }
                 if done {
                     tx.commit().await?;
                 }

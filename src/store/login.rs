@@ -95,6 +95,19 @@ pub struct RefreshRecord {
     pub revoked_at: Option<i64>,
 }
 
+/// An entry of the revocation feed: `kind` `jti` (a revoked access token), `sid` (an ended
+/// session: every token carrying it) or `client` (a disabled client: its tokens issued before
+/// `not_before`).
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct RevocationRecord {
+    pub seq: i64,
+    pub kind: String,
+    pub value: String,
+    pub not_before: i64,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
 /// A stored authorization code, read before anything is spent.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct CodeRecord {
@@ -414,10 +427,20 @@ pub trait LoginStore: Send + Sync {
     async fn revoke_access_token(
         &self,
         jti_hash: &str,
+        jti: &str,
         realm: &str,
         exp: i64,
+        now: i64,
         audit: Audited<'_>,
     ) -> Result<(), StoreError>;
+    /// The revocation feed: a realm's live entries after `after`, in order, at most `limit`.
+    async fn revocations_after(
+        &self,
+        realm: &str,
+        after: i64,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<RevocationRecord>, StoreError>;
     /// Whether an access token's `jti` was revoked (and the token is not yet expired).
     async fn access_token_revoked(
         &self,

@@ -319,6 +319,7 @@ macro_rules! impl_login_store {
                     ("auth_codes", "code_hash"),
                     ("refresh_tokens", "token_hash"),
                     ("invites", "token_hash"),
+                    ("revocations", "seq"),
                 ] {
                     // Each table in its own short transaction, bounded by `limit`, so the audit
                     // writer never waits long behind housekeeping.
@@ -483,15 +484,28 @@ macro_rules! impl_login_store {
                 ).bind(token_hash).bind(realm).fetch_optional(&self.pool).await?)
             }
 
-            async fn revoke_access_token(&self, jti_hash: &str, realm: &str, exp: i64, audit: $crate::store::Audited<'_>) -> Result<(), $crate::store::StoreError> {
+            async fn revoke_access_token(&self, jti_hash: &str, jti: &str, realm: &str, exp: i64, now: i64, audit: $crate::store::Audited<'_>) -> Result<(), $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
                 Self::append_in_tx(&self.chain, &mut tx, audit).await?;
-                sqlx::query(
+                let first = sqlx::query(
                     "INSERT INTO flows (id_hash, realm, kind, data, expires_at) VALUES ($1, $2, 'revoked_at', '', $3) \
                      ON CONFLICT (id_hash) DO NOTHING",
-                ).bind(jti_hash).bind(realm).bind(exp).execute(&mut *tx).await?;
+                ).bind(jti_hash).bind(realm).bind(exp).execute(&mut *tx).await?.rows_affected() == 1;
+                if first {
+                    sqlx::query(
+                        "INSERT INTO revocations (realm, kind, value, not_before, created_at, expires_at) \
+                         VALUES ($1, 'jti', $2, $3, $3, $4)",
+                    ).bind(realm).bind(jti).bind(now).bind(exp).execute(&mut *tx).await?;
+                }
                 tx.commit().await?;
                 Ok(())
+            }
+
+            async fn revocations_after(&self, realm: &str, after: i64, now: i64, limit: i64) -> Result<Vec<$crate::store::login::RevocationRecord>, $crate::store::StoreError> {
+                Ok(sqlx::query_as(
+                    "SELECT seq, kind, value, not_before, created_at, expires_at FROM revocations \
+                     WHERE realm = $1 AND seq > $2 AND expires_at > $3 ORDER BY seq LIMIT $4",
+                ).bind(realm).bind(after).bind(now).bind(limit).fetch_all(&self.pool).await?)
             }
 
             async fn access_token_revoked(&self, jti_hash: &str, realm: &str, now: i64) -> Result<bool, $crate::store::StoreError> {
@@ -570,6 +584,13 @@ macro_rules! impl_login_store {
             /// Ends the user's sessions (all, or all but `keep`) and revokes every refresh token;
             /// codes die with their session (redemption checks it).
             async fn end_everything_in_tx(tx: &mut sqlx::Transaction<'_, $db>, realm: &str, user_id: &str, keep: Option<&str>, now: i64) -> Result<u64, $crate::store::StoreError> {
+                // Every ended session's tokens stop at the validators too (the revocation feed).
+                sqlx::query(
+                    "INSERT INTO revocations (realm, kind, value, not_before, created_at, expires_at) \
+                     SELECT realm, 'sid', sid, $4, $4, $5 FROM sessions WHERE realm = $1 AND user_id = $2 AND id_hash <> $3",
+                ).bind(realm).bind(user_id).bind(keep.unwrap_or("")).bind(now)
+                .bind(now + $crate::store::REVOCATION_HORIZON_SECS)
+                .execute(&mut **tx).await?;
                 let sessions = sqlx::query("DELETE FROM sessions WHERE realm = $1 AND user_id = $2 AND id_hash <> $3")
                     .bind(realm).bind(user_id).bind(keep.unwrap_or(""))
                     .execute(&mut **tx).await?.rows_affected();

@@ -379,6 +379,10 @@ pub trait AuditSession: Send {
 /// A chain's stored head: (chain, seq, hash).
 pub type ChainHead = (String, i64, String);
 
+/// How long an ended session or a disabled client stays in the revocation feed: the longest an
+/// access token can live (24 h) and the validators' clock leeway.
+pub const REVOCATION_HORIZON_SECS: i64 = 86_400 + 300;
+
 /// One audit row ready to write: (seq, the draft, its detail as text, prev_hash, hash).
 pub(crate) type AuditRow<'a> = (i64, &'a AuditDraft, String, String, String);
 

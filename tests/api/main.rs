@@ -23,6 +23,7 @@ mod login;
 mod memory;
 mod passkey;
 mod revocation;
+mod revocation_feed;
 mod rotation;
 mod sender_constrained;
 mod startup;

@@ -47,6 +47,12 @@ pub enum ErrorKind {
     DpopKeyMismatch,
     /// The DPoP proof was refused (`invalid_dpop_proof`, or `use_dpop_nonce`).
     DpopProof(crate::dpop::DpopError),
+    /// The issuer's revocation feed lists this token (its `jti`, its session or its client).
+    Revoked,
+    /// The revocation list is past its stale period (the feed has not answered).
+    RevocationsUnavailable,
+    /// The revocation feed could not be read or a page did not verify.
+    Feed(String),
     /// RFC 9470: the user's sign-in is not of a demanded class or not recent enough; the route's
     /// own demands, for the challenge.
     InsufficientUserAuthentication {
@@ -109,6 +115,8 @@ impl Error {
             ErrorKind::InsufficientUserAuthentication { .. } => {
                 "a stronger or more recent sign-in is required"
             }
+            ErrorKind::Revoked => "token revoked",
+            ErrorKind::RevocationsUnavailable | ErrorKind::Feed(_) => "revocation list unavailable",
         }
     }
 }
@@ -140,6 +148,7 @@ impl fmt::Display for Error {
             ErrorKind::Discovery(m) => write!(f, "discovery failed: {m}"),
             ErrorKind::Jwks(m) => write!(f, "JWKS unavailable: {m}"),
             ErrorKind::DpopProof(e) => write!(f, "invalid DPoP proof: {e}"),
+            ErrorKind::Feed(m) => write!(f, "revocation feed: {m}"),
             _ => f.write_str(self.description()),
         }
     }

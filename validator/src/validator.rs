@@ -18,6 +18,7 @@ use crate::dpop::{self, DpopError, DpopExpectations, IatWindow, ReplayCache};
 use crate::error::{Error, ErrorKind};
 use crate::forwarded_cert::{Cidr, Format};
 use crate::jwks::{VerifyingKey, max_age, parse_jwks};
+use crate::revocations::{self, FeedConfig, Page, RevocationSet};
 
 /// Seconds since the Unix epoch, from an injectable source.
 pub type ClockFn = Arc<dyn Fn() -> i64 + Send + Sync>;
@@ -32,6 +33,8 @@ fn system_now() -> i64 {
 
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
 const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
+/// A revocation feed page is larger than a key set: up to 20 000 entries.
+const MAX_FEED_PAGE_BYTES: usize = 16 * 1024 * 1024;
 /// Never cache keys longer than this, whatever the JWKS server says.
 pub const MAX_CACHE_SECS: i64 = 24 * 3600;
 
@@ -56,6 +59,8 @@ struct Policy {
     /// Peers whose forwarded client-certificate header is believed, and that header.
     trusted_proxies: Vec<Cidr>,
     forwarded_cert: Option<(String, Format)>,
+    /// The issuer's revocation feed, when this resource server reads it.
+    feed: Option<FeedConfig>,
 }
 
 pub struct ValidatorBuilder {
@@ -144,6 +149,47 @@ impl ValidatorBuilder {
         self.policy.forwarded_cert = Some((header.into().to_ascii_lowercase(), format));
         self
     }
+    /// Read the issuer's revocation feed (Sigil's `{issuer}/revocations`) as this resource server
+    /// (a client registered with `--introspect`, authenticated with HTTP Basic): tokens revoked,
+    /// of an ended session or of a disabled client are refused (401 `invalid_token`) within the
+    /// poll interval, with no call to the issuer per request. The first read happens in
+    /// [`ValidatorBuilder::build`], which fails if the feed does not answer.
+    pub fn revocation_feed(
+        mut self,
+        client_id: impl Into<String>,
+        client_secret: impl Into<String>,
+    ) -> Self {
+        self.policy.feed = Some(FeedConfig {
+            url: String::new(), // set in build() from the issuer unless given
+            client_id: client_id.into(),
+            client_secret: client_secret.into(),
+            interval: Duration::from_secs(5),
+            stale_period: 120,
+        });
+        self
+    }
+    /// The feed's URL, if not `{issuer}/revocations`.
+    pub fn revocation_feed_url(mut self, url: impl Into<String>) -> Self {
+        if let Some(f) = &mut self.policy.feed {
+            f.url = url.into();
+        }
+        self
+    }
+    /// How often the feed is read (default 5 s).
+    pub fn revocation_poll_interval(mut self, interval: Duration) -> Self {
+        if let Some(f) = &mut self.policy.feed {
+            f.interval = interval.max(Duration::from_millis(100));
+        }
+        self
+    }
+    /// How long the last list is trusted while the feed does not answer (default 120 s past the
+    /// last answer); after that every token is refused until it answers again.
+    pub fn revocation_stale_period(mut self, period: Duration) -> Self {
+        if let Some(f) = &mut self.policy.feed {
+            f.stale_period = period.as_secs() as i64;
+        }
+        self
+    }
     /// Skip discovery and fetch keys from this URL.
     pub fn jwks_uri(mut self, uri: impl Into<String>) -> Self {
         self.jwks_uri = Some(uri.into());
@@ -175,6 +221,11 @@ impl ValidatorBuilder {
         };
         let mut policy = self.policy;
         policy.issuer = policy.issuer.trim_end_matches('/').to_owned();
+        if let Some(feed) = &mut policy.feed
+            && feed.url.is_empty()
+        {
+            feed.url = format!("{}/revocations", policy.issuer);
+        }
         let jwks_uri = match self.jwks_uri {
             Some(u) => u,
             None => discover(&http, &policy.issuer).await?,
@@ -192,9 +243,25 @@ impl ValidatorBuilder {
             last_unknown_kid_fetch: AtomicI64::new(i64::MIN / 2),
             fetches: AtomicU64::new(0),
             unknown_kid_fetches: AtomicU64::new(0),
+            revocations: ArcSwap::from_pointee(RevocationSet::new()),
         });
         inner.fetch_and_swap().await?;
-        Ok(Validator { inner })
+        let validator = Validator { inner };
+        if let Some(feed) = validator.inner.policy.feed.clone() {
+            validator.poll_revocations().await?;
+            let weak = Arc::downgrade(&validator.inner);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(feed.interval).await;
+                    let Some(inner) = weak.upgrade() else { return };
+                    let v = Validator { inner };
+                    if let Err(e) = v.poll_revocations().await {
+                        tracing::warn!(url = %feed.url, error = %e, "revocation feed unavailable; keeping the last list");
+                    }
+                }
+            });
+        }
+        Ok(validator)
     }
 }
 
@@ -220,6 +287,8 @@ struct Inner {
     fetches: AtomicU64,
     unknown_kid_fetches: AtomicU64,
     replay: ReplayCache,
+    /// The revocation feed as last read (empty without a feed).
+    revocations: ArcSwap<RevocationSet>,
 }
 
 /// Verifies access tokens for one issuer and audience. Cheap to clone.
@@ -252,7 +321,15 @@ struct Discovery {
 }
 
 async fn get_limited(http: &reqwest::Client, url: &str) -> Result<(Vec<u8>, Option<u64>), String> {
-    let mut res = http.get(url).send().await.map_err(|e| e.to_string())?;
+    read_limited(http.get(url), url, MAX_DOCUMENT_BYTES).await
+}
+
+async fn read_limited(
+    req: reqwest::RequestBuilder,
+    url: &str,
+    limit: usize,
+) -> Result<(Vec<u8>, Option<u64>), String> {
+    let mut res = req.send().await.map_err(|e| e.to_string())?;
     if !res.status().is_success() {
         return Err(format!("{url} answered {}", res.status()));
     }
@@ -263,10 +340,8 @@ async fn get_limited(http: &reqwest::Client, url: &str) -> Result<(Vec<u8>, Opti
         .and_then(max_age);
     let mut body = Vec::new();
     while let Some(chunk) = res.chunk().await.map_err(|e| e.to_string())? {
-        if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
-            return Err(format!(
-                "{url} answered more than {MAX_DOCUMENT_BYTES} bytes"
-            ));
+        if body.len() + chunk.len() > limit {
+            return Err(format!("{url} answered more than {limit} bytes"));
         }
         body.extend_from_slice(&chunk);
     }
@@ -377,6 +452,7 @@ impl Validator {
                 min_cache: 5,
                 stale_period: 6 * 3600,
                 require_sender_constrained: false,
+                feed: None,
                 dpop_window: IatWindow::default(),
                 dpop_replay_capacity: 100_000,
                 public_base_url: None,
@@ -632,7 +708,109 @@ impl Validator {
         let payload = B64.decode(payload_b64).map_err(|_| malformed())?;
         let claims: Claims = serde_json::from_slice(&payload).map_err(|_| malformed())?;
         self.check_claims(&claims, now)?;
+        self.check_revocations(&claims, now)?;
         Ok(claims)
+    }
+
+    /// With a revocation feed: refuses a revoked token, and every token once the list is past its
+    /// stale period.
+    fn check_revocations(&self, claims: &Claims, now: i64) -> Result<(), Error> {
+        let Some(feed) = &self.inner.policy.feed else {
+            return Ok(());
+        };
+        let set = self.inner.revocations.load();
+        if now.saturating_sub(set.fetched_at) > feed.stale_period {
+            return Err(ErrorKind::RevocationsUnavailable.into());
+        }
+        let sid = claims.extra.get("sid").and_then(serde_json::Value::as_str);
+        if set.revokes(
+            claims.jti.as_deref(),
+            sid,
+            claims.client_id.as_deref(),
+            claims.iat,
+        ) {
+            return Err(ErrorKind::Revoked.into());
+        }
+        Ok(())
+    }
+
+    /// How many entries the revocation list holds (for metrics), and its cursor.
+    pub fn revocations(&self) -> (usize, i64) {
+        let set = self.inner.revocations.load();
+        (set.len(), set.cursor)
+    }
+
+    /// Reads the feed from the cursor until it has nothing more, verifying each page, and swaps
+    /// the new list in. A failure keeps the list held.
+    pub async fn poll_revocations(&self) -> Result<(), Error> {
+        let Some(feed) = &self.inner.policy.feed else {
+            return Ok(());
+        };
+        let unavailable = |m: String| Error::from(ErrorKind::Feed(m));
+        let mut set = (**self.inner.revocations.load()).clone();
+        // At most a bounded number of pages per poll (20 000 entries each).
+        for _ in 0..50 {
+            let after = set.cursor;
+            let sep = if feed.url.contains('?') { '&' } else { '?' };
+            let req = self
+                .inner
+                .http
+                .get(format!("{}{sep}after={after}", feed.url))
+                .basic_auth(&feed.client_id, Some(&feed.client_secret));
+            let (body, _) = read_limited(req, &feed.url, MAX_FEED_PAGE_BYTES)
+                .await
+                .map_err(unavailable)?;
+            let jws = std::str::from_utf8(&body).map_err(|_| unavailable("not text".into()))?;
+            let payload = self.verify_signed(jws.trim(), revocations::TYP).await?;
+            let page: Page = serde_json::from_slice(&payload)
+                .map_err(|e| unavailable(format!("bad page: {e}")))?;
+            let now = self.inner.now();
+            let policy = &self.inner.policy;
+            if page.iss != policy.issuer || page.aud != feed.client_id || page.after != after {
+                return Err(unavailable(
+                    "a page for another issuer, resource server or cursor".into(),
+                ));
+            }
+            if (now - page.iat).abs() > policy.leeway {
+                return Err(unavailable("a stale or future page".into()));
+            }
+            set.apply(&page, now);
+            if !(page.more && page.next > after) {
+                break;
+            }
+        }
+        self.inner.revocations.store(Arc::new(set));
+        Ok(())
+    }
+
+    /// Verifies a JWS of media type `typ` signed by one of the issuer's keys; returns its payload.
+    async fn verify_signed(&self, jws: &str, typ: &str) -> Result<Vec<u8>, Error> {
+        let bad = |m: &str| Error::from(ErrorKind::Feed(m.to_owned()));
+        let (signing_input, sig_b64) = jws.rsplit_once('.').ok_or_else(|| bad("not a JWS"))?;
+        let (header_b64, payload_b64) = signing_input
+            .split_once('.')
+            .ok_or_else(|| bad("not a JWS"))?;
+        let header: Header = B64
+            .decode(header_b64)
+            .ok()
+            .and_then(|h| serde_json::from_slice(&h).ok())
+            .ok_or_else(|| bad("bad header"))?;
+        if header.typ.as_deref() != Some(typ) || header.crit.is_some() {
+            return Err(bad("wrong typ"));
+        }
+        let kid = header.kid.ok_or_else(|| bad("no kid"))?;
+        let key = match self.lookup(&kid) {
+            Some(k) => k,
+            None => {
+                self.refetch_for_unknown_kid(self.inner.now()).await;
+                self.lookup(&kid).ok_or_else(|| bad("unknown key"))?
+            }
+        };
+        let signature = B64.decode(sig_b64).map_err(|_| bad("bad signature"))?;
+        if header.alg != key.alg() || !key.verify(signing_input.as_bytes(), &signature) {
+            return Err(bad("bad signature"));
+        }
+        B64.decode(payload_b64).map_err(|_| bad("bad payload"))
     }
 
     fn check_claims(&self, c: &Claims, now: i64) -> Result<(), Error> {

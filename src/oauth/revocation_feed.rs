@@ -1,0 +1,141 @@
+//! `GET /realms/{realm}/revocations?after=CURSOR`: what stopped being valid, for resource servers
+//! that validate tokens themselves (the validator crate polls it). Only clients registered with
+//! `--introspect` may read it, authenticated by their registered method. The answer is a JWS
+//! (`typ: revocations+jwt`) signed by the realm's key and addressed to the caller (`aud`), naming
+//! the cursor it answers (`after`), so a page cannot be forged, altered, replayed to another
+//! resource server or passed off as the answer to another cursor.
+//!
+//! Entries: `jti` (a revoked access token), `sid` (an ended session: every token carrying it) and
+//! `client` (a disabled client: its tokens issued before `not_before`), each kept until no token it
+//! can affect is unexpired. Order is by sequence; on PostgreSQL several nodes take sequence
+//! numbers that can commit out of order, so `next` (the cursor to send next) stops at the last
+//! entry older than [`SETTLE_SECS`]: newer ones come again in the next page and the validator
+//! deduplicates them.
+
+use std::net::SocketAddr;
+
+use axum::Extension;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::caller::{self, Caller, Input};
+use super::outcome::{Refusal, refused};
+use super::{ErrorCode, OAuthError};
+use crate::state::AppState;
+use crate::tls::ConnTls;
+
+const REFUSED: &str = "revocations.refused";
+/// The most entries in one page; a validator asks again from `next` while `more` is true.
+pub const PAGE_LIMIT: i64 = 20_000;
+/// Entries younger than this may still be joined by lower sequence numbers committing late.
+pub const SETTLE_SECS: i64 = 10;
+/// The media type of a feed page.
+pub const TYP: &str = "revocations+jwt";
+
+pub async fn feed(
+    State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    conn: Option<Extension<ConnTls>>,
+    crate::oidc::RealmPath(realm_name): crate::oidc::RealmPath,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let c = match caller::authenticate(
+        &state,
+        &realm_name,
+        peer,
+        conn,
+        &headers,
+        Input::Query(uri.query()),
+        REFUSED,
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(res) => return res,
+    };
+    let client = &c.client.client;
+    if !client.may_introspect || client.public_client {
+        let refusal = Refusal::new(
+            OAuthError::new(
+                ErrorCode::NotPermitted,
+                "this client may not read the revocation feed",
+            ),
+            "feed_not_allowed",
+        );
+        return refuse(&state, &c, refusal).await;
+    }
+    let after = match c.params.get("after").map(str::parse::<i64>) {
+        None => 0,
+        Some(Ok(n)) if n >= 0 => n,
+        Some(_) => {
+            let refusal = Refusal::new(
+                OAuthError::invalid_request("after must be a non-negative integer"),
+                "bad_cursor",
+            );
+            return refuse(&state, &c, refusal).await;
+        }
+    };
+    let name = &c.realm.record.name;
+    let entries = match state
+        .store
+        .revocations_after(name, after, c.now, PAGE_LIMIT + 1)
+        .await
+    {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(error = %e, "revocation feed unavailable");
+            return OAuthError::store_unavailable().into_response();
+        }
+    };
+    let more = entries.len() as i64 > PAGE_LIMIT;
+    let page = &entries[..entries.len().min(PAGE_LIMIT as usize)];
+    let settled = c.now - SETTLE_SECS;
+    let next = page
+        .iter()
+        .take_while(|e| e.created_at <= settled)
+        .last()
+        .map_or(after, |e| e.seq);
+    let payload = json!({
+        "iss": c.realm.issuer,
+        "aud": client.client_id,
+        "iat": c.now,
+        "after": after,
+        "next": next,
+        "more": more,
+        "entries": page.iter().map(|e| json!({
+            "seq": e.seq,
+            "kind": e.kind,
+            "value": e.value,
+            "not_before": e.not_before,
+            "exp": e.expires_at,
+        })).collect::<Vec<_>>(),
+    });
+    let signed = match c
+        .realm
+        .signing
+        .sign_typed(TYP, payload.to_string().as_bytes())
+    {
+        Ok(jws) => jws,
+        Err(e) => {
+            tracing::error!(error = %e, "revocation feed page could not be signed");
+            return OAuthError::new(ErrorCode::ServerError, "the feed could not be signed")
+                .into_response();
+        }
+    };
+    let mut res = signed.into_response();
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/revocations+jwt"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+async fn refuse(state: &AppState, c: &Caller, refusal: Refusal) -> Response {
+    let refusal = refusal.client(&c.client.client.client_id).authenticated();
+    refused(state, &c.realm, refusal, REFUSED, c.peer, c.now).await
+}

@@ -1,0 +1,313 @@
+//! The revocation feed end to end, on both stores: a resource server's validator reads Sigil's
+//! `/realms/{realm}/revocations` in the background and refuses, within the poll interval plus a
+//! second and with no call per request, (a) a customer's token after she signs out everywhere,
+//! (b) after `user disable`, (c) a service's token revoked with RFC 7009, (d) every token of a
+//! disabled client. Each propagation time is measured and printed. The feed itself: only for
+//! clients registered with `--introspect`; a tampered, replayed or re-aimed page is refused, and a
+//! feed that stops answering fails closed after the stale period.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use sigil::clock::{Clock, MockClock};
+use sigil::identity::totp;
+use sigil_validator::{ErrorKind, Validator};
+use tokio::time::Instant;
+
+use crate::helpers::{Client, TestApp, backends};
+use crate::login::{browser, location, pkce, query_param, setup};
+
+const POLL: Duration = Duration::from_millis(250);
+
+async fn resource_server(app: &TestApp) -> Client {
+    let made = sigil::admin::clients::create(
+        app.store.as_ref(),
+        sigil::admin::clients::NewClient {
+            realm: "customers".into(),
+            client_id: "ledger-rs".into(),
+            scopes: "balances:read".into(),
+            default_scopes: None,
+            audience: "ledger".into(),
+            access_token_ttl: None,
+            redirect_uris: vec![],
+            public: false,
+            name: None,
+            client_uri: None,
+            auth: Default::default(),
+            introspect: true,
+        },
+        app.now(),
+        "t",
+    )
+    .await
+    .expect("rs");
+    Client {
+        id: made.client.client_id,
+        secret: made.client_secret.expect("secret"),
+    }
+}
+
+async fn validator(
+    app: &TestApp,
+    clock: &MockClock,
+    rs: &Client,
+    feed_url: Option<&str>,
+) -> Result<Validator, sigil_validator::Error> {
+    let c = clock.clone();
+    let mut b = Validator::builder(app.issuer("customers"), "ledger")
+        .clock(move || c.now())
+        .revocation_feed(&rs.id, &rs.secret)
+        .revocation_poll_interval(POLL)
+        .revocation_stale_period(Duration::from_secs(60));
+    if let Some(url) = feed_url {
+        b = b.revocation_feed_url(url);
+    }
+    b.build().await
+}
+
+/// Waits (bounded) until `token` is refused as revoked; returns how long that took.
+async fn refused_within(v: &Validator, token: &str, what: &str) -> Duration {
+    let started = Instant::now();
+    loop {
+        match v.validate(token).await {
+            Err(e) if *e.kind() == ErrorKind::Revoked => break,
+            Err(e) => panic!("{what}: refused for another reason: {e}"),
+            Ok(_) => {}
+        }
+        assert!(
+            started.elapsed() < POLL + Duration::from_secs(1),
+            "{what}: still accepted after the poll interval + 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = started.elapsed();
+    println!(
+        "revocation feed propagation, {what}: {} ms",
+        took.as_millis()
+    );
+    took
+}
+
+#[tokio::test]
+async fn revocations_reach_a_validator_within_the_poll_interval() {
+    for backend in backends() {
+        let f = setup(backend).await;
+        let app = &f.app;
+        let rs = resource_server(app).await;
+        let svc = app
+            .create_client("customers", "svc", "balances:read", "ledger")
+            .await;
+        let v = validator(app, &f.clock, &rs, None)
+            .await
+            .expect("validator");
+        let sign_in = || async {
+            f.clock.advance(31);
+            let p = pkce();
+            let res = f
+                .sign_in(&browser(), &p, &totp::code_at(&f.secret, f.clock.now()))
+                .await;
+            let code = query_param(&location(&res), "code").expect("code");
+            let (status, body) = f.redeem("mobile", &code, &p.verifier).await;
+            assert_eq!(status, 200, "{body}");
+            body["access_token"].as_str().expect("at").to_owned()
+        };
+        let s = app.store.as_ref();
+
+        // (a) Sign out everywhere.
+        let token = sign_in().await;
+        v.validate(&token).await.expect("accepted before");
+        sigil::admin::users::sign_out_everywhere(s, "customers", "alice", f.clock.now(), "t")
+            .await
+            .expect("sign out");
+        refused_within(&v, &token, "global sign-out").await;
+
+        // (b) The user disabled (then enabled again: her next sign-in works).
+        let token = sign_in().await;
+        v.validate(&token).await.expect("a new session is fine");
+        sigil::admin::users::set_enabled(s, "customers", "alice", false, f.clock.now(), "t")
+            .await
+            .expect("disable");
+        refused_within(&v, &token, "user disabled").await;
+        sigil::admin::users::set_enabled(s, "customers", "alice", true, f.clock.now(), "t")
+            .await
+            .expect("enable");
+
+        // (c) A service's token revoked by its client (RFC 7009); another token of it still works.
+        let revoked = app.token("customers", &svc, None).await;
+        let kept = app.token("customers", &svc, None).await;
+        v.validate(&revoked).await.expect("accepted before");
+        let res = app
+            .http
+            .post(format!("{}/oauth2/revoke", app.issuer("customers")))
+            .basic_auth(&svc.id, Some(&svc.secret))
+            .form(&[("token", revoked.as_str())])
+            .send()
+            .await
+            .expect("revoke");
+        assert_eq!(res.status(), 200);
+        refused_within(&v, &revoked, "RFC 7009 revocation").await;
+        v.validate(&kept).await.expect("the other token");
+
+        // (d) The client disabled: every token it had; once enabled again, new tokens work.
+        sigil::admin::clients::set_enabled(s, "customers", "svc", false, f.clock.now(), "t")
+            .await
+            .expect("disable");
+        refused_within(&v, &kept, "client disabled").await;
+        sigil::admin::clients::set_enabled(s, "customers", "svc", true, f.clock.now(), "t")
+            .await
+            .expect("enable");
+        f.clock.advance(1);
+        let fresh = app.token("customers", &svc, None).await;
+        tokio::time::sleep(POLL * 2).await;
+        v.validate(&fresh)
+            .await
+            .expect("a token issued after the client came back");
+        let (entries, cursor) = v.revocations();
+        assert!(entries >= 4 && cursor >= 0, "{entries} {cursor}");
+
+        // Who may read the feed.
+        let feed = format!("{}/revocations", app.issuer("customers"));
+        let status = |req: reqwest::RequestBuilder| async move {
+            req.send().await.expect("feed").status().as_u16()
+        };
+        assert_eq!(status(app.http.get(&feed)).await, 401);
+        assert_eq!(
+            status(app.http.get(&feed).basic_auth(&svc.id, Some(&svc.secret))).await,
+            403
+        );
+        assert_eq!(
+            status(app.http.get(&feed).basic_auth(&rs.id, Some("wrong"))).await,
+            401
+        );
+        assert_eq!(
+            status(
+                app.http
+                    .get(format!("{feed}?after=-1"))
+                    .basic_auth(&rs.id, Some(&rs.secret))
+            )
+            .await,
+            400
+        );
+        let page = app
+            .http
+            .get(&feed)
+            .basic_auth(&rs.id, Some(&rs.secret))
+            .send()
+            .await
+            .expect("feed");
+        assert_eq!(page.headers()["cache-control"], "no-store");
+        let jws = page.text().await.expect("page");
+        assert_eq!(
+            crate::helpers::decode_part(&jws, 0)["typ"],
+            "revocations+jwt"
+        );
+
+        // Pages through a hostile middlebox: tampered, replayed later, answering another cursor,
+        // or not answering at all.
+        tampered_and_replayed_pages_are_refused(app, &f.clock, &rs, &feed).await;
+    }
+}
+
+/// 0 = pass through, 1 = flip a payload byte, 2 = replay the first page seen, 3 = 503.
+struct Middlebox {
+    upstream: String,
+    mode: AtomicU8,
+    first: std::sync::Mutex<Option<String>>,
+    http: reqwest::Client,
+}
+
+async fn middlebox(
+    State(m): State<Arc<Middlebox>>,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let url = format!("{}?{}", m.upstream, uri.query().unwrap_or(""));
+    let mut req = m.http.get(url);
+    if let Some(a) = headers.get("authorization") {
+        req = req.header("authorization", a.clone());
+    }
+    let body = req
+        .send()
+        .await
+        .expect("upstream")
+        .text()
+        .await
+        .expect("body");
+    let mut first = m.first.lock().expect("lock");
+    let first = first.get_or_insert_with(|| body.clone()).clone();
+    match m.mode.load(Ordering::SeqCst) {
+        1 => {
+            let (h, rest) = body.split_once('.').expect("jws");
+            let (p, sig) = rest.split_once('.').expect("jws");
+            let mut p = p.to_owned().into_bytes();
+            p[10] = if p[10] == b'A' { b'B' } else { b'A' };
+            format!("{h}.{}.{sig}", String::from_utf8(p).expect("ascii")).into_response()
+        }
+        2 => first.into_response(),
+        3 => axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        _ => body.into_response(),
+    }
+}
+
+async fn tampered_and_replayed_pages_are_refused(
+    app: &TestApp,
+    clock: &MockClock,
+    rs: &Client,
+    feed: &str,
+) {
+    let m = Arc::new(Middlebox {
+        upstream: feed.to_owned(),
+        mode: AtomicU8::new(1),
+        first: std::sync::Mutex::new(None),
+        http: reqwest::Client::new(),
+    });
+    let router = Router::new()
+        .route("/feed", get(middlebox))
+        .with_state(m.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/feed", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    // A tampered page does not verify: the validator is not built on it.
+    let err = validator(app, clock, rs, Some(&url))
+        .await
+        .expect_err("tampered");
+    assert!(matches!(err.kind(), ErrorKind::Feed(_)), "{err}");
+    // Passed through, it works; a service token validates.
+    m.mode.store(0, Ordering::SeqCst);
+    *m.first.lock().expect("lock") = None;
+    let v = validator(app, clock, rs, Some(&url))
+        .await
+        .expect("validator");
+    // The first page replayed later (to hide what came since): refused as stale or for another
+    // cursor, and the list held so far is kept meanwhile.
+    m.mode.store(2, Ordering::SeqCst);
+    clock.advance(61);
+    let err = v.poll_revocations().await.expect_err("replayed");
+    assert!(matches!(err.kind(), ErrorKind::Feed(_)), "{err}");
+    // The feed stops answering: after the stale period (60 s here) every token is refused.
+    m.mode.store(3, Ordering::SeqCst);
+    assert!(v.poll_revocations().await.is_err());
+    clock.advance(61);
+    let token_of_anyone = app
+        .token(
+            "customers",
+            &app.create_client("customers", "svc2", "balances:read", "ledger")
+                .await,
+            None,
+        )
+        .await;
+    let err = v.validate(&token_of_anyone).await.expect_err("stale list");
+    assert_eq!(*err.kind(), ErrorKind::RevocationsUnavailable);
+    // It answers again: the validator recovers by itself.
+    m.mode.store(0, Ordering::SeqCst);
+    tokio::time::sleep(POLL * 3).await;
+    v.validate(&token_of_anyone).await.expect("recovered");
+}
