@@ -345,7 +345,7 @@ pub async fn delete(
     actor: &str,
 ) -> Result<(), AdminError> {
     let audit = [AuditDraft::new(now, Some(realm), "client.deleted", actor).subject(id)];
-    if store.delete_client(realm, id, &audit).await? {
+    if store.delete_client(realm, id, now, &audit).await? {
         Ok(())
     } else {
         Err(not_found(realm, id))

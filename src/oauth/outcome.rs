@@ -120,22 +120,6 @@ pub async fn finish(
     peer: Option<IpAddr>,
     now: UnixTime,
 ) -> Response {
-    // Every refusal counts toward the address's limit, whatever its kind.
-    if let (Err(_), Some(ip)) = (&outcome, peer)
-        && state.failures.record_failure(ip, now)
-    {
-        tracing::warn!(%ip, "failed-request limit reached");
-        state.refusals.add(
-            Refused {
-                realm: Some(&realm.record.name),
-                kind: "token.rate_limited",
-                address: ip.to_string(),
-                reason: "limit_reached",
-                actor: "(address)",
-            },
-            now,
-        );
-    }
     match outcome {
         Ok(g) => {
             // The token leaves only once its audit record is durable.
@@ -175,7 +159,8 @@ pub async fn finish(
 }
 
 /// Answers a refusal: audited one by one (as `kind`) when the caller proved who it is, counted
-/// per address otherwise.
+/// per address otherwise. Every refusal, whatever its kind and endpoint (token, revocation,
+/// introspection, the feed), counts toward the address's failure limit.
 pub async fn refused(
     state: &AppState,
     realm: &LiveRealm,
@@ -184,6 +169,21 @@ pub async fn refused(
     peer: Option<IpAddr>,
     now: UnixTime,
 ) -> Response {
+    if let Some(ip) = peer
+        && state.failures.record_failure(ip, now)
+    {
+        tracing::warn!(%ip, "failed-request limit reached");
+        state.refusals.add(
+            Refused {
+                realm: Some(&realm.record.name),
+                kind: "token.rate_limited",
+                address: ip.to_string(),
+                reason: "limit_reached",
+                actor: "(address)",
+            },
+            now,
+        );
+    }
     let actor = refusal.actor.as_deref().unwrap_or("(anonymous)");
     if refusal.authenticated {
         let draft = AuditDraft::new(now, Some(&realm.record.name), kind, actor).detail(json!({

@@ -31,6 +31,27 @@ macro_rules! impl_store {
                 .map_err(|e| $crate::store::map_unique(e, || format!("key {} in realm {}", key.kid, key.realm)))?;
                 Ok(())
             }
+
+            /// A disabled or deleted client: its tokens issued until `now` go into the revocation
+            /// feed, and introspection refuses them even if the client comes back.
+            async fn revoke_client_tokens_in_tx(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                realm: &str,
+                id: &str,
+                now: i64,
+            ) -> Result<(), $crate::store::StoreError> {
+                sqlx::query(
+                    "INSERT INTO revocations (realm, kind, value, not_before, created_at, expires_at) \
+                     VALUES ($1, 'client', $2, $3, $3, $4)",
+                )
+                .bind(realm)
+                .bind(id)
+                .bind(now)
+                .bind(now + $crate::store::REVOCATION_HORIZON_SECS)
+                .execute(&mut **tx)
+                .await?;
+                Ok(())
+            }
         }
 
         impl $ty {
@@ -488,6 +509,7 @@ macro_rules! impl_store {
                 &self,
                 realm: &str,
                 id: &str,
+                now: i64,
                 audit: $crate::store::Audited<'_>,
             ) -> Result<bool, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
@@ -500,9 +522,30 @@ macro_rules! impl_store {
                     .rows_affected()
                     == 1;
                 if done {
+                    Self::revoke_client_tokens_in_tx(&mut tx, realm, id, now).await?;
                     tx.commit().await?;
                 }
                 Ok(done)
+            }
+
+            async fn client_revoked_since(
+                &self,
+                realm: &str,
+                client_id: &str,
+                iat: i64,
+                now: i64,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let found: Option<i64> = sqlx::query_scalar(
+                    "SELECT seq FROM revocations WHERE realm = $1 AND kind = 'client' AND value = $2 \
+                     AND not_before >= $3 AND expires_at > $4 LIMIT 1",
+                )
+                .bind(realm)
+                .bind(client_id)
+                .bind(iat)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(found.is_some())
             }
 
             async fn set_client_secret(
@@ -579,17 +622,7 @@ macro_rules! impl_store {
                 .rows_affected()
                     == 1;
                 if done && !enabled {
-                    // The client's tokens issued until now stop at the validators (the feed).
-                    sqlx::query(
-                        "INSERT INTO revocations (realm, kind, value, not_before, created_at, expires_at) \
-                         VALUES ($1, 'client', $2, $3, $3, $4)",
-                    )
-                    .bind(realm)
-                    .bind(id)
-                    .bind(now)
-                    .bind(now + $crate::store::REVOCATION_HORIZON_SECS)
-                    .execute(&mut *tx)
-                    .await?;
+                    Self::revoke_client_tokens_in_tx(&mut tx, realm, id, now).await?;
                 }
                 if done {
                     tx.commit().await?;

@@ -249,11 +249,22 @@ pub trait Store: login::LoginStore + Send + Sync + 'static {
     async fn create_client(&self, c: &ClientRecord, audit: Audited<'_>) -> Result<(), StoreError>;
     async fn client(&self, realm: &str, id: &str) -> Result<Option<ClientRecord>, StoreError>;
     async fn clients(&self, realm: &str) -> Result<Vec<ClientRecord>, StoreError>;
+    /// Deletes a client; its tokens issued until `now` go into the revocation feed.
     async fn delete_client(
         &self,
         realm: &str,
         id: &str,
+        now: i64,
         audit: Audited<'_>,
+    ) -> Result<bool, StoreError>;
+    /// Whether a client's tokens issued at `iat` were revoked since (it was disabled or deleted
+    /// then): a client enabled again, or created again under the same id, does not revive them.
+    async fn client_revoked_since(
+        &self,
+        realm: &str,
+        client_id: &str,
+        iat: i64,
+        now: i64,
     ) -> Result<bool, StoreError>;
     async fn set_client_secret(
         &self,

@@ -265,3 +265,52 @@ async fn an_address_failing_too_often_is_slowed_down() {
         app.token("ledger", &c, None).await;
     }
 }
+
+/// Guessing a secret at revocation, introspection or the revocation feed counts toward the same
+/// per-address limit as the token endpoint: each endpoint is blocked once it is used up.
+#[tokio::test]
+async fn guessing_at_revocation_introspection_and_the_feed_is_slowed_down_too() {
+    for backend in crate::helpers::backends() {
+        for (endpoint, get) in [
+            ("oauth2/revoke", false),
+            ("oauth2/introspect", false),
+            ("revocations", true),
+        ] {
+            let clock = sigil::clock::MockClock::new(1_800_000_000);
+            let app = crate::helpers::spawn_app_with(backend, Some(clock.clone()), |c| {
+                c.failures_per_minute_per_ip = 5
+            })
+            .await;
+            app.create_realm("ledger", Alg::ES256).await;
+            let c = app
+                .create_client("ledger", "svc", "balances:read", "ledger")
+                .await;
+            let url = format!("{}/{endpoint}", app.issuer("ledger"));
+            let send = |secret: String| {
+                let req = if get {
+                    app.http.get(&url)
+                } else {
+                    app.http.post(&url).form(&[("token", "x")])
+                };
+                req.basic_auth(&c.id, Some(secret)).send()
+            };
+            for i in 0..5 {
+                let res = send(format!("guess-{i}")).await.expect("send");
+                assert_eq!(res.status(), 401, "{endpoint}");
+            }
+            let res = send(c.secret.clone()).await.expect("send");
+            assert_eq!(res.status(), 429, "{endpoint}: the right secret waits too");
+            // And the token endpoint from the same address.
+            let res = app
+                .token_request(
+                    "ledger",
+                    Some((&c.id, &c.secret)),
+                    &[("grant_type", "client_credentials")],
+                )
+                .await;
+            assert_eq!(res.status(), 429);
+            clock.advance(60);
+            app.token("ledger", &c, None).await;
+        }
+    }
+}

@@ -77,9 +77,9 @@ def sigil():
 def ledger_for():
     procs = []
 
-    def start(issuer, audience="ledger"):
+    def start(issuer, audience="ledger", extra=()):
         p = subprocess.Popen(
-            [LEDGER, "--issuer", issuer, "--audience", audience, "--bind", "127.0.0.1:0"],
+            [LEDGER, "--issuer", issuer, "--audience", audience, "--bind", "127.0.0.1:0", *extra],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         procs.append(p)

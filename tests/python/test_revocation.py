@@ -69,3 +69,49 @@ def test_authlib_revokes_and_a_resource_server_introspects(sigil, method):
     assert res.status_code == 401 and res.json()["error"] == "invalid_client"
 
     assert "intact" in sigil.cli("audit", "verify")
+
+
+def test_the_example_ledger_refuses_a_revoked_token_within_its_poll_interval(sigil, ledger_for, tmp_path):
+    import time
+
+    sigil.cli_json("realm", "create", "ledger")
+    svc = sigil.cli_json(
+        "client", "create", "--realm", "ledger", "--id", "ach-processor",
+        "--scope", "tx:post:ach", "--audience", "ledger",
+    )
+    rs = sigil.cli_json(
+        "client", "create", "--realm", "ledger", "--id", "ledger-rs",
+        "--scope", "balances:read", "--audience", "ledger", "--introspect",
+    )
+    secret_file = tmp_path / "rs-secret"
+    secret_file.write_text(rs["client_secret"])
+    meta = discovery(sigil, "ledger")
+    ledger = ledger_for(meta["issuer"], extra=(
+        "--revocation-client-id", "ledger-rs", "--revocation-secret-file", str(secret_file),
+        "--revocation-interval-ms", "500",
+    ))
+    session = OAuth2Session(svc["client_id"], svc["client_secret"])
+    token = session.fetch_token(meta["token_endpoint"], grant_type="client_credentials")["access_token"]
+    other = session.fetch_token(meta["token_endpoint"], grant_type="client_credentials")["access_token"]
+
+    def post(t):
+        return requests.post(f"{ledger}/transactions/ach", headers={"Authorization": f"Bearer {t}"}, timeout=10)
+
+    assert post(token).status_code == 200
+    assert session.revoke_token(meta["revocation_endpoint"], token=token).status_code == 200
+    started = time.monotonic()
+    while post(token).status_code == 200:
+        assert time.monotonic() - started < 1.5, "still accepted after the interval + 1 s"
+        time.sleep(0.05)
+    res = post(token)
+    assert res.status_code == 401
+    assert 'error="invalid_token"' in res.headers["WWW-Authenticate"]
+    print(f"ledger refused the revoked token after {1000 * (time.monotonic() - started):.0f} ms")
+    assert post(other).status_code == 200
+
+    # The client disabled: every token it had.
+    sigil.cli("client", "disable", "--realm", "ledger", "--id", "ach-processor")
+    started = time.monotonic()
+    while post(other).status_code == 200:
+        assert time.monotonic() - started < 1.5
+        time.sleep(0.05)
