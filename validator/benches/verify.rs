@@ -1,5 +1,6 @@
 //! In-process verification rate of `Validator::validate` against the raw `ring` signature check
-//! of the same key and token, in the same run. Prints both and their ratio.
+//! of the same key and token, in the same run; and of a validator holding a revocation feed of
+//! 100,000 entries against one without a feed. Prints each pair and its ratio.
 //! `cargo bench -p sigil-validator --bench verify`
 
 use std::sync::Arc;
@@ -71,19 +72,49 @@ fn main() {
     sigil_validator::es256::to_low_s(&mut sig_bytes);
     let token = format!("{input}.{}", B64.encode(&sig_bytes));
 
-    let validator = rt.block_on(async {
+    // A feed page of 100,000 entries (jtis, sessions, clients), signed by the same key.
+    let entries: Vec<_> = (0..100_000)
+        .map(|i| {
+            let kind = ["jti", "sid", "client"][i % 3];
+            json!({"seq": i + 1, "kind": kind, "value": format!("{kind}-{i}"), "not_before": t, "exp": t + 3600})
+        })
+        .collect();
+    let feed_page = {
+        let payload = json!({"iss": iss, "aud": "rs", "iat": t, "after": 0, "next": 100_000,
+            "more": false, "entries": entries});
+        let input = format!(
+            "{}.{}",
+            B64.encode(json!({"alg":"ES256","kid":"k","typ":"revocations+jwt"}).to_string()),
+            B64.encode(payload.to_string())
+        );
+        let sig = pair.sign(&rng, input.as_bytes()).expect("sign");
+        format!("{input}.{}", B64.encode(sig.as_ref()))
+    };
+    let (validator, with_feed) = rt.block_on(async {
         let body = json!({ "keys": [jwk] }).to_string();
-        let app = Router::new().route("/jwks", get(move || async move { body.clone() }));
+        let app = Router::new()
+            .route("/jwks", get(move || async move { body.clone() }))
+            .route("/revocations", get(move || async move { feed_page.clone() }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Validator::builder(iss, "ledger")
+        let plain = Validator::builder(iss, "ledger")
             .jwks_uri(format!("http://{addr}/jwks"))
             .build()
             .await
-            .expect("validator")
+            .expect("validator");
+        let with_feed = Validator::builder(iss, "ledger")
+            .jwks_uri(format!("http://{addr}/jwks"))
+            .revocation_feed("rs", "secret")
+            .revocation_feed_url(format!("http://{addr}/revocations"))
+            .revocation_poll_interval(Duration::from_secs(3600))
+            .build()
+            .await
+            .expect("validator with feed");
+        assert_eq!(with_feed.revocations().0, 100_000);
+        (plain, with_feed)
     });
 
     let key = UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point);
@@ -96,7 +127,25 @@ fn main() {
         let ok = rt.block_on(async { v.validate(&token).await.is_ok() });
         assert!(ok);
     });
+    let with_feed = Arc::new(with_feed);
+    let fed = rate(|| {
+        let v = with_feed.clone();
+        let ok = rt.block_on(async { v.validate(&token).await.is_ok() });
+        assert!(ok);
+    });
+    // The plain validator again, so drift on a shared machine shows.
+    let full_again = rate(|| {
+        let v = validator.clone();
+        let ok = rt.block_on(async { v.validate(&token).await.is_ok() });
+        assert!(ok);
+    });
     println!("raw_verify_per_sec {raw:.0}");
     println!("validator_verify_per_sec {full:.0}");
     println!("validator_vs_raw_ratio {:.3}", full / raw);
+    println!("validator_with_100k_revocations_per_sec {fed:.0}");
+    println!("validator_again_per_sec {full_again:.0}");
+    println!(
+        "with_feed_vs_without_ratio {:.3}",
+        fed / ((full + full_again) / 2.0)
+    );
 }
