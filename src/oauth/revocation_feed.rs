@@ -18,7 +18,6 @@ use axum::Extension;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use super::caller::{self, Caller, Input};
 use super::outcome::{Refusal, refused};
@@ -98,26 +97,17 @@ pub async fn feed(
         .take_while(|e| e.created_at <= settled)
         .last()
         .map_or(after, |e| e.seq);
-    let payload = json!({
-        "iss": c.realm.issuer,
-        "aud": client.client_id,
-        "iat": c.now,
-        "after": after,
-        "next": next,
-        "more": more,
-        "entries": page.iter().map(|e| json!({
-            "seq": e.seq,
-            "kind": e.kind,
-            "value": e.value,
-            "not_before": e.not_before,
-            "exp": e.expires_at,
-        })).collect::<Vec<_>>(),
-    });
-    let signed = match c
-        .realm
-        .signing
-        .sign_typed(TYP, payload.to_string().as_bytes())
-    {
+    let payload = FeedPage {
+        iss: &c.realm.issuer,
+        aud: &client.client_id,
+        iat: c.now,
+        after,
+        next,
+        more,
+        entries: page,
+    };
+    let json = serde_json::to_vec(&payload).unwrap_or_default();
+    let signed = match c.realm.signing.sign_typed(TYP, &json) {
         Ok(jws) => jws,
         Err(e) => {
             tracing::error!(error = %e, "revocation feed page could not be signed");
@@ -133,6 +123,18 @@ pub async fn feed(
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
+}
+
+/// One page, serialised straight from the rows.
+#[derive(serde::Serialize)]
+struct FeedPage<'a> {
+    iss: &'a str,
+    aud: &'a str,
+    iat: i64,
+    after: i64,
+    next: i64,
+    more: bool,
+    entries: &'a [crate::store::login::RevocationRecord],
 }
 
 async fn refuse(state: &AppState, c: &Caller, refusal: Refusal) -> Response {

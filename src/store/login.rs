@@ -104,7 +104,10 @@ pub struct RevocationRecord {
     pub kind: String,
     pub value: String,
     pub not_before: i64,
+    #[serde(skip)]
     pub created_at: i64,
+    /// Published as `exp`.
+    #[serde(rename = "exp")]
     pub expires_at: i64,
 }
 

@@ -94,7 +94,10 @@ fn main() {
         let body = json!({ "keys": [jwk] }).to_string();
         let app = Router::new()
             .route("/jwks", get(move || async move { body.clone() }))
-            .route("/revocations", get(move || async move { feed_page.clone() }));
+            .route(
+                "/revocations",
+                get(move || async move { feed_page.clone() }),
+            );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
