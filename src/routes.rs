@@ -122,6 +122,14 @@ fn bench_ceiling_route() -> Router<AppState> {
 fn page_routes() -> Router<AppState> {
     Router::new()
         .route(
+            &format!("/realms/{{realm}}{}", oidc::END_SESSION_PATH),
+            get(crate::login::logout::end_session).post(crate::login::logout::end_session),
+        )
+        .route(
+            &format!("/realms/{{realm}}{}/confirm", oidc::END_SESSION_PATH),
+            post(crate::login::logout::confirm),
+        )
+        .route(
             &format!("/realms/{{realm}}{}", oidc::AUTHORIZE_PATH),
             get(crate::login::authorize::authorize),
         )

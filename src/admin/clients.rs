@@ -34,6 +34,8 @@ pub struct NewClient {
     pub auth: ClientAuth,
     /// May call the introspection endpoint (a resource server).
     pub introspect: bool,
+    /// Where users may be sent after signing out through the end-session endpoint (exact URIs).
+    pub post_logout_redirect_uris: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -54,6 +56,7 @@ pub struct ClientView {
     pub public: bool,
     /// May call the introspection endpoint.
     pub introspect: bool,
+    pub post_logout_redirect_uris: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -149,6 +152,18 @@ pub async fn create(
     if let Some(ttl) = req.access_token_ttl {
         check_ttl("token-ttl", ttl)?;
     }
+    if let Some(bad) = req
+        .post_logout_redirect_uris
+        .iter()
+        .find(|u| !is_valid_redirect_uri(u))
+    {
+        return Err(invalid(
+            "post-logout-redirect-uri",
+            format!(
+                "{bad:?} must be https, http on a loopback host, or a private-use scheme, without a fragment"
+            ),
+        ));
+    }
     if let Some(bad) = req.redirect_uris.iter().find(|u| !is_valid_redirect_uri(u)) {
         return Err(invalid(
             "redirect-uri",
@@ -173,6 +188,12 @@ pub async fn create(
     req.auth
         .validate(req.public)
         .map_err(|e| invalid("auth", e.to_string()))?;
+    if req.public && req.introspect {
+        return Err(invalid(
+            "introspect",
+            "a public client cannot introspect (it has no secret to prove who it is)",
+        ));
+    }
     if req.public && req.redirect_uris.is_empty() {
         return Err(invalid(
             "public",
@@ -210,6 +231,8 @@ pub async fn create(
             .map(|u| u.to_string()),
         auth_config: req.auth.to_stored(),
         may_introspect: req.introspect,
+        post_logout_redirect_uris: serde_json::to_string(&req.post_logout_redirect_uris)
+            .unwrap_or_else(|_| "[]".into()),
         parsed_auth: Default::default(),
     };
     if store.realm(&req.realm).await?.is_none() {
@@ -422,6 +445,7 @@ fn split(s: &str) -> Vec<String> {
 fn view(c: ClientRecord) -> ClientView {
     ClientView {
         redirect_uris: c.redirect_uris(),
+        post_logout_redirect_uris: c.post_logout_redirect_uris(),
         allowed_scopes: split(&c.allowed_scopes),
         default_scopes: split(&c.default_scopes),
         grant_types: split(&c.grant_types),

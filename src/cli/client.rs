@@ -51,6 +51,10 @@ pub enum ClientCommand {
         /// A resource server: may call the introspection endpoint (RFC 7662).
         #[arg(long)]
         introspect: bool,
+        /// An exact URI users may be sent to after signing out through the end-session
+        /// endpoint (repeatable; RP-Initiated Logout).
+        #[arg(long = "post-logout-redirect-uri")]
+        post_logout_redirect_uris: Vec<String>,
         /// Accepted for symmetry; the output is always JSON.
         #[arg(long)]
         json: bool,
@@ -117,6 +121,7 @@ pub(super) async fn run(
             client_uri,
             auth,
             introspect,
+            post_logout_redirect_uris,
             json: _,
         } => {
             let auth = auth.into_client_auth(public)?;
@@ -133,6 +138,7 @@ pub(super) async fn run(
                 client_uri,
                 auth,
                 introspect,
+                post_logout_redirect_uris,
             };
             print_json(&admin::clients::create(s, req, now, actor).await?);
         }

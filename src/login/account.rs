@@ -344,24 +344,20 @@ pub async fn sign_out_here(
         Ok(x) => x,
         Err(res) => return res,
     };
+    // Ended with its audit record and its entry in the revocation feed, in one transaction.
+    let audit_rows = [
+        AuditDraft::new(now, Some(&name), "user.signed_out", &cur.user.username)
+            .subject(&cur.user.id)
+            .detail(serde_json::json!({"sid": cur.session.sid})),
+    ];
     if state
         .store
-        .delete_session(&cur.session.id_hash)
+        .end_session(&cur.session.id_hash, &name, now, &audit_rows)
         .await
         .is_err()
     {
         return unavailable(&state, Some(&realm));
     }
-    audit(
-        &state,
-        &realm,
-        "user.signed_out",
-        &cur.user.username,
-        Some(&cur.user.id),
-        serde_json::json!({"sid": cur.session.sid}),
-        now,
-    )
-    .await;
     signed_out_page(&state, &realm, "signed_out", client_id.as_deref(), now).await
 }
 

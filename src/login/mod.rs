@@ -9,6 +9,7 @@ pub mod common;
 pub mod consent;
 pub mod enrol;
 pub mod i18n;
+pub mod logout;
 pub mod pages_support;
 pub mod passkeys;
 pub mod pending;

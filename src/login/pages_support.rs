@@ -27,6 +27,7 @@ pub fn environment() -> Arc<Environment<'static>> {
         ("totp.html", include_str!("../../templates/totp.html")),
         ("message.html", include_str!("../../templates/message.html")),
         ("consent.html", include_str!("../../templates/consent.html")),
+        ("logout.html", include_str!("../../templates/logout.html")),
         ("reauth.html", include_str!("../../templates/reauth.html")),
         ("done.html", include_str!("../../templates/done.html")),
         (

@@ -152,6 +152,18 @@ pub async fn access_token_live(
     if !client_enabled(state, name, client_id, now).await? {
         return Ok(false);
     }
+    // Disabled or deleted since the token was issued: enabling it again, or a new client under
+    // the same id, does not bring the token back (the second of `iat` counts as before).
+    let Some(iat) = claims.get("iat").and_then(Value::as_i64) else {
+        return Ok(false);
+    };
+    if state
+        .store
+        .client_revoked_since(name, client_id, iat, now)
+        .await?
+    {
+        return Ok(false);
+    }
     match (
         claims.get("sub").and_then(Value::as_str),
         claims.get("sid").and_then(Value::as_str),

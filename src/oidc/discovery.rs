@@ -30,6 +30,7 @@ pub fn metadata(
         "revocation_endpoint": format!("{iss}{REVOCATION_PATH}"),
         "introspection_endpoint": format!("{iss}{INTROSPECTION_PATH}"),
         "revocation_feed_endpoint": format!("{iss}{}", super::REVOCATION_FEED_PATH),
+        "end_session_endpoint": format!("{iss}{}", super::END_SESSION_PATH),
         "revocation_endpoint_auth_methods_supported": AuthMethod::ALL.map(AuthMethod::as_str),
         "introspection_endpoint_auth_methods_supported": AuthMethod::ALL.map(AuthMethod::as_str),
         "revocation_endpoint_auth_signing_alg_values_supported": sigil_validator::jwk::SUPPORTED_ALGS,

@@ -9,6 +9,7 @@ pub const TOKEN_PATH: &str = "/oauth2/token";
 pub const REVOCATION_PATH: &str = "/oauth2/revoke";
 pub const INTROSPECTION_PATH: &str = "/oauth2/introspect";
 pub const REVOCATION_FEED_PATH: &str = "/revocations";
+pub const END_SESSION_PATH: &str = "/oauth2/logout";
 pub const AUTHORIZE_PATH: &str = "/oauth2/authorize";
 pub const JWKS_PATH: &str = "/jwks";
 pub const USERINFO_PATH: &str = "/oauth2/userinfo";

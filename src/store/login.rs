@@ -363,6 +363,15 @@ pub trait LoginStore: Send + Sync {
         audit: Audited<'_>,
     ) -> Result<bool, StoreError>;
     async fn delete_session(&self, id_hash: &str) -> Result<bool, StoreError>;
+    /// Ends one session (RP-initiated logout): deletes it and puts its `sid` in the revocation
+    /// feed, with its audit record, in one transaction. False (nothing written) if it was gone.
+    async fn end_session(
+        &self,
+        id_hash: &str,
+        realm: &str,
+        now: i64,
+        audit: Audited<'_>,
+    ) -> Result<bool, StoreError>;
     async fn sessions_of(
         &self,
         realm: &str,

@@ -413,6 +413,22 @@ macro_rules! impl_login_store {
                 ).bind(realm).bind(user_id).fetch_all(&self.pool).await?)
             }
 
+            async fn end_session(&self, id_hash: &str, realm: &str, now: i64, audit: $crate::store::Audited<'_>) -> Result<bool, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
+                sqlx::query(
+                    "INSERT INTO revocations (realm, kind, value, not_before, created_at, expires_at) \
+                     SELECT realm, 'sid', sid, $3, $3, $4 FROM sessions WHERE id_hash = $1 AND realm = $2",
+                ).bind(id_hash).bind(realm).bind(now).bind(now + $crate::store::REVOCATION_HORIZON_SECS)
+                .execute(&mut *tx).await?;
+                let ended = sqlx::query("DELETE FROM sessions WHERE id_hash = $1 AND realm = $2")
+                    .bind(id_hash).bind(realm).execute(&mut *tx).await?.rows_affected() == 1;
+                if ended {
+                    tx.commit().await?;
+                }
+                Ok(ended)
+            }
+
             async fn sign_out_everywhere(&self, realm: &str, user_id: &str, now: i64, audit: $crate::store::Audited<'_>) -> Result<u64, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
                 Self::append_in_tx(&self.chain, &mut tx, audit).await?;

@@ -115,6 +115,8 @@ pub struct ClientRecord {
     pub auth_config: Option<String>,
     /// May call the introspection endpoint (RFC 7662): a resource server.
     pub may_introspect: bool,
+    /// Exact post-logout redirect URIs (RP-Initiated Logout), a JSON list of strings.
+    pub post_logout_redirect_uris: String,
     /// `auth_config` parsed (inline JWKS included) on first use: the directory caches the
     /// record, so a client's settings are parsed once per cache period, not once per request.
     #[sqlx(skip)]
@@ -140,6 +142,15 @@ impl ClientRecord {
 
     pub fn redirect_uris(&self) -> Vec<String> {
         serde_json::from_str::<Vec<String>>(&self.redirect_uris)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|u| crate::admin::clients::is_valid_redirect_uri(u))
+            .collect()
+    }
+
+    /// The registered post-logout redirect URIs, each re-validated like the redirect URIs.
+    pub fn post_logout_redirect_uris(&self) -> Vec<String> {
+        serde_json::from_str::<Vec<String>>(&self.post_logout_redirect_uris)
             .unwrap_or_default()
             .into_iter()
             .filter(|u| crate::admin::clients::is_valid_redirect_uri(u))

@@ -157,6 +157,7 @@ async fn per_client_lifetime_overrides_the_realm(app: &TestApp) {
             client_uri: None,
             auth: Default::default(),
             introspect: false,
+            post_logout_redirect_uris: vec![],
         },
         app.now(),
         "test",

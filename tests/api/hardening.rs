@@ -958,6 +958,7 @@ async fn a_redirect_uri_with_a_space_registers_nothing() {
                 client_uri: None,
                 auth: Default::default(),
                 introspect: false,
+                post_logout_redirect_uris: vec![],
             },
             f.clock.now(),
             "t",

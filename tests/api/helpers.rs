@@ -349,6 +349,7 @@ impl TestApp {
                 client_uri: None,
                 auth: Default::default(),
                 introspect: false,
+                post_logout_redirect_uris: vec![],
             },
             self.now(),
             "test",

@@ -12,6 +12,7 @@ use sigil::keys::Alg;
 use crate::helpers::{Backend, TestApp, backends, decode_part, spawn_app_with};
 
 pub(crate) const REDIRECT: &str = "https://app.example/cb";
+pub(crate) const SIGNED_OUT: &str = "https://app.example/signed-out";
 pub(crate) const PASSWORD: &str = "correct horse battery staple";
 
 pub(crate) fn browser() -> reqwest::Client {
@@ -108,6 +109,7 @@ pub(crate) async fn setup(backend: Backend) -> Fixture {
                 client_uri: None,
                 auth: Default::default(),
                 introspect: false,
+                post_logout_redirect_uris: vec![SIGNED_OUT.into()],
             },
             now,
             "t",
@@ -696,6 +698,7 @@ async fn attacks_on_the_sign_in_flow_fail() {
                 client_uri: None,
                 auth: Default::default(),
                 introspect: false,
+                post_logout_redirect_uris: vec![],
             },
             f.clock.now(),
             "t",

@@ -20,6 +20,7 @@ mod discovery_jwks;
 mod hardening;
 mod limits;
 mod login;
+mod logout;
 mod memory;
 mod passkey;
 mod revocation;

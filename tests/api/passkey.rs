@@ -183,6 +183,7 @@ async fn passkey_enrolment_sign_in_step_up_and_forgeries() {
                 client_uri: None,
                 auth: Default::default(),
                 introspect: false,
+                post_logout_redirect_uris: vec![],
             },
             clock.now(),
             "t",

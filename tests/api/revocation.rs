@@ -29,6 +29,7 @@ async fn resource_server(app: &TestApp, realm: &str, id: &str) -> Client {
             client_uri: None,
             auth: Default::default(),
             introspect: true,
+            post_logout_redirect_uris: vec![],
         },
         app.now(),
         "test",
@@ -258,6 +259,27 @@ async fn service_tokens(app: &TestApp) {
     .await
     .expect("disable");
     assert_eq!(introspect(app, "ledger", &rs, &t3).await["active"], false);
+    // Enabled again, the client's earlier tokens stay dead; tokens issued after work (a token
+    // issued in the very second of the disable counts as before it, so wait for the next one).
+    let store = app.store.as_ref();
+    sigil::admin::clients::set_enabled(store, "ledger", "svc-a", true, app.now(), "t")
+        .await
+        .expect("enable");
+    assert_eq!(introspect(app, "ledger", &rs, &t3).await["active"], false);
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let t4 = app.token("ledger", &a, None).await;
+    assert_eq!(introspect(app, "ledger", &rs, &t4).await["active"], true);
+    // Deleted and created again under the same id: the old client's tokens stay dead.
+    sigil::admin::clients::delete(store, "ledger", "svc-a", app.now(), "t")
+        .await
+        .expect("delete");
+    let again = app
+        .create_client("ledger", "svc-a", "balances:read", "elsewhere")
+        .await;
+    assert_eq!(introspect(app, "ledger", &rs, &t4).await["active"], false);
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let t5 = app.token("ledger", &again, None).await;
+    assert_eq!(introspect(app, "ledger", &rs, &t5).await["active"], true);
 
     // The audit log has each revocation and each ignored one, and never a token.
     let rows = app.audit().await;

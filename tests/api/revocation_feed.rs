@@ -40,6 +40,7 @@ async fn resource_server(app: &TestApp) -> Client {
             client_uri: None,
             auth: Default::default(),
             introspect: true,
+            post_logout_redirect_uris: vec![],
         },
         app.now(),
         "t",

@@ -56,6 +56,7 @@ async fn register(app: &TestApp, realm: &str, id: &str, auth: ClientAuth) -> Opt
             client_uri: None,
             auth,
             introspect: false,
+            post_logout_redirect_uris: vec![],
         },
         app.now(),
         "test",

@@ -50,6 +50,7 @@ threading.Thread(target=_CLIENT.serve_forever, daemon=True).start()
 CLIENT_ORIGIN = f"http://localhost:{_CLIENT.server_address[1]}"
 CALLBACK = f"{CLIENT_ORIGIN}/callback"
 APP_HOME = f"{CLIENT_ORIGIN}/home"
+SIGNED_OUT = f"{CLIENT_ORIGIN}/signed-out"
 PASSWORD = "correct horse battery staple"
 
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Chromium is not installed")
@@ -64,6 +65,7 @@ TEXT = {
            "sign_in": "Sign in", "choose_password": "Choose a password", "app_code": "Code shown by the app",
            "finish": "Finish setting up", "recovery": "Save your recovery codes", "continue": "Continue",
            "sign_out_here": "Sign out of this browser", "signed_out": "You're signed out",
+           "logout_confirm": "Sign out",
            "method_passkey": "with a passkey", "last_used": "Last used", "method_password": "with a password and authenticator code",
            "replace": "Replace your authenticator app", "setup": "Set up an authenticator app",
            "code_mismatch": "did not match", "generic": "is not right", "disabled": "is disabled",
@@ -74,6 +76,7 @@ TEXT = {
            "sign_in": "Anmelden", "choose_password": "Passwort wählen", "app_code": "Von der App angezeigter Code",
            "finish": "Einrichtung abschließen", "recovery": "Speichern Sie Ihre Wiederherstellungscodes", "continue": "Weiter",
            "sign_out_here": "In diesem Browser abmelden", "signed_out": "Sie sind abgemeldet",
+           "logout_confirm": "Abmelden",
            "method_passkey": "mit einem Passkey", "last_used": "Zuletzt verwendet", "method_password": "mit Passwort und Authenticator-Code",
            "replace": "Authenticator-App ersetzen", "setup": "Authenticator-App einrichten",
            "code_mismatch": "stimmt nicht", "generic": "stimmen nicht", "disabled": "ist deaktiviert",
@@ -181,7 +184,8 @@ def set_up_realm(sigil):
     sigil.cli("group", "create", "--realm", "customers", "--name", "retail", "--scope", "balances:read")
     sigil.cli_json("client", "create", "--realm", "customers", "--id", "mobile", "--scope", "balances:read",
                    "--audience", "ledger", "--redirect-uri", CALLBACK, "--public",
-                   "--name", "Mobile Banking", "--client-uri", APP_HOME)
+                   "--name", "Mobile Banking", "--client-uri", APP_HOME,
+                   "--post-logout-redirect-uri", SIGNED_OUT)
 
 
 def invite(sigil, username):
@@ -289,7 +293,34 @@ def test_passkey_journey_keyboard_only(sigil, browsers, lang):
     page.evaluate("sessionStorage.removeItem('sigil-no-autofill')")  # on the signed-out page
     verifier = authorize(b, issuer, state="auto")
     code = landed(b, issuer, state="auto")
-    redeem(issuer, code, verifier)
+    tokens = redeem(issuer, code, verifier)
+
+    # RP-initiated logout without an ID token hint: the confirmation page, answered by keyboard;
+    # the page's CSP lets its form go back to the app, which gets its state back.
+    page.goto(f"{issuer}/oauth2/logout?" + urlencode(
+        {"client_id": "mobile", "post_logout_redirect_uri": SIGNED_OUT, "state": "bye"}))
+    page.wait_for_selector("#logout-confirm")
+    b.shoot("logout")
+    b.tab_to(t["logout_confirm"])
+    page.wait_for_url(f"{SIGNED_OUT}**")
+    assert parse_qs(urlparse(page.url).query)["state"] == ["bye"]
+    dead = requests.post(f"{issuer}/oauth2/token", timeout=10, data={
+        "grant_type": "refresh_token", "client_id": "mobile", "refresh_token": tokens["refresh_token"]})
+    assert dead.status_code == 400, dead.text
+    # With the hint of this session: no question, straight back to the app.
+    verifier = authorize(b, issuer, state="auto2")
+    tokens = redeem(issuer, landed(b, issuer, state="auto2"), verifier)
+    page.goto(f"{issuer}/oauth2/logout?" + urlencode(
+        {"id_token_hint": tokens["id_token"], "post_logout_redirect_uri": SIGNED_OUT, "state": "bye2"}))
+    page.wait_for_url(f"{SIGNED_OUT}**")
+    assert parse_qs(urlparse(page.url).query)["state"] == ["bye2"]
+    # A URI off by one character: refused on a page, no redirect.
+    page.goto(f"{issuer}/oauth2/logout?" + urlencode(
+        {"client_id": "mobile", "post_logout_redirect_uri": SIGNED_OUT + "x"}))
+    assert page.url.startswith(issuer)
+    assert page.locator("#message").get_attribute("data-key") == "logout_bad_request"
+    verifier = authorize(b, issuer, state="auto3")
+    redeem(issuer, landed(b, issuer, state="auto3"), verifier)
 
     # A sign-in the user cancels goes back to the app with access_denied, state and iss.
     page.goto(f"{issuer}/account")
@@ -460,5 +491,5 @@ def test_every_page_was_photographed_in_both_languages():
         for page in ["enrol", "enrol-done", "sign-in", "account", "signed-out", "enrol-error", "recovery-codes",
                      "enrol-done-password", "sign-in-error", "totp-replace", "error-invite-used",
                      "error-sign-in-timed-out", "error-bad-request", "error-passkey-cancelled",
-                     "error-throttled", "error-disabled", "consent", "reauth"]:
+                     "error-throttled", "error-disabled", "consent", "reauth", "logout"]:
             assert page in names, f"{lang}: no screenshot of {page}"

@@ -167,7 +167,8 @@ async fn main() {
             "usage: ledger --issuer URL --audience AUD [--bind HOST:PORT] \
              [--tls-cert FILE --tls-key FILE [--client-ca FILE]] [--require-sender-constrained] \
              [--public-url URL] [--trusted-proxy CIDR[,CIDR...] --client-cert-header NAME \
-             --client-cert-format envoy|nginx]"
+             --client-cert-format envoy|nginx] [--revocation-client-id ID \
+             --revocation-secret-file FILE [--revocation-interval-ms N]]"
         );
         std::process::exit(2);
     };

@@ -78,9 +78,9 @@ impl RevocationSet {
                 .is_some_and(|(not_before, _)| iat.is_none_or(|t| t <= *not_before))
     }
 
-    /// Adds a page's entries (seen before or not: the same entry twice is one) and drops the
-    /// expired ones.
-    pub fn apply(&mut self, page: &Page, now: i64) {
+    /// Adds a page's entries (seen before or not: the same entry twice is one) and drops those
+    /// expired by more than `leeway` (the validator accepts tokens that long past their `exp`).
+    pub fn apply(&mut self, page: &Page, now: i64, leeway: i64) {
         for e in &page.entries {
             match e.kind.as_str() {
                 "jti" => {
@@ -97,9 +97,10 @@ impl RevocationSet {
                 _ => {} // a kind this validator does not know: newer issuers may add some
             }
         }
-        self.jtis.retain(|_, exp| *exp > now);
-        self.sids.retain(|_, exp| *exp > now);
-        self.clients.retain(|_, (_, exp)| *exp > now);
+        let horizon = now - leeway;
+        self.jtis.retain(|_, exp| *exp > horizon);
+        self.sids.retain(|_, exp| *exp > horizon);
+        self.clients.retain(|_, (_, exp)| *exp > horizon);
         self.cursor = self.cursor.max(page.next);
         self.fetched_at = now;
     }
@@ -169,6 +170,7 @@ mod tests {
                 7,
             ),
             50,
+            60,
         );
         assert_eq!((set.len(), set.cursor, set.fetched_at), (3, 7, 50));
         assert!(set.revokes(Some("j1"), None, None, None));
@@ -184,8 +186,11 @@ mod tests {
             "issued after"
         );
         assert!(set.revokes(None, None, Some("c1"), None), "no iat");
+        // Past their expiry, entries stay for the leeway (tokens are accepted that long).
+        set.apply(&page(vec![], 3), 250, 60);
+        assert!(set.revokes(Some("j1"), None, None, None));
         // A page with nothing new, later: expired entries go; the cursor never moves back.
-        set.apply(&page(vec![], 3), 200);
+        set.apply(&page(vec![], 3), 261, 60);
         assert_eq!((set.len(), set.cursor), (0, 7));
         assert!(!set.revokes(Some("j1"), Some("s1"), Some("c1"), Some(0)));
     }

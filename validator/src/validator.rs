@@ -65,6 +65,10 @@ struct Policy {
 
 pub struct ValidatorBuilder {
     policy: Policy,
+    /// The feed's settings, applied in `build()` whatever the order of the calls.
+    feed_url: Option<String>,
+    feed_interval: Duration,
+    feed_stale: Duration,
     jwks_uri: Option<String>,
     http: Option<reqwest::Client>,
     clock: Option<ClockFn>,
@@ -160,7 +164,7 @@ impl ValidatorBuilder {
         client_secret: impl Into<String>,
     ) -> Self {
         self.policy.feed = Some(FeedConfig {
-            url: String::new(), // set in build() from the issuer unless given
+            url: String::new(), // set in build()
             client_id: client_id.into(),
             client_secret: client_secret.into(),
             interval: Duration::from_secs(5),
@@ -168,26 +172,20 @@ impl ValidatorBuilder {
         });
         self
     }
-    /// The feed's URL, if not `{issuer}/revocations`.
+    /// The feed's URL, if not `{issuer}/revocations` (used once `revocation_feed` is set).
     pub fn revocation_feed_url(mut self, url: impl Into<String>) -> Self {
-        if let Some(f) = &mut self.policy.feed {
-            f.url = url.into();
-        }
+        self.feed_url = Some(url.into());
         self
     }
-    /// How often the feed is read (default 5 s).
+    /// How often the feed is read (default 5 s, at least 100 ms).
     pub fn revocation_poll_interval(mut self, interval: Duration) -> Self {
-        if let Some(f) = &mut self.policy.feed {
-            f.interval = interval.max(Duration::from_millis(100));
-        }
+        self.feed_interval = interval.max(Duration::from_millis(100));
         self
     }
     /// How long the last list is trusted while the feed does not answer (default 120 s past the
     /// last answer); after that every token is refused until it answers again.
     pub fn revocation_stale_period(mut self, period: Duration) -> Self {
-        if let Some(f) = &mut self.policy.feed {
-            f.stale_period = period.as_secs() as i64;
-        }
+        self.feed_stale = period;
         self
     }
     /// Skip discovery and fetch keys from this URL.
@@ -221,10 +219,12 @@ impl ValidatorBuilder {
         };
         let mut policy = self.policy;
         policy.issuer = policy.issuer.trim_end_matches('/').to_owned();
-        if let Some(feed) = &mut policy.feed
-            && feed.url.is_empty()
-        {
-            feed.url = format!("{}/revocations", policy.issuer);
+        if let Some(feed) = &mut policy.feed {
+            feed.url = self
+                .feed_url
+                .unwrap_or_else(|| format!("{}/revocations", policy.issuer));
+            feed.interval = self.feed_interval;
+            feed.stale_period = self.feed_stale.as_secs() as i64;
         }
         let jwks_uri = match self.jwks_uri {
             Some(u) => u,
@@ -463,6 +463,9 @@ impl Validator {
             http: None,
             clock: None,
             fetch_timeout: Duration::from_secs(5),
+            feed_url: None,
+            feed_interval: Duration::from_secs(5),
+            feed_stale: Duration::from_secs(120),
         }
     }
 
@@ -774,7 +777,7 @@ impl Validator {
             if (now - page.iat).abs() > policy.leeway {
                 return Err(unavailable("a stale or future page".into()));
             }
-            set.apply(&page, now);
+            set.apply(&page, now, policy.leeway);
             if !(page.more && page.next > after) {
                 break;
             }
