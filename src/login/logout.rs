@@ -28,6 +28,9 @@ use crate::oauth::form::{self, Params};
 use crate::oidc::RealmPath;
 use crate::state::AppState;
 
+/// The longest `state` passed back to the app (it ends up in a `Location` header).
+const MAX_STATE_BYTES: usize = 1024;
+
 /// What a logout request asks for, once checked.
 struct Request {
     /// The verified hint's claims.
@@ -59,8 +62,9 @@ pub async fn end_session(
         return bad_request(&state, &realm);
     };
     let Some(cur) = session::current(&state, &realm, &headers, now).await else {
-        // Nobody is signed in here: there is nothing to end.
-        return finish(&state, &realm, &req, now).await;
+        // Nobody is signed in here: there is nothing to end (and no cookie to clear: a cross-site
+        // request arrives without it, and must not sign anyone out of this browser).
+        return finish(&state, &realm, &req, false).await;
     };
     let same_session = req.hint.as_ref().is_some_and(|h| {
         h.get("sid").and_then(Value::as_str) == Some(cur.session.sid.as_str())
@@ -70,7 +74,7 @@ pub async fn end_session(
         if let Err(res) = end(&state, &realm, &cur, req.client_id.as_deref(), now).await {
             return res;
         }
-        return finish(&state, &realm, &req, now).await;
+        return finish(&state, &realm, &req, true).await;
     }
     confirmation(&state, &realm, &cur, &req, now).await
 }
@@ -96,7 +100,7 @@ pub async fn confirm(
         return bad_request(&state, &realm);
     };
     let Some(cur) = session::current(&state, &realm, &headers, now).await else {
-        return finish(&state, &realm, &req, now).await;
+        return finish(&state, &realm, &req, false).await;
     };
     if !csrf_ok(&session::session_csrf(&cur.token), params.get("csrf")) {
         return csrf_refused(&state, &realm);
@@ -112,7 +116,7 @@ pub async fn confirm(
     if let Err(res) = end(&state, &realm, &cur, req.client_id.as_deref(), now).await {
         return res;
     }
-    finish(&state, &realm, &req, now).await
+    finish(&state, &realm, &req, true).await
 }
 
 /// The request's parameters: the query string (GET) or a form body (POST), by the token
@@ -169,11 +173,15 @@ async fn check(
             Some(uri.to_owned())
         }
     };
+    let state_param = params.get("state");
+    if state_param.is_some_and(|s| s.len() > MAX_STATE_BYTES) {
+        return None;
+    }
     Some(Request {
         hint,
         client_id,
         redirect,
-        state: params.get("state").map(str::to_owned),
+        state: state_param.map(str::to_owned),
     })
 }
 
@@ -231,8 +239,8 @@ async fn end(
 }
 
 /// After the session (if any) ended: the registered URI with `state`, else the "signed out" page.
-/// Either way this browser's session cookie is cleared.
-async fn finish(state: &AppState, realm: &LiveRealm, req: &Request, _now: UnixTime) -> Response {
+/// The session cookie is cleared only when this request ended the session it names.
+async fn finish(state: &AppState, realm: &LiveRealm, req: &Request, ended: bool) -> Response {
     let mut res = match &req.redirect {
         Some(uri) => {
             let mut to = url::Url::parse(uri).ok();
@@ -246,6 +254,9 @@ async fn finish(state: &AppState, realm: &LiveRealm, req: &Request, _now: UnixTi
         }
         None => message(&state.templates, Some(realm), StatusCode::OK, "signed_out"),
     };
+    if !ended {
+        return res;
+    }
     res.headers_mut().append(
         header::SET_COOKIE,
         cookie(

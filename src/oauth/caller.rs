@@ -71,7 +71,16 @@ pub async fn authenticate(
                 let bytes = read_body(headers, body, state.config.max_body_bytes).await?;
                 form::parse(headers, &bytes)
             }
-            Input::Query(q) => form::parse_query(q),
+            Input::Query(q) => form::parse_query(q).and_then(|p| {
+                // RFC 6749 §2.3.1: client credentials never in the URL (logs keep URLs).
+                if p.get("client_secret").is_some() || p.get("client_assertion").is_some() {
+                    Err(OAuthError::invalid_request(
+                        "client credentials do not belong in the URL",
+                    ))
+                } else {
+                    Ok(p)
+                }
+            }),
         }
         .map_err(|e| super::outcome::Refusal::new(e, "malformed_request"))?;
         let client = client_auth::from_request(state, &realm, headers, &params, ctx, now).await?;

@@ -511,7 +511,8 @@ macro_rules! impl_login_store {
                     sqlx::query(
                         "INSERT INTO revocations (realm, kind, value, not_before, created_at, expires_at) \
                          VALUES ($1, 'jti', $2, $3, $3, $4)",
-                    ).bind(realm).bind(jti).bind(now).bind(exp).execute(&mut *tx).await?;
+                    ).bind(realm).bind(jti).bind(now).bind(exp + $crate::store::VALIDATOR_LEEWAY_SECS)
+                    .execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
                 Ok(())

@@ -401,9 +401,13 @@ pub trait AuditSession: Send {
 /// A chain's stored head: (chain, seq, hash).
 pub type ChainHead = (String, i64, String);
 
+/// The clock leeway a validator may allow past a token's `exp` (the validator crate's default is
+/// 60 s): a revoked token stays in the revocation feed that much longer than it lives.
+pub const VALIDATOR_LEEWAY_SECS: i64 = 300;
+
 /// How long an ended session or a disabled client stays in the revocation feed: the longest an
 /// access token can live (24 h) and the validators' clock leeway.
-pub const REVOCATION_HORIZON_SECS: i64 = 86_400 + 300;
+pub const REVOCATION_HORIZON_SECS: i64 = 86_400 + VALIDATOR_LEEWAY_SECS;
 
 /// One audit row ready to write: (seq, the draft, its detail as text, prev_hash, hash).
 pub(crate) type AuditRow<'a> = (i64, &'a AuditDraft, String, String, String);

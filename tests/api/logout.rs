@@ -164,6 +164,37 @@ async fn rp_initiated_logout_ends_the_session_and_returns_only_to_a_registered_u
             ]
         };
         assert_eq!(post(carried("forged", "sign_out")).await.status(), 403);
+        // A cross-site POST arrives without the (SameSite=Lax) session cookie: it ends nothing
+        // and must not clear the cookie of the browser it lands in either.
+        for url in [confirm.clone(), format!("{issuer}/oauth2/logout")] {
+            let res = app
+                .http
+                .post(url)
+                .form(&[("decision", "sign_out")])
+                .send()
+                .await
+                .expect("cross-site");
+            assert!(
+                res.headers().get_all("set-cookie").iter().next().is_none(),
+                "no cookie change without a session"
+            );
+        }
+        assert!(signed_in(&f, &b).await);
+        // A huge state is refused rather than echoed into a Location header.
+        let huge = "s".repeat(2_000);
+        let res = b
+            .get(logout_url(
+                &f,
+                &[
+                    ("client_id", "mobile"),
+                    ("post_logout_redirect_uri", SIGNED_OUT),
+                    ("state", &huge),
+                ],
+            ))
+            .send()
+            .await
+            .expect("logout");
+        assert_eq!(res.status(), 400);
         assert_eq!(post(carried(&csrf, "stay")).await.status(), 200);
         assert!(signed_in(&f, &b).await, "stayed");
         // A hidden field changed to another URI is checked again.

@@ -194,6 +194,31 @@ async fn revocations_reach_a_validator_within_the_poll_interval() {
             .await,
             400
         );
+        // Credentials in the URL (proxies and access logs keep URLs) are refused.
+        let in_url = format!("{feed}?client_id={}&client_secret={}", rs.id, rs.secret);
+        assert_eq!(status(app.http.get(in_url)).await, 400);
+
+        // A backlog of more entries than a page still settling (young) does not hold back a
+        // revocation behind it: the validator reads on by sequence number.
+        let token = sign_in().await;
+        tokio::time::sleep(POLL * 3).await;
+        v.validate(&token).await.expect("accepted before");
+        let young = f.clock.now();
+        crate::helpers::exec_raw(
+            app,
+            &format!(
+                "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 25000) \
+                 INSERT INTO revocations (realm, kind, value, not_before, created_at, expires_at) \
+                 SELECT 'customers', 'jti', 'backlog-' || i, {young}, {young}, {} FROM c",
+                young + 3600
+            ),
+        )
+        .await
+        .expect("backlog");
+        sigil::admin::users::sign_out_everywhere(s, "customers", "alice", f.clock.now(), "t")
+            .await
+            .expect("sign out");
+        refused_within(&v, &token, "behind 25,000 unsettled entries").await;
         let page = app
             .http
             .get(&feed)

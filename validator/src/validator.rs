@@ -751,9 +751,14 @@ impl Validator {
         };
         let unavailable = |m: String| Error::from(ErrorKind::Feed(m));
         let mut set = (**self.inner.revocations.load()).clone();
+        // Pages are read by sequence number (`after` moves to each page's last entry), apart from
+        // the settled cursor kept for the next poll (`next`): it moves only while every entry
+        // read so far has settled, so entries still settling are read again next time, and a
+        // full page of them does not hold back the pages behind it.
+        let mut after = set.cursor;
+        let mut settled = true;
         // At most a bounded number of pages per poll (20 000 entries each).
         for _ in 0..50 {
-            let after = set.cursor;
             let sep = if feed.url.contains('?') { '&' } else { '?' };
             let req = self
                 .inner
@@ -778,8 +783,14 @@ impl Validator {
                 return Err(unavailable("a stale or future page".into()));
             }
             set.apply(&page, now, policy.leeway);
-            if !(page.more && page.next > after) {
-                break;
+            let last = page.entries.last().map(|e| e.seq);
+            if settled {
+                set.cursor = set.cursor.max(page.next);
+                settled = last.is_none_or(|l| page.next >= l);
+            }
+            match last {
+                Some(l) if page.more && l > after => after = l,
+                _ => break,
             }
         }
         self.inner.revocations.store(Arc::new(set));
