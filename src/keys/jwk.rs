@@ -54,17 +54,24 @@ impl PublicParts {
     }
 }
 
-/// A realm's serialised JWKS document, built once per key change and served as bytes.
+/// A realm's serialised JWKS document, built once per key change and served as bytes, with the
+/// same keys parsed for Sigil's own checks of what it signed (userinfo, introspection, revocation,
+/// logout hints): parsed once per realm load, not per request.
 #[derive(Debug, Clone)]
 pub struct Jwks {
     pub body: std::sync::Arc<[u8]>,
+    pub keys: std::sync::Arc<std::collections::HashMap<String, sigil_validator::VerifyingKey>>,
 }
 
 impl Jwks {
     pub fn from_public_jwks<'a>(keys: impl IntoIterator<Item = &'a serde_json::Value>) -> Jwks {
         let keys: Vec<&serde_json::Value> = keys.into_iter().collect();
         let body = serde_json::to_vec(&json!({ "keys": keys })).unwrap_or_default();
-        Jwks { body: body.into() }
+        let parsed = sigil_validator::parse_jwks(&body).unwrap_or_default();
+        Jwks {
+            body: body.into(),
+            keys: std::sync::Arc::new(parsed),
+        }
     }
 }
 

@@ -188,27 +188,12 @@ async fn check(
 /// An ID token of this realm: a published key's signature (algorithm from the key), `typ: JWT`,
 /// this issuer, `token_use: id`, an `aud`. Expiry is not checked (a hint may be old).
 fn verify_id_token_hint(realm: &LiveRealm, token: &str) -> Option<Map<String, Value>> {
-    use base64::Engine;
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-    if token.len() > 16 * 1024 {
-        return None;
-    }
-    let (signed, sig) = token.rsplit_once('.')?;
-    let (header_b64, payload_b64) = signed.split_once('.')?;
-    let header: Value = serde_json::from_slice(&B64.decode(header_b64).ok()?).ok()?;
-    let keys = sigil_validator::parse_jwks(&realm.jwks.body).ok()?;
-    let key = keys.get(header["kid"].as_str()?)?;
-    if header["alg"].as_str() != Some(key.alg()) || header["typ"].as_str() != Some("JWT") {
-        return None;
-    }
-    if !key.verify(signed.as_bytes(), &B64.decode(sig).ok()?) {
-        return None;
-    }
-    let claims: Map<String, Value> = serde_json::from_slice(&B64.decode(payload_b64).ok()?).ok()?;
-    let ok = claims.get("iss").and_then(Value::as_str) == Some(realm.issuer.as_str())
-        && claims.get("token_use").and_then(Value::as_str) == Some("id")
-        && claims.get("aud").and_then(Value::as_str).is_some();
-    ok.then_some(claims)
+    let claims = crate::oidc::userinfo::verify_signed_by_realm(realm, token, "JWT", "id")?;
+    claims
+        .get("aud")
+        .and_then(Value::as_str)
+        .is_some()
+        .then_some(claims)
 }
 
 /// Ends `cur`'s session (the feed entry and the audit record with it).

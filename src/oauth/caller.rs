@@ -11,7 +11,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
 use super::client_auth::{self, Authenticated};
-use super::outcome::{rate_limited, read_body, refused};
+use super::outcome::{Refusal, rate_limited, read_body, refused};
 use super::{ErrorCode, OAuthError, form};
 use crate::clock::UnixTime;
 use crate::directory::LiveRealm;
@@ -25,6 +25,39 @@ pub struct Caller {
     pub params: form::Params,
     pub peer: Option<IpAddr>,
     pub now: UnixTime,
+    /// The audit kind of this endpoint's refusals.
+    kind: &'static str,
+}
+
+impl Caller {
+    /// Answers a refusal of this authenticated caller: audited one by one, except for a public
+    /// client (which only named itself), counted per address like an anonymous caller.
+    pub async fn refuse(&self, state: &AppState, refusal: Refusal) -> Response {
+        let client = &self.client.client;
+        let refusal = refusal.client(&client.client_id);
+        let refusal = if client.public_client {
+            refusal
+        } else {
+            refusal.authenticated()
+        };
+        refused(state, &self.realm, refusal, self.kind, self.peer, self.now).await
+    }
+
+    /// Only a resource server (a confidential client created with `--introspect`) may read token
+    /// state; anyone else gets 403 `unauthorized_client`, saying `what` it may not do.
+    pub async fn require_resource_server(
+        &self,
+        state: &AppState,
+        what: &'static str,
+        reason: &'static str,
+    ) -> Result<(), Response> {
+        let client = &self.client.client;
+        if client.may_introspect && !client.public_client {
+            return Ok(());
+        }
+        let refusal = Refusal::new(OAuthError::new(ErrorCode::NotPermitted, what), reason);
+        Err(self.refuse(state, refusal).await)
+    }
 }
 
 /// Where the request's parameters are: a form body (`POST`) or the query string (`GET`).
@@ -82,9 +115,9 @@ pub async fn authenticate(
                 }
             }),
         }
-        .map_err(|e| super::outcome::Refusal::new(e, "malformed_request"))?;
+        .map_err(|e| Refusal::new(e, "malformed_request"))?;
         let client = client_auth::from_request(state, &realm, headers, &params, ctx, now).await?;
-        Ok::<_, super::outcome::Refusal>((client, params))
+        Ok::<_, Refusal>((client, params))
     }
     .await;
     match outcome {
@@ -94,6 +127,7 @@ pub async fn authenticate(
             params,
             peer,
             now,
+            kind,
         }),
         Err(refusal) => Err(refused(state, &realm, refusal, kind, peer, now).await),
     }

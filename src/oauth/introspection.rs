@@ -14,10 +14,10 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use super::caller::{self, Caller};
-use super::outcome::{Refusal, refused};
+use super::OAuthError;
+use super::caller;
+use super::outcome::Refusal;
 use super::revocation::revoked_jti_key;
-use super::{ErrorCode, OAuthError};
 use crate::clock::UnixTime;
 use crate::directory::LiveRealm;
 use crate::identity::{sessions, token_hash};
@@ -59,23 +59,22 @@ pub async fn introspect(
         Ok(c) => c,
         Err(res) => return res,
     };
-    let client = &c.client.client;
-    if !client.may_introspect || client.public_client {
-        let refusal = Refusal::new(
-            OAuthError::new(
-                ErrorCode::NotPermitted,
-                "this client may not introspect tokens",
-            ),
+    if let Err(res) = c
+        .require_resource_server(
+            &state,
+            "this client may not introspect tokens",
             "introspection_not_allowed",
-        );
-        return refuse(&state, &c, refusal).await;
+        )
+        .await
+    {
+        return res;
     }
     let Some(token) = c.params.get("token").filter(|t| !t.is_empty()) else {
         let refusal = Refusal::new(
             OAuthError::invalid_request("token is required"),
             "missing_token",
         );
-        return refuse(&state, &c, refusal).await;
+        return c.refuse(&state, refusal).await;
     };
     let found = match access_token(&state, &c.realm, token, c.now).await {
         Ok(None) => refresh_token(&state, &c.realm, token, c.now).await,
@@ -97,11 +96,6 @@ pub async fn introspect(
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     res
-}
-
-async fn refuse(state: &AppState, c: &Caller, refusal: Refusal) -> Response {
-    let refusal = refusal.client(&c.client.client.client_id).authenticated();
-    refused(state, &c.realm, refusal, REFUSED, c.peer, c.now).await
 }
 
 /// The claims to answer for a live access token of this realm; `None` if it is not one.
@@ -126,9 +120,31 @@ async fn access_token(
     Ok(Some(claims))
 }
 
-/// Whether a verified access token still stands: not revoked, its client enabled, and for a user's
-/// token (one with a `sid`) the user enabled and the session live. Userinfo applies the same.
-pub async fn access_token_live(
+/// Whether a verified access token still stands: [`token_not_revoked`], and for a user's token
+/// (one with a `sid`) the user enabled and the session live (userinfo checks those two itself, as
+/// it reads the user anyway).
+async fn access_token_live(
+    state: &AppState,
+    realm: &LiveRealm,
+    claims: &Map<String, Value>,
+    now: UnixTime,
+) -> Result<bool, InspectError> {
+    if !token_not_revoked(state, realm, claims, now).await? {
+        return Ok(false);
+    }
+    match (
+        claims.get("sub").and_then(Value::as_str),
+        claims.get("sid").and_then(Value::as_str),
+    ) {
+        (Some(sub), Some(sid)) => user_and_session_live(state, realm, sub, sid, now).await,
+        // A service's token: no user, no session.
+        _ => Ok(true),
+    }
+}
+
+/// The token-level rules: its `jti` not revoked (RFC 7009), its client enabled and not disabled or
+/// deleted since the token was issued.
+pub async fn token_not_revoked(
     state: &AppState,
     realm: &LiveRealm,
     claims: &Map<String, Value>,
@@ -157,21 +173,10 @@ pub async fn access_token_live(
     let Some(iat) = claims.get("iat").and_then(Value::as_i64) else {
         return Ok(false);
     };
-    if state
+    Ok(!state
         .store
         .client_revoked_since(name, client_id, iat, now)
-        .await?
-    {
-        return Ok(false);
-    }
-    match (
-        claims.get("sub").and_then(Value::as_str),
-        claims.get("sid").and_then(Value::as_str),
-    ) {
-        (Some(sub), Some(sid)) => user_and_session_live(state, realm, sub, sid, now).await,
-        // A service's token: no user, no session.
-        _ => Ok(true),
-    }
+        .await?)
 }
 
 /// The fields of a live refresh token of this realm; `None` if it is not one.

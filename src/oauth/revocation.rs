@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::OAuthError;
 use super::caller::{self, Caller};
-use super::outcome::{Refusal, refused};
+use super::outcome::Refusal;
 use crate::audit::AuditDraft;
 use crate::identity::token_hash;
 use crate::oidc::userinfo::verify_own;
@@ -58,7 +58,7 @@ pub async fn revoke(
             OAuthError::invalid_request("token is required"),
             "missing_token",
         );
-        return refuse(&state, &c, refusal).await;
+        return c.refuse(&state, refusal).await;
     };
     // The hint only orders the lookups (RFC 7009 §2.1): an access token is a signed JWT of this
     // realm, a refresh token a stored hash.
@@ -80,17 +80,6 @@ pub async fn revoke(
             OAuthError::store_unavailable().into_response()
         }
     }
-}
-
-async fn refuse(state: &AppState, c: &Caller, refusal: Refusal) -> Response {
-    let client = &c.client.client;
-    let refusal = refusal.client(&client.client_id);
-    let refusal = if client.public_client {
-        refusal
-    } else {
-        refusal.authenticated()
-    };
-    refused(state, &c.realm, refusal, REFUSED, c.peer, c.now).await
 }
 
 /// What a revocation request did (all answered 200).

@@ -19,8 +19,8 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 
-use super::caller::{self, Caller, Input};
-use super::outcome::{Refusal, refused};
+use super::caller::{self, Input};
+use super::outcome::Refusal;
 use super::{ErrorCode, OAuthError};
 use crate::state::AppState;
 use crate::tls::ConnTls;
@@ -55,16 +55,15 @@ pub async fn feed(
         Ok(c) => c,
         Err(res) => return res,
     };
-    let client = &c.client.client;
-    if !client.may_introspect || client.public_client {
-        let refusal = Refusal::new(
-            OAuthError::new(
-                ErrorCode::NotPermitted,
-                "this client may not read the revocation feed",
-            ),
+    if let Err(res) = c
+        .require_resource_server(
+            &state,
+            "this client may not read the revocation feed",
             "feed_not_allowed",
-        );
-        return refuse(&state, &c, refusal).await;
+        )
+        .await
+    {
+        return res;
     }
     let after = match c.params.get("after").map(str::parse::<i64>) {
         None => 0,
@@ -74,7 +73,7 @@ pub async fn feed(
                 OAuthError::invalid_request("after must be a non-negative integer"),
                 "bad_cursor",
             );
-            return refuse(&state, &c, refusal).await;
+            return c.refuse(&state, refusal).await;
         }
     };
     let name = &c.realm.record.name;
@@ -99,15 +98,23 @@ pub async fn feed(
         .map_or(after, |e| e.seq);
     let payload = FeedPage {
         iss: &c.realm.issuer,
-        aud: &client.client_id,
+        aud: &c.client.client.client_id,
         iat: c.now,
         after,
         next,
         more,
         entries: page,
     };
-    let json = serde_json::to_vec(&payload).unwrap_or_default();
-    let signed = match c.realm.signing.sign_typed(TYP, &json) {
+    // Serialising plain strings and integers cannot fail; were it to, an empty page is never
+    // signed in its place.
+    let signed = match serde_json::to_vec(&payload)
+        .map_err(|e| e.to_string())
+        .and_then(|json| {
+            c.realm
+                .signing
+                .sign_typed(TYP, &json)
+                .map_err(|e| e.to_string())
+        }) {
         Ok(jws) => jws,
         Err(e) => {
             tracing::error!(error = %e, "revocation feed page could not be signed");
@@ -135,9 +142,4 @@ struct FeedPage<'a> {
     next: i64,
     more: bool,
     entries: &'a [crate::store::login::RevocationRecord],
-}
-
-async fn refuse(state: &AppState, c: &Caller, refusal: Refusal) -> Response {
-    let refusal = refusal.client(&c.client.client.client_id).authenticated();
-    refused(state, &c.realm, refusal, REFUSED, c.peer, c.now).await
 }

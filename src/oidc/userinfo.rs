@@ -42,12 +42,31 @@ fn refusal(scheme: &str, error: &str, description: &str) -> Response {
 /// Verifies one of this realm's own access tokens: signature by a published key (algorithm from
 /// the key), issuer, expiry, `token_use: access`.
 pub fn verify_own(realm: &LiveRealm, token: &str, now: i64) -> Option<Map<String, Value>> {
+    let claims = verify_signed_by_realm(realm, token, "at+jwt", "access")?;
+    claims
+        .get("exp")
+        .and_then(Value::as_i64)
+        .is_some_and(|e| e > now)
+        .then_some(claims)
+}
+
+/// A JWT this realm signed: at most 16 KiB, a published key's signature (the algorithm from the
+/// key, never the header), header `typ`, this issuer and `token_use`. Expiry is the caller's
+/// rule (an ID token hint may have expired). Its claims, or `None`.
+pub fn verify_signed_by_realm(
+    realm: &LiveRealm,
+    token: &str,
+    typ: &str,
+    token_use: &str,
+) -> Option<Map<String, Value>> {
+    if token.len() > 16 * 1024 {
+        return None;
+    }
     let (signed, sig) = token.rsplit_once('.')?;
     let (header_b64, payload_b64) = signed.split_once('.')?;
     let header: Value = serde_json::from_slice(&B64.decode(header_b64).ok()?).ok()?;
-    let keys = sigil_validator::parse_jwks(&realm.jwks.body).ok()?;
-    let key = keys.get(header["kid"].as_str()?)?;
-    if header["alg"].as_str() != Some(key.alg()) || header["typ"].as_str() != Some("at+jwt") {
+    let key = realm.jwks.keys.get(header["kid"].as_str()?)?;
+    if header["alg"].as_str() != Some(key.alg()) || header["typ"].as_str() != Some(typ) {
         return None;
     }
     if !key.verify(signed.as_bytes(), &B64.decode(sig).ok()?) {
@@ -55,11 +74,7 @@ pub fn verify_own(realm: &LiveRealm, token: &str, now: i64) -> Option<Map<String
     }
     let claims: Map<String, Value> = serde_json::from_slice(&B64.decode(payload_b64).ok()?).ok()?;
     let ok = claims.get("iss").and_then(Value::as_str) == Some(realm.issuer.as_str())
-        && claims
-            .get("exp")
-            .and_then(Value::as_i64)
-            .is_some_and(|e| e > now)
-        && claims.get("token_use").and_then(Value::as_str) == Some("access");
+        && claims.get("token_use").and_then(Value::as_str) == Some(token_use);
     ok.then_some(claims)
 }
 
@@ -165,9 +180,9 @@ pub async fn userinfo(
     ) else {
         return unauthorized("not a user token");
     };
-    // Revoked (RFC 7009), its client disabled, the user disabled or the session ended: the same
-    // rule introspection answers with.
-    match crate::oauth::introspection::access_token_live(&state, &realm, &claims, now).await {
+    // Revoked (RFC 7009) or its client disabled; the user and the session are checked below, as
+    // introspection checks them.
+    match crate::oauth::introspection::token_not_revoked(&state, &realm, &claims, now).await {
         Ok(true) => {}
         Ok(false) => return unauthorized("the token is no longer valid"),
         Err(e) => {

@@ -254,6 +254,27 @@ async fn rp_initiated_logout_ends_the_session_and_returns_only_to_a_registered_u
             .await
             .expect("logout");
         assert_eq!(res.status(), 303);
+        // Many logouts of one session at once (all with its cookie and hint): every one answers,
+        // and the session ends once (one audit record, one feed entry, counted below).
+        let t = sign_in(&f, &b).await;
+        let url = logout_url(
+            &f,
+            &[
+                ("id_token_hint", t.id.as_str()),
+                ("post_logout_redirect_uri", SIGNED_OUT),
+            ],
+        );
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let (b, url) = (b.clone(), url.clone());
+            tasks.push(tokio::spawn(async move {
+                b.get(url).send().await.expect("logout").status().as_u16()
+            }));
+        }
+        for task in tasks {
+            assert_eq!(task.await.expect("task"), 303);
+        }
+        assert!(!signed_in(&f, &b).await);
         // POST works as GET (the spec allows both); without a redirect URI, the signed-out page.
         let t = sign_in(&f, &b).await;
         let res = b
@@ -272,10 +293,10 @@ async fn rp_initiated_logout_ends_the_session_and_returns_only_to_a_registered_u
             .iter()
             .filter(|r| r.kind == "user.signed_out" && r.detail.contains("end_session"))
             .count();
-        assert_eq!(ended, 3);
+        assert_eq!(ended, 4);
         assert_eq!(
             count_rows(app, "SELECT COUNT(*) FROM revocations WHERE kind = 'sid'").await,
-            3
+            4
         );
     }
 }

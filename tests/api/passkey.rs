@@ -96,6 +96,41 @@ pub(crate) async fn enrol(app: &TestApp, clock: &MockClock, username: &str) -> S
     key
 }
 
+/// Adds a passkey (a new software authenticator) from the account page of the signed-in browser
+/// `b`; returns it and the page's CSRF token.
+pub(crate) async fn add_passkey_from_account(
+    app: &TestApp,
+    b: &reqwest::Client,
+) -> (SoftPasskey, String) {
+    let issuer = app.issuer("customers");
+    let account = b
+        .get(format!("{issuer}/account"))
+        .send()
+        .await
+        .expect("account")
+        .text()
+        .await
+        .expect("html");
+    let csrf = field(&account, "csrf");
+    let (status, options) = post_json(
+        b,
+        format!("{issuer}/account/passkey/options"),
+        json!({"csrf": csrf}),
+    )
+    .await;
+    assert_eq!(status, 200, "{options}");
+    let mut key = SoftPasskey::new();
+    let credential = key.register(&options, &origin(app));
+    let (status, added) = post_json(
+        b,
+        format!("{issuer}/account/passkey"),
+        json!({"csrf": csrf, "credential": credential}),
+    )
+    .await;
+    assert_eq!(status, 200, "{added}");
+    (key, csrf)
+}
+
 pub(crate) fn authorize_url(app: &TestApp, challenge: &str, extra: &str) -> String {
     format!(
         "{}/oauth2/authorize?response_type=code&client_id=mobile&redirect_uri={}&scope=openid%20balances:read&state=s&code_challenge={challenge}&code_challenge_method=S256{extra}",
@@ -255,31 +290,7 @@ async fn passkey_enrolment_sign_in_step_up_and_forgeries() {
 
         // From the account page: add a second passkey, then remove the first one.
         let issuer = app.issuer("customers");
-        let account = b
-            .get(format!("{issuer}/account"))
-            .send()
-            .await
-            .expect("account")
-            .text()
-            .await
-            .expect("html");
-        let csrf = field(&account, "csrf");
-        let (status, options) = post_json(
-            &b,
-            format!("{issuer}/account/passkey/options"),
-            json!({"csrf": csrf}),
-        )
-        .await;
-        assert_eq!(status, 200, "{options}");
-        let mut second = SoftPasskey::new();
-        let credential = second.register(&options, &origin(&app));
-        let (status, _) = post_json(
-            &b,
-            format!("{issuer}/account/passkey"),
-            json!({"csrf": csrf, "credential": credential}),
-        )
-        .await;
-        assert_eq!(status, 200);
+        let (mut second, csrf) = add_passkey_from_account(&app, &b).await;
         let (status, _) = post_json(
             &b,
             format!("{issuer}/account/passkey/options"),

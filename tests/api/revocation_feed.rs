@@ -169,7 +169,7 @@ async fn revocations_reach_a_validator_within_the_poll_interval() {
             .await
             .expect("a token issued after the client came back");
         let (entries, cursor) = v.revocations();
-        assert!(entries >= 4 && cursor >= 0, "{entries} {cursor}");
+        assert!(entries >= 4, "{entries} entries, cursor {cursor}");
 
         // Who may read the feed.
         let feed = format!("{}/revocations", app.issuer("customers"));

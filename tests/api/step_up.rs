@@ -17,8 +17,7 @@ use crate::helpers::{backends, decode_part};
 use crate::login::{
     PASSWORD, REDIRECT, between, browser, field, location, pkce, query_param, setup, urlencode,
 };
-use crate::passkey::{origin, post_json};
-use crate::soft_passkey::SoftPasskey;
+use crate::passkey::{add_passkey_from_account, origin, post_json};
 
 /// The auth-params of a `WWW-Authenticate: Bearer ...` challenge (values quoted, no escapes used).
 fn challenge(www: &str) -> Vec<(String, String)> {
@@ -147,31 +146,7 @@ async fn a_password_token_is_challenged_and_a_passkey_step_up_is_accepted() {
         assert_eq!(max_age, "300");
 
         // 3. She adds a passkey from the account page (signed in with the password).
-        let account = b
-            .get(format!("{issuer}/account"))
-            .send()
-            .await
-            .expect("account")
-            .text()
-            .await
-            .expect("html");
-        let csrf = field(&account, "csrf");
-        let (status, options) = post_json(
-            &b,
-            format!("{issuer}/account/passkey/options"),
-            json!({"csrf": csrf}),
-        )
-        .await;
-        assert_eq!(status, 200, "{options}");
-        let mut key = SoftPasskey::new();
-        let credential = key.register(&options, &origin(app));
-        let (status, added) = post_json(
-            &b,
-            format!("{issuer}/account/passkey"),
-            json!({"csrf": csrf, "credential": credential}),
-        )
-        .await;
-        assert_eq!(status, 200, "{added}");
+        let (mut key, _) = add_passkey_from_account(app, &b).await;
 
         // 4. The app re-authorizes with the challenge's parameters: the password session does not
         // satisfy them, so the sign-in page asks again, and the passkey answers.
