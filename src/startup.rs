@@ -90,6 +90,7 @@ impl Application {
         ));
         let audit = AuditWriter::spawn(store.clone(), config.audit_batch_max, config.db.deadline());
         let config_failures_per_minute = config.failures_per_minute_per_ip;
+        let config_logout_poll_ms = config.logout_poll_ms;
         let aws_challenges = Arc::new(crate::ratelimit::FailureLimiter::new(
             config.aws_challenges_per_minute_per_ip,
         ));
@@ -119,6 +120,9 @@ impl Application {
             refusals: Arc::new(crate::audit::RefusalTally::new()),
             mtls_base_url: mtls_base_url.map(Arc::from),
             client_keys: Arc::new(crate::clients::keys::ClientKeys::new()),
+            logout_outbox: Arc::new(crate::oidc::backchannel_logout::LogoutOutbox::new(
+                Duration::from_millis(config_logout_poll_ms),
+            )),
         });
         let metrics_listener = listen_optional(state.config.metrics_bind)?;
         let router = crate::routes::router(state.clone());
@@ -170,6 +174,9 @@ impl Application {
         }
         tokio::spawn(flush_refusals(self.state.clone()));
         tokio::spawn(housekeeping(self.state.clone()));
+        tokio::spawn(crate::oidc::backchannel_logout::deliver_forever(
+            self.state.clone(),
+        ));
         if self.state.config.audit_checkpoint_secs > 0 {
             tokio::spawn(checkpoints(self.state.clone()));
         }

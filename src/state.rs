@@ -49,4 +49,6 @@ pub struct Shared {
     pub mtls_base_url: Option<Arc<str>>,
     /// `private_key_jwt` clients' keys fetched from their `jwks_uri`.
     pub client_keys: Arc<crate::clients::keys::ClientKeys>,
+    /// Back-channel logouts: this node's lease name, HTTP client and wake-up signal.
+    pub logout_outbox: Arc<crate::oidc::backchannel_logout::LogoutOutbox>,
 }

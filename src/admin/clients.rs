@@ -36,6 +36,9 @@ pub struct NewClient {
     pub introspect: bool,
     /// Where users may be sent after signing out through the end-session endpoint (exact URIs).
     pub post_logout_redirect_uris: Vec<String>,
+    /// Where the client is told that a session it had tokens in ended (Back-Channel Logout 1.0):
+    /// https, or http on a loopback host; no fragment.
+    pub backchannel_logout_uri: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -57,6 +60,8 @@ pub struct ClientView {
     /// May call the introspection endpoint.
     pub introspect: bool,
     pub post_logout_redirect_uris: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backchannel_logout_uri: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -102,6 +107,12 @@ pub fn is_valid_client_uri(uri: &str) -> bool {
         "http" => matches!(u.host_str(), Some("localhost" | "127.0.0.1" | "[::1]")),
         _ => false,
     }
+}
+
+/// A back-channel logout URI (OpenID Back-Channel Logout 1.0 §2.2): absolute, https (http only
+/// on a loopback host), no fragment, no credentials.
+pub fn is_valid_backchannel_logout_uri(uri: &str) -> bool {
+    is_valid_client_uri(uri) && !uri.contains('#')
 }
 
 /// A client with the secret that was just generated for it (shown once).
@@ -162,6 +173,20 @@ pub async fn create(
             format!(
                 "{bad:?} must be https, http on a loopback host, or a private-use scheme, without a fragment"
             ),
+        ));
+    }
+    if let Some(u) = &req.backchannel_logout_uri
+        && !is_valid_backchannel_logout_uri(u)
+    {
+        return Err(invalid(
+            "backchannel-logout-uri",
+            format!("{u:?} must be an https URL (http only on a loopback host) without a fragment"),
+        ));
+    }
+    if req.backchannel_logout_uri.is_some() && req.redirect_uris.is_empty() {
+        return Err(invalid(
+            "backchannel-logout-uri",
+            "only a sign-in client (with a redirect URI) has sessions to be told about",
         ));
     }
     if let Some(bad) = req.redirect_uris.iter().find(|u| !is_valid_redirect_uri(u)) {
@@ -233,6 +258,7 @@ pub async fn create(
         may_introspect: req.introspect,
         post_logout_redirect_uris: serde_json::to_string(&req.post_logout_redirect_uris)
             .unwrap_or_else(|_| "[]".into()),
+        backchannel_logout_uri: req.backchannel_logout_uri.clone(),
         parsed_auth: Default::default(),
     };
     if store.realm(&req.realm).await?.is_none() {
@@ -248,6 +274,7 @@ pub async fn create(
                 "access_token_ttl": record.access_token_ttl,
                 "auth": auth_summary(&req.auth, record.public_client),
                 "introspect": record.may_introspect,
+                "backchannel_logout": record.backchannel_logout_uri.is_some(),
             })),
     ];
     store.create_client(&record, &audit).await?;
@@ -446,6 +473,7 @@ fn view(c: ClientRecord) -> ClientView {
     ClientView {
         redirect_uris: c.redirect_uris(),
         post_logout_redirect_uris: c.post_logout_redirect_uris(),
+        backchannel_logout_uri: c.backchannel_logout_uri.clone(),
         allowed_scopes: split(&c.allowed_scopes),
         default_scopes: split(&c.default_scopes),
         grant_types: split(&c.grant_types),

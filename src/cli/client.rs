@@ -17,6 +17,8 @@ pub struct ClientRef {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once per process; boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum ClientCommand {
     /// Register a client; prints its secret once, as JSON.
     Create {
@@ -55,6 +57,10 @@ pub enum ClientCommand {
         /// endpoint (repeatable; RP-Initiated Logout).
         #[arg(long = "post-logout-redirect-uri")]
         post_logout_redirect_uris: Vec<String>,
+        /// Where the client is told that a session it had tokens in ended (Back-Channel
+        /// Logout 1.0): Sigil POSTs a signed logout token there.
+        #[arg(long = "backchannel-logout-uri")]
+        backchannel_logout_uri: Option<String>,
         /// Accepted for symmetry; the output is always JSON.
         #[arg(long)]
         json: bool,
@@ -122,6 +128,7 @@ pub(super) async fn run(
             auth,
             introspect,
             post_logout_redirect_uris,
+            backchannel_logout_uri,
             json: _,
         } => {
             let auth = auth.into_client_auth(public)?;
@@ -139,6 +146,7 @@ pub(super) async fn run(
                 auth,
                 introspect,
                 post_logout_redirect_uris,
+                backchannel_logout_uri,
             };
             print_json(&admin::clients::create(s, req, now, actor).await?);
         }

@@ -32,6 +32,7 @@ pub struct Settings {
     pub rotation_check_secs: Option<u64>,
     pub failures_per_minute_per_ip: Option<u32>,
     pub refusal_tally_secs: Option<u64>,
+    pub logout_poll_ms: Option<u64>,
     pub aws_challenges_per_minute_per_ip: Option<u32>,
     pub aws_max_live_challenges: Option<u32>,
     pub log_format: Option<String>,
@@ -81,6 +82,7 @@ impl Settings {
                 .failures_per_minute_per_ip
                 .or(self.failures_per_minute_per_ip),
             refusal_tally_secs: over.refusal_tally_secs.or(self.refusal_tally_secs),
+            logout_poll_ms: over.logout_poll_ms.or(self.logout_poll_ms),
             aws_challenges_per_minute_per_ip: over
                 .aws_challenges_per_minute_per_ip
                 .or(self.aws_challenges_per_minute_per_ip),
@@ -148,6 +150,7 @@ impl Settings {
             rotation_check_secs: num(&get, "SIGIL_ROTATION_CHECK_SECS")?,
             failures_per_minute_per_ip: num(&get, "SIGIL_FAILURES_PER_MINUTE_PER_IP")?,
             refusal_tally_secs: num(&get, "SIGIL_REFUSAL_TALLY_SECS")?,
+            logout_poll_ms: num(&get, "SIGIL_LOGOUT_POLL_MS")?,
             aws_challenges_per_minute_per_ip: num(&get, "SIGIL_AWS_CHALLENGES_PER_MINUTE_PER_IP")?,
             aws_max_live_challenges: num(&get, "SIGIL_AWS_MAX_LIVE_CHALLENGES")?,
             log_format: get("SIGIL_LOG_FORMAT"),

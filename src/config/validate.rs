@@ -239,6 +239,12 @@ impl Config {
                 1,
                 3600,
             )?,
+            logout_poll_ms: bounded(
+                "logout_poll_ms",
+                s.logout_poll_ms.unwrap_or(1000),
+                50,
+                60_000,
+            )?,
             aws_challenges_per_minute_per_ip: bounded(
                 "aws_challenges_per_minute_per_ip",
                 u64::from(s.aws_challenges_per_minute_per_ip.unwrap_or(30)),

@@ -28,3 +28,28 @@ pub fn is_recent(s: &SessionRecord, now: UnixTime) -> bool {
 pub fn has_passkey_auth(s: &SessionRecord) -> bool {
     s.amr.split(' ').any(|a| a == "hwk")
 }
+
+/// Ends a session found past its idle or absolute timeout when it was used (audited
+/// `session.expired`): like a sign-out, its `sid` goes into the revocation feed and its apps get
+/// a back-channel logout. A failure is logged; the caller refuses the session either way.
+pub async fn end_timed_out(
+    state: &crate::state::AppState,
+    realm: &str,
+    s: &SessionRecord,
+    now: UnixTime,
+) {
+    let audit = [
+        crate::audit::AuditDraft::new(now, Some(realm), "session.expired", "sigil")
+            .subject(&s.user_id)
+            .detail(serde_json::json!({"sid": s.sid})),
+    ];
+    match state
+        .store
+        .end_session(&s.id_hash, realm, now, &audit)
+        .await
+    {
+        Ok(true) => state.logout_outbox.wake(),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = %e, "an expired session could not be ended"),
+    }
+}

@@ -118,10 +118,13 @@ pub(crate) async fn apply_change(
     let rows = [AuditDraft::new(now, Some(name), kind, &cur.user.username)
         .subject(&cur.user.id)
         .detail(detail)];
-    state
+    let changed = state
         .store
         .change_credentials(name, &cur.user.id, &cur.session.id_hash, change, now, &rows)
-        .await
+        .await;
+    // The user's other sessions ended with the change.
+    state.logout_outbox.wake();
+    changed
 }
 
 /// A session's sign-in method in words (`amr` values: `hwk` for a passkey, `pwd otp`).
@@ -279,6 +282,7 @@ pub async fn sign_out_everywhere(
     {
         return unavailable(&state, Some(&realm));
     }
+    state.logout_outbox.wake();
     signed_out_page(
         &state,
         &realm,
@@ -358,6 +362,7 @@ pub async fn sign_out_here(
     {
         return unavailable(&state, Some(&realm));
     }
+    state.logout_outbox.wake();
     signed_out_page(&state, &realm, "signed_out", client_id.as_deref(), now).await
 }
 

@@ -215,7 +215,10 @@ async fn end(
         .end_session(&cur.session.id_hash, name, now, &audit)
         .await
     {
-        Ok(_) => Ok(()),
+        Ok(_) => {
+            state.logout_outbox.wake();
+            Ok(())
+        }
         Err(e) => {
             tracing::error!(error = %e, "ending a session failed");
             Err(unavailable(state, Some(realm)))

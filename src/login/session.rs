@@ -46,7 +46,7 @@ pub async fn current(
         .ok()??;
     let settings = realm.login()?;
     if !is_live(settings, &session, now) {
-        let _ = state.store.delete_session(&hash).await;
+        crate::identity::sessions::end_timed_out(state, &realm.record.name, &session, now).await;
         return None;
     }
     let user = state

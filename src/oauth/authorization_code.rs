@@ -17,7 +17,7 @@ use crate::identity::settings::LoginSettings;
 use crate::identity::{new_token, token_hash};
 use crate::state::AppState;
 use crate::store::ClientRecord;
-use crate::store::login::RefreshRecord;
+use crate::store::login::{CodeSpend, RefreshRecord};
 
 pub async fn grant(
     state: &AppState,
@@ -64,6 +64,7 @@ pub async fn grant(
             client,
             &row.family,
             &data.user_id,
+            Some(&data.sid),
             Reused::Code,
             now,
         )
@@ -127,23 +128,31 @@ pub async fn grant(
         revoked_at: None,
     };
     let audit = [issued_draft(realm, &granted, now)];
-    if !state
+    match state
         .store
-        .consume_code(&hash, name, now, &first, &audit)
+        .consume_code(&hash, name, now, &first, &data.sid, &audit)
         .await
         .map_err(store_down)?
     {
+        CodeSpend::Issued => {}
         // Spent by a concurrent request between the read and now: that is a replay too.
-        return Err(reused(
-            state,
-            realm,
-            client,
-            &row.family,
-            &user.id,
-            Reused::Code,
-            now,
-        )
-        .await);
+        CodeSpend::Spent => {
+            return Err(reused(
+                state,
+                realm,
+                client,
+                &row.family,
+                &user.id,
+                Some(&data.sid),
+                Reused::Code,
+                now,
+            )
+            .await);
+        }
+        // Signed out between the check above and the spend: nothing was issued.
+        CodeSpend::SessionEnded => {
+            return Err(invalid_grant("the session has ended", "session_ended"));
+        }
     }
     granted.audited = true;
     Ok(granted)

@@ -64,6 +64,7 @@ pub async fn grant(
             client,
             &old.family,
             &old.user_id,
+            sid_of(&old.data).as_deref(),
             Reused::Refresh,
             now,
         )
@@ -166,6 +167,7 @@ pub async fn grant(
             client,
             &old.family,
             &old.user_id,
+            sid_of(&old.data).as_deref(),
             Reused::Refresh,
             now,
         )
@@ -173,4 +175,13 @@ pub async fn grant(
     }
     granted.audited = true;
     Ok(granted)
+}
+
+/// The session a stored refresh token belongs to, read without trusting the rest of its data.
+fn sid_of(data: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Sid {
+        sid: String,
+    }
+    serde_json::from_str::<Sid>(data).ok().map(|s| s.sid)
 }

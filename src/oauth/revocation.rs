@@ -150,7 +150,7 @@ async fn revoke_refresh_token(
         .detail(json!({"token_type": "refresh_token", "action": "family_revoked"}));
     state
         .store
-        .revoke_family(&record.family, c.now, &[draft])
+        .revoke_family(&record.family, None, c.now, &[draft])
         .await?;
     Ok(Revoked::Refresh)
 }

@@ -74,6 +74,11 @@ pub(super) async fn live_user_and_session(
         .map_err(store_down)?
     {
         Some(s) if s.user_id == user.id && sessions::is_live(settings, &s, now) => Ok((user, s)),
+        Some(s) if s.user_id == user.id => {
+            // A timeout reached on use ends the session for everyone (feed, back-channel logout).
+            sessions::end_timed_out(state, name, &s, now).await;
+            Err(invalid_grant("the session has ended", "session_ended"))
+        }
         _ => Err(invalid_grant("the session has ended", "session_ended")),
     }
 }
@@ -85,14 +90,16 @@ pub(super) enum Reused {
     Refresh,
 }
 
-/// A code or refresh token presented again by its own client: its whole family is revoked
-/// (audited), and this is the refusal to answer with.
+/// A code or refresh token presented again by its own client: its whole family is revoked and
+/// its session (`sid`) ended (audited), and this is the refusal to answer with.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn reused(
     state: &AppState,
     realm: &LiveRealm,
     client: &ClientRecord,
     family: &str,
     user_id: &str,
+    sid: Option<&str>,
     what: Reused,
     now: UnixTime,
 ) -> Refusal {
@@ -110,9 +117,15 @@ pub(super) async fn reused(
     };
     let d = AuditDraft::new(now, Some(&realm.record.name), kind, &client.client_id)
         .subject(user_id)
-        .detail(json!({"action": "family_revoked"}));
-    match state.store.revoke_family(family, now, &[d]).await {
-        Ok(_) => invalid_grant(description, reason),
+        .detail(json!({"action": "family_revoked", "session_ended": sid.is_some()}));
+    // A replayed token may have been stolen: its session ends too (the feed and back-channel
+    // logout tell the resource servers and apps).
+    let session = sid.map(|sid| (realm.record.name.as_str(), sid));
+    match state.store.revoke_family(family, session, now, &[d]).await {
+        Ok(_) => {
+            state.logout_outbox.wake();
+            invalid_grant(description, reason)
+        }
         Err(e) => store_down(e),
     }
 }

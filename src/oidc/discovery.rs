@@ -31,6 +31,9 @@ pub fn metadata(
         "introspection_endpoint": format!("{iss}{INTROSPECTION_PATH}"),
         "revocation_feed_endpoint": format!("{iss}{}", super::REVOCATION_FEED_PATH),
         "end_session_endpoint": format!("{iss}{}", super::END_SESSION_PATH),
+        // Back-Channel Logout 1.0: logout tokens always carry `sid` (and `sub`).
+        "backchannel_logout_supported": true,
+        "backchannel_logout_session_supported": true,
         "revocation_endpoint_auth_methods_supported": AuthMethod::ALL.map(AuthMethod::as_str),
         "introspection_endpoint_auth_methods_supported": AuthMethod::ALL.map(AuthMethod::as_str),
         "revocation_endpoint_auth_signing_alg_values_supported": sigil_validator::jwk::SUPPORTED_ALGS,

@@ -1,5 +1,6 @@
 //! OpenID Connect surfaces: discovery and the published JWKS.
 
+pub mod backchannel_logout;
 pub mod discovery;
 pub mod jwks;
 pub mod userinfo;

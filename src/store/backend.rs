@@ -455,8 +455,8 @@ macro_rules! impl_store {
                     "INSERT INTO clients (realm, client_id, enabled, secret_salt, secret_verifier, \
                      allowed_scopes, default_scopes, audience, grant_types, access_token_ttl, \
                      created_at, updated_at, redirect_uris, public_client, client_name, client_uri, auth_config, \
-                     may_introspect, post_logout_redirect_uris) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+                     may_introspect, post_logout_redirect_uris, backchannel_logout_uri) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
                 )
                 .bind(&c.realm)
                 .bind(&c.client_id)
@@ -477,6 +477,7 @@ macro_rules! impl_store {
                 .bind(&c.auth_config)
                 .bind(c.may_introspect)
                 .bind(&c.post_logout_redirect_uris)
+                .bind(&c.backchannel_logout_uri)
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| {
@@ -494,7 +495,7 @@ macro_rules! impl_store {
                 Ok(sqlx::query_as(
                     "SELECT realm, client_id, enabled, secret_salt, secret_verifier, allowed_scopes, \
                      default_scopes, audience, grant_types, access_token_ttl, created_at, updated_at, \
-                     redirect_uris, public_client, client_name, client_uri, auth_config, may_introspect, post_logout_redirect_uris FROM clients WHERE realm = $1 AND client_id = $2",
+                     redirect_uris, public_client, client_name, client_uri, auth_config, may_introspect, post_logout_redirect_uris, backchannel_logout_uri FROM clients WHERE realm = $1 AND client_id = $2",
                 )
                 .bind(realm)
                 .bind(id)
@@ -509,7 +510,7 @@ macro_rules! impl_store {
                 Ok(sqlx::query_as(
                     "SELECT realm, client_id, enabled, secret_salt, secret_verifier, allowed_scopes, \
                      default_scopes, audience, grant_types, access_token_ttl, created_at, updated_at, \
-                     redirect_uris, public_client, client_name, client_uri, auth_config, may_introspect, post_logout_redirect_uris FROM clients WHERE realm = $1 ORDER BY client_id",
+                     redirect_uris, public_client, client_name, client_uri, auth_config, may_introspect, post_logout_redirect_uris, backchannel_logout_uri FROM clients WHERE realm = $1 ORDER BY client_id",
                 )
                 .bind(realm)
                 .fetch_all(&self.pool)

@@ -111,6 +111,31 @@ pub struct RevocationRecord {
     pub expires_at: i64,
 }
 
+/// What spending an authorization code did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeSpend {
+    /// Spent now; the refresh token is stored.
+    Issued,
+    /// Spent before (a concurrent redemption) or expired.
+    Spent,
+    /// Its session ended between the checks and the spend.
+    SessionEnded,
+}
+
+/// A back-channel logout in the outbox, claimed by one node for delivery.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LogoutDelivery {
+    pub id: i64,
+    pub realm: String,
+    pub client_id: String,
+    pub uri: String,
+    pub sid: String,
+    pub sub: String,
+    pub created_at: i64,
+    /// Attempts so far, this one included.
+    pub attempts: i64,
+}
+
 /// A stored authorization code, read before anything is spent.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct CodeRecord {
@@ -362,9 +387,10 @@ pub trait LoginStore: Send + Sync {
         acr: &str,
         audit: Audited<'_>,
     ) -> Result<bool, StoreError>;
-    async fn delete_session(&self, id_hash: &str) -> Result<bool, StoreError>;
-    /// Ends one session (RP-initiated logout): deletes it and puts its `sid` in the revocation
-    /// feed, with its audit record, in one transaction. False (nothing written) if it was gone.
+    /// Ends one session (RP-initiated logout, sign-out, a timeout reached on use): deletes it,
+    /// puts its `sid` in the revocation feed and a back-channel logout for each client that had
+    /// tokens in it in the outbox, with its audit record, in one transaction. False (nothing
+    /// written) if it was gone.
     async fn end_session(
         &self,
         id_hash: &str,
@@ -396,17 +422,18 @@ pub trait LoginStore: Send + Sync {
     ) -> Result<(), StoreError>;
     /// The code as stored; nothing is spent.
     async fn code(&self, code_hash: &str, realm: &str) -> Result<Option<CodeRecord>, StoreError>;
-    /// Spends a live, unused code, stores the first refresh token of its family and appends the
-    /// token's audit record, in one transaction. False (nothing written) if the code was already
-    /// spent (by a concurrent request) or has expired.
+    /// Spends a live, unused code, stores the first refresh token of its family, records that the
+    /// client has tokens in session `sid` (for back-channel logout) and appends the token's audit
+    /// record, in one transaction. Nothing is written unless the answer is `Issued`.
     async fn consume_code(
         &self,
         code_hash: &str,
         realm: &str,
         now: i64,
         refresh: &RefreshRecord,
+        sid: &str,
         audit: Audited<'_>,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<CodeSpend, StoreError>;
 
     /// Marks `token_hash` used, stores `next` in its family, refreshes the session's `last_seen`
     /// (by sid) and appends the token's audit record, in one transaction: a failure leaves the
@@ -421,12 +448,34 @@ pub trait LoginStore: Send + Sync {
         sid: &str,
         audit: Audited<'_>,
     ) -> Result<bool, StoreError>;
+    /// Revokes a token family (a code or refresh token presented twice) and ends the session it
+    /// belongs to (`realm`, `sid`), as `end_session` does, in one transaction.
     async fn revoke_family(
         &self,
         family: &str,
+        session: Option<(&str, &str)>,
         now: i64,
         audit: Audited<'_>,
     ) -> Result<u64, StoreError>;
+
+    /// Claims up to `limit` due back-channel logouts for `owner` until `now + lease_secs`
+    /// (another node's claim is never taken before its lease ends), counting the attempt.
+    async fn claim_logouts(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_secs: i64,
+        limit: i64,
+    ) -> Result<Vec<LogoutDelivery>, StoreError>;
+    /// Settles a claimed logout with its audit record, in one transaction: delivered or abandoned
+    /// deletes it, a retry schedules it. False (nothing written) if `owner` no longer holds it.
+    async fn settle_logout(
+        &self,
+        id: i64,
+        owner: &str,
+        next_attempt_at: Option<i64>,
+        audit: Audited<'_>,
+    ) -> Result<bool, StoreError>;
     async fn refresh_token(
         &self,
         token_hash: &str,

@@ -401,11 +401,6 @@ macro_rules! impl_login_store {
                 Ok(())
             }
 
-            async fn delete_session(&self, id_hash: &str) -> Result<bool, $crate::store::StoreError> {
-                Ok(sqlx::query("DELETE FROM sessions WHERE id_hash = $1").bind(id_hash)
-                    .execute(&self.pool).await?.rows_affected() == 1)
-            }
-
             async fn sessions_of(&self, realm: &str, user_id: &str) -> Result<Vec<$crate::store::login::SessionRecord>, $crate::store::StoreError> {
                 Ok(sqlx::query_as(
                     "SELECT id_hash, realm, user_id, sid, created_at, last_seen, auth_time, amr, acr FROM sessions \
@@ -416,17 +411,15 @@ macro_rules! impl_login_store {
             async fn end_session(&self, id_hash: &str, realm: &str, now: i64, audit: $crate::store::Audited<'_>) -> Result<bool, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
                 Self::append_in_tx(&self.chain, &mut tx, audit).await?;
-                sqlx::query(
-                    "INSERT INTO revocations (realm, kind, value, not_before, created_at, expires_at) \
-                     SELECT realm, 'sid', sid, $3, $3, $4 FROM sessions WHERE id_hash = $1 AND realm = $2",
-                ).bind(id_hash).bind(realm).bind(now).bind(now + $crate::store::REVOCATION_HORIZON_SECS)
-                .execute(&mut *tx).await?;
-                let ended = sqlx::query("DELETE FROM sessions WHERE id_hash = $1 AND realm = $2")
-                    .bind(id_hash).bind(realm).execute(&mut *tx).await?.rows_affected() == 1;
-                if ended {
-                    tx.commit().await?;
+                let ended: Vec<(String, String)> = sqlx::query_as(
+                    "DELETE FROM sessions WHERE id_hash = $1 AND realm = $2 RETURNING sid, user_id",
+                ).bind(id_hash).bind(realm).fetch_all(&mut *tx).await?;
+                if ended.is_empty() {
+                    return Ok(false);
                 }
-                Ok(ended)
+                Self::after_sessions_ended(&mut tx, realm, &ended, now).await?;
+                tx.commit().await?;
+                Ok(true)
             }
 
             async fn sign_out_everywhere(&self, realm: &str, user_id: &str, now: i64, audit: $crate::store::Audited<'_>) -> Result<u64, $crate::store::StoreError> {
@@ -450,7 +443,8 @@ macro_rules! impl_login_store {
                 ).bind(code_hash).bind(realm).fetch_optional(&self.pool).await?)
             }
 
-            async fn consume_code(&self, code_hash: &str, realm: &str, now: i64, refresh: &$crate::store::login::RefreshRecord, audit: $crate::store::Audited<'_>) -> Result<bool, $crate::store::StoreError> {
+            async fn consume_code(&self, code_hash: &str, realm: &str, now: i64, refresh: &$crate::store::login::RefreshRecord, sid: &str, audit: $crate::store::Audited<'_>) -> Result<$crate::store::login::CodeSpend, $crate::store::StoreError> {
+                use $crate::store::login::CodeSpend;
                 let mut tx = self.pool.begin().await?;
                 Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 let fresh = sqlx::query(
@@ -458,11 +452,22 @@ macro_rules! impl_login_store {
                      AND expires_at > $1",
                 ).bind(now).bind(code_hash).bind(realm).execute(&mut *tx).await?.rows_affected() == 1;
                 if !fresh {
-                    return Ok(false);
+                    return Ok(CodeSpend::Spent);
                 }
+                // Lock the session row (PostgreSQL: an ending session's DELETE waits for this
+                // transaction, then sees the client below), or learn that it already ended.
+                let live = sqlx::query("UPDATE sessions SET last_seen = last_seen WHERE realm = $1 AND sid = $2")
+                    .bind(realm).bind(sid).execute(&mut *tx).await?.rows_affected() == 1;
+                if !live {
+                    return Ok(CodeSpend::SessionEnded);
+                }
+                sqlx::query(
+                    "INSERT INTO session_clients (realm, sid, client_id, created_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (realm, sid, client_id) DO NOTHING",
+                ).bind(realm).bind(sid).bind(&refresh.client_id).bind(now).execute(&mut *tx).await?;
                 Self::insert_refresh(&mut tx, refresh).await?;
                 tx.commit().await?;
-                Ok(true)
+                Ok(CodeSpend::Issued)
             }
 
             async fn rotate_refresh(&self, token_hash: &str, realm: &str, now: i64, next: &$crate::store::login::RefreshRecord, sid: &str, audit: $crate::store::Audited<'_>) -> Result<bool, $crate::store::StoreError> {
@@ -482,15 +487,57 @@ macro_rules! impl_login_store {
                 Ok(true)
             }
 
-            async fn revoke_family(&self, family: &str, now: i64, audit: $crate::store::Audited<'_>) -> Result<u64, $crate::store::StoreError> {
+            async fn revoke_family(&self, family: &str, session: Option<(&str, &str)>, now: i64, audit: $crate::store::Audited<'_>) -> Result<u64, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
                 Self::append_in_tx(&self.chain, &mut tx, audit).await?;
+                if let Some((realm, sid)) = session {
+                    let ended: Vec<(String, String)> = sqlx::query_as(
+                        "DELETE FROM sessions WHERE realm = $1 AND sid = $2 RETURNING sid, user_id",
+                    ).bind(realm).bind(sid).fetch_all(&mut *tx).await?;
+                    Self::after_sessions_ended(&mut tx, realm, &ended, now).await?;
+                }
                 let n = sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE family = $2 AND revoked_at IS NULL")
                     .bind(now).bind(family).execute(&mut *tx).await?.rows_affected();
                 sqlx::query("UPDATE auth_codes SET used_at = COALESCE(used_at, $1) WHERE family = $2")
                     .bind(now).bind(family).execute(&mut *tx).await?;
                 tx.commit().await?;
                 Ok(n)
+            }
+
+            async fn claim_logouts(&self, owner: &str, now: i64, lease_secs: i64, limit: i64) -> Result<Vec<$crate::store::login::LogoutDelivery>, $crate::store::StoreError> {
+                // A read first: an idle outbox costs no write lock.
+                let due: Option<(i64,)> = sqlx::query_as(
+                    "SELECT id FROM logout_outbox WHERE next_attempt_at <= $1 AND lease_until <= $1 LIMIT 1",
+                ).bind(now).fetch_optional(&self.pool).await?;
+                if due.is_none() {
+                    return Ok(Vec::new());
+                }
+                // The conditions are repeated on the row itself: PostgreSQL re-checks them after
+                // waiting for another node's claim of the same row, which then no longer matches.
+                Ok(sqlx::query_as(
+                    "UPDATE logout_outbox SET lease_owner = $1, lease_until = $2, attempts = attempts + 1 \
+                     WHERE id IN (SELECT id FROM logout_outbox WHERE next_attempt_at <= $3 AND lease_until <= $3 \
+                     ORDER BY id LIMIT $4) AND next_attempt_at <= $3 AND lease_until <= $3 \
+                     RETURNING id, realm, client_id, uri, sid, sub, created_at, attempts",
+                ).bind(owner).bind(now + lease_secs).bind(now).bind(limit).fetch_all(&self.pool).await?)
+            }
+
+            async fn settle_logout(&self, id: i64, owner: &str, next_attempt_at: Option<i64>, audit: $crate::store::Audited<'_>) -> Result<bool, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
+                let held = match next_attempt_at {
+                    None => sqlx::query("DELETE FROM logout_outbox WHERE id = $1 AND lease_owner = $2")
+                        .bind(id).bind(owner).execute(&mut *tx).await?.rows_affected() == 1,
+                    Some(at) => sqlx::query(
+                        "UPDATE logout_outbox SET next_attempt_at = $1, lease_owner = '', lease_until = 0 \
+                         WHERE id = $2 AND lease_owner = $3",
+                    ).bind(at).bind(id).bind(owner).execute(&mut *tx).await?.rows_affected() == 1,
+                };
+                if !held {
+                    return Ok(false);
+                }
+                tx.commit().await?;
+                Ok(true)
             }
 
             async fn refresh_token(&self, token_hash: &str, realm: &str) -> Result<Option<$crate::store::login::RefreshRecord>, $crate::store::StoreError> {
@@ -598,19 +645,39 @@ macro_rules! impl_login_store {
                 Ok(())
             }
 
+            /// What follows the deletion of sessions (`sid`, `user_id`), in its transaction: every
+            /// ended session's tokens stop at the validators (the revocation feed), and each client
+            /// that had tokens in it and registered a back-channel logout URI is told (the outbox).
+            /// The sessions are deleted first: on PostgreSQL that waits for a code redemption that
+            /// holds the session row, whose client is then seen here.
+            async fn after_sessions_ended(tx: &mut sqlx::Transaction<'_, $db>, realm: &str, ended: &[(String, String)], now: i64) -> Result<(), $crate::store::StoreError> {
+                for (sid, user_id) in ended {
+                    sqlx::query(
+                        "INSERT INTO revocations (realm, kind, value, not_before, created_at, expires_at) \
+                         VALUES ($1, 'sid', $2, $3, $3, $4)",
+                    ).bind(realm).bind(sid).bind(now).bind(now + $crate::store::REVOCATION_HORIZON_SECS)
+                    .execute(&mut **tx).await?;
+                    sqlx::query(
+                        "INSERT INTO logout_outbox (realm, client_id, uri, sid, sub, created_at, next_attempt_at) \
+                         SELECT sc.realm, sc.client_id, c.backchannel_logout_uri, sc.sid, $3, $4, $4 \
+                         FROM session_clients sc JOIN clients c ON c.realm = sc.realm AND c.client_id = sc.client_id \
+                         WHERE sc.realm = $1 AND sc.sid = $2 AND c.backchannel_logout_uri IS NOT NULL \
+                         ORDER BY sc.client_id",
+                    ).bind(realm).bind(sid).bind(user_id).bind(now).execute(&mut **tx).await?;
+                    sqlx::query("DELETE FROM session_clients WHERE realm = $1 AND sid = $2")
+                        .bind(realm).bind(sid).execute(&mut **tx).await?;
+                }
+                Ok(())
+            }
+
             /// Ends the user's sessions (all, or all but `keep`) and revokes every refresh token;
             /// codes die with their session (redemption checks it).
             async fn end_everything_in_tx(tx: &mut sqlx::Transaction<'_, $db>, realm: &str, user_id: &str, keep: Option<&str>, now: i64) -> Result<u64, $crate::store::StoreError> {
-                // Every ended session's tokens stop at the validators too (the revocation feed).
-                sqlx::query(
-                    "INSERT INTO revocations (realm, kind, value, not_before, created_at, expires_at) \
-                     SELECT realm, 'sid', sid, $4, $4, $5 FROM sessions WHERE realm = $1 AND user_id = $2 AND id_hash <> $3",
-                ).bind(realm).bind(user_id).bind(keep.unwrap_or("")).bind(now)
-                .bind(now + $crate::store::REVOCATION_HORIZON_SECS)
-                .execute(&mut **tx).await?;
-                let sessions = sqlx::query("DELETE FROM sessions WHERE realm = $1 AND user_id = $2 AND id_hash <> $3")
-                    .bind(realm).bind(user_id).bind(keep.unwrap_or(""))
-                    .execute(&mut **tx).await?.rows_affected();
+                let ended: Vec<(String, String)> = sqlx::query_as(
+                    "DELETE FROM sessions WHERE realm = $1 AND user_id = $2 AND id_hash <> $3 RETURNING sid, user_id",
+                ).bind(realm).bind(user_id).bind(keep.unwrap_or("")).fetch_all(&mut **tx).await?;
+                let sessions = ended.len() as u64;
+                Self::after_sessions_ended(tx, realm, &ended, now).await?;
                 let tokens = sqlx::query(
                     "UPDATE refresh_tokens SET revoked_at = $1 WHERE realm = $2 AND user_id = $3 AND revoked_at IS NULL",
                 ).bind(now).bind(realm).bind(user_id).execute(&mut **tx).await?.rows_affected();

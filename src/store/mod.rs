@@ -117,6 +117,8 @@ pub struct ClientRecord {
     pub may_introspect: bool,
     /// Exact post-logout redirect URIs (RP-Initiated Logout), a JSON list of strings.
     pub post_logout_redirect_uris: String,
+    /// Where the client is told that a session it had tokens in ended (Back-Channel Logout 1.0).
+    pub backchannel_logout_uri: Option<String>,
     /// `auth_config` parsed (inline JWKS included) on first use: the directory caches the
     /// record, so a client's settings are parsed once per cache period, not once per request.
     #[sqlx(skip)]

@@ -158,6 +158,7 @@ async fn per_client_lifetime_overrides_the_realm(app: &TestApp) {
             auth: Default::default(),
             introspect: false,
             post_logout_redirect_uris: vec![],
+            backchannel_logout_uri: None,
         },
         app.now(),
         "test",

@@ -959,6 +959,7 @@ async fn a_redirect_uri_with_a_space_registers_nothing() {
                 auth: Default::default(),
                 introspect: false,
                 post_logout_redirect_uris: vec![],
+                backchannel_logout_uri: None,
             },
             f.clock.now(),
             "t",

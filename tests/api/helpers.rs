@@ -350,6 +350,7 @@ impl TestApp {
                 auth: Default::default(),
                 introspect: false,
                 post_logout_redirect_uris: vec![],
+                backchannel_logout_uri: None,
             },
             self.now(),
             "test",

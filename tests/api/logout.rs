@@ -14,13 +14,13 @@ use crate::login::{
     Fixture, SIGNED_OUT, between, browser, location, pkce, query_param, setup, urlencode,
 };
 
-struct Tokens {
-    id: String,
-    access: String,
-    refresh: String,
+pub(crate) struct Tokens {
+    pub(crate) id: String,
+    pub(crate) access: String,
+    pub(crate) refresh: String,
 }
 
-async fn sign_in(f: &Fixture, b: &reqwest::Client) -> Tokens {
+pub(crate) async fn sign_in(f: &Fixture, b: &reqwest::Client) -> Tokens {
     f.clock.advance(31);
     let p = pkce();
     let res = f
@@ -37,7 +37,7 @@ async fn sign_in(f: &Fixture, b: &reqwest::Client) -> Tokens {
     }
 }
 
-async fn signed_in(f: &Fixture, b: &reqwest::Client) -> bool {
+pub(crate) async fn signed_in(f: &Fixture, b: &reqwest::Client) -> bool {
     let res = b
         .get(format!("{}/account", f.app.issuer("customers")))
         .send()
@@ -46,7 +46,7 @@ async fn signed_in(f: &Fixture, b: &reqwest::Client) -> bool {
     res.status() == 200
 }
 
-fn logout_url(f: &Fixture, query: &[(&str, &str)]) -> String {
+pub(crate) fn logout_url(f: &Fixture, query: &[(&str, &str)]) -> String {
     let q: Vec<String> = query
         .iter()
         .map(|(k, v)| format!("{k}={}", urlencode(v)))

@@ -12,6 +12,7 @@ mod soft_passkey;
 mod attacks;
 mod audit;
 mod aws;
+mod backchannel_logout;
 mod cli;
 mod client_credentials;
 mod connections;

@@ -219,6 +219,7 @@ async fn passkey_enrolment_sign_in_step_up_and_forgeries() {
                 auth: Default::default(),
                 introspect: false,
                 post_logout_redirect_uris: vec![],
+                backchannel_logout_uri: None,
             },
             clock.now(),
             "t",

@@ -30,6 +30,7 @@ async fn resource_server(app: &TestApp, realm: &str, id: &str) -> Client {
             auth: Default::default(),
             introspect: true,
             post_logout_redirect_uris: vec![],
+            backchannel_logout_uri: None,
         },
         app.now(),
         "test",

@@ -41,6 +41,7 @@ async fn resource_server(app: &TestApp) -> Client {
             auth: Default::default(),
             introspect: true,
             post_logout_redirect_uris: vec![],
+            backchannel_logout_uri: None,
         },
         app.now(),
         "t",

@@ -57,6 +57,7 @@ async fn register(app: &TestApp, realm: &str, id: &str, auth: ClientAuth) -> Opt
             auth,
             introspect: false,
             post_logout_redirect_uris: vec![],
+            backchannel_logout_uri: None,
         },
         app.now(),
         "test",
