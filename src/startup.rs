@@ -123,6 +123,7 @@ impl Application {
             logout_outbox: Arc::new(crate::oidc::backchannel_logout::LogoutOutbox::new(
                 Duration::from_millis(config_logout_poll_ms),
             )),
+            feed_snapshots: Arc::default(),
         });
         let metrics_listener = listen_optional(state.config.metrics_bind)?;
         let router = crate::routes::router(state.clone());

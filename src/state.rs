@@ -51,4 +51,6 @@ pub struct Shared {
     pub client_keys: Arc<crate::clients::keys::ClientKeys>,
     /// Back-channel logouts: this node's lease name, HTTP client and wake-up signal.
     pub logout_outbox: Arc<crate::oidc::backchannel_logout::LogoutOutbox>,
+    /// The revocation feed's settled entries per realm, serialised once.
+    pub feed_snapshots: Arc<crate::oauth::feed_snapshot::FeedSnapshots>,
 }

@@ -9,6 +9,7 @@ pub mod client_auth;
 pub mod client_credentials;
 pub mod dpop;
 pub mod error;
+pub mod feed_snapshot;
 pub mod form;
 pub mod introspection;
 pub mod outcome;

@@ -77,9 +77,27 @@ pub async fn feed(
         }
     };
     let name = &c.realm.record.name;
-    let entries = match state
+    let settled = c.now - SETTLE_SECS;
+    let limit = PAGE_LIMIT as usize;
+    // The settled bulk from memory, already serialised; the rest from the database.
+    let snapshot = match state
+        .feed_snapshots
+        .get(state.store.as_ref(), name, c.now, settled)
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "revocation feed unavailable");
+            return OAuthError::store_unavailable().into_response();
+        }
+    };
+    let range = snapshot.range(after, limit);
+    let cached = range.len();
+    let last_cached = snapshot.last_seq(&range);
+    let tail_after = after.max(snapshot.upto);
+    let tail = match state
         .store
-        .revocations_after(name, after, c.now, PAGE_LIMIT + 1)
+        .revocations_after(name, tail_after, c.now, (limit - cached) as i64 + 1)
         .await
     {
         Ok(e) => e,
@@ -88,33 +106,39 @@ pub async fn feed(
             return OAuthError::store_unavailable().into_response();
         }
     };
-    let more = entries.len() as i64 > PAGE_LIMIT;
-    let page = &entries[..entries.len().min(PAGE_LIMIT as usize)];
-    let settled = c.now - SETTLE_SECS;
-    let next = page
+    let more = snapshot.more_after(&range) || cached + tail.len() > limit;
+    let tail = &tail[..tail.len().min(limit - cached)];
+    let next = tail
         .iter()
         .take_while(|e| e.created_at <= settled)
         .last()
-        .map_or(after, |e| e.seq);
-    let payload = FeedPage {
+        .map(|e| e.seq)
+        .or(last_cached)
+        .unwrap_or(after);
+    let head = FeedHead {
         iss: &c.realm.issuer,
         aud: &c.client.client.client_id,
         iat: c.now,
         after,
         next,
         more,
-        entries: page,
     };
-    // Serialising plain strings and integers cannot fail; were it to, an empty page is never
-    // signed in its place.
-    let signed = match serde_json::to_vec(&payload)
-        .map_err(|e| e.to_string())
-        .and_then(|json| {
-            c.realm
-                .signing
-                .sign_typed(TYP, &json)
-                .map_err(|e| e.to_string())
-        }) {
+    let page = head.with_entries(|json| {
+        snapshot.write(&range, json);
+        for (n, e) in tail.iter().enumerate() {
+            if cached > 0 || n > 0 {
+                json.push(b',');
+            }
+            // Plain strings and integers: serialising cannot fail.
+            let _ = serde_json::to_writer(&mut *json, e);
+        }
+    });
+    let signed = match page.and_then(|json| {
+        c.realm
+            .signing
+            .sign_typed(TYP, &json)
+            .map_err(|e| e.to_string())
+    }) {
         Ok(jws) => jws,
         Err(e) => {
             tracing::error!(error = %e, "revocation feed page could not be signed");
@@ -132,14 +156,28 @@ pub async fn feed(
     res
 }
 
-/// One page, serialised straight from the rows.
+/// A page's fields besides its entries; the page is this object with `entries` added.
 #[derive(serde::Serialize)]
-struct FeedPage<'a> {
+struct FeedHead<'a> {
     iss: &'a str,
     aud: &'a str,
     iat: i64,
     after: i64,
     next: i64,
     more: bool,
-    entries: &'a [crate::store::login::RevocationRecord],
+}
+
+impl FeedHead<'_> {
+    /// The page's JSON: this object with `"entries": [ ... ]` as its last member, whose
+    /// comma-separated objects `entries` writes.
+    fn with_entries(&self, entries: impl FnOnce(&mut Vec<u8>)) -> Result<Vec<u8>, String> {
+        let mut json = serde_json::to_vec(self).map_err(|e| e.to_string())?;
+        if json.pop() != Some(b'}') {
+            return Err("a page head is not a JSON object".into());
+        }
+        json.extend_from_slice(br#","entries":["#);
+        entries(&mut json);
+        json.extend_from_slice(b"]}");
+        Ok(json)
+    }
 }

@@ -343,3 +343,114 @@ async fn tampered_and_replayed_pages_are_refused(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Reads every page from `after` on; the entries' sequence numbers and the last cursor.
+async fn read_all(app: &TestApp, rs: &Client, mut after: i64) -> (Vec<i64>, i64) {
+    let feed = format!("{}/revocations", app.issuer("customers"));
+    let mut seqs = Vec::new();
+    for _ in 0..20 {
+        let jws = app
+            .http
+            .get(format!("{feed}?after={after}"))
+            .basic_auth(&rs.id, Some(&rs.secret))
+            .send()
+            .await
+            .expect("feed")
+            .text()
+            .await
+            .expect("page");
+        let page = crate::helpers::decode_part(&jws, 1);
+        assert_eq!(page["after"], after);
+        let entries = page["entries"].as_array().expect("entries");
+        assert!(entries.len() <= 20_000);
+        seqs.extend(entries.iter().map(|e| e["seq"].as_i64().expect("seq")));
+        let next = page["next"].as_i64().expect("next");
+        if !page["more"].as_bool().expect("more") || next == after {
+            return (seqs, next);
+        }
+        after = next;
+    }
+    panic!("the feed never ended");
+}
+
+/// The settled bulk is served from memory and the young tail from the database: paged from
+/// nothing, every live entry comes once and in order, expired ones never; entries added later
+/// (young, then settled, then expired) come exactly as the database says across refreshes.
+#[tokio::test]
+async fn a_large_feed_pages_every_live_entry_once_in_order_across_refreshes() {
+    for backend in backends() {
+        let clock = MockClock::new(1_800_000_000);
+        let app = crate::helpers::spawn_app_with(backend, Some(clock.clone()), |_| {}).await;
+        app.create_realm("customers", sigil::keys::Alg::ES256).await;
+        let rs = resource_server(&app).await;
+        let now = clock.now();
+        let insert = |from: i64, to: i64, created: i64, exp_of: &'static str| {
+            format!(
+                "WITH RECURSIVE c(i) AS (SELECT {from} UNION ALL SELECT i + 1 FROM c WHERE i < {to}) \
+                 INSERT INTO revocations (realm, kind, value, not_before, created_at, expires_at) \
+                 SELECT 'customers', 'jti', 'e-' || i, {created}, {created}, {exp_of} FROM c"
+            )
+        };
+        // 45,000 settled entries; every seventh already expired.
+        crate::helpers::exec_raw(
+            &app,
+            &insert(
+                1,
+                45_000,
+                now - 60,
+                "CASE WHEN i % 7 = 0 THEN 1 ELSE 1900000000 END",
+            ),
+        )
+        .await
+        .expect("bulk");
+        // Every seventh of the bulk expired; none of the young entries (above 45,000) yet.
+        let live = |seqs: &[i64]| -> Vec<i64> {
+            seqs.iter()
+                .copied()
+                .filter(|s| *s > 45_000 || s % 7 != 0)
+                .collect()
+        };
+        let (seqs, next) = read_all(&app, &rs, 0).await;
+        let want: Vec<i64> = live(&(1..=45_000).collect::<Vec<_>>());
+        assert_eq!(seqs, want);
+        assert_eq!(next, 45_000);
+        // From the middle of the snapshot.
+        let (seqs, _) = read_all(&app, &rs, 30_001).await;
+        assert_eq!(seqs, live(&(30_002..=45_000).collect::<Vec<_>>()));
+
+        // Young entries come from the database, and the cursor stays before them.
+        // Every tenth expires 50 s from now (the clock starts at 1,800,000,000).
+        crate::helpers::exec_raw(
+            &app,
+            &insert(
+                45_001,
+                45_100,
+                now,
+                "CASE WHEN i % 10 = 0 THEN 1800000050 ELSE 1900000000 END",
+            ),
+        )
+        .await
+        .expect("young");
+        let (seqs, next) = read_all(&app, &rs, 44_990).await;
+        assert_eq!(seqs, live(&(44_991..=45_100).collect::<Vec<_>>()));
+        assert_eq!(next, 45_000, "young entries are read again next time");
+
+        // Settled later, after the snapshot refreshed: in it now, same answer.
+        clock.advance(20);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let (seqs, next) = read_all(&app, &rs, 44_990).await;
+        assert_eq!(seqs, live(&(44_991..=45_100).collect::<Vec<_>>()));
+        assert_eq!(next, 45_100);
+        let (seqs, _) = read_all(&app, &rs, 0).await;
+        assert_eq!(seqs.len(), live(&(1..=45_100).collect::<Vec<_>>()).len());
+
+        // Entries that expire drop out at the next refresh.
+        clock.advance(40);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let (seqs, _) = read_all(&app, &rs, 45_000).await;
+        let want: Vec<i64> = (45_001..=45_100).filter(|s| s % 10 != 0).collect();
+        assert_eq!(seqs, want);
+        let (seqs, _) = read_all(&app, &rs, 0).await;
+        assert_eq!(seqs.len(), 45_000 - 45_000 / 7 + want.len());
+    }
+}
