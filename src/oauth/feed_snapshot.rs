@@ -5,21 +5,20 @@
 //! entries older than [`SETTLE_SECS`](super::revocation_feed::SETTLE_SECS) go in (a lower
 //! sequence number may still commit late on PostgreSQL, exactly the rule of the feed's cursor).
 //! Whatever is newer is read from the database per request (the tail, small by construction). The
-//! snapshot is refreshed at most once per [`REFRESH_MS`] by one request while others use the one
+//! snapshot is refreshed at most once per [`REFRESH_SECS`] by one request while others use the one
 //! before; it drops expired entries when it is refreshed, and holds at most [`MAX_ENTRIES`] (past
 //! that, the rest comes from the database, as before). Entries that expired since the last
 //! refresh (within a second) may still be served: a validator ignores them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use crate::store::login::RevocationRecord;
 use crate::store::{Store, StoreError};
 
-/// How stale a snapshot may be before a request refreshes it. Entries not in it yet are read
-/// from the database, so this bounds work, not freshness.
-pub const REFRESH_MS: u64 = 1000;
+/// How stale a snapshot may be (seconds of the server's clock) before a request refreshes it.
+/// Entries not in it yet are read from the database, so this bounds work, not freshness.
+pub const REFRESH_SECS: i64 = 1;
 /// The most entries held per realm: about 105 bytes each (the JSON and its slot), so at most
 /// ~26 MB; 100,000 entries take ~10 MB.
 pub const MAX_ENTRIES: usize = 250_000;
@@ -126,7 +125,7 @@ impl Snapshot {
 }
 
 struct RealmFeed {
-    current: Mutex<(Arc<Snapshot>, Option<Instant>)>,
+    current: Mutex<(Arc<Snapshot>, Option<i64>)>,
     /// One refresher at a time; the others serve the snapshot they find.
     refreshing: tokio::sync::Mutex<()>,
 }
@@ -138,7 +137,7 @@ pub struct FeedSnapshots {
 }
 
 impl FeedSnapshots {
-    /// The realm's snapshot, refreshed first if it is older than [`REFRESH_MS`] and no other
+    /// The realm's snapshot, refreshed first if it is older than [`REFRESH_SECS`] and no other
     /// request is refreshing it. `settled`: entries created at or before it are settled.
     pub async fn get(
         &self,
@@ -158,9 +157,7 @@ impl FeedSnapshots {
                 })
                 .clone()
         };
-        let fresh = |at: Option<Instant>| {
-            at.is_some_and(|t| t.elapsed() < Duration::from_millis(REFRESH_MS))
-        };
+        let fresh = |at: Option<i64>| at.is_some_and(|t| now >= t && now - t < REFRESH_SECS);
         let (snap, at) = feed
             .current
             .lock()
@@ -206,8 +203,7 @@ impl FeedSnapshots {
         } else {
             Arc::new(snap.extended(now, &more, upto))
         };
-        *feed.current.lock().unwrap_or_else(|p| p.into_inner()) =
-            (next.clone(), Some(Instant::now()));
+        *feed.current.lock().unwrap_or_else(|p| p.into_inner()) = (next.clone(), Some(now));
         Ok(next)
     }
 }
