@@ -5,9 +5,10 @@
 //! the cursor it answers (`after`), so a page cannot be forged, altered, replayed to another
 //! resource server or passed off as the answer to another cursor.
 //!
-//! Entries: `jti` (a revoked access token), `sid` (an ended session: every token carrying it) and
-//! `client` (a disabled client: its tokens issued before `not_before`), each kept until no token it
-//! can affect is unexpired. Order is by sequence; on PostgreSQL several nodes take sequence
+//! Entries: `jti` (a revoked access token), `sid` (an ended session: every token carrying it),
+//! `sub` (a disabled user: tokens with that subject issued before `not_before`) and `client` (a
+//! disabled client: its tokens issued before `not_before`), each kept until no token it can affect
+//! is unexpired. Order is by sequence; on PostgreSQL several nodes take sequence
 //! numbers that can commit out of order, so `next` (the cursor to send next) stops at the last
 //! entry older than [`SETTLE_SECS`]: newer ones come again in the next page and the validator
 //! deduplicates them.

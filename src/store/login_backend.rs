@@ -66,6 +66,13 @@ macro_rules! impl_login_store {
                 }
                 if !enabled {
                     Self::end_everything_in_tx(&mut tx, realm, user_id, None, now).await?;
+                    // Every token of the user issued until now stops at the validators, with or
+                    // without a session.
+                    sqlx::query(
+                        "INSERT INTO revocations (realm, kind, value, not_before, created_at, expires_at) \
+                         VALUES ($1, 'sub', $2, $3, $3, $4)",
+                    ).bind(realm).bind(user_id).bind(now).bind(now + $crate::store::REVOCATION_HORIZON_SECS)
+                    .execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
                 Ok(true)

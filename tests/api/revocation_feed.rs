@@ -135,6 +135,16 @@ async fn revocations_reach_a_validator_within_the_poll_interval() {
             .await
             .expect("disable");
         refused_within(&v, &token, "user disabled").await;
+        assert_eq!(
+            crate::helpers::count_rows(
+                app,
+                "SELECT COUNT(*) FROM revocations WHERE kind = 'sub' AND value = \
+                 (SELECT id FROM users WHERE username = 'alice')"
+            )
+            .await,
+            1,
+            "the user's every token, with or without a session"
+        );
         sigil::admin::users::set_enabled(s, "customers", "alice", true, f.clock.now(), "t")
             .await
             .expect("enable");

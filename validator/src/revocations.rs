@@ -1,6 +1,7 @@
 //! The issuer's revocation feed, held in memory next to the JWKS (Sigil's
-//! `/realms/{realm}/revocations`): revoked access tokens (`jti`), ended sessions (`sid`) and
-//! disabled clients (their tokens issued before a time). A background task polls the feed
+//! `/realms/{realm}/revocations`): revoked access tokens (`jti`), ended sessions (`sid`),
+//! disabled users (`sub`) and disabled clients (`client`), the last two with the time before which
+//! their tokens were issued. A background task polls the feed
 //! (default every 5 s) with the resource server's client credentials; each page is a JWS
 //! (`typ: revocations+jwt`) verified with the issuer's keys and checked to be addressed to this
 //! client, for the cursor asked, and fresh. If the feed cannot be read, the last list is kept for
@@ -40,6 +41,8 @@ pub(crate) struct RevocationSet {
     sids: HashMap<String, i64>,
     /// `client_id` -> (tokens issued before this are revoked, until when).
     clients: HashMap<String, (i64, i64)>,
+    /// `sub` (a disabled user) -> (tokens issued before this are revoked, until when).
+    subs: HashMap<String, (i64, i64)>,
     /// The cursor to ask from next.
     pub cursor: i64,
     /// When the feed last answered (the clock's seconds); `i64::MIN` before the first answer.
@@ -55,27 +58,25 @@ impl RevocationSet {
     }
 
     pub fn len(&self) -> usize {
-        self.jtis.len() + self.sids.len() + self.clients.len()
+        self.jtis.len() + self.sids.len() + self.clients.len() + self.subs.len()
     }
 
     /// Whether a token with these claims was revoked.
-    pub fn revokes(
-        &self,
-        jti: Option<&str>,
-        sid: Option<&str>,
-        client_id: Option<&str>,
-        iat: Option<i64>,
-    ) -> bool {
-        if self.jtis.is_empty() && self.sids.is_empty() && self.clients.is_empty() {
+    pub fn revokes(&self, t: &Named<'_>) -> bool {
+        if self.len() == 0 {
             return false;
         }
-        jti.is_some_and(|j| self.jtis.contains_key(j))
-            || sid.is_some_and(|s| self.sids.contains_key(s))
-            || client_id
+        // Issued in the second of the revocation or before it (seconds cannot order the two), or
+        // without `iat`: cannot show it came after.
+        let issued_before = |(not_before, _): &(i64, i64)| t.iat.is_none_or(|at| at <= *not_before);
+        t.jti.is_some_and(|j| self.jtis.contains_key(j))
+            || t.sid.is_some_and(|s| self.sids.contains_key(s))
+            || t.client_id
                 .and_then(|c| self.clients.get(c))
-                // Issued in the second of the revocation or before it (seconds cannot order the
-                // two), or without `iat`: cannot show it came after.
-                .is_some_and(|(not_before, _)| iat.is_none_or(|t| t <= *not_before))
+                .is_some_and(issued_before)
+            || t.sub
+                .and_then(|s| self.subs.get(s))
+                .is_some_and(issued_before)
     }
 
     /// Adds a page's entries (seen before or not: the same entry twice is one) and drops those
@@ -89,8 +90,13 @@ impl RevocationSet {
                 "sid" => {
                     self.sids.insert(e.value.clone(), e.exp);
                 }
-                "client" => {
-                    let entry = self.clients.entry(e.value.clone()).or_insert((i64::MIN, 0));
+                "client" | "sub" => {
+                    let map = if e.kind == "sub" {
+                        &mut self.subs
+                    } else {
+                        &mut self.clients
+                    };
+                    let entry = map.entry(e.value.clone()).or_insert((i64::MIN, 0));
                     entry.0 = entry.0.max(e.not_before);
                     entry.1 = entry.1.max(e.exp);
                 }
@@ -101,8 +107,19 @@ impl RevocationSet {
         self.jtis.retain(|_, exp| *exp > horizon);
         self.sids.retain(|_, exp| *exp > horizon);
         self.clients.retain(|_, (_, exp)| *exp > horizon);
+        self.subs.retain(|_, (_, exp)| *exp > horizon);
         self.fetched_at = now;
     }
+}
+
+/// The claims of a token the feed can name.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Named<'a> {
+    pub jti: Option<&'a str>,
+    pub sid: Option<&'a str>,
+    pub sub: Option<&'a str>,
+    pub client_id: Option<&'a str>,
+    pub iat: Option<i64>,
 }
 
 /// One verified page of the feed.
@@ -167,6 +184,7 @@ mod tests {
                     entry("jti", "j1", 0, 200),
                     entry("sid", "s1", 0, 200),
                     entry("client", "c1", 100, 200),
+                    entry("sub", "u1", 100, 200),
                     entry("future-kind", "x", 0, 200),
                 ],
                 7,
@@ -174,26 +192,42 @@ mod tests {
             50,
             60,
         );
-        assert_eq!((set.len(), set.fetched_at), (3, 50));
-        assert!(set.revokes(Some("j1"), None, None, None));
-        assert!(!set.revokes(Some("j2"), None, None, None));
-        assert!(set.revokes(None, Some("s1"), None, None));
-        assert!(set.revokes(None, None, Some("c1"), Some(99)));
-        assert!(
-            set.revokes(None, None, Some("c1"), Some(100)),
-            "the same second"
-        );
-        assert!(
-            !set.revokes(None, None, Some("c1"), Some(101)),
-            "issued after"
-        );
-        assert!(set.revokes(None, None, Some("c1"), None), "no iat");
+        assert_eq!((set.len(), set.fetched_at), (4, 50));
+        let jti = |j| Named {
+            jti: Some(j),
+            ..Default::default()
+        };
+        let by = |client: Option<&'static str>, sub: Option<&'static str>, iat| Named {
+            client_id: client,
+            sub,
+            iat,
+            ..Default::default()
+        };
+        assert!(set.revokes(&jti("j1")));
+        assert!(!set.revokes(&jti("j2")));
+        assert!(set.revokes(&Named {
+            sid: Some("s1"),
+            ..Default::default()
+        }));
+        for (client, sub) in [(Some("c1"), None), (None, Some("u1"))] {
+            assert!(set.revokes(&by(client, sub, Some(99))));
+            assert!(set.revokes(&by(client, sub, Some(100))), "the same second");
+            assert!(!set.revokes(&by(client, sub, Some(101))), "issued after");
+            assert!(set.revokes(&by(client, sub, None)), "no iat");
+        }
+        assert!(!set.revokes(&by(Some("c2"), Some("u2"), Some(0))));
         // Past their expiry, entries stay for the leeway (tokens are accepted that long).
         set.apply(&page(vec![], 3), 250, 60);
-        assert!(set.revokes(Some("j1"), None, None, None));
+        assert!(set.revokes(&jti("j1")));
         // A page with nothing new, later: expired entries go; the cursor never moves back.
         set.apply(&page(vec![], 3), 261, 60);
         assert_eq!(set.len(), 0);
-        assert!(!set.revokes(Some("j1"), Some("s1"), Some("c1"), Some(0)));
+        assert!(!set.revokes(&Named {
+            jti: Some("j1"),
+            sid: Some("s1"),
+            sub: Some("u1"),
+            client_id: Some("c1"),
+            iat: Some(0),
+        }));
     }
 }

@@ -725,13 +725,13 @@ impl Validator {
         if now.saturating_sub(set.fetched_at) > feed.stale_period {
             return Err(ErrorKind::RevocationsUnavailable.into());
         }
-        let sid = claims.extra.get("sid").and_then(serde_json::Value::as_str);
-        if set.revokes(
-            claims.jti.as_deref(),
-            sid,
-            claims.client_id.as_deref(),
-            claims.iat,
-        ) {
+        if set.revokes(&crate::revocations::Named {
+            jti: claims.jti.as_deref(),
+            sid: claims.extra.get("sid").and_then(serde_json::Value::as_str),
+            sub: Some(claims.sub.as_str()),
+            client_id: claims.client_id.as_deref(),
+            iat: claims.iat,
+        }) {
             return Err(ErrorKind::Revoked.into());
         }
         Ok(())
