@@ -27,6 +27,7 @@ PID=$!
 for _ in $(seq 1 100); do grep -q "^listening on" "$W/serve.out" 2>/dev/null && break; sleep 0.1; done
 export FEED
 FEED="$(awk '/^listening on/ {print $3}' "$W/serve.out")/realms/r/revocations"
+export SERVER_PID=$PID
 python3 - <<'PY'
 import base64, json, os, statistics, time, urllib.request
 
@@ -54,8 +55,14 @@ def full():
             return fetching[0], n, pages, size, p["next"]
         after = p["next"]
 
+def rss_kib():
+    with open(f"/proc/{os.environ['SERVER_PID']}/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+
+rss_before = rss_kib()
 page(0)
 runs = [full() for _ in range(5)]
+rss_after = rss_kib()
 took = statistics.median(r[0] for r in runs)
 _, n, pages, size, last = runs[0]
 inc = statistics.median(timeit for timeit in [(lambda s: (page(last), time.perf_counter() - s)[1])(time.perf_counter()) for _ in range(20)])
@@ -63,4 +70,5 @@ print("== revocation feed, 100,000 live entries, SQLite, release, median of 5")
 print(f"all entries from nothing      {took * 1000:.0f} ms  ({n} entries, {pages} signed pages, {size / 1e6:.1f} MB; request to last byte, decoding not counted)")
 print(f"per page (20,000 entries)     {took * 1000 / pages:.0f} ms")
 print(f"incremental poll (nothing new) {inc * 1000:.1f} ms   (median of 20)")
+print(f"server RSS                    {rss_before / 1024:.0f} MiB before the first page, {rss_after / 1024:.0f} MiB after (the realm's snapshot held)")
 PY

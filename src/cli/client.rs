@@ -50,7 +50,8 @@ pub enum ClientCommand {
         client_uri: Option<String>,
         #[command(flatten)]
         auth: AuthArgs,
-        /// A resource server: may call the introspection endpoint (RFC 7662).
+        /// A resource server: may call the introspection endpoint (RFC 7662) and read the
+        /// revocation feed (/realms/{realm}/revocations).
         #[arg(long)]
         introspect: bool,
         /// An exact URI users may be sent to after signing out through the end-session

@@ -39,7 +39,7 @@ pub async fn end_timed_out(
     now: UnixTime,
 ) {
     let audit = [
-        crate::audit::AuditDraft::new(now, Some(realm), "session.expired", "sigil")
+        crate::audit::AuditDraft::new(now, Some(realm), "session.expired", "system")
             .subject(&s.user_id)
             .detail(serde_json::json!({"sid": s.sid})),
     ];
