@@ -85,10 +85,22 @@ impl Snapshot {
     }
 
     /// This snapshot without the entries expired at `now`, followed by `more` (sorted, settled,
-    /// all after `upto`).
+    /// all after `self.upto`, the last of them `upto` unless the cap stops them earlier).
     fn extended(&self, now: i64, more: &[RevocationRecord], upto: i64) -> Snapshot {
+        self.extended_within(now, more, upto, MAX_ENTRIES)
+    }
+
+    /// `extended`, holding at most `cap` entries: `upto` then stops at the last entry taken (or
+    /// passed over as expired), so what did not fit is read from the database, never skipped.
+    fn extended_within(
+        &self,
+        now: i64,
+        more: &[RevocationRecord],
+        upto: i64,
+        cap: usize,
+    ) -> Snapshot {
         let mut next = Snapshot {
-            upto,
+            upto: self.upto,
             json: String::with_capacity(self.json.len() + more.len() * 100),
             slots: Vec::with_capacity(self.slots.len() + more.len()),
             min_exp: i64::MAX,
@@ -101,8 +113,13 @@ impl Snapshot {
             }
             start = s.end;
         }
+        let mut taken_all = true;
         for e in more {
-            if e.expires_at > now && next.slots.len() < MAX_ENTRIES {
+            if e.expires_at > now {
+                if next.slots.len() >= cap {
+                    taken_all = false;
+                    break;
+                }
                 // Plain strings and integers: serialising cannot fail.
                 if let Ok(json) = serde_json::to_string(e) {
                     next.json.push_str(&json);
@@ -110,6 +127,10 @@ impl Snapshot {
                     next.push_slot(e.seq, e.expires_at);
                 }
             }
+            next.upto = e.seq;
+        }
+        if taken_all {
+            next.upto = next.upto.max(upto);
         }
         next
     }
@@ -246,6 +267,18 @@ mod tests {
         assert_eq!(s.upto, 9);
         assert!(s.more_after(&s.range(2, 1)));
         assert!(!s.more_after(&s.range(2, 2)));
+    }
+
+    #[test]
+    fn what_does_not_fit_under_the_cap_is_left_after_upto() {
+        let s = Snapshot::default().extended_within(10, &[entry(1, 20), entry(2, 20)], 2, 3);
+        let more = [entry(3, 5), entry(4, 20), entry(5, 20), entry(6, 20)];
+        let s = s.extended_within(10, &more, 6, 3);
+        // 1, 2 and 4 fit (3 had expired); 5 and 6 are after `upto`, for the database.
+        assert_eq!(page(&s, 0, 10), (vec![1, 2, 4], Some(4)));
+        assert_eq!(s.upto, 4);
+        let s = s.extended_within(10, &[], s.upto, 3);
+        assert_eq!(s.upto, 4, "nothing new read: the cursor stays");
     }
 
     #[test]

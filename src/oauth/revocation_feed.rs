@@ -8,10 +8,11 @@
 //! Entries: `jti` (a revoked access token), `sid` (an ended session: every token carrying it),
 //! `sub` (a disabled user: tokens with that subject issued before `not_before`) and `client` (a
 //! disabled client: its tokens issued before `not_before`), each kept until no token it can affect
-//! is unexpired. Order is by sequence; on PostgreSQL several nodes take sequence
-//! numbers that can commit out of order, so `next` (the cursor to send next) stops at the last
-//! entry older than [`SETTLE_SECS`]: newer ones come again in the next page and the validator
-//! deduplicates them.
+//! is unexpired. Order is by sequence, and a realm's entries commit in sequence order (on
+//! PostgreSQL their writers hold a per-realm advisory lock from before their first sequence number
+//! to commit: `PgStore::lock_revocations`). As a second guard, `next` (the cursor to send next)
+//! stops at the last entry older than [`SETTLE_SECS`]: newer ones come again in the next page and
+//! the validator deduplicates them.
 
 use std::net::SocketAddr;
 

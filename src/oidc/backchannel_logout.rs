@@ -10,7 +10,8 @@
 //! again after its lease: the token then has the same `jti` (derived from the row), so the
 //! relying party's replay check sees a repeat, never a new logout.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
@@ -52,6 +53,19 @@ pub struct LogoutOutbox {
     http: reqwest::Client,
     wake: Notify,
     poll: Duration,
+    /// Apps (by origin) that last timed out or could not be reached, until when: their other
+    /// logouts wait until then instead of each costing a timeout, so one hung app does not hold
+    /// up the others.
+    down: Mutex<HashMap<String, i64>>,
+}
+
+/// Most origins remembered as down (a bound; past it the map starts over).
+const MAX_DOWN: usize = 10_000;
+
+fn origin_of(uri: &str) -> String {
+    url::Url::parse(uri)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_else(|_| uri.to_owned())
 }
 
 impl LogoutOutbox {
@@ -72,12 +86,34 @@ impl LogoutOutbox {
             http,
             wake: Notify::new(),
             poll,
+            down: Mutex::new(HashMap::new()),
         }
     }
 
     /// Looks at the outbox now (this node just ended a session).
     pub fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    fn down_until(&self, origin: &str, now: UnixTime) -> Option<i64> {
+        let map = self.down.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(origin).copied().filter(|until| *until > now)
+    }
+
+    fn mark(&self, origin: String, down_until: Option<i64>) {
+        let mut map = self.down.lock().unwrap_or_else(|p| p.into_inner());
+        match down_until {
+            Some(until) => {
+                if map.len() >= MAX_DOWN {
+                    map.clear();
+                }
+                let at = map.entry(origin).or_insert(until);
+                *at = (*at).max(until);
+            }
+            None => {
+                map.remove(&origin);
+            }
+        }
     }
 }
 
@@ -113,6 +149,18 @@ pub async fn deliver_due(state: &AppState) -> usize {
         claimed += batch.len();
         let mut sends = tokio::task::JoinSet::new();
         for d in batch {
+            // An app that just timed out or could not be reached: its logouts wait for its retry
+            // time, unsent and uncounted, instead of each costing a timeout.
+            if let Some(until) = state.logout_outbox.down_until(&origin_of(&d.uri), now) {
+                if let Err(e) = state
+                    .store
+                    .defer_logout(d.id, &state.logout_outbox.owner, until)
+                    .await
+                {
+                    tracing::warn!(error = %e, "a back-channel logout could not be deferred");
+                }
+                continue;
+            }
             let state = state.clone();
             sends.spawn(async move { deliver_one(&state, d).await });
         }
@@ -149,11 +197,14 @@ async fn deliver_one(state: &AppState, d: LogoutDelivery) {
     };
     let now = state.clock.now();
     let (kind, next, extra) = match outcome {
-        Ok(status) => (
-            "logout.backchannel_delivered",
-            None,
-            json!({"status": status}),
-        ),
+        Ok(status) => {
+            state.logout_outbox.mark(origin_of(&d.uri), None);
+            (
+                "logout.backchannel_delivered",
+                None,
+                json!({"status": status}),
+            )
+        }
         Err(reason) if d.attempts >= MAX_ATTEMPTS || now - d.created_at >= MAX_AGE_SECS => (
             "logout.backchannel_abandoned",
             None,
@@ -161,6 +212,9 @@ async fn deliver_one(state: &AppState, d: LogoutDelivery) {
         ),
         Err(reason) => {
             let at = now + backoff(d.attempts);
+            if reason == "timeout" || reason == "connect" {
+                state.logout_outbox.mark(origin_of(&d.uri), Some(at));
+            }
             (
                 "logout.backchannel_failed",
                 Some(at),

@@ -525,6 +525,7 @@ macro_rules! impl_store {
                 audit: $crate::store::Audited<'_>,
             ) -> Result<bool, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
+                Self::lock_revocations(&mut tx, realm).await?;
                 Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 let done = sqlx::query("DELETE FROM clients WHERE realm = $1 AND client_id = $2")
                     .bind(realm)
@@ -620,6 +621,9 @@ macro_rules! impl_store {
                 audit: $crate::store::Audited<'_>,
             ) -> Result<bool, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
+                if !enabled {
+                    Self::lock_revocations(&mut tx, realm).await?;
+                }
                 Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 let done = sqlx::query(
                     "UPDATE clients SET enabled = $1, updated_at = $2 \

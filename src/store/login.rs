@@ -467,6 +467,14 @@ pub trait LoginStore: Send + Sync {
         lease_secs: i64,
         limit: i64,
     ) -> Result<Vec<LogoutDelivery>, StoreError>;
+    /// Hands a claimed logout back unsent, due at `next_attempt_at`, without counting the
+    /// attempt (its app is known to be down). False if `owner` no longer holds it.
+    async fn defer_logout(
+        &self,
+        id: i64,
+        owner: &str,
+        next_attempt_at: i64,
+    ) -> Result<bool, StoreError>;
     /// Settles a claimed logout with its audit record, in one transaction: delivered or abandoned
     /// deletes it, a retry schedules it. False (nothing written) if `owner` no longer holds it.
     async fn settle_logout(

@@ -57,6 +57,9 @@ macro_rules! impl_login_store {
 
             async fn set_user_enabled(&self, realm: &str, user_id: &str, enabled: bool, now: i64, audit: $crate::store::Audited<'_>) -> Result<bool, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
+                if !enabled {
+                    Self::lock_revocations(&mut tx, realm).await?;
+                }
                 Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 let done = sqlx::query("UPDATE users SET enabled = $1, updated_at = $2 WHERE realm = $3 AND id = $4")
                     .bind(enabled).bind(now).bind(realm).bind(user_id)
@@ -133,6 +136,7 @@ macro_rules! impl_login_store {
             async fn change_credentials(&self, realm: &str, user_id: &str, keep_session: &str, change: &$crate::store::login::CredentialChange, now: i64, audit: $crate::store::Audited<'_>) -> Result<bool, $crate::store::StoreError> {
                 use $crate::store::login::CredentialChange as C;
                 let mut tx = self.pool.begin().await?;
+                Self::lock_revocations(&mut tx, realm).await?;
                 Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 let changed = match change {
                     C::AddPasskey(p) => {
@@ -417,6 +421,7 @@ macro_rules! impl_login_store {
 
             async fn end_session(&self, id_hash: &str, realm: &str, now: i64, audit: $crate::store::Audited<'_>) -> Result<bool, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
+                Self::lock_revocations(&mut tx, realm).await?;
                 Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 let ended: Vec<(String, String)> = sqlx::query_as(
                     "DELETE FROM sessions WHERE id_hash = $1 AND realm = $2 RETURNING sid, user_id",
@@ -431,6 +436,7 @@ macro_rules! impl_login_store {
 
             async fn sign_out_everywhere(&self, realm: &str, user_id: &str, now: i64, audit: $crate::store::Audited<'_>) -> Result<u64, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
+                Self::lock_revocations(&mut tx, realm).await?;
                 Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 let n = Self::end_everything_in_tx(&mut tx, realm, user_id, None, now).await?;
                 tx.commit().await?;
@@ -496,6 +502,9 @@ macro_rules! impl_login_store {
 
             async fn revoke_family(&self, family: &str, session: Option<(&str, &str)>, now: i64, audit: $crate::store::Audited<'_>) -> Result<u64, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
+                if let Some((realm, _)) = session {
+                    Self::lock_revocations(&mut tx, realm).await?;
+                }
                 Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 if let Some((realm, sid)) = session {
                     let ended: Vec<(String, String)> = sqlx::query_as(
@@ -524,9 +533,16 @@ macro_rules! impl_login_store {
                 Ok(sqlx::query_as(
                     "UPDATE logout_outbox SET lease_owner = $1, lease_until = $2, attempts = attempts + 1 \
                      WHERE id IN (SELECT id FROM logout_outbox WHERE next_attempt_at <= $3 AND lease_until <= $3 \
-                     ORDER BY id LIMIT $4) AND next_attempt_at <= $3 AND lease_until <= $3 \
+                     ORDER BY next_attempt_at, id LIMIT $4) AND next_attempt_at <= $3 AND lease_until <= $3 \
                      RETURNING id, realm, client_id, uri, sid, sub, created_at, attempts",
                 ).bind(owner).bind(now + lease_secs).bind(now).bind(limit).fetch_all(&self.pool).await?)
+            }
+
+            async fn defer_logout(&self, id: i64, owner: &str, next_attempt_at: i64) -> Result<bool, $crate::store::StoreError> {
+                Ok(sqlx::query(
+                    "UPDATE logout_outbox SET next_attempt_at = $1, lease_owner = '', lease_until = 0, \
+                     attempts = attempts - 1 WHERE id = $2 AND lease_owner = $3",
+                ).bind(next_attempt_at).bind(id).bind(owner).execute(&self.pool).await?.rows_affected() == 1)
             }
 
             async fn settle_logout(&self, id: i64, owner: &str, next_attempt_at: Option<i64>, audit: $crate::store::Audited<'_>) -> Result<bool, $crate::store::StoreError> {
@@ -556,6 +572,7 @@ macro_rules! impl_login_store {
 
             async fn revoke_access_token(&self, jti_hash: &str, jti: &str, realm: &str, exp: i64, now: i64, audit: $crate::store::Audited<'_>) -> Result<(), $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
+                Self::lock_revocations(&mut tx, realm).await?;
                 Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 let first = sqlx::query(
                     "INSERT INTO flows (id_hash, realm, kind, data, expires_at) VALUES ($1, $2, 'revoked_at', '', $3) \

@@ -25,6 +25,22 @@ pub struct PgStore {
 }
 
 impl PgStore {
+    /// Serialises the transactions that write a realm's revocation feed entries, from before
+    /// they take sequence numbers until they commit, so the realm's entries commit in sequence
+    /// order: a validator's cursor can never pass an entry that commits later, however long its
+    /// transaction runs. Taken first in the transaction, before any row lock, so it cannot
+    /// deadlock with them. Low-rate writers only (sign-outs, disables, revocations).
+    pub(crate) async fn lock_revocations(
+        tx: &mut sqlx::Transaction<'_, Postgres>,
+        realm: &str,
+    ) -> Result<(), super::StoreError> {
+        sqlx::query("SELECT pg_advisory_xact_lock(1936157036, hashtext($1))")
+            .bind(realm)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
     /// Appends `drafts` inside the caller's transaction (the head row stays locked until it
     /// commits).
     pub(crate) async fn append_in_tx(

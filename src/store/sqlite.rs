@@ -32,6 +32,15 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// Nothing to do: SQLite has one writer at a time, so sequence order is commit order (see
+    /// the PostgreSQL store's `lock_revocations`).
+    pub(crate) async fn lock_revocations(
+        _tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+        _realm: &str,
+    ) -> Result<(), super::StoreError> {
+        Ok(())
+    }
+
     /// Locks the chain head (the first write of the transaction, so SQLite takes its write
     /// lock here), then appends `drafts` after it.
     pub(crate) async fn append_in_tx(

@@ -762,3 +762,156 @@ async fn a_redemption_racing_the_end_of_its_session_is_never_left_untold() {
         println!("{backend:?}: {issued} of {PAIRS} redemptions won the race");
     }
 }
+
+/// Creates `user` with `n` sessions (as sign-ins leave them), each with tokens for `app`.
+async fn sessions_with_tokens(app: &crate::helpers::TestApp, user: &str, client: &str, n: usize) {
+    let s = app.store.as_ref();
+    let u = sigil::admin::users::create(s, "customers", user, &[], &[], app.now(), "t")
+        .await
+        .expect("user");
+    let now = app.now();
+    let series =
+        format!("WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < {n})");
+    exec_raw(
+        app,
+        &format!(
+            "{series} INSERT INTO sessions (id_hash, realm, user_id, sid, created_at, last_seen, auth_time, amr, acr) \
+             SELECT '{user}-h' || i, 'customers', '{}', '{user}-s' || i, {now}, {now}, {now}, 'pwd otp', 'x' FROM c",
+            u.id
+        ),
+    )
+    .await
+    .expect("sessions");
+    exec_raw(
+        app,
+        &format!(
+            "{series} INSERT INTO session_clients (realm, sid, client_id, created_at) \
+             SELECT 'customers', '{user}-s' || i, '{client}', {now} FROM c"
+        ),
+    )
+    .await
+    .expect("session clients");
+}
+
+async fn sign_in_client(app: &crate::helpers::TestApp, id: &str, backchannel: &str) {
+    sigil::admin::clients::create(
+        app.store.as_ref(),
+        sigil::admin::clients::NewClient {
+            realm: "customers".into(),
+            client_id: id.into(),
+            scopes: "balances:read".into(),
+            default_scopes: None,
+            audience: "ledger".into(),
+            access_token_ttl: None,
+            redirect_uris: vec!["https://app.example/cb".into()],
+            public: false,
+            name: None,
+            client_uri: None,
+            auth: Default::default(),
+            introspect: false,
+            post_logout_redirect_uris: vec![],
+            backchannel_logout_uri: Some(backchannel.into()),
+        },
+        app.now(),
+        "t",
+    )
+    .await
+    .expect("client");
+}
+
+/// An app that accepts connections and never answers holds up nobody else: after its first
+/// logouts time out, its others wait for its retry time unsent, and another app's logout goes out
+/// within a timeout or so.
+#[tokio::test]
+async fn a_hung_app_does_not_hold_up_the_others() {
+    for backend in backends() {
+        let app = crate::helpers::spawn_app_with(backend, None, |c| c.logout_poll_ms = 100).await;
+        app.create_realm("customers", sigil::keys::Alg::ES256).await;
+        let hung = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let hung_at = hung.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((sock, _)) = hung.accept().await {
+                held.push(sock);
+            }
+        });
+        let rp = Rp::start(0).await;
+        sign_in_client(&app, "slow", &format!("http://{hung_at}/bcl")).await;
+        sign_in_client(&app, "fast", &format!("{}/bcl/fast", rp.base)).await;
+        sessions_with_tokens(&app, "bob", "slow", 150).await;
+        sessions_with_tokens(&app, "carol", "fast", 1).await;
+        let s = app.store.as_ref();
+        sigil::admin::users::set_enabled(s, "customers", "bob", false, app.now(), "t")
+            .await
+            .expect("disable bob");
+        let started = tokio::time::Instant::now();
+        sigil::admin::users::set_enabled(s, "customers", "carol", false, app.now(), "t")
+            .await
+            .expect("disable carol");
+        rp.wait_for(1).await;
+        let took = started.elapsed();
+        println!(
+            "{backend:?}: the healthy app was told after {took:?}, behind 150 logouts to a hung one"
+        );
+        assert!(
+            took < Duration::from_secs(12),
+            "the healthy app waited {took:?}"
+        );
+        // The hung app's logouts were deferred, not spent: none used up its attempts.
+        assert_eq!(
+            count_rows(
+                &app,
+                "SELECT COUNT(*) FROM logout_outbox WHERE client_id = 'slow' AND attempts > 2"
+            )
+            .await,
+            0
+        );
+    }
+}
+
+/// A realm's revocation entries commit in sequence order (PostgreSQL serialises their writers
+/// per realm), so a validator's cursor can never pass an entry that commits later: an entry
+/// written while a long sign-out is in flight gets a sequence number after all of that sign-out's.
+#[tokio::test]
+async fn entries_of_a_realm_commit_in_sequence_order() {
+    for backend in backends() {
+        let app =
+            crate::helpers::spawn_app_with(backend, None, |c| c.logout_poll_ms = 60_000).await;
+        app.create_realm("customers", sigil::keys::Alg::ES256).await;
+        sign_in_client(&app, "web", "https://app.example/bcl").await;
+        sessions_with_tokens(&app, "bob", "web", 1500).await;
+        let store = app.store.clone();
+        let now = app.now();
+        let long = tokio::spawn(async move {
+            sigil::admin::users::set_enabled(store.as_ref(), "customers", "bob", false, now, "t")
+                .await
+                .expect("disable bob")
+        });
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        app.store
+            .revoke_access_token("jti-hash", "jti-carol", "customers", now + 600, now, &[])
+            .await
+            .expect("revoke");
+        long.await.expect("task");
+        let carol = count_rows(
+            &app,
+            "SELECT seq FROM revocations WHERE value = 'jti-carol'",
+        )
+        .await;
+        let bob_max = count_rows(
+            &app,
+            "SELECT MAX(seq) FROM revocations WHERE kind IN ('sid', 'sub')",
+        )
+        .await;
+        let bob_min = count_rows(&app, "SELECT MIN(seq) FROM revocations WHERE kind = 'sid'").await;
+        println!(
+            "{backend:?}: sign-out entries {bob_min}..={bob_max}, the revocation in between: {carol}"
+        );
+        assert!(
+            carol > bob_max || carol < bob_min,
+            "an entry committed first but numbered inside a later commit: {carol} in {bob_min}..={bob_max}"
+        );
+    }
+}
