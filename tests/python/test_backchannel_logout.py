@@ -190,15 +190,24 @@ def test_a_logout_reaches_the_app_once_even_when_the_node_dies_before_sending_it
             assert res.status_code == 303
             assert res.headers["Location"] == f"{SIGNED_OUT}?state={state}"
 
-            # The app is down: node A tries, fails, schedules a retry; then A dies.
-            wait_until(lambda: a.query("SELECT attempts FROM logout_outbox") >= [(1,)], 10, "a first attempt")
+            # The app is down: node A tries, fails, schedules a retry; then A dies. (Waiting for the
+            # recorded failure, not the claim: a node killed between claiming and settling holds the
+            # row for its 60 s lease, longer than this test waits.)
+            wait_until(lambda: a.query("SELECT COUNT(*) FROM audit_log WHERE kind = 'logout.backchannel_failed'")
+                       >= [(1,)], 10, "a first failed attempt")
             a.kill()
             assert a.query("SELECT COUNT(*) FROM logout_outbox") == [(1,)], "the logout survives the node"
 
             rp = RelyingParty(rp_port, meta["issuer"], "web-banking", f"{a.base}/realms/customers/jwks")
             b = Node(d, port)
             b.start()
-            wait_until(lambda: rp.accepted, 20, "the logout token at the app")
+            try:
+                wait_until(lambda: rp.accepted, 20, "the logout token at the app")
+            except AssertionError:
+                raise AssertionError((
+                    a.query("SELECT id, attempts, next_attempt_at, lease_owner, lease_until FROM logout_outbox"),
+                    a.query("SELECT ts, kind, detail FROM audit_log WHERE kind LIKE 'logout.%'"),
+                    int(time.time()), rp.refused, b.proc.poll()))
             time.sleep(1.5)
             assert rp.refused == []
             assert len(rp.accepted) == 1, "delivered once"
