@@ -72,10 +72,10 @@ fn main() {
     sigil_validator::es256::to_low_s(&mut sig_bytes);
     let token = format!("{input}.{}", B64.encode(&sig_bytes));
 
-    // A feed page of 100,000 entries (jtis, sessions, clients), signed by the same key.
+    // A feed page of 100,000 entries (jtis, sessions, users, clients), signed by the same key.
     let entries: Vec<_> = (0..100_000)
         .map(|i| {
-            let kind = ["jti", "sid", "client"][i % 3];
+            let kind = ["jti", "sid", "sub", "client"][i % 4];
             json!({"seq": i + 1, "kind": kind, "value": format!("{kind}-{i}"), "not_before": t, "exp": t + 3600})
         })
         .collect();
