@@ -9,6 +9,7 @@ pub mod clients;
 pub mod clock;
 pub mod config;
 pub mod directory;
+pub mod health;
 pub mod identity;
 pub mod keys;
 pub mod login;

@@ -14,7 +14,8 @@ use crate::state::AppState;
 
 pub fn router(state: AppState) -> Router {
     let routes = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(crate::health::healthz))
+        .route("/readyz", get(crate::health::readyz))
         .route(
             "/realms/{realm}/.well-known/openid-configuration",
             get(oidc::discovery::openid_configuration),

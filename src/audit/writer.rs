@@ -39,6 +39,22 @@ pub struct AuditWriter {
 }
 
 impl AuditWriter {
+    /// Whether the writer can take records now: its task is running and its queue is less than
+    /// three-quarters full. The error says what is wrong (for `/readyz`).
+    pub fn health(&self) -> Result<(), String> {
+        if self.tx.is_closed() {
+            return Err("the audit writer has stopped".into());
+        }
+        let (max, free) = (self.tx.max_capacity(), self.tx.capacity());
+        if free < max / 4 {
+            return Err(format!(
+                "the audit writer is backed up: {} of {max} queue slots in use",
+                max - free
+            ));
+        }
+        Ok(())
+    }
+
     /// Starts the writer task. `batch_max` bounds one transaction; the queue holds a few batches
     /// so a stalled database pushes back on callers instead of growing memory. A batch not
     /// committed within `deadline` fails: its callers answer 503 rather than wait on a database

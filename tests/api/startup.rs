@@ -206,3 +206,49 @@ async fn processes_started_together_on_a_fresh_database_all_succeed() {
         }
     }
 }
+
+/// `/readyz` checks what a node needs to serve: the database, the audit writer, the KEK and an
+/// active signing key it can open for every realm; a realm without one makes it 503, named.
+async fn readiness_names_what_is_wrong(app: &crate::helpers::TestApp) {
+    app.create_realm("payments", sigil::keys::Alg::ES256).await;
+    let get = || async {
+        let res = app
+            .http
+            .get(format!("{}/readyz", app.base))
+            .send()
+            .await
+            .expect("readyz");
+        let status = res.status().as_u16();
+        assert_eq!(res.headers()["cache-control"], "no-store");
+        (status, res.json::<serde_json::Value>().await.expect("json"))
+    };
+    let (status, body) = get().await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "ready");
+    assert_eq!(body["checks"]["database"], "ok");
+    assert_eq!(body["checks"]["audit_writer"], "ok");
+    assert_eq!(body["checks"]["realms"]["payments"], "ok");
+    assert!(
+        body["checks"]["kek"]
+            .as_str()
+            .is_some_and(|k| k.starts_with("loaded"))
+    );
+
+    crate::helpers::exec_raw(
+        app,
+        "UPDATE signing_keys SET state = 'retired' WHERE realm = 'payments'",
+    )
+    .await
+    .expect("retire");
+    let (status, body) = get().await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "not_ready");
+    assert_eq!(body["checks"]["database"], "ok");
+    assert!(
+        body["checks"]["realms"]["payments"]
+            .as_str()
+            .is_some_and(|why| why.contains("no active signing key")),
+        "{body}"
+    );
+}
+crate::on_every_backend!(readiness, readiness_names_what_is_wrong);
