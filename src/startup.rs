@@ -175,6 +175,7 @@ impl Application {
         }
         tokio::spawn(flush_refusals(self.state.clone()));
         tokio::spawn(housekeeping(self.state.clone()));
+        tokio::spawn(session_sweep(self.state.clone()));
         tokio::spawn(crate::oidc::backchannel_logout::deliver_forever(
             self.state.clone(),
         ));
@@ -415,6 +416,19 @@ async fn housekeeping(state: AppState) {
                     break;
                 }
             }
+        }
+    }
+}
+
+/// Ends the sessions that passed their realm's timeouts without anyone using them since.
+async fn session_sweep(state: AppState) {
+    let mut every = tokio::time::interval(Duration::from_secs(state.config.session_sweep_secs));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let ended = crate::identity::sessions::end_lapsed(&state, state.clock.now()).await;
+        if ended > 0 {
+            tracing::debug!(ended, "lapsed sessions ended");
         }
     }
 }

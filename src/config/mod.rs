@@ -95,6 +95,9 @@ pub struct Config {
     /// How often each node looks for back-channel logouts to send when nothing woke it (another
     /// node or the CLI ended a session, a retry came due).
     pub logout_poll_ms: u64,
+    /// How often each node ends sessions past their realm's idle or absolute timeout that nobody
+    /// used since (for the revocation feed and back-channel logout).
+    pub session_sweep_secs: u64,
     /// AWS exchange challenges one address may obtain per minute; past it, 429. 0 = no limit.
     pub aws_challenges_per_minute_per_ip: u32,
     /// Most unexpired AWS exchange challenges stored per realm; past it, 503.
@@ -165,6 +168,7 @@ impl Config {
             failures_per_minute_per_ip: 60,
             refusal_tally_secs: 1,
             logout_poll_ms: 200,
+            session_sweep_secs: 60,
             aws_challenges_per_minute_per_ip: 30,
             aws_max_live_challenges: 10_000,
             log_format: LogFormat::Text,

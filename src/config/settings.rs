@@ -33,6 +33,7 @@ pub struct Settings {
     pub failures_per_minute_per_ip: Option<u32>,
     pub refusal_tally_secs: Option<u64>,
     pub logout_poll_ms: Option<u64>,
+    pub session_sweep_secs: Option<u64>,
     pub aws_challenges_per_minute_per_ip: Option<u32>,
     pub aws_max_live_challenges: Option<u32>,
     pub log_format: Option<String>,
@@ -83,6 +84,7 @@ impl Settings {
                 .or(self.failures_per_minute_per_ip),
             refusal_tally_secs: over.refusal_tally_secs.or(self.refusal_tally_secs),
             logout_poll_ms: over.logout_poll_ms.or(self.logout_poll_ms),
+            session_sweep_secs: over.session_sweep_secs.or(self.session_sweep_secs),
             aws_challenges_per_minute_per_ip: over
                 .aws_challenges_per_minute_per_ip
                 .or(self.aws_challenges_per_minute_per_ip),
@@ -151,6 +153,7 @@ impl Settings {
             failures_per_minute_per_ip: num(&get, "SIGIL_FAILURES_PER_MINUTE_PER_IP")?,
             refusal_tally_secs: num(&get, "SIGIL_REFUSAL_TALLY_SECS")?,
             logout_poll_ms: num(&get, "SIGIL_LOGOUT_POLL_MS")?,
+            session_sweep_secs: num(&get, "SIGIL_SESSION_SWEEP_SECS")?,
             aws_challenges_per_minute_per_ip: num(&get, "SIGIL_AWS_CHALLENGES_PER_MINUTE_PER_IP")?,
             aws_max_live_challenges: num(&get, "SIGIL_AWS_MAX_LIVE_CHALLENGES")?,
             log_format: get("SIGIL_LOG_FORMAT"),

@@ -245,6 +245,12 @@ impl Config {
                 50,
                 60_000,
             )?,
+            session_sweep_secs: bounded(
+                "session_sweep_secs",
+                s.session_sweep_secs.unwrap_or(60),
+                1,
+                3600,
+            )?,
             aws_challenges_per_minute_per_ip: bounded(
                 "aws_challenges_per_minute_per_ip",
                 u64::from(s.aws_challenges_per_minute_per_ip.unwrap_or(30)),

@@ -53,3 +53,46 @@ pub async fn end_timed_out(
         Err(e) => tracing::warn!(error = %e, "an expired session could not be ended"),
     }
 }
+
+/// Sessions ended per realm per sweep; the rest wait for the next one.
+const SWEEP_LIMIT: i64 = 500;
+
+/// Ends every session past its realm's idle or absolute timeout that nothing used since (the
+/// housekeeping sweep): a session nobody comes back to still reaches the revocation feed and its
+/// apps' back-channel logout. Returns how many ended.
+pub async fn end_lapsed(state: &crate::state::AppState, now: UnixTime) -> usize {
+    let realms = match state.store.realms().await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "lapsed sessions: realms unavailable");
+            return 0;
+        }
+    };
+    let mut ended = 0;
+    for r in realms {
+        let Ok(settings) = LoginSettings::parse(&r.login_settings) else {
+            continue;
+        };
+        let lapsed = match state
+            .store
+            .lapsed_sessions(
+                &r.name,
+                now - settings.session_idle_secs,
+                now - settings.session_absolute_secs,
+                SWEEP_LIMIT,
+            )
+            .await
+        {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "lapsed sessions unavailable");
+                continue;
+            }
+        };
+        for s in lapsed.iter().filter(|s| !is_live(&settings, s, now)) {
+            end_timed_out(state, &r.name, s, now).await;
+            ended += 1;
+        }
+    }
+    ended
+}

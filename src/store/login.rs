@@ -387,6 +387,15 @@ pub trait LoginStore: Send + Sync {
         acr: &str,
         audit: Audited<'_>,
     ) -> Result<bool, StoreError>;
+    /// Up to `limit` sessions of `realm` idle since before `idle_before` or created before
+    /// `created_before`: past the realm's timeouts, still to be ended.
+    async fn lapsed_sessions(
+        &self,
+        realm: &str,
+        idle_before: i64,
+        created_before: i64,
+        limit: i64,
+    ) -> Result<Vec<SessionRecord>, StoreError>;
     /// Ends one session (RP-initiated logout, sign-out, a timeout reached on use): deletes it,
     /// puts its `sid` in the revocation feed and a back-channel logout for each client that had
     /// tokens in it in the outbox, with its audit record, in one transaction. False (nothing

@@ -419,6 +419,13 @@ macro_rules! impl_login_store {
                 ).bind(realm).bind(user_id).fetch_all(&self.pool).await?)
             }
 
+            async fn lapsed_sessions(&self, realm: &str, idle_before: i64, created_before: i64, limit: i64) -> Result<Vec<$crate::store::login::SessionRecord>, $crate::store::StoreError> {
+                Ok(sqlx::query_as(
+                    "SELECT id_hash, realm, user_id, sid, created_at, last_seen, auth_time, amr, acr FROM sessions \
+                     WHERE realm = $1 AND (last_seen < $2 OR created_at < $3) LIMIT $4",
+                ).bind(realm).bind(idle_before).bind(created_before).bind(limit).fetch_all(&self.pool).await?)
+            }
+
             async fn end_session(&self, id_hash: &str, realm: &str, now: i64, audit: $crate::store::Audited<'_>) -> Result<bool, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
                 Self::lock_revocations(&mut tx, realm).await?;

@@ -258,9 +258,16 @@ async fn an_app_that_does_not_answer_is_retried_with_backoff_until_it_does() {
 
         // First attempt: 503. The retry waits 2 s (of the server's clock), then 4 s.
         rp.wait_for(1).await;
+        let mut failed = Vec::new();
+        for _ in 0..100 {
+            failed = audit_kinds(&f, "logout.backchannel_failed").await;
+            if !failed.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(rp.received().len(), 1, "not retried before it is due");
-        let failed = audit_kinds(&f, "logout.backchannel_failed").await;
         assert_eq!(failed.len(), 1);
         assert_eq!(failed[0]["reason"], "status_503");
         assert_eq!(
@@ -269,6 +276,19 @@ async fn an_app_that_does_not_answer_is_retried_with_backoff_until_it_does() {
         );
         f.clock.advance(2);
         rp.wait_for(2).await;
+        // Advance only once the second failure is settled (received is not yet recorded): its
+        // retry time is counted from the clock when it is.
+        let mut failed = Vec::new();
+        for _ in 0..100 {
+            failed = audit_kinds(&f, "logout.backchannel_failed").await;
+            if failed.len() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(failed.len(), 2);
+        let due = failed[1]["next_attempt_at"].as_i64().expect("next attempt");
+        assert_eq!(due, f.clock.now() + 4, "the second wait is twice the first");
         f.clock.advance(4);
         let got = rp.wait_for(3).await;
         let jtis: Vec<Value> = got
@@ -913,5 +933,50 @@ async fn entries_of_a_realm_commit_in_sequence_order() {
             carol > bob_max || carol < bob_min,
             "an entry committed first but numbered inside a later commit: {carol} in {bob_min}..={bob_max}"
         );
+    }
+}
+
+/// Sessions nobody comes back to after their realm's idle timeout are ended by the sweep: their
+/// `sid`s reach the feed and their apps are told, while live sessions stay.
+#[tokio::test]
+async fn lapsed_sessions_are_swept_and_their_apps_told() {
+    for backend in backends() {
+        let clock = sigil::clock::MockClock::new(1_800_000_000);
+        let app = crate::helpers::spawn_app_with(backend, Some(clock.clone()), |c| {
+            c.session_sweep_secs = 1;
+            c.logout_poll_ms = 100;
+        })
+        .await;
+        app.create_realm("customers", sigil::keys::Alg::ES256).await;
+        let rp = Rp::start(0).await;
+        sign_in_client(&app, "web", &format!("{}/bcl/web", rp.base)).await;
+        sessions_with_tokens(&app, "frank", "web", 3).await;
+        clock.advance(3601); // past the default idle timeout (an hour)
+        sessions_with_tokens(&app, "erin", "web", 2).await; // fresh: stay
+        let got = rp.wait_for(3).await;
+        let mut sids: Vec<String> = got
+            .iter()
+            .map(|(_, t)| claims_of(t).1["sid"].as_str().expect("sid").to_owned())
+            .collect();
+        sids.sort();
+        assert_eq!(sids, ["frank-s1", "frank-s2", "frank-s3"]);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(rp.received().len(), 3, "the live sessions are not ended");
+        assert_eq!(count_rows(&app, "SELECT COUNT(*) FROM sessions").await, 2);
+        assert_eq!(
+            count_rows(
+                &app,
+                "SELECT COUNT(*) FROM revocations WHERE kind = 'sid' AND value LIKE 'frank-%'"
+            )
+            .await,
+            3
+        );
+        let expired = app
+            .audit()
+            .await
+            .into_iter()
+            .filter(|r| r.kind == "session.expired")
+            .count();
+        assert_eq!(expired, 3);
     }
 }
