@@ -197,6 +197,12 @@ async fn a_logout_tells_each_app_that_had_tokens_in_the_session_once() {
         assert!(claims["jti"].as_str().is_some_and(|j| j.len() >= 16));
 
         // Settled and audited once; nothing more is sent.
+        for _ in 0..100 {
+            if count_rows(&f.app, "SELECT COUNT(*) FROM logout_outbox").await == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         tokio::time::sleep(Duration::from_millis(600)).await;
         assert_eq!(rp.received().len(), 1);
         assert_eq!(
@@ -555,6 +561,12 @@ async fn two_server_processes_deliver_each_of_many_logouts_exactly_once() {
             ],
         );
         let got = rp.wait_for(2 * SESSIONS).await;
+        for _ in 0..100 {
+            if scalar(backend, &db, "SELECT COUNT(*) FROM logout_outbox").await == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         tokio::time::sleep(Duration::from_millis(800)).await;
         let got_after = rp.received();
         assert_eq!(got_after.len(), got.len(), "nothing arrives twice later");
