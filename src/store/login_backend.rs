@@ -444,6 +444,7 @@ macro_rules! impl_login_store {
             async fn sign_out_everywhere(&self, realm: &str, user_id: &str, now: i64, audit: $crate::store::Audited<'_>) -> Result<u64, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
                 Self::lock_revocations(&mut tx, realm).await?;
+                // The audit head first, as in every transaction (one lock order: head, then rows).
                 Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 let n = Self::end_everything_in_tx(&mut tx, realm, user_id, None, now).await?;
                 tx.commit().await?;
@@ -682,21 +683,45 @@ macro_rules! impl_login_store {
             /// The sessions are deleted first: on PostgreSQL that waits for a code redemption that
             /// holds the session row, whose client is then seen here.
             async fn after_sessions_ended(tx: &mut sqlx::Transaction<'_, $db>, realm: &str, ended: &[(String, String)], now: i64) -> Result<(), $crate::store::StoreError> {
-                for (sid, user_id) in ended {
-                    sqlx::query(
-                        "INSERT INTO revocations (realm, kind, value, not_before, created_at, expires_at) \
-                         VALUES ($1, 'sid', $2, $3, $3, $4)",
-                    ).bind(realm).bind(sid).bind(now).bind(now + $crate::store::REVOCATION_HORIZON_SECS)
-                    .execute(&mut **tx).await?;
-                    sqlx::query(
-                        "INSERT INTO logout_outbox (realm, client_id, uri, sid, sub, created_at, next_attempt_at) \
-                         SELECT sc.realm, sc.client_id, c.backchannel_logout_uri, sc.sid, $3, $4, $4 \
-                         FROM session_clients sc JOIN clients c ON c.realm = sc.realm AND c.client_id = sc.client_id \
-                         WHERE sc.realm = $1 AND sc.sid = $2 AND c.backchannel_logout_uri IS NOT NULL \
-                         ORDER BY sc.client_id",
-                    ).bind(realm).bind(sid).bind(user_id).bind(now).execute(&mut **tx).await?;
-                    sqlx::query("DELETE FROM session_clients WHERE realm = $1 AND sid = $2")
-                        .bind(realm).bind(sid).execute(&mut **tx).await?;
+                // A few statements per 500 sessions, not three per session: a sign-out of
+                // thousands of sessions stays short (it holds the realm's revocation lock).
+                for chunk in ended.chunks(500) {
+                    let horizon = now + $crate::store::REVOCATION_HORIZON_SECS;
+                    let mut qb = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO revocations (realm, kind, value, not_before, created_at, expires_at) ",
+                    );
+                    qb.push_values(chunk, |mut row, (sid, _)| {
+                        row.push_bind(realm).push("'sid'").push_bind(sid).push_bind(now)
+                            .push_bind(now).push_bind(horizon);
+                    });
+                    qb.build().execute(&mut **tx).await?;
+
+                    let mut qb = sqlx::QueryBuilder::<$db>::new("WITH ended (sid, sub) AS (");
+                    qb.push_values(chunk, |mut row, (sid, user_id)| {
+                        row.push_bind(sid).push_bind(user_id);
+                    });
+                    qb.push(
+                        ") INSERT INTO logout_outbox (realm, client_id, uri, sid, sub, created_at, next_attempt_at) \
+                         SELECT sc.realm, sc.client_id, c.backchannel_logout_uri, sc.sid, e.sub, ",
+                    );
+                    qb.push_bind(now).push(", ").push_bind(now).push(
+                        " FROM ended e JOIN session_clients sc ON sc.sid = e.sid \
+                         JOIN clients c ON c.realm = sc.realm AND c.client_id = sc.client_id \
+                         WHERE sc.realm = ",
+                    );
+                    qb.push_bind(realm).push(
+                        " AND c.backchannel_logout_uri IS NOT NULL ORDER BY sc.sid, sc.client_id",
+                    );
+                    qb.build().execute(&mut **tx).await?;
+
+                    let mut qb = sqlx::QueryBuilder::<$db>::new("DELETE FROM session_clients WHERE realm = ");
+                    qb.push_bind(realm).push(" AND sid IN (");
+                    let mut list = qb.separated(", ");
+                    for (sid, _) in chunk {
+                        list.push_bind(sid);
+                    }
+                    qb.push(")");
+                    qb.build().execute(&mut **tx).await?;
                 }
                 Ok(())
             }
