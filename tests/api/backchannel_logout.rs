@@ -671,29 +671,7 @@ async fn a_redemption_racing_the_end_of_its_session_is_never_left_untold() {
         let now = app.now();
         let s = app.store.as_ref();
         app.create_realm("customers", sigil::keys::Alg::ES256).await;
-        sigil::admin::clients::create(
-            s,
-            sigil::admin::clients::NewClient {
-                realm: "customers".into(),
-                client_id: "web".into(),
-                scopes: "balances:read".into(),
-                default_scopes: None,
-                audience: "ledger".into(),
-                access_token_ttl: None,
-                redirect_uris: vec!["https://app.example/cb".into()],
-                public: false,
-                name: None,
-                client_uri: None,
-                auth: Default::default(),
-                introspect: false,
-                post_logout_redirect_uris: vec![],
-                backchannel_logout_uri: Some("https://app.example/bcl".into()),
-            },
-            now,
-            "t",
-        )
-        .await
-        .expect("client");
+        sign_in_client(&app, "web", "https://app.example/bcl").await;
         let user = sigil::admin::users::create(s, "customers", "dave", &[], &[], now, "t")
             .await
             .expect("user");
