@@ -124,6 +124,7 @@ impl Application {
                 Duration::from_millis(config_logout_poll_ms),
             )),
             feed_snapshots: Arc::default(),
+            readiness: Default::default(),
         });
         let metrics_listener = listen_optional(state.config.metrics_bind)?;
         let router = crate::routes::router(state.clone());

@@ -53,4 +53,6 @@ pub struct Shared {
     pub logout_outbox: Arc<crate::oidc::backchannel_logout::LogoutOutbox>,
     /// The revocation feed's settled entries per realm, serialised once.
     pub feed_snapshots: Arc<crate::oauth::feed_snapshot::FeedSnapshots>,
+    /// `/readyz`'s last answer (computed at most once per clock second).
+    pub readiness: crate::health::ReadinessCache,
 }

@@ -122,8 +122,10 @@ pub(crate) async fn apply_change(
         .store
         .change_credentials(name, &cur.user.id, &cur.session.id_hash, change, now, &rows)
         .await;
-    // The user's other sessions ended with the change.
-    state.logout_outbox.wake();
+    if matches!(changed, Ok(true)) {
+        // The user's other sessions ended with the change: their apps are told.
+        state.logout_outbox.wake();
+    }
     changed
 }
 

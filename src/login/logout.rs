@@ -215,8 +215,10 @@ async fn end(
         .end_session(&cur.session.id_hash, name, now, &audit)
         .await
     {
-        Ok(_) => {
-            state.logout_outbox.wake();
+        Ok(ended) => {
+            if ended {
+                state.logout_outbox.wake();
+            }
             Ok(())
         }
         Err(e) => {

@@ -46,12 +46,8 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.slots.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
     }
 
     /// The entries after `after`, at most `limit` of them.
@@ -146,9 +142,24 @@ impl Snapshot {
 }
 
 struct RealmFeed {
+    /// The snapshot and the clock second it was refreshed in (`None`: never filled).
     current: Mutex<(Arc<Snapshot>, Option<i64>)>,
     /// One refresher at a time; the others serve the snapshot they find.
     refreshing: tokio::sync::Mutex<()>,
+}
+
+impl RealmFeed {
+    /// The snapshot held now, and whether it is fresh at `now` (refreshed under
+    /// [`REFRESH_SECS`] ago); `None` for the second if it was never filled.
+    fn current(&self, now: i64) -> (Arc<Snapshot>, Option<i64>, bool) {
+        let (snap, at) = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let fresh = at.is_some_and(|t| now >= t && now - t < REFRESH_SECS);
+        (snap, at, fresh)
+    }
 }
 
 /// Every realm's snapshot.
@@ -178,13 +189,8 @@ impl FeedSnapshots {
                 })
                 .clone()
         };
-        let fresh = |at: Option<i64>| at.is_some_and(|t| now >= t && now - t < REFRESH_SECS);
-        let (snap, at) = feed
-            .current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if fresh(at) {
+        let (snap, at, fresh) = feed.current(now);
+        if fresh {
             return Ok(snap);
         }
         // The first fill waits for whoever does it; later refreshes never make anyone wait.
@@ -196,12 +202,9 @@ impl FeedSnapshots {
                 Err(_) => return Ok(snap),
             }
         };
-        let (snap, at) = feed
-            .current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if fresh(at) {
+        // Whoever held the gate before may have refreshed it.
+        let (snap, _, fresh) = feed.current(now);
+        if fresh {
             return Ok(snap);
         }
         let mut upto = snap.upto;

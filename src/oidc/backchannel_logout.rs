@@ -196,36 +196,27 @@ async fn deliver_one(state: &AppState, d: LogoutDelivery) {
         }
     };
     let now = state.clock.now();
-    let (kind, next, extra) = match outcome {
+    let mut detail = json!({"client_id": d.client_id, "sid": d.sid, "attempts": d.attempts});
+    let (kind, next) = match outcome {
         Ok(status) => {
             state.logout_outbox.mark(origin_of(&d.uri), None);
-            (
-                "logout.backchannel_delivered",
-                None,
-                json!({"status": status}),
-            )
+            detail["status"] = json!(status);
+            ("logout.backchannel_delivered", None)
         }
-        Err(reason) if d.attempts >= MAX_ATTEMPTS || now - d.created_at >= MAX_AGE_SECS => (
-            "logout.backchannel_abandoned",
-            None,
-            json!({"reason": reason}),
-        ),
+        Err(reason) if d.attempts >= MAX_ATTEMPTS || now - d.created_at >= MAX_AGE_SECS => {
+            detail["reason"] = json!(reason);
+            ("logout.backchannel_abandoned", None)
+        }
         Err(reason) => {
             let at = now + backoff(d.attempts);
             if reason == "timeout" || reason == "connect" {
                 state.logout_outbox.mark(origin_of(&d.uri), Some(at));
             }
-            (
-                "logout.backchannel_failed",
-                Some(at),
-                json!({"reason": reason, "next_attempt_at": at}),
-            )
+            detail["reason"] = json!(reason);
+            detail["next_attempt_at"] = json!(at);
+            ("logout.backchannel_failed", Some(at))
         }
     };
-    let mut detail = json!({"client_id": d.client_id, "sid": d.sid, "attempts": d.attempts});
-    if let (Some(all), Some(more)) = (detail.as_object_mut(), extra.as_object()) {
-        all.extend(more.clone());
-    }
     let draft = AuditDraft::new(now, Some(&d.realm), kind, "system")
         .subject(&d.sub)
         .detail(detail);

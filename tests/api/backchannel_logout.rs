@@ -6,7 +6,7 @@
 //! database deliver each of many logouts exactly once.
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,7 +19,9 @@ use serde_json::Value;
 use sigil::clock::Clock;
 use sigil::identity::totp;
 
-use crate::helpers::{Backend, backends, count_rows, decode_part, exec_raw};
+use crate::helpers::{
+    backends, count_rows, count_rows_at, decode_part, exec_raw, exec_raw_at, spawn_node,
+};
 use crate::login::{Fixture, SIGNED_OUT, browser, setup};
 use crate::logout::{logout_url, sign_in, signed_in};
 
@@ -398,15 +400,6 @@ async fn a_code_redeemed_after_its_session_ended_issues_nothing() {
     }
 }
 
-struct Node(Child);
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn sigil(db: &str, kek: &std::path::Path, args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_sigil"))
         .args(["--database-url", db, "--kek-file"])
@@ -420,62 +413,6 @@ fn sigil(db: &str, kek: &std::path::Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn start_node(db: &str, kek: &std::path::Path) -> Node {
-    use std::io::BufRead;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sigil"))
-        .args(["--database-url", db, "--kek-file"])
-        .arg(kek)
-        .args(["serve", "--bind", "127.0.0.1:0"])
-        .env("SIGIL_LOGOUT_POLL_MS", "50")
-        .env("SIGIL_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read");
-    assert!(line.starts_with("listening on "), "{line}");
-    Node(child)
-}
-
-async fn scalar(backend: Backend, db: &str, sql: &str) -> i64 {
-    use sqlx::Connection;
-    let sql = sqlx::AssertSqlSafe(sql.to_owned());
-    match backend {
-        Backend::Sqlite => {
-            let mut c = sqlx::SqliteConnection::connect(db).await.expect("connect");
-            sqlx::query_scalar(sql)
-                .fetch_one(&mut c)
-                .await
-                .expect("query")
-        }
-        Backend::Postgres => {
-            let mut c = sqlx::PgConnection::connect(db).await.expect("connect");
-            sqlx::query_scalar(sql)
-                .fetch_one(&mut c)
-                .await
-                .expect("query")
-        }
-    }
-}
-
-async fn exec(backend: Backend, db: &str, sql: &str) {
-    use sqlx::Connection;
-    let sql = sqlx::AssertSqlSafe(sql.to_owned());
-    match backend {
-        Backend::Sqlite => {
-            let mut c = sqlx::SqliteConnection::connect(db).await.expect("connect");
-            sqlx::query(sql).execute(&mut c).await.expect("exec");
-        }
-        Backend::Postgres => {
-            let mut c = sqlx::PgConnection::connect(db).await.expect("connect");
-            sqlx::query(sql).execute(&mut c).await.expect("exec");
-        }
-    }
 }
 
 #[tokio::test]
@@ -525,7 +462,7 @@ async fn two_server_processes_deliver_each_of_many_logouts_exactly_once() {
         // Sessions as sign-ins leave them (the sign-in pages are tested elsewhere): each with
         // tokens for both apps.
         for i in 0..SESSIONS {
-            exec(
+            exec_raw_at(
                 backend,
                 &db,
                 &format!(
@@ -533,20 +470,22 @@ async fn two_server_processes_deliver_each_of_many_logouts_exactly_once() {
                      SELECT 'h{i}', realm, id, 's{i}', 1, 1, 1, 'pwd otp', 'x' FROM users WHERE username = 'carol'"
                 ),
             )
-            .await;
+            .await
+            .expect("session");
             for app in ["web", "portal"] {
-                exec(
+                exec_raw_at(
                     backend,
                     &db,
                     &format!(
                         "INSERT INTO session_clients (realm, sid, client_id, created_at) VALUES ('customers', 's{i}', '{app}', 1)"
                     ),
                 )
-                .await;
+                .await
+                .expect("session client");
             }
         }
-        let _a = start_node(&db, &kek);
-        let _b = start_node(&db, &kek);
+        let _a = spawn_node(&db, &kek, &[("SIGIL_LOGOUT_POLL_MS", "50")]);
+        let _b = spawn_node(&db, &kek, &[("SIGIL_LOGOUT_POLL_MS", "50")]);
         // The CLI ends every session; both nodes find the outbox on their own and race for it.
         sigil(
             &db,
@@ -562,7 +501,7 @@ async fn two_server_processes_deliver_each_of_many_logouts_exactly_once() {
         );
         let got = rp.wait_for(2 * SESSIONS).await;
         for _ in 0..100 {
-            if scalar(backend, &db, "SELECT COUNT(*) FROM logout_outbox").await == 0 {
+            if count_rows_at(backend, &db, "SELECT COUNT(*) FROM logout_outbox").await == 0 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -582,11 +521,11 @@ async fn two_server_processes_deliver_each_of_many_logouts_exactly_once() {
             per.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>()
         );
         assert_eq!(
-            scalar(backend, &db, "SELECT COUNT(*) FROM logout_outbox").await,
+            count_rows_at(backend, &db, "SELECT COUNT(*) FROM logout_outbox").await,
             0
         );
         assert_eq!(
-            scalar(
+            count_rows_at(
                 backend,
                 &db,
                 "SELECT COUNT(*) FROM audit_log WHERE kind = 'logout.backchannel_delivered'"

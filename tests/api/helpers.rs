@@ -422,21 +422,22 @@ pub async fn error_of(res: reqwest::Response) -> (u16, String, Value) {
 /// Runs one raw SQL statement against the app's database, as an operator with a SQL shell would.
 /// The one integer a query such as `SELECT COUNT(*) ...` answers, read beside the application.
 pub async fn count_rows(app: &TestApp, sql: &str) -> i64 {
+    count_rows_at(app.backend, &app.database_url, sql).await
+}
+
+/// `count_rows` against a database given by its URL (server processes started by a test).
+pub async fn count_rows_at(backend: Backend, url: &str, sql: &str) -> i64 {
     let sql = sqlx::AssertSqlSafe(sql.to_owned());
-    match app.backend {
+    match backend {
         Backend::Sqlite => {
-            let mut c = sqlx::SqliteConnection::connect(&app.database_url)
-                .await
-                .expect("connect");
+            let mut c = sqlx::SqliteConnection::connect(url).await.expect("connect");
             sqlx::query_scalar(sql)
                 .fetch_one(&mut c)
                 .await
                 .expect("count")
         }
         Backend::Postgres => {
-            let mut c = sqlx::PgConnection::connect(&app.database_url)
-                .await
-                .expect("connect");
+            let mut c = sqlx::PgConnection::connect(url).await.expect("connect");
             sqlx::query_scalar(sql)
                 .fetch_one(&mut c)
                 .await
@@ -446,10 +447,15 @@ pub async fn count_rows(app: &TestApp, sql: &str) -> i64 {
 }
 
 pub async fn exec_raw(app: &TestApp, sql: &str) -> Result<u64, String> {
+    exec_raw_at(app.backend, &app.database_url, sql).await
+}
+
+/// `exec_raw` against a database given by its URL.
+pub async fn exec_raw_at(backend: Backend, url: &str, sql: &str) -> Result<u64, String> {
     let sql = sqlx::AssertSqlSafe(sql.to_owned());
-    match app.backend {
+    match backend {
         Backend::Sqlite => {
-            let mut c = sqlx::SqliteConnection::connect(&app.database_url)
+            let mut c = sqlx::SqliteConnection::connect(url)
                 .await
                 .map_err(|e| e.to_string())?;
             sqlx::query(sql)
@@ -459,7 +465,7 @@ pub async fn exec_raw(app: &TestApp, sql: &str) -> Result<u64, String> {
                 .map_err(|e| e.to_string())
         }
         Backend::Postgres => {
-            let mut c = sqlx::PgConnection::connect(&app.database_url)
+            let mut c = sqlx::PgConnection::connect(url)
                 .await
                 .map_err(|e| e.to_string())?;
             sqlx::query(sql)
@@ -469,6 +475,40 @@ pub async fn exec_raw(app: &TestApp, sql: &str) -> Result<u64, String> {
                 .map_err(|e| e.to_string())
         }
     }
+}
+
+/// A `sigil serve` process on a random loopback port (`.1` is its base URL); killed when dropped,
+/// however the test ends.
+pub struct Node(pub std::process::Child, pub String);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `sigil serve` on `db` with the KEK at `kek` and these environment variables (logs at
+/// `warn`), once it says where it listens.
+pub fn spawn_node(db: &str, kek: &std::path::Path, env: &[(&str, &str)]) -> Node {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sigil"))
+        .args(["--database-url", db, "--kek-file"])
+        .arg(kek)
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .env("SIGIL_LOG", "warn")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read");
+    assert!(line.starts_with("listening on "), "{line}");
+    let base = line.trim().trim_start_matches("listening on ").to_owned();
+    Node(child, base)
 }
 
 /// The realm as the server holds it, with its decrypted active key (to forge well-signed tokens).

@@ -2,7 +2,7 @@
 //! revocation, several nodes racing to rotate, and KEK rotation.
 
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -11,7 +11,7 @@ use sigil::keys::Alg;
 use sigil::keys::rotation::{revoke, rotate_now, tick};
 use sigil_validator::{ErrorKind, Validator};
 
-use crate::helpers::{Backend, TestApp, backends, decode_part, spawn_app_with};
+use crate::helpers::{Backend, Node, TestApp, backends, decode_part, spawn_app_with, spawn_node};
 
 const HOUR: i64 = 3600;
 const DAY: i64 = 24 * HOUR;
@@ -250,39 +250,20 @@ async fn racing_nodes_apply_each_rotation_once(app: &TestApp) {
 }
 crate::on_every_backend!(racing_nodes, racing_nodes_apply_each_rotation_once);
 
-struct Node(Child, String);
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn start_node(db: &str, kek: &std::path::Path) -> Node {
     start_node_with(db, kek, "1")
 }
 
 fn start_node_with(db: &str, kek: &std::path::Path, rotation_check_secs: &str) -> Node {
-    use std::io::BufRead;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sigil"))
-        .args(["--database-url", db, "--kek-file"])
-        .arg(kek)
-        .args(["serve", "--bind", "127.0.0.1:0"])
-        .env("SIGIL_ROTATION_CHECK_SECS", rotation_check_secs)
-        .env("SIGIL_CACHE_TTL_SECS", "1")
-        .env("SIGIL_JWKS_MAX_AGE_SECS", "1")
-        .env("SIGIL_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read");
-    let base = line.trim().trim_start_matches("listening on ").to_owned();
-    Node(child, base)
+    spawn_node(
+        db,
+        kek,
+        &[
+            ("SIGIL_ROTATION_CHECK_SECS", rotation_check_secs),
+            ("SIGIL_CACHE_TTL_SECS", "1"),
+            ("SIGIL_JWKS_MAX_AGE_SECS", "1"),
+        ],
+    )
 }
 
 #[tokio::test]
