@@ -98,6 +98,10 @@ pub struct Config {
     /// How often each node ends sessions past their realm's idle or absolute timeout that nobody
     /// used since (for the revocation feed and back-channel logout).
     pub session_sweep_secs: u64,
+    /// DPoP server nonces (RFC 9449 §8, §9): 0 = none (the default); otherwise every DPoP proof
+    /// must carry a nonce this server issued, and a nonce is good for the period of this many
+    /// seconds it was issued in and the next one.
+    pub dpop_nonce_secs: u64,
     /// AWS exchange challenges one address may obtain per minute; past it, 429. 0 = no limit.
     pub aws_challenges_per_minute_per_ip: u32,
     /// Most unexpired AWS exchange challenges stored per realm; past it, 503.
@@ -169,6 +173,7 @@ impl Config {
             refusal_tally_secs: 1,
             logout_poll_ms: 200,
             session_sweep_secs: 60,
+            dpop_nonce_secs: 0,
             aws_challenges_per_minute_per_ip: 30,
             aws_max_live_challenges: 10_000,
             log_format: LogFormat::Text,

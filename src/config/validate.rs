@@ -251,6 +251,10 @@ impl Config {
                 1,
                 3600,
             )?,
+            dpop_nonce_secs: match s.dpop_nonce_secs.unwrap_or(0) {
+                0 => 0,
+                n => bounded("dpop_nonce_secs", n, 10, 86_400)?,
+            },
             aws_challenges_per_minute_per_ip: bounded(
                 "aws_challenges_per_minute_per_ip",
                 u64::from(s.aws_challenges_per_minute_per_ip.unwrap_or(30)),

@@ -27,6 +27,8 @@ pub struct AuthorizeQuery {
     pub prompt: Option<String>,
     pub max_age: Option<String>,
     pub acr_values: Option<String>,
+    /// RFC 9449 §10: the thumbprint of the DPoP key the code must be redeemed with.
+    pub dpop_jkt: Option<String>,
 }
 
 /// A validated authorization request, kept server-side while the user signs in.
@@ -54,6 +56,9 @@ pub struct PendingAuthz {
     pub require_passkey: bool,
     pub csrf: String,
     pub created_at: UnixTime,
+    /// The DPoP key (RFC 7638 thumbprint) the request bound its code to (`dpop_jkt`).
+    #[serde(default)]
+    pub dpop_jkt: Option<String>,
 }
 
 /// What an authorization code stands for.
@@ -71,6 +76,9 @@ pub struct CodeData {
     pub acr: String,
     /// Links the code to the refresh tokens it leads to, so a reused code revokes them.
     pub family: String,
+    /// Only a token request with a DPoP proof made with this key may redeem the code.
+    #[serde(default)]
+    pub dpop_jkt: Option<String>,
 }
 
 /// Failures before the redirect URI is known to be the client's: shown on a page, never redirected.
@@ -123,14 +131,20 @@ pub fn validate(
             "this client may not sign users in",
         ));
     }
+    // A SHA-256 digest in base64url: 43 characters of its alphabet.
+    let digest_b64 = |v: &str| {
+        v.len() == 43
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if q.dpop_jkt.as_deref().is_some_and(|j| !digest_b64(j)) {
+        return fail(redirect_error("invalid_request", "malformed dpop_jkt"));
+    }
     match (
         q.code_challenge.as_deref(),
         q.code_challenge_method.as_deref(),
     ) {
-        (Some(c), Some("S256"))
-            if c.len() == 43
-                && c.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') => {}
+        (Some(c), Some("S256")) if digest_b64(c) => {}
         (Some(_), Some("S256")) => {
             return fail(redirect_error(
                 "invalid_request",
@@ -222,6 +236,7 @@ pub fn validate(
             .is_some_and(|a| a.split(' ').any(|v| v == ACR_PASSKEY)),
         csrf,
         created_at: now,
+        dpop_jkt: q.dpop_jkt.clone(),
     }))
 }
 

@@ -199,6 +199,7 @@ pub(crate) fn new_code(
         amr: session.amr.split(' ').map(str::to_owned).collect(),
         acr: session.acr.clone(),
         family: family.clone(),
+        dpop_jkt: pending.dpop_jkt.clone(),
     };
     let row = (
         token_hash(&code),

@@ -82,6 +82,20 @@ pub async fn grant(
     if !pkce_ok(verifier, &data.code_challenge) {
         return Err(invalid_grant("PKCE verification failed", "pkce_failed"));
     }
+    // RFC 9449 §10: a code bound at the authorization request (`dpop_jkt`) is redeemed only with
+    // a proof made with that key. Refused before it is spent: the client that holds the key can
+    // still redeem it.
+    if let Some(want) = &data.dpop_jkt
+        && cnf.and_then(|c| c.jkt.as_deref()) != Some(want.as_str())
+    {
+        return Err(Refusal::new(
+            OAuthError::new(
+                super::ErrorCode::InvalidDpopProof,
+                "the code is bound to another DPoP key",
+            ),
+            "dpop_jkt_mismatch",
+        ));
+    }
     // Codes die with their session: a sign-out or a disable after the code was issued wins.
     let (user, session) =
         live_user_and_session(state, realm, settings, &data.user_id, &data.sid, now).await?;

@@ -2,7 +2,14 @@
 //! thumbprint becomes the token's `cnf.jkt` and the token type `DPoP`. The proof's form, key,
 //! signature, method, URL and age are checked by the validator crate's `dpop::verify_proof`
 //! (shared with resource servers); its `jti` is spent here in the store, so a proof replayed at
-//! another node is refused too. Server nonces (`DPoP-Nonce`) are not issued.
+//! another node is refused too.
+//!
+//! Server nonces (RFC 9449 §8, §9), when `dpop_nonce_secs` is set: a proof must carry a nonce
+//! this deployment issued for the realm in the current period or the one before. A nonce is the
+//! period's number sealed under the KEK (AES-256-GCM, bound to the realm), so every node issues
+//! and accepts them without shared state, and nobody without the KEK can make one. A proof
+//! without a good nonce is answered `use_dpop_nonce` with a fresh one in `DPoP-Nonce`, before its
+//! `jti` is spent; every token response to a request with a proof carries the current nonce.
 
 use axum::http::HeaderMap;
 use base64::Engine;
@@ -54,6 +61,12 @@ pub async fn check(
         tracing::debug!(error = ?e, "DPoP proof refused");
         refuse(e.description(), "dpop_proof_invalid")
     })?;
+    if !nonce_ok(state, &realm.record.name, verified.nonce.as_deref(), now) {
+        return Err(Refusal::new(
+            OAuthError::new(ErrorCode::UseDpopNonce, "a fresh DPoP nonce is required"),
+            "dpop_nonce_required",
+        ));
+    }
     match spend(state, realm, &verified.jkt, &verified.jti, verified.iat).await {
         Ok(true) => Ok(Some(verified.jkt)),
         Ok(false) => Err(refuse("the DPoP proof was already used", "dpop_replayed")),
@@ -112,6 +125,9 @@ pub async fn check_resource(
         .access_token(token)
         .window(WINDOW);
     let verified = verify_proof(proof, &expected, now).map_err(|e| Some(e.description()))?;
+    if !nonce_ok(state, &realm.record.name, verified.nonce.as_deref(), now) {
+        return Err(Some(NONCE_REQUIRED));
+    }
     if verified.jkt != bound_jkt {
         return Err(Some("the DPoP proof is not made with the token's key"));
     }
@@ -120,4 +136,53 @@ pub async fn check_resource(
         Ok(false) => Err(Some("the DPoP proof was already used")),
         Err(()) => Err(None),
     }
+}
+
+/// The refusal a resource endpoint answers `use_dpop_nonce` (with a fresh nonce) rather than
+/// `invalid_token`.
+pub const NONCE_REQUIRED: &str = "a fresh DPoP nonce is required";
+
+/// Longest nonce accepted (a sealed period number is 48 characters).
+const MAX_NONCE_LEN: usize = 128;
+
+fn nonce_aad(realm: &str) -> Vec<u8> {
+    format!("dpop-nonce\0{realm}").into_bytes()
+}
+
+/// The nonce to hand out now for `realm` (`DPoP-Nonce`), `None` when nonces are off.
+pub fn fresh_nonce(state: &AppState, realm: &str, now: UnixTime) -> Option<String> {
+    let period = state.config.dpop_nonce_secs;
+    if period == 0 {
+        return None;
+    }
+    let current = now.div_euclid(period as i64);
+    let sealed = state
+        .kek
+        .seal(&nonce_aad(realm), &current.to_be_bytes())
+        .ok()?;
+    Some(B64.encode(sealed))
+}
+
+/// Whether a proof's nonce is acceptable: always when nonces are off; otherwise it must be one
+/// this deployment sealed for `realm` in the current period or the one before.
+fn nonce_ok(state: &AppState, realm: &str, nonce: Option<&str>, now: UnixTime) -> bool {
+    let period = state.config.dpop_nonce_secs;
+    if period == 0 {
+        return true;
+    }
+    let Some(nonce) = nonce.filter(|n| n.len() <= MAX_NONCE_LEN) else {
+        return false;
+    };
+    let Ok(sealed) = B64.decode(nonce) else {
+        return false;
+    };
+    let Ok(plain) = state.kek.open(&nonce_aad(realm), &sealed) else {
+        return false;
+    };
+    let Ok(bytes) = <[u8; 8]>::try_from(plain.as_slice()) else {
+        return false;
+    };
+    let issued = i64::from_be_bytes(bytes);
+    let current = now.div_euclid(period as i64);
+    issued == current || issued == current - 1
 }

@@ -24,6 +24,9 @@ pub enum ErrorCode {
     RateLimited,
     /// RFC 9449 §5: the DPoP proof is missing where required, malformed or does not verify.
     InvalidDpopProof,
+    /// RFC 9449 §8: the DPoP proof lacks the server's current nonce; the answer carries one in
+    /// `DPoP-Nonce`. A challenge, not a failure: not counted toward the address's limit.
+    UseDpopNonce,
     /// An authenticated client not allowed this endpoint (introspection): 403 `unauthorized_client`.
     NotPermitted,
 }
@@ -42,6 +45,7 @@ impl ErrorCode {
             ErrorCode::ServerError => "server_error",
             ErrorCode::TemporarilyUnavailable | ErrorCode::RateLimited => "temporarily_unavailable",
             ErrorCode::InvalidDpopProof => "invalid_dpop_proof",
+            ErrorCode::UseDpopNonce => "use_dpop_nonce",
         }
     }
 

@@ -170,6 +170,7 @@ pub async fn refused(
     now: UnixTime,
 ) -> Response {
     if let Some(ip) = peer
+        && refusal.error.code != ErrorCode::UseDpopNonce
         && state.failures.record_failure(ip, now)
     {
         tracing::warn!(%ip, "failed-request limit reached");

@@ -62,7 +62,15 @@ pub async fn token(
         Ok(bytes) => grant(&state, &realm, &headers, &bytes, ctx, now).await,
         Err(refusal) => Err(refusal),
     };
-    finish(&state, &realm, outcome, peer, now).await
+    let mut res = finish(&state, &realm, outcome, peer, now).await;
+    // RFC 9449 §8.2: a client that sends proofs learns the current nonce from every answer.
+    if headers.contains_key("dpop")
+        && let Some(nonce) = dpop::fresh_nonce(&state, &realm.record.name, now)
+        && let Ok(value) = axum::http::HeaderValue::from_str(&nonce)
+    {
+        res.headers_mut().insert("dpop-nonce", value);
+    }
+    res
 }
 
 async fn grant(

@@ -156,6 +156,17 @@ pub async fn userinfo(
             .await
             {
                 Ok(()) => {}
+                Err(Some(crate::oauth::dpop::NONCE_REQUIRED)) => {
+                    // RFC 9449 §9: 401 `use_dpop_nonce` with the nonce to use.
+                    let mut res =
+                        refusal("DPoP", "use_dpop_nonce", crate::oauth::dpop::NONCE_REQUIRED);
+                    if let Some(nonce) = crate::oauth::dpop::fresh_nonce(&state, &name, now)
+                        && let Ok(v) = HeaderValue::from_str(&nonce)
+                    {
+                        res.headers_mut().insert("dpop-nonce", v);
+                    }
+                    return res;
+                }
                 Err(Some(why)) => return refusal("DPoP", "invalid_dpop_proof", why),
                 Err(None) => return crate::oauth::OAuthError::store_unavailable().into_response(),
             }

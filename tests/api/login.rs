@@ -75,8 +75,16 @@ pub(crate) struct Fixture {
 }
 
 pub(crate) async fn setup(backend: Backend) -> Fixture {
+    setup_with(backend, |_| {}).await
+}
+
+/// [`setup`] on a server whose configuration `tweak` changes.
+pub(crate) async fn setup_with(
+    backend: Backend,
+    tweak: impl FnOnce(&mut sigil::config::Config),
+) -> Fixture {
     let clock = MockClock::new(1_800_000_000);
-    let app = spawn_app_with(backend, Some(clock.clone()), |_| {}).await;
+    let app = spawn_app_with(backend, Some(clock.clone()), tweak).await;
     let s = app.store.as_ref();
     let now = clock.now();
     app.create_realm("customers", Alg::ES256).await;
@@ -195,8 +203,19 @@ impl Fixture {
         p: &Pkce,
         code: &str,
     ) -> reqwest::Response {
+        self.sign_in_with(b, p, code, "").await
+    }
+
+    /// [`Fixture::sign_in`] with `extra` appended to the authorization request's query.
+    pub(crate) async fn sign_in_with(
+        &self,
+        b: &reqwest::Client,
+        p: &Pkce,
+        code: &str,
+        extra: &str,
+    ) -> reqwest::Response {
         let res = b
-            .get(self.authorize_url("customers", "mobile", p, ""))
+            .get(self.authorize_url("customers", "mobile", p, extra))
             .send()
             .await
             .expect("authorize");

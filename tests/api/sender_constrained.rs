@@ -1044,6 +1044,261 @@ async fn dpop_bound_tokens_and_attacks_fail() {
     }
 }
 
+/// A token request with Basic credentials and one DPoP proof: status, body, `DPoP-Nonce`.
+async fn nonce_grant(
+    app: &TestApp,
+    realm: &str,
+    secret: &str,
+    proof: &str,
+) -> (u16, Value, Option<String>) {
+    let res = app
+        .http
+        .post(app.token_url(realm))
+        .basic_auth("svc", Some(secret))
+        .header("DPoP", proof)
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .expect("request");
+    let nonce = res
+        .headers()
+        .get("dpop-nonce")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    (
+        res.status().as_u16(),
+        res.json().await.unwrap_or(Value::Null),
+        nonce,
+    )
+}
+
+fn wants_nonce(r: &(u16, Value, Option<String>)) -> bool {
+    r.0 == 400 && r.1["error"] == "use_dpop_nonce" && r.2.is_some()
+}
+
+/// `dpop_nonce_secs`: every proof must carry a nonce this deployment issued for the realm in
+/// this period or the last (RFC 9449 §8); a missing, foreign, forged or expired one is answered
+/// `use_dpop_nonce` with a fresh nonce, which is a challenge, not a failure counted toward the
+/// address's limit.
+#[tokio::test]
+async fn dpop_server_nonces_are_required_when_configured() {
+    for backend in backends() {
+        let clock = sigil::clock::MockClock::new(1_800_000_000);
+        let app = spawn_app_with(backend, Some(clock.clone()), |c| {
+            c.dpop_nonce_secs = 60;
+            c.failures_per_minute_per_ip = 3;
+        })
+        .await;
+        app.create_realm("payments", Alg::ES256).await;
+        app.create_realm("other", Alg::ES256).await;
+        let secret = register(&app, "payments", "svc", ClientAuth::default())
+            .await
+            .expect("secret");
+        let other = register(&app, "other", "svc", ClientAuth::default())
+            .await
+            .expect("secret");
+        let key = EcKey::generate("dpop");
+        let url = app.token_url("payments");
+        let proof =
+            |nonce: Option<&str>| key.dpop_with_nonce("POST", &url, clock.now(), None, nonce);
+
+        // More nonce-less proofs than the address's failure limit: each is a challenge.
+        let mut nonce = String::new();
+        for _ in 0..5 {
+            let r = nonce_grant(&app, "payments", &secret, &proof(None)).await;
+            assert!(wants_nonce(&r), "{r:?}");
+            nonce = r.2.expect("nonce");
+        }
+        let good = proof(Some(&nonce));
+        let r = nonce_grant(&app, "payments", &secret, &good).await;
+        assert_eq!(
+            (r.0, r.1["token_type"].as_str()),
+            (200, Some("DPoP")),
+            "{r:?}"
+        );
+        assert!(
+            r.2.is_some(),
+            "a token response to a proof carries the current nonce"
+        );
+        let r = nonce_grant(&app, "payments", &secret, &good).await;
+        assert_eq!(
+            r.1["error"], "invalid_dpop_proof",
+            "a replayed proof: {r:?}"
+        );
+
+        // Another realm's nonce, a forged one, one edited by a character.
+        let other_url = app.token_url("other");
+        let r = nonce_grant(
+            &app,
+            "other",
+            &other,
+            &key.dpop("POST", &other_url, clock.now(), None),
+        )
+        .await;
+        let foreign = r.2.expect("other realm's nonce");
+        let forged = base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            jose::rand_bytes().repeat(3),
+        );
+        let mut edited = nonce.clone().into_bytes();
+        edited[10] = if edited[10] == b'A' { b'B' } else { b'A' };
+        let edited = String::from_utf8(edited).expect("ascii");
+        for (what, n) in [
+            ("another realm's", &foreign),
+            ("forged", &forged),
+            ("edited", &edited),
+        ] {
+            let r = nonce_grant(&app, "payments", &secret, &proof(Some(n))).await;
+            assert!(wants_nonce(&r), "{what} nonce: {r:?}");
+        }
+
+        // A nonce is good in its period and the next, not after.
+        clock.advance(60);
+        let r = nonce_grant(&app, "payments", &secret, &proof(Some(&nonce))).await;
+        assert_eq!(r.0, 200, "the next period: {r:?}");
+        clock.advance(60);
+        let r = nonce_grant(&app, "payments", &secret, &proof(Some(&nonce))).await;
+        assert!(wants_nonce(&r), "two periods on: {r:?}");
+        let fresh = r.2.expect("fresh nonce");
+        let r = nonce_grant(&app, "payments", &secret, &proof(Some(&fresh))).await;
+        assert_eq!(r.0, 200, "the fresh nonce: {r:?}");
+    }
+}
+
+/// RFC 9449 §10: `dpop_jkt` at the authorization request binds the code to a DPoP key; only a
+/// proof made with that key redeems it, and a refused attempt does not burn it. With server
+/// nonces on, the code redemption and userinfo (401 `use_dpop_nonce`) ask for them too.
+#[tokio::test]
+async fn a_code_bound_with_dpop_jkt_is_redeemed_only_with_that_key() {
+    use crate::login::{browser, location, pkce, query_param, setup_with};
+    for backend in backends() {
+        let f = setup_with(backend, |c| c.dpop_nonce_secs = 300).await;
+        let key = EcKey::generate("app");
+        let b = browser();
+        let p = pkce();
+        let res = b
+            .get(f.authorize_url("customers", "mobile", &p, "&dpop_jkt=not-a-thumbprint"))
+            .send()
+            .await
+            .expect("authorize");
+        assert_eq!(res.status(), 303);
+        assert_eq!(
+            query_param(&location(&res), "error").as_deref(),
+            Some("invalid_request"),
+            "a malformed dpop_jkt"
+        );
+        let res = f
+            .sign_in_with(
+                &b,
+                &p,
+                &sigil::identity::totp::code_at(&f.secret, f.clock.now()),
+                &format!("&dpop_jkt={}", key.thumbprint()),
+            )
+            .await;
+        let code = query_param(&location(&res), "code").expect("code");
+        let url = f.app.token_url("customers");
+        let redeem = |proof: Option<String>| {
+            let mut req = f.app.http.post(&url).form(&[
+                ("grant_type", "authorization_code"),
+                ("client_id", "mobile"),
+                ("code", code.as_str()),
+                ("redirect_uri", crate::login::REDIRECT),
+                ("code_verifier", p.verifier.as_str()),
+            ]);
+            if let Some(proof) = proof {
+                req = req.header("DPoP", proof);
+            }
+            async move {
+                let res = req.send().await.expect("redeem");
+                let nonce = res
+                    .headers()
+                    .get("dpop-nonce")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                (
+                    res.status().as_u16(),
+                    res.json::<Value>().await.expect("json"),
+                    nonce,
+                )
+            }
+        };
+        let r = redeem(Some(key.dpop("POST", &url, f.clock.now(), None))).await;
+        assert!(wants_nonce(&r), "{r:?}");
+        let nonce = r.2.expect("nonce");
+        let r = redeem(None).await;
+        assert_eq!(
+            (r.0, r.1["error"].as_str()),
+            (400, Some("invalid_dpop_proof")),
+            "no proof: {r:?}"
+        );
+        let thief = EcKey::generate("thief");
+        let r = redeem(Some(thief.dpop_with_nonce(
+            "POST",
+            &url,
+            f.clock.now(),
+            None,
+            Some(&nonce),
+        )))
+        .await;
+        assert_eq!(
+            (r.0, r.1["error"].as_str()),
+            (400, Some("invalid_dpop_proof")),
+            "another key: {r:?}"
+        );
+        let r = redeem(Some(key.dpop_with_nonce(
+            "POST",
+            &url,
+            f.clock.now(),
+            None,
+            Some(&nonce),
+        )))
+        .await;
+        assert_eq!(r.0, 200, "the bound key, after two refusals: {r:?}");
+        assert_eq!(r.1["token_type"], "DPoP");
+        let access = r.1["access_token"].as_str().expect("access").to_owned();
+        assert_eq!(
+            decode_part(&access, 1)["cnf"]["jkt"],
+            key.thumbprint().as_str()
+        );
+
+        // userinfo, Sigil's own resource: a proof without the nonce gets the RFC 9449 §9 challenge.
+        let ui_url = format!("{}/oauth2/userinfo", f.app.issuer("customers"));
+        let userinfo = |nonce: Option<&str>| {
+            f.app
+                .http
+                .get(&ui_url)
+                .header("authorization", format!("DPoP {access}"))
+                .header(
+                    "DPoP",
+                    key.dpop_with_nonce(
+                        "GET",
+                        &ui_url,
+                        f.clock.now(),
+                        Some(&jose::ath(&access)),
+                        nonce,
+                    ),
+                )
+                .send()
+        };
+        let res = userinfo(None).await.expect("userinfo");
+        assert_eq!(res.status(), 401);
+        let challenge = res.headers()["www-authenticate"]
+            .to_str()
+            .expect("ascii")
+            .to_owned();
+        assert!(
+            challenge.starts_with(r#"DPoP error="use_dpop_nonce""#),
+            "{challenge}"
+        );
+        let fresh = res.headers()["dpop-nonce"]
+            .to_str()
+            .expect("nonce")
+            .to_owned();
+        let res = userinfo(Some(&fresh)).await.expect("userinfo");
+        assert_eq!(res.status(), 200, "with the nonce");
+    }
+}
+
 /// A public app's code and refresh tokens with DPoP: the refresh token works only with a proof
 /// made with the key it was first used with (RFC 9449 §5).
 #[tokio::test]

@@ -44,12 +44,12 @@ class Sigil:
     def cli_json(self, *args):
         return json.loads(self.cli(*args))
 
-    def start(self):
+    def start(self, **env):
         self.proc = subprocess.Popen(
             [SIGIL, "--database-url", self.db, "--kek-file", self.kek, "serve", "--bind", "127.0.0.1:0"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             # Anonymous refusals are tallied into the audit log once a second here (60 s by default).
-            env={**os.environ, "SIGIL_LOG": "warn", "SIGIL_REFUSAL_TALLY_SECS": "1"},
+            env={**os.environ, "SIGIL_LOG": "warn", "SIGIL_REFUSAL_TALLY_SECS": "1", **env},
         )
         self.base = _wait_for_listening(self.proc, "sigil")
 

@@ -227,9 +227,11 @@ def test_authlib_private_key_jwt_gets_a_token_and_a_replay_is_refused(sigil_with
     assert res.status_code == 401 and res.json()["error"] == "invalid_client"
 
 
-def dpop_proof(key, htm, htu, access_token=None, jti=None):
+def dpop_proof(key, htm, htu, access_token=None, jti=None, nonce=None):
     jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
     claims = {"jti": jti or str(uuid.uuid4()), "htm": htm, "htu": htu, "iat": int(time.time())}
+    if nonce:
+        claims["nonce"] = nonce
     if access_token:
         claims["ath"] = base64.urlsafe_b64encode(hashlib.sha256(access_token.encode()).digest()).rstrip(b"=").decode()
     return jwt.encode(claims, key, algorithm="ES256", headers={"typ": "dpop+jwt", "jwk": jwk})
@@ -280,3 +282,39 @@ def test_pyjwt_dpop_proofs_get_bound_tokens_the_ledger_accepts_and_refuses_repla
                           auth=("app", client["client_secret"]), headers={"DPoP": proof}, timeout=10)
     assert first.status_code == 200 and again.status_code == 400
     assert again.json()["error"] == "invalid_dpop_proof"
+
+
+def test_dpop_server_nonces_a_client_retries_once_with_the_nonce_it_is_given(sigil, ledger_for):
+    # SIGIL_DPOP_NONCE_SECS: proofs must carry a server nonce (RFC 9449 §8). A client does what
+    # the RFC describes: send, read use_dpop_nonce and DPoP-Nonce, retry once with a new proof.
+    sigil.stop()
+    sigil.start(SIGIL_DPOP_NONCE_SECS="60")
+    sigil.cli_json("realm", "create", "payments", "--alg", "ES256")
+    client = sigil.cli_json("client", "create", "--realm", "payments", "--id", "app", "--scope", "balances:read",
+                            "--audience", "ledger")
+    token_url = f"{sigil.issuer('payments')}/oauth2/token"
+    key = ec.generate_private_key(ec.SECP256R1())
+
+    def grant(nonce=None):
+        return requests.post(token_url, data={"grant_type": "client_credentials"},
+                             auth=("app", client["client_secret"]),
+                             headers={"DPoP": dpop_proof(key, "POST", token_url, nonce=nonce)}, timeout=10)
+    first = grant()
+    assert first.status_code == 400 and first.json()["error"] == "use_dpop_nonce", first.text
+    nonce = first.headers["DPoP-Nonce"]
+    assert nonce and nonce not in first.text
+    for bad in ["", nonce[:-2], nonce[::-1]]:
+        res = grant(bad)
+        assert res.status_code == 400 and res.json()["error"] == "use_dpop_nonce", (bad, res.text)
+    res = grant(nonce)
+    assert res.status_code == 200, res.text
+    assert res.json()["token_type"] == "DPoP" and res.headers.get("DPoP-Nonce")
+    token = res.json()["access_token"]
+
+    # The ledger (the bundled validator) checks the bound token; it asks no nonce of its own.
+    ledger = ledger_for(sigil.issuer("payments"))
+    url = f"{ledger}/balances"
+    ok = requests.get(url, headers={"Authorization": f"DPoP {token}",
+                                    "DPoP": dpop_proof(key, "GET", url, token)}, timeout=10)
+    assert ok.status_code == 200, ok.text
+

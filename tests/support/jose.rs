@@ -82,6 +82,18 @@ impl EcKey {
 
     /// A DPoP proof for `htm` `htu` at `iat` (`ath` for a resource request).
     pub fn dpop(&self, htm: &str, htu: &str, iat: i64, ath: Option<&str>) -> String {
+        self.dpop_with_nonce(htm, htu, iat, ath, None)
+    }
+
+    /// [`EcKey::dpop`] carrying a server nonce.
+    pub fn dpop_with_nonce(
+        &self,
+        htm: &str,
+        htu: &str,
+        iat: i64,
+        ath: Option<&str>,
+        nonce: Option<&str>,
+    ) -> String {
         let mut claims = json!({
             "jti": B64.encode(rand_bytes()),
             "htm": htm,
@@ -90,6 +102,9 @@ impl EcKey {
         });
         if let Some(a) = ath {
             claims["ath"] = json!(a);
+        }
+        if let Some(n) = nonce {
+            claims["nonce"] = json!(n);
         }
         self.sign(
             &json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": self.public_jwk()}),
