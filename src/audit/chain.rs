@@ -368,61 +368,25 @@ mod tests {
         // The canonical form written by earlier releases (a `json!` array): rows stored then must
         // keep verifying, on `main` and on a named chain, with escapes and absent fields.
         let detail = r#"{"jti":"a\"b","scope":"tx:post:ach é"}"#;
+        let old_hash = |canonical: serde_json::Value| {
+            let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+            ctx.update(b"ab12");
+            ctx.update(canonical.to_string().as_bytes());
+            hex(ctx.finish().as_ref())
+        };
+        let (ts, kind, actor) = (1_700_000_000, "token.issued", "bench");
         for (realm, subject) in [(Some("r"), Some("u\n\"")), (None, None)] {
-            let old = serde_json::json!([
-                7,
-                1_700_000_000,
-                realm,
-                "token.issued",
-                "bench",
-                subject,
-                detail
-            ])
-            .to_string();
-            let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-            ctx.update(b"ab12");
-            ctx.update(old.as_bytes());
-            let expected = hex(ctx.finish().as_ref());
             assert_eq!(
-                row_hash(
-                    "ab12",
-                    7,
-                    1_700_000_000,
-                    realm,
-                    "token.issued",
-                    "bench",
-                    subject,
-                    detail
-                ),
-                expected
+                row_hash("ab12", 7, ts, realm, kind, actor, subject, detail),
+                old_hash(serde_json::json!([
+                    7, ts, realm, kind, actor, subject, detail
+                ]))
             );
-            let old = serde_json::json!([
-                "node-2",
-                7,
-                1_700_000_000,
-                realm,
-                "token.issued",
-                "bench",
-                subject,
-                detail
-            ])
-            .to_string();
-            let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-            ctx.update(b"ab12");
-            ctx.update(old.as_bytes());
             assert_eq!(
-                chain_row_hash(
-                    "node-2",
-                    "ab12",
-                    7,
-                    1_700_000_000,
-                    realm,
-                    "token.issued",
-                    "bench",
-                    subject,
-                    detail
-                ),
-                hex(ctx.finish().as_ref())
+                chain_row_hash("node-2", "ab12", 7, ts, realm, kind, actor, subject, detail),
+                old_hash(serde_json::json!([
+                    "node-2", 7, ts, realm, kind, actor, subject, detail
+                ]))
             );
         }
     }

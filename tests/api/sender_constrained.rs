@@ -1060,16 +1060,20 @@ async fn nonce_grant(
         .send()
         .await
         .expect("request");
-    let nonce = res
-        .headers()
-        .get("dpop-nonce")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let nonce = dpop_nonce_of(&res);
     (
         res.status().as_u16(),
         res.json().await.unwrap_or(Value::Null),
         nonce,
     )
+}
+
+/// The response's `DPoP-Nonce`, if any.
+fn dpop_nonce_of(res: &reqwest::Response) -> Option<String> {
+    res.headers()
+        .get("dpop-nonce")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 fn wants_nonce(r: &(u16, Value, Option<String>)) -> bool {
@@ -1210,11 +1214,7 @@ async fn a_code_bound_with_dpop_jkt_is_redeemed_only_with_that_key() {
             }
             async move {
                 let res = req.send().await.expect("redeem");
-                let nonce = res
-                    .headers()
-                    .get("dpop-nonce")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned);
+                let nonce = dpop_nonce_of(&res);
                 (
                     res.status().as_u16(),
                     res.json::<Value>().await.expect("json"),
@@ -1231,28 +1231,15 @@ async fn a_code_bound_with_dpop_jkt_is_redeemed_only_with_that_key() {
             (400, Some("invalid_dpop_proof")),
             "no proof: {r:?}"
         );
-        let thief = EcKey::generate("thief");
-        let r = redeem(Some(thief.dpop_with_nonce(
-            "POST",
-            &url,
-            f.clock.now(),
-            None,
-            Some(&nonce),
-        )))
-        .await;
+        let with_nonce =
+            |k: &EcKey| Some(k.dpop_with_nonce("POST", &url, f.clock.now(), None, Some(&nonce)));
+        let r = redeem(with_nonce(&EcKey::generate("thief"))).await;
         assert_eq!(
             (r.0, r.1["error"].as_str()),
             (400, Some("invalid_dpop_proof")),
             "another key: {r:?}"
         );
-        let r = redeem(Some(key.dpop_with_nonce(
-            "POST",
-            &url,
-            f.clock.now(),
-            None,
-            Some(&nonce),
-        )))
-        .await;
+        let r = redeem(with_nonce(&key)).await;
         assert_eq!(r.0, 200, "the bound key, after two refusals: {r:?}");
         assert_eq!(r.1["token_type"], "DPoP");
         let access = r.1["access_token"].as_str().expect("access").to_owned();
