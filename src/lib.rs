@@ -16,6 +16,7 @@ pub mod login;
 pub mod metrics;
 pub mod oauth;
 pub mod oidc;
+pub mod outbound;
 pub mod private_files;
 pub mod proxy;
 pub mod random;

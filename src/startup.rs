@@ -101,7 +101,7 @@ impl Application {
             audit,
             clock,
             kek,
-            sts_http: crate::aws::sts::http_client(),
+            sts_http: crate::outbound::client(),
             failures: Arc::new(crate::ratelimit::FailureLimiter::new(
                 config_failures_per_minute,
             )),

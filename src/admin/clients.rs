@@ -13,7 +13,7 @@ use crate::clients::{scope, secret};
 use crate::clock::UnixTime;
 use crate::store::{ClientRecord, Store};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct NewClient {
     pub realm: String,
     pub client_id: String,

@@ -16,7 +16,7 @@ pub async fn fetch_token(
     now: UnixTime,
 ) -> Result<Value, String> {
     let creds = AwsCredentials::from_env(|k| std::env::var(k).ok())?;
-    let http = super::sts::http_client();
+    let http = crate::outbound::client();
     let issuer = issuer.trim_end_matches('/');
     let meta: Value = http
         .get(format!("{issuer}/.well-known/openid-configuration"))

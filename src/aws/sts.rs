@@ -23,17 +23,6 @@ pub enum StsError {
     Malformed,
 }
 
-/// The client for STS calls, built once: no redirects, short timeouts.
-pub fn http_client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(std::time::Duration::from_secs(5))
-        .connect_timeout(std::time::Duration::from_secs(3))
-        .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
-}
-
 pub async fn call(http: &reqwest::Client, req: &Checked) -> Result<CallerIdentity, StsError> {
     let mut builder = http.post(req.target.clone()).body(BODY);
     for (name, value) in &req.headers {

@@ -167,7 +167,7 @@ pub async fn grant(
             client,
             &old.family,
             &old.user_id,
-            sid_of(&old.data).as_deref(),
+            Some(&facts.sid),
             Reused::Refresh,
             now,
         )

@@ -44,8 +44,6 @@ const LEASE_SECS: i64 = 60;
 /// Logouts claimed at once; each is sent on its own task, so one slow client does not hold up
 /// the others.
 const BATCH: i64 = 32;
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// This node's side of the outbox: its lease owner name, HTTP client and wake-up signal.
 pub struct LogoutOutbox {
@@ -72,14 +70,8 @@ impl LogoutOutbox {
     /// `poll`: how often the outbox is looked at when nothing woke the task (another node or the
     /// CLI ended a session, a retry came due).
     pub fn new(poll: Duration) -> LogoutOutbox {
-        let _ = rustls::crypto::ring::default_provider().install_default();
         // No redirects: the logout goes to the registered URI or nowhere.
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .build()
-            .unwrap_or_default();
+        let http = crate::outbound::client();
         let id: [u8; 9] = crate::random::random_bytes();
         LogoutOutbox {
             owner: B64.encode(id),

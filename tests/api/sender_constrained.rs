@@ -47,17 +47,9 @@ async fn register(app: &TestApp, realm: &str, id: &str, auth: ClientAuth) -> Opt
             realm: realm.into(),
             client_id: id.into(),
             scopes: "tx:post:ach".into(),
-            default_scopes: None,
             audience: "ledger".into(),
-            access_token_ttl: None,
-            redirect_uris: vec![],
-            public: false,
-            name: None,
-            client_uri: None,
             auth,
-            introspect: false,
-            post_logout_redirect_uris: vec![],
-            backchannel_logout_uri: None,
+            ..Default::default()
         },
         app.now(),
         "test",
@@ -1113,6 +1105,22 @@ async fn dpop_server_nonces_are_required_when_configured() {
             assert!(wants_nonce(&r), "{r:?}");
             nonce = r.2.expect("nonce");
         }
+        // A proof refused for its nonce does not spend its jti: the retry may reuse it.
+        let fixed_jti = |nonce: Option<&str>| {
+            let mut claims =
+                json!({"jti": "retried-1", "htm": "POST", "htu": url, "iat": clock.now()});
+            if let Some(n) = nonce {
+                claims["nonce"] = json!(n);
+            }
+            key.sign(
+                &json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": key.public_jwk()}),
+                &claims,
+            )
+        };
+        let r = nonce_grant(&app, "payments", &secret, &fixed_jti(None)).await;
+        assert!(wants_nonce(&r), "{r:?}");
+        let r = nonce_grant(&app, "payments", &secret, &fixed_jti(Some(&nonce))).await;
+        assert_eq!(r.0, 200, "the same jti with the nonce: {r:?}");
         let good = proof(Some(&nonce));
         let r = nonce_grant(&app, "payments", &secret, &good).await;
         assert_eq!(
