@@ -2,6 +2,7 @@
 //! `sigil serve` and the integration tests.
 
 pub mod admin;
+pub mod admin_api;
 pub mod audit;
 pub mod aws;
 pub mod cli;

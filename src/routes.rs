@@ -31,7 +31,8 @@ pub fn router(state: AppState) -> Router {
         .merge(service_routes())
         .route("/static/sigil-webauthn.js", get(webauthn_js))
         .merge(page_routes())
-        .merge(bench_ceiling_route());
+        .merge(bench_ceiling_route())
+        .merge(crate::admin_api::router(&state));
     finish_router(routes, state)
 }
 

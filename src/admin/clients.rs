@@ -41,7 +41,7 @@ pub struct NewClient {
     pub backchannel_logout_uri: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ClientView {
     pub realm: String,
     pub client_id: String,
@@ -50,9 +50,11 @@ pub struct ClientView {
     pub default_scopes: Vec<String>,
     pub audience: String,
     pub grant_types: Vec<String>,
+    #[schema(value_type = Vec<String>)]
     pub token_endpoint_auth_methods: Vec<&'static str>,
     /// The authentication settings (public material only).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub auth: Option<serde_json::Value>,
     pub access_token_ttl: Option<i64>,
     pub redirect_uris: Vec<String>,
@@ -68,6 +70,8 @@ pub struct ClientView {
     pub client_uri: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Bumped by every change: the admin API's `ETag` is made from it.
+    pub version: i64,
 }
 
 /// A redirect URI Sigil accepts: absolute, no fragment; https, or http only on loopback hosts
@@ -116,7 +120,7 @@ pub fn is_valid_backchannel_logout_uri(uri: &str) -> bool {
 }
 
 /// A client with the secret that was just generated for it (shown once).
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct WithSecret {
     /// Absent for public clients.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -259,6 +263,7 @@ pub async fn create(
         post_logout_redirect_uris: serde_json::to_string(&req.post_logout_redirect_uris)
             .unwrap_or_else(|_| "[]".into()),
         backchannel_logout_uri: req.backchannel_logout_uri.clone(),
+        version: 1,
         parsed_auth: Default::default(),
     };
     if store.realm(&req.realm).await?.is_none() {
@@ -321,6 +326,7 @@ pub async fn set_auth(
     store: &dyn Store,
     realm: &str,
     id: &str,
+    expected: Option<i64>,
     auth: ClientAuth,
     now: UnixTime,
     actor: &str,
@@ -329,6 +335,9 @@ pub async fn set_auth(
         .client(realm, id)
         .await?
         .ok_or_else(|| not_found(realm, id))?;
+    if expected.is_some_and(|v| v != current.version) {
+        return Err(stale(realm, id));
+    }
     auth.validate(current.public_client)
         .map_err(|e| invalid("auth", e.to_string()))?;
     let previous = ClientAuth::parse_stored(current.auth_config.as_deref()).unwrap_or_default();
@@ -345,11 +354,13 @@ pub async fn set_auth(
             .subject(id)
             .detail(auth_summary(&auth, current.public_client)),
     ];
+    // The decision above was made on `current`: the change applies only to that version.
+    let version = Some(current.version);
     if !store
-        .set_client_auth(realm, id, auth.to_stored().as_deref(), now, &audit)
+        .set_client_auth(realm, id, version, auth.to_stored().as_deref(), now, &audit)
         .await?
     {
-        return Err(not_found(realm, id));
+        return Err(gone_or_stale(store, realm, id).await);
     }
     // Crossing between a secret method and another: leaving, the old secret is replaced now and
     // never shown (it must not come back to life if the client ever returns); returning, a new
@@ -358,7 +369,7 @@ pub async fn set_auth(
         let fresh = secret::generate();
         let audit = [AuditDraft::new(now, Some(realm), "client.secret_rotated", actor).subject(id)];
         store
-            .set_client_secret(realm, id, &fresh.salt, &fresh.verifier, now, &audit)
+            .set_client_secret(realm, id, None, &fresh.salt, &fresh.verifier, now, &audit)
             .await?;
         let client = show(store, realm, id).await?;
         return Ok(WithSecret {
@@ -391,14 +402,18 @@ pub async fn delete(
     store: &dyn Store,
     realm: &str,
     id: &str,
+    expected: Option<i64>,
     now: UnixTime,
     actor: &str,
 ) -> Result<(), AdminError> {
     let audit = [AuditDraft::new(now, Some(realm), "client.deleted", actor).subject(id)];
-    if store.delete_client(realm, id, now, &audit).await? {
+    if store
+        .delete_client(realm, id, expected, now, &audit)
+        .await?
+    {
         Ok(())
     } else {
-        Err(not_found(realm, id))
+        Err(gone_or_stale(store, realm, id).await)
     }
 }
 
@@ -406,6 +421,7 @@ pub async fn rotate_secret(
     store: &dyn Store,
     realm: &str,
     id: &str,
+    expected: Option<i64>,
     now: UnixTime,
     actor: &str,
 ) -> Result<WithSecret, AdminError> {
@@ -418,6 +434,7 @@ pub async fn rotate_secret(
         .set_client_secret(
             realm,
             id,
+            expected,
             &new_secret.salt,
             &new_secret.verifier,
             now,
@@ -425,7 +442,7 @@ pub async fn rotate_secret(
         )
         .await?;
     if !done {
-        return Err(not_found(realm, id));
+        return Err(gone_or_stale(store, realm, id).await);
     }
     let client = show(store, realm, id).await?;
     Ok(WithSecret {
@@ -438,6 +455,7 @@ pub async fn set_enabled(
     store: &dyn Store,
     realm: &str,
     id: &str,
+    expected: Option<i64>,
     enabled: bool,
     now: UnixTime,
     actor: &str,
@@ -449,17 +467,31 @@ pub async fn set_enabled(
     };
     let audit = [AuditDraft::new(now, Some(realm), kind, actor).subject(id)];
     if store
-        .set_client_enabled(realm, id, enabled, now, &audit)
+        .set_client_enabled(realm, id, expected, enabled, now, &audit)
         .await?
     {
         Ok(())
     } else {
-        Err(not_found(realm, id))
+        Err(gone_or_stale(store, realm, id).await)
     }
 }
 
 fn not_found(realm: &str, id: &str) -> AdminError {
     AdminError::NotFound(format!("client {id} in realm {realm}"))
+}
+
+fn stale(realm: &str, id: &str) -> AdminError {
+    AdminError::Stale(format!("client {id} in realm {realm}"))
+}
+
+/// Why a change that names a version matched no row: the client is gone, or it is there in
+/// another version (someone changed it since it was read).
+async fn gone_or_stale(store: &dyn Store, realm: &str, id: &str) -> AdminError {
+    match store.client(realm, id).await {
+        Ok(Some(_)) => stale(realm, id),
+        Ok(None) => not_found(realm, id),
+        Err(e) => e.into(),
+    }
 }
 
 fn split(s: &str) -> Vec<String> {
@@ -494,5 +526,6 @@ fn view(c: ClientRecord) -> ClientView {
         client_uri: c.client_uri.clone(),
         created_at: c.created_at,
         updated_at: c.updated_at,
+        version: c.version,
     }
 }

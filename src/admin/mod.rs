@@ -22,6 +22,9 @@ pub enum AdminError {
     NotFound(String),
     #[error("{0} already exists")]
     Conflict(String),
+    /// A change named a version of the resource that is no longer the current one.
+    #[error("{0} was changed since it was read")]
+    Stale(String),
     #[error(transparent)]
     Store(StoreError),
     #[error(transparent)]

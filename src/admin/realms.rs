@@ -26,7 +26,7 @@ pub struct NewRealm {
 pub const DEFAULT_ROTATION_PERIOD: i64 = 30 * 86_400;
 pub const DEFAULT_PREPUBLISH: i64 = 86_400;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct KeyView {
     pub kid: String,
     pub alg: String,
@@ -38,7 +38,7 @@ pub struct KeyView {
     pub max_exp: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RealmView {
     pub name: String,
     pub issuer: String,

@@ -193,24 +193,28 @@ pub(super) async fn run(
             let c = admin::clients::show(s, &client.realm, &client.id).await?;
             let auth = auth.into_client_auth(c.public)?;
             print_json(
-                &admin::clients::set_auth(s, &client.realm, &client.id, auth, now, actor).await?,
+                &admin::clients::set_auth(s, &client.realm, &client.id, None, auth, now, actor)
+                    .await?,
             );
         }
         ClientCommand::Delete { client } => {
-            admin::clients::delete(s, &client.realm, &client.id, now, actor).await?;
+            admin::clients::delete(s, &client.realm, &client.id, None, now, actor).await?;
             println!("deleted {}", client.id);
         }
         ClientCommand::RotateSecret { client, json: _ } => {
             print_json(
-                &admin::clients::rotate_secret(s, &client.realm, &client.id, now, actor).await?,
+                &admin::clients::rotate_secret(s, &client.realm, &client.id, None, now, actor)
+                    .await?,
             );
         }
         ClientCommand::Disable { client } => {
-            admin::clients::set_enabled(s, &client.realm, &client.id, false, now, actor).await?;
+            admin::clients::set_enabled(s, &client.realm, &client.id, None, false, now, actor)
+                .await?;
             println!("disabled {}", client.id);
         }
         ClientCommand::Enable { client } => {
-            admin::clients::set_enabled(s, &client.realm, &client.id, true, now, actor).await?;
+            admin::clients::set_enabled(s, &client.realm, &client.id, None, true, now, actor)
+                .await?;
             println!("enabled {}", client.id);
         }
     }

@@ -15,6 +15,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError, Settings, base_url_string};
 use crate::store::{self, Store};
 
+mod admin;
 mod audit;
 mod aws;
 mod bench;
@@ -24,6 +25,7 @@ mod keys;
 mod realm;
 mod user;
 
+pub use admin::AdminCommand;
 pub use audit::AuditCommand;
 pub use aws::{AwsCommand, TokenCommand};
 pub use client::{ClientCommand, ClientRef};
@@ -89,6 +91,9 @@ pub enum Command {
     /// Groups of a realm and the scopes they grant.
     #[command(subcommand)]
     Group(GroupCommand),
+    /// The admin REST API: its first client, its OpenAPI document.
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Measure the raw signing rate of a realm's active key in-process (for bench/).
     #[command(hide = true)]
     BenchSign {
@@ -201,6 +206,7 @@ pub async fn run(cli: Cli, config: Config) -> Result<i32, CliError> {
         Command::Token(cmd) => aws::token(cmd, now).await,
         Command::User(cmd) => user::run(cmd, config, now, actor).await,
         Command::Group(cmd) => group::run(cmd, config, now, actor).await,
+        Command::Admin(cmd) => admin::run(cmd, config, now, actor).await,
         Command::Audit(cmd) => audit::run(cmd, config).await,
         Command::BenchSign {
             realm,

@@ -102,6 +102,9 @@ pub struct Config {
     /// must carry a nonce this server issued, and a nonce is good for the period of this many
     /// seconds it was issued in and the next one.
     pub dpop_nonce_secs: u64,
+    /// The realm whose tokens (audience `sigil-admin`) the admin API at `/admin` accepts;
+    /// `None` = the admin API is off.
+    pub admin_realm: Option<String>,
     /// AWS exchange challenges one address may obtain per minute; past it, 429. 0 = no limit.
     pub aws_challenges_per_minute_per_ip: u32,
     /// Most unexpired AWS exchange challenges stored per realm; past it, 503.
@@ -174,6 +177,7 @@ impl Config {
             logout_poll_ms: 200,
             session_sweep_secs: 60,
             dpop_nonce_secs: 0,
+            admin_realm: None,
             aws_challenges_per_minute_per_ip: 30,
             aws_max_live_challenges: 10_000,
             log_format: LogFormat::Text,

@@ -35,6 +35,7 @@ pub struct Settings {
     pub logout_poll_ms: Option<u64>,
     pub session_sweep_secs: Option<u64>,
     pub dpop_nonce_secs: Option<u64>,
+    pub admin_realm: Option<String>,
     pub aws_challenges_per_minute_per_ip: Option<u32>,
     pub aws_max_live_challenges: Option<u32>,
     pub log_format: Option<String>,
@@ -87,6 +88,7 @@ impl Settings {
             logout_poll_ms: over.logout_poll_ms.or(self.logout_poll_ms),
             session_sweep_secs: over.session_sweep_secs.or(self.session_sweep_secs),
             dpop_nonce_secs: over.dpop_nonce_secs.or(self.dpop_nonce_secs),
+            admin_realm: over.admin_realm.or(self.admin_realm),
             aws_challenges_per_minute_per_ip: over
                 .aws_challenges_per_minute_per_ip
                 .or(self.aws_challenges_per_minute_per_ip),
@@ -157,6 +159,7 @@ impl Settings {
             logout_poll_ms: num(&get, "SIGIL_LOGOUT_POLL_MS")?,
             session_sweep_secs: num(&get, "SIGIL_SESSION_SWEEP_SECS")?,
             dpop_nonce_secs: num(&get, "SIGIL_DPOP_NONCE_SECS")?,
+            admin_realm: get("SIGIL_ADMIN_REALM"),
             aws_challenges_per_minute_per_ip: num(&get, "SIGIL_AWS_CHALLENGES_PER_MINUTE_PER_IP")?,
             aws_max_live_challenges: num(&get, "SIGIL_AWS_MAX_LIVE_CHALLENGES")?,
             log_format: get("SIGIL_LOG_FORMAT"),

@@ -251,6 +251,16 @@ impl Config {
                 1,
                 3600,
             )?,
+            admin_realm: match s.admin_realm.filter(|r| !r.is_empty()) {
+                None => None,
+                Some(r) if crate::directory::is_valid_realm_name(&r) => Some(r),
+                Some(r) => {
+                    return Err(invalid(
+                        "admin_realm",
+                        format!("{r:?} is not a realm name (1-64 of a-z 0-9 - _)"),
+                    ));
+                }
+            },
             dpop_nonce_secs: match s.dpop_nonce_secs.unwrap_or(0) {
                 0 => 0,
                 n => bounded("dpop_nonce_secs", n, 10, 86_400)?,

@@ -123,7 +123,7 @@ async fn access_token(
 /// Whether a verified access token still stands: [`token_not_revoked`], and for a user's token
 /// (one with a `sid`) the user enabled and the session live (userinfo checks those two itself, as
 /// it reads the user anyway).
-async fn access_token_live(
+pub(crate) async fn access_token_live(
     state: &AppState,
     realm: &LiveRealm,
     claims: &Map<String, Value>,

@@ -495,7 +495,7 @@ macro_rules! impl_store {
                 Ok(sqlx::query_as(
                     "SELECT realm, client_id, enabled, secret_salt, secret_verifier, allowed_scopes, \
                      default_scopes, audience, grant_types, access_token_ttl, created_at, updated_at, \
-                     redirect_uris, public_client, client_name, client_uri, auth_config, may_introspect, post_logout_redirect_uris, backchannel_logout_uri FROM clients WHERE realm = $1 AND client_id = $2",
+                     redirect_uris, public_client, client_name, client_uri, auth_config, may_introspect, post_logout_redirect_uris, backchannel_logout_uri, version FROM clients WHERE realm = $1 AND client_id = $2",
                 )
                 .bind(realm)
                 .bind(id)
@@ -510,7 +510,7 @@ macro_rules! impl_store {
                 Ok(sqlx::query_as(
                     "SELECT realm, client_id, enabled, secret_salt, secret_verifier, allowed_scopes, \
                      default_scopes, audience, grant_types, access_token_ttl, created_at, updated_at, \
-                     redirect_uris, public_client, client_name, client_uri, auth_config, may_introspect, post_logout_redirect_uris, backchannel_logout_uri FROM clients WHERE realm = $1 ORDER BY client_id",
+                     redirect_uris, public_client, client_name, client_uri, auth_config, may_introspect, post_logout_redirect_uris, backchannel_logout_uri, version FROM clients WHERE realm = $1 ORDER BY client_id",
                 )
                 .bind(realm)
                 .fetch_all(&self.pool)
@@ -521,15 +521,20 @@ macro_rules! impl_store {
                 &self,
                 realm: &str,
                 id: &str,
+                expected: Option<i64>,
                 now: i64,
                 audit: $crate::store::Audited<'_>,
             ) -> Result<bool, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
                 Self::lock_revocations(&mut tx, realm).await?;
                 Self::append_in_tx(&self.chain, &mut tx, audit).await?;
-                let done = sqlx::query("DELETE FROM clients WHERE realm = $1 AND client_id = $2")
+                let done = sqlx::query(
+                    "DELETE FROM clients WHERE realm = $1 AND client_id = $2 \
+                     AND ($3 IS NULL OR version = $3)",
+                )
                     .bind(realm)
                     .bind(id)
+                    .bind(expected)
                     .execute(&mut *tx)
                     .await?
                     .rows_affected()
@@ -561,10 +566,12 @@ macro_rules! impl_store {
                 Ok(found.is_some())
             }
 
+            #[allow(clippy::too_many_arguments)] // the row, its version, the secret, the audit
             async fn set_client_secret(
                 &self,
                 realm: &str,
                 id: &str,
+                expected: Option<i64>,
                 salt: &[u8],
                 verifier: &[u8],
                 now: i64,
@@ -573,14 +580,16 @@ macro_rules! impl_store {
                 let mut tx = self.pool.begin().await?;
                 Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 let done = sqlx::query(
-                    "UPDATE clients SET secret_salt = $1, secret_verifier = $2, updated_at = $3 \
-                     WHERE realm = $4 AND client_id = $5",
+                    "UPDATE clients SET secret_salt = $1, secret_verifier = $2, updated_at = $3, \
+                     version = version + 1 \
+                     WHERE realm = $4 AND client_id = $5 AND ($6 IS NULL OR version = $6)",
                 )
                 .bind(salt)
                 .bind(verifier)
                 .bind(now)
                 .bind(realm)
                 .bind(id)
+                .bind(expected)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected()
@@ -616,6 +625,7 @@ macro_rules! impl_store {
                 &self,
                 realm: &str,
                 id: &str,
+                expected: Option<i64>,
                 enabled: bool,
                 now: i64,
                 audit: $crate::store::Audited<'_>,
@@ -626,13 +636,14 @@ macro_rules! impl_store {
                 }
                 Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 let done = sqlx::query(
-                    "UPDATE clients SET enabled = $1, updated_at = $2 \
-                     WHERE realm = $3 AND client_id = $4",
+                    "UPDATE clients SET enabled = $1, updated_at = $2, version = version + 1 \
+                     WHERE realm = $3 AND client_id = $4 AND ($5 IS NULL OR version = $5)",
                 )
                 .bind(enabled)
                 .bind(now)
                 .bind(realm)
                 .bind(id)
+                .bind(expected)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected()
@@ -650,6 +661,7 @@ macro_rules! impl_store {
                 &self,
                 realm: &str,
                 id: &str,
+                expected: Option<i64>,
                 auth_config: Option<&str>,
                 now: i64,
                 audit: $crate::store::Audited<'_>,
@@ -657,13 +669,14 @@ macro_rules! impl_store {
                 let mut tx = self.pool.begin().await?;
                 Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 let done = sqlx::query(
-                    "UPDATE clients SET auth_config = $1, updated_at = $2 \
-                     WHERE realm = $3 AND client_id = $4",
+                    "UPDATE clients SET auth_config = $1, updated_at = $2, version = version + 1 \
+                     WHERE realm = $3 AND client_id = $4 AND ($5 IS NULL OR version = $5)",
                 )
                 .bind(auth_config)
                 .bind(now)
                 .bind(realm)
                 .bind(id)
+                .bind(expected)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected()

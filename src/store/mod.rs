@@ -119,6 +119,8 @@ pub struct ClientRecord {
     pub post_logout_redirect_uris: String,
     /// Where the client is told that a session it had tokens in ended (Back-Channel Logout 1.0).
     pub backchannel_logout_uri: Option<String>,
+    /// Bumped by every change to the client (the admin API's `ETag`); 1 when created.
+    pub version: i64,
     /// `auth_config` parsed (inline JWKS included) on first use: the directory caches the
     /// record, so a client's settings are parsed once per cache period, not once per request.
     #[sqlx(skip)]
@@ -262,11 +264,15 @@ pub trait Store: login::LoginStore + Send + Sync + 'static {
     async fn create_client(&self, c: &ClientRecord, audit: Audited<'_>) -> Result<(), StoreError>;
     async fn client(&self, realm: &str, id: &str) -> Result<Option<ClientRecord>, StoreError>;
     async fn clients(&self, realm: &str) -> Result<Vec<ClientRecord>, StoreError>;
-    /// Deletes a client; its tokens issued until `now` go into the revocation feed.
+    /// Deletes a client; its tokens issued until `now` go into the revocation feed. With
+    /// `expected`, only while the client's `version` is that one (the admin API's `If-Match`):
+    /// the check and the change are one statement, so of two writers holding the same version
+    /// one wins. `false` if no row matched (no such client, or another version).
     async fn delete_client(
         &self,
         realm: &str,
         id: &str,
+        expected: Option<i64>,
         now: i64,
         audit: Audited<'_>,
     ) -> Result<bool, StoreError>;
@@ -279,10 +285,12 @@ pub trait Store: login::LoginStore + Send + Sync + 'static {
         iat: i64,
         now: i64,
     ) -> Result<bool, StoreError>;
+    #[allow(clippy::too_many_arguments)] // the row, its version, the secret, the audit
     async fn set_client_secret(
         &self,
         realm: &str,
         id: &str,
+        expected: Option<i64>,
         salt: &[u8],
         verifier: &[u8],
         now: i64,
@@ -298,6 +306,7 @@ pub trait Store: login::LoginStore + Send + Sync + 'static {
         &self,
         realm: &str,
         id: &str,
+        expected: Option<i64>,
         enabled: bool,
         now: i64,
         audit: Audited<'_>,
@@ -307,6 +316,7 @@ pub trait Store: login::LoginStore + Send + Sync + 'static {
         &self,
         realm: &str,
         id: &str,
+        expected: Option<i64>,
         auth_config: Option<&str>,
         now: i64,
         audit: Audited<'_>,

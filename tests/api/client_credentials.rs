@@ -176,9 +176,17 @@ async fn disabled_then_enabled_client(app: &TestApp) {
         .create_client("ledger", "svc", "balances:read", "ledger")
         .await;
     let now = app.now();
-    sigil::admin::clients::set_enabled(app.store.as_ref(), "ledger", "svc", false, now, "test")
-        .await
-        .expect("disable");
+    sigil::admin::clients::set_enabled(
+        app.store.as_ref(),
+        "ledger",
+        "svc",
+        None,
+        false,
+        now,
+        "test",
+    )
+    .await
+    .expect("disable");
     let res = app
         .token_request(
             "ledger",
@@ -191,15 +199,29 @@ async fn disabled_then_enabled_client(app: &TestApp) {
         (status, body["error"].as_str()),
         (401, Some("invalid_client"))
     );
-    sigil::admin::clients::set_enabled(app.store.as_ref(), "ledger", "svc", true, now, "test")
-        .await
-        .expect("enable");
+    sigil::admin::clients::set_enabled(
+        app.store.as_ref(),
+        "ledger",
+        "svc",
+        None,
+        true,
+        now,
+        "test",
+    )
+    .await
+    .expect("enable");
     app.token("ledger", &c, None).await;
     // Rotating the secret kills the old one at once.
-    let rotated =
-        sigil::admin::clients::rotate_secret(app.store.as_ref(), "ledger", "svc", now, "test")
-            .await
-            .expect("rotate");
+    let rotated = sigil::admin::clients::rotate_secret(
+        app.store.as_ref(),
+        "ledger",
+        "svc",
+        None,
+        now,
+        "test",
+    )
+    .await
+    .expect("rotate");
     let res = app
         .token_request(
             "ledger",

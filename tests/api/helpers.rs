@@ -43,6 +43,20 @@ macro_rules! on_every_backend {
     };
 }
 
+/// Runs an async scenario once per backend, on an app made by `setup(backend)`.
+#[macro_export]
+macro_rules! on_every_backend_with {
+    ($name:ident, $scenario:path, $setup:path) => {
+        #[tokio::test]
+        async fn $name() {
+            for backend in $crate::helpers::backends() {
+                let app = $setup(backend).await;
+                $scenario(&app).await;
+            }
+        }
+    };
+}
+
 pub struct TestApp {
     pub backend: Backend,
     pub base: String,

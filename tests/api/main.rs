@@ -9,6 +9,7 @@ mod pki;
 #[path = "../support/soft_passkey.rs"]
 mod soft_passkey;
 
+mod admin_api;
 mod attacks;
 mod audit;
 mod aws;

@@ -245,6 +245,7 @@ async fn service_tokens(app: &TestApp) {
         app.store.as_ref(),
         "ledger",
         "svc-a",
+        None,
         false,
         app.now(),
         "t",
@@ -255,7 +256,7 @@ async fn service_tokens(app: &TestApp) {
     // Enabled again, the client's earlier tokens stay dead; tokens issued after work (a token
     // issued in the very second of the disable counts as before it, so wait for the next one).
     let store = app.store.as_ref();
-    sigil::admin::clients::set_enabled(store, "ledger", "svc-a", true, app.now(), "t")
+    sigil::admin::clients::set_enabled(store, "ledger", "svc-a", None, true, app.now(), "t")
         .await
         .expect("enable");
     assert_eq!(introspect(app, "ledger", &rs, &t3).await["active"], false);
@@ -263,7 +264,7 @@ async fn service_tokens(app: &TestApp) {
     let t4 = app.token("ledger", &a, None).await;
     assert_eq!(introspect(app, "ledger", &rs, &t4).await["active"], true);
     // Deleted and created again under the same id: the old client's tokens stay dead.
-    sigil::admin::clients::delete(store, "ledger", "svc-a", app.now(), "t")
+    sigil::admin::clients::delete(store, "ledger", "svc-a", None, app.now(), "t")
         .await
         .expect("delete");
     let again = app

@@ -158,11 +158,11 @@ async fn revocations_reach_a_validator_within_the_poll_interval() {
         v.validate(&kept).await.expect("the other token");
 
         // (d) The client disabled: every token it had; once enabled again, new tokens work.
-        sigil::admin::clients::set_enabled(s, "customers", "svc", false, f.clock.now(), "t")
+        sigil::admin::clients::set_enabled(s, "customers", "svc", None, false, f.clock.now(), "t")
             .await
             .expect("disable");
         refused_within(&v, &kept, "client disabled").await;
-        sigil::admin::clients::set_enabled(s, "customers", "svc", true, f.clock.now(), "t")
+        sigil::admin::clients::set_enabled(s, "customers", "svc", None, true, f.clock.now(), "t")
             .await
             .expect("enable");
         f.clock.advance(1);

@@ -60,4 +60,6 @@ pub use step_up::StepUp;
 pub fn parse_jwks(body: &[u8]) -> Result<std::collections::HashMap<String, VerifyingKey>, String> {
     jwks::parse_jwks(body)
 }
-pub use validator::{ClientCertificate, RequestCredentials, Validator, ValidatorBuilder};
+pub use validator::{
+    ClientCertificate, JwksFetch, JwksSource, RequestCredentials, Validator, ValidatorBuilder,
+};

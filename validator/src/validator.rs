@@ -63,8 +63,19 @@ struct Policy {
     feed: Option<FeedConfig>,
 }
 
+/// What a key-set fetch yields: the JWKS document and its `max-age` in seconds, if any.
+pub type JwksFetch = Result<(Vec<u8>, Option<u64>), String>;
+
+/// A key set that does not come over HTTP: an issuer checking its own tokens in-process hands
+/// the validator its JWKS this way, so it needs no request to itself. The document is parsed and
+/// cached exactly as a fetched one (same `max-age`, stale period and unknown-`kid` refetches).
+pub trait JwksSource: Send + Sync + 'static {
+    fn fetch(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = JwksFetch> + Send + '_>>;
+}
+
 pub struct ValidatorBuilder {
     policy: Policy,
+    source: Option<Arc<dyn JwksSource>>,
     /// The feed's settings, applied in `build()` whatever the order of the calls.
     feed_url: Option<String>,
     feed_interval: Duration,
@@ -197,6 +208,12 @@ impl ValidatorBuilder {
         self.http = Some(client);
         self
     }
+    /// Take the key set from `source` instead of discovery and an HTTP fetch.
+    pub fn jwks_source(mut self, source: Arc<dyn JwksSource>) -> Self {
+        self.source = Some(source);
+        self
+    }
+
     /// Replace the wall clock (tests and simulations).
     pub fn clock(mut self, clock: impl Fn() -> i64 + Send + Sync + 'static) -> Self {
         self.clock = Some(Arc::new(clock));
@@ -226,13 +243,15 @@ impl ValidatorBuilder {
             feed.interval = self.feed_interval;
             feed.stale_period = self.feed_stale.as_secs() as i64;
         }
-        let jwks_uri = match self.jwks_uri {
-            Some(u) => u,
-            None => discover(&http, &policy.issuer).await?,
+        let jwks_uri = match (self.jwks_uri, &self.source) {
+            (Some(u), _) => u,
+            (None, Some(_)) => "(in-process key set)".to_owned(),
+            (None, None) => discover(&http, &policy.issuer).await?,
         };
         let clock = self.clock.unwrap_or_else(|| Arc::new(system_now));
         let replay = ReplayCache::new(policy.dpop_replay_capacity, policy.dpop_window.span());
         let inner = Arc::new(Inner {
+            source: self.source,
             replay,
             policy,
             jwks_uri,
@@ -277,6 +296,7 @@ struct KeySet {
 
 struct Inner {
     policy: Policy,
+    source: Option<Arc<dyn JwksSource>>,
     jwks_uri: String,
     http: reqwest::Client,
     clock: ClockFn,
@@ -376,9 +396,11 @@ impl Inner {
     /// Fetches the JWKS and swaps it in. A failure keeps the keys already held.
     async fn fetch_and_swap(&self) -> Result<(), Error> {
         self.fetches.fetch_add(1, Ordering::Relaxed);
-        let result = get_limited(&self.http, &self.jwks_uri)
-            .await
-            .and_then(|(body, max_age)| Ok((parse_jwks(&body)?, max_age)));
+        let fetched = match &self.source {
+            Some(source) => source.fetch().await,
+            None => get_limited(&self.http, &self.jwks_uri).await,
+        };
+        let result = fetched.and_then(|(body, max_age)| Ok((parse_jwks(&body)?, max_age)));
         let now = self.now();
         match result {
             Ok((keys, max_age)) => {
@@ -460,6 +482,7 @@ impl Validator {
                 forwarded_cert: None,
             },
             jwks_uri: None,
+            source: None,
             http: None,
             clock: None,
             fetch_timeout: Duration::from_secs(5),

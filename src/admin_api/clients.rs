@@ -1,0 +1,231 @@
+//! `/admin/realms/{realm}/clients`: register, read, enable or disable, rotate the secret of, and
+//! delete clients. A secret is in the answer to its creation or rotation only.
+
+use axum::Extension;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use super::auth::Caller;
+use super::{ApiError, ApiJson, ApiPath, ApiQuery, Page, PageQuery, Problem, if_match, with_etag};
+use crate::admin::clients::{self as ops, ClientView, NewClient, WithSecret};
+use crate::clients::auth::ClientAuth;
+use crate::state::AppState;
+
+#[utoipa::path(get, path = "/admin/realms/{realm}/clients", tag = "clients",
+    params(("realm" = String, Path), PageQuery),
+    responses(
+        (status = 200, body = Page<ClientView>),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem)
+    ))]
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(realm): ApiPath<String>,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> Result<Response, ApiError> {
+    caller.read(&realm)?;
+    let items = ops::list(state.store.as_ref(), &realm).await?;
+    Ok(super::no_store(
+        StatusCode::OK,
+        q.page(items, |c| &c.client_id)?,
+    ))
+}
+
+/// A new client. Without `auth` it authenticates with a secret (returned once).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewClientBody {
+    /// 1-128 of `A-Z a-z 0-9 . _ ~ -`.
+    pub client_id: String,
+    /// The scopes it may ask for, space-separated.
+    pub scope: String,
+    /// Granted when a request names none (default: all of `scope`).
+    #[serde(default)]
+    pub default_scope: Option<String>,
+    /// The `aud` of its access tokens.
+    pub audience: String,
+    /// 60-86400 s (default: the realm's).
+    #[serde(default)]
+    pub access_token_ttl: Option<i64>,
+    /// Exact redirect URIs: a sign-in (authorization code) client.
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    /// A public client (mobile app): no secret, PKCE.
+    #[serde(default)]
+    pub public: bool,
+    /// Its name on the hosted pages (at most 64 characters).
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub client_uri: Option<String>,
+    /// May call introspection and read the revocation feed (a resource server).
+    #[serde(default)]
+    pub introspect: bool,
+    #[serde(default)]
+    pub post_logout_redirect_uris: Vec<String>,
+    #[serde(default)]
+    pub backchannel_logout_uri: Option<String>,
+    /// How it authenticates, as `auth` in a client's view: `method` (`tls_client_auth`,
+    /// `self_signed_tls_client_auth`, `private_key_jwt`; absent = a secret), `tls_subject`,
+    /// `cert_thumbprints`, `jwks` or `jwks_uri`, `bind_tokens`, `require_dpop`.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub auth: Option<ClientAuth>,
+}
+
+#[utoipa::path(post, path = "/admin/realms/{realm}/clients", tag = "clients",
+    params(("realm" = String, Path)),
+    request_body = NewClientBody,
+    responses(
+        (status = 201, description = "Created; `client_secret` is shown this once", body = WithSecret,
+            headers(("ETag" = String))),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem)
+    ))]
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(realm): ApiPath<String>,
+    ApiJson(b): ApiJson<NewClientBody>,
+) -> Result<Response, ApiError> {
+    caller.write(&realm)?;
+    let req = NewClient {
+        realm,
+        client_id: b.client_id,
+        scopes: b.scope,
+        default_scopes: b.default_scope,
+        audience: b.audience,
+        access_token_ttl: b.access_token_ttl,
+        redirect_uris: b.redirect_uris,
+        public: b.public,
+        name: b.name,
+        client_uri: b.client_uri,
+        auth: b.auth.unwrap_or_default(),
+        introspect: b.introspect,
+        post_logout_redirect_uris: b.post_logout_redirect_uris,
+        backchannel_logout_uri: b.backchannel_logout_uri,
+    };
+    let made = ops::create(state.store.as_ref(), req, state.clock.now(), &caller.actor).await?;
+    let version = made.client.version;
+    Ok(with_etag(StatusCode::CREATED, made, version))
+}
+
+#[utoipa::path(get, path = "/admin/realms/{realm}/clients/{client_id}", tag = "clients",
+    params(("realm" = String, Path), ("client_id" = String, Path)),
+    responses(
+        (status = 200, body = ClientView, headers(("ETag" = String))),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)
+    ))]
+pub async fn show(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath((realm, id)): ApiPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    caller.read(&realm)?;
+    let view = ops::show(state.store.as_ref(), &realm, &id).await?;
+    let version = view.version;
+    Ok(with_etag(StatusCode::OK, view, version))
+}
+
+/// What a PATCH may change.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientPatch {
+    /// Disabling revokes every token the client holds (they enter the revocation feed).
+    pub enabled: bool,
+}
+
+#[utoipa::path(patch, path = "/admin/realms/{realm}/clients/{client_id}", tag = "clients",
+    params(("realm" = String, Path), ("client_id" = String, Path),
+        ("If-Match" = String, Header, description = "The client's current ETag")),
+    request_body = ClientPatch,
+    responses(
+        (status = 200, body = ClientView, headers(("ETag" = String))),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 412, body = Problem), (status = 428, body = Problem)
+    ))]
+pub async fn update(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath((realm, id)): ApiPath<(String, String)>,
+    headers: HeaderMap,
+    ApiJson(patch): ApiJson<ClientPatch>,
+) -> Result<Response, ApiError> {
+    caller.write(&realm)?;
+    let expected = if_match(&headers)?;
+    ops::set_enabled(
+        state.store.as_ref(),
+        &realm,
+        &id,
+        Some(expected),
+        patch.enabled,
+        state.clock.now(),
+        &caller.actor,
+    )
+    .await?;
+    let view = ops::show(state.store.as_ref(), &realm, &id).await?;
+    let version = view.version;
+    Ok(with_etag(StatusCode::OK, view, version))
+}
+
+#[utoipa::path(delete, path = "/admin/realms/{realm}/clients/{client_id}", tag = "clients",
+    params(("realm" = String, Path), ("client_id" = String, Path),
+        ("If-Match" = String, Header, description = "The client's current ETag")),
+    responses(
+        (status = 204, description = "Deleted; its tokens are revoked"),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 412, body = Problem), (status = 428, body = Problem)
+    ))]
+pub async fn delete(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath((realm, id)): ApiPath<(String, String)>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    caller.write(&realm)?;
+    let expected = if_match(&headers)?;
+    ops::delete(
+        state.store.as_ref(),
+        &realm,
+        &id,
+        Some(expected),
+        state.clock.now(),
+        &caller.actor,
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/admin/realms/{realm}/clients/{client_id}/secret", tag = "clients",
+    params(("realm" = String, Path), ("client_id" = String, Path),
+        ("If-Match" = String, Header, description = "The client's current ETag")),
+    responses(
+        (status = 200, description = "The new secret, shown this once; the old one stops working",
+            body = WithSecret, headers(("ETag" = String))),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 412, body = Problem), (status = 428, body = Problem)
+    ))]
+pub async fn rotate_secret(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath((realm, id)): ApiPath<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    caller.write(&realm)?;
+    let expected = if_match(&headers)?;
+    let made = ops::rotate_secret(
+        state.store.as_ref(),
+        &realm,
+        &id,
+        Some(expected),
+        state.clock.now(),
+        &caller.actor,
+    )
+    .await?;
+    let version = made.client.version;
+    Ok(with_etag(StatusCode::OK, made, version))
+}

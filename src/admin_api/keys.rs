@@ -1,0 +1,79 @@
+//! `/admin/realms/{realm}/keys`: the realm's signing keys, and rotating now.
+
+use axum::Extension;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::auth::Caller;
+use super::{ApiError, ApiJson, ApiPath, Problem, no_store};
+use crate::admin::realms::{self as ops, KeyView};
+use crate::keys::Alg;
+use crate::state::AppState;
+
+#[utoipa::path(get, path = "/admin/realms/{realm}/keys", tag = "keys",
+    params(("realm" = String, Path)),
+    responses(
+        (status = 200, description = "Every key of the realm, with its state", body = Vec<KeyView>),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)
+    ))]
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(realm): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    caller.read(&realm)?;
+    let view = ops::show(state.store.as_ref(), state.directory.base_url(), &realm).await?;
+    Ok(no_store(StatusCode::OK, view.keys))
+}
+
+/// Rotate now (an emergency: validators meet the new key before it was pre-published).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateBody {
+    /// The new key's algorithm (default: the realm's).
+    #[serde(default)]
+    pub alg: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Rotated {
+    /// The key that signs from now on.
+    pub kid: String,
+}
+
+#[utoipa::path(post, path = "/admin/realms/{realm}/keys/rotate", tag = "keys",
+    params(("realm" = String, Path)),
+    request_body = RotateBody,
+    responses(
+        (status = 200, body = Rotated),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem)
+    ))]
+pub async fn rotate(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(realm): ApiPath<String>,
+    ApiJson(body): ApiJson<RotateBody>,
+) -> Result<Response, ApiError> {
+    caller.write(&realm)?;
+    let alg: Option<Alg> = match body.alg.as_deref() {
+        None => None,
+        Some(a) => Some(
+            a.parse()
+                .map_err(|_| ApiError::invalid("alg", "one of ES256, RS256, EdDSA"))?,
+        ),
+    };
+    let kid = crate::keys::rotation::rotate_now(
+        state.store.as_ref(),
+        state.kek.as_ref(),
+        &realm,
+        alg,
+        &caller.actor,
+        state.clock.now(),
+    )
+    .await?;
+    Ok(no_store(StatusCode::OK, Rotated { kid }))
+}

@@ -1,0 +1,199 @@
+//! `/admin/realms` and a realm's groups.
+
+use axum::Extension;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::auth::Caller;
+use super::{ApiError, ApiJson, ApiPath, ApiQuery, Page, PageQuery, Problem, no_store};
+use crate::admin::realms::{self as ops, DEFAULT_PREPUBLISH, DEFAULT_ROTATION_PERIOD, RealmView};
+use crate::admin::users;
+use crate::keys::Alg;
+use crate::state::AppState;
+
+#[utoipa::path(get, path = "/admin/realms", tag = "realms",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "The realms the caller may read, by name", body = Page<RealmView>),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)
+    ))]
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> Result<Response, ApiError> {
+    let all = ops::list(state.store.as_ref(), state.directory.base_url()).await?;
+    let readable: Vec<RealmView> = all
+        .into_iter()
+        .filter(|r| caller.may_read(&r.name))
+        .collect();
+    if readable.is_empty() && caller.read_all().is_err() {
+        return Err(ApiError::InsufficientScope("sigil:read".into()));
+    }
+    Ok(no_store(StatusCode::OK, q.page(readable, |r| &r.name)?))
+}
+
+/// A new realm (its first signing key is made and sealed at once).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewRealmBody {
+    /// 1-64 of `a-z 0-9 - _`.
+    pub name: String,
+    /// `ES256` (default), `RS256` or `EdDSA`.
+    #[serde(default)]
+    pub alg: Option<String>,
+    /// Access token lifetime, 60-86400 s (default 3600).
+    #[serde(default)]
+    pub access_token_ttl: Option<i64>,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// Seconds a key signs before the next takes over (default 30 days).
+    #[serde(default)]
+    pub rotation_period_secs: Option<i64>,
+    /// Seconds a next key is published before it signs (default 24 h).
+    #[serde(default)]
+    pub prepublish_secs: Option<i64>,
+}
+
+#[utoipa::path(post, path = "/admin/realms", tag = "realms",
+    request_body = NewRealmBody,
+    responses(
+        (status = 201, description = "Created", body = RealmView),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 409, body = Problem)
+    ))]
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiJson(body): ApiJson<NewRealmBody>,
+) -> Result<Response, ApiError> {
+    caller.write_all()?;
+    let alg: Alg = match body.alg.as_deref() {
+        None => Alg::ES256,
+        Some(a) => a
+            .parse()
+            .map_err(|_| ApiError::invalid("alg", "one of ES256, RS256, EdDSA"))?,
+    };
+    if body
+        .display_name
+        .as_ref()
+        .is_some_and(|d| d.chars().count() > 128 || d.chars().any(char::is_control))
+    {
+        return Err(ApiError::invalid(
+            "display_name",
+            "at most 128 printable characters",
+        ));
+    }
+    let req = ops::NewRealm {
+        name: body.name,
+        alg,
+        access_token_ttl: body.access_token_ttl.unwrap_or(3600),
+        display_name: body.display_name,
+        rotation_period_secs: body.rotation_period_secs.unwrap_or(DEFAULT_ROTATION_PERIOD),
+        prepublish_secs: body.prepublish_secs.unwrap_or(DEFAULT_PREPUBLISH),
+        jwks_max_age_secs: state.config.jwks_max_age_secs as i64,
+    };
+    let view = ops::create(
+        state.store.as_ref(),
+        state.kek.as_ref(),
+        state.directory.base_url(),
+        req,
+        state.clock.now(),
+        &caller.actor,
+    )
+    .await?;
+    Ok(no_store(StatusCode::CREATED, view))
+}
+
+#[utoipa::path(get, path = "/admin/realms/{realm}", tag = "realms",
+    params(("realm" = String, Path)),
+    responses(
+        (status = 200, body = RealmView),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)
+    ))]
+pub async fn show(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(realm): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    caller.read(&realm)?;
+    let view = ops::show(state.store.as_ref(), state.directory.base_url(), &realm).await?;
+    Ok(no_store(StatusCode::OK, view))
+}
+
+/// A group of users and the scopes its members get.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Group {
+    /// 1-64 of `A-Z a-z 0-9 . _ : -`.
+    pub name: String,
+    /// Space-separated scopes.
+    pub scopes: String,
+}
+
+#[utoipa::path(get, path = "/admin/realms/{realm}/groups", tag = "groups",
+    params(("realm" = String, Path), PageQuery),
+    responses(
+        (status = 200, body = Page<Group>),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem)
+    ))]
+pub async fn groups(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(realm): ApiPath<String>,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> Result<Response, ApiError> {
+    caller.read(&realm)?;
+    if state.store.realm(&realm).await?.is_none() {
+        return Err(ApiError::NotFound(format!("realm {realm}")));
+    }
+    let items = users::groups(state.store.as_ref(), &realm)
+        .await?
+        .into_iter()
+        .map(|(name, scopes)| Group { name, scopes })
+        .collect();
+    Ok(no_store(StatusCode::OK, q.page(items, |g| &g.name)?))
+}
+
+#[utoipa::path(post, path = "/admin/realms/{realm}/groups", tag = "groups",
+    params(("realm" = String, Path)),
+    request_body = Group,
+    responses(
+        (status = 201, body = Group),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem)
+    ))]
+pub async fn create_group(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(realm): ApiPath<String>,
+    ApiJson(body): ApiJson<Group>,
+) -> Result<Response, ApiError> {
+    caller.write(&realm)?;
+    users::create_group(
+        state.store.as_ref(),
+        &realm,
+        &body.name,
+        &body.scopes,
+        state.clock.now(),
+        &caller.actor,
+    )
+    .await?;
+    let scopes = users::groups(state.store.as_ref(), &realm)
+        .await?
+        .into_iter()
+        .find(|(n, _)| *n == body.name)
+        .map(|(_, s)| s)
+        .unwrap_or(body.scopes);
+    Ok(no_store(
+        StatusCode::CREATED,
+        Group {
+            name: body.name,
+            scopes,
+        },
+    ))
+}

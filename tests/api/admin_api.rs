@@ -1,0 +1,649 @@
+//! The admin REST API through real HTTP with tokens from Sigil itself: scopes per realm, the
+//! admin realm out of reach of realm admins, `If-Match` under concurrent writers, tokens that no
+//! longer stand, problem details, and the audit actor.
+
+use serde_json::{Value, json};
+use sigil::keys::Alg;
+
+use crate::helpers::{Backend, Client, TestApp, spawn_app_with};
+use crate::jose::EcKey;
+
+async fn admin_app(backend: Backend) -> TestApp {
+    let app = spawn_app_with(backend, None, |c| c.admin_realm = Some("admin".into())).await;
+    app.create_realm("admin", Alg::ES256).await;
+    app.create_realm("customers", Alg::ES256).await;
+    app.create_realm("staff", Alg::ES256).await;
+    app
+}
+
+async fn admin_client(app: &TestApp, id: &str, scopes: &str) -> Client {
+    app.create_client("admin", id, scopes, "sigil-admin").await
+}
+
+async fn call(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+    if_match: Option<&str>,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut req = app
+        .http
+        .request(method, format!("{}{path}", app.base))
+        .bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    if let Some(m) = if_match {
+        req = req.header("if-match", m);
+    }
+    let res = req.send().await.expect("request");
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    let text = res.text().await.expect("body");
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    if status >= 400 {
+        assert_eq!(
+            headers["content-type"], "application/problem+json",
+            "{path}: {text}"
+        );
+        assert_eq!(body["status"], status, "{text}");
+    }
+    (status, headers, body)
+}
+
+use reqwest::Method;
+
+async fn scopes_reach_only_their_realm_scenario(app: &TestApp) {
+    let ops = admin_client(
+        app,
+        "ops-customers",
+        "sigil:admin:customers sigil:admin:admin",
+    )
+    .await;
+    let tok = app.token("admin", &ops, None).await;
+    let new_client = json!({"client_id": "svc", "scope": "tx:post:ach", "audience": "ledger"});
+
+    let (s, h, made) = call(
+        app,
+        Method::POST,
+        "/admin/realms/customers/clients",
+        &tok,
+        Some(new_client.clone()),
+        None,
+    )
+    .await;
+    assert_eq!(s, 201, "{made}");
+    assert_eq!(h["etag"], "\"v1\"");
+    assert!(
+        made["client_secret"]
+            .as_str()
+            .is_some_and(|s| s.len() >= 32)
+    );
+    // The secret it was given works at the token endpoint.
+    let svc = Client {
+        id: "svc".into(),
+        secret: made["client_secret"].as_str().unwrap_or_default().into(),
+    };
+    app.token("customers", &svc, None).await;
+
+    // Another realm: 403 INSUFFICIENT_SCOPE, for reads and writes, and nothing is written.
+    for (m, path, body) in [
+        (
+            Method::POST,
+            "/admin/realms/staff/clients",
+            Some(new_client.clone()),
+        ),
+        (Method::GET, "/admin/realms/staff/clients", None),
+        (Method::GET, "/admin/realms/staff", None),
+        (
+            Method::POST,
+            "/admin/realms/staff/keys/rotate",
+            Some(json!({})),
+        ),
+        (
+            Method::POST,
+            "/admin/realms",
+            Some(json!({"name": "other"})),
+        ),
+        (Method::GET, "/admin/audit", None),
+        // `sigil:admin:admin` gives nothing in the admin realm: a client made there could be
+        // given sigil:admin.
+        (
+            Method::POST,
+            "/admin/realms/admin/clients",
+            Some(json!({"client_id": "root", "scope": "sigil:admin", "audience": "sigil-admin"})),
+        ),
+    ] {
+        let (s, h, body) = call(app, m, path, &tok, body, None).await;
+        assert_eq!(s, 403, "{path}: {body}");
+        assert_eq!(body["error_code"], "INSUFFICIENT_SCOPE");
+        assert!(
+            h["www-authenticate"]
+                .to_str()
+                .unwrap_or("")
+                .contains("insufficient_scope")
+        );
+    }
+    assert!(
+        app.store
+            .client("staff", "svc")
+            .await
+            .expect("db")
+            .is_none()
+    );
+    assert!(
+        app.store
+            .client("admin", "root")
+            .await
+            .expect("db")
+            .is_none()
+    );
+    assert!(app.store.realm("other").await.expect("db").is_none());
+
+    // The realm list shows only what the caller may read.
+    let (s, _, page) = call(app, Method::GET, "/admin/realms", &tok, None, None).await;
+    assert_eq!(s, 200);
+    let names: Vec<&str> = page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert_eq!(names, ["customers"]);
+
+    // The change is audited with the calling client as the actor.
+    let rows = app.audit().await;
+    let row = rows
+        .iter()
+        .find(|r| r.kind == "client.created" && r.subject.as_deref() == Some("svc"))
+        .expect("audited");
+    assert_eq!(row.actor, "client:ops-customers@admin");
+    assert!(
+        !row.detail
+            .contains(made["client_secret"].as_str().unwrap_or("-"))
+    );
+
+    // A reader reads everything and changes nothing.
+    let reader = admin_client(app, "auditor", "sigil:read").await;
+    let rt = app.token("admin", &reader, None).await;
+    assert_eq!(
+        call(
+            app,
+            Method::GET,
+            "/admin/realms/staff/keys",
+            &rt,
+            None,
+            None
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        call(app, Method::GET, "/admin/audit?limit=5", &rt, None, None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        call(app, Method::POST, "/admin/audit/verify", &rt, None, None)
+            .await
+            .2["status"],
+        "intact"
+    );
+    assert_eq!(
+        call(
+            app,
+            Method::POST,
+            "/admin/realms/staff/groups",
+            &rt,
+            Some(json!({"name": "g", "scopes": "a"})),
+            None
+        )
+        .await
+        .0,
+        403
+    );
+}
+crate::on_every_backend_with!(
+    scopes_reach_only_their_realm,
+    scopes_reach_only_their_realm_scenario,
+    admin_app
+);
+
+async fn tokens_that_do_not_qualify_are_refused_scenario(app: &TestApp) {
+    // Audience, issuer: a customers token with the right scope and audience is another issuer's.
+    let foreign = app
+        .create_client("customers", "fake-admin", "sigil:admin", "sigil-admin")
+        .await;
+    let ft = app.token("customers", &foreign, None).await;
+    // An admin-realm token for another audience.
+    let wrong_aud = app
+        .create_client("admin", "ledger-svc", "sigil:admin", "ledger")
+        .await;
+    let wt = app.token("admin", &wrong_aud, None).await;
+    for tok in [ft.as_str(), wt.as_str(), "not-a-token", ""] {
+        let (s, h, body) = call(app, Method::GET, "/admin/realms", tok, None, None).await;
+        assert_eq!(s, 401, "{body}");
+        assert!(h.contains_key("www-authenticate"));
+        assert_eq!(body["error_code"], "INVALID_TOKEN");
+    }
+
+    // A token of a client disabled (or deleted) since is refused at once, not at its expiry.
+    let root = admin_client(app, "root", "sigil:admin").await;
+    let tok = app.token("admin", &root, None).await;
+    assert_eq!(
+        call(app, Method::GET, "/admin/realms", &tok, None, None)
+            .await
+            .0,
+        200
+    );
+    sigil::admin::clients::set_enabled(
+        app.store.as_ref(),
+        "admin",
+        "root",
+        None,
+        false,
+        app.now(),
+        "t",
+    )
+    .await
+    .expect("disabled");
+    let (s, _, body) = call(app, Method::GET, "/admin/realms", &tok, None, None).await;
+    assert_eq!(s, 401, "{body}");
+
+    // A revoked token (RFC 7009) is refused.
+    let other = admin_client(app, "root2", "sigil:admin").await;
+    let tok = app.token("admin", &other, None).await;
+    let res = app
+        .http
+        .post(format!("{}/oauth2/revoke", app.issuer("admin")))
+        .basic_auth(&other.id, Some(&other.secret))
+        .form(&[("token", tok.as_str())])
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        call(app, Method::GET, "/admin/realms", &tok, None, None)
+            .await
+            .0,
+        401
+    );
+
+    // A DPoP-bound admin token: needs its proof; as a plain bearer token it is refused.
+    let key = EcKey::generate("k");
+    let url = app.token_url("admin");
+    let proof = key.dpop("POST", &url, app.now(), None);
+    let res = app
+        .http
+        .post(&url)
+        .basic_auth(&other.id, Some(&other.secret))
+        .header("dpop", proof)
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .expect("token");
+    assert_eq!(res.status(), 200);
+    let bound = res.json::<Value>().await.expect("json")["access_token"]
+        .as_str()
+        .expect("at")
+        .to_owned();
+    assert_eq!(
+        call(app, Method::GET, "/admin/realms", &bound, None, None)
+            .await
+            .0,
+        401
+    );
+    let target = format!("{}/admin/realms", app.base);
+    let ath = crate::jose::ath(&bound);
+    let res = app
+        .http
+        .get(&target)
+        .header("authorization", format!("DPoP {bound}"))
+        .header("dpop", key.dpop("GET", &target, app.now(), Some(&ath)))
+        .send()
+        .await
+        .expect("dpop call");
+    assert_eq!(res.status(), 200);
+}
+crate::on_every_backend_with!(
+    tokens_that_do_not_qualify_are_refused,
+    tokens_that_do_not_qualify_are_refused_scenario,
+    admin_app
+);
+
+async fn if_match_lets_exactly_one_of_many_writers_win_scenario(app: &TestApp) {
+    let root = admin_client(app, "root", "sigil:admin").await;
+    let tok = app.token("admin", &root, None).await;
+    let (s, h, _) = call(
+        app,
+        Method::POST,
+        "/admin/realms/customers/clients",
+        &tok,
+        Some(json!({"client_id": "svc", "scope": "a", "audience": "ledger"})),
+        None,
+    )
+    .await;
+    assert_eq!(s, 201);
+    let etag = h["etag"].to_str().expect("etag").to_owned();
+
+    // Sixteen admins holding the same ETag rotate the secret at once: exactly one wins, the
+    // others get 412, and exactly one rotation is audited.
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let http = app.http.clone();
+        let url = format!("{}/admin/realms/customers/clients/svc/secret", app.base);
+        let (tok, etag) = (tok.clone(), etag.clone());
+        tasks.push(tokio::spawn(async move {
+            let res = http
+                .post(url)
+                .bearer_auth(tok)
+                .header("if-match", etag)
+                .send()
+                .await
+                .expect("send");
+            let status = res.status().as_u16();
+            (status, res.json::<Value>().await.unwrap_or(Value::Null))
+        }));
+    }
+    let mut won = Vec::new();
+    for t in tasks {
+        let (status, body) = t.await.expect("task");
+        match status {
+            200 => won.push(body),
+            412 => assert_eq!(body["error_code"], "PRECONDITION_FAILED"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(won.len(), 1, "one writer wins");
+    let rotations = app
+        .audit()
+        .await
+        .into_iter()
+        .filter(|r| r.kind == "client.secret_rotated")
+        .count();
+    assert_eq!(rotations, 1);
+    // The winner's secret is the one that works.
+    let svc = Client {
+        id: "svc".into(),
+        secret: won[0]["client_secret"].as_str().expect("secret").into(),
+    };
+    app.token("customers", &svc, None).await;
+
+    // The same race on disable-then-delete: with the now stale ETag, nothing happens.
+    let (s, _, body) = call(
+        app,
+        Method::DELETE,
+        "/admin/realms/customers/clients/svc",
+        &tok,
+        None,
+        Some(&etag),
+    )
+    .await;
+    assert_eq!(
+        (s, body["error_code"].as_str()),
+        (412, Some("PRECONDITION_FAILED"))
+    );
+    let (s, _, body) = call(
+        app,
+        Method::DELETE,
+        "/admin/realms/customers/clients/svc",
+        &tok,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, body["error_code"].as_str()),
+        (428, Some("PRECONDITION_REQUIRED"))
+    );
+    for bad in ["*", "v2", "\"v2", "W/\"v2\"", "\"vx\""] {
+        let (s, _, body) = call(
+            app,
+            Method::DELETE,
+            "/admin/realms/customers/clients/svc",
+            &tok,
+            None,
+            Some(bad),
+        )
+        .await;
+        assert_eq!(s, 400, "{bad}: {body}");
+    }
+    assert!(
+        app.store
+            .client("customers", "svc")
+            .await
+            .expect("db")
+            .is_some()
+    );
+    let (_, h, _) = call(
+        app,
+        Method::GET,
+        "/admin/realms/customers/clients/svc",
+        &tok,
+        None,
+        None,
+    )
+    .await;
+    let current = h["etag"].to_str().expect("etag").to_owned();
+    assert_eq!(current, "\"v2\"");
+    let (s, h, body) = call(
+        app,
+        Method::PATCH,
+        "/admin/realms/customers/clients/svc",
+        &tok,
+        Some(json!({"enabled": false})),
+        Some(&current),
+    )
+    .await;
+    assert_eq!((s, body["enabled"].as_bool()), (200, Some(false)));
+    let (s, _, _) = call(
+        app,
+        Method::DELETE,
+        "/admin/realms/customers/clients/svc",
+        &tok,
+        None,
+        Some(h["etag"].to_str().expect("etag")),
+    )
+    .await;
+    assert_eq!(s, 204);
+    assert!(
+        app.store
+            .client("customers", "svc")
+            .await
+            .expect("db")
+            .is_none()
+    );
+    let (s, _, _) = call(
+        app,
+        Method::GET,
+        "/admin/realms/customers/clients/svc",
+        &tok,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, 404);
+}
+crate::on_every_backend_with!(
+    if_match_lets_exactly_one_of_many_writers_win,
+    if_match_lets_exactly_one_of_many_writers_win_scenario,
+    admin_app
+);
+
+async fn bad_requests_are_problems_and_write_nothing_scenario(app: &TestApp) {
+    let root = admin_client(app, "root", "sigil:admin").await;
+    let tok = app.token("admin", &root, None).await;
+    let before = app.audit().await.len();
+    for (m, path, body) in [
+        (Method::POST, "/admin/realms", json!({"name": "Bad Name"})),
+        (
+            Method::POST,
+            "/admin/realms",
+            json!({"name": "ok", "alg": "HS256"}),
+        ),
+        (
+            Method::POST,
+            "/admin/realms",
+            json!({"name": "ok", "access_token_ttl": 5}),
+        ),
+        (
+            Method::POST,
+            "/admin/realms",
+            json!({"name": "ok", "surprise": 1}),
+        ),
+        (
+            Method::POST,
+            "/admin/realms",
+            json!(["not", "an", "object"]),
+        ),
+        (
+            Method::POST,
+            "/admin/realms/customers/clients",
+            json!({"client_id": "x y", "scope": "a", "audience": "l"}),
+        ),
+        (
+            Method::POST,
+            "/admin/realms/customers/clients",
+            json!({"client_id": "x", "scope": "a", "audience": "l", "redirect_uris": ["http://evil.example/cb"]}),
+        ),
+        (
+            Method::POST,
+            "/admin/realms/customers/clients",
+            json!({"client_id": "x", "scope": "a", "audience": "l", "auth": {"method": "none"}}),
+        ),
+        (
+            Method::POST,
+            "/admin/realms/customers/groups",
+            json!({"name": "", "scopes": "a"}),
+        ),
+    ] {
+        let (s, _, problem) = call(app, m, path, &tok, Some(body.clone()), None).await;
+        assert!(s == 400 || s == 422, "{path} {body}: {s} {problem}");
+        assert_eq!(problem["error_code"], "INVALID_REQUEST", "{problem}");
+    }
+    // Not JSON at all, and an oversized page.
+    let res = app
+        .http
+        .post(format!("{}/admin/realms", app.base))
+        .bearer_auth(&tok)
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status(), 400);
+    assert_eq!(
+        call(app, Method::GET, "/admin/realms?limit=0", &tok, None, None)
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        call(
+            app,
+            Method::GET,
+            "/admin/realms?limit=abc",
+            &tok,
+            None,
+            None
+        )
+        .await
+        .0,
+        400
+    );
+    assert_eq!(
+        call(app, Method::GET, "/admin/realms/nope", &tok, None, None)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        call(
+            app,
+            Method::POST,
+            "/admin/realms/nope/clients",
+            &tok,
+            Some(json!({"client_id": "x", "scope": "a", "audience": "l"})),
+            None
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        call(
+            app,
+            Method::POST,
+            "/admin/realms",
+            &tok,
+            Some(json!({"name": "customers"})),
+            None
+        )
+        .await
+        .0,
+        409
+    );
+    assert_eq!(app.audit().await.len(), before, "nothing written");
+
+    // Pages: 3 realms, 2 per page.
+    let (_, _, p1) = call(app, Method::GET, "/admin/realms?limit=2", &tok, None, None).await;
+    assert_eq!(p1["items"].as_array().map(Vec::len), Some(2));
+    let next = p1["next"].as_str().expect("next");
+    let (_, _, p2) = call(
+        app,
+        Method::GET,
+        &format!("/admin/realms?limit=2&after={next}"),
+        &tok,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(p2["items"].as_array().map(Vec::len), Some(1));
+    assert!(p2.get("next").is_none());
+
+    // The OpenAPI document needs no token and names every route.
+    let doc: Value = app
+        .http
+        .get(format!("{}/admin/openapi.json", app.base))
+        .send()
+        .await
+        .expect("doc")
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        doc["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.1"))
+    );
+    assert!(doc["paths"]["/admin/realms/{realm}/clients/{client_id}/secret"]["post"].is_object());
+}
+crate::on_every_backend_with!(
+    bad_requests_are_problems_and_write_nothing,
+    bad_requests_are_problems_and_write_nothing_scenario,
+    admin_app
+);
+
+/// Without `admin_realm` there is no admin API at all.
+#[tokio::test]
+async fn the_admin_api_is_off_unless_configured() {
+    let app = crate::helpers::spawn_app(Backend::Sqlite).await;
+    let res = app
+        .http
+        .get(format!("{}/admin/openapi.json", app.base))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status(), 404);
+    let res = app
+        .http
+        .get(format!("{}/admin/realms", app.base))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status(), 404);
+}
