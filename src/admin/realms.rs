@@ -25,6 +25,10 @@ pub struct NewRealm {
 
 pub const DEFAULT_ROTATION_PERIOD: i64 = 30 * 86_400;
 pub const DEFAULT_PREPUBLISH: i64 = 86_400;
+/// The longest a key may sign: two years.
+pub const MAX_ROTATION_PERIOD: i64 = 2 * 365 * 86_400;
+/// The longest a next key may wait, published, before it signs: 90 days.
+pub const MAX_PREPUBLISH: i64 = 90 * 86_400;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct KeyView {
@@ -63,6 +67,18 @@ pub async fn create(
         return Err(invalid("realm", "use 1-64 characters of a-z 0-9 - _"));
     }
     check_ttl("token-ttl", req.access_token_ttl)?;
+    if req.prepublish_secs > MAX_PREPUBLISH {
+        return Err(invalid(
+            "prepublish",
+            format!("at most {MAX_PREPUBLISH} s (90 days)"),
+        ));
+    }
+    if req.rotation_period_secs > MAX_ROTATION_PERIOD {
+        return Err(invalid(
+            "rotation-period",
+            format!("at most {MAX_ROTATION_PERIOD} s (two years)"),
+        ));
+    }
     if req.prepublish_secs < req.jwks_max_age_secs.max(1) {
         return Err(invalid(
             "prepublish",

@@ -12,11 +12,13 @@ use super::{ApiError, ApiQuery, Problem, no_store};
 use crate::audit::{AuditRecord, VerifyReport};
 use crate::state::AppState;
 
+const MAX_AFTER: i64 = 1 << 62;
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// Rows with a sequence number above this (default 0: from the start).
-    #[param(minimum = 0)]
+    #[param(minimum = 0, maximum = 4_611_686_018_427_387_904_i64)]
     pub after: Option<i64>,
     /// Sequence numbers per page, 1-1000 (default 100): the rows of every chain with a `seq`
     /// in (`after`, `after + limit`].
@@ -48,7 +50,7 @@ pub struct AuditPage {
     pub next: Option<i64>,
 }
 
-#[utoipa::path(get, path = "/admin/audit", tag = "audit",
+#[utoipa::path(operation_id = "list_audit", get, path = "/admin/audit", tag = "audit",
     params(AuditQuery),
     responses(
         (status = 200, body = AuditPage),
@@ -61,8 +63,9 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     caller.read_all()?;
     let after = q.after.unwrap_or(0);
-    if after < 0 {
-        return Err(ApiError::invalid("after", "must be 0 or more"));
+    // Bounded so that `after + limit` stays far inside a 64-bit integer (here and in SQL).
+    if !(0..=MAX_AFTER).contains(&after) {
+        return Err(ApiError::invalid("after", "must be 0-2^62"));
     }
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
@@ -104,7 +107,7 @@ pub struct Verified {
     pub reason: Option<String>,
 }
 
-#[utoipa::path(post, path = "/admin/audit/verify", tag = "audit",
+#[utoipa::path(operation_id = "verify_audit", post, path = "/admin/audit/verify", tag = "audit",
     responses(
         (status = 200, description = "Every chain walked (checkpoint seals checked with this node's KEK)", body = Verified),
         (status = 401, body = Problem), (status = 403, body = Problem)

@@ -9,12 +9,14 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::auth::Caller;
-use super::{ApiError, ApiJson, ApiPath, ApiQuery, Page, PageQuery, Problem, if_match, with_etag};
+use super::{
+    ApiError, ApiJson, ApiPath, ApiQuery, IfMatch, Page, PageQuery, Problem, if_match, with_etag,
+};
 use crate::admin::clients::{self as ops, ClientView, NewClient, WithSecret};
 use crate::clients::auth::ClientAuth;
 use crate::state::AppState;
 
-#[utoipa::path(get, path = "/admin/realms/{realm}/clients", tag = "clients",
+#[utoipa::path(operation_id = "list_clients", get, path = "/admin/realms/{realm}/clients", tag = "clients",
     params(("realm" = String, Path), PageQuery),
     responses(
         (status = 200, body = Page<ClientView>),
@@ -40,16 +42,25 @@ pub async fn list(
 #[serde(deny_unknown_fields)]
 pub struct NewClientBody {
     /// 1-128 of `A-Z a-z 0-9 . _ ~ -`.
+    #[schema(pattern = "^[A-Za-z0-9._~-]{1,128}$")]
     pub client_id: String,
     /// The scopes it may ask for, space-separated.
+    #[schema(pattern = r"^[!#-\[\]-~]+( [!#-\[\]-~]+)*$")]
     pub scope: String,
     /// Granted when a request names none (default: all of `scope`).
     #[serde(default)]
+    #[schema(pattern = r"^[!#-\[\]-~]+( [!#-\[\]-~]+)*$")]
     pub default_scope: Option<String>,
-    /// The `aud` of its access tokens.
+    /// The `aud` of its access tokens (1-256 printable characters).
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = "^[^\\u0000-\\u001f\\u007f]+$"
+    )]
     pub audience: String,
     /// 60-86400 s (default: the realm's).
     #[serde(default)]
+    #[schema(minimum = 60, maximum = 86400)]
     pub access_token_ttl: Option<i64>,
     /// Exact redirect URIs: a sign-in (authorization code) client.
     #[serde(default)]
@@ -74,10 +85,10 @@ pub struct NewClientBody {
     /// `cert_thumbprints`, `jwks` or `jwks_uri`, `bind_tokens`, `require_dpop`.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
-    pub auth: Option<ClientAuth>,
+    pub auth: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
-#[utoipa::path(post, path = "/admin/realms/{realm}/clients", tag = "clients",
+#[utoipa::path(operation_id = "create_client", post, path = "/admin/realms/{realm}/clients", tag = "clients",
     params(("realm" = String, Path)),
     request_body = NewClientBody,
     responses(
@@ -93,6 +104,11 @@ pub async fn create(
     ApiJson(b): ApiJson<NewClientBody>,
 ) -> Result<Response, ApiError> {
     caller.write(&realm)?;
+    let auth: ClientAuth = match b.auth {
+        None => ClientAuth::default(),
+        Some(m) => serde_json::from_value(serde_json::Value::Object(m))
+            .map_err(|e| ApiError::invalid("auth", e.to_string()))?,
+    };
     let req = NewClient {
         realm,
         client_id: b.client_id,
@@ -104,7 +120,7 @@ pub async fn create(
         public: b.public,
         name: b.name,
         client_uri: b.client_uri,
-        auth: b.auth.unwrap_or_default(),
+        auth,
         introspect: b.introspect,
         post_logout_redirect_uris: b.post_logout_redirect_uris,
         backchannel_logout_uri: b.backchannel_logout_uri,
@@ -114,7 +130,7 @@ pub async fn create(
     Ok(with_etag(StatusCode::CREATED, made, version))
 }
 
-#[utoipa::path(get, path = "/admin/realms/{realm}/clients/{client_id}", tag = "clients",
+#[utoipa::path(operation_id = "get_client", get, path = "/admin/realms/{realm}/clients/{client_id}", tag = "clients",
     params(("realm" = String, Path), ("client_id" = String, Path)),
     responses(
         (status = 200, body = ClientView, headers(("ETag" = String))),
@@ -139,9 +155,9 @@ pub struct ClientPatch {
     pub enabled: bool,
 }
 
-#[utoipa::path(patch, path = "/admin/realms/{realm}/clients/{client_id}", tag = "clients",
+#[utoipa::path(operation_id = "update_client", patch, path = "/admin/realms/{realm}/clients/{client_id}", tag = "clients",
     params(("realm" = String, Path), ("client_id" = String, Path),
-        ("If-Match" = String, Header, description = "The client's current ETag")),
+        IfMatch),
     request_body = ClientPatch,
     responses(
         (status = 200, body = ClientView, headers(("ETag" = String))),
@@ -172,9 +188,9 @@ pub async fn update(
     Ok(with_etag(StatusCode::OK, view, version))
 }
 
-#[utoipa::path(delete, path = "/admin/realms/{realm}/clients/{client_id}", tag = "clients",
+#[utoipa::path(operation_id = "delete_client", delete, path = "/admin/realms/{realm}/clients/{client_id}", tag = "clients",
     params(("realm" = String, Path), ("client_id" = String, Path),
-        ("If-Match" = String, Header, description = "The client's current ETag")),
+        IfMatch),
     responses(
         (status = 204, description = "Deleted; its tokens are revoked"),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
@@ -200,9 +216,9 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(post, path = "/admin/realms/{realm}/clients/{client_id}/secret", tag = "clients",
+#[utoipa::path(operation_id = "rotate_client_secret", post, path = "/admin/realms/{realm}/clients/{client_id}/secret", tag = "clients",
     params(("realm" = String, Path), ("client_id" = String, Path),
-        ("If-Match" = String, Header, description = "The client's current ETag")),
+        IfMatch),
     responses(
         (status = 200, description = "The new secret, shown this once; the old one stops working",
             body = WithSecret, headers(("ETag" = String))),

@@ -8,12 +8,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::Caller;
-use super::{ApiError, ApiJson, ApiPath, Problem, no_store};
+use super::{AlgName, ApiError, ApiJson, ApiPath, Problem, no_store};
 use crate::admin::realms::{self as ops, KeyView};
 use crate::keys::Alg;
 use crate::state::AppState;
 
-#[utoipa::path(get, path = "/admin/realms/{realm}/keys", tag = "keys",
+#[utoipa::path(operation_id = "list_keys", get, path = "/admin/realms/{realm}/keys", tag = "keys",
     params(("realm" = String, Path)),
     responses(
         (status = 200, description = "Every key of the realm, with its state", body = Vec<KeyView>),
@@ -35,7 +35,7 @@ pub async fn list(
 pub struct RotateBody {
     /// The new key's algorithm (default: the realm's).
     #[serde(default)]
-    pub alg: Option<String>,
+    pub alg: Option<AlgName>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -44,7 +44,7 @@ pub struct Rotated {
     pub kid: String,
 }
 
-#[utoipa::path(post, path = "/admin/realms/{realm}/keys/rotate", tag = "keys",
+#[utoipa::path(operation_id = "rotate_key", post, path = "/admin/realms/{realm}/keys/rotate", tag = "keys",
     params(("realm" = String, Path)),
     request_body = RotateBody,
     responses(
@@ -59,13 +59,7 @@ pub async fn rotate(
     ApiJson(body): ApiJson<RotateBody>,
 ) -> Result<Response, ApiError> {
     caller.write(&realm)?;
-    let alg: Option<Alg> = match body.alg.as_deref() {
-        None => None,
-        Some(a) => Some(
-            a.parse()
-                .map_err(|_| ApiError::invalid("alg", "one of ES256, RS256, EdDSA"))?,
-        ),
-    };
+    let alg: Option<Alg> = body.alg.map(Alg::from);
     let kid = crate::keys::rotation::rotate_now(
         state.store.as_ref(),
         state.kek.as_ref(),

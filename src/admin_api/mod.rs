@@ -72,9 +72,50 @@ impl Modify for BearerAuth {
     }
 }
 
+/// Every error response is a problem (`application/problem+json`), whatever the handler's
+/// annotation wrote as its content type.
+struct ProblemContentType;
+
+impl Modify for ProblemContentType {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let ops = [
+                item.get.as_mut(),
+                item.post.as_mut(),
+                item.put.as_mut(),
+                item.patch.as_mut(),
+                item.delete.as_mut(),
+            ];
+            for op in ops.into_iter().flatten() {
+                for (status, response) in op.responses.responses.iter_mut() {
+                    if !status.starts_with('4') && !status.starts_with('5') {
+                        continue;
+                    }
+                    if let utoipa::openapi::RefOr::T(r) = response
+                        && let Some(json) = r.content.shift_remove("application/json")
+                    {
+                        r.content
+                            .insert("application/problem+json".to_owned(), json);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `If-Match`: one ETag this API gave.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IfMatch {
+    /// The resource's current `ETag`, such as `"v3"`.
+    #[param(rename = "If-Match", pattern = r#"^"v[0-9]{1,18}"$"#)]
+    #[serde(rename = "If-Match")]
+    pub if_match: String,
+}
+
 /// The routes and their OpenAPI document.
 fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(realms::list, realms::create))
         .routes(routes!(realms::show))
         .routes(routes!(clients::list, clients::create))
@@ -85,7 +126,10 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(realms::groups, realms::create_group))
         .routes(routes!(audit::list))
         .routes(routes!(audit::verify))
-        .split_for_parts()
+        .split_for_parts();
+    // After the routes were merged: modifiers of the base document run before there are paths.
+    ProblemContentType.modify(&mut doc);
+    (router, doc)
 }
 
 /// The OpenAPI document as served (also printed by `sigil admin openapi`).
@@ -130,10 +174,16 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let axum::Json(v) = axum::Json::<T>::from_request(req, state)
+        let axum::Json(v) = axum::Json::<serde_json::Value>::from_request(req, state)
             .await
             .map_err(|e: JsonRejection| ApiError::from(e))?;
-        Ok(ApiJson(v))
+        // Every body is an object: serde would also take a struct from an array, positionally.
+        if !v.is_object() {
+            return Err(ApiError::invalid("body", "must be a JSON object"));
+        }
+        serde_json::from_value(v)
+            .map(ApiJson)
+            .map_err(|e| ApiError::invalid("body", e.to_string()))
     }
 }
 
@@ -162,6 +212,24 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiQuer
             .await
             .map_err(|e: QueryRejection| ApiError::from(e))?;
         Ok(ApiQuery(v))
+    }
+}
+
+/// A signing algorithm.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+pub enum AlgName {
+    ES256,
+    RS256,
+    EdDSA,
+}
+
+impl From<AlgName> for crate::keys::Alg {
+    fn from(a: AlgName) -> Self {
+        match a {
+            AlgName::ES256 => crate::keys::Alg::ES256,
+            AlgName::RS256 => crate::keys::Alg::RS256,
+            AlgName::EdDSA => crate::keys::Alg::EdDSA,
+        }
     }
 }
 

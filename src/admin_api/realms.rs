@@ -8,13 +8,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::Caller;
-use super::{ApiError, ApiJson, ApiPath, ApiQuery, Page, PageQuery, Problem, no_store};
+use super::{AlgName, ApiError, ApiJson, ApiPath, ApiQuery, Page, PageQuery, Problem, no_store};
 use crate::admin::realms::{self as ops, DEFAULT_PREPUBLISH, DEFAULT_ROTATION_PERIOD, RealmView};
 use crate::admin::users;
 use crate::keys::Alg;
 use crate::state::AppState;
 
-#[utoipa::path(get, path = "/admin/realms", tag = "realms",
+#[utoipa::path(operation_id = "list_realms", get, path = "/admin/realms", tag = "realms",
     params(PageQuery),
     responses(
         (status = 200, description = "The realms the caller may read, by name", body = Page<RealmView>),
@@ -41,24 +41,31 @@ pub async fn list(
 #[serde(deny_unknown_fields)]
 pub struct NewRealmBody {
     /// 1-64 of `a-z 0-9 - _`.
+    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
     pub name: String,
-    /// `ES256` (default), `RS256` or `EdDSA`.
+    /// Default `ES256`.
     #[serde(default)]
-    pub alg: Option<String>,
+    pub alg: Option<AlgName>,
     /// Access token lifetime, 60-86400 s (default 3600).
     #[serde(default)]
+    #[schema(minimum = 60, maximum = 86400)]
     pub access_token_ttl: Option<i64>,
     #[serde(default)]
+    #[schema(max_length = 128, pattern = "^[^\\u0000-\\u001f\\u007f]*$")]
     pub display_name: Option<String>,
-    /// Seconds a key signs before the next takes over (default 30 days).
+    /// Seconds a key signs before the next takes over (default 30 days; at most two years, and
+    /// at least twice `prepublish_secs`).
     #[serde(default)]
+    #[schema(minimum = 2, maximum = 63_072_000)]
     pub rotation_period_secs: Option<i64>,
-    /// Seconds a next key is published before it signs (default 24 h).
+    /// Seconds a next key is published before it signs (default 24 h; at most 90 days, and at
+    /// least the JWKS max-age).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 7_776_000)]
     pub prepublish_secs: Option<i64>,
 }
 
-#[utoipa::path(post, path = "/admin/realms", tag = "realms",
+#[utoipa::path(operation_id = "create_realm", post, path = "/admin/realms", tag = "realms",
     request_body = NewRealmBody,
     responses(
         (status = 201, description = "Created", body = RealmView),
@@ -71,12 +78,7 @@ pub async fn create(
     ApiJson(body): ApiJson<NewRealmBody>,
 ) -> Result<Response, ApiError> {
     caller.write_all()?;
-    let alg: Alg = match body.alg.as_deref() {
-        None => Alg::ES256,
-        Some(a) => a
-            .parse()
-            .map_err(|_| ApiError::invalid("alg", "one of ES256, RS256, EdDSA"))?,
-    };
+    let alg: Alg = body.alg.map_or(Alg::ES256, Alg::from);
     if body
         .display_name
         .as_ref()
@@ -108,7 +110,7 @@ pub async fn create(
     Ok(no_store(StatusCode::CREATED, view))
 }
 
-#[utoipa::path(get, path = "/admin/realms/{realm}", tag = "realms",
+#[utoipa::path(operation_id = "get_realm", get, path = "/admin/realms/{realm}", tag = "realms",
     params(("realm" = String, Path)),
     responses(
         (status = 200, body = RealmView),
@@ -129,12 +131,14 @@ pub async fn show(
 #[serde(deny_unknown_fields)]
 pub struct Group {
     /// 1-64 of `A-Z a-z 0-9 . _ : -`.
+    #[schema(pattern = "^[A-Za-z0-9._:-]{1,64}$")]
     pub name: String,
     /// Space-separated scopes.
+    #[schema(pattern = r"^[!#-\[\]-~]+( [!#-\[\]-~]+)*$")]
     pub scopes: String,
 }
 
-#[utoipa::path(get, path = "/admin/realms/{realm}/groups", tag = "groups",
+#[utoipa::path(operation_id = "list_groups", get, path = "/admin/realms/{realm}/groups", tag = "groups",
     params(("realm" = String, Path), PageQuery),
     responses(
         (status = 200, body = Page<Group>),
@@ -159,7 +163,7 @@ pub async fn groups(
     Ok(no_store(StatusCode::OK, q.page(items, |g| &g.name)?))
 }
 
-#[utoipa::path(post, path = "/admin/realms/{realm}/groups", tag = "groups",
+#[utoipa::path(operation_id = "create_group", post, path = "/admin/realms/{realm}/groups", tag = "groups",
     params(("realm" = String, Path)),
     request_body = Group,
     responses(
