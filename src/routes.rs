@@ -82,7 +82,9 @@ fn service_routes() -> Router<AppState> {
 fn finish_router(routes: Router<AppState>, state: AppState) -> Router {
     let timeout = Duration::from_secs(state.config.request_timeout_secs);
     let body_limit = state.config.max_body_bytes;
+    // Timed by route template (matched routes only: a label per route, never per path).
     let routes = routes
+        .route_layer(axum::middleware::from_fn(crate::metrics::time_requests))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn(

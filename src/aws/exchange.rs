@@ -300,6 +300,7 @@ pub async fn challenge(
     if let Some(ip) = peer
         && state.aws_challenges.is_blocked(ip, now)
     {
+        crate::metrics::rate_limited("aws_challenges_per_ip");
         return OAuthError::new(ErrorCode::RateLimited, "too many challenges; retry later")
             .into_response();
     }

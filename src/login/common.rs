@@ -127,6 +127,7 @@ pub(crate) fn refused_anonymous(
     if let Some(ip) = ip {
         state.login_ip_failures.record_failure(ip, now);
     }
+    crate::metrics::refusal(&realm.record.name, "login.refused", reason);
     state.refusals.add(
         Refused {
             realm: Some(&realm.record.name),
@@ -140,5 +141,9 @@ pub(crate) fn refused_anonymous(
 }
 
 pub(crate) fn ip_blocked(state: &AppState, ip: Option<IpAddr>, now: UnixTime) -> bool {
-    ip.is_some_and(|ip| state.login_ip_failures.is_blocked(ip, now))
+    let blocked = ip.is_some_and(|ip| state.login_ip_failures.is_blocked(ip, now));
+    if blocked {
+        crate::metrics::rate_limited("sign_in_per_ip");
+    }
+    blocked
 }

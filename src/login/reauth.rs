@@ -156,6 +156,7 @@ pub async fn reauth_submit(
                 now,
             )
             .await;
+            crate::metrics::sign_in(&realm.record.name, "password_otp", "failed");
             return reauth_page(
                 &state,
                 &realm,

@@ -141,6 +141,7 @@ pub async fn login_submit(
         .login_account_failures
         .is_blocked(account_key.clone(), now)
     {
+        crate::metrics::rate_limited("sign_in_per_account");
         let mut res = login_page(
             &state,
             &realm,
@@ -219,6 +220,7 @@ pub async fn login_submit(
                 }
                 None => refused_anonymous(&state, &realm, ip, reason, now),
             }
+            crate::metrics::sign_in(&realm.record.name, "password_otp", "failed");
             // Disabled is only reported once the password and the code were both right.
             let shown = if reason == FallbackFailure::Disabled.reason() {
                 "error.disabled"
@@ -305,6 +307,12 @@ pub(crate) async fn complete_sign_in(
         acr: acr.into(),
     };
     detail["sid"] = json!(session.sid);
+    let method = if amr.split(' ').any(|a| a == "pwd") {
+        "password_otp"
+    } else {
+        "passkey"
+    };
+    crate::metrics::sign_in(name, method, "succeeded");
     let audit_rows = [
         AuditDraft::new(now, Some(name), "login.succeeded", &user.username)
             .subject(&user.id)

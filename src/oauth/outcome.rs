@@ -83,6 +83,7 @@ impl Refusal {
 pub fn rate_limited(state: &AppState, peer: Option<IpAddr>, now: UnixTime) -> Option<Response> {
     let ip = peer?;
     state.failures.is_blocked(ip, now).then(|| {
+        crate::metrics::rate_limited("failures_per_ip");
         OAuthError::new(
             ErrorCode::RateLimited,
             "too many failed attempts; retry later",
@@ -130,12 +131,14 @@ pub async fn finish(
                     .await
                     .is_err()
             {
+                crate::metrics::grant(&realm.record.name, g.grant_type, "unavailable");
                 return OAuthError::new(
                     ErrorCode::TemporarilyUnavailable,
                     "the token could not be recorded; try again",
                 )
                 .into_response();
             }
+            crate::metrics::grant(&realm.record.name, g.grant_type, "issued");
             let mut body = json!({
                 "access_token": g.token.jwt,
                 "token_type": if g.cnf.as_ref().is_some_and(|c| c.jkt.is_some()) { "DPoP" } else { "Bearer" },
@@ -174,6 +177,7 @@ pub async fn refused(
         && state.failures.record_failure(ip, now)
     {
         tracing::warn!(%ip, "failed-request limit reached");
+        crate::metrics::rate_limited("failures_per_ip_reached");
         state.refusals.add(
             Refused {
                 realm: Some(&realm.record.name),
@@ -185,6 +189,7 @@ pub async fn refused(
             now,
         );
     }
+    crate::metrics::refusal(&realm.record.name, kind, refusal.reason);
     let actor = refusal.actor.as_deref().unwrap_or("(anonymous)");
     if refusal.authenticated {
         let draft = AuditDraft::new(now, Some(&realm.record.name), kind, actor).detail(json!({

@@ -180,6 +180,7 @@ pub(super) async fn assertion_refused(
         }
         None => refused_anonymous(state, realm, ip, r.reason, now),
     }
+    crate::metrics::sign_in(&realm.record.name, "passkey", "failed");
     json_error(StatusCode::UNAUTHORIZED, "the passkey was not accepted")
 }
 
