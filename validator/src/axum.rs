@@ -176,11 +176,13 @@ where
             };
             if scopes.iter().any(|s| !claims.has_scope(s)) {
                 let e: Error = ErrorKind::InsufficientScope(scopes.to_vec()).into();
+                crate::observe::refusal(&e);
                 return Ok(rejection_for(scheme, &e));
             }
             if let Some(demand) = &step_up
                 && let Err(e) = validator.check_step_up(&claims, demand)
             {
+                crate::observe::refusal(&e);
                 return Ok(rejection_for(scheme, &e));
             }
             parts.extensions.insert(claims);

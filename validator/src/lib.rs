@@ -43,6 +43,7 @@ pub mod es256;
 pub mod forwarded_cert;
 pub mod jwk;
 mod jwks;
+pub mod observe;
 mod revocations;
 mod step_up;
 mod validator;

@@ -290,6 +290,8 @@ struct KeySet {
     /// When a background refresh is due (a little before `max-age` runs out, or after the
     /// cooldown following a failed fetch).
     refresh_at: i64,
+    /// Until then the keys are within the `max-age` they were served with.
+    fresh_until: i64,
     /// After this the keys are too stale to trust: `max-age` plus the stale period.
     usable_until: i64,
 }
@@ -404,6 +406,7 @@ impl Inner {
         let now = self.now();
         match result {
             Ok((keys, max_age)) => {
+                crate::observe::jwks_fetch(true);
                 let period = max_age
                     .map(|s| s.min(MAX_CACHE_SECS as u64) as i64)
                     .unwrap_or(self.policy.default_cache)
@@ -414,11 +417,13 @@ impl Inner {
                 self.keys.store(Arc::new(KeySet {
                     keys: keys.into_iter().map(|(k, v)| (k, Arc::new(v))).collect(),
                     refresh_at: now + period - early,
+                    fresh_until: now + period,
                     usable_until: now + period + self.policy.stale_period,
                 }));
                 Ok(())
             }
             Err(message) => {
+                crate::observe::jwks_fetch(false);
                 let current = self.keys.load_full();
                 tracing::warn!(
                     jwks_uri = %self.jwks_uri,
@@ -431,6 +436,7 @@ impl Inner {
                     self.keys.store(Arc::new(KeySet {
                         keys: current.keys.clone(),
                         refresh_at: now + self.policy.cooldown.max(1),
+                        fresh_until: current.fresh_until,
                         usable_until: current.usable_until,
                     }));
                 }
@@ -535,6 +541,7 @@ impl Validator {
             self.inner
                 .unknown_kid_fetches
                 .fetch_add(1, Ordering::Relaxed);
+            crate::observe::unknown_kid_refetch();
             self.refresh().await;
             return;
         }
@@ -561,9 +568,16 @@ impl Validator {
     /// `cnf`) is refused here, since its binding cannot be checked without the request: use
     /// [`Validator::validate_request`] for those.
     pub async fn validate(&self, token: &str) -> Result<Claims, Error> {
-        let claims = self.verify_token(token).await?;
-        self.check_bearer_binding(&claims, None)?;
-        Ok(claims)
+        let result = async {
+            let claims = self.verify_token(token).await?;
+            self.check_bearer_binding(&claims, None)?;
+            Ok(claims)
+        }
+        .await;
+        if let Err(e) = &result {
+            crate::observe::refusal(e);
+        }
+        result
     }
 
     /// Validates the credentials of one request: an `Authorization: Bearer` token (which may be
@@ -573,6 +587,17 @@ impl Validator {
     /// [`ValidatorBuilder::require_sender_constrained`]. An accepted proof's `jti` is remembered
     /// (per key) for the iat window, and a second use is refused.
     pub async fn validate_request(
+        &self,
+        request: &RequestCredentials<'_>,
+    ) -> Result<Claims, Error> {
+        let result = self.validate_request_inner(request).await;
+        if let Err(e) = &result {
+            crate::observe::refusal(e);
+        }
+        result
+    }
+
+    async fn validate_request_inner(
         &self,
         request: &RequestCredentials<'_>,
     ) -> Result<Claims, Error> {
@@ -706,9 +731,9 @@ impl Validator {
             .kid
             .ok_or_else(|| ErrorKind::UnsupportedHeader("no kid".into()))?;
         let now = self.inner.now();
-        let (refresh_at, usable_until) = {
+        let (refresh_at, fresh_until, usable_until) = {
             let set = self.inner.keys.load();
-            (set.refresh_at, set.usable_until)
+            (set.refresh_at, set.fresh_until, set.usable_until)
         };
         if refresh_at <= now {
             // Due: refresh in the background, keep verifying with what we hold.
@@ -716,6 +741,9 @@ impl Validator {
         }
         if usable_until <= now {
             return Err(ErrorKind::Jwks("cached keys are past their stale period".into()).into());
+        }
+        if fresh_until <= now {
+            crate::observe::stale_keys_used();
         }
         let key = match self.lookup(&kid) {
             Some(k) => k,

@@ -648,3 +648,126 @@ async fn status_of(url: &str, authorization: &str) -> u16 {
         .status()
         .as_u16()
 }
+
+/// A key set handed over in-process (an issuer checking its own tokens): no HTTP, and the same
+/// caching and unknown-`kid` refetch as a fetched one.
+#[tokio::test]
+async fn an_in_process_key_set_source_is_cached_and_refetched_like_a_fetched_one() {
+    struct Source {
+        keys: Mutex<Vec<Value>>,
+        calls: AtomicU64,
+    }
+    impl sigil_validator::JwksSource for Source {
+        fn fetch(
+            &self,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = sigil_validator::JwksFetch> + Send + '_>,
+        > {
+            Box::pin(async move {
+                self.calls.fetch_add(1, Ordering::SeqCst);
+                let keys = self.keys.lock().expect("lock").clone();
+                Ok((json!({ "keys": keys }).to_string().into_bytes(), Some(600)))
+            })
+        }
+    }
+    let (k1, k2) = (Key::new("k1"), Key::new("k2"));
+    let source = Arc::new(Source {
+        keys: Mutex::new(vec![k1.jwk()]),
+        calls: AtomicU64::new(0),
+    });
+    let v = Validator::builder(ISS, "ledger")
+        .jwks_source(source.clone())
+        .clock(|| NOW)
+        .build()
+        .await
+        .expect("build without discovery or HTTP");
+    assert_eq!(source.calls.load(Ordering::SeqCst), 1);
+    for _ in 0..5 {
+        v.validate(&k1.token(claims())).await.expect("valid");
+    }
+    assert_eq!(source.calls.load(Ordering::SeqCst), 1, "cached");
+    // A forged token is refused as ever; a new key is picked up by one refetch.
+    let mut forged = k1.token(claims());
+    forged.replace_range(forged.len() - 4.., "AAAA");
+    assert!(v.validate(&forged).await.is_err());
+    source.keys.lock().expect("lock").push(k2.jwk());
+    v.validate(&k2.token(claims())).await.expect("new key");
+    assert_eq!(source.calls.load(Ordering::SeqCst), 2);
+}
+
+/// With the `metrics` feature the validator reports through the `metrics` facade: fetches by
+/// outcome, unknown-`kid` refetches, stale keys used, refusals by reason.
+#[cfg(feature = "metrics")]
+#[test]
+fn counters_reach_the_metrics_facade() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(async {
+                let k = Key::new("k1");
+                let h = harness(&[&k]).await;
+                h.validator.validate(&k.token(claims())).await.expect("ok");
+                let mut expired = claims();
+                expired["exp"] = json!(NOW - 3600);
+                assert!(h.validator.validate(&k.token(expired)).await.is_err());
+                let stranger = Key::new("nobody");
+                assert!(
+                    h.validator
+                        .validate(&stranger.token(claims()))
+                        .await
+                        .is_err()
+                );
+                // The JWKS server fails; keys past max-age keep serving within the stale period.
+                h.jwks.mode.store(2, Ordering::SeqCst);
+                h.clock.fetch_add(601, Ordering::SeqCst);
+                h.validator.refresh().await;
+                let mut c = claims();
+                let now = h.clock.load(Ordering::SeqCst);
+                c["iat"] = json!(now);
+                c["nbf"] = json!(now);
+                c["exp"] = json!(now + 3600);
+                h.validator
+                    .validate(&k.token(c))
+                    .await
+                    .expect("stale but usable");
+            });
+    });
+    let counters: std::collections::HashMap<String, u64> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter_map(|(key, _, _, value)| {
+            let (_, k) = key.into_parts();
+            let labels: Vec<String> = k
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            match value {
+                DebugValue::Counter(n) => Some((format!("{}{labels:?}", k.name()), n)),
+                _ => None,
+            }
+        })
+        .collect();
+    let get = |k: &str| counters.get(k).copied().unwrap_or(0);
+    assert_eq!(
+        get(r#"sigil_validator_refusals_total["reason=expired"]"#),
+        1,
+        "{counters:?}"
+    );
+    assert_eq!(
+        get(r#"sigil_validator_refusals_total["reason=unknown_key"]"#),
+        1
+    );
+    assert_eq!(get("sigil_validator_unknown_kid_refetches_total[]"), 1);
+    assert!(get(r#"sigil_validator_jwks_fetches_total["outcome=ok"]"#) >= 2);
+    assert_eq!(
+        get(r#"sigil_validator_jwks_fetches_total["outcome=error"]"#),
+        1
+    );
+    assert_eq!(get("sigil_validator_stale_keys_used_total[]"), 1);
+}
