@@ -18,8 +18,10 @@ fn main() {
         // sqlx reports PostgreSQL's NOTICEs (such as "relation _sqlx_migrations already exists,
         // skipping" on every start) at info: noise, not news.
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx::postgres::notice=warn"));
+    // Colour only on a terminal: a log written to a file or a pipe gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match config.log_format {
         LogFormat::Json => builder.json().init(),

@@ -66,6 +66,21 @@ pub async fn login_form(
     };
     match pending_flow(&state, &realm, &headers, now) {
         Some((_, p)) => login_page(&state, &realm, &p, "", None, StatusCode::OK),
+        // No sign-in was ever started in this browser (the page was opened directly): say where
+        // sign-in starts, rather than that it timed out.
+        None if crate::login::pages_support::read_cookie(
+            &headers,
+            crate::login::session::FLOW_COOKIE,
+        )
+        .is_none() =>
+        {
+            crate::login::pages_support::message(
+                &state.templates,
+                Some(&realm),
+                StatusCode::BAD_REQUEST,
+                "not_started",
+            )
+        }
         None => expired(&state, &realm),
     }
 }

@@ -69,7 +69,7 @@ TEXT = {
            "method_passkey": "with a passkey", "last_used": "Last used", "method_password": "with a password and authenticator code",
            "replace": "Replace your authenticator app", "setup": "Set up an authenticator app",
            "code_mismatch": "did not match", "generic": "is not right", "disabled": "is disabled",
-           "invite_used": "already used or is not valid", "timed_out": "Sign-in timed out", "throttled": "Wait",
+           "invite_used": "already used or is not valid", "timed_out": "Sign-in timed out", "not_started": "Start from your app", "throttled": "Wait",
            "cancel": "Cancel and return to Mobile Banking", "ack": "I have saved these codes somewhere safe"},
     "de": {"add_passkey": "Passkey hinzufügen", "passkey_signin": "Mit einem Passkey anmelden", "done": "Alles eingerichtet",
            "username": "Benutzername", "password": "Passwort", "code": "Einmalcode oder Wiederherstellungscode",
@@ -80,7 +80,7 @@ TEXT = {
            "method_passkey": "mit einem Passkey", "last_used": "Zuletzt verwendet", "method_password": "mit Passwort und Authenticator-Code",
            "replace": "Authenticator-App ersetzen", "setup": "Authenticator-App einrichten",
            "code_mismatch": "stimmt nicht", "generic": "stimmen nicht", "disabled": "ist deaktiviert",
-           "invite_used": "bereits verwendet oder ist ungültig", "timed_out": "Zeit für die Anmeldung abgelaufen", "throttled": "Warten Sie",
+           "invite_used": "bereits verwendet oder ist ungültig", "timed_out": "Zeit für die Anmeldung abgelaufen", "not_started": "Beginnen Sie in Ihrer App", "throttled": "Warten Sie",
            "cancel": "Abbrechen und zurück zu Mobile Banking", "ack": "Ich habe diese Codes sicher gespeichert"},
 }
 ZONES = {"en": "America/New_York", "de": "Europe/Berlin"}
@@ -334,7 +334,12 @@ def test_passkey_journey_keyboard_only(sigil, browsers, lang):
     params = parse_qs(urlparse(page.url).query)
     assert params["error"] == ["access_denied"] and params["state"] == ["c1"] and params["iss"] == [issuer]
 
-    # Errors a person can act on: a sign-in that timed out (no pending request), a malformed one.
+    # Errors a person can act on: the sign-in page with no sign-in begun (the cancel above ended
+    # it), a sign-in that timed out (its cookie outlived the request), a malformed one.
+    page.goto(f"{issuer}/login")
+    assert t["not_started"] in page.locator("h1").inner_text()
+    b.shoot("error-sign-in-not-started")
+    b.context.add_cookies([{"name": "sigil_flow", "value": "stale-or-forged", "url": f"{issuer}/"}])
     page.goto(f"{issuer}/login")
     assert t["timed_out"] in page.locator("h1").inner_text()
     b.shoot("error-sign-in-timed-out")
