@@ -352,9 +352,18 @@ async fn checkpoints(state: AppState) {
                     continue;
                 }
             };
+        let anchor = crate::audit::checkpoint::anchor_line(&draft, state.clock.now());
         match state.audit.record(draft).await {
             Ok(_) => named = Some(heads),
-            Err(_) => tracing::error!("audit checkpoint could not be written"),
+            Err(_) => {
+                tracing::error!("audit checkpoint could not be written");
+                continue;
+            }
+        }
+        if let Some(path) = &state.config.audit_anchor_file
+            && let Err(e) = crate::audit::checkpoint::append_anchor(path, &anchor).await
+        {
+            tracing::error!(path = %path.display(), error = %e, "audit anchor could not be written");
         }
     }
 }

@@ -104,3 +104,99 @@ pub async fn verify(
     }
     Ok(set.finish())
 }
+
+/// What checking the anchors found: how many held, or the first that does not.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AnchorReport {
+    /// Every anchor's heads are rows of the log (`unsealed`: sealed by another KEK, so their seal
+    /// was not checked).
+    Held {
+        anchors: usize,
+        unsealed: usize,
+    },
+    Broken {
+        line: usize,
+        reason: String,
+    },
+}
+
+/// Checks anchors (the lines of an `audit_anchor_file`) against the log: each line's seal, with
+/// `kek`, and that every head it names is the row at that `seq` in that chain, with that hash. A
+/// log cut back behind an anchor (rows and heads together, triggers dropped) names no such row.
+pub async fn verify_anchors(
+    store: &dyn Store,
+    kek: Option<&dyn KekSource>,
+    text: &str,
+) -> Result<AnchorReport, AdminError> {
+    use std::collections::HashMap;
+    // (chain, seq) -> (hash, first line naming it)
+    let mut wanted: HashMap<(String, i64), (String, usize)> = HashMap::new();
+    let (mut anchors, mut unsealed) = (0, 0);
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let claims = match checkpoint::claims(line, kek) {
+            Ok(c) => c,
+            Err(e) => {
+                return Ok(AnchorReport::Broken {
+                    line: n,
+                    reason: format!("not an anchor: {e}"),
+                });
+            }
+        };
+        match claims.sealed {
+            Some(true) => {}
+            Some(false) => {
+                return Ok(AnchorReport::Broken {
+                    line: n,
+                    reason: "its seal does not hold (edited, or not made with this KEK)".into(),
+                });
+            }
+            None => unsealed += 1,
+        }
+        anchors += 1;
+        for h in claims.heads {
+            wanted.entry((h.chain, h.seq)).or_insert((h.hash, n));
+        }
+    }
+    let mut found: std::collections::HashSet<(String, i64)> = Default::default();
+    let mut after = 0;
+    while found.len() < wanted.len() {
+        let page = store.audit_page(after, PAGE).await?;
+        if page.is_empty() {
+            break;
+        }
+        for row in page {
+            let key = (row.chain, row.seq);
+            if let Some((hash, line)) = wanted.get(&key) {
+                if *hash != row.hash {
+                    return Ok(AnchorReport::Broken {
+                        line: *line,
+                        reason: format!(
+                            "row {} of chain {} is not the row it names (rewritten)",
+                            key.1, key.0
+                        ),
+                    });
+                }
+                found.insert(key);
+            }
+        }
+        after += PAGE;
+    }
+    // The earliest anchor that names a row no longer there.
+    if let Some(((chain, seq), (_, line))) = wanted
+        .iter()
+        .filter(|(k, _)| !found.contains(*k))
+        .min_by_key(|(_, (_, line))| *line)
+    {
+        return Ok(AnchorReport::Broken {
+            line: *line,
+            reason: format!(
+                "chain {chain} has no row {seq}: the log was cut back behind this anchor"
+            ),
+        });
+    }
+    Ok(AnchorReport::Held { anchors, unsealed })
+}

@@ -44,8 +44,8 @@ pub struct AuditRow {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AuditPage {
     pub items: Vec<AuditRow>,
-    /// Pass as `after` for the next page; absent at the end (every chain's sequence numbers
-    /// run without gaps, so an empty range means nothing follows).
+    /// The highest `seq` on this page: pass it as `after` for the next one. Absent when the page
+    /// is empty (nothing after `after` yet: poll again with the same `after`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next: Option<i64>,
 }
@@ -72,7 +72,9 @@ pub async fn list(
         return Err(ApiError::invalid("limit", "must be 1-1000"));
     }
     let rows = state.store.audit_page(after, limit).await?;
-    let next = (!rows.is_empty()).then_some(after + limit);
+    // Every row with a seq in the range is on the page (all chains), so nothing at or below the
+    // highest seq returned can be missed by continuing after it.
+    let next = rows.iter().map(|r| r.seq).max();
     let items = rows.into_iter().map(row).collect();
     Ok(no_store(StatusCode::OK, AuditPage { items, next }))
 }

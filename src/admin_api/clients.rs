@@ -126,6 +126,7 @@ pub async fn create(
         backchannel_logout_uri: b.backchannel_logout_uri,
     };
     let made = ops::create(state.store.as_ref(), req, state.clock.now(), &caller.actor).await?;
+    super::changed(&state, &made.client.realm);
     let version = made.client.version;
     Ok(with_etag(StatusCode::CREATED, made, version))
 }
@@ -183,6 +184,7 @@ pub async fn update(
         &caller.actor,
     )
     .await?;
+    super::changed(&state, &realm);
     let view = ops::show(state.store.as_ref(), &realm, &id).await?;
     let version = view.version;
     Ok(with_etag(StatusCode::OK, view, version))
@@ -213,6 +215,7 @@ pub async fn delete(
         &caller.actor,
     )
     .await?;
+    super::changed(&state, &realm);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -242,6 +245,7 @@ pub async fn rotate_secret(
         &caller.actor,
     )
     .await?;
+    super::changed(&state, &realm);
     let version = made.client.version;
     Ok(with_etag(StatusCode::OK, made, version))
 }

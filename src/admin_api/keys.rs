@@ -69,5 +69,6 @@ pub async fn rotate(
         state.clock.now(),
     )
     .await?;
+    super::changed(&state, &realm);
     Ok(no_store(StatusCode::OK, Rotated { kid }))
 }

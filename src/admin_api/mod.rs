@@ -146,11 +146,19 @@ pub fn router(state: &AppState) -> Router<AppState> {
     let doc: Arc<str> = openapi_json().into();
     let guard = Arc::new(auth::AdminGuard::new(realm));
     routes
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed.into_response() })
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
         ))
         .layer(axum::Extension(guard))
+        // Any other path under /admin: a problem too, not the issuer's OAuth-style 404.
+        .route(
+            "/admin/{*rest}",
+            axum::routing::any(|| async {
+                ApiError::NotFound("this path of the admin API".into()).into_response()
+            }),
+        )
         .route(
             "/admin/openapi.json",
             get(move || {
@@ -301,6 +309,13 @@ pub fn if_match(headers: &HeaderMap) -> Result<i64, ApiError> {
         .ok_or_else(|| {
             ApiError::invalid("If-Match", "must be one ETag this API gave, such as \"v3\"")
         })
+}
+
+/// After a change made through this node: its cached realm and clients are read afresh, so the
+/// change (a rotated secret, a disabled client, a new key) holds here at once. Other nodes see it
+/// within `cache_ttl_secs`.
+pub fn changed(state: &AppState, realm: &str) {
+    state.directory.invalidate(realm);
 }
 
 /// A JSON body with an `ETag`.

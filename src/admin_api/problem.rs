@@ -32,6 +32,8 @@ pub enum ApiError {
     PreconditionFailed(String),
     #[error("invalid {field}: {message}")]
     Invalid { field: String, message: String },
+    #[error("this method is not allowed here")]
+    MethodNotAllowed,
     /// The admin realm is missing, or the database did not answer.
     #[error("{0}")]
     Unavailable(&'static str),
@@ -75,6 +77,7 @@ impl ApiError {
                 (StatusCode::PRECONDITION_FAILED, "PRECONDITION_FAILED")
             }
             ApiError::Invalid { .. } => (StatusCode::BAD_REQUEST, "INVALID_REQUEST"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
         }
     }

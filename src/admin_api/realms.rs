@@ -107,6 +107,7 @@ pub async fn create(
         &caller.actor,
     )
     .await?;
+    super::changed(&state, &view.name);
     Ok(no_store(StatusCode::CREATED, view))
 }
 
@@ -187,6 +188,7 @@ pub async fn create_group(
         &caller.actor,
     )
     .await?;
+    super::changed(&state, &realm);
     let scopes = users::groups(state.store.as_ref(), &realm)
         .await?
         .into_iter()

@@ -53,6 +53,29 @@ pub fn draft(
     })))
 }
 
+/// The anchor of a checkpoint: its sealed heads as one JSON line, with the time, for a file
+/// outside the database (`audit_anchor_file`). A database owner can drop the triggers and cut
+/// every chain back to a consistent earlier state (rows and heads together), which no record
+/// inside the database can reveal; the anchors, kept elsewhere, name heads that then no longer
+/// exist. Forging one needs the KEK.
+pub fn anchor_line(draft: &AuditDraft, now: UnixTime) -> String {
+    let mut v = draft.detail.clone();
+    v["ts"] = json!(now);
+    v.to_string()
+}
+
+/// Appends one anchor line and flushes it to disk.
+pub async fn append_anchor(path: &std::path::Path, line: &str) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut f = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .await?;
+    f.write_all(format!("{line}\n").as_bytes()).await?;
+    f.sync_data().await
+}
+
 /// What a checkpoint claims, and whether its seal holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claims {

@@ -36,6 +36,7 @@ pub struct Settings {
     pub session_sweep_secs: Option<u64>,
     pub dpop_nonce_secs: Option<u64>,
     pub admin_realm: Option<String>,
+    pub audit_anchor_file: Option<PathBuf>,
     pub aws_challenges_per_minute_per_ip: Option<u32>,
     pub aws_max_live_challenges: Option<u32>,
     pub log_format: Option<String>,
@@ -89,6 +90,7 @@ impl Settings {
             session_sweep_secs: over.session_sweep_secs.or(self.session_sweep_secs),
             dpop_nonce_secs: over.dpop_nonce_secs.or(self.dpop_nonce_secs),
             admin_realm: over.admin_realm.or(self.admin_realm),
+            audit_anchor_file: over.audit_anchor_file.or(self.audit_anchor_file),
             aws_challenges_per_minute_per_ip: over
                 .aws_challenges_per_minute_per_ip
                 .or(self.aws_challenges_per_minute_per_ip),
@@ -160,6 +162,7 @@ impl Settings {
             session_sweep_secs: num(&get, "SIGIL_SESSION_SWEEP_SECS")?,
             dpop_nonce_secs: num(&get, "SIGIL_DPOP_NONCE_SECS")?,
             admin_realm: get("SIGIL_ADMIN_REALM"),
+            audit_anchor_file: get("SIGIL_AUDIT_ANCHOR_FILE").map(PathBuf::from),
             aws_challenges_per_minute_per_ip: num(&get, "SIGIL_AWS_CHALLENGES_PER_MINUTE_PER_IP")?,
             aws_max_live_challenges: num(&get, "SIGIL_AWS_MAX_LIVE_CHALLENGES")?,
             log_format: get("SIGIL_LOG_FORMAT"),

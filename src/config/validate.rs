@@ -251,6 +251,15 @@ impl Config {
                 1,
                 3600,
             )?,
+            audit_anchor_file: match s.audit_anchor_file {
+                Some(_) if s.audit_checkpoint_secs == Some(0) => {
+                    return Err(invalid(
+                        "audit_anchor_file",
+                        "anchors are written with checkpoints: audit_checkpoint_secs must not be 0",
+                    ));
+                }
+                other => other.filter(|p| !p.as_os_str().is_empty()),
+            },
             admin_realm: match s.admin_realm.filter(|r| !r.is_empty()) {
                 None => None,
                 Some(r) if crate::directory::is_valid_realm_name(&r) => Some(r),

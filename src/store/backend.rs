@@ -455,8 +455,8 @@ macro_rules! impl_store {
                     "INSERT INTO clients (realm, client_id, enabled, secret_salt, secret_verifier, \
                      allowed_scopes, default_scopes, audience, grant_types, access_token_ttl, \
                      created_at, updated_at, redirect_uris, public_client, client_name, client_uri, auth_config, \
-                     may_introspect, post_logout_redirect_uris, backchannel_logout_uri) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
+                     may_introspect, post_logout_redirect_uris, backchannel_logout_uri, version) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
                 )
                 .bind(&c.realm)
                 .bind(&c.client_id)
@@ -478,6 +478,7 @@ macro_rules! impl_store {
                 .bind(c.may_introspect)
                 .bind(&c.post_logout_redirect_uris)
                 .bind(&c.backchannel_logout_uri)
+                .bind(c.version)
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| {

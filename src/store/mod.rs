@@ -119,7 +119,7 @@ pub struct ClientRecord {
     pub post_logout_redirect_uris: String,
     /// Where the client is told that a session it had tokens in ended (Back-Channel Logout 1.0).
     pub backchannel_logout_uri: Option<String>,
-    /// Bumped by every change to the client (the admin API's `ETag`); 1 when created.
+    /// Bumped by every change to the client (the admin API's `ETag`); random when created.
     pub version: i64,
     /// `auth_config` parsed (inline JWKS included) on first use: the directory caches the
     /// record, so a client's settings are parsed once per cache period, not once per request.

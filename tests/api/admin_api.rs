@@ -9,7 +9,13 @@ use crate::helpers::{Backend, Client, TestApp, spawn_app_with};
 use crate::jose::EcKey;
 
 async fn admin_app(backend: Backend) -> TestApp {
-    let app = spawn_app_with(backend, None, |c| c.admin_realm = Some("admin".into())).await;
+    // A long cache, as in production (tests default to none): changes made through the API must
+    // hold at once on this node all the same.
+    let app = spawn_app_with(backend, None, |c| {
+        c.admin_realm = Some("admin".into());
+        c.cache_ttl_secs = 60;
+    })
+    .await;
     app.create_realm("admin", Alg::ES256).await;
     app.create_realm("customers", Alg::ES256).await;
     app.create_realm("staff", Alg::ES256).await;
@@ -75,7 +81,7 @@ async fn scopes_reach_only_their_realm_scenario(app: &TestApp) {
     )
     .await;
     assert_eq!(s, 201, "{made}");
-    assert_eq!(h["etag"], "\"v1\"");
+    assert_eq!(h["etag"], format!("\"v{}\"", made["version"]).as_str());
     assert!(
         made["client_secret"]
             .as_str()
@@ -429,7 +435,7 @@ async fn if_match_lets_exactly_one_of_many_writers_win_scenario(app: &TestApp) {
     )
     .await;
     let current = h["etag"].to_str().expect("etag").to_owned();
-    assert_eq!(current, "\"v2\"");
+    assert_ne!(current, etag, "the rotation moved the version");
     let (s, h, body) = call(
         app,
         Method::PATCH,
@@ -467,6 +473,29 @@ async fn if_match_lets_exactly_one_of_many_writers_win_scenario(app: &TestApp) {
     )
     .await;
     assert_eq!(s, 404);
+
+    // Created again under the same id: an ETag read before the delete does not match it.
+    let (s, h, _) = call(
+        app,
+        Method::POST,
+        "/admin/realms/customers/clients",
+        &tok,
+        Some(json!({"client_id": "svc", "scope": "a", "audience": "ledger"})),
+        None,
+    )
+    .await;
+    assert_eq!(s, 201);
+    assert_ne!(h["etag"].to_str().expect("etag"), etag);
+    let (s, _, _) = call(
+        app,
+        Method::POST,
+        "/admin/realms/customers/clients/svc/secret",
+        &tok,
+        None,
+        Some(&etag),
+    )
+    .await;
+    assert_eq!(s, 412);
 }
 crate::on_every_backend_with!(
     if_match_lets_exactly_one_of_many_writers_win,
@@ -647,3 +676,153 @@ async fn the_admin_api_is_off_unless_configured() {
         .expect("send");
     assert_eq!(res.status(), 404);
 }
+
+/// A change made through the API holds on this node at once, whatever the directory cache held:
+/// the old secret, a disabled client and a retired key stop working with the next request.
+async fn changes_hold_at_once_on_this_node_scenario(app: &TestApp) {
+    let root = admin_client(app, "root", "sigil:admin").await;
+    let tok = app.token("admin", &root, None).await;
+    let svc = app.create_client("customers", "svc", "a", "ledger").await;
+    // Warm the cache with the client and the realm's key.
+    let first = app.token("customers", &svc, None).await;
+    let (_, h, _) = call(
+        app,
+        Method::GET,
+        "/admin/realms/customers/clients/svc",
+        &tok,
+        None,
+        None,
+    )
+    .await;
+    let (s, h, made) = call(
+        app,
+        Method::POST,
+        "/admin/realms/customers/clients/svc/secret",
+        &tok,
+        None,
+        Some(h["etag"].to_str().expect("etag")),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let old = app
+        .token_request(
+            "customers",
+            Some(("svc", &svc.secret)),
+            &[("grant_type", "client_credentials")],
+        )
+        .await;
+    assert_eq!(old.status(), 401, "the old secret stopped at once");
+    let new = Client {
+        id: "svc".into(),
+        secret: made["client_secret"].as_str().expect("secret").into(),
+    };
+    app.token("customers", &new, None).await;
+
+    // An emergency key rotation: the next token is signed by the new key.
+    let old_kid = crate::helpers::decode_part(&first, 0)["kid"]
+        .as_str()
+        .expect("kid")
+        .to_owned();
+    let (s, _, rotated) = call(
+        app,
+        Method::POST,
+        "/admin/realms/customers/keys/rotate",
+        &tok,
+        Some(json!({})),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let next = app.token("customers", &new, None).await;
+    let kid = crate::helpers::decode_part(&next, 0)["kid"]
+        .as_str()
+        .expect("kid")
+        .to_owned();
+    assert_ne!(kid, old_kid);
+    assert_eq!(kid, rotated["kid"].as_str().expect("kid"));
+
+    // Disabled: the next token request is refused.
+    let (s, _, _) = call(
+        app,
+        Method::PATCH,
+        "/admin/realms/customers/clients/svc",
+        &tok,
+        Some(json!({"enabled": false})),
+        Some(h["etag"].to_str().expect("etag")),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let refused = app
+        .token_request(
+            "customers",
+            Some(("svc", &new.secret)),
+            &[("grant_type", "client_credentials")],
+        )
+        .await;
+    assert_eq!(refused.status(), 401, "disabled at once");
+
+    // Other paths and methods under /admin are problems too.
+    let (s, _, body) = call(app, Method::GET, "/admin/nope", &tok, None, None).await;
+    assert_eq!((s, body["error_code"].as_str()), (404, Some("NOT_FOUND")));
+    let (s, h, body) = call(
+        app,
+        Method::PUT,
+        "/admin/realms/customers/clients/svc",
+        &tok,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, body["error_code"].as_str()),
+        (405, Some("METHOD_NOT_ALLOWED"))
+    );
+    assert!(h.contains_key("allow"));
+
+    // Audit paging: `next` is the last seq of the page, so rows written later are not skipped.
+    let (_, _, page) = call(
+        app,
+        Method::GET,
+        "/admin/audit?limit=1000",
+        &tok,
+        None,
+        None,
+    )
+    .await;
+    let last = page["items"]
+        .as_array()
+        .expect("items")
+        .last()
+        .expect("row")["seq"]
+        .as_i64();
+    assert_eq!(page["next"].as_i64(), last);
+    app.create_client("customers", "later", "a", "ledger").await;
+    let (_, _, more) = call(
+        app,
+        Method::GET,
+        &format!("/admin/audit?after={}", last.unwrap_or(0)),
+        &tok,
+        None,
+        None,
+    )
+    .await;
+    assert!(
+        more["items"].as_array().is_some_and(|i| !i.is_empty()),
+        "{more}"
+    );
+    let (_, _, empty) = call(
+        app,
+        Method::GET,
+        "/admin/audit?after=100000",
+        &tok,
+        None,
+        None,
+    )
+    .await;
+    assert!(empty.get("next").is_none());
+}
+crate::on_every_backend_with!(
+    changes_hold_at_once_on_this_node,
+    changes_hold_at_once_on_this_node_scenario,
+    admin_app
+);

@@ -189,3 +189,134 @@ async fn verify_checks_the_chain_head(app: &TestApp) {
     }
 }
 on_every_backend!(verify_checks_head, verify_checks_the_chain_head);
+
+/// Anchors outside the database: a database owner who drops the triggers and cuts the log back to
+/// an earlier consistent state (rows and head together) leaves a chain that verifies on its own;
+/// the anchor file names a head that is no longer there. An edited anchor fails its seal.
+/// `audit export` prints every row as a JSON line.
+async fn anchors_outside_the_database_reveal_a_cut_back_log(
+    app: &TestApp,
+    anchors: &std::path::Path,
+) {
+    app.create_realm("ledger", Alg::ES256).await;
+    let c = app
+        .create_client("ledger", "svc", "balances:read", "ledger")
+        .await;
+    for _ in 0..3 {
+        app.token("ledger", &c, None).await;
+    }
+    let head = app.audit().await.last().expect("rows").seq;
+    // The checkpoint task (every second here) anchors the heads it seals.
+    let mut anchored = false;
+    for _ in 0..50 {
+        let text = std::fs::read_to_string(anchors).unwrap_or_default();
+        anchored = text.lines().any(|l| {
+            serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| {
+                v["heads"]
+                    .as_array()
+                    .is_some_and(|hs| hs.iter().any(|h| h["seq"].as_i64() >= Some(head)))
+            })
+        });
+        if anchored {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(anchored, "no anchor names head {head}");
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sigil"))
+            .args(["--database-url", &app.database_url])
+            .args(args)
+            .current_dir(app._dir.path())
+            .env("SIGIL_LOG", "warn")
+            .output()
+            .expect("run sigil");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let file = anchors.to_str().expect("path");
+    let (code, out) = cli(&["audit", "verify", "--checkpoints", file]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("anchors hold"), "{out}");
+
+    // Export: one JSON line per row, from the given sequence number on.
+    let (code, out) = cli(&["audit", "export", "--after", "2"]);
+    assert_eq!(code, Some(0));
+    let rows = app.audit().await;
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(lines.len(), rows.iter().filter(|r| r.seq > 2).count());
+    assert_eq!(lines[0]["seq"], 3);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["hash"].is_string() && l["detail"].is_object())
+    );
+
+    // The owner cuts the log back to row 3: rows after it deleted, the head row set to it.
+    let keep = rows.iter().find(|r| r.seq == 3).expect("row 3").clone();
+    let unguard = match app.backend {
+        Backend::Sqlite => "DROP TRIGGER audit_log_no_delete",
+        Backend::Postgres => "ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_update_delete",
+    };
+    exec_raw(app, unguard).await.expect("unguard");
+    exec_raw(app, "DELETE FROM audit_log WHERE seq > 3")
+        .await
+        .expect("cut");
+    exec_raw(
+        app,
+        &format!(
+            "UPDATE audit_heads SET seq = 3, hash = '{}' WHERE chain = 'main'",
+            keep.hash
+        ),
+    )
+    .await
+    .expect("head");
+    // On its own the log verifies...
+    let (code, out) = cli(&["audit", "verify"]);
+    assert_eq!(
+        code,
+        Some(0),
+        "a consistent cut is invisible from inside: {out}"
+    );
+    // ...the anchors do not.
+    let (code, out) = cli(&["audit", "verify", "--checkpoints", file]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("cut back"), "{out}");
+
+    // An anchor edited to match the cut log fails its seal.
+    let text = std::fs::read_to_string(anchors).expect("anchors");
+    let mut v: serde_json::Value =
+        serde_json::from_str(text.lines().last().expect("line")).expect("json");
+    v["heads"][0]["seq"] = serde_json::json!(3);
+    v["heads"][0]["hash"] = serde_json::json!(keep.hash);
+    let forged = app._dir.path().join("forged.jsonl");
+    std::fs::write(&forged, format!("{v}\n")).expect("write");
+    let (code, out) = cli(&[
+        "audit",
+        "verify",
+        "--checkpoints",
+        forged.to_str().expect("path"),
+    ]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("seal does not hold"), "{out}");
+}
+
+#[tokio::test]
+async fn anchors_reveal_a_cut_back_log() {
+    for backend in crate::helpers::backends() {
+        let outside = tempfile::tempdir().expect("tmp");
+        let anchors = outside.path().join("anchors.jsonl");
+        let file = anchors.clone();
+        let app = crate::helpers::spawn_app_with(backend, None, move |c| {
+            c.audit_checkpoint_secs = 1;
+            c.audit_anchor_file = Some(file);
+        })
+        .await;
+        anchors_outside_the_database_reveal_a_cut_back_log(&app, &anchors).await;
+    }
+}
