@@ -180,7 +180,7 @@ impl Directory {
             .iter()
             .find(|k| k.state == "active")
             .ok_or_else(|| DirectoryError::NoActiveKey(name.to_owned()))?;
-        if active.kek_id != self.kek.id() {
+        if !self.kek.can_open(&active.kek_id) {
             return Err(KeyError::WrongKek {
                 kid: active.kid.clone(),
                 kek_id: self.kek.id().to_owned(),

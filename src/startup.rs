@@ -12,7 +12,7 @@ use crate::audit::AuditWriter;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, base_url_string};
 use crate::directory::Directory;
-use crate::keys::{KekOpenError, open_file_kek};
+use crate::keys::{KekOpenError, open_kek_ring};
 use crate::state::AppState;
 use crate::store::{self, StoreError};
 
@@ -53,7 +53,8 @@ impl Application {
     ) -> Result<Application, StartupError> {
         let store = store::connect_with(&config.database_url, &config.db).await?;
         store.migrate().await?;
-        let (kek, created) = open_file_kek(&config.kek_file, store.as_ref()).await?;
+        let (kek, created) =
+            open_kek_ring(&config.kek_file, &config.kek_previous_files, store.as_ref()).await?;
         if created {
             tracing::warn!(
                 path = %config.kek_file.display(),

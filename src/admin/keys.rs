@@ -1,4 +1,5 @@
-//! KEK rotation: every sealed private key re-encrypted under a new KEK in one transaction.
+//! KEK rotation: every sealed private key and every user's TOTP secret re-encrypted under a new
+//! KEK in one transaction.
 
 use serde_json::json;
 
@@ -6,19 +7,24 @@ use super::AdminError;
 use crate::audit::AuditDraft;
 use crate::clock::UnixTime;
 use crate::keys::{KekSource, KeyError, key_aad};
-use crate::store::{Resealed, Store};
+use crate::store::{Resealed, ResealedTotp, Store};
 
-/// Returns how many keys were re-encrypted.
+/// Returns how many signing keys and TOTP secrets were re-encrypted. `old` opens what is sealed now (a
+/// ring: the node's KEK and its previous ones); keys already under `new` are left as they are, so
+/// a rotation interrupted or run twice is finished by running it again.
 pub async fn rotate_kek(
     store: &dyn Store,
     old: &dyn KekSource,
     new: &dyn KekSource,
     actor: &str,
     now: UnixTime,
-) -> Result<usize, AdminError> {
+) -> Result<(usize, usize), AdminError> {
     let mut resealed = Vec::new();
     for k in store.all_keys().await? {
-        if k.kek_id != old.id() {
+        if k.kek_id == new.id() {
+            continue;
+        }
+        if !old.can_open(&k.kek_id) {
             return Err(KeyError::WrongKek {
                 kid: k.kid,
                 kek_id: old.id().to_owned(),
@@ -35,13 +41,29 @@ pub async fn rotate_kek(
             kid: k.kid,
         });
     }
+    // TOTP secrets carry no KEK id: each opens with the new KEK already, or with the old ring.
+    let mut totps = Vec::new();
+    for (realm, user_id, sealed) in store.totp_secrets().await? {
+        let aad = crate::identity::totp::aad(&realm, &user_id);
+        if new.open(&aad, &sealed).is_ok() {
+            continue;
+        }
+        let plain = old.open(&aad, &sealed)?;
+        totps.push(ResealedTotp {
+            new: new.seal(&aad, &plain)?,
+            old: sealed,
+            realm,
+            user_id,
+        });
+    }
     let audit = [
         AuditDraft::new(now, None, "kek.rotated", actor).detail(json!({
             "from": old.id(),
             "to": new.id(),
             "keys": resealed.len(),
+            "totp_secrets": totps.len(),
         })),
     ];
-    store.reseal_keys(&resealed, &audit).await?;
-    Ok(resealed.len())
+    let totp_done = store.reseal_keys(&resealed, &totps, &audit).await?;
+    Ok((resealed.len(), totp_done))
 }

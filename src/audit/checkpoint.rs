@@ -95,7 +95,7 @@ pub fn claims(detail: &str, kek: Option<&dyn KekSource>) -> Result<Claims, Strin
         .and_then(|m| B64.decode(m).ok())
         .ok_or("no seal")?;
     let sealed = match kek {
-        Some(k) if v["kek_id"].as_str() == Some(k.id()) => {
+        Some(k) if v["kek_id"].as_str().is_some_and(|id| k.can_open(id)) => {
             Some(k.open(&aad(&heads), &mac).is_ok_and(|m| m.is_empty()))
         }
         _ => None,

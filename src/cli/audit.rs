@@ -33,7 +33,14 @@ pub(super) async fn run(cmd: AuditCommand, config: Config) -> Result<i32, CliErr
     };
     let store = open_store(&config).await?;
     // Checkpoint seals are checked when this KEK is at hand (never created here).
-    let kek = crate::keys::FileKek::load(&config.kek_file).ok();
+    let kek = crate::keys::FileKek::load(&config.kek_file).ok().map(|k| {
+        let previous = config
+            .kek_previous_files
+            .iter()
+            .filter_map(|p| crate::keys::FileKek::load(p).ok())
+            .collect();
+        crate::keys::KekRing::new(k, previous)
+    });
     let kek_ref = kek.as_ref().map(|k| k as &dyn crate::keys::KekSource);
     if kek.is_none() {
         eprintln!(

@@ -8,7 +8,7 @@ use clap::Subcommand;
 use crate::admin;
 use crate::clock::UnixTime;
 use crate::config::Config;
-use crate::keys::{Alg, open_file_kek};
+use crate::keys::{Alg, open_kek_ring};
 
 use super::{CliError, base_url, open_store, print_json};
 
@@ -77,7 +77,8 @@ pub(super) async fn run(
             }
         }
         KeyCommand::Rotate { realm, alg } => {
-            let (kek, _) = open_file_kek(&config.kek_file, store.as_ref()).await?;
+            let (kek, _) =
+                open_kek_ring(&config.kek_file, &config.kek_previous_files, store.as_ref()).await?;
             let kid = crate::keys::rotation::rotate_now(
                 store.as_ref(),
                 kek.as_ref(),
@@ -91,7 +92,8 @@ pub(super) async fn run(
             println!("{kid} now signs for realm {realm}");
         }
         KeyCommand::Revoke { realm, kid } => {
-            let (kek, _) = open_file_kek(&config.kek_file, store.as_ref()).await?;
+            let (kek, _) =
+                open_kek_ring(&config.kek_file, &config.kek_previous_files, store.as_ref()).await?;
             crate::keys::rotation::revoke(store.as_ref(), kek.as_ref(), &realm, &kid, actor, now)
                 .await
                 .map_err(|e| CliError::Other(e.to_string()))?;
@@ -113,11 +115,14 @@ pub(super) async fn run_kek(
 ) -> Result<i32, CliError> {
     let KekCommand::Rotate { new_kek } = cmd;
     let store = open_store(&config).await?;
-    let (old, _) = open_file_kek(&config.kek_file, store.as_ref()).await?;
+    let (old, _) =
+        open_kek_ring(&config.kek_file, &config.kek_previous_files, store.as_ref()).await?;
     let new = crate::keys::FileKek::load(&new_kek)?;
-    let n = admin::keys::rotate_kek(store.as_ref(), old.as_ref(), &new, actor, now).await?;
+    let (keys, totps) =
+        admin::keys::rotate_kek(store.as_ref(), old.as_ref(), &new, actor, now).await?;
     println!(
-        "re-encrypted {n} keys under {}; now set kek_file to {} and restart every node",
+        "re-encrypted {keys} signing keys and {totps} TOTP secrets under {}; every node must now run with {} \
+         as kek_file (the old KEK may stay in kek_previous_files until every node does)",
         crate::keys::KekSource::id(&new),
         new_kek.display()
     );

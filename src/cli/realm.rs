@@ -5,7 +5,7 @@ use clap::Subcommand;
 use crate::admin;
 use crate::clock::UnixTime;
 use crate::config::Config;
-use crate::keys::{Alg, open_file_kek};
+use crate::keys::{Alg, open_kek_ring};
 
 use super::{CliError, base_url, open_store, print_json};
 
@@ -105,7 +105,8 @@ pub(super) async fn run(
             rotation_period,
             prepublish,
         } => {
-            let (kek, created) = open_file_kek(&config.kek_file, store.as_ref()).await?;
+            let (kek, created) =
+                open_kek_ring(&config.kek_file, &config.kek_previous_files, store.as_ref()).await?;
             if created {
                 eprintln!(
                     "warning: created a new key-encryption key at {}; production must provide its own",

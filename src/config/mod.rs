@@ -105,6 +105,8 @@ pub struct Config {
     /// The realm whose tokens (audience `sigil-admin`) the admin API at `/admin` accepts;
     /// `None` = the admin API is off.
     pub admin_realm: Option<String>,
+    /// KEKs this node still opens with but never seals with (a KEK rotation in progress).
+    pub kek_previous_files: Vec<std::path::PathBuf>,
     /// Where every audit checkpoint is also appended (a JSON line), outside the database.
     pub audit_anchor_file: Option<std::path::PathBuf>,
     /// AWS exchange challenges one address may obtain per minute; past it, 429. 0 = no limit.
@@ -180,6 +182,7 @@ impl Config {
             session_sweep_secs: 60,
             dpop_nonce_secs: 0,
             admin_realm: None,
+            kek_previous_files: Vec::new(),
             audit_anchor_file: None,
             aws_challenges_per_minute_per_ip: 30,
             aws_max_live_challenges: 10_000,

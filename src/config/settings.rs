@@ -20,6 +20,7 @@ pub struct Settings {
     pub audit_chain: Option<String>,
     pub audit_checkpoint_secs: Option<u64>,
     pub kek_file: Option<PathBuf>,
+    pub kek_previous_files: Option<Vec<PathBuf>>,
     pub cache_ttl_secs: Option<u64>,
     pub jwks_max_age_secs: Option<u64>,
     pub max_body_bytes: Option<usize>,
@@ -90,6 +91,7 @@ impl Settings {
             session_sweep_secs: over.session_sweep_secs.or(self.session_sweep_secs),
             dpop_nonce_secs: over.dpop_nonce_secs.or(self.dpop_nonce_secs),
             admin_realm: over.admin_realm.or(self.admin_realm),
+            kek_previous_files: over.kek_previous_files.or(self.kek_previous_files),
             audit_anchor_file: over.audit_anchor_file.or(self.audit_anchor_file),
             aws_challenges_per_minute_per_ip: over
                 .aws_challenges_per_minute_per_ip
@@ -162,6 +164,14 @@ impl Settings {
             session_sweep_secs: num(&get, "SIGIL_SESSION_SWEEP_SECS")?,
             dpop_nonce_secs: num(&get, "SIGIL_DPOP_NONCE_SECS")?,
             admin_realm: get("SIGIL_ADMIN_REALM"),
+            // Comma-separated paths in the environment; a list in the file.
+            kek_previous_files: get("SIGIL_KEK_PREVIOUS_FILES").map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(PathBuf::from)
+                    .collect()
+            }),
             audit_anchor_file: get("SIGIL_AUDIT_ANCHOR_FILE").map(PathBuf::from),
             aws_challenges_per_minute_per_ip: num(&get, "SIGIL_AWS_CHALLENGES_PER_MINUTE_PER_IP")?,
             aws_max_live_challenges: num(&get, "SIGIL_AWS_MAX_LIVE_CHALLENGES")?,

@@ -251,6 +251,7 @@ impl Config {
                 1,
                 3600,
             )?,
+            kek_previous_files: s.kek_previous_files.unwrap_or_default(),
             audit_anchor_file: match s.audit_anchor_file {
                 Some(_) if s.audit_checkpoint_secs == Some(0) => {
                     return Err(invalid(

@@ -18,6 +18,63 @@ pub trait KekSource: Send + Sync + 'static {
     fn id(&self) -> &str;
     fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, KeyError>;
     fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, KeyError>;
+    /// Whether values sealed under the KEK with this id open here.
+    fn can_open(&self, id: &str) -> bool {
+        id == self.id()
+    }
+}
+
+/// The KEK a node seals with, and the KEKs it may still open with: what lets a KEK rotation roll
+/// out with every node running. First every node gets the new KEK as a previous one (it opens
+/// what others seal with it); then every node seals with the new one and keeps the old as
+/// previous; then `sigil kek rotate` re-seals everything under the new one; then the old one is
+/// dropped. At no step does any node meet a value it cannot open.
+pub struct KekRing {
+    primary: FileKek,
+    previous: Vec<FileKek>,
+}
+
+impl KekRing {
+    pub fn new(primary: FileKek, previous: Vec<FileKek>) -> KekRing {
+        KekRing { primary, previous }
+    }
+
+    /// Every KEK id this ring opens, the sealing one first.
+    pub fn ids(&self) -> Vec<&str> {
+        std::iter::once(self.primary.id())
+            .chain(self.previous.iter().map(|k| k.id()))
+            .collect()
+    }
+}
+
+impl KekSource for KekRing {
+    fn id(&self) -> &str {
+        self.primary.id()
+    }
+
+    fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, KeyError> {
+        self.primary.seal(aad, plaintext)
+    }
+
+    /// The sealing KEK first, then each previous one (a wrong key fails GCM's tag at once).
+    fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, KeyError> {
+        let first = self.primary.open(aad, sealed);
+        if first.is_ok() {
+            return first;
+        }
+        self.previous
+            .iter()
+            .find_map(|k| k.open(aad, sealed).ok())
+            .ok_or_else(|| {
+                first
+                    .err()
+                    .unwrap_or_else(|| KeyError::Kek("no KEK opens it".into()))
+            })
+    }
+
+    fn can_open(&self, id: &str) -> bool {
+        self.ids().contains(&id)
+    }
 }
 
 /// A 256-bit KEK read from a file (base64, mode 0600).

@@ -6,7 +6,7 @@ pub mod rotation;
 pub mod signing;
 
 pub use jwk::Jwks;
-pub use kek::{FileKek, KekSource};
+pub use kek::{FileKek, KekRing, KekSource};
 pub use signing::{Alg, SigningKey};
 
 #[derive(Debug, thiserror::Error)]
@@ -60,11 +60,50 @@ pub enum KekOpenError {
     },
 }
 
+/// Opens the file KEK and the previous KEKs beside it (`kek_previous_files`, which it can still
+/// open with but never seals with). Every KEK id the database's keys are sealed under must be in
+/// that ring. Returns the ring and whether the KEK file was created.
+pub async fn open_kek_ring(
+    path: &Path,
+    previous: &[std::path::PathBuf],
+    store: &dyn Store,
+) -> Result<(Arc<dyn KekSource>, bool), KekOpenError> {
+    let (primary, created) = open_file_kek_alone(path, previous.is_empty(), store).await?;
+    if previous.is_empty() {
+        return Ok((primary, created));
+    }
+    let primary = FileKek::load(path)?;
+    let mut older = Vec::new();
+    for p in previous {
+        crate::private_files::warn_if_open_to_others(p, "previous key-encryption key file");
+        older.push(FileKek::load(p)?);
+    }
+    let ring = KekRing::new(primary, older);
+    let in_use = store.kek_ids_in_use().await?;
+    if let Some(id) = in_use.iter().find(|id| !ring.can_open(id)) {
+        return Err(KekOpenError::Mismatch {
+            path: path.display().to_string(),
+            found: ring.ids().join(", "),
+            ids: id.clone(),
+        });
+    }
+    Ok((Arc::new(ring), created))
+}
+
 /// Opens the file KEK. Creates one only when the file is absent *and* no key in the database is
 /// sealed under any KEK, so a wrong path can never silently start a second key hierarchy.
 /// Returns the KEK and whether it was created.
 pub async fn open_file_kek(
     path: &Path,
+    store: &dyn Store,
+) -> Result<(Arc<dyn KekSource>, bool), KekOpenError> {
+    open_file_kek_alone(path, true, store).await
+}
+
+/// `check`: refuse keys sealed under another KEK (a ring checks against all of its KEKs itself).
+async fn open_file_kek_alone(
+    path: &Path,
+    check: bool,
     store: &dyn Store,
 ) -> Result<(Arc<dyn KekSource>, bool), KekOpenError> {
     let in_use = store.kek_ids_in_use().await?;
@@ -81,7 +120,7 @@ pub async fn open_file_kek(
     }
     crate::private_files::warn_if_open_to_others(path, "key-encryption key file");
     let kek = FileKek::load(path)?;
-    if in_use.iter().any(|id| id != kek.id()) {
+    if check && in_use.iter().any(|id| id != kek.id()) {
         return Err(KekOpenError::Mismatch {
             path: path.display().to_string(),
             found: kek.id().to_owned(),

@@ -258,8 +258,9 @@ macro_rules! impl_store {
             async fn reseal_keys(
                 &self,
                 keys: &[$crate::store::Resealed],
+                totps: &[$crate::store::ResealedTotp],
                 audit: $crate::store::Audited<'_>,
-            ) -> Result<(), $crate::store::StoreError> {
+            ) -> Result<usize, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
                 Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 for k in keys {
@@ -274,8 +275,33 @@ macro_rules! impl_store {
                     .execute(&mut *tx)
                     .await?;
                 }
+                let mut totp_done = 0;
+                for t in totps {
+                    totp_done += sqlx::query(
+                        "UPDATE users SET totp_sealed = $1 \
+                         WHERE realm = $2 AND id = $3 AND totp_sealed = $4",
+                    )
+                    .bind(&t.new)
+                    .bind(&t.realm)
+                    .bind(&t.user_id)
+                    .bind(&t.old)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected() as usize;
+                }
                 tx.commit().await?;
-                Ok(())
+                Ok(totp_done)
+            }
+
+            async fn totp_secrets(
+                &self,
+            ) -> Result<Vec<(String, String, Vec<u8>)>, $crate::store::StoreError> {
+                Ok(sqlx::query_as(
+                    "SELECT realm, id, totp_sealed FROM users WHERE totp_sealed IS NOT NULL \
+                     ORDER BY realm, id",
+                )
+                .fetch_all(&self.pool)
+                .await?)
             }
 
             async fn set_aws_settings(

@@ -195,6 +195,15 @@ pub struct Resealed {
     pub kek_id: String,
 }
 
+/// A user's TOTP secret sealed again under a new KEK; written only while the row still holds
+/// `old` (a secret replaced meanwhile is left as the user set it).
+pub struct ResealedTotp {
+    pub realm: String,
+    pub user_id: String,
+    pub old: Vec<u8>,
+    pub new: Vec<u8>,
+}
+
 /// A realm's AWS exchange settings.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AwsSettingsRecord {
@@ -257,7 +266,16 @@ pub trait Store: login::LoginStore + Send + Sync + 'static {
     /// Every key of every realm (for KEK rotation).
     async fn all_keys(&self) -> Result<Vec<KeyRecord>, StoreError>;
     /// Replaces every listed sealed key in one transaction.
-    async fn reseal_keys(&self, keys: &[Resealed], audit: Audited<'_>) -> Result<(), StoreError>;
+    /// Replaces every listed sealed key and TOTP secret in one transaction; returns how many
+    /// TOTP secrets were still the ones read.
+    async fn reseal_keys(
+        &self,
+        keys: &[Resealed],
+        totps: &[ResealedTotp],
+        audit: Audited<'_>,
+    ) -> Result<usize, StoreError>;
+    /// Every user's sealed TOTP secret: (realm, user id, sealed).
+    async fn totp_secrets(&self) -> Result<Vec<(String, String, Vec<u8>)>, StoreError>;
     /// The KEK ids any stored private key is sealed under (to refuse a wrong or missing KEK).
     async fn kek_ids_in_use(&self) -> Result<Vec<String>, StoreError>;
 

@@ -20,6 +20,7 @@ mod connections;
 mod database;
 mod discovery_jwks;
 mod hardening;
+mod kek_rotation;
 mod limits;
 mod login;
 mod logout;

@@ -391,7 +391,7 @@ async fn kek_rotation_re_encrypts_every_key() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("re-encrypted 2 keys"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("re-encrypted 2 signing keys"));
     // The old KEK no longer opens anything; the new one does, and signing still works.
     let out = run(&kek, &["key", "rotate", "--realm", "ledger"]);
     assert!(!out.status.success());
