@@ -93,8 +93,8 @@ on_every_backend!(
 /// A loopback TCP proxy in front of PostgreSQL that can stop passing bytes (both ways) while
 /// keeping every connection open: a database that has stopped answering, as a hung server or a
 /// network partition looks to a client.
-struct Proxy {
-    addr: std::net::SocketAddr,
+pub(crate) struct Proxy {
+    pub(crate) addr: std::net::SocketAddr,
     stalled: Arc<AtomicBool>,
     /// Stall right after the next bytes from Sigil have been passed on: a statement that reached
     /// the database and whose answer never comes back.
@@ -102,7 +102,7 @@ struct Proxy {
 }
 
 impl Proxy {
-    async fn start(upstream: String) -> Proxy {
+    pub(crate) async fn start(upstream: String) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let stalled = Arc::new(AtomicBool::new(false));
@@ -126,7 +126,7 @@ impl Proxy {
         }
     }
 
-    fn stall(&self, on: bool) {
+    pub(crate) fn stall(&self, on: bool) {
         self.stalled.store(on, Ordering::SeqCst);
     }
 }

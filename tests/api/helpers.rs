@@ -506,14 +506,21 @@ pub fn spawn_node(db: &str, kek: &std::path::Path, env: &[(&str, &str)]) -> Node
         .env("SIGIL_LOG", "warn")
         .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
     let mut line = String::new();
     std::io::BufReader::new(child.stdout.take().expect("stdout"))
         .read_line(&mut line)
         .expect("read");
-    assert!(line.starts_with("listening on "), "{line}");
+    let mut stderr = child.stderr.take().expect("stderr");
+    if !line.starts_with("listening on ") {
+        let mut why = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut why);
+        panic!("the node did not start: {line}{why}");
+    }
+    // Drained in the background, so a chatty node never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
     let base = line.trim().trim_start_matches("listening on ").to_owned();
     Node(child, base)
 }

@@ -19,6 +19,7 @@ mod client_credentials;
 mod connections;
 mod database;
 mod discovery_jwks;
+mod failover;
 mod hardening;
 mod kek_rotation;
 mod limits;
