@@ -31,7 +31,7 @@ fn is_valid_name(n: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UserView {
     pub id: String,
     pub username: String,
@@ -42,6 +42,8 @@ pub struct UserView {
     pub has_totp: bool,
     pub passkeys: usize,
     pub sessions: usize,
+    /// Bumped by every admin change: the admin API's `ETag` is made from it.
+    pub version: i64,
 }
 
 pub async fn create_group(
@@ -124,6 +126,8 @@ pub async fn create(
         totp_last_step: 0,
         created_at: now,
         updated_at: now,
+        // Random, not 1: an ETag read before a delete never matches a user made again.
+        version: i64::from(u32::from_be_bytes(crate::random::random_bytes::<4>()) >> 1) + 1,
     };
     let audit = [AuditDraft::new(now, Some(realm), "user.created", actor)
         .subject(&user.id)
@@ -154,6 +158,7 @@ pub async fn show(store: &dyn Store, realm: &str, username: &str) -> Result<User
     let passkeys = store.passkeys(realm, &u.id).await?.len();
     let sessions = store.sessions_of(realm, &u.id).await?.len();
     Ok(UserView {
+        version: u.version,
         attributes: serde_json::from_str(&u.attributes).unwrap_or_default(),
         has_password: u.password_hash.is_some(),
         has_totp: u.totp_sealed.is_some(),
@@ -172,6 +177,7 @@ pub async fn set_enabled(
     store: &dyn Store,
     realm: &str,
     username: &str,
+    expected: Option<i64>,
     enabled: bool,
     now: UnixTime,
     actor: &str,
@@ -189,14 +195,12 @@ pub async fn set_enabled(
         );
     }
     if store
-        .set_user_enabled(realm, &u.id, enabled, now, &audit)
+        .set_user_enabled(realm, &u.id, expected, enabled, now, &audit)
         .await?
     {
         Ok(())
     } else {
-        Err(AdminError::NotFound(format!(
-            "user {username} in realm {realm}"
-        )))
+        Err(gone_or_stale(store, realm, username).await)
     }
 }
 
@@ -205,6 +209,7 @@ pub async fn set_attrs(
     store: &dyn Store,
     realm: &str,
     username: &str,
+    expected: Option<i64>,
     attrs: &[(String, String)],
     now: UnixTime,
     actor: &str,
@@ -215,11 +220,22 @@ pub async fn set_attrs(
             .subject(&u.id)
             .detail(json!(attrs)),
     ];
-    store
-        .update_user_attributes(realm, &u.id, attrs, now, &audit)
+    match store
+        .update_user_attributes(realm, &u.id, expected, attrs, now, &audit)
         .await?
-        .ok_or_else(|| AdminError::NotFound(format!("user {username} in realm {realm}")))?;
-    show(store, realm, username).await
+    {
+        Some(_) => show(store, realm, username).await,
+        None => Err(gone_or_stale(store, realm, username).await),
+    }
+}
+
+/// Why a change naming a version matched no row: the user is gone, or changed since it was read.
+async fn gone_or_stale(store: &dyn Store, realm: &str, username: &str) -> AdminError {
+    match store.user_by_name(realm, username).await {
+        Ok(Some(_)) => AdminError::Stale(format!("user {username} in realm {realm}")),
+        Ok(None) => AdminError::NotFound(format!("user {username} in realm {realm}")),
+        Err(e) => e.into(),
+    }
 }
 
 pub async fn add_group(

@@ -16,6 +16,7 @@ mod clients;
 mod keys;
 mod problem;
 mod realms;
+mod users;
 
 use std::sync::Arc;
 
@@ -49,7 +50,8 @@ use crate::state::AppState;
     security(("bearer" = [])),
     components(schemas(Problem)),
     tags(
-        (name = "realms"), (name = "clients"), (name = "keys"), (name = "groups"), (name = "audit")
+        (name = "realms"), (name = "clients"), (name = "keys"), (name = "groups"), (name = "users"),
+        (name = "audit")
     )
 )]
 struct ApiDoc;
@@ -124,6 +126,11 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(keys::list))
         .routes(routes!(keys::rotate))
         .routes(routes!(realms::groups, realms::create_group))
+        .routes(routes!(users::create))
+        .routes(routes!(users::show, users::update))
+        .routes(routes!(users::add_group, users::remove_group))
+        .routes(routes!(users::invite))
+        .routes(routes!(users::sign_out))
         .routes(routes!(audit::list))
         .routes(routes!(audit::verify))
         .split_for_parts();

@@ -109,20 +109,23 @@ pub(super) async fn run(
             print_json(&admin::users::show(s, &user.realm, &user.username).await?)
         }
         UserCommand::Disable { user } => {
-            admin::users::set_enabled(s, &user.realm, &user.username, false, now, actor).await?;
+            admin::users::set_enabled(s, &user.realm, &user.username, None, false, now, actor)
+                .await?;
             println!(
                 "disabled {} (sessions and refresh tokens ended)",
                 user.username
             );
         }
         UserCommand::Enable { user } => {
-            admin::users::set_enabled(s, &user.realm, &user.username, true, now, actor).await?;
+            admin::users::set_enabled(s, &user.realm, &user.username, None, true, now, actor)
+                .await?;
             println!("enabled {}", user.username);
         }
         UserCommand::SetAttr { user, attrs: a } => {
             let a = attrs(a)?;
             print_json(
-                &admin::users::set_attrs(s, &user.realm, &user.username, &a, now, actor).await?,
+                &admin::users::set_attrs(s, &user.realm, &user.username, None, &a, now, actor)
+                    .await?,
             );
         }
         UserCommand::AddGroup { user, group } => {

@@ -27,6 +27,8 @@ pub struct UserRecord {
     pub totp_last_step: i64,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Bumped by every admin change (enabled, attributes): the admin API's `ETag`.
+    pub version: i64,
 }
 
 impl std::fmt::Debug for UserRecord {
@@ -195,20 +197,25 @@ pub trait LoginStore: Send + Sync {
     async fn user_by_id(&self, realm: &str, id: &str) -> Result<Option<UserRecord>, StoreError>;
     /// Enables or disables a user (column-precise). Disabling also ends every session and revokes
     /// every refresh token, in the same transaction. False if there is no such user.
+    /// With `expected`, only while the user's `version` is that one (the admin API's
+    /// `If-Match`); `false` if no row matched.
     async fn set_user_enabled(
         &self,
         realm: &str,
         user_id: &str,
+        expected: Option<i64>,
         enabled: bool,
         now: i64,
         audit: Audited<'_>,
     ) -> Result<bool, StoreError>;
     /// Sets (or, with an empty value, removes) attributes under the row's lock, so concurrent
     /// changes of other attributes or columns are never overwritten. `None` if no such user.
+    /// `None` if no row matched (no such user, or with `expected`, another version).
     async fn update_user_attributes(
         &self,
         realm: &str,
         user_id: &str,
+        expected: Option<i64>,
         changes: &[(String, String)],
         now: i64,
         audit: Audited<'_>,

@@ -25,10 +25,11 @@ macro_rules! impl_login_store {
                 Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 sqlx::query(
                     "INSERT INTO users (realm, id, username, enabled, attributes, password_hash, totp_sealed, \
-                     totp_last_step, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                     totp_last_step, created_at, updated_at, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 )
                 .bind(&u.realm).bind(&u.id).bind(&u.username).bind(u.enabled).bind(&u.attributes)
                 .bind(&u.password_hash).bind(&u.totp_sealed).bind(u.totp_last_step).bind(u.created_at).bind(u.updated_at)
+                .bind(u.version)
                 .execute(&mut *tx).await
                 .map_err(|e| $crate::store::map_unique(e, || format!("user {} in realm {}", u.username, u.realm)))?;
                 for g in groups {
@@ -44,25 +45,28 @@ macro_rules! impl_login_store {
             async fn user_by_name(&self, realm: &str, username: &str) -> Result<Option<$crate::store::login::UserRecord>, $crate::store::StoreError> {
                 Ok(sqlx::query_as(
                     "SELECT realm, id, username, enabled, attributes, password_hash, totp_sealed, totp_last_step, \
-                     created_at, updated_at FROM users WHERE realm = $1 AND username = $2",
+                     created_at, updated_at, version FROM users WHERE realm = $1 AND username = $2",
                 ).bind(realm).bind(username).fetch_optional(&self.pool).await?)
             }
 
             async fn user_by_id(&self, realm: &str, id: &str) -> Result<Option<$crate::store::login::UserRecord>, $crate::store::StoreError> {
                 Ok(sqlx::query_as(
                     "SELECT realm, id, username, enabled, attributes, password_hash, totp_sealed, totp_last_step, \
-                     created_at, updated_at FROM users WHERE realm = $1 AND id = $2",
+                     created_at, updated_at, version FROM users WHERE realm = $1 AND id = $2",
                 ).bind(realm).bind(id).fetch_optional(&self.pool).await?)
             }
 
-            async fn set_user_enabled(&self, realm: &str, user_id: &str, enabled: bool, now: i64, audit: $crate::store::Audited<'_>) -> Result<bool, $crate::store::StoreError> {
+            async fn set_user_enabled(&self, realm: &str, user_id: &str, expected: Option<i64>, enabled: bool, now: i64, audit: $crate::store::Audited<'_>) -> Result<bool, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
                 if !enabled {
                     Self::lock_revocations(&mut tx, realm).await?;
                 }
                 Self::append_in_tx(&self.chain, &mut tx, audit).await?;
-                let done = sqlx::query("UPDATE users SET enabled = $1, updated_at = $2 WHERE realm = $3 AND id = $4")
-                    .bind(enabled).bind(now).bind(realm).bind(user_id)
+                let done = sqlx::query(
+                    "UPDATE users SET enabled = $1, updated_at = $2, version = version + 1 \
+                     WHERE realm = $3 AND id = $4 AND ($5 IS NULL OR version = $5)",
+                )
+                    .bind(enabled).bind(now).bind(realm).bind(user_id).bind(expected)
                     .execute(&mut *tx).await?.rows_affected() == 1;
                 if !done {
                     return Ok(false);
@@ -81,12 +85,15 @@ macro_rules! impl_login_store {
                 Ok(true)
             }
 
-            async fn update_user_attributes(&self, realm: &str, user_id: &str, changes: &[(String, String)], now: i64, audit: $crate::store::Audited<'_>) -> Result<Option<String>, $crate::store::StoreError> {
+            async fn update_user_attributes(&self, realm: &str, user_id: &str, expected: Option<i64>, changes: &[(String, String)], now: i64, audit: $crate::store::Audited<'_>) -> Result<Option<String>, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
                 Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 // Take the row's lock first (SQLite already holds the write lock), then read.
-                if sqlx::query("UPDATE users SET updated_at = $1 WHERE realm = $2 AND id = $3")
-                    .bind(now).bind(realm).bind(user_id)
+                if sqlx::query(
+                    "UPDATE users SET updated_at = $1, version = version + 1 \
+                     WHERE realm = $2 AND id = $3 AND ($4 IS NULL OR version = $4)",
+                )
+                    .bind(now).bind(realm).bind(user_id).bind(expected)
                     .execute(&mut *tx).await?.rows_affected() != 1
                 {
                     return Ok(None);

@@ -826,3 +826,266 @@ crate::on_every_backend_with!(
     changes_hold_at_once_on_this_node_scenario,
     admin_app
 );
+
+/// Users through the API: created, read with an ETag, one of many concurrent disables with the
+/// same `If-Match` wins, attributes merged, groups joined and left, an invite that opens the
+/// enrolment page, sign-out everywhere; a realm admin reaches no other realm's users.
+async fn users_through_the_api_scenario(app: &TestApp) {
+    let root = admin_client(app, "root", "sigil:admin").await;
+    let tok = app.token("admin", &root, None).await;
+    let (s, _, _) = call(
+        app,
+        Method::POST,
+        "/admin/realms/customers/groups",
+        &tok,
+        Some(json!({"name": "retail", "scopes": "balances:read"})),
+        None,
+    )
+    .await;
+    assert_eq!(s, 201);
+    let (s, h, alice) = call(
+        app,
+        Method::POST,
+        "/admin/realms/customers/users",
+        &tok,
+        Some(
+            json!({"username": "alice", "attributes": {"party_id": "P-42"}, "groups": ["retail"]}),
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(s, 201, "{alice}");
+    assert_eq!(alice["groups"], json!(["retail"]));
+    let etag = h["etag"].to_str().expect("etag").to_owned();
+    let (s, _, _) = call(
+        app,
+        Method::POST,
+        "/admin/realms/customers/users",
+        &tok,
+        Some(json!({"username": "alice"})),
+        None,
+    )
+    .await;
+    assert_eq!(s, 409);
+    for bad in [
+        json!({"username": "a b"}),
+        json!({"username": "x", "attributes": {"bad name": "v"}}),
+        json!({"username": "x", "attributes": {"k": "line\nbreak"}}),
+        json!({"username": "x", "groups": ["nope"]}),
+    ] {
+        let (s, _, body) = call(
+            app,
+            Method::POST,
+            "/admin/realms/customers/users",
+            &tok,
+            Some(bad.clone()),
+            None,
+        )
+        .await;
+        assert!(s == 400 || s == 404, "{bad}: {body}");
+    }
+
+    // Attributes, with If-Match: merged, an empty value removes.
+    let (s, h, after) = call(
+        app,
+        Method::PATCH,
+        "/admin/realms/customers/users/alice",
+        &tok,
+        Some(json!({"attributes": {"jurisdiction": "DE", "party_id": ""}})),
+        Some(&etag),
+    )
+    .await;
+    assert_eq!(s, 200, "{after}");
+    assert_eq!(after["attributes"], json!({"jurisdiction": "DE"}));
+    let etag2 = h["etag"].to_str().expect("etag").to_owned();
+    assert_ne!(etag2, etag);
+    let (s, _, _) = call(
+        app,
+        Method::PATCH,
+        "/admin/realms/customers/users/alice",
+        &tok,
+        Some(json!({"enabled": false})),
+        Some(&etag),
+    )
+    .await;
+    assert_eq!(s, 412, "a stale ETag changes nothing");
+    let (s, _, _) = call(
+        app,
+        Method::PATCH,
+        "/admin/realms/customers/users/alice",
+        &tok,
+        Some(json!({"enabled": false, "attributes": {}})),
+        Some(&etag2),
+    )
+    .await;
+    assert_eq!(s, 400, "one change per request");
+
+    // Sixteen admins disable alice at once with the same ETag: one wins, one row is audited.
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let http = app.http.clone();
+        let url = format!("{}/admin/realms/customers/users/alice", app.base);
+        let (tok, etag) = (tok.clone(), etag2.clone());
+        tasks.push(tokio::spawn(async move {
+            http.patch(url)
+                .bearer_auth(tok)
+                .header("if-match", etag)
+                .json(&json!({"enabled": false}))
+                .send()
+                .await
+                .expect("send")
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.expect("task"));
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 412),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        app.audit()
+            .await
+            .iter()
+            .filter(|r| r.kind == "user.disabled")
+            .count(),
+        1
+    );
+
+    // Groups: leave, join again (idempotent), an unknown group is 404.
+    assert_eq!(
+        call(
+            app,
+            Method::DELETE,
+            "/admin/realms/customers/users/alice/groups/retail",
+            &tok,
+            None,
+            None
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(
+        call(
+            app,
+            Method::PUT,
+            "/admin/realms/customers/users/alice/groups/retail",
+            &tok,
+            None,
+            None
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(
+        call(
+            app,
+            Method::PUT,
+            "/admin/realms/customers/users/alice/groups/retail",
+            &tok,
+            None,
+            None
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(
+        call(
+            app,
+            Method::PUT,
+            "/admin/realms/customers/users/alice/groups/nope",
+            &tok,
+            None,
+            None
+        )
+        .await
+        .0,
+        404
+    );
+    let (_, _, alice) = call(
+        app,
+        Method::GET,
+        "/admin/realms/customers/users/alice",
+        &tok,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(alice["groups"], json!(["retail"]));
+
+    // An invite: a link to the enrolment page, shown once, not in the audit record.
+    let (s, _, invite) = call(
+        app,
+        Method::POST,
+        "/admin/realms/customers/users/alice/invite",
+        &tok,
+        Some(json!({"ttl_secs": 600})),
+        None,
+    )
+    .await;
+    assert_eq!(s, 201, "{invite}");
+    let url = invite["url"].as_str().expect("url");
+    assert!(
+        url.starts_with(&format!("{}/enrol/", app.issuer("customers"))),
+        "{url}"
+    );
+    assert_eq!(app.http.get(url).send().await.expect("enrol").status(), 200);
+    let token = url.rsplit('/').next().expect("token");
+    assert!(app.audit().await.iter().all(|r| !r.detail.contains(token)));
+    let before = app.audit().await.len();
+    let (s, _, _) = call(
+        app,
+        Method::POST,
+        "/admin/realms/customers/users/alice/invite",
+        &tok,
+        Some(json!({"client_id": "no-such-app"})),
+        None,
+    )
+    .await;
+    assert_eq!(s, 404);
+    assert_eq!(
+        app.audit().await.len(),
+        before,
+        "nothing written for an unknown app"
+    );
+    let (s, _, out) = call(
+        app,
+        Method::POST,
+        "/admin/realms/customers/users/alice/sign-out",
+        &tok,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!((s, out["ended"].as_u64()), (200, Some(0)));
+
+    // A realm admin of staff reaches none of this.
+    let ops = admin_client(app, "ops-staff", "sigil:admin:staff").await;
+    let ot = app.token("admin", &ops, None).await;
+    for (m, path) in [
+        (Method::GET, "/admin/realms/customers/users/alice"),
+        (Method::POST, "/admin/realms/customers/users/alice/sign-out"),
+        (
+            Method::PUT,
+            "/admin/realms/customers/users/alice/groups/retail",
+        ),
+    ] {
+        assert_eq!(call(app, m, path, &ot, None, None).await.0, 403, "{path}");
+    }
+}
+crate::on_every_backend_with!(
+    users_through_the_api,
+    users_through_the_api_scenario,
+    admin_app
+);

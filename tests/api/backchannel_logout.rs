@@ -356,6 +356,7 @@ async fn a_timeout_reached_on_use_and_an_admin_disable_end_the_session_for_the_a
             f.app.store.as_ref(),
             "customers",
             "alice",
+            None,
             false,
             f.clock.now(),
             "cli",
@@ -785,11 +786,11 @@ async fn a_hung_app_does_not_hold_up_the_others() {
         sessions_with_tokens(&app, "bob", "slow", 150).await;
         sessions_with_tokens(&app, "carol", "fast", 1).await;
         let s = app.store.as_ref();
-        sigil::admin::users::set_enabled(s, "customers", "bob", false, app.now(), "t")
+        sigil::admin::users::set_enabled(s, "customers", "bob", None, false, app.now(), "t")
             .await
             .expect("disable bob");
         let started = tokio::time::Instant::now();
-        sigil::admin::users::set_enabled(s, "customers", "carol", false, app.now(), "t")
+        sigil::admin::users::set_enabled(s, "customers", "carol", None, false, app.now(), "t")
             .await
             .expect("disable carol");
         rp.wait_for(1).await;
@@ -827,9 +828,17 @@ async fn entries_of_a_realm_commit_in_sequence_order() {
         let store = app.store.clone();
         let now = app.now();
         let long = tokio::spawn(async move {
-            sigil::admin::users::set_enabled(store.as_ref(), "customers", "bob", false, now, "t")
-                .await
-                .expect("disable bob")
+            sigil::admin::users::set_enabled(
+                store.as_ref(),
+                "customers",
+                "bob",
+                None,
+                false,
+                now,
+                "t",
+            )
+            .await
+            .expect("disable bob")
         });
         tokio::time::sleep(Duration::from_millis(150)).await;
         app.store

@@ -116,6 +116,7 @@ async fn closed_after(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_connections_are_closed_and_never_starve_a_real_client() {
+    let _turn = crate::helpers::HEAVY.lock().await;
     let limit = raise_own_nofile_limit();
     assert!(
         limit > SILENT as u64 + 200,

@@ -154,6 +154,7 @@ async fn account(
 /// did return is audited, and the other node keeps serving.
 #[tokio::test]
 async fn a_node_killed_mid_run_loses_no_audited_token() {
+    let _turn = crate::helpers::HEAVY.lock().await;
     for backend in backends() {
         let dir = tempfile::tempdir().expect("tmp");
         let db = fresh_database(backend, dir.path()).await;
@@ -198,6 +199,7 @@ async fn a_node_killed_mid_run_loses_no_audited_token() {
 // Several threads: the proxy's tasks must run while `spawn_node` waits for a node to listen.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_nodes_ride_through_a_database_outage() {
+    let _turn = crate::helpers::HEAVY.lock().await;
     if !backends().contains(&Backend::Postgres) {
         eprintln!("skipped: TEST_DATABASE_URL is not set");
         return;
@@ -307,6 +309,7 @@ impl Drop for SmallDisk {
 /// database is not corrupted, and the node recovers by itself once space returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_is_503_without_corruption_and_recovers() {
+    let _turn = crate::helpers::HEAVY.lock().await;
     let dir = tempfile::tempdir().expect("tmp");
     let Some(disk) = SmallDisk::mount(&dir.path().join("disk"), "8m") else {
         eprintln!("skipped: cannot mount a tmpfs here (not root?)");

@@ -202,7 +202,7 @@ async fn a_disable_is_never_reverted_by_concurrent_writes() {
             .expect("db")
             .expect("alice");
         for trial in 0..8 {
-            sigil::admin::users::set_enabled(s.as_ref(), "customers", "alice", true, 1, "t")
+            sigil::admin::users::set_enabled(s.as_ref(), "customers", "alice", None, true, 1, "t")
                 .await
                 .expect("enable");
             let body = tokens(&f, &browser()).await;
@@ -213,7 +213,7 @@ async fn a_disable_is_never_reverted_by_concurrent_writes() {
                 tasks.push(tokio::spawn(async move {
                     let attrs = [(format!("k{i}"), format!("v{trial}"))];
                     let _ = s
-                        .update_user_attributes("customers", &id, &attrs, 2, &[])
+                        .update_user_attributes("customers", &id, None, &attrs, 2, &[])
                         .await;
                     let _ = s
                         .use_totp_step("customers", &id, 1_000_000 + trial * 10 + i)
@@ -222,9 +222,17 @@ async fn a_disable_is_never_reverted_by_concurrent_writes() {
             }
             let s2 = s.clone();
             tasks.push(tokio::spawn(async move {
-                sigil::admin::users::set_enabled(s2.as_ref(), "customers", "alice", false, 3, "t")
-                    .await
-                    .expect("disable");
+                sigil::admin::users::set_enabled(
+                    s2.as_ref(),
+                    "customers",
+                    "alice",
+                    None,
+                    false,
+                    3,
+                    "t",
+                )
+                .await
+                .expect("disable");
             }));
             for t in tasks {
                 t.await.expect("join");
@@ -881,7 +889,7 @@ async fn codes_die_with_their_session() {
         );
         let p = pkce();
         let code = signed_in(&f, &browser(), &p).await;
-        sigil::admin::users::set_enabled(s, "customers", "alice", false, f.clock.now(), "t")
+        sigil::admin::users::set_enabled(s, "customers", "alice", None, false, f.clock.now(), "t")
             .await
             .expect("disable");
         let (status, _) = f.redeem("mobile", &code, &p.verifier).await;

@@ -57,6 +57,10 @@ macro_rules! on_every_backend_with {
     };
 }
 
+/// Held by the tests that load the machine on purpose (floods, nodes under steady load): they
+/// take turns, so one's load does not fail another's latency or starvation checks on 2 cores.
+pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 pub struct TestApp {
     pub backend: Backend,
     pub base: String,

@@ -34,6 +34,7 @@ fn cli(db: &str, kek: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> 
 
 #[tokio::test]
 async fn a_kek_rotation_rolls_out_with_both_nodes_running() {
+    let _turn = crate::helpers::HEAVY.lock().await;
     for backend in backends() {
         let dir = tempfile::tempdir().expect("tmp");
         let db = fresh_database(backend, dir.path()).await;

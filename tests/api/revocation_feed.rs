@@ -123,7 +123,7 @@ async fn revocations_reach_a_validator_within_the_poll_interval() {
         // (b) The user disabled (then enabled again: her next sign-in works).
         let token = sign_in().await;
         v.validate(&token).await.expect("a new session is fine");
-        sigil::admin::users::set_enabled(s, "customers", "alice", false, f.clock.now(), "t")
+        sigil::admin::users::set_enabled(s, "customers", "alice", None, false, f.clock.now(), "t")
             .await
             .expect("disable");
         refused_within(&v, &token, "user disabled").await;
@@ -137,7 +137,7 @@ async fn revocations_reach_a_validator_within_the_poll_interval() {
             1,
             "the user's every token, with or without a session"
         );
-        sigil::admin::users::set_enabled(s, "customers", "alice", true, f.clock.now(), "t")
+        sigil::admin::users::set_enabled(s, "customers", "alice", None, true, f.clock.now(), "t")
             .await
             .expect("enable");
 
