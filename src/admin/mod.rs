@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod aws;
 pub mod clients;
+pub mod declarative;
 pub mod keys;
 pub mod realms;
 pub mod users;

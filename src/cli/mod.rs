@@ -16,6 +16,7 @@ use crate::config::{Config, ConfigError, Settings, base_url_string};
 use crate::store::{self, Store};
 
 mod admin;
+mod apply;
 mod audit;
 mod aws;
 mod bench;
@@ -94,6 +95,19 @@ pub enum Command {
     /// The admin REST API: its first client, its OpenAPI document.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Print realms, sign-in policies, groups and clients (no secrets, no keys) as the TOML that
+    /// `apply` reads.
+    Export,
+    /// Make the database match a file written like `export`'s: create what is missing, set
+    /// sign-in policies; refuses, writing nothing, when something exists in another form.
+    Apply {
+        /// The file (TOML).
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: PathBuf,
+        /// Print what would change, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Measure the raw signing rate of a realm's active key in-process (for bench/).
     #[command(hide = true)]
     BenchSign {
@@ -207,6 +221,8 @@ pub async fn run(cli: Cli, config: Config) -> Result<i32, CliError> {
         Command::User(cmd) => user::run(cmd, config, now, actor).await,
         Command::Group(cmd) => group::run(cmd, config, now, actor).await,
         Command::Admin(cmd) => admin::run(cmd, config, now, actor).await,
+        Command::Export => apply::export(config).await,
+        Command::Apply { file, dry_run } => apply::apply(config, file, dry_run, now).await,
         Command::Audit(cmd) => audit::run(cmd, config).await,
         Command::BenchSign {
             realm,

@@ -18,6 +18,7 @@ mod cli;
 mod client_credentials;
 mod connections;
 mod database;
+mod declarative;
 mod discovery_jwks;
 mod failover;
 mod hardening;

@@ -1,0 +1,94 @@
+//! `sigil export` and `sigil apply -f FILE [--dry-run]`: realms, sign-in policies, groups and
+//! clients as a TOML file kept in Git (see `admin::declarative`).
+
+use std::path::PathBuf;
+
+use super::{CliError, base_url, open_store};
+use crate::admin::declarative::{self, Document};
+use crate::clock::UnixTime;
+use crate::config::Config;
+use crate::keys::open_kek_ring;
+
+/// Prints the database as the file `apply` reads.
+pub(super) async fn export(config: Config) -> Result<i32, CliError> {
+    let store = open_store(&config).await?;
+    let doc = declarative::export(store.as_ref()).await?;
+    print!("{}", to_toml(&doc)?);
+    Ok(0)
+}
+
+/// The document as TOML: through JSON without nulls (TOML has no null).
+pub fn to_toml(doc: &Document) -> Result<String, CliError> {
+    fn strip(v: serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(m) => serde_json::Value::Object(
+                m.into_iter()
+                    .filter(|(_, v)| !v.is_null())
+                    .map(|(k, v)| (k, strip(v)))
+                    .collect(),
+            ),
+            serde_json::Value::Array(a) => {
+                serde_json::Value::Array(a.into_iter().map(strip).collect())
+            }
+            other => other,
+        }
+    }
+    let v = strip(serde_json::to_value(doc).map_err(|e| CliError::Other(e.to_string()))?);
+    toml::to_string(&v).map_err(|e| CliError::Other(format!("cannot write TOML: {e}")))
+}
+
+pub(super) async fn apply(
+    config: Config,
+    file: PathBuf,
+    dry_run: bool,
+    now: UnixTime,
+) -> Result<i32, CliError> {
+    let text = std::fs::read_to_string(&file)
+        .map_err(|e| CliError::Other(format!("{}: {e}", file.display())))?;
+    let doc: Document =
+        toml::from_str(&text).map_err(|e| CliError::Other(format!("{}: {e}", file.display())))?;
+    let store = open_store(&config).await?;
+    let steps = match declarative::plan(store.as_ref(), &doc).await? {
+        Ok(steps) => steps,
+        Err(conflicts) => {
+            for c in &conflicts {
+                eprintln!("conflict: {c}");
+            }
+            eprintln!("nothing was applied ({} conflicts)", conflicts.len());
+            return Ok(1);
+        }
+    };
+    if steps.is_empty() {
+        println!("no changes: the database matches {}", file.display());
+        return Ok(0);
+    }
+    for s in &steps {
+        println!("{s}");
+    }
+    if dry_run {
+        println!("(dry run: nothing was applied)");
+        return Ok(0);
+    }
+    let (kek, _) =
+        open_kek_ring(&config.kek_file, &config.kek_previous_files, store.as_ref()).await?;
+    let applied = declarative::apply(
+        store.as_ref(),
+        kek.as_ref(),
+        &base_url(&config),
+        config.jwks_max_age_secs as i64,
+        steps,
+        now,
+        "apply",
+    )
+    .await?;
+    println!("applied {} changes", applied.steps.len());
+    if !applied.secrets.is_empty() {
+        // Shown this once, as for `client create`.
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "client_secrets": applied.secrets }))
+                .unwrap_or_default()
+        );
+    }
+    Ok(0)
+}

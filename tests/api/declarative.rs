@@ -1,0 +1,223 @@
+//! `sigil export` / `sigil apply`: the round trip (export → apply to an empty database → export
+//! again gives the same file), `--dry-run` writing nothing, a second apply writing nothing (not an
+//! audit row), and a file that contradicts the database refused before anything is written.
+
+use std::process::Command;
+
+use crate::helpers::{backends, count_rows_at, fresh_database};
+
+fn sigil(db: &str, dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sigil"))
+        .args(["--database-url", db, "--kek-file"])
+        .arg(dir.join("kek"))
+        .args(args)
+        .env("SIGIL_LOG", "warn")
+        .output()
+        .expect("run sigil");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn export_apply_export_is_the_same_file_and_applying_twice_writes_nothing() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::create_dir_all(&a).expect("a");
+        std::fs::create_dir_all(&b).expect("b");
+        let db_a = fresh_database(backend, &a).await;
+        let db_b = fresh_database(backend, &b).await;
+        let ok = |db: &str, d: &std::path::Path, args: &[&str]| {
+            let (code, out, err) = sigil(db, d, args);
+            assert_eq!(code, 0, "{args:?}: {out}{err}");
+            out
+        };
+        // A realistic source: two realms, a sign-in policy, groups, clients of several kinds.
+        ok(
+            &db_a.url,
+            &a,
+            &[
+                "realm",
+                "create",
+                "customers",
+                "--display-name",
+                "Example Bank",
+            ],
+        );
+        ok(
+            &db_a.url,
+            &a,
+            &[
+                "realm",
+                "create",
+                "staff",
+                "--alg",
+                "EdDSA",
+                "--token-ttl",
+                "900",
+            ],
+        );
+        ok(
+            &db_a.url,
+            &a,
+            &[
+                "realm",
+                "set-login",
+                "customers",
+                "--groups-claim",
+                "cognito:groups",
+                "--attr-claim",
+                "party_id=custom:party_id",
+                "--session-idle",
+                "1800",
+            ],
+        );
+        ok(
+            &db_a.url,
+            &a,
+            &[
+                "group",
+                "create",
+                "--realm",
+                "customers",
+                "--name",
+                "retail",
+                "--scope",
+                "balances:read",
+            ],
+        );
+        ok(
+            &db_a.url,
+            &a,
+            &[
+                "client",
+                "create",
+                "--realm",
+                "customers",
+                "--id",
+                "web",
+                "--scope",
+                "balances:read openid",
+                "--default-scope",
+                "balances:read",
+                "--audience",
+                "ledger",
+                "--redirect-uri",
+                "https://bank.example/cb",
+                "--name",
+                "Web Banking",
+            ],
+        );
+        ok(
+            &db_a.url,
+            &a,
+            &[
+                "client",
+                "create",
+                "--realm",
+                "customers",
+                "--id",
+                "app",
+                "--public",
+                "--scope",
+                "balances:read",
+                "--audience",
+                "ledger",
+                "--redirect-uri",
+                "com.bank.app:/cb",
+            ],
+        );
+        ok(
+            &db_a.url,
+            &a,
+            &[
+                "client",
+                "create",
+                "--realm",
+                "staff",
+                "--id",
+                "ach",
+                "--scope",
+                "tx:post:ach",
+                "--audience",
+                "ledger",
+                "--token-ttl",
+                "300",
+                "--introspect",
+            ],
+        );
+        ok(
+            &db_a.url,
+            &a,
+            &["client", "disable", "--realm", "staff", "--id", "ach"],
+        );
+
+        let exported = ok(&db_a.url, &a, &["export"]);
+        assert!(
+            !exported.contains("secret") && !exported.contains("sealed"),
+            "{exported}"
+        );
+        let file = dir.path().join("sigil-realms.toml");
+        std::fs::write(&file, &exported).expect("write");
+        let file_s = file.to_str().expect("path");
+
+        // Dry run on an empty database: says what it would do, writes nothing.
+        let rows = |url: &str| {
+            let url = url.to_owned();
+            async move { count_rows_at(backend, &url, "SELECT COUNT(*) FROM audit_log").await }
+        };
+        let plan = ok(&db_b.url, &b, &["apply", "-f", file_s, "--dry-run"]);
+        assert!(
+            plan.contains("+ realm customers") && plan.contains("+ client staff/ach"),
+            "{plan}"
+        );
+        assert_eq!(rows(&db_b.url).await, 0, "a dry run writes nothing");
+
+        let applied = ok(&db_b.url, &b, &["apply", "-f", file_s]);
+        assert!(
+            applied.contains("\"customers/web\""),
+            "secrets shown once: {applied}"
+        );
+        assert!(
+            !applied.contains("customers/app\""),
+            "a public client has no secret"
+        );
+        // The round trip.
+        assert_eq!(ok(&db_b.url, &b, &["export"]), exported);
+
+        // The same file again: nothing to do, not one audit row.
+        let before = rows(&db_b.url).await;
+        let again = ok(&db_b.url, &b, &["apply", "-f", file_s]);
+        assert!(again.contains("no changes"), "{again}");
+        assert_eq!(rows(&db_b.url).await, before);
+
+        // A file that says another thing of an existing client: refused, nothing written, even
+        // the parts that could have been applied (a new group).
+        let changed = exported.replace("tx:post:ach", "tx:post:ach tx:post:wire") + "\n";
+        let mut doc: toml::Value = toml::from_str(&changed).expect("toml");
+        doc["realm"][0]["group"]
+            .as_array_mut()
+            .expect("groups")
+            .push(
+                toml::Value::try_from(serde_json::json!({"name": "new", "scopes": "x"}))
+                    .expect("group"),
+            );
+        std::fs::write(&file, toml::to_string(&doc).expect("toml")).expect("write");
+        let (code, _, err) = sigil(&db_b.url, &b, &["apply", "-f", file_s]);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("client staff/ach differs"), "{err}");
+        assert_eq!(rows(&db_b.url).await, before, "nothing applied");
+
+        // Unknown keys and bad TOML are errors naming the file.
+        std::fs::write(&file, "[[realm]]\nname = \"x\"\nsurprise = 1\n").expect("write");
+        let (code, _, err) = sigil(&db_b.url, &b, &["apply", "-f", file_s]);
+        assert_ne!(code, 0);
+        assert!(
+            err.contains("sigil-realms.toml") && err.contains("surprise"),
+            "{err}"
+        );
+    }
+}
