@@ -13,6 +13,7 @@ use super::{CliError, open_store, print_json};
 pub enum AwsCommand {
     /// Enable the exchange in a realm: which STS endpoint, which server ID.
     Configure {
+        /// The realm.
         #[arg(long)]
         realm: String,
         /// An explicit STS endpoint (http(s)://host[:port]/); default: the real STS hosts of the
@@ -31,18 +32,25 @@ pub enum AwsCommand {
     },
     /// Map IAM principals (exact ARN or */? glob, and/or account id) to scopes and an audience.
     Bind {
+        /// The realm.
         #[arg(long)]
         realm: String,
+        /// A name for the binding (default: a random `b-...`).
         #[arg(long)]
         id: Option<String>,
+        /// An IAM principal ARN, or a pattern with * and ? (assumed-role sessions match their role).
         #[arg(long)]
         principal: Option<String>,
+        /// An AWS account id (12 digits): any principal of it.
         #[arg(long)]
         account: Option<String>,
+        /// The scopes its tokens carry, space-separated.
         #[arg(long)]
         scope: Option<String>,
+        /// The `aud` of its tokens.
         #[arg(long)]
         audience: Option<String>,
+        /// Token lifetime in seconds (default: the realm's).
         #[arg(long)]
         token_ttl: Option<i64>,
         /// A DENY binding: a match refuses the principal whatever ALLOWs say.
@@ -51,12 +59,15 @@ pub enum AwsCommand {
     },
     /// List a realm's bindings as JSON.
     Bindings {
+        /// The realm.
         #[arg(long)]
         realm: String,
     },
     Unbind {
+        /// The realm.
         #[arg(long)]
         realm: String,
+        /// The binding's name.
         #[arg(long)]
         id: String,
     },
@@ -67,10 +78,13 @@ pub enum TokenCommand {
     /// Sign STS GetCallerIdentity with the AWS credentials in the environment (AWS_ACCESS_KEY_ID,
     /// AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN), exchange it at ISSUER, print the access token.
     Aws {
+        /// The realm's issuer URL (https://.../realms/NAME).
         #[arg(long)]
         issuer: String,
+        /// The scopes to ask for, space-separated.
         #[arg(long)]
         scope: Option<String>,
+        /// The audience to ask for.
         #[arg(long)]
         audience: Option<String>,
         /// Region whose STS endpoint to sign for (default AWS_REGION, else us-east-1).

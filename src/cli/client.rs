@@ -10,8 +10,10 @@ use super::{CliError, open_store, print_json};
 
 #[derive(Debug, Args)]
 pub struct ClientRef {
+    /// The client's realm.
     #[arg(long)]
     pub realm: String,
+    /// The client id.
     #[arg(long)]
     pub id: String,
 }
@@ -75,14 +77,17 @@ pub enum ClientCommand {
         auth: AuthArgs,
     },
     List {
+        /// The realm.
         #[arg(long)]
         realm: String,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
     Show {
         #[command(flatten)]
         client: ClientRef,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
@@ -94,6 +99,7 @@ pub enum ClientCommand {
     RotateSecret {
         #[command(flatten)]
         client: ClientRef,
+        /// Print JSON (with the new secret).
         #[arg(long)]
         json: bool,
     },

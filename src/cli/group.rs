@@ -11,8 +11,10 @@ use super::{CliError, open_store};
 #[derive(Debug, Subcommand)]
 pub enum GroupCommand {
     Create {
+        /// The realm.
         #[arg(long)]
         realm: String,
+        /// The group's name (1-64 of A-Z a-z 0-9 . _ : -).
         #[arg(long)]
         name: String,
         /// Space-separated scopes members may have.
@@ -20,6 +22,7 @@ pub enum GroupCommand {
         scope: String,
     },
     List {
+        /// The realm.
         #[arg(long)]
         realm: String,
     },

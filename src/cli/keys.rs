@@ -16,13 +16,16 @@ use super::{CliError, base_url, open_store, print_json};
 pub enum KeyCommand {
     /// Every key of the realm with its state and dates.
     List {
+        /// The realm.
         #[arg(long)]
         realm: String,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
     /// Make the next key sign now (or a fresh key, if none is published yet).
     Rotate {
+        /// The realm.
         #[arg(long)]
         realm: String,
         /// Switch the realm to this algorithm from this key on.
@@ -31,8 +34,10 @@ pub enum KeyCommand {
     },
     /// Emergency: remove a key from JWKS at once and destroy its private half.
     Revoke {
+        /// The realm.
         #[arg(long)]
         realm: String,
+        /// The key's id (`kid`, as in the JWKS).
         #[arg(long)]
         kid: String,
     },
@@ -43,6 +48,7 @@ pub enum KekCommand {
     /// Re-encrypt every private key under the KEK in FILE, in one transaction. Afterwards, point
     /// kek_file at FILE (or move it into place) and restart the servers.
     Rotate {
+        /// The new KEK (32 random bytes, base64, mode 0600).
         #[arg(long, value_name = "FILE")]
         new_kek: PathBuf,
     },

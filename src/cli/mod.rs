@@ -39,16 +39,36 @@ pub use user::{UserCommand, UserRef};
 #[command(name = "sigil", version, about = "Self-hosted OpenID Connect issuer")]
 pub struct Cli {
     /// TOML configuration file (see sigil.example.toml).
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        help_heading = "Shared options"
+    )]
     pub config: Option<PathBuf>,
     /// Database URL: sqlite://PATH (default sqlite://data/sigil.db) or postgres://...
-    #[arg(long, global = true, value_name = "URL")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        help_heading = "Shared options"
+    )]
     pub database_url: Option<String>,
     /// Key-encryption key file (default keys/kek).
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        help_heading = "Shared options"
+    )]
     pub kek_file: Option<PathBuf>,
     /// Base URL of every issuer: {public-url}/realms/{realm}.
-    #[arg(long, global = true, value_name = "URL")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        help_heading = "Shared options"
+    )]
     pub public_url: Option<String>,
     #[command(subcommand)]
     pub command: Command,
@@ -111,10 +131,13 @@ pub enum Command {
     /// Measure the raw signing rate of a realm's active key in-process (for bench/).
     #[command(hide = true)]
     BenchSign {
+        /// The realm whose active key signs.
         #[arg(long)]
         realm: String,
+        /// How long to measure.
         #[arg(long, default_value_t = 3)]
         seconds: u64,
+        /// Signing threads.
         #[arg(long, default_value_t = 2)]
         threads: usize,
     },
@@ -123,10 +146,13 @@ pub enum Command {
     /// scratch database).
     #[command(hide = true)]
     BenchChain {
+        /// Concurrent appenders.
         #[arg(long, default_value_t = 4)]
         writers: usize,
+        /// Records per batch.
         #[arg(long, default_value_t = 32)]
         batch: usize,
+        /// How long to measure.
         #[arg(long, default_value_t = 5)]
         seconds: u64,
     },

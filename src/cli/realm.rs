@@ -13,12 +13,15 @@ use super::{CliError, base_url, open_store, print_json};
 pub enum RealmCommand {
     /// Create a realm with a fresh signing key.
     Create {
+        /// The realm's name (1-64 of a-z 0-9 - _).
         name: String,
+        /// Signing algorithm: ES256, RS256 or EdDSA.
         #[arg(long, default_value = "ES256")]
         alg: Alg,
         /// Access token lifetime in seconds.
         #[arg(long, default_value_t = 3600)]
         token_ttl: i64,
+        /// The name the hosted pages show.
         #[arg(long)]
         display_name: Option<String>,
         /// Seconds a key signs before the next one takes over (default 30 days).
@@ -29,18 +32,23 @@ pub enum RealmCommand {
         prepublish: i64,
     },
     List {
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
     Show {
+        /// The realm's name (1-64 of a-z 0-9 - _).
         name: String,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
     /// The CAs this realm's tls_client_auth clients chain to (PEM; several files or several
     /// certificates per file allowed). Replaces the realm's current CAs.
     SetMtls {
+        /// The realm's name (1-64 of a-z 0-9 - _).
         name: String,
+        /// A PEM file of CA certificates (repeat for several).
         #[arg(long = "ca-file", required_unless_present = "clear")]
         ca_files: Vec<std::path::PathBuf>,
         /// Remove every CA: the realm's tls_client_auth clients are refused until CAs are set.
@@ -49,16 +57,21 @@ pub enum RealmCommand {
     },
     /// Sign-in policy: lifetimes, the password + TOTP fallback, claim names.
     SetLogin {
+        /// The realm's name (1-64 of a-z 0-9 - _).
         name: String,
+        /// Refresh token lifetime in seconds.
         #[arg(long)]
         refresh_ttl: Option<i64>,
+        /// Seconds a session may stay unused before it ends.
         #[arg(long)]
         session_idle: Option<i64>,
+        /// Seconds a session lasts at most, used or not.
         #[arg(long)]
         session_absolute: Option<i64>,
         /// true or false.
         #[arg(long)]
         allow_fallback: Option<bool>,
+        /// The claim that carries the user's groups (e.g. cognito:groups).
         #[arg(long)]
         groups_claim: Option<String>,
         /// attribute=claim (repeatable), e.g. party_id=custom:party_id.

@@ -10,8 +10,10 @@ use super::{CliError, base_url, open_store, print_json};
 
 #[derive(Debug, Args)]
 pub struct UserRef {
+    /// The user's realm.
     #[arg(long)]
     pub realm: String,
+    /// The username.
     #[arg(long)]
     pub username: String,
 }
@@ -45,18 +47,21 @@ pub enum UserCommand {
     SetAttr {
         #[command(flatten)]
         user: UserRef,
+        /// An attribute as NAME=VALUE (an empty VALUE removes it); repeat for several.
         #[arg(long = "attr", required = true)]
         attrs: Vec<String>,
     },
     AddGroup {
         #[command(flatten)]
         user: UserRef,
+        /// The group.
         #[arg(long)]
         group: String,
     },
     RemoveGroup {
         #[command(flatten)]
         user: UserRef,
+        /// The group.
         #[arg(long)]
         group: String,
     },
