@@ -14,7 +14,7 @@ use crate::config::{Config, base_url_string};
 use crate::directory::Directory;
 use crate::keys::{KekOpenError, open_kek_ring};
 use crate::state::AppState;
-use crate::store::{self, StoreError};
+use crate::store::{self, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -24,6 +24,8 @@ pub enum StartupError {
     Kek(#[from] KekOpenError),
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    #[error("apply_on_start: {0}")]
+    Apply(String),
     #[error("cannot bind {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -77,6 +79,17 @@ impl Application {
             Some(url) => base_url_string(url),
             None => crate::config::default_base_url_with(addr, tls.is_some()),
         };
+        if let Some(file) = &config.apply_on_start {
+            apply_on_start(
+                file,
+                &config,
+                store.as_ref(),
+                kek.as_ref(),
+                &base_url,
+                clock.now(),
+            )
+            .await?;
+        }
         let mtls_listener = listen_optional(config.mtls_bind)?;
         let mtls_base_url = match (&config.mtls_public_url, &mtls_listener) {
             (Some(url), _) => Some(base_url_string(url)),
@@ -463,4 +476,50 @@ async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
+}
+
+/// `apply_on_start`: the file is applied before the node serves (see `admin::declarative`). A
+/// conflict stops the start, naming it. A client created here gets a secret nobody sees (it is
+/// never logged): `sigil client rotate-secret` gives it one to hand over.
+async fn apply_on_start(
+    file: &std::path::Path,
+    config: &Config,
+    store: &dyn Store,
+    kek: &dyn crate::keys::KekSource,
+    base_url: &str,
+    now: crate::clock::UnixTime,
+) -> Result<(), StartupError> {
+    use crate::admin::declarative;
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| StartupError::Apply(format!("{}: {e}", file.display())))?;
+    let doc: declarative::Document = toml::from_str(&text)
+        .map_err(|e| StartupError::Apply(format!("{}: {e}", file.display())))?;
+    let steps = match declarative::plan(store, &doc)
+        .await
+        .map_err(|e| StartupError::Apply(e.to_string()))?
+    {
+        Ok(steps) => steps,
+        Err(conflicts) => return Err(StartupError::Apply(conflicts.join("; "))),
+    };
+    if steps.is_empty() {
+        return Ok(());
+    }
+    let applied = declarative::apply(
+        store,
+        kek,
+        base_url,
+        config.jwks_max_age_secs as i64,
+        steps,
+        now,
+        "apply_on_start",
+    )
+    .await
+    .map_err(|e| StartupError::Apply(e.to_string()))?;
+    for step in &applied.steps {
+        tracing::info!(file = %file.display(), "applied: {step}");
+    }
+    for client in applied.secrets.keys() {
+        tracing::warn!(%client, "created by apply_on_start; its secret was not kept: run `sigil client rotate-secret` for one");
+    }
+    Ok(())
 }

@@ -109,6 +109,8 @@ pub struct Config {
     pub kek_previous_files: Vec<std::path::PathBuf>,
     /// Where every audit checkpoint is also appended (a JSON line), outside the database.
     pub audit_anchor_file: Option<std::path::PathBuf>,
+    /// A file `sigil serve` applies (as `sigil apply`) before it serves.
+    pub apply_on_start: Option<std::path::PathBuf>,
     /// AWS exchange challenges one address may obtain per minute; past it, 429. 0 = no limit.
     pub aws_challenges_per_minute_per_ip: u32,
     /// Most unexpired AWS exchange challenges stored per realm; past it, 503.
@@ -184,6 +186,7 @@ impl Config {
             admin_realm: None,
             kek_previous_files: Vec::new(),
             audit_anchor_file: None,
+            apply_on_start: None,
             aws_challenges_per_minute_per_ip: 30,
             aws_max_live_challenges: 10_000,
             log_format: LogFormat::Text,

@@ -38,6 +38,7 @@ pub struct Settings {
     pub dpop_nonce_secs: Option<u64>,
     pub admin_realm: Option<String>,
     pub audit_anchor_file: Option<PathBuf>,
+    pub apply_on_start: Option<PathBuf>,
     pub aws_challenges_per_minute_per_ip: Option<u32>,
     pub aws_max_live_challenges: Option<u32>,
     pub log_format: Option<String>,
@@ -93,6 +94,7 @@ impl Settings {
             admin_realm: over.admin_realm.or(self.admin_realm),
             kek_previous_files: over.kek_previous_files.or(self.kek_previous_files),
             audit_anchor_file: over.audit_anchor_file.or(self.audit_anchor_file),
+            apply_on_start: over.apply_on_start.or(self.apply_on_start),
             aws_challenges_per_minute_per_ip: over
                 .aws_challenges_per_minute_per_ip
                 .or(self.aws_challenges_per_minute_per_ip),
@@ -173,6 +175,7 @@ impl Settings {
                     .collect()
             }),
             audit_anchor_file: get("SIGIL_AUDIT_ANCHOR_FILE").map(PathBuf::from),
+            apply_on_start: get("SIGIL_APPLY_ON_START").map(PathBuf::from),
             aws_challenges_per_minute_per_ip: num(&get, "SIGIL_AWS_CHALLENGES_PER_MINUTE_PER_IP")?,
             aws_max_live_challenges: num(&get, "SIGIL_AWS_MAX_LIVE_CHALLENGES")?,
             log_format: get("SIGIL_LOG_FORMAT"),

@@ -252,6 +252,7 @@ impl Config {
                 3600,
             )?,
             kek_previous_files: s.kek_previous_files.unwrap_or_default(),
+            apply_on_start: s.apply_on_start.filter(|p| !p.as_os_str().is_empty()),
             audit_anchor_file: match s.audit_anchor_file {
                 Some(_) if s.audit_checkpoint_secs == Some(0) => {
                     return Err(invalid(

@@ -221,3 +221,59 @@ async fn export_apply_export_is_the_same_file_and_applying_twice_writes_nothing(
         );
     }
 }
+
+/// `apply_on_start`: a node applies the file before it serves (an empty database ends up as the
+/// file says), starts again on it with nothing to do, and refuses to start on a conflicting file,
+/// naming the conflict. A created client's secret is never logged.
+#[tokio::test]
+async fn a_node_applies_its_file_before_it_serves() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let db = fresh_database(backend, dir.path()).await;
+        let file = dir.path().join("realms.toml");
+        std::fs::write(
+            &file,
+            "[[realm]]\nname = \"ledger\"\n\n[[realm.client]]\nclient_id = \"svc\"\nscope = \"a\"\naudience = \"ledger\"\n",
+        )
+        .expect("write");
+        let file_s = file.to_str().expect("path");
+        let kek = dir.path().join("kek");
+        let node = crate::helpers::spawn_node(&db.url, &kek, &[("SIGIL_APPLY_ON_START", file_s)]);
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let jwks = reqwest::get(format!("{}/realms/ledger/jwks", node.1))
+            .await
+            .expect("jwks");
+        assert_eq!(jwks.status(), 200, "the realm exists once the node listens");
+        drop(node);
+        let (code, exported, _) = sigil(&db.url, dir.path(), &["export"]);
+        assert_eq!(code, 0);
+        assert!(exported.contains("client_id = \"svc\""), "{exported}");
+        let before = count_rows_at(backend, &db.url, "SELECT COUNT(*) FROM audit_log").await;
+        drop(crate::helpers::spawn_node(
+            &db.url,
+            &kek,
+            &[("SIGIL_APPLY_ON_START", file_s)],
+        ));
+        assert_eq!(
+            count_rows_at(backend, &db.url, "SELECT COUNT(*) FROM audit_log").await,
+            before,
+            "a second start has nothing to apply"
+        );
+
+        std::fs::write(&file, exported.replace("scope = \"a\"", "scope = \"b\"")).expect("write");
+        let out = Command::new(env!("CARGO_BIN_EXE_sigil"))
+            .args(["--database-url", &db.url, "--kek-file"])
+            .arg(&kek)
+            .args(["serve", "--bind", "127.0.0.1:0"])
+            .env("SIGIL_APPLY_ON_START", file_s)
+            .env("SIGIL_LOG", "info")
+            .output()
+            .expect("run");
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("apply_on_start") && err.contains("client ledger/svc differs"),
+            "{err}"
+        );
+    }
+}
