@@ -142,11 +142,14 @@ pub(super) async fn run(
             println!("{} left {group}", user.username);
         }
         UserCommand::Invite { user, ttl, client } => {
+            // The app is checked before the invite is written.
+            if let Some(id) = &client {
+                admin::clients::show(s, &user.realm, id).await?;
+            }
             let mut link =
                 admin::users::invite(s, &base, &user.realm, &user.username, ttl, now, actor)
                     .await?;
             if let Some(id) = client {
-                admin::clients::show(s, &user.realm, &id).await?;
                 link.push_str(&format!(
                     "?client_id={}",
                     percent_encoding::utf8_percent_encode(&id, percent_encoding::NON_ALPHANUMERIC)
