@@ -7,6 +7,9 @@ use sigil::config::LogFormat;
 fn main() {
     tame_malloc();
     let cli = Cli::parse();
+    if !matches!(cli.command, sigil::cli::Command::Serve { .. }) {
+        default_sigpipe();
+    }
     let config = match resolve_config(&cli) {
         Ok(c) => c,
         Err(e) => {
@@ -42,6 +45,18 @@ fn main() {
         1
     });
     std::process::exit(code);
+}
+
+/// A command's output piped into `head` ends the process quietly, as other Unix tools do, instead
+/// of panicking on the closed pipe. Not for `serve`: a client closing its socket must be an error
+/// to handle, never a signal that kills the server.
+fn default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: restores the default disposition of one signal before any other thread exists.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
 
 /// glibc gives every thread its own malloc arena, which left an idle server at ~60 MB RSS; two

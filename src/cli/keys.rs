@@ -45,8 +45,10 @@ pub enum KeyCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum KekCommand {
-    /// Re-encrypt every private key under the KEK in FILE, in one transaction. Afterwards, point
-    /// kek_file at FILE (or move it into place) and restart the servers.
+    /// Re-encrypt every signing key and every user's TOTP secret under the KEK in FILE, in one
+    /// transaction (keys already under it are skipped: run it again to finish). Run it with the
+    /// node's ring configured (kek_file and kek_previous_files); then every node must run with FILE
+    /// as kek_file (docs/operations.md has the rolling procedure).
     Rotate {
         /// The new KEK (32 random bytes, base64, mode 0600).
         #[arg(long, value_name = "FILE")]
