@@ -26,24 +26,9 @@ pub struct AuditQuery {
     pub limit: Option<i64>,
 }
 
-/// One audit row as stored (`detail` is the JSON text the hash covers).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AuditRow {
-    pub chain: String,
-    pub seq: i64,
-    pub ts: i64,
-    pub realm: Option<String>,
-    pub kind: String,
-    pub actor: String,
-    pub subject: Option<String>,
-    pub detail: String,
-    pub prev_hash: String,
-    pub hash: String,
-}
-
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AuditPage {
-    pub items: Vec<AuditRow>,
+    pub items: Vec<AuditRecord>,
     /// The highest `seq` on this page: pass it as `after` for the next one. Absent when the page
     /// is empty (nothing after `after` yet: poll again with the same `after`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -75,23 +60,7 @@ pub async fn list(
     // Every row with a seq in the range is on the page (all chains), so nothing at or below the
     // highest seq returned can be missed by continuing after it.
     let next = rows.iter().map(|r| r.seq).max();
-    let items = rows.into_iter().map(row).collect();
-    Ok(no_store(StatusCode::OK, AuditPage { items, next }))
-}
-
-fn row(r: AuditRecord) -> AuditRow {
-    AuditRow {
-        chain: r.chain,
-        seq: r.seq,
-        ts: r.ts,
-        realm: r.realm,
-        kind: r.kind,
-        actor: r.actor,
-        subject: r.subject,
-        detail: r.detail,
-        prev_hash: r.prev_hash,
-        hash: r.hash,
-    }
+    Ok(no_store(StatusCode::OK, AuditPage { items: rows, next }))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -63,8 +63,9 @@ impl AuditDraft {
     }
 }
 
-/// A committed row as read back from the database.
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// A committed row as read back from the database (and as the admin API pages it: `detail` is the
+/// JSON text the hash covers).
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
 pub struct AuditRecord {
     /// The chain the row belongs to (`main` unless nodes write chains of their own).
     pub chain: String,

@@ -961,58 +961,20 @@ async fn users_through_the_api_scenario(app: &TestApp) {
     );
 
     // Groups: leave, join again (idempotent), an unknown group is 404.
-    assert_eq!(
-        call(
-            app,
-            Method::DELETE,
-            "/admin/realms/customers/users/alice/groups/retail",
-            &tok,
-            None,
-            None
-        )
-        .await
-        .0,
-        204
-    );
-    assert_eq!(
-        call(
-            app,
-            Method::PUT,
-            "/admin/realms/customers/users/alice/groups/retail",
-            &tok,
-            None,
-            None
-        )
-        .await
-        .0,
-        204
-    );
-    assert_eq!(
-        call(
-            app,
-            Method::PUT,
-            "/admin/realms/customers/users/alice/groups/retail",
-            &tok,
-            None,
-            None
-        )
-        .await
-        .0,
-        204
-    );
-    assert_eq!(
-        call(
-            app,
-            Method::PUT,
-            "/admin/realms/customers/users/alice/groups/nope",
-            &tok,
-            None,
-            None
-        )
-        .await
-        .0,
-        404
-    );
+    let membership = "/admin/realms/customers/users/alice/groups";
+    for (m, group, want) in [
+        (Method::DELETE, "retail", 204),
+        (Method::PUT, "retail", 204),
+        (Method::PUT, "retail", 204),
+        (Method::PUT, "nope", 404),
+    ] {
+        let path = format!("{membership}/{group}");
+        assert_eq!(
+            call(app, m, &path, &tok, None, None).await.0,
+            want,
+            "{path}"
+        );
+    }
     let (_, _, alice) = call(
         app,
         Method::GET,
