@@ -72,3 +72,38 @@ pub async fn rotate(
     super::changed(&state, &realm);
     Ok(no_store(StatusCode::OK, Rotated { kid }))
 }
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Revoked {
+    /// The key that left the JWKS; its private half is destroyed.
+    pub kid: String,
+}
+
+/// The emergency path: the key leaves the JWKS at once and its private half is destroyed (an
+/// active key is replaced by the published next key, or a fresh one). Validators drop it at their
+/// next JWKS fetch.
+#[utoipa::path(post, operation_id = "revoke_key", path = "/admin/realms/{realm}/keys/{kid}/revoke", tag = "keys",
+    params(("realm" = String, Path), ("kid" = String, Path)),
+    responses(
+        (status = 200, body = Revoked),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 409, body = Problem)
+    ))]
+pub async fn revoke(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath((realm, kid)): ApiPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    caller.write(&realm)?;
+    crate::keys::rotation::revoke(
+        state.store.as_ref(),
+        state.kek.as_ref(),
+        &realm,
+        &kid,
+        &caller.actor,
+        state.clock.now(),
+    )
+    .await?;
+    super::changed(&state, &realm);
+    Ok(no_store(StatusCode::OK, Revoked { kid }))
+}

@@ -125,6 +125,7 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(clients::rotate_secret))
         .routes(routes!(keys::list))
         .routes(routes!(keys::rotate))
+        .routes(routes!(keys::revoke))
         .routes(routes!(realms::groups, realms::create_group))
         .routes(routes!(users::create))
         .routes(routes!(users::show, users::update))

@@ -741,6 +741,47 @@ async fn changes_hold_at_once_on_this_node_scenario(app: &TestApp) {
     assert_ne!(kid, old_kid);
     assert_eq!(kid, rotated["kid"].as_str().expect("kid"));
 
+    // The emergency path: the key that signs now is revoked; it leaves the JWKS at once, and the
+    // next token is signed by another.
+    let (s, _, body) = call(
+        app,
+        Method::POST,
+        &format!("/admin/realms/customers/keys/{kid}/revoke"),
+        &tok,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let jwks: Value = app
+        .http
+        .get(format!("{}/jwks", app.issuer("customers")))
+        .send()
+        .await
+        .expect("jwks")
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        !jwks.to_string().contains(&kid),
+        "revoked key gone from the JWKS"
+    );
+    let after = app.token("customers", &new, None).await;
+    assert_ne!(
+        crate::helpers::decode_part(&after, 0)["kid"].as_str(),
+        Some(kid.as_str())
+    );
+    let (s, _, _) = call(
+        app,
+        Method::POST,
+        "/admin/realms/customers/keys/no-such-kid/revoke",
+        &tok,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, 404);
+
     // Disabled: the next token request is refused.
     let (s, _, _) = call(
         app,
