@@ -494,27 +494,40 @@ async fn apply_on_start(
         .map_err(|e| StartupError::Apply(format!("{}: {e}", file.display())))?;
     let doc: declarative::Document = toml::from_str(&text)
         .map_err(|e| StartupError::Apply(format!("{}: {e}", file.display())))?;
-    let steps = match declarative::plan(store, &doc)
+    // Nodes started together on one database plan at once: a step another node applied first
+    // ends in a conflict, and planning again finds it done. A few rounds settle any start.
+    let mut round = 0;
+    let applied = loop {
+        round += 1;
+        let steps = match declarative::plan(store, &doc)
+            .await
+            .map_err(|e| StartupError::Apply(e.to_string()))?
+        {
+            Ok(steps) => steps,
+            Err(conflicts) => return Err(StartupError::Apply(conflicts.join("; "))),
+        };
+        if steps.is_empty() {
+            return Ok(());
+        }
+        let jwks_max_age = config.jwks_max_age_secs as i64;
+        match declarative::apply(
+            store,
+            kek,
+            base_url,
+            jwks_max_age,
+            steps,
+            now,
+            "apply_on_start",
+        )
         .await
-        .map_err(|e| StartupError::Apply(e.to_string()))?
-    {
-        Ok(steps) => steps,
-        Err(conflicts) => return Err(StartupError::Apply(conflicts.join("; "))),
+        {
+            Ok(applied) => break applied,
+            Err(crate::admin::AdminError::Conflict(what)) if round < 5 => {
+                tracing::info!(%what, "apply_on_start: another node applied it first; planning again");
+            }
+            Err(e) => return Err(StartupError::Apply(e.to_string())),
+        }
     };
-    if steps.is_empty() {
-        return Ok(());
-    }
-    let applied = declarative::apply(
-        store,
-        kek,
-        base_url,
-        config.jwks_max_age_secs as i64,
-        steps,
-        now,
-        "apply_on_start",
-    )
-    .await
-    .map_err(|e| StartupError::Apply(e.to_string()))?;
     for step in &applied.steps {
         tracing::info!(file = %file.display(), "applied: {step}");
     }

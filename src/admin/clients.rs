@@ -263,9 +263,7 @@ pub async fn create(
         post_logout_redirect_uris: serde_json::to_string(&req.post_logout_redirect_uris)
             .unwrap_or_else(|_| "[]".into()),
         backchannel_logout_uri: req.backchannel_logout_uri.clone(),
-        // Random, not 1: an ETag read before a delete must not match a client created again
-        // under the same id.
-        version: i64::from(u32::from_be_bytes(crate::random::random_bytes::<4>()) >> 1) + 1,
+        version: super::first_version(),
         parsed_auth: Default::default(),
     };
     if store.realm(&req.realm).await?.is_none() {

@@ -42,6 +42,12 @@ impl From<StoreError> for AdminError {
     }
 }
 
+/// The first version of a client or user: random, not 1, so an ETag read before a delete never
+/// matches what is created again under the same name.
+pub(crate) fn first_version() -> i64 {
+    i64::from(u32::from_be_bytes(crate::random::random_bytes::<4>()) >> 1) + 1
+}
+
 pub(crate) fn invalid(field: &'static str, message: impl Into<String>) -> AdminError {
     AdminError::Invalid {
         field,

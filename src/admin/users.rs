@@ -126,8 +126,7 @@ pub async fn create(
         totp_last_step: 0,
         created_at: now,
         updated_at: now,
-        // Random, not 1: an ETag read before a delete never matches a user made again.
-        version: i64::from(u32::from_be_bytes(crate::random::random_bytes::<4>()) >> 1) + 1,
+        version: super::first_version(),
     };
     let audit = [AuditDraft::new(now, Some(realm), "user.created", actor)
         .subject(&user.id)

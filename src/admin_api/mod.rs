@@ -150,8 +150,8 @@ pub fn router(state: &AppState) -> Router<AppState> {
     let Some(realm) = state.config.admin_realm.clone() else {
         return Router::new();
     };
-    let (routes, _) = api();
-    let doc: Arc<str> = openapi_json().into();
+    let (routes, doc) = api();
+    let doc: Arc<str> = doc.to_pretty_json().unwrap_or_default().into();
     let guard = Arc::new(auth::AdminGuard::new(realm));
     routes
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed.into_response() })

@@ -200,19 +200,13 @@ pub async fn add_group(
             "group {group} in realm {realm}"
         )));
     }
-    let user = ops::show(store, &realm, &username).await?;
-    if !user.groups.contains(&group) {
-        ops::add_group(
-            store,
-            &realm,
-            &username,
-            &group,
-            state.clock.now(),
-            &caller.actor,
-        )
-        .await?;
+    // The membership row's unique key decides: of concurrent joins one writes (and is audited),
+    // the others find it there, which is the same answer.
+    let now = state.clock.now();
+    match ops::add_group(store, &realm, &username, &group, now, &caller.actor).await {
+        Ok(()) | Err(crate::admin::AdminError::Conflict(_)) => Ok(StatusCode::NO_CONTENT),
+        Err(e) => Err(e.into()),
     }
-    Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(delete, operation_id = "remove_user_from_group", path = "/admin/realms/{realm}/users/{username}/groups/{group}", tag = "users",

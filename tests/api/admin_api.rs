@@ -1016,6 +1016,49 @@ async fn users_through_the_api_scenario(app: &TestApp) {
             "{path}"
         );
     }
+    // Sixteen joins at once: every one is 204, one membership and one audit row.
+    let (_, _, again) = call(
+        app,
+        Method::DELETE,
+        &format!("{membership}/retail"),
+        &tok,
+        None,
+        None,
+    )
+    .await;
+    assert!(again.is_null());
+    let joined = "user.group_added";
+    let before = app
+        .audit()
+        .await
+        .iter()
+        .filter(|r| r.kind == joined)
+        .count();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let http = app.http.clone();
+        let url = format!("{}{membership}/retail", app.base);
+        let tok = tok.clone();
+        tasks.push(tokio::spawn(async move {
+            http.put(url)
+                .bearer_auth(tok)
+                .send()
+                .await
+                .expect("send")
+                .status()
+                .as_u16()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.expect("task"), 204);
+    }
+    let after = app
+        .audit()
+        .await
+        .iter()
+        .filter(|r| r.kind == joined)
+        .count();
+    assert_eq!(after, before + 1);
     let (_, _, alice) = call(
         app,
         Method::GET,

@@ -7,18 +7,7 @@ use std::process::Command;
 use crate::helpers::{backends, count_rows_at, fresh_database};
 
 fn sigil(db: &str, dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sigil"))
-        .args(["--database-url", db, "--kek-file"])
-        .arg(dir.join("kek"))
-        .args(args)
-        .env("SIGIL_LOG", "warn")
-        .output()
-        .expect("run sigil");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    crate::helpers::run_cli(db, &dir.join("kek"), &[], args)
 }
 
 #[tokio::test]
@@ -259,6 +248,31 @@ async fn a_node_applies_its_file_before_it_serves() {
             before,
             "a second start has nothing to apply"
         );
+
+        // Two nodes started at once on another empty database with the same file: both serve,
+        // and the file was applied once.
+        let db2 = fresh_database(backend, &dir.path().join("two")).await;
+        let starts: Vec<_> = (0..2)
+            .map(|_| {
+                let (url, kek, file) = (db2.url.clone(), kek.clone(), file_s.to_owned());
+                std::thread::spawn(move || {
+                    crate::helpers::spawn_node(&url, &kek, &[("SIGIL_APPLY_ON_START", &file)])
+                })
+            })
+            .collect();
+        let nodes: Vec<_> = starts
+            .into_iter()
+            .map(|t| t.join().expect("node starts"))
+            .collect();
+        let (code, twice, _) = sigil(&db2.url, dir.path(), &["export"]);
+        assert_eq!(
+            (code, twice.matches("[[realm]]").count()),
+            (0, 1),
+            "{twice}"
+        );
+        let created = "SELECT COUNT(*) FROM audit_log WHERE kind = 'realm.created'";
+        assert_eq!(count_rows_at(backend, &db2.url, created).await, 1);
+        drop(nodes);
 
         std::fs::write(&file, exported.replace("scope = \"a\"", "scope = \"b\"")).expect("write");
         let out = Command::new(env!("CARGO_BIN_EXE_sigil"))

@@ -16,19 +16,9 @@ use crate::helpers::{Backend, Node, backends, fresh_database, spawn_node};
 type Outcome = (usize, u16, Option<String>);
 
 fn cli(db: &str, kek: &std::path::Path, args: &[&str]) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sigil"))
-        .args(["--database-url", db, "--kek-file"])
-        .arg(kek)
-        .args(args)
-        .env("SIGIL_LOG", "warn")
-        .output()
-        .expect("run sigil");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let (code, out, err) = crate::helpers::run_cli(db, kek, &[], args);
+    assert_eq!(code, 0, "{err}");
+    out
 }
 
 /// A realm and a client on `db`; returns the client's secret.

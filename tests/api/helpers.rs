@@ -499,6 +499,29 @@ impl Drop for Node {
     }
 }
 
+/// Runs a `sigil` command on `db` with the KEK at `kek` and these environment variables (logs at
+/// `warn`): its exit code, stdout and stderr.
+pub fn run_cli(
+    db: &str,
+    kek: &std::path::Path,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sigil"))
+        .args(["--database-url", db, "--kek-file"])
+        .arg(kek)
+        .args(args)
+        .env("SIGIL_LOG", "warn")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run sigil");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Starts `sigil serve` on `db` with the KEK at `kek` and these environment variables (logs at
 /// `warn`), once it says where it listens.
 pub fn spawn_node(db: &str, kek: &std::path::Path, env: &[(&str, &str)]) -> Node {

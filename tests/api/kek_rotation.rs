@@ -4,7 +4,6 @@
 //! everything (signing keys and TOTP secrets) under the new KEK. A node with only the old KEK is
 //! refused afterwards, naming the KEK.
 
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -13,23 +12,12 @@ use sigil::keys::{FileKek, KekSource};
 use crate::helpers::{backends, fresh_database, spawn_node};
 
 fn cli(db: &str, kek: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sigil"))
-        .args(["--database-url", db, "--kek-file"])
-        .arg(kek)
-        .args(args)
-        .env("SIGIL_LOG", "warn")
-        .env("SIGIL_JWKS_MAX_AGE_SECS", "1")
-        .envs(env.iter().copied())
-        .output()
-        .expect("run sigil");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let env: Vec<(&str, &str)> = [("SIGIL_JWKS_MAX_AGE_SECS", "1")]
+        .into_iter()
+        .chain(env.iter().copied())
+        .collect();
+    let (code, out, err) = crate::helpers::run_cli(db, kek, &env, args);
+    (code == 0, format!("{out}{err}"))
 }
 
 #[tokio::test]
