@@ -90,7 +90,7 @@ pub struct Bind {
     pub access_token_ttl: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BindingView {
     pub id: String,
     pub effect: String,
@@ -124,6 +124,39 @@ pub async fn bind(
     now: UnixTime,
     actor: &str,
 ) -> Result<BindingView, AdminError> {
+    write_binding(store, req, false, now, actor).await
+}
+
+/// Creates a binding, or replaces the one with the same id, in one transaction (a deny binding
+/// is never missing half-way).
+pub async fn put_binding(
+    store: &dyn Store,
+    req: Bind,
+    now: UnixTime,
+    actor: &str,
+) -> Result<BindingView, AdminError> {
+    if req.id.is_none() {
+        return Err(invalid("id", "a binding to put needs its id"));
+    }
+    write_binding(store, req, true, now, actor).await
+}
+
+async fn write_binding(
+    store: &dyn Store,
+    req: Bind,
+    replace: bool,
+    now: UnixTime,
+    actor: &str,
+) -> Result<BindingView, AdminError> {
+    if let Some(id) = &req.id
+        && (id.is_empty()
+            || id.len() > 64
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)))
+    {
+        return Err(invalid("id", "use 1-64 of A-Z a-z 0-9 - _ . :"));
+    }
     if req.principal.is_none() && req.account.is_none() {
         return Err(invalid(
             "principal",
@@ -187,7 +220,11 @@ pub async fn bind(
                 "audience": record.audience,
             })),
     ];
-    store.add_aws_binding(&record, &audit).await?;
+    if replace {
+        store.put_aws_binding(&record, &audit).await?;
+    } else {
+        store.add_aws_binding(&record, &audit).await?;
+    }
     Ok(view(record))
 }
 
@@ -198,6 +235,23 @@ pub async fn bindings(store: &dyn Store, realm: &str) -> Result<Vec<BindingView>
         .into_iter()
         .map(view)
         .collect())
+}
+
+/// Turns a realm's AWS exchange off (its bindings stay, unused until it is configured again).
+pub async fn disable(
+    store: &dyn Store,
+    realm: &str,
+    now: UnixTime,
+    actor: &str,
+) -> Result<(), AdminError> {
+    let audit = [AuditDraft::new(now, Some(realm), "aws.disabled", actor).subject(realm)];
+    if store.delete_aws_settings(realm, &audit).await? {
+        Ok(())
+    } else {
+        Err(AdminError::NotFound(format!(
+            "AWS settings of realm {realm}"
+        )))
+    }
 }
 
 pub async fn unbind(

@@ -39,6 +39,9 @@ pub struct NewClient {
     /// Where the client is told that a session it had tokens in ended (Back-Channel Logout 1.0):
     /// https, or http on a loopback host; no fragment.
     pub backchannel_logout_uri: Option<String>,
+    /// The secret to use, given by the operator (`sigil apply`'s `secret_file`), instead of a
+    /// generated one: 32 to 512 printable ASCII characters without spaces. It is not shown back.
+    pub secret: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -135,12 +138,8 @@ fn normalise_scopes(field: &'static str, text: &str) -> Result<String, AdminErro
         .map_err(|e| invalid(field, e.to_string()))
 }
 
-pub async fn create(
-    store: &dyn Store,
-    req: NewClient,
-    now: UnixTime,
-    actor: &str,
-) -> Result<WithSecret, AdminError> {
+/// Checks a client's description and makes its row, with an empty secret (set by the caller).
+fn describe(req: &NewClient, now: UnixTime) -> Result<ClientRecord, AdminError> {
     if !is_valid_client_id(&req.client_id) {
         return Err(invalid("id", "use 1-128 characters of A-Z a-z 0-9 . _ ~ -"));
     }
@@ -234,17 +233,15 @@ pub async fn create(
     } else {
         "authorization_code refresh_token".to_owned()
     };
-    // A public client's verifier matches no secret anyone holds.
-    let new_secret = secret::generate();
     let record = ClientRecord {
         realm: req.realm.clone(),
         client_id: req.client_id.clone(),
         enabled: true,
-        secret_salt: new_secret.salt,
-        secret_verifier: new_secret.verifier,
+        secret_salt: Vec::new(),
+        secret_verifier: Vec::new(),
         allowed_scopes: allowed,
         default_scopes: defaults,
-        audience: req.audience,
+        audience: req.audience.clone(),
         grant_types,
         access_token_ttl: req.access_token_ttl,
         created_at: now,
@@ -266,6 +263,35 @@ pub async fn create(
         version: super::first_version(),
         parsed_auth: Default::default(),
     };
+    Ok(record)
+}
+
+pub async fn create(
+    store: &dyn Store,
+    req: NewClient,
+    now: UnixTime,
+    actor: &str,
+) -> Result<WithSecret, AdminError> {
+    let mut record = describe(&req, now)?;
+    // A public client's verifier matches no secret anyone holds.
+    let given = req.secret.is_some();
+    let new_secret = match req.secret.as_deref() {
+        None => secret::generate(),
+        Some(_) if req.public => {
+            return Err(invalid("secret", "a public client has no secret"));
+        }
+        Some(s) if (32..=512).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic()) => {
+            secret::given(s)
+        }
+        Some(_) => {
+            return Err(invalid(
+                "secret",
+                "use 32 to 512 printable ASCII characters without spaces",
+            ));
+        }
+    };
+    record.secret_salt = new_secret.salt;
+    record.secret_verifier = new_secret.verifier;
     if store.realm(&req.realm).await?.is_none() {
         return Err(AdminError::NotFound(format!("realm {}", req.realm)));
     }
@@ -290,9 +316,82 @@ pub async fn create(
             None | Some(AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost)
         );
     Ok(WithSecret {
-        client_secret: uses_secret.then_some(new_secret.secret),
+        client_secret: (uses_secret && !given).then_some(new_secret.secret),
         client: view(record),
     })
+}
+
+/// A stored client as the request that would make it again (for a change of some fields).
+pub fn as_new(c: &ClientRecord) -> NewClient {
+    NewClient {
+        realm: c.realm.clone(),
+        client_id: c.client_id.clone(),
+        scopes: c.allowed_scopes.clone(),
+        default_scopes: (c.default_scopes != c.allowed_scopes).then(|| c.default_scopes.clone()),
+        audience: c.audience.clone(),
+        access_token_ttl: c.access_token_ttl,
+        redirect_uris: c.redirect_uris(),
+        public: c.public_client,
+        name: c.client_name.clone(),
+        client_uri: c.client_uri.clone(),
+        auth: ClientAuth::parse_stored(c.auth_config.as_deref()).unwrap_or_default(),
+        introspect: c.may_introspect,
+        post_logout_redirect_uris: c.post_logout_redirect_uris(),
+        backchannel_logout_uri: c.backchannel_logout_uri.clone(),
+        secret: None,
+    }
+}
+
+/// Changes a client's description in place: scopes, default scopes, audience, token lifetime,
+/// redirect and logout URIs, names, introspection. Its secret, authentication method
+/// ([`set_auth`]), state ([`set_enabled`]) and history stay; a client does not change between
+/// public and confidential (make another). `req.auth` and `req.secret` are ignored. With
+/// `expected`, only while the client is still that version (`If-Match`).
+pub async fn update(
+    store: &dyn Store,
+    req: NewClient,
+    expected: Option<i64>,
+    now: UnixTime,
+    actor: &str,
+) -> Result<ClientView, AdminError> {
+    let Some(current) = store.client(&req.realm, &req.client_id).await? else {
+        return Err(not_found(&req.realm, &req.client_id));
+    };
+    if current.public_client != req.public {
+        return Err(invalid(
+            "public",
+            "a client does not change between public and confidential: create another",
+        ));
+    }
+    let auth = ClientAuth::parse_stored(current.auth_config.as_deref()).unwrap_or_default();
+    let mut record = describe(
+        &NewClient {
+            auth,
+            secret: None,
+            ..req
+        },
+        now,
+    )?;
+    record.enabled = current.enabled;
+    record.created_at = current.created_at;
+    let audit = [
+        AuditDraft::new(now, Some(&record.realm), "client.updated", actor)
+            .subject(&record.client_id)
+            .detail(json!({
+                "scopes": record.allowed_scopes,
+                "default_scopes": record.default_scopes,
+                "audience": record.audience,
+                "access_token_ttl": record.access_token_ttl,
+                "redirect_uris": record.redirect_uris(),
+                "introspect": record.may_introspect,
+                "backchannel_logout": record.backchannel_logout_uri.is_some(),
+            })),
+    ];
+    if store.update_client(&record, expected, &audit).await? {
+        show(store, &record.realm, &record.client_id).await
+    } else {
+        Err(gone_or_stale(store, &record.realm, &record.client_id).await)
+    }
 }
 
 /// What the audit log keeps of authentication settings: the method and the public material's

@@ -1,15 +1,18 @@
-//! Declarative configuration: `sigil export` writes realms (with their sign-in policy), groups and
-//! clients as TOML, without secrets or keys; `sigil apply -f FILE` creates what the file has and
-//! the database lacks, sets a realm's sign-in policy where the file's differs, and refuses, before
-//! writing anything, when the database holds a realm, group or client the file describes
-//! differently (changing those in place is not built yet). Applying the same file twice writes
-//! nothing the second time, not even an audit row. Created clients' secrets are returned once.
+//! Declarative configuration: `sigil export` writes realms (with their sign-in policy), groups,
+//! clients and AWS settings and bindings as TOML, without secrets or keys; `sigil apply -f FILE`
+//! makes the database match it. In every realm the file names, it creates what is missing,
+//! changes what differs in place and deletes groups, clients and bindings the file does not
+//! have; realms the file does not name are left alone (apply never deletes a realm). What cannot
+//! change in place (a realm's algorithm, a client between public and confidential, the admin
+//! realm, which is configuration) is a conflict, refused before anything is written. Applying
+//! the same file twice writes nothing the second time, not even an audit row. Created clients'
+//! secrets are returned once, or read from a `secret_file`.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{AdminError, clients, invalid, realms, users};
+use super::{AdminError, aws, clients, invalid, realms, users};
 use crate::clients::auth::ClientAuth;
 use crate::clock::UnixTime;
 use crate::identity::settings::LoginSettings;
@@ -20,6 +23,10 @@ use crate::store::{ClientRecord, Store};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Document {
+    /// The realm whose tokens reach the admin API. This is the nodes' configuration
+    /// (`admin_realm`), not the database's: apply only checks that they agree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_realm: Option<String>,
     #[serde(default, rename = "realm")]
     pub realms: Vec<RealmSpec>,
 }
@@ -45,6 +52,51 @@ pub struct RealmSpec {
     pub groups: Vec<GroupSpec>,
     #[serde(default, rename = "client", skip_serializing_if = "Vec::is_empty")]
     pub clients: Vec<ClientSpec>,
+    /// The AWS workload exchange (absent: off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<AwsSpec>,
+    #[serde(default, rename = "aws_binding", skip_serializing_if = "Vec::is_empty")]
+    pub aws_bindings: Vec<BindingSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sts_endpoint: Option<String>,
+    #[serde(default = "aws_partition")]
+    pub partitions: Vec<String>,
+    pub server_id: String,
+    #[serde(default)]
+    pub require_challenge: bool,
+}
+
+fn aws_partition() -> Vec<String> {
+    vec!["aws".into()]
+}
+
+/// An IAM principal binding, named by its id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BindingSpec {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// `allow` (default) or `deny`.
+    #[serde(default = "allow")]
+    pub effect: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token_ttl: Option<i64>,
+}
+
+fn allow() -> String {
+    "allow".into()
 }
 
 fn default_alg() -> String {
@@ -101,11 +153,38 @@ pub struct ClientSpec {
     /// How it authenticates (absent: a secret).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<ClientAuth>,
+    /// A file holding the secret to give the client when `apply` creates it (a mounted secret),
+    /// relative to the applied file's folder. Without it a secret is generated and printed once.
+    /// Read only at creation; never exported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<std::path::PathBuf>,
 }
 
-/// The database as a document, in name order.
-pub async fn export(store: &dyn Store) -> Result<Document, AdminError> {
-    let mut out = Document::default();
+/// Reads a document from a TOML file; `secret_file`s are resolved against the file's folder.
+pub fn read_file(file: &std::path::Path) -> Result<Document, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let mut doc: Document =
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+    let folder = file
+        .parent()
+        .map(std::path::PathBuf::from)
+        .unwrap_or_default();
+    for realm in &mut doc.realms {
+        for client in &mut realm.clients {
+            if let Some(p) = client.secret_file.as_mut().filter(|p| p.is_relative()) {
+                *p = folder.join(&*p);
+            }
+        }
+    }
+    Ok(doc)
+}
+
+/// The database as a document, in name order; `admin_realm` is this node's configuration.
+pub async fn export(store: &dyn Store, admin_realm: Option<&str>) -> Result<Document, AdminError> {
+    let mut out = Document {
+        admin_realm: admin_realm.map(str::to_owned),
+        ..Document::default()
+    };
     for r in store.realms().await? {
         let login: LoginSettings = serde_json::from_str(&r.login_settings).unwrap_or_default();
         let mut groups: Vec<GroupSpec> = users::groups(store, &r.name)
@@ -121,6 +200,27 @@ pub async fn export(store: &dyn Store) -> Result<Document, AdminError> {
             .map(client_spec)
             .collect();
         specs.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        let aws = store.aws_settings(&r.name).await?.map(|a| AwsSpec {
+            sts_endpoint: a.sts_endpoint,
+            partitions: a.partitions.split(' ').map(str::to_owned).collect(),
+            server_id: a.server_id,
+            require_challenge: a.require_challenge,
+        });
+        let mut aws_bindings: Vec<BindingSpec> = store
+            .aws_bindings(&r.name)
+            .await?
+            .into_iter()
+            .map(|b| BindingSpec {
+                id: b.id,
+                principal: b.principal,
+                account: b.account,
+                scope: (!b.scopes.is_empty()).then_some(b.scopes),
+                audience: (!b.audience.is_empty()).then_some(b.audience),
+                effect: b.effect,
+                access_token_ttl: b.access_token_ttl,
+            })
+            .collect();
+        aws_bindings.sort_by(|a, b| a.id.cmp(&b.id));
         out.realms.push(RealmSpec {
             name: r.name,
             alg: r.alg,
@@ -131,6 +231,8 @@ pub async fn export(store: &dyn Store) -> Result<Document, AdminError> {
             login,
             groups,
             clients: specs,
+            aws,
+            aws_bindings,
         });
     }
     out.realms.sort_by(|a, b| a.name.cmp(&b.name));
@@ -156,6 +258,7 @@ fn client_spec(c: &ClientRecord) -> ClientSpec {
         post_logout_redirect_uris: c.post_logout_redirect_uris(),
         backchannel_logout_uri: c.backchannel_logout_uri.clone(),
         auth,
+        secret_file: None,
     }
 }
 
@@ -163,9 +266,57 @@ fn client_spec(c: &ClientRecord) -> ClientSpec {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
     CreateRealm(RealmSpec),
-    SetLogin { realm: String, login: LoginSettings },
-    CreateGroup { realm: String, group: GroupSpec },
-    CreateClient { realm: String, client: ClientSpec },
+    UpdateRealm {
+        realm: String,
+        settings: realms::RealmSettings,
+    },
+    SetLogin {
+        realm: String,
+        login: LoginSettings,
+    },
+    CreateGroup {
+        realm: String,
+        group: GroupSpec,
+    },
+    UpdateGroup {
+        realm: String,
+        group: GroupSpec,
+    },
+    DeleteGroup {
+        realm: String,
+        name: String,
+    },
+    CreateClient {
+        realm: String,
+        client: ClientSpec,
+    },
+    /// What differs: the description, the authentication, the state (any of them).
+    UpdateClient {
+        realm: String,
+        client: ClientSpec,
+        description: bool,
+        auth: bool,
+        enabled: bool,
+    },
+    DeleteClient {
+        realm: String,
+        client_id: String,
+    },
+    SetAws {
+        realm: String,
+        aws: AwsSpec,
+    },
+    DisableAws {
+        realm: String,
+    },
+    PutBinding {
+        realm: String,
+        binding: BindingSpec,
+    },
+    DeleteBinding {
+        realm: String,
+        id: String,
+    },
 }
 
 impl std::fmt::Display for Step {
@@ -176,10 +327,22 @@ impl std::fmt::Display for Step {
                 "+ realm {} ({}, tokens {} s)",
                 r.name, r.alg, r.access_token_ttl
             ),
+            Step::UpdateRealm { realm, settings } => write!(
+                f,
+                "~ realm {realm}: tokens {} s, display name {:?}, rotation {} s, prepublish {} s",
+                settings.access_token_ttl,
+                settings.display_name,
+                settings.rotation_period_secs,
+                settings.prepublish_secs
+            ),
             Step::SetLogin { realm, .. } => write!(f, "~ realm {realm}: sign-in policy"),
             Step::CreateGroup { realm, group } => {
                 write!(f, "+ group {realm}/{} ({})", group.name, group.scopes)
             }
+            Step::UpdateGroup { realm, group } => {
+                write!(f, "~ group {realm}/{} ({})", group.name, group.scopes)
+            }
+            Step::DeleteGroup { realm, name } => write!(f, "- group {realm}/{name}"),
             Step::CreateClient { realm, client } => {
                 write!(
                     f,
@@ -187,75 +350,139 @@ impl std::fmt::Display for Step {
                     client.client_id, client.scope
                 )
             }
+            Step::UpdateClient {
+                realm,
+                client,
+                description,
+                auth,
+                enabled,
+            } => {
+                let mut what = Vec::new();
+                if *description {
+                    what.push(format!(
+                        "scope {}, audience {}",
+                        client.scope, client.audience
+                    ));
+                }
+                if *auth {
+                    what.push("authentication".into());
+                }
+                if *enabled {
+                    what.push(if client.enabled { "enable" } else { "disable" }.into());
+                }
+                write!(
+                    f,
+                    "~ client {realm}/{}: {}",
+                    client.client_id,
+                    what.join("; ")
+                )
+            }
+            Step::DeleteClient { realm, client_id } => write!(f, "- client {realm}/{client_id}"),
+            Step::SetAws { realm, aws } => write!(
+                f,
+                "~ realm {realm}: AWS exchange on (server id {}, partitions {})",
+                aws.server_id,
+                aws.partitions.join(" ")
+            ),
+            Step::DisableAws { realm } => write!(f, "~ realm {realm}: AWS exchange off"),
+            Step::PutBinding { realm, binding } => write!(
+                f,
+                "~ AWS binding {realm}/{} ({} {})",
+                binding.id,
+                binding.effect,
+                binding
+                    .principal
+                    .as_deref()
+                    .or(binding.account.as_deref())
+                    .unwrap_or("")
+            ),
+            Step::DeleteBinding { realm, id } => write!(f, "- AWS binding {realm}/{id}"),
         }
     }
 }
 
 /// What applying `doc` would do, or every difference it cannot apply (nothing is written then).
+/// `admin_realm` is this node's configuration, which the file's must match if it names one.
 pub async fn plan(
     store: &dyn Store,
     doc: &Document,
+    admin_realm: Option<&str>,
 ) -> Result<Result<Vec<Step>, Vec<String>>, AdminError> {
-    let current = export(store).await?;
+    let current = export(store, admin_realm).await?;
     let mut steps = Vec::new();
     let mut conflicts = Vec::new();
+    if let Some(want) = &doc.admin_realm
+        && admin_realm != Some(want.as_str())
+    {
+        conflicts.push(format!(
+            "admin_realm is {want:?} in the file and {admin_realm:?} in this node's configuration: \
+             set admin_realm in the configuration (it is not kept in the database)"
+        ));
+    }
     let mut seen = std::collections::BTreeSet::new();
     for want in &doc.realms {
         if !seen.insert(want.name.clone()) {
             conflicts.push(format!("realm {} appears twice in the file", want.name));
             continue;
         }
-        let Some(have) = current.realms.iter().find(|r| r.name == want.name) else {
-            steps.push(Step::CreateRealm(want.clone()));
-            if want.login != LoginSettings::default() {
-                steps.push(Step::SetLogin {
-                    realm: want.name.clone(),
-                    login: want.login.clone(),
-                });
-            }
-            for g in &want.groups {
-                steps.push(Step::CreateGroup {
-                    realm: want.name.clone(),
-                    group: g.clone(),
-                });
-            }
-            for c in &want.clients {
-                steps.push(Step::CreateClient {
-                    realm: want.name.clone(),
-                    client: c.clone(),
-                });
-            }
-            continue;
-        };
-        for (what, file, db) in [
-            ("alg", want.alg.clone(), have.alg.clone()),
+        for (kind, names) in [
             (
-                "access_token_ttl",
-                want.access_token_ttl.to_string(),
-                have.access_token_ttl.to_string(),
+                "group",
+                want.groups
+                    .iter()
+                    .map(|g| g.name.as_str())
+                    .collect::<Vec<_>>(),
             ),
             (
-                "display_name",
-                format!("{:?}", want.display_name),
-                format!("{:?}", have.display_name),
+                "client",
+                want.clients.iter().map(|c| c.client_id.as_str()).collect(),
             ),
             (
-                "rotation_period_secs",
-                want.rotation_period_secs.to_string(),
-                have.rotation_period_secs.to_string(),
-            ),
-            (
-                "prepublish_secs",
-                want.prepublish_secs.to_string(),
-                have.prepublish_secs.to_string(),
+                "AWS binding",
+                want.aws_bindings.iter().map(|b| b.id.as_str()).collect(),
             ),
         ] {
-            if file != db {
+            let mut names = names;
+            names.sort_unstable();
+            if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
                 conflicts.push(format!(
-                    "realm {}: {what} is {db} in the database, {file} in the file",
-                    want.name
+                    "{kind} {}/{} appears twice in the file",
+                    want.name, w[0]
                 ));
             }
+        }
+        let empty = RealmSpec {
+            groups: Vec::new(),
+            clients: Vec::new(),
+            aws: None,
+            aws_bindings: Vec::new(),
+            login: LoginSettings::default(),
+            ..want.clone()
+        };
+        let have = match current.realms.iter().find(|r| r.name == want.name) {
+            Some(have) => have,
+            None => {
+                steps.push(Step::CreateRealm(want.clone()));
+                &empty
+            }
+        };
+        if want.alg != have.alg {
+            conflicts.push(format!(
+                "realm {}: alg is {} in the database, {} in the file (a realm keeps its algorithm)",
+                want.name, have.alg, want.alg
+            ));
+        }
+        let settings = |r: &RealmSpec| realms::RealmSettings {
+            access_token_ttl: r.access_token_ttl,
+            display_name: r.display_name.clone(),
+            rotation_period_secs: r.rotation_period_secs,
+            prepublish_secs: r.prepublish_secs,
+        };
+        if settings(want) != settings(have) {
+            steps.push(Step::UpdateRealm {
+                realm: want.name.clone(),
+                settings: settings(want),
+            });
         }
         if want.login != have.login {
             steps.push(Step::SetLogin {
@@ -263,28 +490,100 @@ pub async fn plan(
                 login: want.login.clone(),
             });
         }
+        let realm = || want.name.clone();
         for g in &want.groups {
             match have.groups.iter().find(|h| h.name == g.name) {
                 None => steps.push(Step::CreateGroup {
-                    realm: want.name.clone(),
+                    realm: realm(),
                     group: g.clone(),
                 }),
-                Some(h) if h == g => {}
-                Some(h) => conflicts.push(format!(
-                    "group {}/{}: scopes are {:?} in the database, {:?} in the file",
-                    want.name, g.name, h.scopes, g.scopes
-                )),
+                Some(h) if same_scopes(&h.scopes, &g.scopes) => {}
+                Some(_) => steps.push(Step::UpdateGroup {
+                    realm: realm(),
+                    group: g.clone(),
+                }),
+            }
+        }
+        for h in &have.groups {
+            if !want.groups.iter().any(|g| g.name == h.name) {
+                steps.push(Step::DeleteGroup {
+                    realm: realm(),
+                    name: h.name.clone(),
+                });
             }
         }
         for c in &want.clients {
-            match have.clients.iter().find(|h| h.client_id == c.client_id) {
-                None => steps.push(Step::CreateClient { realm: want.name.clone(), client: c.clone() }),
-                Some(h) if same_client(h, c) => {}
-                Some(_) => conflicts.push(format!(
-                    "client {}/{} differs from the database (changing a client in place is not built yet: \
-                     use the CLI or the admin API)",
-                    want.name, c.client_id
-                )),
+            let Some(h) = have.clients.iter().find(|h| h.client_id == c.client_id) else {
+                steps.push(Step::CreateClient {
+                    realm: realm(),
+                    client: c.clone(),
+                });
+                continue;
+            };
+            if h.public != c.public {
+                conflicts.push(format!(
+                    "client {}/{}: public is {} in the database, {} in the file (a client does \
+                     not change between public and confidential: give the new one another id)",
+                    want.name, c.client_id, h.public, c.public
+                ));
+                continue;
+            }
+            let w = normalised(c);
+            let description = ClientSpec {
+                enabled: h.enabled,
+                auth: h.auth.clone(),
+                ..w.clone()
+            } != *h;
+            let auth = w.auth != h.auth;
+            let enabled = w.enabled != h.enabled;
+            if description || auth || enabled {
+                steps.push(Step::UpdateClient {
+                    realm: realm(),
+                    client: c.clone(),
+                    description,
+                    auth,
+                    enabled,
+                });
+            }
+        }
+        for h in &have.clients {
+            if !want.clients.iter().any(|c| c.client_id == h.client_id) {
+                steps.push(Step::DeleteClient {
+                    realm: realm(),
+                    client_id: h.client_id.clone(),
+                });
+            }
+        }
+        match (&want.aws, &have.aws) {
+            (Some(w), h) if Some(w) != h.as_ref() => steps.push(Step::SetAws {
+                realm: realm(),
+                aws: w.clone(),
+            }),
+            (None, Some(_)) => steps.push(Step::DisableAws { realm: realm() }),
+            _ => {}
+        }
+        for b in &want.aws_bindings {
+            let same = have.aws_bindings.iter().any(|h| {
+                h.id == b.id
+                    && *h
+                        == BindingSpec {
+                            scope: b.scope.as_deref().map(normalise_scope),
+                            ..b.clone()
+                        }
+            });
+            if !same {
+                steps.push(Step::PutBinding {
+                    realm: realm(),
+                    binding: b.clone(),
+                });
+            }
+        }
+        for h in &have.aws_bindings {
+            if !want.aws_bindings.iter().any(|b| b.id == h.id) {
+                steps.push(Step::DeleteBinding {
+                    realm: realm(),
+                    id: h.id.clone(),
+                });
             }
         }
     }
@@ -295,28 +594,78 @@ pub async fn plan(
     })
 }
 
-/// A client as the file says it, once normalised the way creation normalises it.
-fn same_client(have: &ClientSpec, want: &ClientSpec) -> bool {
-    let norm = |s: &str| {
-        crate::clients::scope::parse(s)
-            .map(|v| v.join(" "))
-            .unwrap_or_default()
-    };
+fn normalise_scope(s: &str) -> String {
+    crate::clients::scope::parse(s)
+        .map(|v| v.join(" "))
+        .unwrap_or_else(|_| s.to_owned())
+}
+
+fn same_scopes(a: &str, b: &str) -> bool {
+    normalise_scope(a) == normalise_scope(b)
+}
+
+/// A client as the file says it, once normalised the way creation normalises it (and as export
+/// writes it back).
+fn normalised(want: &ClientSpec) -> ClientSpec {
     let mut w = want.clone();
-    w.scope = norm(&w.scope);
+    w.scope = normalise_scope(&w.scope);
     w.default_scope = w
         .default_scope
         .as_deref()
-        .map(norm)
+        .map(normalise_scope)
         .filter(|d| *d != w.scope);
     w.auth = w.auth.filter(|a| *a != ClientAuth::default());
-    *have == w
+    w.client_uri = w.client_uri.as_deref().map(|u| {
+        url::Url::parse(u)
+            .map(|u| u.to_string())
+            .unwrap_or_else(|_| u.to_owned())
+    });
+    w.secret_file = None;
+    w
 }
 
 /// What applying did: the steps taken and the secrets of the clients it created (shown once).
 pub struct Applied {
     pub steps: Vec<Step>,
     pub secrets: BTreeMap<String, String>,
+}
+
+fn new_client(realm: &str, c: &ClientSpec, secret: Option<String>) -> clients::NewClient {
+    clients::NewClient {
+        realm: realm.to_owned(),
+        client_id: c.client_id.clone(),
+        scopes: c.scope.clone(),
+        default_scopes: c.default_scope.clone(),
+        audience: c.audience.clone(),
+        access_token_ttl: c.access_token_ttl,
+        redirect_uris: c.redirect_uris.clone(),
+        public: c.public,
+        name: c.name.clone(),
+        client_uri: c.client_uri.clone(),
+        auth: c.auth.clone().unwrap_or_default(),
+        introspect: c.introspect,
+        post_logout_redirect_uris: c.post_logout_redirect_uris.clone(),
+        backchannel_logout_uri: c.backchannel_logout_uri.clone(),
+        secret,
+    }
+}
+
+fn binding(realm: &str, b: &BindingSpec) -> Result<aws::Bind, AdminError> {
+    let deny = match b.effect.as_str() {
+        "allow" => false,
+        "deny" => true,
+        other => return Err(invalid("effect", format!("{other:?} is not allow or deny"))),
+    };
+    Ok(aws::Bind {
+        realm: realm.to_owned(),
+        id: Some(b.id.clone()),
+        principal: b.principal.clone(),
+        account: b.account.clone(),
+        deny,
+        scopes: b.scope.clone(),
+        audience: b.audience.clone(),
+        access_token_ttl: b.access_token_ttl,
+    })
 }
 
 /// Applies a plan made by [`plan`], step by step, each audited with `actor`.
@@ -352,35 +701,44 @@ pub async fn apply(
                 )
                 .await?;
             }
+            Step::UpdateRealm { realm, settings } => {
+                realms::update(
+                    store,
+                    base_url,
+                    realm,
+                    settings.clone(),
+                    jwks_max_age_secs,
+                    now,
+                    actor,
+                )
+                .await?;
+            }
             Step::SetLogin { realm, login } => {
                 users::set_login_settings(store, realm, login, now, actor).await?;
             }
             Step::CreateGroup { realm, group } => {
                 users::create_group(store, realm, &group.name, &group.scopes, now, actor).await?;
             }
+            Step::UpdateGroup { realm, group } => {
+                users::set_group_scopes(store, realm, &group.name, &group.scopes, now, actor)
+                    .await?;
+            }
+            Step::DeleteGroup { realm, name } => {
+                users::delete_group(store, realm, name, now, actor).await?;
+            }
             Step::CreateClient { realm, client: c } => {
-                let made = clients::create(
-                    store,
-                    clients::NewClient {
-                        realm: realm.clone(),
-                        client_id: c.client_id.clone(),
-                        scopes: c.scope.clone(),
-                        default_scopes: c.default_scope.clone(),
-                        audience: c.audience.clone(),
-                        access_token_ttl: c.access_token_ttl,
-                        redirect_uris: c.redirect_uris.clone(),
-                        public: c.public,
-                        name: c.name.clone(),
-                        client_uri: c.client_uri.clone(),
-                        auth: c.auth.clone().unwrap_or_default(),
-                        introspect: c.introspect,
-                        post_logout_redirect_uris: c.post_logout_redirect_uris.clone(),
-                        backchannel_logout_uri: c.backchannel_logout_uri.clone(),
-                    },
-                    now,
-                    actor,
-                )
-                .await?;
+                let secret = match &c.secret_file {
+                    None => None,
+                    Some(path) => Some(
+                        std::fs::read_to_string(path)
+                            .map_err(|e| {
+                                invalid("secret_file", format!("{}: {e}", path.display()))
+                            })?
+                            .trim_end_matches(['\r', '\n'])
+                            .to_owned(),
+                    ),
+                };
+                let made = clients::create(store, new_client(realm, c, secret), now, actor).await?;
                 if !c.enabled {
                     clients::set_enabled(store, realm, &c.client_id, None, false, now, actor)
                         .await?;
@@ -389,6 +747,59 @@ pub async fn apply(
                     secrets.insert(format!("{realm}/{}", c.client_id), secret);
                 }
             }
+            Step::UpdateClient {
+                realm,
+                client: c,
+                description,
+                auth,
+                enabled,
+            } => {
+                if *description {
+                    clients::update(store, new_client(realm, c, None), None, now, actor).await?;
+                }
+                if *auth {
+                    let made = clients::set_auth(
+                        store,
+                        realm,
+                        &c.client_id,
+                        None,
+                        c.auth.clone().unwrap_or_default(),
+                        now,
+                        actor,
+                    )
+                    .await?;
+                    if let Some(secret) = made.client_secret {
+                        secrets.insert(format!("{realm}/{}", c.client_id), secret);
+                    }
+                }
+                if *enabled {
+                    clients::set_enabled(store, realm, &c.client_id, None, c.enabled, now, actor)
+                        .await?;
+                }
+            }
+            Step::DeleteClient { realm, client_id } => {
+                clients::delete(store, realm, client_id, None, now, actor).await?;
+            }
+            Step::SetAws { realm, aws: a } => {
+                aws::configure(
+                    store,
+                    aws::Configure {
+                        realm: realm.clone(),
+                        sts_endpoint: a.sts_endpoint.clone(),
+                        partitions: a.partitions.clone(),
+                        server_id: a.server_id.clone(),
+                        require_challenge: a.require_challenge,
+                    },
+                    now,
+                    actor,
+                )
+                .await?;
+            }
+            Step::DisableAws { realm } => aws::disable(store, realm, now, actor).await?,
+            Step::PutBinding { realm, binding: b } => {
+                aws::put_binding(store, binding(realm, b)?, now, actor).await?;
+            }
+            Step::DeleteBinding { realm, id } => aws::unbind(store, realm, id, now, actor).await?,
         }
     }
     Ok(Applied { steps, secrets })

@@ -55,6 +55,95 @@ pub struct RealmView {
     pub keys: Vec<KeyView>,
 }
 
+/// A realm's settings that can change after it is made (its algorithm cannot: rotate to a realm
+/// of the other algorithm instead).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RealmSettings {
+    pub access_token_ttl: i64,
+    pub display_name: Option<String>,
+    pub rotation_period_secs: i64,
+    pub prepublish_secs: i64,
+}
+
+fn check_schedule(rotation: i64, prepublish: i64, jwks_max_age: i64) -> Result<(), AdminError> {
+    if prepublish > MAX_PREPUBLISH {
+        return Err(invalid(
+            "prepublish",
+            format!("at most {MAX_PREPUBLISH} s (90 days)"),
+        ));
+    }
+    if rotation > MAX_ROTATION_PERIOD {
+        return Err(invalid(
+            "rotation-period",
+            format!("at most {MAX_ROTATION_PERIOD} s (two years)"),
+        ));
+    }
+    if prepublish < jwks_max_age.max(1) {
+        return Err(invalid(
+            "prepublish",
+            format!(
+                "{prepublish} s is shorter than the JWKS max-age ({jwks_max_age} s): validators could meet a key before fetching it"
+            ),
+        ));
+    }
+    if rotation < 2 * prepublish {
+        return Err(invalid(
+            "rotation-period",
+            "must be at least twice the prepublish period",
+        ));
+    }
+    Ok(())
+}
+
+fn check_display_name(name: Option<&str>) -> Result<(), AdminError> {
+    match name {
+        Some(n) if n.chars().count() > 128 || n.chars().any(char::is_control) => {
+            Err(invalid("display-name", "at most 128 printable characters"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Changes a realm's token lifetime, display name and key schedule. The schedule applies from
+/// the next rotation; keys already published keep their times.
+pub async fn update(
+    store: &dyn Store,
+    base_url: &str,
+    name: &str,
+    settings: RealmSettings,
+    jwks_max_age_secs: i64,
+    now: UnixTime,
+    actor: &str,
+) -> Result<RealmView, AdminError> {
+    check_ttl("token-ttl", settings.access_token_ttl)?;
+    check_schedule(
+        settings.rotation_period_secs,
+        settings.prepublish_secs,
+        jwks_max_age_secs,
+    )?;
+    check_display_name(settings.display_name.as_deref())?;
+    let Some(mut realm) = store.realm(name).await? else {
+        return Err(AdminError::NotFound(format!("realm {name}")));
+    };
+    realm.access_token_ttl = settings.access_token_ttl;
+    realm.display_name = settings.display_name;
+    realm.rotation_period_secs = settings.rotation_period_secs;
+    realm.prepublish_secs = settings.prepublish_secs;
+    let audit = [AuditDraft::new(now, Some(name), "realm.updated", actor)
+        .subject(name)
+        .detail(json!({
+            "access_token_ttl": realm.access_token_ttl,
+            "display_name": realm.display_name,
+            "rotation_period_secs": realm.rotation_period_secs,
+            "prepublish_secs": realm.prepublish_secs,
+        }))];
+    if !store.update_realm(&realm, &audit).await? {
+        return Err(AdminError::NotFound(format!("realm {name}")));
+    }
+    show(store, base_url, name).await
+}
+
 pub async fn create(
     store: &dyn Store,
     kek: &dyn KekSource,
@@ -67,33 +156,12 @@ pub async fn create(
         return Err(invalid("realm", "use 1-64 characters of a-z 0-9 - _"));
     }
     check_ttl("token-ttl", req.access_token_ttl)?;
-    if req.prepublish_secs > MAX_PREPUBLISH {
-        return Err(invalid(
-            "prepublish",
-            format!("at most {MAX_PREPUBLISH} s (90 days)"),
-        ));
-    }
-    if req.rotation_period_secs > MAX_ROTATION_PERIOD {
-        return Err(invalid(
-            "rotation-period",
-            format!("at most {MAX_ROTATION_PERIOD} s (two years)"),
-        ));
-    }
-    if req.prepublish_secs < req.jwks_max_age_secs.max(1) {
-        return Err(invalid(
-            "prepublish",
-            format!(
-                "{} s is shorter than the JWKS max-age ({} s): validators could meet a key before fetching it",
-                req.prepublish_secs, req.jwks_max_age_secs
-            ),
-        ));
-    }
-    if req.rotation_period_secs < 2 * req.prepublish_secs {
-        return Err(invalid(
-            "rotation-period",
-            "must be at least twice the prepublish period",
-        ));
-    }
+    check_schedule(
+        req.rotation_period_secs,
+        req.prepublish_secs,
+        req.jwks_max_age_secs,
+    )?;
+    check_display_name(req.display_name.as_deref())?;
     let key = new_key(kek, &req.name, req.alg, "active", now)?;
     let realm = RealmRecord {
         name: req.name.clone(),

@@ -79,6 +79,48 @@ pub async fn create_group(
     Ok(())
 }
 
+/// Sets a group's scopes. Members' next tokens (and refreshes) carry the new ones.
+pub async fn set_group_scopes(
+    store: &dyn Store,
+    realm: &str,
+    name: &str,
+    scopes: &str,
+    now: UnixTime,
+    actor: &str,
+) -> Result<(), AdminError> {
+    let scopes = scope::parse(scopes)
+        .map(|s| s.join(" "))
+        .map_err(|e| invalid("scope", e.to_string()))?;
+    let audit = [AuditDraft::new(now, Some(realm), "group.updated", actor)
+        .subject(name)
+        .detail(json!({"scopes": scopes}))];
+    if store.set_group_scopes(realm, name, &scopes, &audit).await? {
+        Ok(())
+    } else {
+        Err(AdminError::NotFound(format!(
+            "group {name} in realm {realm}"
+        )))
+    }
+}
+
+/// Deletes a group; its members leave it.
+pub async fn delete_group(
+    store: &dyn Store,
+    realm: &str,
+    name: &str,
+    now: UnixTime,
+    actor: &str,
+) -> Result<(), AdminError> {
+    let audit = [AuditDraft::new(now, Some(realm), "group.deleted", actor).subject(name)];
+    if store.delete_group(realm, name, &audit).await? {
+        Ok(())
+    } else {
+        Err(AdminError::NotFound(format!(
+            "group {name} in realm {realm}"
+        )))
+    }
+}
+
 pub async fn groups(store: &dyn Store, realm: &str) -> Result<Vec<(String, String)>, AdminError> {
     Ok(store
         .groups(realm)

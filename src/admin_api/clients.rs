@@ -110,6 +110,7 @@ pub async fn create(
             .map_err(|e| ApiError::invalid("auth", e.to_string()))?,
     };
     let req = NewClient {
+        secret: None,
         realm,
         client_id: b.client_id,
         scopes: b.scope,
@@ -148,12 +149,86 @@ pub async fn show(
     Ok(with_etag(StatusCode::OK, view, version))
 }
 
-/// What a PATCH may change.
+/// What a PATCH may change: `enabled` on its own, or any of the description's fields (those
+/// absent stay; `null` clears an optional one). Authentication changes through `PUT .../auth`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientPatch {
     /// Disabling revokes every token the client holds (they enter the revocation feed).
-    pub enabled: bool,
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// Space-separated allowed scopes.
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// Space-separated default scopes (`null`: all the allowed ones).
+    #[serde(default, deserialize_with = "super::present")]
+    pub default_scope: Option<Option<String>>,
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// 60-86400 s (`null`: the realm's).
+    #[serde(default, deserialize_with = "super::present")]
+    #[schema(minimum = 60, maximum = 86400)]
+    pub access_token_ttl: Option<Option<i64>>,
+    #[serde(default)]
+    pub redirect_uris: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "super::present")]
+    pub name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "super::present")]
+    pub client_uri: Option<Option<String>>,
+    #[serde(default)]
+    pub introspect: Option<bool>,
+    #[serde(default)]
+    pub post_logout_redirect_uris: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "super::present")]
+    pub backchannel_logout_uri: Option<Option<String>>,
+}
+
+impl ClientPatch {
+    fn describes(&self) -> bool {
+        self.scope.is_some()
+            || self.default_scope.is_some()
+            || self.audience.is_some()
+            || self.access_token_ttl.is_some()
+            || self.redirect_uris.is_some()
+            || self.name.is_some()
+            || self.client_uri.is_some()
+            || self.introspect.is_some()
+            || self.post_logout_redirect_uris.is_some()
+            || self.backchannel_logout_uri.is_some()
+    }
+
+    fn apply_to(self, c: &mut NewClient) {
+        if let Some(v) = self.scope {
+            c.scopes = v;
+        }
+        if let Some(v) = self.default_scope {
+            c.default_scopes = v;
+        }
+        if let Some(v) = self.audience {
+            c.audience = v;
+        }
+        if let Some(v) = self.access_token_ttl {
+            c.access_token_ttl = v;
+        }
+        if let Some(v) = self.redirect_uris {
+            c.redirect_uris = v;
+        }
+        if let Some(v) = self.name {
+            c.name = v;
+        }
+        if let Some(v) = self.client_uri {
+            c.client_uri = v;
+        }
+        if let Some(v) = self.introspect {
+            c.introspect = v;
+        }
+        if let Some(v) = self.post_logout_redirect_uris {
+            c.post_logout_redirect_uris = v;
+        }
+        if let Some(v) = self.backchannel_logout_uri {
+            c.backchannel_logout_uri = v;
+        }
+    }
 }
 
 #[utoipa::path(operation_id = "update_client", patch, path = "/admin/realms/{realm}/clients/{client_id}", tag = "clients",
@@ -174,20 +249,85 @@ pub async fn update(
 ) -> Result<Response, ApiError> {
     caller.write(&realm)?;
     let expected = if_match(&headers)?;
-    ops::set_enabled(
+    match (patch.enabled, patch.describes()) {
+        (Some(_), true) => {
+            return Err(ApiError::invalid(
+                "enabled",
+                "change enabled on its own, not with the description",
+            ));
+        }
+        (None, false) => return Err(ApiError::invalid("body", "nothing to change")),
+        (Some(enabled), false) => {
+            ops::set_enabled(
+                state.store.as_ref(),
+                &realm,
+                &id,
+                Some(expected),
+                enabled,
+                state.clock.now(),
+                &caller.actor,
+            )
+            .await?;
+        }
+        (None, true) => {
+            let Some(current) = state.store.client(&realm, &id).await? else {
+                return Err(ApiError::NotFound(format!("client {id} in realm {realm}")));
+            };
+            let mut req = ops::as_new(&current);
+            patch.apply_to(&mut req);
+            // The version read with `current` is checked again in the write: a change made
+            // in between makes this one 412, never a merge over it.
+            ops::update(
+                state.store.as_ref(),
+                req,
+                Some(expected),
+                state.clock.now(),
+                &caller.actor,
+            )
+            .await?;
+        }
+    }
+    super::changed(&state, &realm);
+    let view = ops::show(state.store.as_ref(), &realm, &id).await?;
+    let version = view.version;
+    Ok(with_etag(StatusCode::OK, view, version))
+}
+
+#[utoipa::path(operation_id = "set_client_auth", put, path = "/admin/realms/{realm}/clients/{client_id}/auth", tag = "clients",
+    params(("realm" = String, Path), ("client_id" = String, Path), IfMatch),
+    request_body(content = Object, description = "As `auth` at registration: `method` \
+        (absent = a secret), `tls_subject`, `cert_thumbprints`, `jwks` or `jwks_uri`, \
+        `bind_tokens`, `require_dpop`"),
+    responses(
+        (status = 200, description = "Switched; a client moved to a secret method gets a new \
+            secret, shown this once", body = WithSecret, headers(("ETag" = String))),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 412, body = Problem), (status = 428, body = Problem)
+    ))]
+pub async fn set_auth(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath((realm, id)): ApiPath<(String, String)>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<serde_json::Map<String, serde_json::Value>>,
+) -> Result<Response, ApiError> {
+    caller.write(&realm)?;
+    let expected = if_match(&headers)?;
+    let auth: ClientAuth = serde_json::from_value(serde_json::Value::Object(body))
+        .map_err(|e| ApiError::invalid("auth", e.to_string()))?;
+    let made = ops::set_auth(
         state.store.as_ref(),
         &realm,
         &id,
         Some(expected),
-        patch.enabled,
+        auth,
         state.clock.now(),
         &caller.actor,
     )
     .await?;
     super::changed(&state, &realm);
-    let view = ops::show(state.store.as_ref(), &realm, &id).await?;
-    let version = view.version;
-    Ok(with_etag(StatusCode::OK, view, version))
+    let version = made.client.version;
+    Ok(with_etag(StatusCode::OK, made, version))
 }
 
 #[utoipa::path(operation_id = "delete_client", delete, path = "/admin/realms/{realm}/clients/{client_id}", tag = "clients",

@@ -12,6 +12,7 @@
 
 mod audit;
 pub mod auth;
+mod aws;
 mod clients;
 mod keys;
 mod problem;
@@ -51,7 +52,7 @@ use crate::state::AppState;
     components(schemas(Problem)),
     tags(
         (name = "realms"), (name = "clients"), (name = "keys"), (name = "groups"), (name = "users"),
-        (name = "audit")
+        (name = "aws"), (name = "audit")
     )
 )]
 struct ApiDoc;
@@ -119,19 +120,25 @@ pub struct IfMatch {
 fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(realms::list, realms::create))
-        .routes(routes!(realms::show))
+        .routes(routes!(realms::show, realms::update))
+        .routes(routes!(realms::login_settings, realms::set_login_settings))
+        .routes(routes!(realms::set_group, realms::delete_group))
         .routes(routes!(clients::list, clients::create))
         .routes(routes!(clients::show, clients::update, clients::delete))
         .routes(routes!(clients::rotate_secret))
+        .routes(routes!(clients::set_auth))
         .routes(routes!(keys::list))
         .routes(routes!(keys::rotate))
         .routes(routes!(keys::revoke))
         .routes(routes!(realms::groups, realms::create_group))
-        .routes(routes!(users::create))
+        .routes(routes!(users::list, users::create))
         .routes(routes!(users::show, users::update))
         .routes(routes!(users::add_group, users::remove_group))
         .routes(routes!(users::invite))
         .routes(routes!(users::sign_out))
+        .routes(routes!(aws::show, aws::set, aws::disable))
+        .routes(routes!(aws::bindings))
+        .routes(routes!(aws::put_binding, aws::delete_binding))
         .routes(routes!(audit::list))
         .routes(routes!(audit::verify))
         .split_for_parts();
@@ -293,6 +300,15 @@ impl PageQuery {
         };
         Ok(Page { items, next })
     }
+}
+
+/// A field that is present, even as `null` (`Some(None)`), as against absent (`None`).
+pub fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// The `ETag` of a versioned resource.

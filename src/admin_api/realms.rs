@@ -11,6 +11,7 @@ use super::auth::Caller;
 use super::{AlgName, ApiError, ApiJson, ApiPath, ApiQuery, Page, PageQuery, Problem, no_store};
 use crate::admin::realms::{self as ops, DEFAULT_PREPUBLISH, DEFAULT_ROTATION_PERIOD, RealmView};
 use crate::admin::users;
+use crate::identity::settings::LoginSettings;
 use crate::keys::Alg;
 use crate::state::AppState;
 
@@ -111,6 +112,113 @@ pub async fn create(
     Ok(no_store(StatusCode::CREATED, view))
 }
 
+/// What a PATCH of a realm may change (absent fields stay; `display_name: null` clears it). The
+/// algorithm cannot change.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RealmPatch {
+    #[serde(default)]
+    #[schema(minimum = 60, maximum = 86400)]
+    pub access_token_ttl: Option<i64>,
+    #[serde(default, deserialize_with = "super::present")]
+    #[schema(max_length = 128, pattern = "^[^\\u0000-\\u001f\\u007f]*$")]
+    pub display_name: Option<Option<String>>,
+    #[serde(default)]
+    #[schema(minimum = 2, maximum = 63_072_000)]
+    pub rotation_period_secs: Option<i64>,
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 7_776_000)]
+    pub prepublish_secs: Option<i64>,
+}
+
+#[utoipa::path(operation_id = "update_realm", patch, path = "/admin/realms/{realm}", tag = "realms",
+    params(("realm" = String, Path)),
+    request_body = RealmPatch,
+    responses(
+        (status = 200, body = RealmView),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem)
+    ))]
+pub async fn update(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(realm): ApiPath<String>,
+    ApiJson(patch): ApiJson<RealmPatch>,
+) -> Result<Response, ApiError> {
+    caller.write(&realm)?;
+    let Some(current) = state.store.realm(&realm).await? else {
+        return Err(ApiError::NotFound(format!("realm {realm}")));
+    };
+    let settings = ops::RealmSettings {
+        access_token_ttl: patch.access_token_ttl.unwrap_or(current.access_token_ttl),
+        display_name: patch.display_name.unwrap_or(current.display_name),
+        rotation_period_secs: patch
+            .rotation_period_secs
+            .unwrap_or(current.rotation_period_secs),
+        prepublish_secs: patch.prepublish_secs.unwrap_or(current.prepublish_secs),
+    };
+    let view = ops::update(
+        state.store.as_ref(),
+        state.directory.base_url(),
+        &realm,
+        settings,
+        state.config.jwks_max_age_secs as i64,
+        state.clock.now(),
+        &caller.actor,
+    )
+    .await?;
+    super::changed(&state, &realm);
+    Ok(no_store(StatusCode::OK, view))
+}
+
+#[utoipa::path(operation_id = "get_login_settings", get, path = "/admin/realms/{realm}/login-settings", tag = "realms",
+    params(("realm" = String, Path)),
+    responses(
+        (status = 200, description = "The realm's sign-in policy (as `sigil realm set-login` sets it)", body = Object),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)
+    ))]
+pub async fn login_settings(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(realm): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    caller.read(&realm)?;
+    let Some(r) = state.store.realm(&realm).await? else {
+        return Err(ApiError::NotFound(format!("realm {realm}")));
+    };
+    let settings: LoginSettings = serde_json::from_str(&r.login_settings).unwrap_or_default();
+    Ok(no_store(StatusCode::OK, settings))
+}
+
+#[utoipa::path(operation_id = "set_login_settings", put, path = "/admin/realms/{realm}/login-settings", tag = "realms",
+    params(("realm" = String, Path)),
+    request_body(content = Object, description = "The whole policy; absent fields take their defaults"),
+    responses(
+        (status = 200, body = Object),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem)
+    ))]
+pub async fn set_login_settings(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(realm): ApiPath<String>,
+    ApiJson(body): ApiJson<serde_json::Map<String, serde_json::Value>>,
+) -> Result<Response, ApiError> {
+    caller.write(&realm)?;
+    let settings: LoginSettings = serde_json::from_value(serde_json::Value::Object(body))
+        .map_err(|e| ApiError::invalid("body", e.to_string()))?;
+    users::set_login_settings(
+        state.store.as_ref(),
+        &realm,
+        &settings,
+        state.clock.now(),
+        &caller.actor,
+    )
+    .await?;
+    super::changed(&state, &realm);
+    Ok(no_store(StatusCode::OK, settings))
+}
+
 #[utoipa::path(operation_id = "get_realm", get, path = "/admin/realms/{realm}", tag = "realms",
     params(("realm" = String, Path)),
     responses(
@@ -202,4 +310,71 @@ pub async fn create_group(
             scopes,
         },
     ))
+}
+
+/// A group's scopes.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupScopes {
+    /// Space-separated scopes.
+    #[schema(pattern = r"^[!#-\[\]-~]+( [!#-\[\]-~]+)*$")]
+    pub scopes: String,
+}
+
+#[utoipa::path(operation_id = "set_group_scopes", put, path = "/admin/realms/{realm}/groups/{name}", tag = "groups",
+    params(("realm" = String, Path), ("name" = String, Path)),
+    request_body = GroupScopes,
+    responses(
+        (status = 200, body = Group),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem)
+    ))]
+pub async fn set_group(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath((realm, name)): ApiPath<(String, String)>,
+    ApiJson(body): ApiJson<GroupScopes>,
+) -> Result<Response, ApiError> {
+    caller.write(&realm)?;
+    users::set_group_scopes(
+        state.store.as_ref(),
+        &realm,
+        &name,
+        &body.scopes,
+        state.clock.now(),
+        &caller.actor,
+    )
+    .await?;
+    super::changed(&state, &realm);
+    let scopes = users::groups(state.store.as_ref(), &realm)
+        .await?
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, s)| s)
+        .unwrap_or(body.scopes);
+    Ok(no_store(StatusCode::OK, Group { name, scopes }))
+}
+
+#[utoipa::path(operation_id = "delete_group", delete, path = "/admin/realms/{realm}/groups/{name}", tag = "groups",
+    params(("realm" = String, Path), ("name" = String, Path)),
+    responses(
+        (status = 204, description = "Deleted; its members left it"),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)
+    ))]
+pub async fn delete_group(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath((realm, name)): ApiPath<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    caller.write(&realm)?;
+    users::delete_group(
+        state.store.as_ref(),
+        &realm,
+        &name,
+        state.clock.now(),
+        &caller.actor,
+    )
+    .await?;
+    super::changed(&state, &realm);
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -12,7 +12,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::Caller;
-use super::{ApiError, ApiJson, ApiPath, IfMatch, Problem, if_match, no_store, with_etag};
+use super::{
+    ApiError, ApiJson, ApiPath, ApiQuery, IfMatch, Page, PageQuery, Problem, if_match, no_store,
+    with_etag,
+};
 use crate::admin::users::{self as ops, UserView};
 use crate::state::AppState;
 
@@ -31,6 +34,62 @@ pub async fn show(
     let view = ops::show(state.store.as_ref(), &realm, &username).await?;
     let version = view.version;
     Ok(with_etag(StatusCode::OK, view, version))
+}
+
+/// A user in a list (`GET .../users/{username}` has the rest).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserSummary {
+    pub id: String,
+    pub username: String,
+    pub enabled: bool,
+    pub created_at: i64,
+}
+
+#[utoipa::path(get, operation_id = "list_users", path = "/admin/realms/{realm}/users", tag = "users",
+    params(("realm" = String, Path), PageQuery),
+    responses(
+        (status = 200, description = "Users by username", body = Page<UserSummary>),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem)
+    ))]
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(realm): ApiPath<String>,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> Result<Response, ApiError> {
+    caller.read(&realm)?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::invalid("limit", "must be 1-200"));
+    }
+    if state.store.realm(&realm).await?.is_none() {
+        return Err(ApiError::NotFound(format!("realm {realm}")));
+    }
+    // Paged in SQL (a realm may hold millions): one more than asked says whether there is more.
+    let mut rows = state
+        .store
+        .users_page(
+            &realm,
+            q.after.as_deref().unwrap_or(""),
+            i64::from(limit) + 1,
+        )
+        .await?;
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let next = more
+        .then(|| rows.last().map(|u| u.username.clone()))
+        .flatten();
+    let items = rows
+        .into_iter()
+        .map(|u| UserSummary {
+            id: u.id,
+            username: u.username,
+            enabled: u.enabled,
+            created_at: u.created_at,
+        })
+        .collect();
+    Ok(no_store(StatusCode::OK, Page { items, next }))
 }
 
 /// A new user; credentials come later, through an invite.

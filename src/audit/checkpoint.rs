@@ -76,6 +76,29 @@ pub async fn append_anchor(path: &std::path::Path, line: &str) -> std::io::Resul
     f.sync_data().await
 }
 
+/// Sends one anchor line to an HTTP sink (`audit_anchor_url`) as a JSON body, with the bearer
+/// token if one is configured. Any status but 2xx is an error. The outbound client's timeouts
+/// apply and it follows no redirect.
+pub async fn post_anchor(
+    client: &reqwest::Client,
+    url: &url::Url,
+    token: Option<&str>,
+    line: &str,
+) -> Result<(), String> {
+    let mut req = client
+        .post(url.clone())
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(line.to_owned());
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    match req.send().await {
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) => Err(format!("the sink answered {}", r.status())),
+        Err(e) => Err(e.without_url().to_string()),
+    }
+}
+
 /// What a checkpoint claims, and whether its seal holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claims {

@@ -12,7 +12,7 @@ use crate::keys::open_kek_ring;
 /// Prints the database as the file `apply` reads.
 pub(super) async fn export(config: Config) -> Result<i32, CliError> {
     let store = open_store(&config).await?;
-    let doc = declarative::export(store.as_ref()).await?;
+    let doc = declarative::export(store.as_ref(), config.admin_realm.as_deref()).await?;
     print!("{}", to_toml(&doc)?);
     Ok(0)
 }
@@ -43,12 +43,10 @@ pub(super) async fn apply(
     dry_run: bool,
     now: UnixTime,
 ) -> Result<i32, CliError> {
-    let text = std::fs::read_to_string(&file)
-        .map_err(|e| CliError::Other(format!("{}: {e}", file.display())))?;
-    let doc: Document =
-        toml::from_str(&text).map_err(|e| CliError::Other(format!("{}: {e}", file.display())))?;
+    let doc = declarative::read_file(&file).map_err(CliError::Other)?;
     let store = open_store(&config).await?;
-    let steps = match declarative::plan(store.as_ref(), &doc).await? {
+    let steps = match declarative::plan(store.as_ref(), &doc, config.admin_realm.as_deref()).await?
+    {
         Ok(steps) => steps,
         Err(conflicts) => {
             for c in &conflicts {

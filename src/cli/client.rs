@@ -140,6 +140,7 @@ pub(super) async fn run(
         } => {
             let auth = auth.into_client_auth(public)?;
             let req = admin::clients::NewClient {
+                secret: None,
                 realm: client.realm,
                 client_id: client.id,
                 scopes: scope,

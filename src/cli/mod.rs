@@ -85,6 +85,15 @@ pub enum Command {
     },
     /// Apply database migrations and exit.
     Migrate,
+    /// Ask a running node whether it is ready (its `/readyz`), for a container's health check:
+    /// exit status 0 when it answers 200, 1 otherwise, with its answer on stderr.
+    Probe {
+        /// The URL to ask (default: `/readyz` on this configuration's `bind`, through loopback
+        /// when it binds every address). A TLS certificate is not verified: the probe sends
+        /// nothing secret and a node's certificate names its public host, not loopback.
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+    },
     /// Manage realms.
     #[command(subcommand)]
     Realm(RealmCommand),
@@ -204,9 +213,50 @@ fn print_json<T: Serialize>(v: &T) {
 }
 
 async fn open_store(config: &Config) -> Result<Arc<dyn Store>, CliError> {
-    let store = store::connect_with(&config.database_url, &config.db).await?;
-    store.migrate().await?;
+    let store = store::open(&config.database_url, &config.db).await?;
     Ok(store)
+}
+
+/// `sigil probe`: GET the node's `/readyz`.
+async fn probe(config: &Config, url: Option<String>) -> Result<i32, CliError> {
+    let url = url.unwrap_or_else(|| {
+        let mut addr = config.bind;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(match addr {
+                std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{addr}/readyz")
+    });
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(std::time::Duration::from_secs(3))
+        .tls_danger_accept_invalid_certs(true)
+        .build()
+        .map_err(|e| CliError::Other(format!("probe: {e}")))?;
+    match client.get(&url).send().await {
+        Ok(response) => {
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            eprintln!("{url}: {status} {}", body.trim());
+            Ok(if status == reqwest::StatusCode::OK {
+                0
+            } else {
+                1
+            })
+        }
+        Err(e) => {
+            eprintln!("{url}: {e}");
+            Ok(1)
+        }
+    }
 }
 
 fn base_url(config: &Config) -> String {
@@ -233,6 +283,7 @@ pub async fn run(cli: Cli, config: Config) -> Result<i32, CliError> {
                 .map_err(|e| CliError::Other(format!("server error: {e}")))?;
             Ok(0)
         }
+        Command::Probe { url } => probe(&config, url).await,
         Command::Migrate => {
             open_store(&config).await?;
             println!("migrations applied");

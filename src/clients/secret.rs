@@ -30,6 +30,17 @@ pub fn generate() -> NewSecret {
     }
 }
 
+/// A verifier for a secret the operator chose (read from a file), with a fresh salt.
+pub fn given(secret: &str) -> NewSecret {
+    let salt = random_bytes::<16>().to_vec();
+    let verifier = verifier(&salt, secret).to_vec();
+    NewSecret {
+        secret: secret.to_owned(),
+        salt,
+        verifier,
+    }
+}
+
 pub fn verifier(salt: &[u8], secret: &str) -> [u8; 32] {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     ctx.update(salt);

@@ -109,6 +109,10 @@ pub struct Config {
     pub kek_previous_files: Vec<std::path::PathBuf>,
     /// Where every audit checkpoint is also appended (a JSON line), outside the database.
     pub audit_anchor_file: Option<std::path::PathBuf>,
+    /// Every anchor is also POSTed here (https, or http on a loopback host).
+    pub audit_anchor_url: Option<Url>,
+    /// A bearer token for `audit_anchor_url`, read from this file (never logged).
+    pub audit_anchor_token: Option<String>,
     /// A file `sigil serve` applies (as `sigil apply`) before it serves.
     pub apply_on_start: Option<std::path::PathBuf>,
     /// AWS exchange challenges one address may obtain per minute; past it, 429. 0 = no limit.
@@ -186,6 +190,8 @@ impl Config {
             admin_realm: None,
             kek_previous_files: Vec::new(),
             audit_anchor_file: None,
+            audit_anchor_url: None,
+            audit_anchor_token: None,
             apply_on_start: None,
             aws_challenges_per_minute_per_ip: 30,
             aws_max_live_challenges: 10_000,

@@ -16,6 +16,7 @@ pub struct Settings {
     pub database_url: Option<String>,
     pub database_pool_size: Option<u32>,
     pub database_connect_timeout_secs: Option<u64>,
+    pub database_start_wait_secs: Option<u64>,
     pub database_statement_timeout_ms: Option<u64>,
     pub audit_chain: Option<String>,
     pub audit_checkpoint_secs: Option<u64>,
@@ -38,6 +39,8 @@ pub struct Settings {
     pub dpop_nonce_secs: Option<u64>,
     pub admin_realm: Option<String>,
     pub audit_anchor_file: Option<PathBuf>,
+    pub audit_anchor_url: Option<String>,
+    pub audit_anchor_token_file: Option<PathBuf>,
     pub apply_on_start: Option<PathBuf>,
     pub aws_challenges_per_minute_per_ip: Option<u32>,
     pub aws_max_live_challenges: Option<u32>,
@@ -64,6 +67,9 @@ impl Settings {
             database_connect_timeout_secs: over
                 .database_connect_timeout_secs
                 .or(self.database_connect_timeout_secs),
+            database_start_wait_secs: over
+                .database_start_wait_secs
+                .or(self.database_start_wait_secs),
             database_statement_timeout_ms: over
                 .database_statement_timeout_ms
                 .or(self.database_statement_timeout_ms),
@@ -94,6 +100,10 @@ impl Settings {
             admin_realm: over.admin_realm.or(self.admin_realm),
             kek_previous_files: over.kek_previous_files.or(self.kek_previous_files),
             audit_anchor_file: over.audit_anchor_file.or(self.audit_anchor_file),
+            audit_anchor_url: over.audit_anchor_url.or(self.audit_anchor_url),
+            audit_anchor_token_file: over
+                .audit_anchor_token_file
+                .or(self.audit_anchor_token_file),
             apply_on_start: over.apply_on_start.or(self.apply_on_start),
             aws_challenges_per_minute_per_ip: over
                 .aws_challenges_per_minute_per_ip
@@ -146,6 +156,7 @@ impl Settings {
             database_url: get("SIGIL_DATABASE_URL"),
             database_pool_size: num(&get, "SIGIL_DATABASE_POOL_SIZE")?,
             database_connect_timeout_secs: num(&get, "SIGIL_DATABASE_CONNECT_TIMEOUT_SECS")?,
+            database_start_wait_secs: num(&get, "SIGIL_DATABASE_START_WAIT_SECS")?,
             database_statement_timeout_ms: num(&get, "SIGIL_DATABASE_STATEMENT_TIMEOUT_MS")?,
             audit_chain: get("SIGIL_AUDIT_CHAIN"),
             audit_checkpoint_secs: num(&get, "SIGIL_AUDIT_CHECKPOINT_SECS")?,
@@ -175,6 +186,8 @@ impl Settings {
                     .collect()
             }),
             audit_anchor_file: get("SIGIL_AUDIT_ANCHOR_FILE").map(PathBuf::from),
+            audit_anchor_url: get("SIGIL_AUDIT_ANCHOR_URL"),
+            audit_anchor_token_file: get("SIGIL_AUDIT_ANCHOR_TOKEN_FILE").map(PathBuf::from),
             apply_on_start: get("SIGIL_APPLY_ON_START").map(PathBuf::from),
             aws_challenges_per_minute_per_ip: num(&get, "SIGIL_AWS_CHALLENGES_PER_MINUTE_PER_IP")?,
             aws_max_live_challenges: num(&get, "SIGIL_AWS_MAX_LIVE_CHALLENGES")?,

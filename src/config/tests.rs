@@ -85,6 +85,34 @@ fn database_pool_and_deadlines_are_configurable_and_bounded() {
         ),
         (
             Settings {
+                database_start_wait_secs: Some(3601),
+                ..Default::default()
+            },
+            "database_start_wait_secs",
+        ),
+        (
+            Settings {
+                audit_anchor_url: Some("http://siem.bank.example/anchors".into()),
+                ..Default::default()
+            },
+            "audit_anchor_url",
+        ),
+        (
+            Settings {
+                audit_anchor_url: Some("https://user:pw@siem.bank.example/anchors".into()),
+                ..Default::default()
+            },
+            "audit_anchor_url",
+        ),
+        (
+            Settings {
+                audit_anchor_token_file: Some("/nonexistent/token".into()),
+                ..Default::default()
+            },
+            "audit_anchor_token_file",
+        ),
+        (
+            Settings {
                 metrics_bind: Some("everywhere".into()),
                 ..Default::default()
             },

@@ -74,6 +74,12 @@ impl Config {
                 1,
                 300,
             )?),
+            start_wait: Duration::from_secs(bounded(
+                "database_start_wait_secs",
+                s.database_start_wait_secs.unwrap_or(0),
+                0,
+                3600,
+            )?),
             statement_timeout: Duration::from_millis(bounded(
                 "database_statement_timeout_ms",
                 s.database_statement_timeout_ms.unwrap_or(5000),
@@ -261,6 +267,48 @@ impl Config {
                     ));
                 }
                 other => other.filter(|p| !p.as_os_str().is_empty()),
+            },
+            audit_anchor_url: match s.audit_anchor_url.filter(|u| !u.is_empty()) {
+                None => None,
+                Some(_) if s.audit_checkpoint_secs == Some(0) => {
+                    return Err(invalid(
+                        "audit_anchor_url",
+                        "anchors are sent with checkpoints: audit_checkpoint_secs must not be 0",
+                    ));
+                }
+                Some(u) => {
+                    let url =
+                        Url::parse(&u).map_err(|e| invalid("audit_anchor_url", e.to_string()))?;
+                    let loopback =
+                        matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+                    if !(url.scheme() == "https" || (url.scheme() == "http" && loopback))
+                        || url.password().is_some()
+                        || !url.username().is_empty()
+                    {
+                        return Err(invalid(
+                            "audit_anchor_url",
+                            "must be https (http only on a loopback host), without credentials: use audit_anchor_token_file",
+                        ));
+                    }
+                    Some(url)
+                }
+            },
+            audit_anchor_token: match s
+                .audit_anchor_token_file
+                .filter(|p| !p.as_os_str().is_empty())
+            {
+                None => None,
+                Some(path) => Some(
+                    std::fs::read_to_string(&path)
+                        .map_err(|e| {
+                            invalid(
+                                "audit_anchor_token_file",
+                                format!("{}: {e}", path.display()),
+                            )
+                        })?
+                        .trim()
+                        .to_owned(),
+                ),
             },
             admin_realm: match s.admin_realm.filter(|r| !r.is_empty()) {
                 None => None,

@@ -345,6 +345,60 @@ macro_rules! impl_store {
                 .await?)
             }
 
+            async fn delete_aws_settings(
+                &self,
+                realm: &str,
+                audit: $crate::store::Audited<'_>,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
+                let done = sqlx::query("DELETE FROM aws_settings WHERE realm = $1")
+                    .bind(realm)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                    == 1;
+                if done {
+                    tx.commit().await?;
+                }
+                Ok(done)
+            }
+
+            async fn put_aws_binding(
+                &self,
+                b: &$crate::store::AwsBindingRecord,
+                audit: $crate::store::Audited<'_>,
+            ) -> Result<(), $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
+                sqlx::query("DELETE FROM aws_bindings WHERE realm = $1 AND id = $2")
+                    .bind(&b.realm)
+                    .bind(&b.id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "INSERT INTO aws_bindings (realm, id, principal, account, effect, scopes, \
+                     audience, access_token_ttl, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(&b.realm)
+                .bind(&b.id)
+                .bind(&b.principal)
+                .bind(&b.account)
+                .bind(&b.effect)
+                .bind(&b.scopes)
+                .bind(&b.audience)
+                .bind(b.access_token_ttl)
+                .bind(b.created_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| {
+                    $crate::store::map_unique(e, || format!("AWS binding {} in realm {}", b.id, b.realm))
+                })?;
+                tx.commit().await?;
+                Ok(())
+            }
+
             async fn add_aws_binding(
                 &self,
                 b: &$crate::store::AwsBindingRecord,
@@ -468,6 +522,46 @@ macro_rules! impl_store {
                         .fetch_all(&self.pool)
                         .await?;
                 Ok(rows.into_iter().map(|r| r.0).collect())
+            }
+
+            async fn update_client(
+                &self,
+                c: &$crate::store::ClientRecord,
+                expected: Option<i64>,
+                audit: $crate::store::Audited<'_>,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
+                let done = sqlx::query(
+                    "UPDATE clients SET allowed_scopes = $1, default_scopes = $2, audience = $3, \
+                     grant_types = $4, access_token_ttl = $5, redirect_uris = $6, client_name = $7, \
+                     client_uri = $8, may_introspect = $9, post_logout_redirect_uris = $10, \
+                     backchannel_logout_uri = $11, updated_at = $12, version = version + 1 \
+                     WHERE realm = $13 AND client_id = $14 AND ($15 IS NULL OR version = $15)",
+                )
+                .bind(&c.allowed_scopes)
+                .bind(&c.default_scopes)
+                .bind(&c.audience)
+                .bind(&c.grant_types)
+                .bind(c.access_token_ttl)
+                .bind(&c.redirect_uris)
+                .bind(&c.client_name)
+                .bind(&c.client_uri)
+                .bind(c.may_introspect)
+                .bind(&c.post_logout_redirect_uris)
+                .bind(&c.backchannel_logout_uri)
+                .bind(c.updated_at)
+                .bind(&c.realm)
+                .bind(&c.client_id)
+                .bind(expected)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                if done {
+                    tx.commit().await?;
+                }
+                Ok(done)
             }
 
             async fn create_client(
@@ -617,6 +711,32 @@ macro_rules! impl_store {
                 .bind(realm)
                 .bind(id)
                 .bind(expected)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                if done {
+                    tx.commit().await?;
+                }
+                Ok(done)
+            }
+
+            async fn update_realm(
+                &self,
+                r: &$crate::store::RealmRecord,
+                audit: $crate::store::Audited<'_>,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
+                let done = sqlx::query(
+                    "UPDATE realms SET access_token_ttl = $1, display_name = $2, \
+                     rotation_period_secs = $3, prepublish_secs = $4 WHERE name = $5",
+                )
+                .bind(r.access_token_ttl)
+                .bind(&r.display_name)
+                .bind(r.rotation_period_secs)
+                .bind(r.prepublish_secs)
+                .bind(&r.name)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected()

@@ -182,6 +182,21 @@ pub enum Enrolment {
 pub trait LoginStore: Send + Sync {
     async fn create_group(&self, g: &GroupRecord, audit: Audited<'_>) -> Result<(), StoreError>;
     async fn groups(&self, realm: &str) -> Result<Vec<GroupRecord>, StoreError>;
+    /// Sets a group's scopes; false if there is no such group.
+    async fn set_group_scopes(
+        &self,
+        realm: &str,
+        name: &str,
+        scopes: &str,
+        audit: Audited<'_>,
+    ) -> Result<bool, StoreError>;
+    /// Deletes a group and its memberships; false if there is no such group.
+    async fn delete_group(
+        &self,
+        realm: &str,
+        name: &str,
+        audit: Audited<'_>,
+    ) -> Result<bool, StoreError>;
 
     async fn create_user(
         &self,
@@ -195,6 +210,13 @@ pub trait LoginStore: Send + Sync {
         username: &str,
     ) -> Result<Option<UserRecord>, StoreError>;
     async fn user_by_id(&self, realm: &str, id: &str) -> Result<Option<UserRecord>, StoreError>;
+    /// Up to `limit` users of a realm whose username sorts after `after`, by username.
+    async fn users_page(
+        &self,
+        realm: &str,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<UserRecord>, StoreError>;
     /// Enables or disables a user (column-precise). Disabling also ends every session and revokes
     /// every refresh token, in the same transaction. False if there is no such user.
     /// With `expected`, only while the user's `version` is that one (the admin API's

@@ -15,6 +15,32 @@ macro_rules! impl_login_store {
                 Ok(())
             }
 
+            async fn set_group_scopes(&self, realm: &str, name: &str, scopes: &str, audit: $crate::store::Audited<'_>) -> Result<bool, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
+                let done = sqlx::query("UPDATE groups SET scopes = $1 WHERE realm = $2 AND name = $3")
+                    .bind(scopes).bind(realm).bind(name)
+                    .execute(&mut *tx).await?.rows_affected() == 1;
+                if done {
+                    tx.commit().await?;
+                }
+                Ok(done)
+            }
+
+            async fn delete_group(&self, realm: &str, name: &str, audit: $crate::store::Audited<'_>) -> Result<bool, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
+                sqlx::query("DELETE FROM user_groups WHERE realm = $1 AND grp = $2")
+                    .bind(realm).bind(name).execute(&mut *tx).await?;
+                let done = sqlx::query("DELETE FROM groups WHERE realm = $1 AND name = $2")
+                    .bind(realm).bind(name)
+                    .execute(&mut *tx).await?.rows_affected() == 1;
+                if done {
+                    tx.commit().await?;
+                }
+                Ok(done)
+            }
+
             async fn groups(&self, realm: &str) -> Result<Vec<$crate::store::login::GroupRecord>, $crate::store::StoreError> {
                 Ok(sqlx::query_as("SELECT realm, name, scopes FROM groups WHERE realm = $1 ORDER BY name")
                     .bind(realm).fetch_all(&self.pool).await?)
@@ -47,6 +73,14 @@ macro_rules! impl_login_store {
                     "SELECT realm, id, username, enabled, attributes, password_hash, totp_sealed, totp_last_step, \
                      created_at, updated_at, version FROM users WHERE realm = $1 AND username = $2",
                 ).bind(realm).bind(username).fetch_optional(&self.pool).await?)
+            }
+
+            async fn users_page(&self, realm: &str, after: &str, limit: i64) -> Result<Vec<$crate::store::login::UserRecord>, $crate::store::StoreError> {
+                Ok(sqlx::query_as(
+                    "SELECT realm, id, username, enabled, attributes, password_hash, totp_sealed, totp_last_step, \
+                     created_at, updated_at, version FROM users WHERE realm = $1 AND username > $2 \
+                     ORDER BY username LIMIT $3",
+                ).bind(realm).bind(after).bind(limit).fetch_all(&self.pool).await?)
             }
 
             async fn user_by_id(&self, realm: &str, id: &str) -> Result<Option<$crate::store::login::UserRecord>, $crate::store::StoreError> {

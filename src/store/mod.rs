@@ -251,6 +251,13 @@ pub trait Store: login::LoginStore + Send + Sync + 'static {
         audit: Audited<'_>,
     ) -> Result<(), StoreError>;
     async fn realm(&self, name: &str) -> Result<Option<RealmRecord>, StoreError>;
+    /// Sets a realm's token lifetime, display name and rotation schedule (from `realm`, by its
+    /// name); false if there is no such realm. Keys already scheduled keep their times.
+    async fn update_realm(
+        &self,
+        realm: &RealmRecord,
+        audit: Audited<'_>,
+    ) -> Result<bool, StoreError>;
     async fn realms(&self) -> Result<Vec<RealmRecord>, StoreError>;
     /// Keys that are published (every state), oldest first.
     async fn realm_keys(&self, realm: &str) -> Result<Vec<KeyRecord>, StoreError>;
@@ -282,6 +289,15 @@ pub trait Store: login::LoginStore + Send + Sync + 'static {
     async fn create_client(&self, c: &ClientRecord, audit: Audited<'_>) -> Result<(), StoreError>;
     async fn client(&self, realm: &str, id: &str) -> Result<Option<ClientRecord>, StoreError>;
     async fn clients(&self, realm: &str) -> Result<Vec<ClientRecord>, StoreError>;
+    /// Replaces a client's description (scopes, audience, grant types, lifetime, URIs, names,
+    /// introspection) from `c`, keeping its secret, authentication, state and history; with
+    /// `expected`, only while its `version` is that one. False if no row matched.
+    async fn update_client(
+        &self,
+        c: &ClientRecord,
+        expected: Option<i64>,
+        audit: Audited<'_>,
+    ) -> Result<bool, StoreError>;
     /// Deletes a client; its tokens issued until `now` go into the revocation feed. With
     /// `expected`, only while the client's `version` is that one (the admin API's `If-Match`):
     /// the check and the change are one statement, so of two writers holding the same version
@@ -356,6 +372,18 @@ pub trait Store: login::LoginStore + Send + Sync + 'static {
         audit: Audited<'_>,
     ) -> Result<(), StoreError>;
     async fn aws_settings(&self, realm: &str) -> Result<Option<AwsSettingsRecord>, StoreError>;
+    /// Turns a realm's AWS exchange off (its bindings stay); false if it was not on.
+    async fn delete_aws_settings(
+        &self,
+        realm: &str,
+        audit: Audited<'_>,
+    ) -> Result<bool, StoreError>;
+    /// Creates or replaces (same realm and id) a binding in one transaction.
+    async fn put_aws_binding(
+        &self,
+        b: &AwsBindingRecord,
+        audit: Audited<'_>,
+    ) -> Result<(), StoreError>;
     async fn add_aws_binding(
         &self,
         b: &AwsBindingRecord,
@@ -458,6 +486,9 @@ pub struct DbOptions {
     /// How long a caller waits for a connection: a free one from the pool, or a new one being
     /// opened. Past it the caller gets an error (a request, 503 `temporarily_unavailable`).
     pub connect_timeout: Duration,
+    /// At start, how long to keep trying to reach the database (a container started before its
+    /// database) before giving up. Zero: one try.
+    pub start_wait: Duration,
     /// PostgreSQL cancels a statement (lock waits included) running longer than this, and ends a
     /// session left idle inside a transaction for as long, so a stalled node cannot hold the
     /// audit chain's head row.
@@ -472,6 +503,7 @@ impl Default for DbOptions {
         DbOptions {
             pool_size: 16,
             connect_timeout: Duration::from_secs(5),
+            start_wait: Duration::ZERO,
             statement_timeout: Duration::from_secs(5),
             audit_chain: crate::audit::MAIN_CHAIN.to_owned(),
         }
@@ -505,6 +537,29 @@ pub async fn connect_with(
         Ok(Arc::new(
             postgres::PgStore::connect(database_url, options).await?,
         ))
+    }
+}
+
+/// Connects and runs the migrations, as a process starts. While the database cannot be reached
+/// (not up yet, still starting), tries again every second until `options.start_wait` has passed.
+pub async fn open(database_url: &str, options: &DbOptions) -> Result<Arc<dyn Store>, StoreError> {
+    let deadline = tokio::time::Instant::now() + options.start_wait;
+    loop {
+        let attempt = async {
+            let store = connect_with(database_url, options).await?;
+            store.migrate().await?;
+            Ok::<_, StoreError>(store)
+        };
+        match attempt.await {
+            Ok(store) => return Ok(store),
+            Err(e @ (StoreError::Database(_) | StoreError::Migrate(_)))
+                if tokio::time::Instant::now() < deadline =>
+            {
+                tracing::warn!(error = %e, "database not reachable yet; trying again in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 

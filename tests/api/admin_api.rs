@@ -1135,3 +1135,510 @@ crate::on_every_backend_with!(
     users_through_the_api_scenario,
     admin_app
 );
+
+/// The rest of what the CLI does, through the API: a realm's settings and sign-in policy, a
+/// client's description changed in place (If-Match; sixteen concurrent PATCHes with one ETag:
+/// one wins), a group's scopes and its deletion, the AWS exchange and its bindings, users listed
+/// in pages. A realm admin cannot touch another realm's.
+async fn settings_through_the_api_scenario(app: &TestApp) {
+    let root = admin_client(app, "root", "sigil:admin").await;
+    let tok = app.token("admin", &root, None).await;
+    let cust = admin_client(app, "cust", "sigil:admin:customers").await;
+    let ctok = app.token("admin", &cust, None).await;
+    let audit_of = |kind: &'static str| async move {
+        crate::helpers::count_rows(
+            app,
+            &format!("SELECT COUNT(*) FROM audit_log WHERE kind = '{kind}'"),
+        )
+        .await
+    };
+
+    // The realm: token lifetime and display name; the algorithm cannot change.
+    let (s, _, realm) = call(
+        app,
+        Method::PATCH,
+        "/admin/realms/customers",
+        &tok,
+        Some(json!({"access_token_ttl": 600, "display_name": "Example Bank"})),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, realm["access_token_ttl"].as_i64()),
+        (200, Some(600)),
+        "{realm}"
+    );
+    assert_eq!(realm["display_name"], "Example Bank");
+    let svc = app
+        .create_client("customers", "svc", "balances:read tx:post:ach", "ledger")
+        .await;
+    let res = app
+        .token_request(
+            "customers",
+            Some((&svc.id, &svc.secret)),
+            &[("grant_type", "client_credentials")],
+        )
+        .await;
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(
+        body["expires_in"], 600,
+        "the new lifetime holds at once: {body}"
+    );
+    for bad in [
+        json!({"alg": "RS256"}),
+        json!({"access_token_ttl": 5}),
+        json!({"prepublish_secs": 1}),
+    ] {
+        let (s, _, b) = call(
+            app,
+            Method::PATCH,
+            "/admin/realms/customers",
+            &tok,
+            Some(bad.clone()),
+            None,
+        )
+        .await;
+        assert_eq!(s, 400, "{bad}: {b}");
+    }
+    assert_eq!(
+        call(
+            app,
+            Method::PATCH,
+            "/admin/realms/staff",
+            &ctok,
+            Some(json!({"access_token_ttl": 600})),
+            None
+        )
+        .await
+        .0,
+        403
+    );
+
+    // The sign-in policy.
+    let (s, _, policy) = call(
+        app,
+        Method::PUT,
+        "/admin/realms/customers/login-settings",
+        &tok,
+        Some(json!({"groups_claim": "cognito:groups", "session_idle_secs": 1800})),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{policy}");
+    let (s, _, read) = call(
+        app,
+        Method::GET,
+        "/admin/realms/customers/login-settings",
+        &ctok,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, &read["groups_claim"]),
+        (200, &json!("cognito:groups")),
+        "{read}"
+    );
+    let (s, _, _) = call(
+        app,
+        Method::PUT,
+        "/admin/realms/customers/login-settings",
+        &tok,
+        Some(json!({"session_idle_secs": "long"})),
+        None,
+    )
+    .await;
+    assert_eq!(s, 400);
+
+    // A client's description: narrower scopes take effect at once; a stale ETag is 412.
+    let (_, h, _) = call(
+        app,
+        Method::GET,
+        "/admin/realms/customers/clients/svc",
+        &tok,
+        None,
+        None,
+    )
+    .await;
+    let etag = h["etag"].to_str().expect("etag").to_owned();
+    let (s, _, b) = call(
+        app,
+        Method::PATCH,
+        "/admin/realms/customers/clients/svc",
+        &tok,
+        Some(json!({"scope": "balances:read", "enabled": false})),
+        Some(&etag),
+    )
+    .await;
+    assert_eq!(s, 400, "enabled goes on its own: {b}");
+    let updates_before = audit_of("client.updated").await;
+    // Sixteen PATCHes with one ETag at once, on tasks of their own: one wins.
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let http = app.http.clone();
+        let url = format!("{}/admin/realms/customers/clients/svc", app.base);
+        let (tok, etag) = (tok.clone(), etag.clone());
+        tasks.push(tokio::spawn(async move {
+            http.patch(url)
+                .bearer_auth(tok)
+                .header("if-match", etag)
+                .json(&json!({"scope": "balances:read", "name": format!("Service {i}")}))
+                .send()
+                .await
+                .expect("send")
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut codes = Vec::new();
+    for t in tasks {
+        codes.push(t.await.expect("task"));
+    }
+    assert_eq!(
+        (
+            codes.iter().filter(|c| **c == 200).count(),
+            codes.iter().filter(|c| **c == 412).count()
+        ),
+        (1, 15),
+        "{codes:?}"
+    );
+    assert_eq!(audit_of("client.updated").await, updates_before + 1);
+    let res = app
+        .token_request(
+            "customers",
+            Some((&svc.id, &svc.secret)),
+            &[
+                ("grant_type", "client_credentials"),
+                ("scope", "tx:post:ach"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 400, "the dropped scope is refused at once");
+    let (s, _, b) = call(
+        app,
+        Method::PATCH,
+        "/admin/realms/customers/clients/svc",
+        &tok,
+        Some(json!({"audience": ""})),
+        Some(&etag),
+    )
+    .await;
+    assert!(s == 400 || s == 412, "{b}");
+
+    // Its authentication, with If-Match; moving to a secret method again shows a new secret.
+    let (_, h, _) = call(
+        app,
+        Method::GET,
+        "/admin/realms/customers/clients/svc",
+        &tok,
+        None,
+        None,
+    )
+    .await;
+    let etag = h["etag"].to_str().expect("etag").to_owned();
+    let thumb = "A".repeat(43);
+    let (s, h, b) = call(
+        app,
+        Method::PUT,
+        "/admin/realms/customers/clients/svc/auth",
+        &tok,
+        Some(json!({"method": "self_signed_tls_client_auth", "cert_thumbprints": [thumb]})),
+        Some(&etag),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert!(b.get("client_secret").is_none_or(Value::is_null), "{b}");
+    let res = app
+        .token_request(
+            "customers",
+            Some((&svc.id, &svc.secret)),
+            &[("grant_type", "client_credentials")],
+        )
+        .await;
+    assert_eq!(res.status(), 401, "the secret no longer authenticates it");
+    let etag = h["etag"].to_str().expect("etag").to_owned();
+    let (s, _, b) = call(
+        app,
+        Method::PUT,
+        "/admin/realms/customers/clients/svc/auth",
+        &tok,
+        Some(json!({})),
+        Some(&etag),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let secret = b["client_secret"]
+        .as_str()
+        .expect("a new secret")
+        .to_owned();
+    let res = app
+        .token_request(
+            "customers",
+            Some(("svc", &secret)),
+            &[("grant_type", "client_credentials")],
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+
+    // Groups: scopes changed, then the group deleted (its members leave it).
+    assert_eq!(
+        call(
+            app,
+            Method::POST,
+            "/admin/realms/customers/groups",
+            &tok,
+            Some(json!({"name": "retail", "scopes": "balances:read"})),
+            None
+        )
+        .await
+        .0,
+        201
+    );
+    let (s, _, g) = call(
+        app,
+        Method::PUT,
+        "/admin/realms/customers/groups/retail",
+        &tok,
+        Some(json!({"scopes": "balances:read  tx:read"})),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, &g["scopes"]),
+        (200, &json!("balances:read tx:read")),
+        "{g}"
+    );
+    assert_eq!(
+        call(
+            app,
+            Method::PUT,
+            "/admin/realms/customers/groups/nope",
+            &tok,
+            Some(json!({"scopes": "x"})),
+            None
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        call(
+            app,
+            Method::DELETE,
+            "/admin/realms/customers/groups/retail",
+            &tok,
+            None,
+            None
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(
+        call(
+            app,
+            Method::DELETE,
+            "/admin/realms/customers/groups/retail",
+            &tok,
+            None,
+            None
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        call(
+            app,
+            Method::DELETE,
+            "/admin/realms/staff/groups/x",
+            &ctok,
+            None,
+            None
+        )
+        .await
+        .0,
+        403
+    );
+
+    // AWS: on, a binding put twice (replaced, one row), listed, deleted, off.
+    let (s, _, b) = call(
+        app,
+        Method::PUT,
+        "/admin/realms/customers/aws",
+        &tok,
+        Some(json!({"server_id": "sigil.bank.example", "require_challenge": true})),
+        None,
+    )
+    .await;
+    assert_eq!((s, &b["partitions"]), (200, &json!(["aws"])), "{b}");
+    let binding = json!({"principal": "arn:aws:iam::123456789012:role/payments", "scope": "tx:post:ach", "audience": "ledger"});
+    assert_eq!(
+        call(
+            app,
+            Method::PUT,
+            "/admin/realms/customers/aws/bindings/payments",
+            &tok,
+            Some(binding.clone()),
+            None
+        )
+        .await
+        .0,
+        200
+    );
+    let mut deny = binding.clone();
+    deny["effect"] = json!("deny");
+    let (s, _, b) = call(
+        app,
+        Method::PUT,
+        "/admin/realms/customers/aws/bindings/payments",
+        &tok,
+        Some(deny),
+        None,
+    )
+    .await;
+    assert_eq!((s, &b["effect"]), (200, &json!("deny")), "{b}");
+    let (s, _, page) = call(
+        app,
+        Method::GET,
+        "/admin/realms/customers/aws/bindings",
+        &ctok,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, page["items"].as_array().map(Vec::len)),
+        (200, Some(1)),
+        "{page}"
+    );
+    assert_eq!(
+        call(
+            app,
+            Method::PUT,
+            "/admin/realms/customers/aws/bindings/x",
+            &tok,
+            Some(json!({"scope": "a", "audience": "b"})),
+            None
+        )
+        .await
+        .0,
+        400,
+        "no principal or account"
+    );
+    assert_eq!(
+        call(
+            app,
+            Method::DELETE,
+            "/admin/realms/customers/aws/bindings/payments",
+            &tok,
+            None,
+            None
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(
+        call(
+            app,
+            Method::DELETE,
+            "/admin/realms/customers/aws",
+            &tok,
+            None,
+            None
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(
+        call(
+            app,
+            Method::GET,
+            "/admin/realms/customers/aws",
+            &tok,
+            None,
+            None
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        call(
+            app,
+            Method::PUT,
+            "/admin/realms/staff/aws",
+            &ctok,
+            Some(json!({"server_id": "x"})),
+            None
+        )
+        .await
+        .0,
+        403
+    );
+
+    // Users in pages of two, by username.
+    for u in ["carol", "alice", "bob", "dave", "erin"] {
+        assert_eq!(
+            call(
+                app,
+                Method::POST,
+                "/admin/realms/customers/users",
+                &tok,
+                Some(json!({"username": u})),
+                None
+            )
+            .await
+            .0,
+            201
+        );
+    }
+    let mut seen = Vec::new();
+    let mut after = String::new();
+    loop {
+        let path = format!("/admin/realms/customers/users?limit=2&after={after}");
+        let (s, _, page) = call(app, Method::GET, &path, &ctok, None, None).await;
+        assert_eq!(s, 200, "{page}");
+        for u in page["items"].as_array().expect("items") {
+            seen.push(u["username"].as_str().expect("name").to_owned());
+        }
+        match page["next"].as_str() {
+            Some(n) => after = n.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["alice", "bob", "carol", "dave", "erin"]);
+    assert_eq!(
+        call(
+            app,
+            Method::GET,
+            "/admin/realms/staff/users",
+            &ctok,
+            None,
+            None
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        call(
+            app,
+            Method::GET,
+            "/admin/realms/customers/users?limit=0",
+            &tok,
+            None,
+            None
+        )
+        .await
+        .0,
+        400
+    );
+}
+crate::on_every_backend_with!(
+    settings_through_the_api,
+    settings_through_the_api_scenario,
+    admin_app
+);

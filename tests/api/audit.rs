@@ -197,6 +197,7 @@ on_every_backend!(verify_checks_head, verify_checks_the_chain_head);
 async fn anchors_outside_the_database_reveal_a_cut_back_log(
     app: &TestApp,
     anchors: &std::path::Path,
+    sink: &std::path::Path,
 ) {
     app.create_realm("ledger", Alg::ES256).await;
     let c = app
@@ -223,6 +224,21 @@ async fn anchors_outside_the_database_reveal_a_cut_back_log(
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     assert!(anchored, "no anchor names head {head}");
+    // The HTTP sink got the same lines (it keeps only requests with its bearer token).
+    let mut sent = String::new();
+    for _ in 0..50 {
+        sent = std::fs::read_to_string(sink).unwrap_or_default();
+        if sent.lines().count() >= 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let in_file = std::fs::read_to_string(anchors).unwrap_or_default();
+    let first = sent.lines().next().expect("the sink got an anchor");
+    assert!(
+        in_file.lines().any(|l| l == first),
+        "{first} not in {in_file}"
+    );
     let cli = |args: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_sigil"))
             .args(["--database-url", &app.database_url])
@@ -287,6 +303,17 @@ async fn anchors_outside_the_database_reveal_a_cut_back_log(
     let (code, out) = cli(&["audit", "verify", "--checkpoints", file]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("cut back"), "{out}");
+    let (code, out) = cli(&[
+        "audit",
+        "verify",
+        "--checkpoints",
+        sink.to_str().expect("path"),
+    ]);
+    assert_eq!(
+        code,
+        Some(1),
+        "what the HTTP sink kept reveals it too: {out}"
+    );
 
     // An anchor edited to match the cut log fails its seal.
     let text = std::fs::read_to_string(anchors).expect("anchors");
@@ -311,12 +338,50 @@ async fn anchors_reveal_a_cut_back_log() {
     for backend in crate::helpers::backends() {
         let outside = tempfile::tempdir().expect("tmp");
         let anchors = outside.path().join("anchors.jsonl");
+        let sink = outside.path().join("sink.jsonl");
+        let url = anchor_sink(sink.clone(), "sink-token-0123456789").await;
         let file = anchors.clone();
         let app = crate::helpers::spawn_app_with(backend, None, move |c| {
             c.audit_checkpoint_secs = 1;
             c.audit_anchor_file = Some(file);
+            c.audit_anchor_url = Some(url);
+            c.audit_anchor_token = Some("sink-token-0123456789".into());
         })
         .await;
-        anchors_outside_the_database_reveal_a_cut_back_log(&app, &anchors).await;
+        anchors_outside_the_database_reveal_a_cut_back_log(&app, &anchors, &sink).await;
     }
+}
+
+/// An HTTP anchor sink: appends each POSTed body that carries `Bearer {token}` to `file` as a
+/// line; anything else is 401 and kept nowhere.
+async fn anchor_sink(file: std::path::PathBuf, token: &'static str) -> url::Url {
+    use axum::http::{HeaderMap, StatusCode};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = axum::Router::new().route(
+        "/anchors",
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let file = file.clone();
+            async move {
+                let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
+                if auth != Some(&format!("Bearer {token}"))
+                    || serde_json::from_str::<serde_json::Value>(&body).is_err()
+                {
+                    return StatusCode::UNAUTHORIZED;
+                }
+                use std::io::Write;
+                let mut f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&file)
+                    .expect("open");
+                writeln!(f, "{body}").expect("write");
+                StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url::Url::parse(&format!("http://127.0.0.1:{}/anchors", addr.port())).expect("url")
 }

@@ -143,6 +143,45 @@ async fn export_apply_export_is_the_same_file_and_applying_twice_writes_nothing(
             &a,
             &["client", "disable", "--realm", "staff", "--id", "ach"],
         );
+        // The AWS exchange of a realm, an ALLOW and a DENY binding.
+        for args in [
+            &[
+                "aws",
+                "configure",
+                "--realm",
+                "staff",
+                "--server-id",
+                "sigil.bank.example",
+                "--require-challenge",
+            ][..],
+            &[
+                "aws",
+                "bind",
+                "--realm",
+                "staff",
+                "--id",
+                "payments-role",
+                "--principal",
+                "arn:aws:iam::123456789012:role/payments-*",
+                "--scope",
+                "tx:post:ach",
+                "--audience",
+                "ledger",
+            ],
+            &[
+                "aws",
+                "bind",
+                "--realm",
+                "staff",
+                "--id",
+                "no-sandbox",
+                "--account",
+                "999999999999",
+                "--deny",
+            ],
+        ] {
+            ok(&db_a.url, &a, args);
+        }
 
         let exported = ok(&db_a.url, &a, &["export"]);
         assert!(
@@ -183,9 +222,14 @@ async fn export_apply_export_is_the_same_file_and_applying_twice_writes_nothing(
         assert!(again.contains("no changes"), "{again}");
         assert_eq!(rows(&db_b.url).await, before);
 
-        // A file that says another thing of an existing client: refused, nothing written, even
-        // the parts that could have been applied (a new group).
-        let changed = exported.replace("tx:post:ach", "tx:post:ach tx:post:wire") + "\n";
+        assert!(
+            exported.contains("[realm.aws]") && exported.contains("id = \"no-sandbox\""),
+            "{exported}"
+        );
+
+        // A file that asks what cannot change in place (a realm's algorithm): refused, nothing
+        // written, even the parts that could have been applied (a new group).
+        let changed = exported.replace("alg = \"EdDSA\"", "alg = \"ES256\"") + "\n";
         let mut doc: toml::Value = toml::from_str(&changed).expect("toml");
         doc["realm"][0]["group"]
             .as_array_mut()
@@ -197,7 +241,10 @@ async fn export_apply_export_is_the_same_file_and_applying_twice_writes_nothing(
         std::fs::write(&file, toml::to_string(&doc).expect("toml")).expect("write");
         let (code, _, err) = sigil(&db_b.url, &b, &["apply", "-f", file_s]);
         assert_eq!(code, 1, "{err}");
-        assert!(err.contains("client staff/ach differs"), "{err}");
+        assert!(
+            err.contains("realm staff: alg is EdDSA in the database, ES256 in the file"),
+            "{err}"
+        );
         assert_eq!(rows(&db_b.url).await, before, "nothing applied");
 
         // Unknown keys and bad TOML are errors naming the file.
@@ -274,7 +321,11 @@ async fn a_node_applies_its_file_before_it_serves() {
         assert_eq!(count_rows_at(backend, &db2.url, created).await, 1);
         drop(nodes);
 
-        std::fs::write(&file, exported.replace("scope = \"a\"", "scope = \"b\"")).expect("write");
+        std::fs::write(
+            &file,
+            exported.replace("alg = \"ES256\"", "alg = \"RS256\""),
+        )
+        .expect("write");
         let out = Command::new(env!("CARGO_BIN_EXE_sigil"))
             .args(["--database-url", &db.url, "--kek-file"])
             .arg(&kek)
@@ -286,8 +337,192 @@ async fn a_node_applies_its_file_before_it_serves() {
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
-            err.contains("apply_on_start") && err.contains("client ledger/svc differs"),
+            err.contains("apply_on_start") && err.contains("realm ledger: alg is ES256"),
             "{err}"
         );
+    }
+}
+
+/// `apply` changes and deletes in place, seen by a running node: a client's secret from a
+/// `secret_file` works; a narrower scope in the file narrows what the client gets; a group's
+/// scopes change and a group left out is deleted; a realm's token lifetime changes; a client
+/// left out of the file is deleted (its next token request is `invalid_client`); an AWS binding
+/// changes in one step. Each change is one audit record; the file exported afterwards applies
+/// with nothing to do.
+#[tokio::test]
+async fn apply_changes_and_deletes_what_the_file_changes_and_leaves_out() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    for backend in backends() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let db = fresh_database(backend, dir.path()).await;
+        let secret = "s3cret-from-a-mounted-file-0123456789abcdef";
+        std::fs::write(dir.path().join("svc.secret"), format!("{secret}\n")).expect("secret");
+        let file = dir.path().join("realms.toml");
+        let first = r#"
+[[realm]]
+name = "ledger"
+access_token_ttl = 3600
+
+[[realm.group]]
+name = "tellers"
+scopes = "balances:read"
+
+[[realm.group]]
+name = "auditors"
+scopes = "audit:read"
+
+[[realm.client]]
+client_id = "svc"
+scope = "tx:post:ach balances:read"
+audience = "ledger"
+secret_file = "svc.secret"
+
+[[realm.client]]
+client_id = "old"
+scope = "balances:read"
+audience = "ledger"
+
+[realm.aws]
+server_id = "sigil.bank.example"
+
+[[realm.aws_binding]]
+id = "payments"
+principal = "arn:aws:iam::123456789012:role/payments"
+scope = "tx:post:ach"
+audience = "ledger"
+"#;
+        std::fs::write(&file, first).expect("write");
+        let file_s = file.to_str().expect("path");
+        let (code, out, err) = sigil(&db.url, dir.path(), &["apply", "-f", file_s]);
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(
+            !out.contains(secret) && out.contains("\"ledger/old\""),
+            "a given secret is not printed, a generated one is: {out}"
+        );
+        let shown: serde_json::Value =
+            serde_json::from_str(&out[out.find('{').expect("json")..]).expect("secrets");
+        let old_secret: &'static str = shown["client_secrets"]["ledger/old"]
+            .as_str()
+            .expect("old's secret")
+            .to_owned()
+            .leak();
+
+        let kek = dir.path().join("kek");
+        let node = crate::helpers::spawn_node(&db.url, &kek, &[("SIGIL_CACHE_TTL_SECS", "0")]);
+        let http = reqwest::Client::new();
+        let token = |scope: &'static str, id: &'static str, pw: &'static str| {
+            let (http, base) = (http.clone(), node.1.clone());
+            async move {
+                let r = http
+                    .post(format!("{base}/realms/ledger/oauth2/token"))
+                    .basic_auth(id, Some(pw))
+                    .form(&[("grant_type", "client_credentials"), ("scope", scope)])
+                    .send()
+                    .await
+                    .expect("token");
+                let status = r.status().as_u16();
+                (status, r.json::<serde_json::Value>().await.expect("json"))
+            }
+        };
+        let (status, body) = token("tx:post:ach", "svc", secret).await;
+        assert_eq!(status, 200, "the secret from secret_file works: {body}");
+        assert_eq!(body["expires_in"], 3600);
+        assert_eq!(token("balances:read", "old", old_secret).await.0, 200);
+
+        let second = first
+            .replace("access_token_ttl = 3600", "access_token_ttl = 600")
+            .replace(
+                "scope = \"tx:post:ach balances:read\"",
+                "scope = \"balances:read\"",
+            )
+            .replace("scopes = \"balances:read\"", "scopes = \"balances:read tx:read\"")
+            .replace(
+                "\n[[realm.group]]\nname = \"auditors\"\nscopes = \"audit:read\"\n",
+                "",
+            )
+            .replace(
+                "\n[[realm.client]]\nclient_id = \"old\"\nscope = \"balances:read\"\naudience = \"ledger\"\n",
+                "",
+            )
+            .replace("role/payments\"", "role/payments-*\"");
+        assert_ne!(second, first);
+        std::fs::write(&file, &second).expect("write");
+        let audit_rows =
+            || async { count_rows_at(backend, &db.url, "SELECT COUNT(*) FROM audit_log").await };
+        let before = audit_rows().await;
+        let (code, plan, err) = sigil(&db.url, dir.path(), &["apply", "-f", file_s, "--dry-run"]);
+        assert_eq!(code, 0, "{err}");
+        for line in [
+            "~ realm ledger: tokens 600 s",
+            "~ group ledger/tellers (balances:read tx:read)",
+            "- group ledger/auditors",
+            "~ client ledger/svc: scope balances:read",
+            "- client ledger/old",
+            "~ AWS binding ledger/payments (allow arn:aws:iam::123456789012:role/payments-*)",
+        ] {
+            assert!(plan.contains(line), "{line:?} not in {plan}");
+        }
+        assert_eq!(audit_rows().await, before, "a dry run writes nothing");
+        let (code, out, err) = sigil(&db.url, dir.path(), &["apply", "-f", file_s]);
+        assert_eq!(code, 0, "{out}{err}");
+        assert_eq!(
+            audit_rows().await,
+            before + 6,
+            "one audit record a change: {out}"
+        );
+        for kind in [
+            "realm.updated",
+            "group.updated",
+            "group.deleted",
+            "client.updated",
+            "client.deleted",
+        ] {
+            let q =
+                format!("SELECT COUNT(*) FROM audit_log WHERE kind = '{kind}' AND actor = 'apply'");
+            assert_eq!(count_rows_at(backend, &db.url, &q).await, 1, "{kind}");
+        }
+
+        // The running node sees it: the old scope is refused, the lifetime is the new one, the
+        // deleted client is unknown, the kept secret still works.
+        let (status, body) = token("tx:post:ach", "svc", secret).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_scope")),
+            "{body}"
+        );
+        let (status, body) = token("balances:read", "svc", secret).await;
+        assert_eq!(
+            (status, body["expires_in"].as_i64()),
+            (200, Some(600)),
+            "{body}"
+        );
+        let (status, body) = token("balances:read", "old", old_secret).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("invalid_client")),
+            "{body}"
+        );
+        let (code, shown, _) = sigil(&db.url, dir.path(), &["export"]);
+        assert_eq!(code, 0);
+        assert!(
+            !shown.contains("client_id = \"old\"") && !shown.contains("auditors"),
+            "{shown}"
+        );
+        assert!(shown.contains("role/payments-*"), "{shown}");
+
+        // What export writes now applies with nothing to do.
+        std::fs::write(&file, &shown).expect("write");
+        let (code, out, _) = sigil(&db.url, dir.path(), &["apply", "-f", file_s]);
+        assert_eq!((code, out.contains("no changes")), (0, true), "{out}");
+
+        // The admin realm is configuration: a file naming another one is refused.
+        std::fs::write(&file, format!("admin_realm = \"ledger\"\n{shown}")).expect("write");
+        let (code, _, err) = sigil(&db.url, dir.path(), &["apply", "-f", file_s]);
+        assert_eq!(code, 1);
+        assert!(
+            err.contains("admin_realm is \"ledger\" in the file"),
+            "{err}"
+        );
+        drop(node);
     }
 }

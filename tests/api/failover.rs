@@ -360,3 +360,66 @@ async fn a_full_disk_is_503_without_corruption_and_recovers() {
         .expect("check");
     assert_eq!(check, "ok");
 }
+
+/// A node started while its database does not answer (a container started before PostgreSQL)
+/// waits with `database_start_wait_secs` and serves once the database answers; without it, the
+/// start fails at once, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_waits_for_its_database_at_start() {
+    if !backends().contains(&Backend::Postgres) {
+        eprintln!("skipped: TEST_DATABASE_URL is not set");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = fresh_database(Backend::Postgres, dir.path()).await;
+    let kek = dir.path().join("kek");
+    let mut u = url::Url::parse(&db.url).expect("url");
+    let upstream = format!(
+        "{}:{}",
+        u.host_str().expect("host"),
+        u.port().unwrap_or(5432)
+    );
+    let proxy = crate::database::Proxy::start(upstream).await;
+    u.set_host(Some("127.0.0.1")).expect("host");
+    u.set_port(Some(proxy.addr.port())).expect("port");
+    let via = u.to_string();
+    proxy.stall(true);
+
+    let (code, _, err) = crate::helpers::run_cli(
+        &via,
+        &kek,
+        &[("SIGIL_DATABASE_CONNECT_TIMEOUT_SECS", "1")],
+        &["migrate"],
+    );
+    assert_ne!(code, 0, "no wait: the start fails");
+    assert!(
+        err.contains("database") || err.contains("timed out"),
+        "{err}"
+    );
+
+    let (via2, kek2) = (via.clone(), kek.clone());
+    let start = std::thread::spawn(move || {
+        spawn_node(
+            &via2,
+            &kek2,
+            &[
+                ("SIGIL_DATABASE_CONNECT_TIMEOUT_SECS", "1"),
+                ("SIGIL_DATABASE_START_WAIT_SECS", "60"),
+            ],
+        )
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !start.is_finished(),
+        "the node waits while the database does not answer"
+    );
+    proxy.stall(false);
+    let node = tokio::task::spawn_blocking(move || start.join().expect("node"))
+        .await
+        .expect("join");
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ready = reqwest::get(format!("{}/readyz", node.1))
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 200);
+}
