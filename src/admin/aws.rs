@@ -18,12 +18,8 @@ pub struct Configure {
     pub require_challenge: bool,
 }
 
-pub async fn configure(
-    store: &dyn Store,
-    req: Configure,
-    now: UnixTime,
-    actor: &str,
-) -> Result<AwsSettingsRecord, AdminError> {
+/// The checks [`configure`] makes before it writes (none needs the database).
+pub fn check_configure(req: &Configure) -> Result<(), AdminError> {
     if let Some(ep) = &req.sts_endpoint {
         let url = url::Url::parse(ep).map_err(|e| invalid("sts-endpoint", e.to_string()))?;
         if !matches!(url.scheme(), "http" | "https")
@@ -51,6 +47,16 @@ pub async fn configure(
             "must be 1-256 printable characters without spaces",
         ));
     }
+    Ok(())
+}
+
+pub async fn configure(
+    store: &dyn Store,
+    req: Configure,
+    now: UnixTime,
+    actor: &str,
+) -> Result<AwsSettingsRecord, AdminError> {
+    check_configure(&req)?;
     if store.realm(&req.realm).await?.is_none() {
         return Err(AdminError::NotFound(format!("realm {}", req.realm)));
     }
@@ -141,13 +147,8 @@ pub async fn put_binding(
     write_binding(store, req, true, now, actor).await
 }
 
-async fn write_binding(
-    store: &dyn Store,
-    req: Bind,
-    replace: bool,
-    now: UnixTime,
-    actor: &str,
-) -> Result<BindingView, AdminError> {
+/// The checks a binding's write makes before it writes; its normalised scopes and audience.
+pub fn check_binding(req: &Bind) -> Result<(String, String), AdminError> {
     if let Some(id) = &req.id
         && (id.is_empty()
             || id.len() > 64
@@ -191,6 +192,17 @@ async fn write_binding(
     if let Some(ttl) = req.access_token_ttl {
         check_ttl("token-ttl", ttl)?;
     }
+    Ok((scopes, audience))
+}
+
+async fn write_binding(
+    store: &dyn Store,
+    req: Bind,
+    replace: bool,
+    now: UnixTime,
+    actor: &str,
+) -> Result<BindingView, AdminError> {
+    let (scopes, audience) = check_binding(&req)?;
     if store.realm(&req.realm).await?.is_none() {
         return Err(AdminError::NotFound(format!("realm {}", req.realm)));
     }

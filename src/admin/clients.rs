@@ -273,22 +273,12 @@ pub async fn create(
     actor: &str,
 ) -> Result<WithSecret, AdminError> {
     let mut record = describe(&req, now)?;
+    check_given_secret(&req)?;
     // A public client's verifier matches no secret anyone holds.
     let given = req.secret.is_some();
     let new_secret = match req.secret.as_deref() {
         None => secret::generate(),
-        Some(_) if req.public => {
-            return Err(invalid("secret", "a public client has no secret"));
-        }
-        Some(s) if (32..=512).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic()) => {
-            secret::given(s)
-        }
-        Some(_) => {
-            return Err(invalid(
-                "secret",
-                "use 32 to 512 printable ASCII characters without spaces",
-            ));
-        }
+        Some(s) => secret::given(s),
     };
     record.secret_salt = new_secret.salt;
     record.secret_verifier = new_secret.verifier;
@@ -319,6 +309,26 @@ pub async fn create(
         client_secret: (uses_secret && !given).then_some(new_secret.secret),
         client: view(record),
     })
+}
+
+/// The checks [`create`] makes before it writes (none needs the database).
+pub fn check(req: &NewClient, now: UnixTime) -> Result<(), AdminError> {
+    describe(req, now)?;
+    check_given_secret(req)
+}
+
+fn check_given_secret(req: &NewClient) -> Result<(), AdminError> {
+    match req.secret.as_deref() {
+        None => Ok(()),
+        Some(_) if req.public => Err(invalid("secret", "a public client has no secret")),
+        Some(s) if (32..=512).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(())
+        }
+        Some(_) => Err(invalid(
+            "secret",
+            "use 32 to 512 printable ASCII characters without spaces",
+        )),
+    }
 }
 
 /// A stored client as the request that would make it again (for a change of some fields).

@@ -668,7 +668,83 @@ fn binding(realm: &str, b: &BindingSpec) -> Result<aws::Bind, AdminError> {
     })
 }
 
-/// Applies a plan made by [`plan`], step by step, each audited with `actor`.
+fn read_secret(c: &ClientSpec) -> Result<Option<String>, AdminError> {
+    let Some(path) = &c.secret_file else {
+        return Ok(None);
+    };
+    // A secret is short: anything bigger is the wrong file.
+    let meta = std::fs::metadata(path)
+        .map_err(|e| invalid("secret_file", format!("{}: {e}", path.display())))?;
+    if meta.len() > 4096 {
+        return Err(invalid(
+            "secret_file",
+            format!("{}: larger than a secret", path.display()),
+        ));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| invalid("secret_file", format!("{}: {e}", path.display())))?;
+    Ok(Some(text.trim_end_matches(['\r', '\n']).to_owned()))
+}
+
+fn alg(name: &str) -> Result<Alg, AdminError> {
+    name.parse().map_err(|e: String| invalid("alg", e))
+}
+
+/// Every check the steps' writes would make that needs no database, for all of them before the
+/// first write: a file with one bad client changes nothing at all. Each problem names its step.
+pub fn check(steps: &[Step], jwks_max_age_secs: i64, now: UnixTime) -> Vec<String> {
+    let mut problems = Vec::new();
+    for step in steps {
+        let result = match step {
+            Step::CreateRealm(r) => alg(&r.alg).and_then(|alg| {
+                realms::check_new(&realms::NewRealm {
+                    name: r.name.clone(),
+                    alg,
+                    access_token_ttl: r.access_token_ttl,
+                    display_name: r.display_name.clone(),
+                    rotation_period_secs: r.rotation_period_secs,
+                    prepublish_secs: r.prepublish_secs,
+                    jwks_max_age_secs,
+                })
+            }),
+            Step::UpdateRealm { settings, .. } => {
+                realms::check_settings(settings, jwks_max_age_secs)
+            }
+            Step::SetLogin { login, .. } => {
+                login.validate().map_err(|m| invalid("login settings", m))
+            }
+            Step::CreateGroup { group, .. } | Step::UpdateGroup { group, .. } => {
+                users::check_group(&group.name, &group.scopes).map(|_| ())
+            }
+            Step::CreateClient { realm, client } => read_secret(client)
+                .and_then(|secret| clients::check(&new_client(realm, client, secret), now)),
+            Step::UpdateClient { realm, client, .. } => {
+                clients::check(&new_client(realm, client, None), now)
+            }
+            Step::SetAws { realm, aws: a } => aws::check_configure(&aws::Configure {
+                realm: realm.clone(),
+                sts_endpoint: a.sts_endpoint.clone(),
+                partitions: a.partitions.clone(),
+                server_id: a.server_id.clone(),
+                require_challenge: a.require_challenge,
+            }),
+            Step::PutBinding { realm, binding: b } => {
+                binding(realm, b).and_then(|b| aws::check_binding(&b).map(|_| ()))
+            }
+            Step::DeleteGroup { .. }
+            | Step::DeleteClient { .. }
+            | Step::DisableAws { .. }
+            | Step::DeleteBinding { .. } => Ok(()),
+        };
+        if let Err(e) = result {
+            problems.push(format!("{step}: {e}"));
+        }
+    }
+    problems
+}
+
+/// Applies a plan made by [`plan`], step by step, each audited with `actor`. The steps are
+/// [`check`]ed first: a bad one stops the apply before anything is written.
 pub async fn apply(
     store: &dyn Store,
     kek: &dyn KekSource,
@@ -678,11 +754,17 @@ pub async fn apply(
     now: UnixTime,
     actor: &str,
 ) -> Result<Applied, AdminError> {
+    if let Some(first) = check(&steps, jwks_max_age_secs, now).into_iter().next() {
+        return Err(AdminError::Invalid {
+            field: "file",
+            message: first,
+        });
+    }
     let mut secrets = BTreeMap::new();
     for step in &steps {
         match step {
             Step::CreateRealm(r) => {
-                let alg: Alg = r.alg.parse().map_err(|e: String| invalid("alg", e))?;
+                let alg = alg(&r.alg)?;
                 realms::create(
                     store,
                     kek,
@@ -727,17 +809,7 @@ pub async fn apply(
                 users::delete_group(store, realm, name, now, actor).await?;
             }
             Step::CreateClient { realm, client: c } => {
-                let secret = match &c.secret_file {
-                    None => None,
-                    Some(path) => Some(
-                        std::fs::read_to_string(path)
-                            .map_err(|e| {
-                                invalid("secret_file", format!("{}: {e}", path.display()))
-                            })?
-                            .trim_end_matches(['\r', '\n'])
-                            .to_owned(),
-                    ),
-                };
+                let secret = read_secret(c)?;
                 let made = clients::create(store, new_client(realm, c, secret), now, actor).await?;
                 if !c.enabled {
                     clients::set_enabled(store, realm, &c.client_id, None, false, now, actor)

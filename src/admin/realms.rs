@@ -116,13 +116,7 @@ pub async fn update(
     now: UnixTime,
     actor: &str,
 ) -> Result<RealmView, AdminError> {
-    check_ttl("token-ttl", settings.access_token_ttl)?;
-    check_schedule(
-        settings.rotation_period_secs,
-        settings.prepublish_secs,
-        jwks_max_age_secs,
-    )?;
-    check_display_name(settings.display_name.as_deref())?;
+    check_settings(&settings, jwks_max_age_secs)?;
     let Some(mut realm) = store.realm(name).await? else {
         return Err(AdminError::NotFound(format!("realm {name}")));
     };
@@ -144,14 +138,8 @@ pub async fn update(
     show(store, base_url, name).await
 }
 
-pub async fn create(
-    store: &dyn Store,
-    kek: &dyn KekSource,
-    base_url: &str,
-    req: NewRealm,
-    now: UnixTime,
-    actor: &str,
-) -> Result<RealmView, AdminError> {
+/// The checks [`create`] makes before it writes (none needs the database).
+pub fn check_new(req: &NewRealm) -> Result<(), AdminError> {
     if !is_valid_realm_name(&req.name) {
         return Err(invalid("realm", "use 1-64 characters of a-z 0-9 - _"));
     }
@@ -161,7 +149,29 @@ pub async fn create(
         req.prepublish_secs,
         req.jwks_max_age_secs,
     )?;
-    check_display_name(req.display_name.as_deref())?;
+    check_display_name(req.display_name.as_deref())
+}
+
+/// The checks [`update`] makes before it writes.
+pub fn check_settings(settings: &RealmSettings, jwks_max_age_secs: i64) -> Result<(), AdminError> {
+    check_ttl("token-ttl", settings.access_token_ttl)?;
+    check_schedule(
+        settings.rotation_period_secs,
+        settings.prepublish_secs,
+        jwks_max_age_secs,
+    )?;
+    check_display_name(settings.display_name.as_deref())
+}
+
+pub async fn create(
+    store: &dyn Store,
+    kek: &dyn KekSource,
+    base_url: &str,
+    req: NewRealm,
+    now: UnixTime,
+    actor: &str,
+) -> Result<RealmView, AdminError> {
+    check_new(&req)?;
     let key = new_key(kek, &req.name, req.alg, "active", now)?;
     let realm = RealmRecord {
         name: req.name.clone(),
@@ -235,17 +245,60 @@ fn view(base_url: &str, r: RealmRecord, keys: Vec<KeyRecord>) -> RealmView {
 }
 
 /// A realm's client CAs as `realm set-mtls` shows them: subject and thumbprint of each.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct MtlsView {
     pub realm: String,
     pub client_cas: Vec<CaView>,
 }
 
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct CaView {
     pub subject: String,
     pub sha256: String,
     pub not_after: i64,
+}
+
+/// Each CA certificate of a PEM bundle; an error if one is not a CA or does not parse.
+fn ca_views(pem: &str) -> Result<Vec<CaView>, AdminError> {
+    use x509_parser::prelude::FromDer;
+    let certs = crate::clients::mtls::certificates_from_pem(pem)
+        .map_err(|e| super::invalid("ca-file", e))?;
+    crate::clients::mtls::anchors_from_pem(pem).map_err(|e| super::invalid("ca-file", e))?;
+    let mut cas = Vec::new();
+    for der in &certs {
+        let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der)
+            .map_err(|e| super::invalid("ca-file", e.to_string()))?;
+        if !cert.is_ca() {
+            return Err(super::invalid(
+                "ca-file",
+                format!("{} is not a CA certificate", cert.subject()),
+            ));
+        }
+        cas.push(CaView {
+            subject: cert.subject().to_string(),
+            sha256: crate::clients::mtls::thumbprint(der),
+            not_after: cert.validity().not_after.timestamp(),
+        });
+    }
+    Ok(cas)
+}
+
+/// A realm's client CAs as stored.
+pub async fn show_mtls(
+    store: &dyn crate::store::Store,
+    realm: &str,
+) -> Result<MtlsView, AdminError> {
+    if store.realm(realm).await?.is_none() {
+        return Err(AdminError::NotFound(format!("realm {realm}")));
+    }
+    let cas = match store.realm_mtls(realm).await? {
+        Some(pem) => ca_views(&pem)?,
+        None => Vec::new(),
+    };
+    Ok(MtlsView {
+        realm: realm.to_owned(),
+        client_cas: cas,
+    })
 }
 
 /// Sets (or with `None` removes) the CAs a realm's `tls_client_auth` clients chain to. Each must
@@ -257,31 +310,13 @@ pub async fn set_mtls(
     now: crate::clock::UnixTime,
     actor: &str,
 ) -> Result<MtlsView, AdminError> {
-    use x509_parser::prelude::FromDer;
     if store.realm(realm).await?.is_none() {
         return Err(AdminError::NotFound(format!("realm {realm}")));
     }
-    let mut cas = Vec::new();
-    if let Some(pem) = pem {
-        let certs = crate::clients::mtls::certificates_from_pem(pem)
-            .map_err(|e| super::invalid("ca-file", e))?;
-        crate::clients::mtls::anchors_from_pem(pem).map_err(|e| super::invalid("ca-file", e))?;
-        for der in &certs {
-            let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der)
-                .map_err(|e| super::invalid("ca-file", e.to_string()))?;
-            if !cert.is_ca() {
-                return Err(super::invalid(
-                    "ca-file",
-                    format!("{} is not a CA certificate", cert.subject()),
-                ));
-            }
-            cas.push(CaView {
-                subject: cert.subject().to_string(),
-                sha256: crate::clients::mtls::thumbprint(der),
-                not_after: cert.validity().not_after.timestamp(),
-            });
-        }
-    }
+    let cas = match pem {
+        Some(pem) => ca_views(pem)?,
+        None => Vec::new(),
+    };
     let audit = [
         crate::audit::AuditDraft::new(now, Some(realm), "realm.mtls_changed", actor)
             .subject(realm)

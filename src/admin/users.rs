@@ -46,6 +46,16 @@ pub struct UserView {
     pub version: i64,
 }
 
+/// The checks [`create_group`] makes before it writes; the scopes normalised.
+pub fn check_group(name: &str, scopes: &str) -> Result<String, AdminError> {
+    if !is_valid_name(name) {
+        return Err(invalid("name", "use 1-64 of A-Z a-z 0-9 . _ : -"));
+    }
+    scope::parse(scopes)
+        .map(|s| s.join(" "))
+        .map_err(|e| invalid("scope", e.to_string()))
+}
+
 pub async fn create_group(
     store: &dyn Store,
     realm: &str,
@@ -54,12 +64,7 @@ pub async fn create_group(
     now: UnixTime,
     actor: &str,
 ) -> Result<(), AdminError> {
-    if !is_valid_name(name) {
-        return Err(invalid("name", "use 1-64 of A-Z a-z 0-9 . _ : -"));
-    }
-    let scopes = scope::parse(scopes)
-        .map(|s| s.join(" "))
-        .map_err(|e| invalid("scope", e.to_string()))?;
+    let scopes = check_group(name, scopes)?;
     if store.realm(realm).await?.is_none() {
         return Err(AdminError::NotFound(format!("realm {realm}")));
     }

@@ -123,6 +123,11 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(realms::show, realms::update))
         .routes(routes!(realms::login_settings, realms::set_login_settings))
         .routes(routes!(realms::set_group, realms::delete_group))
+        .routes(routes!(
+            realms::client_cas,
+            realms::set_client_cas,
+            realms::clear_client_cas
+        ))
         .routes(routes!(clients::list, clients::create))
         .routes(routes!(clients::show, clients::update, clients::delete))
         .routes(routes!(clients::rotate_secret))

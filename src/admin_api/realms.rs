@@ -378,3 +378,78 @@ pub async fn delete_group(
     super::changed(&state, &realm);
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// A realm's client CAs (`tls_client_auth` clients chain to one of them).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCasBody {
+    /// PEM, one or more CA certificates; replaces the current set.
+    pub pem: String,
+}
+
+#[utoipa::path(operation_id = "get_client_cas", get, path = "/admin/realms/{realm}/client-cas", tag = "realms",
+    params(("realm" = String, Path)),
+    responses(
+        (status = 200, body = ops::MtlsView),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)
+    ))]
+pub async fn client_cas(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(realm): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    caller.read(&realm)?;
+    let view = ops::show_mtls(state.store.as_ref(), &realm).await?;
+    Ok(no_store(StatusCode::OK, view))
+}
+
+#[utoipa::path(operation_id = "set_client_cas", put, path = "/admin/realms/{realm}/client-cas", tag = "realms",
+    params(("realm" = String, Path)),
+    request_body = ClientCasBody,
+    responses(
+        (status = 200, body = ops::MtlsView),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem)
+    ))]
+pub async fn set_client_cas(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(realm): ApiPath<String>,
+    ApiJson(body): ApiJson<ClientCasBody>,
+) -> Result<Response, ApiError> {
+    caller.write(&realm)?;
+    let view = ops::set_mtls(
+        state.store.as_ref(),
+        &realm,
+        Some(&body.pem),
+        state.clock.now(),
+        &caller.actor,
+    )
+    .await?;
+    super::changed(&state, &realm);
+    Ok(no_store(StatusCode::OK, view))
+}
+
+#[utoipa::path(operation_id = "clear_client_cas", delete, path = "/admin/realms/{realm}/client-cas", tag = "realms",
+    params(("realm" = String, Path)),
+    responses(
+        (status = 204, description = "No CAs: the realm's tls_client_auth clients are refused until some are set"),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)
+    ))]
+pub async fn clear_client_cas(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(realm): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.write(&realm)?;
+    ops::set_mtls(
+        state.store.as_ref(),
+        &realm,
+        None,
+        state.clock.now(),
+        &caller.actor,
+    )
+    .await?;
+    super::changed(&state, &realm);
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -45,40 +45,72 @@ pub(super) async fn apply(
 ) -> Result<i32, CliError> {
     let doc = declarative::read_file(&file).map_err(CliError::Other)?;
     let store = open_store(&config).await?;
-    let steps = match declarative::plan(store.as_ref(), &doc, config.admin_realm.as_deref()).await?
-    {
-        Ok(steps) => steps,
-        Err(conflicts) => {
-            for c in &conflicts {
-                eprintln!("conflict: {c}");
+    // Opened only to write (a dry run must not create a KEK file).
+    let mut kek = None;
+    // Another apply (or a node's apply_on_start) running at the same time may make a step first:
+    // the step then fails with a conflict, and planning again finds it done.
+    let mut round = 0;
+    let applied = loop {
+        round += 1;
+        let steps =
+            match declarative::plan(store.as_ref(), &doc, config.admin_realm.as_deref()).await? {
+                Ok(steps) => steps,
+                Err(conflicts) => {
+                    for c in &conflicts {
+                        eprintln!("conflict: {c}");
+                    }
+                    eprintln!("nothing was applied ({} conflicts)", conflicts.len());
+                    return Ok(1);
+                }
+            };
+        if steps.is_empty() {
+            println!("no changes: the database matches {}", file.display());
+            return Ok(0);
+        }
+        for s in &steps {
+            println!("{s}");
+        }
+        let problems = declarative::check(&steps, config.jwks_max_age_secs as i64, now);
+        if !problems.is_empty() {
+            for p in &problems {
+                eprintln!("invalid: {p}");
             }
-            eprintln!("nothing was applied ({} conflicts)", conflicts.len());
+            eprintln!("nothing was applied ({} invalid)", problems.len());
             return Ok(1);
         }
+        if dry_run {
+            println!("(dry run: nothing was applied)");
+            return Ok(0);
+        }
+        let kek = match &kek {
+            Some(k) => std::sync::Arc::clone(k),
+            None => {
+                let opened =
+                    open_kek_ring(&config.kek_file, &config.kek_previous_files, store.as_ref())
+                        .await?
+                        .0;
+                kek = Some(opened.clone());
+                opened
+            }
+        };
+        match declarative::apply(
+            store.as_ref(),
+            kek.as_ref(),
+            &base_url(&config),
+            config.jwks_max_age_secs as i64,
+            steps,
+            now,
+            "apply",
+        )
+        .await
+        {
+            Ok(applied) => break applied,
+            Err(crate::admin::AdminError::Conflict(what)) if round < 5 => {
+                println!("({what} was made meanwhile by someone else: planning again)");
+            }
+            Err(e) => return Err(e.into()),
+        }
     };
-    if steps.is_empty() {
-        println!("no changes: the database matches {}", file.display());
-        return Ok(0);
-    }
-    for s in &steps {
-        println!("{s}");
-    }
-    if dry_run {
-        println!("(dry run: nothing was applied)");
-        return Ok(0);
-    }
-    let (kek, _) =
-        open_kek_ring(&config.kek_file, &config.kek_previous_files, store.as_ref()).await?;
-    let applied = declarative::apply(
-        store.as_ref(),
-        kek.as_ref(),
-        &base_url(&config),
-        config.jwks_max_age_secs as i64,
-        steps,
-        now,
-        "apply",
-    )
-    .await?;
     println!("applied {} changes", applied.steps.len());
     if !applied.secrets.is_empty() {
         // Shown this once, as for `client create`.

@@ -1579,6 +1579,103 @@ async fn settings_through_the_api_scenario(app: &TestApp) {
         403
     );
 
+    // The realm's client CAs: set (a CA), read, a leaf refused, cleared.
+    let ca = crate::pki::Ca::new("Payments Client CA");
+    let (s, _, b) = call(
+        app,
+        Method::PUT,
+        "/admin/realms/customers/client-cas",
+        &tok,
+        Some(json!({"pem": ca.pem})),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, b["client_cas"].as_array().map(Vec::len)),
+        (200, Some(1)),
+        "{b}"
+    );
+    let (s, _, b) = call(
+        app,
+        Method::GET,
+        "/admin/realms/customers/client-cas",
+        &ctok,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert!(
+        b["client_cas"][0]["subject"]
+            .as_str()
+            .is_some_and(|x| x.contains("Payments Client CA")),
+        "{b}"
+    );
+    let leaf = ca.server();
+    assert_eq!(
+        call(
+            app,
+            Method::PUT,
+            "/admin/realms/customers/client-cas",
+            &tok,
+            Some(json!({"pem": leaf.cert_pem})),
+            None
+        )
+        .await
+        .0,
+        400,
+        "a leaf is not a CA"
+    );
+    assert_eq!(
+        call(
+            app,
+            Method::PUT,
+            "/admin/realms/customers/client-cas",
+            &tok,
+            Some(json!({"pem": "not PEM"})),
+            None
+        )
+        .await
+        .0,
+        400
+    );
+    assert_eq!(
+        call(
+            app,
+            Method::DELETE,
+            "/admin/realms/customers/client-cas",
+            &tok,
+            None,
+            None
+        )
+        .await
+        .0,
+        204
+    );
+    let (_, _, b) = call(
+        app,
+        Method::GET,
+        "/admin/realms/customers/client-cas",
+        &tok,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(b["client_cas"], json!([]));
+    assert_eq!(
+        call(
+            app,
+            Method::PUT,
+            "/admin/realms/staff/client-cas",
+            &ctok,
+            Some(json!({"pem": ca.pem})),
+            None
+        )
+        .await
+        .0,
+        403
+    );
+
     // Users in pages of two, by username.
     for u in ["carol", "alice", "bob", "dave", "erin"] {
         assert_eq!(

@@ -526,3 +526,62 @@ audience = "ledger"
         drop(node);
     }
 }
+
+/// A file with one bad entry after good ones changes nothing at all (every step is checked before
+/// the first write), an unreadable or oversized `secret_file` likewise; and several `sigil apply`
+/// of one file at once all succeed, the realm made once.
+#[tokio::test]
+async fn a_bad_entry_applies_nothing_and_concurrent_applies_settle() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let db = fresh_database(backend, dir.path()).await;
+        let file = dir.path().join("realms.toml");
+        let file_s = file.to_str().expect("path").to_owned();
+        let good = "[[realm]]\nname = \"ledger\"\n\n[[realm.group]]\nname = \"tellers\"\nscopes = \"balances:read\"\n\n[[realm.client]]\nclient_id = \"svc\"\nscope = \"a\"\naudience = \"ledger\"\n";
+        std::fs::write(&file, good).expect("write");
+
+        // Four at once on an empty database.
+        let runs: Vec<_> = (0..4)
+            .map(|_| {
+                let (url, d, f) = (db.url.clone(), dir.path().to_owned(), file_s.clone());
+                std::thread::spawn(move || sigil(&url, &d, &["apply", "-f", &f]))
+            })
+            .collect();
+        for r in runs {
+            let (code, out, err) = r.join().expect("apply");
+            assert_eq!(code, 0, "{out}{err}");
+        }
+        let made = "SELECT COUNT(*) FROM audit_log WHERE kind = 'realm.created'";
+        assert_eq!(count_rows_at(backend, &db.url, made).await, 1);
+        let clients = "SELECT COUNT(*) FROM audit_log WHERE kind = 'client.created'";
+        assert_eq!(count_rows_at(backend, &db.url, clients).await, 1);
+
+        let rows = "SELECT COUNT(*) FROM audit_log";
+        let before = count_rows_at(backend, &db.url, rows).await;
+        let (_, exported, _) = sigil(&db.url, dir.path(), &["export"]);
+        let big = dir.path().join("big.secret");
+        std::fs::write(&big, "x".repeat(100_000)).expect("write");
+        for bad in [
+            // A new group (valid), a changed client (valid), then a client with a bad redirect URI.
+            good.replace("balances:read", "balances:read tx:read")
+                + "\n[[realm.client]]\nclient_id = \"web\"\nscope = \"a\"\naudience = \"ledger\"\nredirect_uris = [\"http://evil.example/cb\"]\n",
+            good.to_owned()
+                + "\n[[realm.client]]\nclient_id = \"x\"\nscope = \"a\"\naudience = \"ledger\"\nsecret_file = \"missing.secret\"\n",
+            good.to_owned()
+                + "\n[[realm.client]]\nclient_id = \"x\"\nscope = \"a\"\naudience = \"ledger\"\nsecret_file = \"big.secret\"\n",
+            good.to_owned()
+                + "\n[[realm.aws_binding]]\nid = \"b\"\nscope = \"a\"\naudience = \"l\"\n",
+            good.to_owned() + "\n[[realm.group]]\nname = \"bad name\"\nscopes = \"x\"\n",
+        ] {
+            std::fs::write(&file, &bad).expect("write");
+            let (code, out, err) = sigil(&db.url, dir.path(), &["apply", "-f", &file_s]);
+            assert_eq!(code, 1, "{bad}\n{out}{err}");
+            assert!(
+                err.contains("invalid:") && err.contains("nothing was applied"),
+                "{err}"
+            );
+            assert_eq!(count_rows_at(backend, &db.url, rows).await, before, "{bad}");
+            assert_eq!(sigil(&db.url, dir.path(), &["export"]).1, exported, "{bad}");
+        }
+    }
+}
