@@ -294,6 +294,8 @@ pub enum Step {
     UpdateClient {
         realm: String,
         client: ClientSpec,
+        /// The client as the database has it (for the `field: old → new` lines).
+        was: Box<ClientSpec>,
         description: bool,
         auth: bool,
         enabled: bool,
@@ -351,32 +353,13 @@ impl std::fmt::Display for Step {
                 )
             }
             Step::UpdateClient {
-                realm,
-                client,
-                description,
-                auth,
-                enabled,
-            } => {
-                let mut what = Vec::new();
-                if *description {
-                    what.push(format!(
-                        "scope {}, audience {}",
-                        client.scope, client.audience
-                    ));
-                }
-                if *auth {
-                    what.push("authentication".into());
-                }
-                if *enabled {
-                    what.push(if client.enabled { "enable" } else { "disable" }.into());
-                }
-                write!(
-                    f,
-                    "~ client {realm}/{}: {}",
-                    client.client_id,
-                    what.join("; ")
-                )
-            }
+                realm, client, was, ..
+            } => write!(
+                f,
+                "~ client {realm}/{}: {}",
+                client.client_id,
+                changes(was, &normalised(client)).join("; ")
+            ),
             Step::DeleteClient { realm, client_id } => write!(f, "- client {realm}/{client_id}"),
             Step::SetAws { realm, aws } => write!(
                 f,
@@ -540,6 +523,7 @@ pub async fn plan(
                 steps.push(Step::UpdateClient {
                     realm: realm(),
                     client: c.clone(),
+                    was: Box::new(h.clone()),
                     description,
                     auth,
                     enabled,
@@ -592,6 +576,27 @@ pub async fn plan(
     } else {
         Err(conflicts)
     })
+}
+
+/// `field: old → new` for every field that differs between two clients as the file writes them.
+fn changes(was: &ClientSpec, now: &ClientSpec) -> Vec<String> {
+    let as_map = |c: &ClientSpec| match serde_json::to_value(c) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    };
+    let (old, new) = (as_map(was), as_map(now));
+    let mut keys: Vec<&String> = old.keys().chain(new.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let show = |v: Option<&serde_json::Value>| match v {
+        None | Some(serde_json::Value::Null) => "(none)".to_owned(),
+        Some(serde_json::Value::String(s)) => format!("{s:?}"),
+        Some(other) => other.to_string(),
+    };
+    keys.into_iter()
+        .filter(|k| k.as_str() != "secret_file" && old.get(*k) != new.get(*k))
+        .map(|k| format!("{k}: {} → {}", show(old.get(k)), show(new.get(k))))
+        .collect()
 }
 
 fn normalise_scope(s: &str) -> String {
@@ -825,6 +830,7 @@ pub async fn apply(
                 description,
                 auth,
                 enabled,
+                ..
             } => {
                 if *description {
                     clients::update(store, new_client(realm, c, None), None, now, actor).await?;

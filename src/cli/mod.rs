@@ -124,11 +124,13 @@ pub enum Command {
     /// The admin REST API: its first client, its OpenAPI document.
     #[command(subcommand)]
     Admin(AdminCommand),
-    /// Print realms, sign-in policies, groups and clients (no secrets, no keys) as the TOML that
-    /// `apply` reads.
+    /// Print realms, sign-in policies, groups, clients and AWS settings and bindings (no secrets,
+    /// no keys) as the TOML that `apply` reads.
     Export,
-    /// Make the database match a file written like `export`'s: create what is missing, set
-    /// sign-in policies; refuses, writing nothing, when something exists in another form.
+    /// Make the database match a file written like `export`'s: in the realms it names, create
+    /// what is missing, change what differs and delete groups, clients and AWS bindings it leaves
+    /// out (never a realm). Prints a line per change (+ create, ~ change, - delete); refuses,
+    /// writing nothing, on a conflict or an invalid entry.
     Apply {
         /// The file (TOML).
         #[arg(short = 'f', long = "file", value_name = "FILE")]

@@ -456,7 +456,7 @@ audience = "ledger"
             "~ realm ledger: tokens 600 s",
             "~ group ledger/tellers (balances:read tx:read)",
             "- group ledger/auditors",
-            "~ client ledger/svc: scope balances:read",
+            "~ client ledger/svc: scope: \"tx:post:ach balances:read\" → \"balances:read\"",
             "- client ledger/old",
             "~ AWS binding ledger/payments (allow arn:aws:iam::123456789012:role/payments-*)",
         ] {
