@@ -7,7 +7,10 @@ use sigil::config::LogFormat;
 fn main() {
     tame_malloc();
     let cli = Cli::parse();
-    if !matches!(cli.command, sigil::cli::Command::Serve { .. }) {
+    if !matches!(
+        cli.command,
+        sigil::cli::Command::Serve { .. } | sigil::cli::Command::Probe { .. }
+    ) {
         default_sigpipe();
     }
     let config = match resolve_config(&cli) {

@@ -503,7 +503,7 @@ async fn apply_on_start(
     // Nodes started together on one database plan at once: a step another node applied first
     // ends in a conflict, and planning again finds it done. A few rounds settle any start.
     let mut round = 0;
-    let applied = loop {
+    loop {
         round += 1;
         let steps = match declarative::plan(store, &doc, config.admin_realm.as_deref())
             .await
@@ -516,7 +516,7 @@ async fn apply_on_start(
             return Ok(());
         }
         let jwks_max_age = config.jwks_max_age_secs as i64;
-        match declarative::apply(
+        let applied = declarative::apply(
             store,
             kek,
             base_url,
@@ -526,19 +526,19 @@ async fn apply_on_start(
             "apply_on_start",
         )
         .await
-        {
-            Ok(applied) => break applied,
-            Err(crate::admin::AdminError::Conflict(what)) if round < 5 => {
+        .map_err(|e| StartupError::Apply(e.to_string()))?;
+        for step in &applied.steps {
+            tracing::info!(file = %file.display(), "applied: {step}");
+        }
+        for client in applied.secrets.keys() {
+            tracing::warn!(%client, "created by apply_on_start; its secret was not kept: run `sigil client rotate-secret` for one");
+        }
+        match applied.failed {
+            None => return Ok(()),
+            Some(crate::admin::AdminError::Conflict(what)) if round < 5 => {
                 tracing::info!(%what, "apply_on_start: another node applied it first; planning again");
             }
-            Err(e) => return Err(StartupError::Apply(e.to_string())),
+            Some(e) => return Err(StartupError::Apply(e.to_string())),
         }
-    };
-    for step in &applied.steps {
-        tracing::info!(file = %file.display(), "applied: {step}");
     }
-    for client in applied.secrets.keys() {
-        tracing::warn!(%client, "created by apply_on_start; its secret was not kept: run `sigil client rotate-secret` for one");
-    }
-    Ok(())
 }

@@ -22,12 +22,18 @@ pub struct Configure {
 pub fn check_configure(req: &Configure) -> Result<(), AdminError> {
     if let Some(ep) = &req.sts_endpoint {
         let url = url::Url::parse(ep).map_err(|e| invalid("sts-endpoint", e.to_string()))?;
-        if !matches!(url.scheme(), "http" | "https")
+        let loopback = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+        if !(url.scheme() == "https" || (url.scheme() == "http" && loopback))
             || url.path() != "/"
             || url.query().is_some()
             || url.host_str().is_none()
+            || !url.username().is_empty()
+            || url.password().is_some()
         {
-            return Err(invalid("sts-endpoint", "must be http(s)://host[:port]/"));
+            return Err(invalid(
+                "sts-endpoint",
+                "must be https://host[:port]/ (http only on a loopback host), without credentials",
+            ));
         }
     }
     for p in &req.partitions {
@@ -185,9 +191,18 @@ pub fn check_binding(req: &Bind) -> Result<(String, String), AdminError> {
         (None, false) => return Err(invalid("scope", "an ALLOW binding needs scopes")),
     };
     let audience = match (&req.audience, req.deny) {
-        (Some(a), _) if !a.is_empty() && a.len() <= 256 => a.clone(),
+        (Some(a), _)
+            if !a.trim().is_empty() && a.len() <= 256 && !a.chars().any(char::is_control) =>
+        {
+            a.clone()
+        }
         (None, true) => String::new(),
-        _ => return Err(invalid("audience", "an ALLOW binding needs an audience")),
+        _ => {
+            return Err(invalid(
+                "audience",
+                "an ALLOW binding needs an audience of 1-256 printable characters",
+            ));
+        }
     };
     if let Some(ttl) = req.access_token_ttl {
         check_ttl("token-ttl", ttl)?;

@@ -534,8 +534,19 @@ pub async fn rotate_secret(
     now: UnixTime,
     actor: &str,
 ) -> Result<WithSecret, AdminError> {
-    if show(store, realm, id).await?.public {
+    let current = show(store, realm, id).await?;
+    if current.public {
         return Err(invalid("id", "a public client has no secret to rotate"));
+    }
+    if !current
+        .token_endpoint_auth_methods
+        .iter()
+        .any(|m| m.starts_with("client_secret"))
+    {
+        return Err(invalid(
+            "id",
+            "this client does not authenticate with a secret (switch its method first)",
+        ));
     }
     let new_secret = secret::generate();
     let audit = [AuditDraft::new(now, Some(realm), "client.secret_rotated", actor).subject(id)];

@@ -163,6 +163,16 @@ pub struct ClientSpec {
 /// Reads a document from a TOML file; `secret_file`s are resolved against the file's folder.
 pub fn read_file(file: &std::path::Path) -> Result<Document, String> {
     let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    // No value of the file has a use for a control character (a NUL would even pass every check
+    // and then be refused by PostgreSQL half-way through an apply).
+    if let Ok(value) = toml::from_str::<toml::Value>(&text)
+        && let Some(at) = control_character(&value, "")
+    {
+        return Err(format!(
+            "{}: {at}: control characters are not allowed",
+            file.display()
+        ));
+    }
     let mut doc: Document =
         toml::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
     let folder = file
@@ -177,6 +187,30 @@ pub fn read_file(file: &std::path::Path) -> Result<Document, String> {
         }
     }
     Ok(doc)
+}
+
+/// Where a string (or key) of `v` holds a control character, as a dotted path.
+fn control_character(v: &toml::Value, at: &str) -> Option<String> {
+    match v {
+        toml::Value::String(s) => s.chars().any(char::is_control).then(|| at.to_owned()),
+        toml::Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .find_map(|(i, x)| control_character(x, &format!("{at}[{i}]"))),
+        toml::Value::Table(t) => t.iter().find_map(|(k, x)| {
+            let here = if at.is_empty() {
+                k.clone()
+            } else {
+                format!("{at}.{k}")
+            };
+            if k.chars().any(char::is_control) {
+                Some(here)
+            } else {
+                control_character(x, &here)
+            }
+        }),
+        _ => None,
+    }
 }
 
 /// The database as a document, in name order; `admin_realm` is this node's configuration.
@@ -314,6 +348,8 @@ pub enum Step {
     PutBinding {
         realm: String,
         binding: BindingSpec,
+        /// No binding of that id yet.
+        new: bool,
     },
     DeleteBinding {
         realm: String,
@@ -368,9 +404,14 @@ impl std::fmt::Display for Step {
                 aws.partitions.join(" ")
             ),
             Step::DisableAws { realm } => write!(f, "~ realm {realm}: AWS exchange off"),
-            Step::PutBinding { realm, binding } => write!(
+            Step::PutBinding {
+                realm,
+                binding,
+                new,
+            } => write!(
                 f,
-                "~ AWS binding {realm}/{} ({} {})",
+                "{} AWS binding {realm}/{} ({} {})",
+                if *new { "+" } else { "~" },
                 binding.id,
                 binding.effect,
                 binding
@@ -398,8 +439,9 @@ pub async fn plan(
         && admin_realm != Some(want.as_str())
     {
         conflicts.push(format!(
-            "admin_realm is {want:?} in the file and {admin_realm:?} in this node's configuration: \
-             set admin_realm in the configuration (it is not kept in the database)"
+            "admin_realm is {want:?} in the file and {} in this node's configuration: \
+             set admin_realm in the configuration (it is not kept in the database)",
+            admin_realm.map_or("unset".to_owned(), |a| format!("{a:?}"))
         ));
     }
     let mut seen = std::collections::BTreeSet::new();
@@ -530,6 +572,25 @@ pub async fn plan(
                 });
             }
         }
+        // The admin realm keeps a way in: a file that would leave it without any client holding
+        // sigil:admin (while the database has one) would lock the admin API out.
+        let full_admin = |scope: &str| scope.split(' ').any(|s| s == "sigil:admin");
+        if admin_realm == Some(want.name.as_str())
+            && have
+                .clients
+                .iter()
+                .any(|h| h.enabled && full_admin(&h.scope))
+            && !want
+                .clients
+                .iter()
+                .any(|c| c.enabled && full_admin(&c.scope))
+        {
+            conflicts.push(format!(
+                "realm {}: the file leaves the admin realm no enabled client with sigil:admin \
+                 (applying it would lock the admin API out); keep one",
+                want.name
+            ));
+        }
         for h in &have.clients {
             if !want.clients.iter().any(|c| c.client_id == h.client_id) {
                 steps.push(Step::DeleteClient {
@@ -559,6 +620,7 @@ pub async fn plan(
                 steps.push(Step::PutBinding {
                     realm: realm(),
                     binding: b.clone(),
+                    new: !have.aws_bindings.iter().any(|h| h.id == b.id),
                 });
             }
         }
@@ -631,8 +693,12 @@ fn normalised(want: &ClientSpec) -> ClientSpec {
 
 /// What applying did: the steps taken and the secrets of the clients it created (shown once).
 pub struct Applied {
+    /// The steps done, in order.
     pub steps: Vec<Step>,
     pub secrets: BTreeMap<String, String>,
+    /// Why the step after the last one done failed (the steps before it stay done: each is its
+    /// own transaction, and every check that needs no database ran before the first).
+    pub failed: Option<AdminError>,
 }
 
 fn new_client(realm: &str, c: &ClientSpec, secret: Option<String>) -> clients::NewClient {
@@ -677,17 +743,22 @@ fn read_secret(c: &ClientSpec) -> Result<Option<String>, AdminError> {
     let Some(path) = &c.secret_file else {
         return Ok(None);
     };
-    // A secret is short: anything bigger is the wrong file.
-    let meta = std::fs::metadata(path)
-        .map_err(|e| invalid("secret_file", format!("{}: {e}", path.display())))?;
-    if meta.len() > 4096 {
-        return Err(invalid(
-            "secret_file",
-            format!("{}: larger than a secret", path.display()),
-        ));
+    use std::io::Read;
+    let bad = |why: String| invalid("secret_file", format!("{}: {why}", path.display()));
+    // A regular file (after symlinks): never a device or a FIFO, which could be endless or block.
+    let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(bad("not a regular file".into()));
     }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| invalid("secret_file", format!("{}: {e}", path.display())))?;
+    // A secret is short: read at most a little more than the longest one allowed.
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(4097).read_to_end(&mut bytes))
+        .map_err(|e| bad(e.to_string()))?;
+    if bytes.len() > 4096 {
+        return Err(bad("larger than a secret".into()));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| bad("not UTF-8 text".into()))?;
     Ok(Some(text.trim_end_matches(['\r', '\n']).to_owned()))
 }
 
@@ -733,9 +804,9 @@ pub fn check(steps: &[Step], jwks_max_age_secs: i64, now: UnixTime) -> Vec<Strin
                 server_id: a.server_id.clone(),
                 require_challenge: a.require_challenge,
             }),
-            Step::PutBinding { realm, binding: b } => {
-                binding(realm, b).and_then(|b| aws::check_binding(&b).map(|_| ()))
-            }
+            Step::PutBinding {
+                realm, binding: b, ..
+            } => binding(realm, b).and_then(|b| aws::check_binding(&b).map(|_| ())),
             Step::DeleteGroup { .. }
             | Step::DeleteClient { .. }
             | Step::DisableAws { .. }
@@ -749,7 +820,9 @@ pub fn check(steps: &[Step], jwks_max_age_secs: i64, now: UnixTime) -> Vec<Strin
 }
 
 /// Applies a plan made by [`plan`], step by step, each audited with `actor`. The steps are
-/// [`check`]ed first: a bad one stops the apply before anything is written.
+/// [`check`]ed first: a bad one is `Err`, nothing written. A step that fails after others were
+/// done (the database refused it, or a concurrent apply made it first) ends the run with
+/// [`Applied::failed`] set, and the secrets of the clients already created kept.
 pub async fn apply(
     store: &dyn Store,
     kek: &dyn KekSource,
@@ -766,119 +839,158 @@ pub async fn apply(
         });
     }
     let mut secrets = BTreeMap::new();
-    for step in &steps {
-        match step {
-            Step::CreateRealm(r) => {
-                let alg = alg(&r.alg)?;
-                realms::create(
-                    store,
-                    kek,
-                    base_url,
-                    realms::NewRealm {
-                        name: r.name.clone(),
-                        alg,
-                        access_token_ttl: r.access_token_ttl,
-                        display_name: r.display_name.clone(),
-                        rotation_period_secs: r.rotation_period_secs,
-                        prepublish_secs: r.prepublish_secs,
-                        jwks_max_age_secs,
-                    },
-                    now,
-                    actor,
-                )
-                .await?;
-            }
-            Step::UpdateRealm { realm, settings } => {
-                realms::update(
-                    store,
-                    base_url,
-                    realm,
-                    settings.clone(),
+    let mut done = Vec::new();
+    for step in steps {
+        if let Err(e) = apply_step(
+            store,
+            kek,
+            base_url,
+            jwks_max_age_secs,
+            &step,
+            now,
+            actor,
+            &mut secrets,
+        )
+        .await
+        {
+            return Ok(Applied {
+                steps: done,
+                secrets,
+                failed: Some(e),
+            });
+        }
+        done.push(step);
+    }
+    Ok(Applied {
+        steps: done,
+        secrets,
+        failed: None,
+    })
+}
+
+/// One step of [`apply`]; a created client's secret goes into `secrets`.
+#[allow(clippy::too_many_arguments)] // the step and what it needs, as apply has them
+async fn apply_step(
+    store: &dyn Store,
+    kek: &dyn KekSource,
+    base_url: &str,
+    jwks_max_age_secs: i64,
+    step: &Step,
+    now: UnixTime,
+    actor: &str,
+    secrets: &mut BTreeMap<String, String>,
+) -> Result<(), AdminError> {
+    match step {
+        Step::CreateRealm(r) => {
+            let alg = alg(&r.alg)?;
+            realms::create(
+                store,
+                kek,
+                base_url,
+                realms::NewRealm {
+                    name: r.name.clone(),
+                    alg,
+                    access_token_ttl: r.access_token_ttl,
+                    display_name: r.display_name.clone(),
+                    rotation_period_secs: r.rotation_period_secs,
+                    prepublish_secs: r.prepublish_secs,
                     jwks_max_age_secs,
+                },
+                now,
+                actor,
+            )
+            .await?;
+        }
+        Step::UpdateRealm { realm, settings } => {
+            realms::update(
+                store,
+                base_url,
+                realm,
+                settings.clone(),
+                jwks_max_age_secs,
+                now,
+                actor,
+            )
+            .await?;
+        }
+        Step::SetLogin { realm, login } => {
+            users::set_login_settings(store, realm, login, now, actor).await?;
+        }
+        Step::CreateGroup { realm, group } => {
+            users::create_group(store, realm, &group.name, &group.scopes, now, actor).await?;
+        }
+        Step::UpdateGroup { realm, group } => {
+            users::set_group_scopes(store, realm, &group.name, &group.scopes, now, actor).await?;
+        }
+        Step::DeleteGroup { realm, name } => {
+            users::delete_group(store, realm, name, now, actor).await?;
+        }
+        Step::CreateClient { realm, client: c } => {
+            let secret = read_secret(c)?;
+            let made = clients::create(store, new_client(realm, c, secret), now, actor).await?;
+            if !c.enabled {
+                clients::set_enabled(store, realm, &c.client_id, None, false, now, actor).await?;
+            }
+            if let Some(secret) = made.client_secret {
+                secrets.insert(format!("{realm}/{}", c.client_id), secret);
+            }
+        }
+        Step::UpdateClient {
+            realm,
+            client: c,
+            description,
+            auth,
+            enabled,
+            ..
+        } => {
+            if *description {
+                clients::update(store, new_client(realm, c, None), None, now, actor).await?;
+            }
+            if *auth {
+                let made = clients::set_auth(
+                    store,
+                    realm,
+                    &c.client_id,
+                    None,
+                    c.auth.clone().unwrap_or_default(),
                     now,
                     actor,
                 )
                 .await?;
-            }
-            Step::SetLogin { realm, login } => {
-                users::set_login_settings(store, realm, login, now, actor).await?;
-            }
-            Step::CreateGroup { realm, group } => {
-                users::create_group(store, realm, &group.name, &group.scopes, now, actor).await?;
-            }
-            Step::UpdateGroup { realm, group } => {
-                users::set_group_scopes(store, realm, &group.name, &group.scopes, now, actor)
-                    .await?;
-            }
-            Step::DeleteGroup { realm, name } => {
-                users::delete_group(store, realm, name, now, actor).await?;
-            }
-            Step::CreateClient { realm, client: c } => {
-                let secret = read_secret(c)?;
-                let made = clients::create(store, new_client(realm, c, secret), now, actor).await?;
-                if !c.enabled {
-                    clients::set_enabled(store, realm, &c.client_id, None, false, now, actor)
-                        .await?;
-                }
                 if let Some(secret) = made.client_secret {
                     secrets.insert(format!("{realm}/{}", c.client_id), secret);
                 }
             }
-            Step::UpdateClient {
-                realm,
-                client: c,
-                description,
-                auth,
-                enabled,
-                ..
-            } => {
-                if *description {
-                    clients::update(store, new_client(realm, c, None), None, now, actor).await?;
-                }
-                if *auth {
-                    let made = clients::set_auth(
-                        store,
-                        realm,
-                        &c.client_id,
-                        None,
-                        c.auth.clone().unwrap_or_default(),
-                        now,
-                        actor,
-                    )
+            if *enabled {
+                clients::set_enabled(store, realm, &c.client_id, None, c.enabled, now, actor)
                     .await?;
-                    if let Some(secret) = made.client_secret {
-                        secrets.insert(format!("{realm}/{}", c.client_id), secret);
-                    }
-                }
-                if *enabled {
-                    clients::set_enabled(store, realm, &c.client_id, None, c.enabled, now, actor)
-                        .await?;
-                }
             }
-            Step::DeleteClient { realm, client_id } => {
-                clients::delete(store, realm, client_id, None, now, actor).await?;
-            }
-            Step::SetAws { realm, aws: a } => {
-                aws::configure(
-                    store,
-                    aws::Configure {
-                        realm: realm.clone(),
-                        sts_endpoint: a.sts_endpoint.clone(),
-                        partitions: a.partitions.clone(),
-                        server_id: a.server_id.clone(),
-                        require_challenge: a.require_challenge,
-                    },
-                    now,
-                    actor,
-                )
-                .await?;
-            }
-            Step::DisableAws { realm } => aws::disable(store, realm, now, actor).await?,
-            Step::PutBinding { realm, binding: b } => {
-                aws::put_binding(store, binding(realm, b)?, now, actor).await?;
-            }
-            Step::DeleteBinding { realm, id } => aws::unbind(store, realm, id, now, actor).await?,
         }
+        Step::DeleteClient { realm, client_id } => {
+            clients::delete(store, realm, client_id, None, now, actor).await?;
+        }
+        Step::SetAws { realm, aws: a } => {
+            aws::configure(
+                store,
+                aws::Configure {
+                    realm: realm.clone(),
+                    sts_endpoint: a.sts_endpoint.clone(),
+                    partitions: a.partitions.clone(),
+                    server_id: a.server_id.clone(),
+                    require_challenge: a.require_challenge,
+                },
+                now,
+                actor,
+            )
+            .await?;
+        }
+        Step::DisableAws { realm } => aws::disable(store, realm, now, actor).await?,
+        Step::PutBinding {
+            realm, binding: b, ..
+        } => {
+            aws::put_binding(store, binding(realm, b)?, now, actor).await?;
+        }
+        Step::DeleteBinding { realm, id } => aws::unbind(store, realm, id, now, actor).await?,
     }
-    Ok(Applied { steps, secrets })
+    Ok(())
 }

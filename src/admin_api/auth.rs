@@ -209,14 +209,36 @@ async fn caller(state: &AppState, guard: &AdminGuard, req: &Parts) -> Result<Cal
         ));
     }
     let client = claims.client_id.clone().unwrap_or_default();
-    let actor = if map.contains_key("sid") {
+    let user = map.contains_key("sid");
+    let actor = if user {
         format!("user:{}@{} via {client}", claims.sub, guard.realm)
     } else {
         format!("client:{client}@{}", guard.realm)
     };
+    let mut scopes: HashSet<String> = claims.scopes().map(str::to_owned).collect();
+    if !user {
+        // A client's token reaches no further than the client may now: narrowing an admin
+        // client's scopes (or moving it to another audience) holds at once for tokens it already
+        // has, as disabling it does.
+        let record = state
+            .directory
+            .client(&guard.realm, &client, now)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "admin API: client unavailable");
+                ApiError::Unavailable("the database did not answer; try again")
+            })?;
+        match record {
+            Some(c) if c.audience == ADMIN_AUDIENCE => {
+                let allowed: HashSet<&str> = c.allowed_scopes.split(' ').collect();
+                scopes.retain(|s| allowed.contains(s.as_str()));
+            }
+            _ => scopes.clear(),
+        }
+    }
     Ok(Caller {
         actor,
-        scopes: claims.scopes().map(str::to_owned).collect(),
+        scopes,
         admin_realm: guard.realm.clone(),
     })
 }

@@ -209,10 +209,30 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
         if !v.is_object() {
             return Err(ApiError::invalid("body", "must be a JSON object"));
         }
+        if holds_nul(&v) {
+            return Err(ApiError::invalid("body", "a NUL character is not allowed"));
+        }
         serde_json::from_value(v)
             .map(ApiJson)
             .map_err(|e| ApiError::invalid("body", e.to_string()))
     }
+}
+
+/// Whether a JSON value holds a NUL character in any string or key (PostgreSQL's text cannot
+/// store one: refused here as bad input, never passed down to fail as a database error).
+fn holds_nul(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(a) => a.iter().any(holds_nul),
+        serde_json::Value::Object(m) => m.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
+    }
+}
+
+/// A NUL in a path or query (`%00`), refused as bad input for the same reason.
+fn uri_holds_nul(parts: &Parts) -> bool {
+    let raw = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("");
+    raw.to_ascii_lowercase().contains("%00")
 }
 
 /// `Path` whose refusals are problem details.
@@ -222,6 +242,9 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        if uri_holds_nul(parts) {
+            return Err(ApiError::invalid("path", "a NUL character is not allowed"));
+        }
         let axum::extract::Path(v) = axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map_err(|e: PathRejection| ApiError::from(e))?;
@@ -236,6 +259,9 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiQuer
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        if uri_holds_nul(parts) {
+            return Err(ApiError::invalid("query", "a NUL character is not allowed"));
+        }
         let axum::extract::Query(v) = axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map_err(|e: QueryRejection| ApiError::from(e))?;

@@ -205,6 +205,16 @@ pub async fn set_login_settings(
     ApiJson(body): ApiJson<serde_json::Map<String, serde_json::Value>>,
 ) -> Result<Response, ApiError> {
     caller.write(&realm)?;
+    // The stored form tolerates fields a newer node wrote; a request names only known ones (a
+    // misspelt field would otherwise reset the setting it meant to its default).
+    if let Ok(serde_json::Value::Object(known)) = serde_json::to_value(LoginSettings::default())
+        && let Some(unknown) = body.keys().find(|k| !known.contains_key(*k))
+    {
+        return Err(ApiError::invalid(
+            "body",
+            format!("unknown field {unknown:?}"),
+        ));
+    }
     let settings: LoginSettings = serde_json::from_value(serde_json::Value::Object(body))
         .map_err(|e| ApiError::invalid("body", e.to_string()))?;
     users::set_login_settings(

@@ -47,10 +47,13 @@ pub(super) async fn apply(
     let store = open_store(&config).await?;
     // Opened only to write (a dry run must not create a KEK file).
     let mut kek = None;
+    // Every created client's secret, across rounds: each is shown once, here.
+    let mut secrets = std::collections::BTreeMap::new();
+    let mut done = 0;
     // Another apply (or a node's apply_on_start) running at the same time may make a step first:
     // the step then fails with a conflict, and planning again finds it done.
     let mut round = 0;
-    let applied = loop {
+    loop {
         round += 1;
         let steps =
             match declarative::plan(store.as_ref(), &doc, config.admin_realm.as_deref()).await? {
@@ -93,7 +96,7 @@ pub(super) async fn apply(
                 opened
             }
         };
-        match declarative::apply(
+        let applied = declarative::apply(
             store.as_ref(),
             kek.as_ref(),
             &base_url(&config),
@@ -102,23 +105,34 @@ pub(super) async fn apply(
             now,
             "apply",
         )
-        .await
-        {
-            Ok(applied) => break applied,
-            Err(crate::admin::AdminError::Conflict(what)) if round < 5 => {
+        .await?;
+        done += applied.steps.len();
+        secrets.extend(applied.secrets);
+        match applied.failed {
+            None => break,
+            Some(crate::admin::AdminError::Conflict(what)) if round < 5 => {
                 println!("({what} was made meanwhile by someone else: planning again)");
             }
-            Err(e) => return Err(e.into()),
+            Some(e) => {
+                show_secrets(&secrets);
+                eprintln!("sigil: {e}");
+                eprintln!("stopped after {done} changes: the rest was not applied");
+                return Ok(1);
+            }
         }
-    };
-    println!("applied {} changes", applied.steps.len());
-    if !applied.secrets.is_empty() {
-        // Shown this once, as for `client create`.
+    }
+    println!("applied {done} changes");
+    show_secrets(&secrets);
+    Ok(0)
+}
+
+/// The secrets of the clients `apply` created, shown this once (as for `client create`).
+fn show_secrets(secrets: &std::collections::BTreeMap<String, String>) {
+    if !secrets.is_empty() {
         println!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "client_secrets": applied.secrets }))
+            serde_json::to_string_pretty(&serde_json::json!({ "client_secrets": secrets }))
                 .unwrap_or_default()
         );
     }
-    Ok(0)
 }

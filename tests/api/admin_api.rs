@@ -1239,16 +1239,58 @@ async fn settings_through_the_api_scenario(app: &TestApp) {
         (200, &json!("cognito:groups")),
         "{read}"
     );
-    let (s, _, _) = call(
+    for bad in [
+        json!({"session_idle_secs": "long"}),
+        json!({"sesion_idle_secs": 60}),
+    ] {
+        let (s, _, b) = call(
+            app,
+            Method::PUT,
+            "/admin/realms/customers/login-settings",
+            &tok,
+            Some(bad.clone()),
+            None,
+        )
+        .await;
+        assert_eq!(s, 400, "{bad}: {b}");
+    }
+    // A NUL anywhere (body, path, query) is bad input, on PostgreSQL too (never a 503).
+    let (s, _, b) = call(
         app,
-        Method::PUT,
-        "/admin/realms/customers/login-settings",
+        Method::POST,
+        "/admin/realms/customers/groups",
         &tok,
-        Some(json!({"session_idle_secs": "long"})),
+        Some(json!({"name": "g", "scopes": "a\u{0}b"})),
         None,
     )
     .await;
-    assert_eq!(s, 400);
+    assert_eq!(s, 400, "{b}");
+    assert_eq!(
+        call(
+            app,
+            Method::GET,
+            "/admin/realms/customers/users?after=a%00b",
+            &tok,
+            None,
+            None
+        )
+        .await
+        .0,
+        400
+    );
+    assert_eq!(
+        call(
+            app,
+            Method::GET,
+            "/admin/realms/cust%00omers/clients",
+            &tok,
+            None,
+            None
+        )
+        .await
+        .0,
+        400
+    );
 
     // A client's description: narrower scopes take effect at once; a stale ETag is 412.
     let (_, h, _) = call(
@@ -1348,6 +1390,17 @@ async fn settings_through_the_api_scenario(app: &TestApp) {
     .await;
     assert_eq!(s, 200, "{b}");
     assert!(b.get("client_secret").is_none_or(Value::is_null), "{b}");
+    let etag_now = h["etag"].to_str().expect("etag").to_owned();
+    let (s, _, b) = call(
+        app,
+        Method::POST,
+        "/admin/realms/customers/clients/svc/secret",
+        &tok,
+        None,
+        Some(&etag_now),
+    )
+    .await;
+    assert_eq!(s, 400, "no secret to rotate for a certificate client: {b}");
     let res = app
         .token_request(
             "customers",
@@ -1526,6 +1579,31 @@ async fn settings_through_the_api_scenario(app: &TestApp) {
         400,
         "no principal or account"
     );
+    assert_eq!(
+        call(
+            app,
+            Method::PUT,
+            "/admin/realms/customers/aws/bindings/x",
+            &tok,
+            Some(json!({"account": "123456789012", "scope": "a", "audience": "led\nger"})),
+            None
+        )
+        .await
+        .0,
+        400
+    );
+    for endpoint in ["http://169.254.169.254/", "https://user:pw@sts.example/"] {
+        let (s, _, b) = call(
+            app,
+            Method::PUT,
+            "/admin/realms/customers/aws",
+            &tok,
+            Some(json!({"server_id": "x", "sts_endpoint": endpoint})),
+            None,
+        )
+        .await;
+        assert_eq!(s, 400, "{endpoint}: {b}");
+    }
     assert_eq!(
         call(
             app,
@@ -1732,6 +1810,56 @@ async fn settings_through_the_api_scenario(app: &TestApp) {
         .await
         .0,
         400
+    );
+
+    // Narrowing an admin client holds at once for the tokens it already has.
+    let (_, h, _) = call(
+        app,
+        Method::GET,
+        "/admin/realms/admin/clients/cust",
+        &tok,
+        None,
+        None,
+    )
+    .await;
+    let etag = h["etag"].to_str().expect("etag").to_owned();
+    let (s, _, b) = call(
+        app,
+        Method::PATCH,
+        "/admin/realms/admin/clients/cust",
+        &tok,
+        Some(json!({"scope": "sigil:admin:staff"})),
+        Some(&etag),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        call(
+            app,
+            Method::GET,
+            "/admin/realms/customers/users",
+            &ctok,
+            None,
+            None
+        )
+        .await
+        .0,
+        403,
+        "the old token lost sigil:admin:customers with its client"
+    );
+    assert_eq!(
+        call(
+            app,
+            Method::GET,
+            "/admin/realms/staff/users",
+            &ctok,
+            None,
+            None
+        )
+        .await
+        .0,
+        403,
+        "and gained nothing its token did not carry"
     );
 }
 crate::on_every_backend_with!(

@@ -559,6 +559,7 @@ async fn a_bad_entry_applies_nothing_and_concurrent_applies_settle() {
         let rows = "SELECT COUNT(*) FROM audit_log";
         let before = count_rows_at(backend, &db.url, rows).await;
         let (_, exported, _) = sigil(&db.url, dir.path(), &["export"]);
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join("zero")).expect("symlink");
         let big = dir.path().join("big.secret");
         std::fs::write(&big, "x".repeat(100_000)).expect("write");
         for bad in [
@@ -572,6 +573,9 @@ async fn a_bad_entry_applies_nothing_and_concurrent_applies_settle() {
             good.to_owned()
                 + "\n[[realm.aws_binding]]\nid = \"b\"\nscope = \"a\"\naudience = \"l\"\n",
             good.to_owned() + "\n[[realm.group]]\nname = \"bad name\"\nscopes = \"x\"\n",
+            // A device behind a symlink: never read (it is endless).
+            good.to_owned()
+                + "\n[[realm.client]]\nclient_id = \"x\"\nscope = \"a\"\naudience = \"ledger\"\nsecret_file = \"zero\"\n",
         ] {
             std::fs::write(&file, &bad).expect("write");
             let (code, out, err) = sigil(&db.url, dir.path(), &["apply", "-f", &file_s]);
@@ -583,5 +587,48 @@ async fn a_bad_entry_applies_nothing_and_concurrent_applies_settle() {
             assert_eq!(count_rows_at(backend, &db.url, rows).await, before, "{bad}");
             assert_eq!(sigil(&db.url, dir.path(), &["export"]).1, exported, "{bad}");
         }
+
+        // A NUL (or any control character) in the file: refused as the file is read.
+        std::fs::write(
+            &file,
+            good.replace(
+                "name = \"ledger\"",
+                "name = \"ledger\"\ndisplay_name = \"a\\u0000b\"",
+            ),
+        )
+        .expect("write");
+        let (code, _, err) = sigil(&db.url, dir.path(), &["apply", "-f", &file_s]);
+        assert_ne!(code, 0);
+        assert!(err.contains("control characters"), "{err}");
+        assert_eq!(count_rows_at(backend, &db.url, rows).await, before);
+
+        // The admin realm keeps a client with sigil:admin: a file that drops the last one is a
+        // conflict, not a lock-out.
+        let admin_env = [("SIGIL_ADMIN_REALM", "ledger")];
+        let with_admin = good.replace("scope = \"a\"", "scope = \"sigil:admin\"");
+        std::fs::write(&file, &with_admin).expect("write");
+        let (code, out, err) = crate::helpers::run_cli(
+            &db.url,
+            &dir.path().join("kek"),
+            &admin_env,
+            &["apply", "-f", &file_s],
+        );
+        assert_eq!(code, 0, "{out}{err}");
+        std::fs::write(
+            &file,
+            good.replace(
+                "\n[[realm.client]]\nclient_id = \"svc\"\nscope = \"a\"\naudience = \"ledger\"\n",
+                "",
+            ),
+        )
+        .expect("write");
+        let (code, _, err) = crate::helpers::run_cli(
+            &db.url,
+            &dir.path().join("kek"),
+            &admin_env,
+            &["apply", "-f", &file_s],
+        );
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("lock the admin API out"), "{err}");
     }
 }
