@@ -247,11 +247,7 @@ async fn write_binding(
                 "audience": record.audience,
             })),
     ];
-    if replace {
-        store.put_aws_binding(&record, &audit).await?;
-    } else {
-        store.add_aws_binding(&record, &audit).await?;
-    }
+    store.put_aws_binding(&record, replace, &audit).await?;
     Ok(view(record))
 }
 

@@ -32,6 +32,15 @@ pub struct AwsSettings {
     pub require_challenge: bool,
 }
 
+fn settings_view(s: crate::store::AwsSettingsRecord) -> AwsSettings {
+    AwsSettings {
+        sts_endpoint: s.sts_endpoint,
+        partitions: s.partitions.split(' ').map(str::to_owned).collect(),
+        server_id: s.server_id,
+        require_challenge: s.require_challenge,
+    }
+}
+
 #[utoipa::path(operation_id = "get_aws", get, path = "/admin/realms/{realm}/aws", tag = "aws",
     params(("realm" = String, Path)),
     responses(
@@ -48,15 +57,7 @@ pub async fn show(
     let Some(s) = state.store.aws_settings(&realm).await? else {
         return Err(ApiError::NotFound(format!("AWS settings of realm {realm}")));
     };
-    Ok(no_store(
-        StatusCode::OK,
-        AwsSettings {
-            sts_endpoint: s.sts_endpoint,
-            partitions: s.partitions.split(' ').map(str::to_owned).collect(),
-            server_id: s.server_id,
-            require_challenge: s.require_challenge,
-        },
-    ))
+    Ok(no_store(StatusCode::OK, settings_view(s)))
 }
 
 #[utoipa::path(operation_id = "set_aws", put, path = "/admin/realms/{realm}/aws", tag = "aws",
@@ -88,15 +89,7 @@ pub async fn set(
     )
     .await?;
     super::changed(&state, &realm);
-    Ok(no_store(
-        StatusCode::OK,
-        AwsSettings {
-            sts_endpoint: s.sts_endpoint,
-            partitions: s.partitions.split(' ').map(str::to_owned).collect(),
-            server_id: s.server_id,
-            require_challenge: s.require_challenge,
-        },
-    ))
+    Ok(no_store(StatusCode::OK, settings_view(s)))
 }
 
 #[utoipa::path(operation_id = "disable_aws", delete, path = "/admin/realms/{realm}/aws", tag = "aws",

@@ -367,45 +367,18 @@ macro_rules! impl_store {
             async fn put_aws_binding(
                 &self,
                 b: &$crate::store::AwsBindingRecord,
+                replace: bool,
                 audit: $crate::store::Audited<'_>,
             ) -> Result<(), $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
                 Self::append_in_tx(&self.chain, &mut tx, audit).await?;
-                sqlx::query("DELETE FROM aws_bindings WHERE realm = $1 AND id = $2")
-                    .bind(&b.realm)
-                    .bind(&b.id)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(
-                    "INSERT INTO aws_bindings (realm, id, principal, account, effect, scopes, \
-                     audience, access_token_ttl, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                )
-                .bind(&b.realm)
-                .bind(&b.id)
-                .bind(&b.principal)
-                .bind(&b.account)
-                .bind(&b.effect)
-                .bind(&b.scopes)
-                .bind(&b.audience)
-                .bind(b.access_token_ttl)
-                .bind(b.created_at)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| {
-                    $crate::store::map_unique(e, || format!("AWS binding {} in realm {}", b.id, b.realm))
-                })?;
-                tx.commit().await?;
-                Ok(())
-            }
-
-            async fn add_aws_binding(
-                &self,
-                b: &$crate::store::AwsBindingRecord,
-                audit: $crate::store::Audited<'_>,
-            ) -> Result<(), $crate::store::StoreError> {
-                let mut tx = self.pool.begin().await?;
-                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
+                if replace {
+                    sqlx::query("DELETE FROM aws_bindings WHERE realm = $1 AND id = $2")
+                        .bind(&b.realm)
+                        .bind(&b.id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 sqlx::query(
                     "INSERT INTO aws_bindings (realm, id, principal, account, effect, scopes, \
                      audience, access_token_ttl, created_at) \

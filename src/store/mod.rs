@@ -378,15 +378,12 @@ pub trait Store: login::LoginStore + Send + Sync + 'static {
         realm: &str,
         audit: Audited<'_>,
     ) -> Result<bool, StoreError>;
-    /// Creates or replaces (same realm and id) a binding in one transaction.
+    /// Stores a binding; with `replace`, one of the same realm and id is replaced in the same
+    /// transaction (otherwise it is a conflict).
     async fn put_aws_binding(
         &self,
         b: &AwsBindingRecord,
-        audit: Audited<'_>,
-    ) -> Result<(), StoreError>;
-    async fn add_aws_binding(
-        &self,
-        b: &AwsBindingRecord,
+        replace: bool,
         audit: Audited<'_>,
     ) -> Result<(), StoreError>;
     async fn aws_bindings(&self, realm: &str) -> Result<Vec<AwsBindingRecord>, StoreError>;
