@@ -574,19 +574,18 @@ pub async fn plan(
         }
         // The admin realm keeps a way in: a file that would leave it without any client holding
         // sigil:admin (while the database has one) would lock the admin API out.
-        let full_admin = |scope: &str| scope.split(' ').any(|s| s == "sigil:admin");
+        let full_admin = |c: &ClientSpec| {
+            c.enabled
+                && c.audience == crate::admin_api::auth::ADMIN_AUDIENCE
+                && c.scope.split(' ').any(|s| s == "sigil:admin")
+        };
         if admin_realm == Some(want.name.as_str())
-            && have
-                .clients
-                .iter()
-                .any(|h| h.enabled && full_admin(&h.scope))
-            && !want
-                .clients
-                .iter()
-                .any(|c| c.enabled && full_admin(&c.scope))
+            && have.clients.iter().any(full_admin)
+            && !want.clients.iter().any(full_admin)
         {
             conflicts.push(format!(
-                "realm {}: the file leaves the admin realm no enabled client with sigil:admin \
+                "realm {}: the file leaves the admin realm no enabled client with sigil:admin and \
+                 audience sigil-admin \
                  (applying it would lock the admin API out); keep one",
                 want.name
             ));

@@ -67,8 +67,12 @@ pub(super) async fn apply(
                 }
             };
         if steps.is_empty() {
-            println!("no changes: the database matches {}", file.display());
-            return Ok(0);
+            if done == 0 {
+                println!("no changes: the database matches {}", file.display());
+                return Ok(0);
+            }
+            // An earlier round made changes, and another apply made the rest.
+            break;
         }
         for s in &steps {
             println!("{s}");

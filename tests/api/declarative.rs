@@ -605,7 +605,11 @@ async fn a_bad_entry_applies_nothing_and_concurrent_applies_settle() {
         // The admin realm keeps a client with sigil:admin: a file that drops the last one is a
         // conflict, not a lock-out.
         let admin_env = [("SIGIL_ADMIN_REALM", "ledger")];
-        let with_admin = good.replace("scope = \"a\"", "scope = \"sigil:admin\"");
+        let with_admin = good.replace(
+            "scope = \"a\"\naudience = \"ledger\"",
+            "scope = \"sigil:admin\"\naudience = \"sigil-admin\"",
+        );
+        assert_ne!(with_admin, good);
         std::fs::write(&file, &with_admin).expect("write");
         let (code, out, err) = crate::helpers::run_cli(
             &db.url,
@@ -620,6 +624,20 @@ async fn a_bad_entry_applies_nothing_and_concurrent_applies_settle() {
                 "\n[[realm.client]]\nclient_id = \"svc\"\nscope = \"a\"\naudience = \"ledger\"\n",
                 "",
             ),
+        )
+        .expect("write");
+        let (code, _, err) = crate::helpers::run_cli(
+            &db.url,
+            &dir.path().join("kek"),
+            &admin_env,
+            &["apply", "-f", &file_s],
+        );
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("lock the admin API out"), "{err}");
+        // Moving the last one off the admin audience locks it out as surely.
+        std::fs::write(
+            &file,
+            with_admin.replace("audience = \"sigil-admin\"", "audience = \"other\""),
         )
         .expect("write");
         let (code, _, err) = crate::helpers::run_cli(
