@@ -161,9 +161,7 @@ pub async fn bindings(
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Response, ApiError> {
     caller.read(&realm)?;
-    if state.store.realm(&realm).await?.is_none() {
-        return Err(ApiError::NotFound(format!("realm {realm}")));
-    }
+    super::require_realm(&state, &realm).await?;
     let items = ops::bindings(state.store.as_ref(), &realm).await?;
     Ok(no_store(StatusCode::OK, q.page(items, |b| &b.id)?))
 }

@@ -308,16 +308,23 @@ pub struct Page<T> {
 }
 
 impl PageQuery {
+    /// The page size asked for (default 50), 1-200.
+    pub fn limit(&self) -> Result<u32, ApiError> {
+        let limit = self.limit.unwrap_or(50);
+        if (1..=200).contains(&limit) {
+            Ok(limit)
+        } else {
+            Err(ApiError::invalid("limit", "must be 1-200"))
+        }
+    }
+
     /// Pages `items` (in name order) by `key`.
     pub fn page<T>(
         &self,
         mut items: Vec<T>,
         key: impl Fn(&T) -> &str,
     ) -> Result<Page<T>, ApiError> {
-        let limit = self.limit.unwrap_or(50);
-        if !(1..=200).contains(&limit) {
-            return Err(ApiError::invalid("limit", "must be 1-200"));
-        }
+        let limit = self.limit()?;
         items.sort_by(|a, b| key(a).cmp(key(b)));
         if let Some(after) = &self.after {
             items.retain(|i| key(i) > after.as_str());
@@ -340,6 +347,14 @@ where
     T: Deserialize<'de>,
 {
     Option::<T>::deserialize(d).map(Some)
+}
+
+/// 404 unless the realm exists (for lists, which would otherwise answer an empty page).
+pub async fn require_realm(state: &AppState, realm: &str) -> Result<(), ApiError> {
+    match state.store.realm(realm).await? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::NotFound(format!("realm {realm}"))),
+    }
 }
 
 /// The `ETag` of a versioned resource.

@@ -271,9 +271,7 @@ pub async fn groups(
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Response, ApiError> {
     caller.read(&realm)?;
-    if state.store.realm(&realm).await?.is_none() {
-        return Err(ApiError::NotFound(format!("realm {realm}")));
-    }
+    super::require_realm(&state, &realm).await?;
     let items = users::groups(state.store.as_ref(), &realm)
         .await?
         .into_iter()

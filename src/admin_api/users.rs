@@ -59,13 +59,8 @@ pub async fn list(
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Response, ApiError> {
     caller.read(&realm)?;
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(ApiError::invalid("limit", "must be 1-200"));
-    }
-    if state.store.realm(&realm).await?.is_none() {
-        return Err(ApiError::NotFound(format!("realm {realm}")));
-    }
+    let limit = q.limit()?;
+    super::require_realm(&state, &realm).await?;
     // Paged in SQL (a realm may hold millions): one more than asked says whether there is more.
     let mut rows = state
         .store

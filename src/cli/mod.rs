@@ -246,8 +246,18 @@ async fn probe(config: &Config, url: Option<String>) -> Result<i32, CliError> {
     match client.get(&url).send().await {
         Ok(response) => {
             let status = response.status();
-            let body = response.text().await.unwrap_or_default();
-            eprintln!("{url}: {status} {}", body.trim());
+            // The first KiB of the answer (readyz's is far shorter): an endless body must not
+            // fill the probe's memory.
+            let mut body = Vec::new();
+            let mut response = response;
+            while body.len() < 1024 {
+                match response.chunk().await {
+                    Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                    _ => break,
+                }
+            }
+            body.truncate(1024);
+            eprintln!("{url}: {status} {}", String::from_utf8_lossy(&body).trim());
             Ok(if status == reqwest::StatusCode::OK {
                 0
             } else {
