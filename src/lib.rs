@@ -23,6 +23,7 @@ pub mod proxy;
 pub mod random;
 pub mod ratelimit;
 pub mod routes;
+pub mod secrets;
 pub mod serve;
 pub mod startup;
 pub mod state;

@@ -12,14 +12,16 @@ use crate::audit::AuditWriter;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, base_url_string};
 use crate::directory::Directory;
-use crate::keys::{KekOpenError, open_kek_ring};
+use crate::keys::{KekOpenError, open_configured};
 use crate::state::AppState;
-use crate::store::{self, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error("database: {0}")]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    Secret(#[from] crate::secrets::database::OpenError),
     #[error("{0}")]
     Kek(#[from] KekOpenError),
     #[error("TLS: {0}")]
@@ -53,12 +55,11 @@ impl Application {
         config: Config,
         clock: Arc<dyn Clock>,
     ) -> Result<Application, StartupError> {
-        let store = store::open(&config.database_url, &config.db).await?;
-        let (kek, created) =
-            open_kek_ring(&config.kek_file, &config.kek_previous_files, store.as_ref()).await?;
+        let store = crate::secrets::database::open_store(&config).await?;
+        let (kek, created) = open_configured(&config, store.as_ref()).await?;
         if created {
             tracing::warn!(
-                path = %config.kek_file.display(),
+                path = %config.kek,
                 "created a new key-encryption key; production must provide its own KEK (kek_file) and back it up"
             );
         }

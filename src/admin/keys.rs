@@ -56,14 +56,31 @@ pub async fn rotate_kek(
             user_id,
         });
     }
+    // Each realm's PII key, as the TOTP secrets.
+    let mut pii_keys = Vec::new();
+    for (realm, sealed) in store.realm_pii_keys().await? {
+        let aad = crate::identity::pii::key_aad(&realm);
+        if new.open(&aad, &sealed).is_ok() {
+            continue;
+        }
+        let plain = old.open(&aad, &sealed)?;
+        pii_keys.push(crate::store::ResealedPiiKey {
+            new: new.seal(&aad, &plain)?,
+            old: sealed,
+            realm,
+        });
+    }
     let audit = [
         AuditDraft::new(now, None, "kek.rotated", actor).detail(json!({
             "from": old.id(),
             "to": new.id(),
             "keys": resealed.len(),
             "totp_secrets": totps.len(),
+            "pii_keys": pii_keys.len(),
         })),
     ];
-    let totp_done = store.reseal_keys(&resealed, &totps, &audit).await?;
+    let totp_done = store
+        .reseal_keys(&resealed, &totps, &pii_keys, &audit)
+        .await?;
     Ok((resealed.len(), totp_done))
 }

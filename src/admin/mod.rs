@@ -32,6 +32,15 @@ pub enum AdminError {
     Key(#[from] KeyError),
 }
 
+impl From<crate::identity::pii::PiiError> for AdminError {
+    fn from(e: crate::identity::pii::PiiError) -> Self {
+        match e {
+            crate::identity::pii::PiiError::Store(e) => e.into(),
+            crate::identity::pii::PiiError::Key(e) => AdminError::Key(e),
+        }
+    }
+}
+
 impl From<StoreError> for AdminError {
     fn from(e: StoreError) -> Self {
         match e {

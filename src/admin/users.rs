@@ -11,10 +11,12 @@ use crate::audit::AuditDraft;
 use crate::clients::scope;
 use crate::clock::UnixTime;
 use crate::directory::issuer_for;
+use crate::identity::pii::{self, Classification, PiiKey};
 use crate::identity::settings::LoginSettings;
+use crate::keys::KekSource;
 use crate::keys::kek::hex;
-use crate::store::Store;
 use crate::store::login::{GroupRecord, UserRecord};
+use crate::store::{PiiSealer, Store, StoreError};
 
 /// Usernames: 1-128 of `A-Z a-z 0-9 . _ @ + -` (email addresses fit).
 pub fn is_valid_username(u: &str) -> bool {
@@ -145,8 +147,133 @@ pub fn parse_attr(kv: &str) -> Result<(String, String), AdminError> {
     Ok((k.to_owned(), v.to_owned()))
 }
 
+/// The realm's PII key when it declares any `pii_high` attribute (what the store seals those
+/// attributes' values with), else `None`.
+async fn pii_sealer(
+    store: &dyn Store,
+    kek: &dyn KekSource,
+    realm: &str,
+) -> Result<Option<PiiKey>, AdminError> {
+    let declared = store.realm_attributes(realm).await?;
+    if !declared.iter().any(|(_, c)| c == "pii_high") {
+        return Ok(None);
+    }
+    Ok(pii::realm_key(store, kek, realm, false, 0).await?)
+}
+
+/// Declares a realm's attributes and their classification, replacing its declarations; values of
+/// attributes now `pii_high` are encrypted in the same transaction. An attribute holding encrypted
+/// values stays `pii_high`. Returns how many values were encrypted.
+pub async fn declare_attributes(
+    store: &dyn Store,
+    kek: &dyn KekSource,
+    realm: &str,
+    declarations: &[(String, Classification)],
+    now: UnixTime,
+    actor: &str,
+) -> Result<usize, AdminError> {
+    if store.realm(realm).await?.is_none() {
+        return Err(AdminError::NotFound(format!("realm {realm}")));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (name, _) in declarations {
+        if !is_valid_name(name) {
+            return Err(invalid("attr", format!("bad attribute name {name:?}")));
+        }
+        if !seen.insert(name.as_str()) {
+            return Err(invalid("attr", format!("{name} is declared twice")));
+        }
+    }
+    let key = if declarations
+        .iter()
+        .any(|(_, c)| *c == Classification::PiiHigh)
+    {
+        pii::realm_key(store, kek, realm, true, now).await?
+    } else {
+        None
+    };
+    let rows: Vec<(String, String)> = declarations
+        .iter()
+        .map(|(n, c)| (n.clone(), c.as_str().to_owned()))
+        .collect();
+    let detail: BTreeMap<&str, &str> = rows.iter().map(|(n, c)| (n.as_str(), c.as_str())).collect();
+    let audit = [
+        AuditDraft::new(now, Some(realm), "realm.attributes_declared", actor)
+            .detail(json!({ "attributes": detail })),
+    ];
+    let sealer = key.as_ref().map(|k| k as &dyn PiiSealer);
+    let moved = match store
+        .set_realm_attributes(realm, &rows, sealer, &audit)
+        .await
+    {
+        Err(StoreError::Conflict(message)) => return Err(invalid("attr", message)),
+        other => other?,
+    };
+    if moved > 0 {
+        store.scrub().await?;
+    }
+    Ok(moved)
+}
+
+/// The realm's declarations: (name, classification).
+pub async fn declared_attributes(
+    store: &dyn Store,
+    realm: &str,
+) -> Result<Vec<(String, String)>, AdminError> {
+    if store.realm(realm).await?.is_none() {
+        return Err(AdminError::NotFound(format!("realm {realm}")));
+    }
+    Ok(store.realm_attributes(realm).await?)
+}
+
+/// Encrypts plain values of `pii_high` attributes left by an older version (`sigil migrate`).
+pub async fn migrate_pii(store: &dyn Store, kek: &dyn KekSource) -> Result<usize, AdminError> {
+    let mut moved = 0;
+    for realm in store.realms().await? {
+        if let Some(key) = pii_sealer(store, kek, &realm.name).await? {
+            moved += store.migrate_pii(&realm.name, &key).await?;
+        }
+    }
+    if moved > 0 {
+        store.scrub().await?;
+    }
+    Ok(moved)
+}
+
+/// The users whose `pii_high` attribute `name` is exactly `value`, found through its blind index.
+pub async fn find_by_attribute(
+    store: &dyn Store,
+    kek: &dyn KekSource,
+    realm: &str,
+    name: &str,
+    value: &str,
+) -> Result<Vec<UserView>, AdminError> {
+    let declared = declared_attributes(store, realm).await?;
+    if !declared.iter().any(|(n, c)| n == name && c == "pii_high") {
+        return Err(invalid(
+            "attr",
+            format!("{name} is not a pii_high attribute of realm {realm} (only those are indexed)"),
+        ));
+    }
+    let Some(key) = pii::realm_key(store, kek, realm, false, 0).await? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for id in store
+        .users_by_pii_index(realm, name, &key.index(name, value))
+        .await?
+    {
+        if let Some(u) = store.user_by_id(realm, &id).await? {
+            out.push(show(store, realm, &u.username).await?);
+        }
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
 pub async fn create(
     store: &dyn Store,
+    kek: &dyn KekSource,
     realm: &str,
     username: &str,
     attributes: &[(String, String)],
@@ -175,10 +302,14 @@ pub async fn create(
         updated_at: now,
         version: super::first_version(),
     };
+    // Which attributes were set, never their values (some may be pii_high).
+    let names: Vec<&String> = attrs.keys().collect();
     let audit = [AuditDraft::new(now, Some(realm), "user.created", actor)
         .subject(&user.id)
-        .detail(json!({"username": username, "groups": groups, "attributes": attrs}))];
-    store.create_user(&user, groups, &audit).await?;
+        .detail(json!({"username": username, "groups": groups, "attributes": names}))];
+    let key = pii_sealer(store, kek, realm).await?;
+    let sealer = key.as_ref().map(|k| k as &dyn PiiSealer);
+    store.create_user(&user, groups, sealer, &audit).await?;
     show(store, realm, username).await
 }
 
@@ -203,9 +334,14 @@ pub async fn show(store: &dyn Store, realm: &str, username: &str) -> Result<User
         .collect();
     let passkeys = store.passkeys(realm, &u.id).await?.len();
     let sessions = store.sessions_of(realm, &u.id).await?.len();
+    let mut attributes: BTreeMap<String, String> =
+        serde_json::from_str(&u.attributes).unwrap_or_default();
+    for (name, _) in store.user_pii(realm, &u.id).await? {
+        attributes.insert(name, pii::REDACTED.to_owned());
+    }
     Ok(UserView {
         version: u.version,
-        attributes: serde_json::from_str(&u.attributes).unwrap_or_default(),
+        attributes,
         has_password: u.password_hash.is_some(),
         has_totp: u.totp_sealed.is_some(),
         id: u.id,
@@ -251,8 +387,10 @@ pub async fn set_enabled(
 }
 
 /// Sets (or with an empty value, removes) attributes.
+#[allow(clippy::too_many_arguments)]
 pub async fn set_attrs(
     store: &dyn Store,
+    kek: &dyn KekSource,
     realm: &str,
     username: &str,
     expected: Option<i64>,
@@ -261,13 +399,26 @@ pub async fn set_attrs(
     actor: &str,
 ) -> Result<UserView, AdminError> {
     let u = find(store, realm, username).await?;
+    // Which attributes changed, never their values (some may be pii_high).
+    let set: Vec<&str> = attrs
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, _)| k.as_str())
+        .collect();
+    let removed: Vec<&str> = attrs
+        .iter()
+        .filter(|(_, v)| v.is_empty())
+        .map(|(k, _)| k.as_str())
+        .collect();
     let audit = [
         AuditDraft::new(now, Some(realm), "user.attributes_set", actor)
             .subject(&u.id)
-            .detail(json!(attrs)),
+            .detail(json!({"set": set, "removed": removed})),
     ];
+    let key = pii_sealer(store, kek, realm).await?;
+    let sealer = key.as_ref().map(|k| k as &dyn PiiSealer);
     match store
-        .update_user_attributes(realm, &u.id, expected, attrs, now, &audit)
+        .update_user_attributes(realm, &u.id, expected, attrs, sealer, now, &audit)
         .await?
     {
         Some(_) => show(store, realm, username).await,

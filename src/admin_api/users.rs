@@ -119,6 +119,7 @@ pub async fn create(
     let attrs = checked_attributes(&b.attributes, false)?;
     let view = ops::create(
         state.store.as_ref(),
+        state.kek.as_ref(),
         &realm,
         &b.username,
         &attrs,
@@ -210,6 +211,7 @@ pub async fn update(
             let attrs = checked_attributes(&attrs, true)?;
             ops::set_attrs(
                 store,
+                state.kek.as_ref(),
                 &realm,
                 &username,
                 expected,

@@ -9,7 +9,7 @@ use crate::admin_api::auth::{ADMIN_AUDIENCE, SCOPE_ADMIN, SCOPE_READ};
 use crate::clock::UnixTime;
 use crate::config::Config;
 use crate::directory::issuer_for;
-use crate::keys::open_kek_ring;
+use crate::keys::open_configured;
 
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
@@ -45,13 +45,11 @@ pub(super) async fn run(
             let store = open_store(&config).await?;
             let base = base_url(&config);
             if store.realm(&realm).await?.is_none() {
-                let (kek, created) =
-                    open_kek_ring(&config.kek_file, &config.kek_previous_files, store.as_ref())
-                        .await?;
+                let (kek, created) = open_configured(&config, store.as_ref()).await?;
                 if created {
                     eprintln!(
                         "warning: created a new key-encryption key at {}; production must provide its own",
-                        config.kek_file.display()
+                        config.kek
                     );
                 }
                 let req = admin::realms::NewRealm {

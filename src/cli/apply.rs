@@ -7,7 +7,7 @@ use super::{CliError, base_url, open_store};
 use crate::admin::declarative::{self, Document};
 use crate::clock::UnixTime;
 use crate::config::Config;
-use crate::keys::open_kek_ring;
+use crate::keys::open_configured;
 
 /// Prints the database as the file `apply` reads.
 pub(super) async fn export(config: Config) -> Result<i32, CliError> {
@@ -92,10 +92,7 @@ pub(super) async fn apply(
         let kek = match &kek {
             Some(k) => std::sync::Arc::clone(k),
             None => {
-                let opened =
-                    open_kek_ring(&config.kek_file, &config.kek_previous_files, store.as_ref())
-                        .await?
-                        .0;
+                let opened = open_configured(&config, store.as_ref()).await?.0;
                 kek = Some(opened.clone());
                 opened
             }

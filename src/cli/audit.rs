@@ -33,19 +33,24 @@ pub(super) async fn run(cmd: AuditCommand, config: Config) -> Result<i32, CliErr
     };
     let store = open_store(&config).await?;
     // Checkpoint seals are checked when this KEK is at hand (never created here).
-    let kek = crate::keys::FileKek::load(&config.kek_file).ok().map(|k| {
-        let previous = config
-            .kek_previous_files
-            .iter()
-            .filter_map(|p| crate::keys::FileKek::load(p).ok())
-            .collect();
-        crate::keys::KekRing::new(k, previous)
-    });
+    let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+    let kek = match crate::keys::open_existing(&config.kek, store.as_ref(), now).await {
+        Ok(primary) => {
+            let mut previous = Vec::new();
+            for spec in &config.kek_previous {
+                if let Ok(k) = crate::keys::open_existing(spec, store.as_ref(), now).await {
+                    previous.push(k);
+                }
+            }
+            Some(crate::keys::KekRing::new(primary, previous))
+        }
+        Err(_) => None,
+    };
     let kek_ref = kek.as_ref().map(|k| k as &dyn crate::keys::KekSource);
     if kek.is_none() {
         eprintln!(
-            "note: no KEK at {}: checkpoint seals are not checked",
-            config.kek_file.display()
+            "note: the KEK of {} cannot be opened: checkpoint seals are not checked",
+            config.kek
         );
     }
     match admin::audit::verify(store.as_ref(), kek_ref).await? {

@@ -2,7 +2,7 @@
 
 use crate::clock::UnixTime;
 use crate::config::Config;
-use crate::keys::open_kek_ring;
+use crate::keys::open_configured;
 
 use super::{CliError, base_url, open_store};
 
@@ -15,8 +15,7 @@ pub(super) async fn sign(
     now: UnixTime,
 ) -> Result<i32, CliError> {
     let store = open_store(&config).await?;
-    let (kek, _) =
-        open_kek_ring(&config.kek_file, &config.kek_previous_files, store.as_ref()).await?;
+    let (kek, _) = open_configured(&config, store.as_ref()).await?;
     let dir = crate::directory::Directory::new(store, kek, base_url(&config), 0);
     let live = dir
         .realm(&realm, now)

@@ -8,7 +8,7 @@ use clap::Subcommand;
 use crate::admin;
 use crate::clock::UnixTime;
 use crate::config::Config;
-use crate::keys::{Alg, open_kek_ring};
+use crate::keys::{Alg, open_configured};
 
 use super::{CliError, base_url, open_store, print_json};
 
@@ -45,14 +45,23 @@ pub enum KeyCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum KekCommand {
-    /// Re-encrypt every signing key and every user's TOTP secret under the KEK in FILE, in one
-    /// transaction (keys already under it are skipped: run it again to finish). Run it with the
-    /// node's ring configured (kek_file and kek_previous_files); then every node must run with FILE
-    /// as kek_file (docs/operations.md has the rolling procedure).
+    /// Re-encrypt every signing key and every user's TOTP secret under a new KEK, in one
+    /// transaction (values already under it are skipped: run it again to finish). Run it with the
+    /// node's ring configured (kek_file or kek_source, and the previous ones); then every node must
+    /// run with the new KEK as its kek_file or kek_source (README: "Rotating the KEK").
     Rotate {
-        /// The new KEK (32 random bytes, base64, mode 0600).
-        #[arg(long, value_name = "FILE")]
-        new_kek: PathBuf,
+        /// The new KEK as a file (32 random bytes, base64, mode 0600).
+        #[arg(
+            long,
+            value_name = "FILE",
+            conflicts_with = "to",
+            required_unless_present = "to"
+        )]
+        new_kek: Option<PathBuf>,
+        /// The new KEK as a source: file:PATH, aws-kms:KEY_ID_OR_ARN (a data key is generated
+        /// and stored wrapped) or aws-secretsmanager:SECRET_ID_OR_ARN.
+        #[arg(long, value_name = "SOURCE")]
+        to: Option<String>,
     },
 }
 
@@ -85,8 +94,7 @@ pub(super) async fn run(
             }
         }
         KeyCommand::Rotate { realm, alg } => {
-            let (kek, _) =
-                open_kek_ring(&config.kek_file, &config.kek_previous_files, store.as_ref()).await?;
+            let (kek, _) = open_configured(&config, store.as_ref()).await?;
             let kid = crate::keys::rotation::rotate_now(
                 store.as_ref(),
                 kek.as_ref(),
@@ -100,8 +108,7 @@ pub(super) async fn run(
             println!("{kid} now signs for realm {realm}");
         }
         KeyCommand::Revoke { realm, kid } => {
-            let (kek, _) =
-                open_kek_ring(&config.kek_file, &config.kek_previous_files, store.as_ref()).await?;
+            let (kek, _) = open_configured(&config, store.as_ref()).await?;
             crate::keys::rotation::revoke(store.as_ref(), kek.as_ref(), &realm, &kid, actor, now)
                 .await
                 .map_err(|e| CliError::Other(e.to_string()))?;
@@ -121,18 +128,31 @@ pub(super) async fn run_kek(
     now: UnixTime,
     actor: &str,
 ) -> Result<i32, CliError> {
-    let KekCommand::Rotate { new_kek } = cmd;
+    let KekCommand::Rotate { new_kek, to } = cmd;
+    let target = match (new_kek, to) {
+        (Some(path), _) => crate::config::KekSpec::File(path),
+        (None, Some(text)) => crate::config::KekSpec::parse("--to", &text)?,
+        (None, None) => unreachable_target()?,
+    };
     let store = open_store(&config).await?;
-    let (old, _) =
-        open_kek_ring(&config.kek_file, &config.kek_previous_files, store.as_ref()).await?;
-    let new = crate::keys::FileKek::load(&new_kek)?;
+    let (old, _) = open_configured(&config, store.as_ref()).await?;
+    let new = crate::keys::open_rotation_target(&target, store.as_ref(), now).await?;
     let (keys, totps) =
-        admin::keys::rotate_kek(store.as_ref(), old.as_ref(), &new, actor, now).await?;
+        admin::keys::rotate_kek(store.as_ref(), old.as_ref(), new.as_ref(), actor, now).await?;
+    let setting = match &target {
+        crate::config::KekSpec::File(p) => format!("kek_file = {:?}", p.display().to_string()),
+        other => format!("kek_source = {:?}", other.to_string()),
+    };
     println!(
-        "re-encrypted {keys} signing keys and {totps} TOTP secrets under {}; every node must now run with {} \
-         as kek_file (the old KEK may stay in kek_previous_files until every node does)",
-        crate::keys::KekSource::id(&new),
-        new_kek.display()
+        "re-encrypted {keys} signing keys and {totps} TOTP secrets under {} ({target}); every node \
+         must now run with {setting} (the old KEK may stay in kek_previous_files or \
+         kek_previous_sources until every node does)",
+        new.id(),
     );
     Ok(0)
+}
+
+/// clap requires `--new-kek` or `--to`; this only keeps the match total.
+fn unreachable_target() -> Result<crate::config::KekSpec, CliError> {
+    Err(CliError::Other("give --new-kek FILE or --to SOURCE".into()))
 }

@@ -83,7 +83,7 @@ pub enum Command {
         #[arg(long, value_name = "HOST:PORT")]
         bind: Option<String>,
     },
-    /// Apply database migrations and exit.
+    /// Apply database migrations (and encrypt plain values of pii_high attributes) and exit.
     Migrate,
     /// Ask a running node whether it is ready (its `/readyz`), for a container's health check:
     /// exit status 0 when it answers 200, 1 otherwise, with its answer on stderr.
@@ -184,6 +184,8 @@ pub enum CliError {
     #[error("{0}")]
     Key(#[from] crate::keys::KeyError),
     #[error("{0}")]
+    Secret(#[from] crate::secrets::database::OpenError),
+    #[error("{0}")]
     Other(String),
 }
 
@@ -215,8 +217,7 @@ fn print_json<T: Serialize>(v: &T) {
 }
 
 async fn open_store(config: &Config) -> Result<Arc<dyn Store>, CliError> {
-    let store = store::open(&config.database_url, &config.db).await?;
-    Ok(store)
+    Ok(crate::secrets::database::open_store(config).await?)
 }
 
 /// `sigil probe`: GET the node's `/readyz`.
@@ -297,8 +298,23 @@ pub async fn run(cli: Cli, config: Config) -> Result<i32, CliError> {
         }
         Command::Probe { url } => probe(&config, url).await,
         Command::Migrate => {
-            open_store(&config).await?;
+            let store = open_store(&config).await?;
             println!("migrations applied");
+            // Plain values of pii_high attributes (left by an older version) are encrypted; the
+            // KEK is opened only when some realm declares a pii_high attribute.
+            let mut any = false;
+            for realm in store.realms().await? {
+                any |= store
+                    .realm_attributes(&realm.name)
+                    .await?
+                    .iter()
+                    .any(|(_, c)| c == "pii_high");
+            }
+            if any {
+                let (kek, _) = crate::keys::open_configured(&config, store.as_ref()).await?;
+                let moved = crate::admin::users::migrate_pii(store.as_ref(), kek.as_ref()).await?;
+                println!("pii_high values encrypted: {moved}");
+            }
             Ok(0)
         }
         Command::Realm(cmd) => realm::run(cmd, config, now, actor).await,

@@ -5,7 +5,7 @@ use clap::Subcommand;
 use crate::admin;
 use crate::clock::UnixTime;
 use crate::config::Config;
-use crate::keys::{Alg, open_kek_ring};
+use crate::keys::{Alg, open_configured};
 
 use super::{CliError, base_url, open_store, print_json};
 
@@ -54,6 +54,18 @@ pub enum RealmCommand {
         /// Remove every CA: the realm's tls_client_auth clients are refused until CAs are set.
         #[arg(long, conflicts_with = "ca_files")]
         clear: bool,
+    },
+    /// Declare the realm's user attributes and how each is kept: `internal` (plain, as any
+    /// undeclared attribute) or `pii_high` (encrypted column by column, with a blind index for
+    /// exact lookups; never in logs or audit details). Replaces the realm's declarations; values
+    /// of attributes that become pii_high are encrypted at once. A pii_high attribute holding
+    /// values stays pii_high.
+    SetAttributes {
+        /// The realm's name (1-64 of a-z 0-9 - _).
+        name: String,
+        /// NAME:CLASS with CLASS internal or pii_high (repeat for several; none clears).
+        #[arg(long = "attr")]
+        attrs: Vec<String>,
     },
     /// Sign-in policy: lifetimes, the password + TOTP fallback, claim names.
     SetLogin {
@@ -118,12 +130,11 @@ pub(super) async fn run(
             rotation_period,
             prepublish,
         } => {
-            let (kek, created) =
-                open_kek_ring(&config.kek_file, &config.kek_previous_files, store.as_ref()).await?;
+            let (kek, created) = open_configured(&config, store.as_ref()).await?;
             if created {
                 eprintln!(
                     "warning: created a new key-encryption key at {}; production must provide its own",
-                    config.kek_file.display()
+                    config.kek
                 );
             }
             let req = admin::realms::NewRealm {
@@ -170,6 +181,35 @@ pub(super) async fn run(
             let view =
                 admin::realms::set_mtls(store.as_ref(), &name, pem.as_deref(), now, actor).await?;
             print_json(&view);
+        }
+        RealmCommand::SetAttributes { name, attrs } => {
+            let mut declarations = Vec::new();
+            for a in &attrs {
+                let (attr, class) = a.split_once(':').ok_or_else(|| {
+                    CliError::Other(format!("--attr {a:?}: use NAME:internal or NAME:pii_high"))
+                })?;
+                let class =
+                    crate::identity::pii::Classification::parse(class).ok_or_else(|| {
+                        CliError::Other(format!("--attr {a:?}: the class is internal or pii_high"))
+                    })?;
+                declarations.push((attr.to_owned(), class));
+            }
+            let (kek, _) = open_configured(&config, store.as_ref()).await?;
+            let moved = admin::users::declare_attributes(
+                store.as_ref(),
+                kek.as_ref(),
+                &name,
+                &declarations,
+                now,
+                actor,
+            )
+            .await?;
+            let now_declared = admin::users::declared_attributes(store.as_ref(), &name).await?;
+            let map: std::collections::BTreeMap<String, String> =
+                now_declared.into_iter().collect();
+            print_json(
+                &serde_json::json!({"realm": name, "attributes": map, "encrypted_now": moved}),
+            );
         }
         RealmCommand::SetLogin {
             name,

@@ -5,6 +5,7 @@ use clap::{Args, Subcommand};
 use crate::admin;
 use crate::clock::UnixTime;
 use crate::config::Config;
+use crate::keys::open_configured;
 
 use super::{CliError, base_url, open_store, print_json};
 
@@ -34,6 +35,16 @@ pub enum UserCommand {
     Show {
         #[command(flatten)]
         user: UserRef,
+    },
+    /// Find the users whose pii_high attribute is exactly a value, through its blind index
+    /// (prints JSON; the value itself is never printed back).
+    Find {
+        /// The realm.
+        #[arg(long)]
+        realm: String,
+        /// NAME=VALUE of a pii_high attribute.
+        #[arg(long = "attr")]
+        attr: String,
     },
     Disable {
         #[command(flatten)]
@@ -105,9 +116,19 @@ pub(super) async fn run(
             groups,
         } => {
             let a = attrs(a)?;
+            let (kek, _) = open_configured(&config, s).await?;
             print_json(
-                &admin::users::create(s, &user.realm, &user.username, &a, &groups, now, actor)
-                    .await?,
+                &admin::users::create(
+                    s,
+                    kek.as_ref(),
+                    &user.realm,
+                    &user.username,
+                    &a,
+                    &groups,
+                    now,
+                    actor,
+                )
+                .await?,
             );
         }
         UserCommand::Show { user } => {
@@ -128,9 +149,28 @@ pub(super) async fn run(
         }
         UserCommand::SetAttr { user, attrs: a } => {
             let a = attrs(a)?;
+            let (kek, _) = open_configured(&config, s).await?;
             print_json(
-                &admin::users::set_attrs(s, &user.realm, &user.username, None, &a, now, actor)
-                    .await?,
+                &admin::users::set_attrs(
+                    s,
+                    kek.as_ref(),
+                    &user.realm,
+                    &user.username,
+                    None,
+                    &a,
+                    now,
+                    actor,
+                )
+                .await?,
+            );
+        }
+        UserCommand::Find { realm, attr } => {
+            let (name, value) = attr
+                .split_once('=')
+                .ok_or_else(|| CliError::Other("--attr takes NAME=VALUE".into()))?;
+            let (kek, _) = open_configured(&config, s).await?;
+            print_json(
+                &admin::users::find_by_attribute(s, kek.as_ref(), &realm, name, value).await?,
             );
         }
         UserCommand::AddGroup { user, group } => {

@@ -14,6 +14,7 @@ pub struct Settings {
     pub metrics_bind: Option<String>,
     pub public_url: Option<String>,
     pub database_url: Option<String>,
+    pub database_url_secret: Option<String>,
     pub database_pool_size: Option<u32>,
     pub database_connect_timeout_secs: Option<u64>,
     pub database_start_wait_secs: Option<u64>,
@@ -22,6 +23,8 @@ pub struct Settings {
     pub audit_checkpoint_secs: Option<u64>,
     pub kek_file: Option<PathBuf>,
     pub kek_previous_files: Option<Vec<PathBuf>>,
+    pub kek_source: Option<String>,
+    pub kek_previous_sources: Option<Vec<String>>,
     pub cache_ttl_secs: Option<u64>,
     pub jwks_max_age_secs: Option<u64>,
     pub max_body_bytes: Option<usize>,
@@ -63,6 +66,7 @@ impl Settings {
             metrics_bind: over.metrics_bind.or(self.metrics_bind),
             public_url: over.public_url.or(self.public_url),
             database_url: over.database_url.or(self.database_url),
+            database_url_secret: over.database_url_secret.or(self.database_url_secret),
             database_pool_size: over.database_pool_size.or(self.database_pool_size),
             database_connect_timeout_secs: over
                 .database_connect_timeout_secs
@@ -99,6 +103,8 @@ impl Settings {
             dpop_nonce_secs: over.dpop_nonce_secs.or(self.dpop_nonce_secs),
             admin_realm: over.admin_realm.or(self.admin_realm),
             kek_previous_files: over.kek_previous_files.or(self.kek_previous_files),
+            kek_source: over.kek_source.or(self.kek_source),
+            kek_previous_sources: over.kek_previous_sources.or(self.kek_previous_sources),
             audit_anchor_file: over.audit_anchor_file.or(self.audit_anchor_file),
             audit_anchor_url: over.audit_anchor_url.or(self.audit_anchor_url),
             audit_anchor_token_file: over
@@ -154,6 +160,7 @@ impl Settings {
             metrics_bind: get("SIGIL_METRICS_BIND"),
             public_url: get("SIGIL_PUBLIC_URL"),
             database_url: get("SIGIL_DATABASE_URL"),
+            database_url_secret: get("SIGIL_DATABASE_URL_SECRET"),
             database_pool_size: num(&get, "SIGIL_DATABASE_POOL_SIZE")?,
             database_connect_timeout_secs: num(&get, "SIGIL_DATABASE_CONNECT_TIMEOUT_SECS")?,
             database_start_wait_secs: num(&get, "SIGIL_DATABASE_START_WAIT_SECS")?,
@@ -183,6 +190,14 @@ impl Settings {
                     .map(str::trim)
                     .filter(|p| !p.is_empty())
                     .map(PathBuf::from)
+                    .collect()
+            }),
+            kek_source: get("SIGIL_KEK_SOURCE"),
+            kek_previous_sources: get("SIGIL_KEK_PREVIOUS_SOURCES").map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_owned)
                     .collect()
             }),
             audit_anchor_file: get("SIGIL_AUDIT_ANCHOR_FILE").map(PathBuf::from),

@@ -183,3 +183,100 @@ fn later_layers_win() {
     assert_eq!(merged.bind.as_deref(), Some("127.0.0.1:2"));
     assert_eq!(merged.cache_ttl_secs, Some(9));
 }
+
+#[test]
+fn kek_sources_and_the_database_secret() {
+    let c = Config::from_settings(Settings::default()).expect("defaults");
+    assert_eq!(c.kek, KekSpec::File(PathBuf::from(DEFAULT_KEK_FILE)));
+    let c = Config::from_settings(Settings {
+        kek_source: Some("aws-kms:arn:aws:kms:eu-west-2:111122223333:key/abc".into()),
+        kek_previous_files: Some(vec![PathBuf::from("/old/kek")]),
+        kek_previous_sources: Some(vec!["aws-secretsmanager:sigil/kek".into()]),
+        database_url_secret: Some("sigil/db".into()),
+        ..Default::default()
+    })
+    .expect("valid");
+    assert_eq!(
+        c.kek,
+        KekSpec::AwsKms("arn:aws:kms:eu-west-2:111122223333:key/abc".into())
+    );
+    assert_eq!(
+        c.kek_previous,
+        [
+            KekSpec::File(PathBuf::from("/old/kek")),
+            KekSpec::AwsSecretsManager("sigil/kek".into())
+        ]
+    );
+    assert_eq!(c.database_url_secret.as_deref(), Some("sigil/db"));
+    assert_eq!(
+        KekSpec::parse("x", "file:/a/b").expect("file").to_string(),
+        "file:/a/b"
+    );
+    for (settings, option) in [
+        (
+            Settings {
+                kek_source: Some("vault:x".into()),
+                ..Default::default()
+            },
+            "kek_source",
+        ),
+        (
+            Settings {
+                kek_source: Some("aws-kms:".into()),
+                ..Default::default()
+            },
+            "kek_source",
+        ),
+        (
+            Settings {
+                kek_source: Some("aws-kms:a b".into()),
+                ..Default::default()
+            },
+            "kek_source",
+        ),
+        (
+            Settings {
+                kek_source: Some("aws-kms:k".into()),
+                kek_file: Some("/k".into()),
+                ..Default::default()
+            },
+            "kek_source",
+        ),
+        (
+            Settings {
+                kek_previous_sources: Some(vec!["nope".into()]),
+                ..Default::default()
+            },
+            "kek_previous_sources",
+        ),
+        (
+            Settings {
+                database_url_secret: Some("s".into()),
+                database_url: Some("sqlite://x".into()),
+                ..Default::default()
+            },
+            "database_url_secret",
+        ),
+        (
+            Settings {
+                database_url_secret: Some("s\u{7}".into()),
+                ..Default::default()
+            },
+            "database_url_secret",
+        ),
+    ] {
+        let e = Config::from_settings(settings).expect_err(option);
+        assert!(e.to_string().contains(option), "{e}");
+    }
+    let env = Settings::from_env(|k| match k {
+        "SIGIL_KEK_SOURCE" => Some("aws-secretsmanager:sigil/kek".into()),
+        "SIGIL_KEK_PREVIOUS_SOURCES" => Some("file:/a, aws-kms:k".into()),
+        "SIGIL_DATABASE_URL_SECRET" => Some("sigil/db".into()),
+        _ => None,
+    })
+    .expect("env");
+    let c = Config::from_settings(env).expect("env valid");
+    assert_eq!(c.kek, KekSpec::AwsSecretsManager("sigil/kek".into()));
+    assert_eq!(c.kek_previous.len(), 2);
+    assert_eq!(c.database_url_secret.as_deref(), Some("sigil/db"));
+}

@@ -11,7 +11,7 @@ use crate::store::DbOptions;
 use super::connections::{max_connections, open_file_limit};
 use super::{
     Config, ConfigError, DEFAULT_BIND, DEFAULT_DATABASE_URL, DEFAULT_FORWARDED_CERT_HEADER,
-    DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_KEK_FILE, ForwardedCertFormat, LogFormat, Settings,
+    DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_KEK_FILE, ForwardedCertFormat, KekSpec, LogFormat, Settings,
     TlsFiles, invalid,
 };
 
@@ -32,6 +32,21 @@ impl Config {
             None => None,
             Some(text) => Some(parse_public_url(&text)?),
         };
+        let database_url_secret = s.database_url_secret.filter(|v| !v.trim().is_empty());
+        if database_url_secret.is_some() && s.database_url.is_some() {
+            return Err(invalid(
+                "database_url_secret",
+                "give database_url or database_url_secret, not both",
+            ));
+        }
+        if let Some(id) = &database_url_secret
+            && (id.len() > 2048 || id.chars().any(|c| c.is_control() || c.is_whitespace()))
+        {
+            return Err(invalid(
+                "database_url_secret",
+                "must be a secret name or ARN without spaces or control characters",
+            ));
+        }
         let database_url = s
             .database_url
             .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
@@ -173,10 +188,20 @@ impl Config {
             metrics_bind,
             public_url,
             database_url,
+            database_url_secret,
             db,
-            kek_file: s
-                .kek_file
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_KEK_FILE)),
+            kek: match (s.kek_source.filter(|v| !v.trim().is_empty()), s.kek_file) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        "kek_source",
+                        "give kek_file or kek_source, not both",
+                    ));
+                }
+                (Some(text), None) => KekSpec::parse("kek_source", &text)?,
+                (None, file) => {
+                    KekSpec::File(file.unwrap_or_else(|| PathBuf::from(DEFAULT_KEK_FILE)))
+                }
+            },
             cache_ttl_secs: bounded("cache_ttl_secs", s.cache_ttl_secs.unwrap_or(5), 0, 3600)?,
             jwks_max_age_secs: bounded(
                 "jwks_max_age_secs",
@@ -257,7 +282,18 @@ impl Config {
                 1,
                 3600,
             )?,
-            kek_previous_files: s.kek_previous_files.unwrap_or_default(),
+            kek_previous: {
+                let mut previous: Vec<KekSpec> = s
+                    .kek_previous_files
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(KekSpec::File)
+                    .collect();
+                for text in s.kek_previous_sources.unwrap_or_default() {
+                    previous.push(KekSpec::parse("kek_previous_sources", &text)?);
+                }
+                previous
+            },
             apply_on_start: s.apply_on_start.filter(|p| !p.as_os_str().is_empty()),
             audit_anchor_file: match s.audit_anchor_file {
                 Some(_) if s.audit_checkpoint_secs == Some(0) => {

@@ -7,6 +7,7 @@ pub mod authenticators;
 pub mod authorize;
 pub mod fallback;
 pub mod password;
+pub mod pii;
 pub mod recovery;
 pub mod sessions;
 pub mod settings;

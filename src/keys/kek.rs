@@ -30,12 +30,12 @@ pub trait KekSource: Send + Sync + 'static {
 /// previous; then `sigil kek rotate` re-seals everything under the new one; then the old one is
 /// dropped. At no step does any node meet a value it cannot open.
 pub struct KekRing {
-    primary: FileKek,
-    previous: Vec<FileKek>,
+    primary: Box<dyn KekSource>,
+    previous: Vec<Box<dyn KekSource>>,
 }
 
 impl KekRing {
-    pub fn new(primary: FileKek, previous: Vec<FileKek>) -> KekRing {
+    pub fn new(primary: Box<dyn KekSource>, previous: Vec<Box<dyn KekSource>>) -> KekRing {
         KekRing { primary, previous }
     }
 
@@ -92,14 +92,18 @@ impl std::fmt::Debug for FileKek {
 
 impl FileKek {
     pub fn from_bytes(bytes: &[u8]) -> Result<FileKek, KeyError> {
+        let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+        Self::with_id(bytes, format!("file:{}", hex(&digest.as_ref()[..8])))
+    }
+
+    /// A KEK of these 32 bytes known by `id` (a KMS data key, a key from Secrets Manager).
+    pub fn with_id(bytes: &[u8], id: String) -> Result<FileKek, KeyError> {
         if bytes.len() != 32 {
             return Err(KeyError::Kek(format!(
                 "must be 32 bytes, found {}",
                 bytes.len()
             )));
         }
-        let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
-        let id = format!("file:{}", hex(&digest.as_ref()[..8]));
         let key = LessSafeKey::new(
             UnboundKey::new(&AES_256_GCM, bytes).map_err(|_| KeyError::Kek("bad key".into()))?,
         );

@@ -1,5 +1,6 @@
 //! Realm signing keys: generation, encryption at rest under the KEK, signing, and JWKS documents.
 
+pub mod cloud;
 pub mod jwk;
 pub mod kek;
 pub mod rotation;
@@ -45,44 +46,60 @@ pub enum KekOpenError {
     Key(#[from] KeyError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("key-encryption key: {0}")]
+    Secret(#[from] crate::secrets::SecretError),
     #[error(
         "KEK file {path} is missing but the database holds private keys sealed under {ids}; \
          restore the KEK file (a new one would not open them)"
     )]
     Missing { path: String, ids: String },
     #[error(
-        "the KEK in {path} ({found}) is not the one the database's keys are sealed under ({ids})"
+        "the KEK of {kek} ({found}) is not the one the database's keys are sealed under ({ids})"
     )]
     Mismatch {
-        path: String,
+        kek: String,
         found: String,
         ids: String,
     },
+    #[error(
+        "the database holds no data key for {kek}: the keys it holds are sealed under another \
+         KEK; move them with `sigil kek rotate --to {kek}` first"
+    )]
+    NoDataKey { kek: String },
 }
 
-/// Opens the file KEK and the previous KEKs beside it (`kek_previous_files`, which it can still
-/// open with but never seals with). Every KEK id the database's keys are sealed under must be in
-/// that ring. Returns the ring and whether the KEK file was created.
-pub async fn open_kek_ring(
-    path: &Path,
-    previous: &[std::path::PathBuf],
+/// Opens the configured KEK (`kek_file` or `kek_source`) and the previous KEKs beside it
+/// (`kek_previous_files`, `kek_previous_sources`: opened with, never sealed with). Every KEK id
+/// the database's keys are sealed under must be in that ring. Returns the ring and whether the
+/// KEK was created (a new KEK file, or a new KMS data key, made only when the database holds no
+/// sealed key at all).
+pub async fn open_configured(
+    config: &crate::config::Config,
     store: &dyn Store,
 ) -> Result<(Arc<dyn KekSource>, bool), KekOpenError> {
-    let (primary, created) = open_file_kek_alone(path, previous.is_empty(), store).await?;
-    if previous.is_empty() {
-        return Ok((primary, created));
+    use crate::config::KekSpec;
+    if config.kek_previous.is_empty()
+        && let KekSpec::File(path) = &config.kek
+    {
+        return open_file_kek(path, store).await;
     }
-    let primary = FileKek::load(path)?;
-    let mut older = Vec::new();
-    for p in previous {
-        crate::private_files::warn_if_open_to_others(p, "previous key-encryption key file");
-        older.push(FileKek::load(p)?);
-    }
-    let ring = KekRing::new(primary, older);
     let in_use = store.kek_ids_in_use().await?;
+    let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+    let (primary, created): (Box<dyn KekSource>, bool) = match &config.kek {
+        KekSpec::AwsKms(key) => {
+            let (kek, created) = cloud::open_kms(key, store, in_use.is_empty(), now).await?;
+            (Box::new(kek), created)
+        }
+        other => (open_existing(other, store, now).await?, false),
+    };
+    let mut previous = Vec::new();
+    for spec in &config.kek_previous {
+        previous.push(open_existing(spec, store, now).await?);
+    }
+    let ring = KekRing::new(primary, previous);
     if let Some(id) = in_use.iter().find(|id| !ring.can_open(id)) {
         return Err(KekOpenError::Mismatch {
-            path: path.display().to_string(),
+            kek: config.kek.to_string(),
             found: ring.ids().join(", "),
             ids: id.clone(),
         });
@@ -90,20 +107,43 @@ pub async fn open_kek_ring(
     Ok((Arc::new(ring), created))
 }
 
+/// A KEK that must exist already (never created): a previous KEK, or the target of nothing new.
+pub async fn open_existing(
+    spec: &crate::config::KekSpec,
+    store: &dyn Store,
+    now: i64,
+) -> Result<Box<dyn KekSource>, KekOpenError> {
+    use crate::config::KekSpec;
+    Ok(match spec {
+        KekSpec::File(path) => {
+            crate::private_files::warn_if_open_to_others(path, "key-encryption key file");
+            Box::new(FileKek::load(path)?)
+        }
+        KekSpec::AwsKms(key) => Box::new(cloud::open_kms(key, store, false, now).await?.0),
+        KekSpec::AwsSecretsManager(id) => Box::new(cloud::load_secret_kek(id).await?),
+    })
+}
+
+/// The KEK a rotation moves to: a file or secret that exists, or a KMS key (whose data key is
+/// generated and stored now if there is none yet).
+pub async fn open_rotation_target(
+    spec: &crate::config::KekSpec,
+    store: &dyn Store,
+    now: i64,
+) -> Result<Box<dyn KekSource>, KekOpenError> {
+    match spec {
+        crate::config::KekSpec::AwsKms(key) => {
+            Ok(Box::new(cloud::open_kms(key, store, true, now).await?.0))
+        }
+        other => open_existing(other, store, now).await,
+    }
+}
+
 /// Opens the file KEK. Creates one only when the file is absent *and* no key in the database is
 /// sealed under any KEK, so a wrong path can never silently start a second key hierarchy.
 /// Returns the KEK and whether it was created.
 pub async fn open_file_kek(
     path: &Path,
-    store: &dyn Store,
-) -> Result<(Arc<dyn KekSource>, bool), KekOpenError> {
-    open_file_kek_alone(path, true, store).await
-}
-
-/// `check`: refuse keys sealed under another KEK (a ring checks against all of its KEKs itself).
-async fn open_file_kek_alone(
-    path: &Path,
-    check: bool,
     store: &dyn Store,
 ) -> Result<(Arc<dyn KekSource>, bool), KekOpenError> {
     let in_use = store.kek_ids_in_use().await?;
@@ -120,9 +160,9 @@ async fn open_file_kek_alone(
     }
     crate::private_files::warn_if_open_to_others(path, "key-encryption key file");
     let kek = FileKek::load(path)?;
-    if check && in_use.iter().any(|id| id != kek.id()) {
+    if in_use.iter().any(|id| id != kek.id()) {
         return Err(KekOpenError::Mismatch {
-            path: path.display().to_string(),
+            kek: format!("file:{}", path.display()),
             found: kek.id().to_owned(),
             ids: in_use.join(", "),
         });

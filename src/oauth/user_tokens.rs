@@ -187,9 +187,36 @@ pub(super) async fn mint(
         settings.groups_claim.clone(),
         json!(groups.iter().map(|g| g.name.clone()).collect::<Vec<_>>()),
     );
+    let mut encrypted = Vec::new();
     for (attr, claim) in &settings.attribute_claims {
-        if let Some(v) = attrs.get(attr) {
-            claims.insert(claim.clone(), v.clone());
+        match attrs.get(attr) {
+            Some(v) => {
+                claims.insert(claim.clone(), v.clone());
+            }
+            None => encrypted.push(attr.as_str()),
+        }
+    }
+    // A mapped attribute not in the plain ones may be pii_high: decrypted only to be put in the
+    // claim the realm maps it to.
+    if !encrypted.is_empty() {
+        let values = crate::identity::pii::values_for_claims(
+            state.store.as_ref(),
+            state.kek.as_ref(),
+            name,
+            &user.id,
+            &encrypted,
+        )
+        .await
+        .map_err(|e| match e {
+            crate::identity::pii::PiiError::Store(e) => store_down(e),
+            crate::identity::pii::PiiError::Key(_) => {
+                Refusal::new(OAuthError::server_error(), "pii_key_unusable")
+            }
+        })?;
+        for (attr, value) in values {
+            if let Some(claim) = settings.attribute_claims.get(&attr) {
+                claims.insert(claim.clone(), json!(value));
+            }
         }
     }
     claims.insert("auth_time".into(), json!(facts.auth_time));

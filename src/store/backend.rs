@@ -259,6 +259,7 @@ macro_rules! impl_store {
                 &self,
                 keys: &[$crate::store::Resealed],
                 totps: &[$crate::store::ResealedTotp],
+                pii_keys: &[$crate::store::ResealedPiiKey],
                 audit: $crate::store::Audited<'_>,
             ) -> Result<usize, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
@@ -288,6 +289,14 @@ macro_rules! impl_store {
                     .execute(&mut *tx)
                     .await?
                     .rows_affected() as usize;
+                }
+                for p in pii_keys {
+                    sqlx::query("UPDATE realm_pii_keys SET sealed = $1 WHERE realm = $2 AND sealed = $3")
+                        .bind(&p.new)
+                        .bind(&p.realm)
+                        .bind(&p.old)
+                        .execute(&mut *tx)
+                        .await?;
                 }
                 tx.commit().await?;
                 Ok(totp_done)
@@ -495,6 +504,43 @@ macro_rules! impl_store {
                         .fetch_all(&self.pool)
                         .await?;
                 Ok(rows.into_iter().map(|r| r.0).collect())
+            }
+
+            async fn wrapped_kek(
+                &self,
+                source: &str,
+            ) -> Result<Option<$crate::store::WrappedKek>, $crate::store::StoreError> {
+                Ok(sqlx::query_as(
+                    "SELECT source, kek_id, wrapped, created_at FROM wrapped_keks WHERE source = $1",
+                )
+                .bind(source)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn insert_wrapped_kek(
+                &self,
+                w: &$crate::store::WrappedKek,
+            ) -> Result<(), $crate::store::StoreError> {
+                sqlx::query(
+                    "INSERT INTO wrapped_keks (source, kek_id, wrapped, created_at) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (source) DO NOTHING",
+                )
+                .bind(&w.source)
+                .bind(&w.kek_id)
+                .bind(&w.wrapped)
+                .bind(w.created_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn use_database_url(&self, url: &str) -> Result<(), $crate::store::StoreError> {
+                self.use_url(url).await
+            }
+
+            async fn scrub(&self) -> Result<(), $crate::store::StoreError> {
+                self.scrub_wal().await
             }
 
             async fn update_client(

@@ -180,6 +180,49 @@ pub enum Enrolment {
 
 #[async_trait]
 pub trait LoginStore: Send + Sync {
+    /// A realm's declared attributes: (name, classification), by name.
+    async fn realm_attributes(&self, realm: &str) -> Result<Vec<(String, String)>, StoreError>;
+    /// Replaces a realm's declarations and, in the same transaction, moves every value of an
+    /// attribute now `pii_high` out of the users' attribute JSON into `user_pii`, sealed by
+    /// `pii`. Refuses (`Conflict`) to make an attribute that holds encrypted values anything
+    /// but `pii_high`. Returns how many values it moved.
+    async fn set_realm_attributes(
+        &self,
+        realm: &str,
+        declarations: &[(String, String)],
+        pii: Option<&dyn super::PiiSealer>,
+        audit: Audited<'_>,
+    ) -> Result<usize, StoreError>;
+    /// Moves plain values of `pii_high` attributes (written by an older version) into
+    /// `user_pii`; returns how many.
+    async fn migrate_pii(
+        &self,
+        realm: &str,
+        pii: &dyn super::PiiSealer,
+    ) -> Result<usize, StoreError>;
+    async fn realm_pii_key(&self, realm: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Stores a realm's sealed PII key unless it has one.
+    async fn insert_realm_pii_key(
+        &self,
+        realm: &str,
+        sealed: &[u8],
+        now: i64,
+    ) -> Result<(), StoreError>;
+    /// Every realm's sealed PII key (for KEK rotation).
+    async fn realm_pii_keys(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    /// A user's encrypted attributes: (name, sealed).
+    async fn user_pii(
+        &self,
+        realm: &str,
+        user_id: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    /// The ids of the users whose `name` has this blind index.
+    async fn users_by_pii_index(
+        &self,
+        realm: &str,
+        name: &str,
+        index: &str,
+    ) -> Result<Vec<String>, StoreError>;
     async fn create_group(&self, g: &GroupRecord, audit: Audited<'_>) -> Result<(), StoreError>;
     async fn groups(&self, realm: &str) -> Result<Vec<GroupRecord>, StoreError>;
     /// Sets a group's scopes; false if there is no such group.
@@ -202,6 +245,7 @@ pub trait LoginStore: Send + Sync {
         &self,
         u: &UserRecord,
         groups: &[String],
+        pii: Option<&dyn super::PiiSealer>,
         audit: Audited<'_>,
     ) -> Result<(), StoreError>;
     async fn user_by_name(
@@ -233,12 +277,14 @@ pub trait LoginStore: Send + Sync {
     /// Sets (or, with an empty value, removes) attributes under the row's lock, so concurrent
     /// changes of other attributes or columns are never overwritten. `None` if no such user.
     /// `None` if no row matched (no such user, or with `expected`, another version).
+    #[allow(clippy::too_many_arguments)]
     async fn update_user_attributes(
         &self,
         realm: &str,
         user_id: &str,
         expected: Option<i64>,
         changes: &[(String, String)],
+        pii: Option<&dyn super::PiiSealer>,
         now: i64,
         audit: Audited<'_>,
     ) -> Result<Option<String>, StoreError>;

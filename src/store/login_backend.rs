@@ -2,6 +2,81 @@
 
 macro_rules! impl_login_store {
     ($ty:ident, $db:ident) => {
+        impl $ty {
+            /// The realm's `pii_high` attribute names, read inside `tx` after its lock.
+            async fn pii_names_in_tx(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                realm: &str,
+            ) -> Result<std::collections::BTreeSet<String>, $crate::store::StoreError> {
+                let rows: Vec<(String,)> = sqlx::query_as(
+                    "SELECT name FROM realm_attributes WHERE realm = $1 AND classification = 'pii_high'",
+                )
+                .bind(realm).fetch_all(&mut **tx).await?;
+                Ok(rows.into_iter().map(|r| r.0).collect())
+            }
+
+            /// Sets (`Some`) or removes (`None`) one encrypted attribute of a user.
+            async fn put_pii_in_tx(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                realm: &str,
+                user_id: &str,
+                name: &str,
+                value: Option<&str>,
+                pii: Option<&dyn $crate::store::PiiSealer>,
+            ) -> Result<(), $crate::store::StoreError> {
+                let Some(value) = value else {
+                    sqlx::query("DELETE FROM user_pii WHERE realm = $1 AND user_id = $2 AND name = $3")
+                        .bind(realm).bind(user_id).bind(name).execute(&mut **tx).await?;
+                    return Ok(());
+                };
+                let pii = pii.ok_or_else(|| $crate::store::StoreError::Conflict(format!(
+                    "attribute {name} became pii_high in realm {realm} meanwhile: try again"
+                )))?;
+                let (sealed, index) = pii.seal(realm, user_id, name, value)?;
+                sqlx::query(
+                    "INSERT INTO user_pii (realm, user_id, name, sealed, blind_index) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (realm, user_id, name) DO UPDATE SET sealed = excluded.sealed, blind_index = excluded.blind_index",
+                )
+                .bind(realm).bind(user_id).bind(name).bind(&sealed).bind(&index)
+                .execute(&mut **tx).await?;
+                Ok(())
+            }
+
+            /// Moves every plain value of `names` in the realm's users into `user_pii`.
+            async fn sweep_pii_in_tx(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                realm: &str,
+                names: &std::collections::BTreeSet<String>,
+                pii: Option<&dyn $crate::store::PiiSealer>,
+            ) -> Result<usize, $crate::store::StoreError> {
+                if names.is_empty() {
+                    return Ok(0);
+                }
+                let users: Vec<(String, String)> = sqlx::query_as(
+                    "SELECT id, attributes FROM users WHERE realm = $1 ORDER BY id",
+                )
+                .bind(realm).fetch_all(&mut **tx).await?;
+                let mut moved = 0;
+                for (id, attrs) in users {
+                    let mut map: std::collections::BTreeMap<String, String> =
+                        serde_json::from_str(&attrs).unwrap_or_default();
+                    let take: Vec<String> = map.keys().filter(|k| names.contains(*k)).cloned().collect();
+                    if take.is_empty() {
+                        continue;
+                    }
+                    for name in take {
+                        let value = map.remove(&name).unwrap_or_default();
+                        Self::put_pii_in_tx(tx, realm, &id, &name, Some(&value), pii).await?;
+                        moved += 1;
+                    }
+                    let json = serde_json::to_string(&map).unwrap_or_else(|_| "{}".into());
+                    sqlx::query("UPDATE users SET attributes = $1 WHERE realm = $2 AND id = $3")
+                        .bind(&json).bind(realm).bind(&id).execute(&mut **tx).await?;
+                }
+                Ok(moved)
+            }
+        }
+
         #[async_trait::async_trait]
         impl $crate::store::login::LoginStore for $ty {
             async fn create_group(&self, g: &$crate::store::login::GroupRecord, audit: $crate::store::Audited<'_>) -> Result<(), $crate::store::StoreError> {
@@ -13,6 +88,79 @@ macro_rules! impl_login_store {
                     .map_err(|e| $crate::store::map_unique(e, || format!("group {} in realm {}", g.name, g.realm)))?;
                 tx.commit().await?;
                 Ok(())
+            }
+
+            async fn realm_attributes(&self, realm: &str) -> Result<Vec<(String, String)>, $crate::store::StoreError> {
+                Ok(sqlx::query_as("SELECT name, classification FROM realm_attributes WHERE realm = $1 ORDER BY name")
+                    .bind(realm).fetch_all(&self.pool).await?)
+            }
+
+            async fn set_realm_attributes(&self, realm: &str, declarations: &[(String, String)], pii: Option<&dyn $crate::store::PiiSealer>, audit: $crate::store::Audited<'_>) -> Result<usize, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
+                Self::lock_attributes(&mut tx, realm, true).await?;
+                let names: std::collections::BTreeSet<String> = declarations
+                    .iter()
+                    .filter(|(_, c)| c == "pii_high")
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                // Encrypted values are never turned back into plain ones here.
+                let held: Vec<(String,)> = sqlx::query_as("SELECT DISTINCT name FROM user_pii WHERE realm = $1 ORDER BY name")
+                    .bind(realm).fetch_all(&mut *tx).await?;
+                if let Some((n,)) = held.iter().find(|(n,)| !names.contains(n)) {
+                    return Err($crate::store::StoreError::Conflict(format!(
+                        "attribute {n} of realm {realm} holds encrypted values: it stays pii_high"
+                    )));
+                }
+                sqlx::query("DELETE FROM realm_attributes WHERE realm = $1").bind(realm).execute(&mut *tx).await?;
+                for (n, c) in declarations {
+                    sqlx::query("INSERT INTO realm_attributes (realm, name, classification) VALUES ($1, $2, $3)")
+                        .bind(realm).bind(n).bind(c).execute(&mut *tx).await
+                        .map_err(|e| $crate::store::map_unique(e, || format!("realm {realm}")))?;
+                }
+                let moved = Self::sweep_pii_in_tx(&mut tx, realm, &names, pii).await?;
+                tx.commit().await?;
+                Ok(moved)
+            }
+
+            async fn migrate_pii(&self, realm: &str, pii: &dyn $crate::store::PiiSealer) -> Result<usize, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::lock_attributes(&mut tx, realm, true).await?;
+                let names = Self::pii_names_in_tx(&mut tx, realm).await?;
+                let moved = Self::sweep_pii_in_tx(&mut tx, realm, &names, Some(pii)).await?;
+                tx.commit().await?;
+                Ok(moved)
+            }
+
+            async fn realm_pii_key(&self, realm: &str) -> Result<Option<Vec<u8>>, $crate::store::StoreError> {
+                let row: Option<(Vec<u8>,)> = sqlx::query_as("SELECT sealed FROM realm_pii_keys WHERE realm = $1")
+                    .bind(realm).fetch_optional(&self.pool).await?;
+                Ok(row.map(|r| r.0))
+            }
+
+            async fn insert_realm_pii_key(&self, realm: &str, sealed: &[u8], now: i64) -> Result<(), $crate::store::StoreError> {
+                sqlx::query("INSERT INTO realm_pii_keys (realm, sealed, created_at) VALUES ($1, $2, $3) ON CONFLICT (realm) DO NOTHING")
+                    .bind(realm).bind(sealed).bind(now).execute(&self.pool).await
+                    .map_err(|e| $crate::store::map_unique(e, || format!("realm {realm}")))?;
+                Ok(())
+            }
+
+            async fn realm_pii_keys(&self) -> Result<Vec<(String, Vec<u8>)>, $crate::store::StoreError> {
+                Ok(sqlx::query_as("SELECT realm, sealed FROM realm_pii_keys ORDER BY realm")
+                    .fetch_all(&self.pool).await?)
+            }
+
+            async fn user_pii(&self, realm: &str, user_id: &str) -> Result<Vec<(String, Vec<u8>)>, $crate::store::StoreError> {
+                Ok(sqlx::query_as("SELECT name, sealed FROM user_pii WHERE realm = $1 AND user_id = $2 ORDER BY name")
+                    .bind(realm).bind(user_id).fetch_all(&self.pool).await?)
+            }
+
+            async fn users_by_pii_index(&self, realm: &str, name: &str, index: &str) -> Result<Vec<String>, $crate::store::StoreError> {
+                let rows: Vec<(String,)> = sqlx::query_as(
+                    "SELECT user_id FROM user_pii WHERE realm = $1 AND name = $2 AND blind_index = $3 ORDER BY user_id",
+                )
+                .bind(realm).bind(name).bind(index).fetch_all(&self.pool).await?;
+                Ok(rows.into_iter().map(|r| r.0).collect())
             }
 
             async fn set_group_scopes(&self, realm: &str, name: &str, scopes: &str, audit: $crate::store::Audited<'_>) -> Result<bool, $crate::store::StoreError> {
@@ -46,9 +194,24 @@ macro_rules! impl_login_store {
                     .bind(realm).fetch_all(&self.pool).await?)
             }
 
-            async fn create_user(&self, u: &$crate::store::login::UserRecord, groups: &[String], audit: $crate::store::Audited<'_>) -> Result<(), $crate::store::StoreError> {
+            async fn create_user(&self, u: &$crate::store::login::UserRecord, groups: &[String], pii: Option<&dyn $crate::store::PiiSealer>, audit: $crate::store::Audited<'_>) -> Result<(), $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
                 Self::append_in_tx(&self.chain, &mut tx, audit).await?;
+                Self::lock_attributes(&mut tx, &u.realm, false).await?;
+                // pii_high values go to their own rows, sealed; the rest stay in the JSON.
+                let names = Self::pii_names_in_tx(&mut tx, &u.realm).await?;
+                let mut plain: std::collections::BTreeMap<String, String> =
+                    serde_json::from_str(&u.attributes).unwrap_or_default();
+                let secret: Vec<(String, String)> = plain
+                    .iter()
+                    .filter(|(k, _)| names.contains(*k))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                for (k, _) in &secret {
+                    plain.remove(k);
+                }
+                let attributes = serde_json::to_string(&plain).unwrap_or_else(|_| "{}".into());
+                let u = &$crate::store::login::UserRecord { attributes, ..u.clone() };
                 sqlx::query(
                     "INSERT INTO users (realm, id, username, enabled, attributes, password_hash, totp_sealed, \
                      totp_last_step, created_at, updated_at, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
@@ -63,6 +226,9 @@ macro_rules! impl_login_store {
                         .bind(&u.realm).bind(&u.id).bind(g)
                         .execute(&mut *tx).await
                         .map_err(|e| $crate::store::map_unique(e, || format!("group {g} in realm {}", u.realm)))?;
+                }
+                for (k, v) in &secret {
+                    Self::put_pii_in_tx(&mut tx, &u.realm, &u.id, k, Some(v), pii).await?;
                 }
                 tx.commit().await?;
                 Ok(())
@@ -119,7 +285,8 @@ macro_rules! impl_login_store {
                 Ok(true)
             }
 
-            async fn update_user_attributes(&self, realm: &str, user_id: &str, expected: Option<i64>, changes: &[(String, String)], now: i64, audit: $crate::store::Audited<'_>) -> Result<Option<String>, $crate::store::StoreError> {
+            #[allow(clippy::too_many_arguments)]
+            async fn update_user_attributes(&self, realm: &str, user_id: &str, expected: Option<i64>, changes: &[(String, String)], pii: Option<&dyn $crate::store::PiiSealer>, now: i64, audit: $crate::store::Audited<'_>) -> Result<Option<String>, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
                 Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 // Take the row's lock first (SQLite already holds the write lock), then read.
@@ -134,9 +301,15 @@ macro_rules! impl_login_store {
                 }
                 let (attrs,): (String,) = sqlx::query_as("SELECT attributes FROM users WHERE realm = $1 AND id = $2")
                     .bind(realm).bind(user_id).fetch_one(&mut *tx).await?;
+                Self::lock_attributes(&mut tx, realm, false).await?;
+                let names = Self::pii_names_in_tx(&mut tx, realm).await?;
                 let mut map: std::collections::BTreeMap<String, String> = serde_json::from_str(&attrs).unwrap_or_default();
                 for (k, v) in changes {
-                    if v.is_empty() {
+                    if names.contains(k) {
+                        map.remove(k);
+                        let value = (!v.is_empty()).then_some(v.as_str());
+                        Self::put_pii_in_tx(&mut tx, realm, user_id, k, value, pii).await?;
+                    } else if v.is_empty() {
                         map.remove(k);
                     } else {
                         map.insert(k.clone(), v.clone());

@@ -22,7 +22,7 @@ pub enum StoreError {
     #[error("{0} not found")]
     NotFound(String),
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[source] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("{path}: {source}")]
@@ -30,10 +30,61 @@ pub enum StoreError {
         path: String,
         source: std::io::Error,
     },
+    #[error("encryption: {0}")]
+    Crypto(String),
     #[error(
         "waited {secs} s for another sigil process to finish opening or migrating the database ({lock})"
     )]
     LockTimeout { lock: String, secs: u64 },
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        if is_auth_refusal(&e) {
+            AUTH_REFUSED.notify_one();
+        }
+        StoreError::Database(e)
+    }
+}
+
+/// Woken whenever the database refuses this process's credentials (SQLSTATE class 28): what
+/// lets a node whose database password comes from a secret fetch the rotated one and carry on.
+static AUTH_REFUSED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Waits for the database's next refusal of this process's credentials.
+pub async fn auth_refused() {
+    AUTH_REFUSED.notified().await
+}
+
+/// SQLSTATE 28000 (invalid authorization specification) or 28P01 (invalid password).
+pub fn is_auth_refusal(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|c| c == "28P01" || c == "28000")
+}
+
+/// Seals one `pii_high` attribute value for the store, inside its transaction: the sealed value
+/// and its blind index (see `identity::pii`).
+pub trait PiiSealer: Send + Sync {
+    fn seal(
+        &self,
+        realm: &str,
+        user_id: &str,
+        name: &str,
+        value: &str,
+    ) -> Result<(Vec<u8>, String), StoreError>;
+}
+
+/// A data-encryption key wrapped by a KMS key: what the database holds of a KMS-backed KEK.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct WrappedKek {
+    /// `aws-kms:KEY` as configured (one data key per KMS key).
+    pub source: String,
+    /// The KEK id values sealed under it carry.
+    pub kek_id: String,
+    /// KMS's ciphertext blob of the data key.
+    pub wrapped: Vec<u8>,
+    pub created_at: i64,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -195,8 +246,17 @@ pub struct Resealed {
     pub kek_id: String,
 }
 
+/// A realm's PII key sealed again under a new KEK; written only while the row still holds `old`.
+#[derive(Debug, Clone)]
+pub struct ResealedPiiKey {
+    pub realm: String,
+    pub old: Vec<u8>,
+    pub new: Vec<u8>,
+}
+
 /// A user's TOTP secret sealed again under a new KEK; written only while the row still holds
 /// `old` (a secret replaced meanwhile is left as the user set it).
+#[derive(Debug, Clone)]
 pub struct ResealedTotp {
     pub realm: String,
     pub user_id: String,
@@ -279,12 +339,25 @@ pub trait Store: login::LoginStore + Send + Sync + 'static {
         &self,
         keys: &[Resealed],
         totps: &[ResealedTotp],
+        pii_keys: &[ResealedPiiKey],
         audit: Audited<'_>,
     ) -> Result<usize, StoreError>;
     /// Every user's sealed TOTP secret: (realm, user id, sealed).
     async fn totp_secrets(&self) -> Result<Vec<(String, String, Vec<u8>)>, StoreError>;
     /// The KEK ids any stored private key is sealed under (to refuse a wrong or missing KEK).
     async fn kek_ids_in_use(&self) -> Result<Vec<String>, StoreError>;
+    /// The data key wrapped by the KMS key `source` names, if one was made.
+    async fn wrapped_kek(&self, source: &str) -> Result<Option<WrappedKek>, StoreError>;
+    /// Stores a wrapped data key unless one for its source exists (two nodes starting at once:
+    /// the first one's stays, and both use it).
+    async fn insert_wrapped_kek(&self, w: &WrappedKek) -> Result<(), StoreError>;
+    /// Makes new connections use `url` (a rotated password) after one test connection with it
+    /// succeeds; connections already open stay. A no-op for SQLite.
+    async fn use_database_url(&self, url: &str) -> Result<(), StoreError>;
+    /// After values were moved out of plain storage: SQLite folds its WAL into the file and
+    /// truncates it (the file itself overwrites freed content, `secure_delete`); a no-op on
+    /// PostgreSQL, whose old row versions go with VACUUM.
+    async fn scrub(&self) -> Result<(), StoreError>;
 
     async fn create_client(&self, c: &ClientRecord, audit: Audited<'_>) -> Result<(), StoreError>;
     async fn client(&self, realm: &str, id: &str) -> Result<Option<ClientRecord>, StoreError>;

@@ -22,6 +22,8 @@ pub struct PgStore {
     pub(crate) pool: Pool<Postgres>,
     /// The audit chain this store appends to.
     chain: String,
+    /// The pool's options, for connections made with a new URL.
+    db: DbOptions,
 }
 
 impl PgStore {
@@ -38,6 +40,22 @@ impl PgStore {
             .bind(realm)
             .execute(&mut **tx)
             .await?;
+        Ok(())
+    }
+
+    /// Serialises changes of a realm's attribute declarations (`exclusive`) against writes of
+    /// its users' attributes (shared), so no user write uses declarations a change replaced.
+    pub(crate) async fn lock_attributes(
+        tx: &mut sqlx::Transaction<'_, Postgres>,
+        realm: &str,
+        exclusive: bool,
+    ) -> Result<(), super::StoreError> {
+        let sql = if exclusive {
+            "SELECT pg_advisory_xact_lock(1936157037, hashtext($1))"
+        } else {
+            "SELECT pg_advisory_xact_lock_shared(1936157037, hashtext($1))"
+        };
+        sqlx::query(sql).bind(realm).execute(&mut **tx).await?;
         Ok(())
     }
 
@@ -62,12 +80,35 @@ impl PgStore {
         append_statement(&mut **conn, chain, drafts).await
     }
 
-    pub async fn connect(url: &str, db: &DbOptions) -> Result<PgStore, StoreError> {
+    fn connect_options(url: &str, db: &DbOptions) -> Result<PgConnectOptions, StoreError> {
         let ms = db.statement_timeout.as_millis().to_string();
-        let options = PgConnectOptions::from_str(url)?.options([
+        Ok(PgConnectOptions::from_str(url)?.options([
             ("statement_timeout", ms.as_str()),
             ("idle_in_transaction_session_timeout", ms.as_str()),
-        ]);
+        ]))
+    }
+
+    /// See `Store::scrub`: PostgreSQL keeps old row versions until VACUUM reclaims them (a
+    /// dump never shows them); the operator's VACUUM is what removes them.
+    async fn scrub_wal(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// See `Store::use_database_url`.
+    async fn use_url(&self, url: &str) -> Result<(), StoreError> {
+        use sqlx::{ConnectOptions, Connection};
+        let options = Self::connect_options(url, &self.db)?;
+        let conn = tokio::time::timeout(self.db.connect_timeout, options.connect())
+            .await
+            .map_err(|_| StoreError::Database(sqlx::Error::PoolTimedOut))?
+            .map_err(StoreError::Database)?;
+        let _ = conn.close().await;
+        self.pool.set_connect_options(options);
+        Ok(())
+    }
+
+    pub async fn connect(url: &str, db: &DbOptions) -> Result<PgStore, StoreError> {
+        let options = Self::connect_options(url, db)?;
         let pool = PgPoolOptions::new()
             .max_connections(db.pool_size)
             .acquire_timeout(db.connect_timeout)
@@ -76,6 +117,7 @@ impl PgStore {
         Ok(PgStore {
             pool,
             chain: db.audit_chain.clone(),
+            db: db.clone(),
         })
     }
 

@@ -32,8 +32,32 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// See `Store::scrub`: folds the WAL into the database file and truncates it, so old page
+    /// images (with values since encrypted) are gone from the WAL too.
+    async fn scrub_wal(&self) -> Result<(), StoreError> {
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// See `Store::use_database_url`: a file database has no password to rotate.
+    async fn use_url(&self, _url: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Nothing to do: SQLite has one writer at a time, so sequence order is commit order (see
     /// the PostgreSQL store's `lock_revocations`).
+    /// SQLite: a no-op; the transaction's first write (its audit record) already took the
+    /// database's one write lock.
+    pub(crate) async fn lock_attributes(
+        _tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+        _realm: &str,
+        _exclusive: bool,
+    ) -> Result<(), super::StoreError> {
+        Ok(())
+    }
+
     pub(crate) async fn lock_revocations(
         _tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
         _realm: &str,
@@ -131,7 +155,10 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Deleted and moved-out content is overwritten, not left in free pages: a value that
+            // becomes pii_high leaves no plain copy in the file.
+            .pragma("secure_delete", "ON");
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         let file = (!in_memory).then(|| options.get_filename().to_path_buf());
         let _lock = match &file {

@@ -612,9 +612,18 @@ async fn a_redemption_racing_the_end_of_its_session_is_never_left_untold() {
         let s = app.store.as_ref();
         app.create_realm("customers", sigil::keys::Alg::ES256).await;
         sign_in_client(&app, "web", "https://app.example/bcl").await;
-        let user = sigil::admin::users::create(s, "customers", "dave", &[], &[], now, "t")
-            .await
-            .expect("user");
+        let user = sigil::admin::users::create(
+            s,
+            &crate::helpers::unused_kek(),
+            "customers",
+            "dave",
+            &[],
+            &[],
+            now,
+            "t",
+        )
+        .await
+        .expect("user");
         for i in 0..PAIRS {
             exec_raw(
                 &app,
@@ -716,9 +725,18 @@ async fn a_redemption_racing_the_end_of_its_session_is_never_left_untold() {
 /// Creates `user` with `n` sessions (as sign-ins leave them), each with tokens for `app`.
 async fn sessions_with_tokens(app: &crate::helpers::TestApp, user: &str, client: &str, n: usize) {
     let s = app.store.as_ref();
-    let u = sigil::admin::users::create(s, "customers", user, &[], &[], app.now(), "t")
-        .await
-        .expect("user");
+    let u = sigil::admin::users::create(
+        s,
+        &crate::helpers::unused_kek(),
+        "customers",
+        user,
+        &[],
+        &[],
+        app.now(),
+        "t",
+    )
+    .await
+    .expect("user");
     let now = app.now();
     let series =
         format!("WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < {n})");

@@ -213,7 +213,7 @@ async fn a_disable_is_never_reverted_by_concurrent_writes() {
                 tasks.push(tokio::spawn(async move {
                     let attrs = [(format!("k{i}"), format!("v{trial}"))];
                     let _ = s
-                        .update_user_attributes("customers", &id, None, &attrs, 2, &[])
+                        .update_user_attributes("customers", &id, None, &attrs, None, 2, &[])
                         .await;
                     let _ = s
                         .use_totp_step("customers", &id, 1_000_000 + trial * 10 + i)
@@ -468,9 +468,18 @@ async fn one_invite_enrols_once_under_concurrency() {
         let iss = issuer(&f);
         for trial in 0..3 {
             let name = format!("bob{trial}");
-            sigil::admin::users::create(s, "customers", &name, &[], &[], f.clock.now(), "t")
-                .await
-                .expect("user");
+            sigil::admin::users::create(
+                s,
+                &crate::helpers::unused_kek(),
+                "customers",
+                &name,
+                &[],
+                &[],
+                f.clock.now(),
+                "t",
+            )
+            .await
+            .expect("user");
             let invite = sigil::admin::users::invite(
                 s,
                 &f.app.base,
@@ -992,9 +1001,18 @@ async fn one_assertion_opens_one_session() {
     for backend in backends() {
         let f = setup(backend).await;
         let s = f.app.store.as_ref();
-        sigil::admin::users::create(s, "customers", "carol", &[], &[], f.clock.now(), "t")
-            .await
-            .expect("user");
+        sigil::admin::users::create(
+            s,
+            &crate::helpers::unused_kek(),
+            "customers",
+            "carol",
+            &[],
+            &[],
+            f.clock.now(),
+            "t",
+        )
+        .await
+        .expect("user");
         let mut key = crate::passkey::enrol(&f.app, &f.clock, "carol").await;
         let iss = issuer(&f);
         for trial in 0..3 {

@@ -560,3 +560,9 @@ pub async fn live_realm(app: &TestApp, realm: &str) -> Arc<sigil::directory::Liv
         .expect("load")
         .expect("realm")
 }
+
+/// A KEK for admin calls that need one only for `pii_high` attributes, in realms that declare
+/// none (so it never seals or opens anything).
+pub fn unused_kek() -> sigil::keys::FileKek {
+    sigil::keys::FileKek::from_bytes(&[0; 32]).expect("kek")
+}

@@ -71,9 +71,18 @@ async fn a_kek_rotation_rolls_out_with_both_nodes_running() {
             .expect("secret")
             .to_owned();
         let store = sigil::store::connect(&db.url).await.expect("store");
-        let user = sigil::admin::users::create(store.as_ref(), "r", "alice", &[], &[], 0, "t")
-            .await
-            .expect("user");
+        let user = sigil::admin::users::create(
+            store.as_ref(),
+            &crate::helpers::unused_kek(),
+            "r",
+            "alice",
+            &[],
+            &[],
+            0,
+            "t",
+        )
+        .await
+        .expect("user");
         let totp_secret = b"twenty-byte-secret!!";
         let aad = sigil::identity::totp::aad("r", &user.id);
         let sealed = old_kek.seal(&aad, totp_secret).expect("seal");

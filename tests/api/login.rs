@@ -125,6 +125,7 @@ pub(crate) async fn setup_with(
     }
     sigil::admin::users::create(
         s,
+        &crate::helpers::unused_kek(),
         "customers",
         "alice",
         &[("party_id".into(), "P-42".into())],

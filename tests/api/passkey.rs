@@ -222,6 +222,7 @@ async fn passkey_enrolment_sign_in_step_up_and_forgeries() {
         for u in ["alice", "bob"] {
             sigil::admin::users::create(
                 s,
+                &crate::helpers::unused_kek(),
                 "customers",
                 u,
                 &[],
