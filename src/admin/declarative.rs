@@ -592,6 +592,19 @@ pub async fn plan(
         }
         for h in &have.clients {
             if !want.clients.iter().any(|c| c.client_id == h.client_id) {
+                let change = super::changes::Change::ClientDelete {
+                    realm: realm(),
+                    client_id: h.client_id.clone(),
+                };
+                // Four-eyes: a file cannot delete what needs a second admin's approval.
+                if super::changes::needs_approval(store, admin_realm, &change).await? {
+                    conflicts.push(format!(
+                        "realm {}: the file leaves out client {}, but deleting a client there \
+                         needs a second admin's approval: `sigil client delete` files the request",
+                        want.name, h.client_id
+                    ));
+                    continue;
+                }
                 steps.push(Step::DeleteClient {
                     realm: realm(),
                     client_id: h.client_id.clone(),

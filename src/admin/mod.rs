@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod aws;
+pub mod changes;
 pub mod clients;
 pub mod declarative;
 pub mod keys;

@@ -426,6 +426,34 @@ pub async fn set_attrs(
     }
 }
 
+/// Removes a user's passkeys, TOTP secret and recovery codes and ends every session and refresh
+/// token, in one transaction (a staff member who lost their devices enrols again through an
+/// invite). Callers gate it through `changes::gate`.
+pub async fn remove_second_factors(
+    store: &dyn Store,
+    realm: &str,
+    username: &str,
+    now: UnixTime,
+    actor: &str,
+) -> Result<(), AdminError> {
+    let u = find(store, realm, username).await?;
+    let audit = [
+        AuditDraft::new(now, Some(realm), "user.second_factors_removed", actor).subject(&u.id),
+        AuditDraft::new(now, Some(realm), "user.signed_out_everywhere", actor).subject(&u.id),
+    ];
+    let change = crate::store::login::CredentialChange::RemoveSecondFactors;
+    if store
+        .change_credentials(realm, &u.id, "", &change, now, &audit)
+        .await?
+    {
+        Ok(())
+    } else {
+        Err(AdminError::NotFound(format!(
+            "user {username} in realm {realm}"
+        )))
+    }
+}
+
 /// Why a change naming a version matched no row: the user is gone, or changed since it was read.
 async fn gone_or_stale(store: &dyn Store, realm: &str, username: &str) -> AdminError {
     match store.user_by_name(realm, username).await {

@@ -4,7 +4,7 @@
 use axum::Extension;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
@@ -335,6 +335,7 @@ pub async fn set_auth(
         IfMatch),
     responses(
         (status = 204, description = "Deleted; its tokens are revoked"),
+        (status = 202, description = "Filed for a second admin's approval (four-eyes)", body = crate::admin::changes::ChangeView),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 412, body = Problem), (status = 428, body = Problem)
     ))]
@@ -343,9 +344,16 @@ pub async fn delete(
     Extension(caller): Extension<Caller>,
     ApiPath((realm, id)): ApiPath<(String, String)>,
     headers: HeaderMap,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     caller.write(&realm)?;
     let expected = if_match(&headers)?;
+    let change = crate::admin::changes::Change::ClientDelete {
+        realm: realm.clone(),
+        client_id: id.clone(),
+    };
+    if let Some(filed) = super::changes::gated(&state, &caller, &change).await? {
+        return Ok(filed);
+    }
     ops::delete(
         state.store.as_ref(),
         &realm,
@@ -356,7 +364,7 @@ pub async fn delete(
     )
     .await?;
     super::changed(&state, &realm);
-    Ok(StatusCode::NO_CONTENT)
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 #[utoipa::path(operation_id = "rotate_client_secret", post, path = "/admin/realms/{realm}/clients/{client_id}/secret", tag = "clients",
@@ -365,6 +373,7 @@ pub async fn delete(
     responses(
         (status = 200, description = "The new secret, shown this once; the old one stops working",
             body = WithSecret, headers(("ETag" = String))),
+        (status = 202, description = "Filed for a second admin's approval (four-eyes)", body = crate::admin::changes::ChangeView),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 412, body = Problem), (status = 428, body = Problem)
     ))]
@@ -376,6 +385,13 @@ pub async fn rotate_secret(
 ) -> Result<Response, ApiError> {
     caller.write(&realm)?;
     let expected = if_match(&headers)?;
+    let change = crate::admin::changes::Change::ClientRotateSecret {
+        realm: realm.clone(),
+        client_id: id.clone(),
+    };
+    if let Some(filed) = super::changes::gated(&state, &caller, &change).await? {
+        return Ok(filed);
+    }
     let made = ops::rotate_secret(
         state.store.as_ref(),
         &realm,

@@ -86,6 +86,7 @@ pub struct Revoked {
     params(("realm" = String, Path), ("kid" = String, Path)),
     responses(
         (status = 200, body = Revoked),
+        (status = 202, description = "Filed for a second admin's approval (four-eyes)", body = crate::admin::changes::ChangeView),
         (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
         (status = 409, body = Problem)
     ))]
@@ -95,6 +96,13 @@ pub async fn revoke(
     ApiPath((realm, kid)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
     caller.write(&realm)?;
+    let change = crate::admin::changes::Change::KeyRevoke {
+        realm: realm.clone(),
+        kid: kid.clone(),
+    };
+    if let Some(filed) = super::changes::gated(&state, &caller, &change).await? {
+        return Ok(filed);
+    }
     crate::keys::rotation::revoke(
         state.store.as_ref(),
         state.kek.as_ref(),

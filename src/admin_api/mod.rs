@@ -13,6 +13,7 @@
 mod audit;
 pub mod auth;
 mod aws;
+mod changes;
 mod clients;
 mod keys;
 mod problem;
@@ -52,7 +53,7 @@ use crate::state::AppState;
     components(schemas(Problem)),
     tags(
         (name = "realms"), (name = "clients"), (name = "keys"), (name = "groups"), (name = "users"),
-        (name = "aws"), (name = "audit")
+        (name = "aws"), (name = "audit"), (name = "changes")
     )
 )]
 struct ApiDoc;
@@ -146,6 +147,9 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(aws::put_binding, aws::delete_binding))
         .routes(routes!(audit::list))
         .routes(routes!(audit::verify))
+        .routes(routes!(changes::list))
+        .routes(routes!(changes::approve))
+        .routes(routes!(changes::reject))
         .split_for_parts();
     // After the routes were merged: modifiers of the base document run before there are paths.
     ProblemContentType.modify(&mut doc);

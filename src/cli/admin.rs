@@ -62,6 +62,13 @@ pub(super) async fn run(
                     jwks_max_age_secs: config.jwks_max_age_secs as i64,
                 };
                 admin::realms::create(store.as_ref(), kek.as_ref(), &base, req, now, actor).await?;
+                // Four-eyes from the start: the admin realm's dangerous changes need a second
+                // admin (lowering this is itself a request).
+                let guard = crate::store::RealmGuard {
+                    require_approval: true,
+                    protected: true,
+                };
+                admin::changes::set_guard(store.as_ref(), &realm, guard, now, actor).await?;
             }
             let req = admin::clients::NewClient {
                 realm: realm.clone(),

@@ -205,10 +205,24 @@ pub(super) async fn run(
             );
         }
         ClientCommand::Delete { client } => {
+            let change = admin::changes::Change::ClientDelete {
+                realm: client.realm.clone(),
+                client_id: client.id.clone(),
+            };
+            if !super::change::gate(s, &config, &change, actor, now).await? {
+                return Ok(0);
+            }
             admin::clients::delete(s, &client.realm, &client.id, None, now, actor).await?;
             println!("deleted {}", client.id);
         }
         ClientCommand::RotateSecret { client, json: _ } => {
+            let change = admin::changes::Change::ClientRotateSecret {
+                realm: client.realm.clone(),
+                client_id: client.id.clone(),
+            };
+            if !super::change::gate(s, &config, &change, actor, now).await? {
+                return Ok(0);
+            }
             print_json(
                 &admin::clients::rotate_secret(s, &client.realm, &client.id, None, now, actor)
                     .await?,

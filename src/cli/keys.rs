@@ -108,6 +108,13 @@ pub(super) async fn run(
             println!("{kid} now signs for realm {realm}");
         }
         KeyCommand::Revoke { realm, kid } => {
+            let change = crate::admin::changes::Change::KeyRevoke {
+                realm: realm.clone(),
+                kid: kid.clone(),
+            };
+            if !super::change::gate(store.as_ref(), &config, &change, actor, now).await? {
+                return Ok(0);
+            }
             let (kek, _) = open_configured(&config, store.as_ref()).await?;
             crate::keys::rotation::revoke(store.as_ref(), kek.as_ref(), &realm, &kid, actor, now)
                 .await
@@ -135,6 +142,12 @@ pub(super) async fn run_kek(
         (None, None) => unreachable_target()?,
     };
     let store = open_store(&config).await?;
+    let change = crate::admin::changes::Change::KekRotate {
+        to: target.to_string(),
+    };
+    if !super::change::gate(store.as_ref(), &config, &change, actor, now).await? {
+        return Ok(0);
+    }
     let (old, _) = open_configured(&config, store.as_ref()).await?;
     let new = crate::keys::open_rotation_target(&target, store.as_ref(), now).await?;
     let (keys, totps) =

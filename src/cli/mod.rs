@@ -20,6 +20,7 @@ mod apply;
 mod audit;
 mod aws;
 mod bench;
+mod change;
 mod client;
 mod group;
 mod keys;
@@ -29,6 +30,7 @@ mod user;
 pub use admin::AdminCommand;
 pub use audit::AuditCommand;
 pub use aws::{AwsCommand, TokenCommand};
+pub use change::ChangeCommand;
 pub use client::{ClientCommand, ClientRef};
 pub use group::GroupCommand;
 pub use keys::{KekCommand, KeyCommand};
@@ -62,6 +64,16 @@ pub struct Cli {
         help_heading = "Shared options"
     )]
     pub kek_file: Option<PathBuf>,
+    /// Who runs this command, for the audit log and four-eyes approvals (an approval must come
+    /// from another operator than the request). Recorded as cli:NAME; default cli.
+    #[arg(
+        long,
+        global = true,
+        env = "SIGIL_OPERATOR",
+        value_name = "NAME",
+        help_heading = "Shared options"
+    )]
+    pub operator: Option<String>,
     /// Base URL of every issuer: {public-url}/realms/{realm}.
     #[arg(
         long,
@@ -124,6 +136,9 @@ pub enum Command {
     /// The admin REST API: its first client, its OpenAPI document.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Four-eyes: dangerous changes waiting for a second admin's approval.
+    #[command(subcommand)]
+    Change(ChangeCommand),
     /// Print realms, sign-in policies, groups, clients and AWS settings and bindings (no secrets,
     /// no keys) as the TOML that `apply` reads.
     Export,
@@ -187,6 +202,14 @@ pub enum CliError {
     Secret(#[from] crate::secrets::database::OpenError),
     #[error("{0}")]
     Other(String),
+}
+
+fn admin_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b))
 }
 
 /// Layers file, environment and flags into a validated configuration.
@@ -282,7 +305,16 @@ fn base_url(config: &Config) -> String {
 /// Runs a parsed command; returns the process exit code.
 pub async fn run(cli: Cli, config: Config) -> Result<i32, CliError> {
     let now = SystemClock.now();
-    let actor = "cli";
+    let actor_name = match &cli.operator {
+        Some(name) if admin_name_ok(name) => format!("cli:{name}"),
+        Some(_) => {
+            return Err(CliError::Other(
+                "--operator: use 1-64 of A-Z a-z 0-9 . _ @ -".into(),
+            ));
+        }
+        None => "cli".to_owned(),
+    };
+    let actor = actor_name.as_str();
     match cli.command {
         Command::Serve { .. } => {
             let app = crate::Application::build(config).await?;
@@ -325,6 +357,7 @@ pub async fn run(cli: Cli, config: Config) -> Result<i32, CliError> {
         Command::Token(cmd) => aws::token(cmd, now).await,
         Command::User(cmd) => user::run(cmd, config, now, actor).await,
         Command::Group(cmd) => group::run(cmd, config, now, actor).await,
+        Command::Change(cmd) => change::run(cmd, config, now, actor).await,
         Command::Admin(cmd) => admin::run(cmd, config, now, actor).await,
         Command::Export => apply::export(config).await,
         Command::Apply { file, dry_run } => apply::apply(config, file, dry_run, now).await,

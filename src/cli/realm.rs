@@ -67,6 +67,20 @@ pub enum RealmCommand {
         #[arg(long = "attr")]
         attrs: Vec<String>,
     },
+    /// Four-eyes: --require-approval makes key revocation and removing a user's second factors
+    /// (and a KEK rotation) wait for a second admin's approval (on by default for the admin
+    /// realm); --protected does the same for rotating a client's secret and deleting a client.
+    /// Lowering either is itself a request while it is up.
+    SetApproval {
+        /// The realm's name (1-64 of a-z 0-9 - _).
+        name: String,
+        /// true or false.
+        #[arg(long)]
+        require_approval: Option<bool>,
+        /// true or false.
+        #[arg(long)]
+        protected: Option<bool>,
+    },
     /// Sign-in policy: lifetimes, the password + TOTP fallback, claim names.
     SetLogin {
         /// The realm's name (1-64 of a-z 0-9 - _).
@@ -181,6 +195,32 @@ pub(super) async fn run(
             let view =
                 admin::realms::set_mtls(store.as_ref(), &name, pem.as_deref(), now, actor).await?;
             print_json(&view);
+        }
+        RealmCommand::SetApproval {
+            name,
+            require_approval,
+            protected,
+        } => {
+            let current =
+                admin::changes::guard(store.as_ref(), config.admin_realm.as_deref(), &name).await?;
+            let wanted = crate::store::RealmGuard {
+                require_approval: require_approval.unwrap_or(current.require_approval),
+                protected: protected.unwrap_or(current.protected),
+            };
+            let change = admin::changes::Change::RealmGuard {
+                realm: name.clone(),
+                require_approval: wanted.require_approval,
+                protected: wanted.protected,
+            };
+            if !super::change::gate(store.as_ref(), &config, &change, actor, now).await? {
+                return Ok(0);
+            }
+            admin::changes::set_guard(store.as_ref(), &name, wanted, now, actor).await?;
+            print_json(&serde_json::json!({
+                "realm": name,
+                "require_approval": wanted.require_approval,
+                "protected": wanted.protected,
+            }));
         }
         RealmCommand::SetAttributes { name, attrs } => {
             let mut declarations = Vec::new();

@@ -50,6 +50,13 @@ pub enum UserCommand {
         #[command(flatten)]
         user: UserRef,
     },
+    /// Remove the user's passkeys, authenticator app (TOTP) and recovery codes, and end every
+    /// session: a staff member who lost their devices enrols again through an invite. A request
+    /// for a second admin's approval in a realm that requires it.
+    RemoveSecondFactors {
+        #[command(flatten)]
+        user: UserRef,
+    },
     Enable {
         #[command(flatten)]
         user: UserRef,
@@ -139,6 +146,20 @@ pub(super) async fn run(
                 .await?;
             println!(
                 "disabled {} (sessions and refresh tokens ended)",
+                user.username
+            );
+        }
+        UserCommand::RemoveSecondFactors { user } => {
+            let change = admin::changes::Change::UserRemoveSecondFactors {
+                realm: user.realm.clone(),
+                username: user.username.clone(),
+            };
+            if !super::change::gate(s, &config, &change, actor, now).await? {
+                return Ok(0);
+            }
+            admin::users::remove_second_factors(s, &user.realm, &user.username, now, actor).await?;
+            println!(
+                "removed {}'s passkeys, authenticator app and recovery codes; every session ended",
                 user.username
             );
         }

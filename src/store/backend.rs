@@ -506,6 +506,153 @@ macro_rules! impl_store {
                 Ok(rows.into_iter().map(|r| r.0).collect())
             }
 
+            async fn realm_guard(
+                &self,
+                realm: &str,
+            ) -> Result<Option<$crate::store::RealmGuard>, $crate::store::StoreError> {
+                let row: Option<(bool, bool)> = sqlx::query_as(
+                    "SELECT require_approval, protected FROM realm_guards WHERE realm = $1",
+                )
+                .bind(realm)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(|(require_approval, protected)| $crate::store::RealmGuard {
+                    require_approval,
+                    protected,
+                }))
+            }
+
+            async fn set_realm_guard(
+                &self,
+                realm: &str,
+                guard: $crate::store::RealmGuard,
+                now: i64,
+                audit: $crate::store::Audited<'_>,
+            ) -> Result<(), $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
+                sqlx::query(
+                    "INSERT INTO realm_guards (realm, require_approval, protected, updated_at) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (realm) DO UPDATE SET \
+                     require_approval = excluded.require_approval, protected = excluded.protected, \
+                     updated_at = excluded.updated_at",
+                )
+                .bind(realm)
+                .bind(guard.require_approval)
+                .bind(guard.protected)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| $crate::store::map_unique(e, || format!("realm {realm}")))?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn create_change(
+                &self,
+                c: &$crate::store::ChangeRecord,
+                audit: $crate::store::Audited<'_>,
+            ) -> Result<(), $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
+                sqlx::query(
+                    "INSERT INTO change_requests (id, realm, kind, params, requested_by, requested_at, \
+                     expires_at, state) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending')",
+                )
+                .bind(&c.id)
+                .bind(&c.realm)
+                .bind(&c.kind)
+                .bind(&c.params)
+                .bind(&c.requested_by)
+                .bind(c.requested_at)
+                .bind(c.expires_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| $crate::store::map_unique(e, || format!("change request {}", c.id)))?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn change(
+                &self,
+                id: &str,
+            ) -> Result<Option<$crate::store::ChangeRecord>, $crate::store::StoreError> {
+                Ok(sqlx::query_as(
+                    "SELECT id, realm, kind, params, requested_by, requested_at, expires_at, state, \
+                     decided_by, decided_at, outcome FROM change_requests WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn changes(
+                &self,
+                limit: i64,
+            ) -> Result<Vec<$crate::store::ChangeRecord>, $crate::store::StoreError> {
+                Ok(sqlx::query_as(
+                    "SELECT id, realm, kind, params, requested_by, requested_at, expires_at, state, \
+                     decided_by, decided_at, outcome FROM change_requests \
+                     ORDER BY requested_at DESC, id LIMIT $1",
+                )
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn decide_change(
+                &self,
+                id: &str,
+                decider: &str,
+                to: &str,
+                now: i64,
+                audit: $crate::store::Audited<'_>,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                // The claim first (SQLite takes its write lock here; PostgreSQL locks the row and
+                // re-checks the condition when a concurrent decider committed first).
+                let won = sqlx::query(
+                    "UPDATE change_requests SET state = $1, decided_by = $2, decided_at = $3 \
+                     WHERE id = $4 AND state = 'pending' AND expires_at > $3 \
+                     AND ($1 = 'rejected' OR requested_by <> $2)",
+                )
+                .bind(to)
+                .bind(decider)
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                if !won {
+                    return Ok(false);
+                }
+                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn finish_change(
+                &self,
+                id: &str,
+                state: &str,
+                outcome: &str,
+                audit: $crate::store::Audited<'_>,
+            ) -> Result<(), $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
+                sqlx::query(
+                    "UPDATE change_requests SET state = $1, outcome = $2 WHERE id = $3 AND state = 'applying'",
+                )
+                .bind(state)
+                .bind(outcome)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
             async fn wrapped_kek(
                 &self,
                 source: &str,

@@ -164,6 +164,9 @@ pub enum CredentialChange {
     ReplaceRecoveryCodes {
         hashes: Vec<String>,
     },
+    /// An admin removes every passkey, the TOTP secret and the recovery codes (a staff member
+    /// who lost their devices): the user enrols again through an invite.
+    RemoveSecondFactors,
 }
 
 /// What enrolment through an invite stores, together with spending the invite.

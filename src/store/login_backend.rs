@@ -369,6 +369,15 @@ macro_rules! impl_login_store {
                         Self::replace_recovery_in_tx(&mut tx, realm, user_id, hashes).await?;
                         true
                     }
+                    C::RemoveSecondFactors => {
+                        sqlx::query("DELETE FROM passkeys WHERE realm = $1 AND user_id = $2")
+                            .bind(realm).bind(user_id).execute(&mut *tx).await?;
+                        Self::replace_recovery_in_tx(&mut tx, realm, user_id, &[]).await?;
+                        sqlx::query(
+                            "UPDATE users SET totp_sealed = NULL, totp_last_step = 0, updated_at = $1 WHERE realm = $2 AND id = $3",
+                        ).bind(now).bind(realm).bind(user_id)
+                        .execute(&mut *tx).await?.rows_affected() == 1
+                    }
                 };
                 if !changed {
                     return Ok(false);

@@ -75,6 +75,32 @@ pub trait PiiSealer: Send + Sync {
     ) -> Result<(Vec<u8>, String), StoreError>;
 }
 
+/// A realm's four-eyes settings (see `admin::changes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RealmGuard {
+    pub require_approval: bool,
+    pub protected: bool,
+}
+
+/// A change request (see `admin::changes`).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ChangeRecord {
+    pub id: String,
+    pub realm: Option<String>,
+    pub kind: String,
+    /// JSON: what to change.
+    pub params: String,
+    pub requested_by: String,
+    pub requested_at: i64,
+    pub expires_at: i64,
+    /// pending, applying (approved, being applied), applied, rejected, failed.
+    pub state: String,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<i64>,
+    /// JSON: what applying it reported (never a secret), or why it failed.
+    pub outcome: Option<String>,
+}
+
 /// A data-encryption key wrapped by a KMS key: what the database holds of a KMS-backed KEK.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct WrappedKek {
@@ -346,6 +372,38 @@ pub trait Store: login::LoginStore + Send + Sync + 'static {
     async fn totp_secrets(&self) -> Result<Vec<(String, String, Vec<u8>)>, StoreError>;
     /// The KEK ids any stored private key is sealed under (to refuse a wrong or missing KEK).
     async fn kek_ids_in_use(&self) -> Result<Vec<String>, StoreError>;
+    /// A realm's four-eyes settings; `None` if never set.
+    async fn realm_guard(&self, realm: &str) -> Result<Option<RealmGuard>, StoreError>;
+    async fn set_realm_guard(
+        &self,
+        realm: &str,
+        guard: RealmGuard,
+        now: i64,
+        audit: Audited<'_>,
+    ) -> Result<(), StoreError>;
+    async fn create_change(&self, c: &ChangeRecord, audit: Audited<'_>) -> Result<(), StoreError>;
+    async fn change(&self, id: &str) -> Result<Option<ChangeRecord>, StoreError>;
+    /// Newest first, at most `limit`.
+    async fn changes(&self, limit: i64) -> Result<Vec<ChangeRecord>, StoreError>;
+    /// Decides a pending, unexpired request: `to` is `applying` (an approval; never by the
+    /// requester) or `rejected`. One conditional UPDATE, with `audit` only if it matched: of
+    /// several deciders at once exactly one wins. True if this call decided it.
+    async fn decide_change(
+        &self,
+        id: &str,
+        decider: &str,
+        to: &str,
+        now: i64,
+        audit: Audited<'_>,
+    ) -> Result<bool, StoreError>;
+    /// Records how an approved change ended: `applied` or `failed`, with its outcome.
+    async fn finish_change(
+        &self,
+        id: &str,
+        state: &str,
+        outcome: &str,
+        audit: Audited<'_>,
+    ) -> Result<(), StoreError>;
     /// The data key wrapped by the KMS key `source` names, if one was made.
     async fn wrapped_kek(&self, source: &str) -> Result<Option<WrappedKek>, StoreError>;
     /// Stores a wrapped data key unless one for its source exists (two nodes starting at once:

@@ -1867,3 +1867,121 @@ crate::on_every_backend_with!(
     settings_through_the_api_scenario,
     admin_app
 );
+
+/// Four-eyes through the API: in a realm that requires approval a revocation answers 202 with a
+/// request and changes nothing; its requester cannot approve it; another admin's approvals, six
+/// at once, apply it exactly once; a realm admin of another realm may not decide it.
+async fn four_eyes_through_the_api_scenario(app: &TestApp) {
+    let alice = admin_client(app, "alice", "sigil:admin").await;
+    let bob = admin_client(app, "bob", "sigil:admin").await;
+    let other = admin_client(app, "other", "sigil:admin:customers").await;
+    let alice_t = app.token("admin", &alice, None).await;
+    let bob_t = app.token("admin", &bob, None).await;
+    let other_t = app.token("admin", &other, None).await;
+    let now = app.now();
+    let guard = sigil::store::RealmGuard {
+        require_approval: true,
+        protected: false,
+    };
+    sigil::admin::changes::set_guard(app.store.as_ref(), "staff", guard, now, "t")
+        .await
+        .expect("guard");
+    let (_, _, keys) = call(
+        app,
+        Method::GET,
+        "/admin/realms/staff/keys",
+        &alice_t,
+        None,
+        None,
+    )
+    .await;
+    let kid = keys[0]["kid"].as_str().expect("kid").to_owned();
+    let path = format!("/admin/realms/staff/keys/{kid}/revoke");
+    let (status, _, req) = call(app, Method::POST, &path, &alice_t, None, None).await;
+    assert_eq!(status, 202, "{req}");
+    assert_eq!(req["state"], "pending");
+    assert_eq!(req["requested_by"], "client:alice@admin");
+    let id = req["id"].as_str().expect("id").to_owned();
+    let (_, _, keys) = call(
+        app,
+        Method::GET,
+        "/admin/realms/staff/keys",
+        &alice_t,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        keys.as_array().expect("keys").len(),
+        1,
+        "nothing changed yet"
+    );
+
+    let approve = format!("/admin/changes/{id}/approve");
+    let (status, _, body) = call(app, Method::POST, &approve, &alice_t, None, None).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _, body) = call(app, Method::POST, &approve, &other_t, None, None).await;
+    assert_eq!(status, 403, "{body}");
+
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let (http, base, token, path) = (
+            app.http.clone(),
+            app.base.clone(),
+            bob_t.clone(),
+            approve.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            http.post(format!("{base}{path}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("approve")
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.expect("task"));
+    }
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [200, 400, 400, 400, 400, 400],
+        "exactly one approval applies"
+    );
+    let (_, _, keys) = call(
+        app,
+        Method::GET,
+        "/admin/realms/staff/keys",
+        &alice_t,
+        None,
+        None,
+    )
+    .await;
+    assert!(
+        !keys
+            .as_array()
+            .expect("keys")
+            .iter()
+            .any(|k| k["kid"] == kid.as_str()),
+        "{keys}"
+    );
+    let (_, _, list) = call(app, Method::GET, "/admin/changes", &bob_t, None, None).await;
+    assert_eq!(list[0]["state"], "applied");
+    assert_eq!(list[0]["decided_by"], "client:bob@admin");
+    let revoked = app
+        .audit()
+        .await
+        .into_iter()
+        .filter(|r| r.kind == "key.revoked")
+        .count();
+    assert_eq!(revoked, 1);
+}
+
+crate::on_every_backend_with!(
+    four_eyes_through_the_api,
+    four_eyes_through_the_api_scenario,
+    admin_app
+);

@@ -1,0 +1,399 @@
+//! Four-eyes approval of dangerous admin changes. In a realm that requires approval (a realm
+//! setting, on by default for the admin realm), revoking a signing key and removing a user's
+//! second factors become *requests*; in a realm marked protected, so do rotating a client's
+//! secret and deleting a client; the KEK rotation is a request when any realm requires approval;
+//! lowering a realm's own guard is a request when the guard is up. A second, different admin
+//! approves a request within [`APPROVAL_WINDOW_SECS`]; the approval is one conditional UPDATE, so
+//! two approvals at once apply it exactly once. Every step is audited.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{AdminError, invalid};
+use crate::audit::AuditDraft;
+use crate::clock::UnixTime;
+use crate::keys::KekSource;
+use crate::store::{ChangeRecord, RealmGuard, Store};
+
+/// How long a request waits for its approval.
+pub const APPROVAL_WINDOW_SECS: i64 = 4 * 3600;
+
+/// What a request changes once approved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Change {
+    /// Re-seal everything under a new KEK (`file:PATH`, `aws-kms:KEY`, `aws-secretsmanager:ID`).
+    KekRotate {
+        to: String,
+    },
+    KeyRevoke {
+        realm: String,
+        kid: String,
+    },
+    ClientRotateSecret {
+        realm: String,
+        client_id: String,
+    },
+    ClientDelete {
+        realm: String,
+        client_id: String,
+    },
+    /// Remove a user's passkeys, TOTP secret and recovery codes.
+    UserRemoveSecondFactors {
+        realm: String,
+        username: String,
+    },
+    /// Set a realm's guard (only lowering it is ever a request).
+    RealmGuard {
+        realm: String,
+        require_approval: bool,
+        protected: bool,
+    },
+}
+
+impl Change {
+    pub fn realm(&self) -> Option<&str> {
+        match self {
+            Change::KekRotate { .. } => None,
+            Change::KeyRevoke { realm, .. }
+            | Change::ClientRotateSecret { realm, .. }
+            | Change::ClientDelete { realm, .. }
+            | Change::UserRemoveSecondFactors { realm, .. }
+            | Change::RealmGuard { realm, .. } => Some(realm),
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Change::KekRotate { .. } => "kek_rotate",
+            Change::KeyRevoke { .. } => "key_revoke",
+            Change::ClientRotateSecret { .. } => "client_rotate_secret",
+            Change::ClientDelete { .. } => "client_delete",
+            Change::UserRemoveSecondFactors { .. } => "user_remove_second_factors",
+            Change::RealmGuard { .. } => "realm_guard",
+        }
+    }
+}
+
+/// A request as the CLI and the API show it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ChangeView {
+    pub id: String,
+    #[schema(value_type = Object)]
+    pub change: Value,
+    pub requested_by: String,
+    pub requested_at: i64,
+    pub expires_at: i64,
+    /// pending, expired, applying, applied, rejected or failed.
+    pub state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub outcome: Option<Value>,
+}
+
+fn view(c: ChangeRecord, now: UnixTime) -> ChangeView {
+    let state = if c.state == "pending" && c.expires_at <= now {
+        "expired".to_owned()
+    } else {
+        c.state
+    };
+    ChangeView {
+        id: c.id,
+        change: serde_json::from_str(&c.params).unwrap_or(Value::Null),
+        requested_by: c.requested_by,
+        requested_at: c.requested_at,
+        expires_at: c.expires_at,
+        state,
+        decided_by: c.decided_by,
+        decided_at: c.decided_at,
+        outcome: c.outcome.and_then(|o| serde_json::from_str(&o).ok()),
+    }
+}
+
+/// A realm's guard: as set, or (never set) approval required for the admin realm only.
+pub async fn guard(
+    store: &dyn Store,
+    admin_realm: Option<&str>,
+    realm: &str,
+) -> Result<RealmGuard, AdminError> {
+    Ok(match store.realm_guard(realm).await? {
+        Some(g) => g,
+        None => RealmGuard {
+            require_approval: admin_realm == Some(realm),
+            protected: false,
+        },
+    })
+}
+
+/// Whether `change` needs a second admin's approval.
+pub async fn needs_approval(
+    store: &dyn Store,
+    admin_realm: Option<&str>,
+    change: &Change,
+) -> Result<bool, AdminError> {
+    Ok(match change {
+        Change::KekRotate { .. } => {
+            let mut any = false;
+            for r in store.realms().await? {
+                any |= guard(store, admin_realm, &r.name).await?.require_approval;
+            }
+            any
+        }
+        Change::KeyRevoke { realm, .. } | Change::UserRemoveSecondFactors { realm, .. } => {
+            guard(store, admin_realm, realm).await?.require_approval
+        }
+        Change::ClientRotateSecret { realm, .. } | Change::ClientDelete { realm, .. } => {
+            let g = guard(store, admin_realm, realm).await?;
+            g.protected || g.require_approval && admin_realm == Some(realm.as_str())
+        }
+        Change::RealmGuard {
+            realm,
+            require_approval,
+            protected,
+        } => {
+            let g = guard(store, admin_realm, realm).await?;
+            let lowers = (g.require_approval && !require_approval) || (g.protected && !protected);
+            lowers && (g.require_approval || g.protected)
+        }
+    })
+}
+
+/// What an entry point does with a change: apply it now, or it became a request.
+pub enum Gate {
+    Proceed,
+    Requested(ChangeView),
+}
+
+/// Called by every entry point (CLI, API) before a dangerous change: a request when the realm
+/// requires approval, else go ahead.
+pub async fn gate(
+    store: &dyn Store,
+    admin_realm: Option<&str>,
+    change: &Change,
+    actor: &str,
+    now: UnixTime,
+) -> Result<Gate, AdminError> {
+    if !needs_approval(store, admin_realm, change).await? {
+        return Ok(Gate::Proceed);
+    }
+    Ok(Gate::Requested(request(store, change, actor, now).await?))
+}
+
+pub async fn request(
+    store: &dyn Store,
+    change: &Change,
+    actor: &str,
+    now: UnixTime,
+) -> Result<ChangeView, AdminError> {
+    if let Some(realm) = change.realm()
+        && store.realm(realm).await?.is_none()
+    {
+        return Err(AdminError::NotFound(format!("realm {realm}")));
+    }
+    let id_bytes: [u8; 12] = crate::random::random_bytes();
+    let record = ChangeRecord {
+        id: format!("chg-{}", crate::keys::kek::hex(&id_bytes)),
+        realm: change.realm().map(str::to_owned),
+        kind: change.kind().to_owned(),
+        params: serde_json::to_string(change)
+            .map_err(|e| AdminError::Conflict(format!("change: {e}")))?,
+        requested_by: actor.to_owned(),
+        requested_at: now,
+        expires_at: now + APPROVAL_WINDOW_SECS,
+        state: "pending".into(),
+        decided_by: None,
+        decided_at: None,
+        outcome: None,
+    };
+    let audit = [
+        AuditDraft::new(now, change.realm(), "change.requested", actor)
+            .subject(&record.id)
+            .detail(json!({"change": change, "expires_at": record.expires_at})),
+    ];
+    store.create_change(&record, &audit).await?;
+    Ok(view(record, now))
+}
+
+pub async fn list(store: &dyn Store, now: UnixTime) -> Result<Vec<ChangeView>, AdminError> {
+    Ok(store
+        .changes(500)
+        .await?
+        .into_iter()
+        .map(|c| view(c, now))
+        .collect())
+}
+
+pub async fn show(store: &dyn Store, id: &str, now: UnixTime) -> Result<ChangeView, AdminError> {
+    store
+        .change(id)
+        .await?
+        .map(|c| view(c, now))
+        .ok_or_else(|| AdminError::NotFound(format!("change request {id}")))
+}
+
+/// Why a decision did not take: the request is gone, decided, expired, or the requester's own.
+async fn not_decided(store: &dyn Store, id: &str, actor: &str, now: UnixTime) -> AdminError {
+    match store.change(id).await {
+        Ok(None) => AdminError::NotFound(format!("change request {id}")),
+        Ok(Some(c)) if c.state != "pending" => invalid(
+            "id",
+            format!("change request {id} was already decided ({})", c.state),
+        ),
+        Ok(Some(c)) if c.expires_at <= now => {
+            invalid("id", format!("change request {id} has expired"))
+        }
+        Ok(Some(c)) if c.requested_by == actor => invalid(
+            "id",
+            "the admin who asked for a change cannot approve it: another admin must",
+        ),
+        Ok(Some(_)) => invalid("id", format!("change request {id} could not be decided")),
+        Err(e) => e.into(),
+    }
+}
+
+pub async fn reject(
+    store: &dyn Store,
+    id: &str,
+    actor: &str,
+    now: UnixTime,
+) -> Result<ChangeView, AdminError> {
+    let realm = store.change(id).await?.and_then(|c| c.realm);
+    let audit = [AuditDraft::new(now, realm.as_deref(), "change.rejected", actor).subject(id)];
+    if !store
+        .decide_change(id, actor, "rejected", now, &audit)
+        .await?
+    {
+        return Err(not_decided(store, id, actor, now).await);
+    }
+    show(store, id, now).await
+}
+
+/// Approves and applies a request. Returns the request as it ended and what applying it
+/// reported (a rotated client secret is in this answer only, never stored).
+pub async fn approve(
+    store: &dyn Store,
+    kek: &dyn KekSource,
+    id: &str,
+    actor: &str,
+    now: UnixTime,
+) -> Result<(ChangeView, Value), AdminError> {
+    let record = store
+        .change(id)
+        .await?
+        .ok_or_else(|| AdminError::NotFound(format!("change request {id}")))?;
+    let change: Change = serde_json::from_str(&record.params)
+        .map_err(|_| invalid("id", format!("change request {id} cannot be read")))?;
+    let audit = [
+        AuditDraft::new(now, change.realm(), "change.approved", actor)
+            .subject(id)
+            .detail(json!({"requested_by": record.requested_by, "change": change})),
+    ];
+    if !store
+        .decide_change(id, actor, "applying", now, &audit)
+        .await?
+    {
+        return Err(not_decided(store, id, actor, now).await);
+    }
+    // Only the one approval that won gets here.
+    let applied_by = format!("{actor} (approving {id} of {})", record.requested_by);
+    let result = apply(store, kek, &change, &applied_by, now).await;
+    let (state, outcome, answer) = match result {
+        Ok((stored, answer)) => ("applied", stored, answer),
+        Err(e) => {
+            let failed = json!({"error": e.to_string()});
+            ("failed", failed.clone(), failed)
+        }
+    };
+    let kind = if state == "applied" {
+        "change.applied"
+    } else {
+        "change.failed"
+    };
+    let audit = [AuditDraft::new(now, change.realm(), kind, actor)
+        .subject(id)
+        .detail(outcome.clone())];
+    store
+        .finish_change(id, state, &outcome.to_string(), &audit)
+        .await?;
+    Ok((show(store, id, now).await?, answer))
+}
+
+/// Applies an approved change: (what is stored as its outcome, what the approver is told).
+async fn apply(
+    store: &dyn Store,
+    kek: &dyn KekSource,
+    change: &Change,
+    actor: &str,
+    now: UnixTime,
+) -> Result<(Value, Value), AdminError> {
+    let done = |v: Value| Ok((v.clone(), v));
+    match change {
+        Change::KekRotate { to } => {
+            let spec = crate::config::KekSpec::parse("to", to)
+                .map_err(|e| invalid("to", e.to_string()))?;
+            let new = crate::keys::open_rotation_target(&spec, store, now)
+                .await
+                .map_err(|e| invalid("to", e.to_string()))?;
+            let (keys, totps) =
+                super::keys::rotate_kek(store, kek, new.as_ref(), actor, now).await?;
+            done(json!({"kek": new.id(), "keys": keys, "totp_secrets": totps}))
+        }
+        Change::KeyRevoke { realm, kid } => {
+            crate::keys::rotation::revoke(store, kek, realm, kid, actor, now)
+                .await
+                .map_err(|e| AdminError::Conflict(format!("revoking {kid}: {e}")))?;
+            done(json!({"revoked": kid}))
+        }
+        Change::ClientRotateSecret { realm, client_id } => {
+            let made =
+                super::clients::rotate_secret(store, realm, client_id, None, now, actor).await?;
+            let stored = json!({"rotated": client_id});
+            Ok((
+                stored,
+                json!({"rotated": client_id, "client_secret": made.client_secret}),
+            ))
+        }
+        Change::ClientDelete { realm, client_id } => {
+            super::clients::delete(store, realm, client_id, None, now, actor).await?;
+            done(json!({"deleted": client_id}))
+        }
+        Change::UserRemoveSecondFactors { realm, username } => {
+            super::users::remove_second_factors(store, realm, username, now, actor).await?;
+            done(json!({"second_factors_removed": username}))
+        }
+        Change::RealmGuard {
+            realm,
+            require_approval,
+            protected,
+        } => {
+            let g = RealmGuard {
+                require_approval: *require_approval,
+                protected: *protected,
+            };
+            set_guard(store, realm, g, now, actor).await?;
+            done(
+                json!({"realm": realm, "require_approval": require_approval, "protected": protected}),
+            )
+        }
+    }
+}
+
+/// Sets a realm's guard (callers gate lowering it through [`gate`]).
+pub async fn set_guard(
+    store: &dyn Store,
+    realm: &str,
+    g: RealmGuard,
+    now: UnixTime,
+    actor: &str,
+) -> Result<(), AdminError> {
+    if store.realm(realm).await?.is_none() {
+        return Err(AdminError::NotFound(format!("realm {realm}")));
+    }
+    let audit = [AuditDraft::new(now, Some(realm), "realm.guard_set", actor)
+        .detail(json!({"require_approval": g.require_approval, "protected": g.protected}))];
+    Ok(store.set_realm_guard(realm, g, now, &audit).await?)
+}

@@ -1,0 +1,151 @@
+"""Four-eyes approval through the real binary: in a realm that requires approval a dangerous change
+is only a request; its requester cannot approve it; a second admin's approval applies it exactly
+once, even with many approvals at once (SQLite and PostgreSQL); an expired or rejected request
+cannot be approved; lowering the guard is itself a request."""
+
+import base64
+import json
+import os
+import sqlite3
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+import requests
+
+from conftest import SIGIL
+from test_aws_secrets import needs_pg, pg_role, role_url  # noqa: F401 (fixture)
+
+
+def run(db, kek, operator, *args):
+    return subprocess.run([SIGIL, "--database-url", db, "--kek-file", kek, "--operator", operator, *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def ok(out):
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout) if out.stdout.strip().startswith(("{", "[")) else out.stdout
+
+
+def token(sigil, client_id, secret):
+    return requests.post(f"{sigil.issuer('staff')}/oauth2/token", auth=(client_id, secret), timeout=10,
+                         data={"grant_type": "client_credentials"})
+
+
+def approve_at_once(db, kek, change_id, approvers):
+    outs = [None] * len(approvers)
+
+    def go(i, who):
+        outs[i] = run(db, kek, who, "change", "approve", change_id)
+
+    threads = [threading.Thread(target=go, args=(i, who)) for i, who in enumerate(approvers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return outs
+
+
+def test_four_eyes_on_the_cli(sigil):
+    db, kek = sigil.db, sigil.kek
+    alice = lambda *a: run(db, kek, "alice", *a)  # noqa: E731
+    bob = lambda *a: run(db, kek, "bob", *a)  # noqa: E731
+    ok(alice("realm", "create", "staff"))
+    svc = ok(alice("client", "create", "--realm", "staff", "--id", "svc", "--scope", "a", "--audience", "ledger"))
+    ok(alice("user", "create", "--realm", "staff", "--username", "dave"))
+    # Raising the guard takes effect at once.
+    assert ok(alice("realm", "set-approval", "staff", "--require-approval", "true", "--protected", "true")) == {
+        "realm": "staff", "require_approval": True, "protected": True}
+
+    # A key revocation is only a request: the key is still there.
+    kid = ok(alice("key", "list", "--realm", "staff", "--json"))[0]["kid"]
+    out = alice("key", "revoke", "--realm", "staff", "--kid", kid)
+    req = ok(out)["change_request"]
+    assert req["state"] == "pending" and req["requested_by"] == "cli:alice"
+    assert "second admin" in out.stderr
+    assert [k["kid"] for k in ok(alice("key", "list", "--realm", "staff", "--json"))] == [kid]
+    # Its requester cannot approve it.
+    out = alice("change", "approve", req["id"])
+    assert out.returncode != 0 and "another admin must" in out.stderr
+    # Another admin can, once.
+    done = ok(bob("change", "approve", req["id"]))
+    assert done["change"]["state"] == "applied" and done["change"]["decided_by"] == "cli:bob"
+    assert kid not in [k["kid"] for k in ok(alice("key", "list", "--realm", "staff", "--json"))]
+    out = run(db, kek, "carol", "change", "approve", req["id"])
+    assert out.returncode != 0 and "already decided" in out.stderr
+
+    # A secret rotation in a protected realm: eight approvals at once apply it exactly once.
+    req = ok(alice("client", "rotate-secret", "--realm", "staff", "--id", "svc"))["change_request"]
+    assert token(sigil, "svc", svc["client_secret"]).status_code == 200
+    outs = approve_at_once(db, kek, req["id"], ["bob", "carol", "erin", "frank"] * 2)
+    winners = [json.loads(o.stdout) for o in outs if o.returncode == 0]
+    assert len(winners) == 1, [o.stderr for o in outs]
+    assert all("already decided" in o.stderr for o in outs if o.returncode != 0)
+    new_secret = winners[0]["outcome"]["client_secret"]
+    # A CLI change reaches a running node within its cache_ttl_secs (5 s).
+    deadline = time.time() + 8
+    while token(sigil, "svc", svc["client_secret"]).status_code != 401:
+        assert time.time() < deadline, "the old secret still works"
+        time.sleep(0.2)
+    assert token(sigil, "svc", new_secret).status_code == 200
+    # The stored request never holds the secret.
+    shown = ok(alice("change", "show", req["id"]))
+    assert new_secret not in json.dumps(shown)
+
+    # An expired request cannot be approved and changes nothing.
+    req = ok(alice("client", "delete", "--realm", "staff", "--id", "svc"))["change_request"]
+    with sqlite3.connect(db.removeprefix("sqlite://")) as c:
+        c.execute("UPDATE change_requests SET expires_at = 1 WHERE id = ?", (req["id"],))
+    assert ok(alice("change", "show", req["id"]))["state"] == "expired"
+    out = bob("change", "approve", req["id"])
+    assert out.returncode != 0 and "expired" in out.stderr
+    assert token(sigil, "svc", new_secret).status_code == 200
+
+    # A rejected request cannot be approved.
+    req = ok(alice("user", "remove-second-factors", "--realm", "staff", "--username", "dave"))["change_request"]
+    assert ok(bob("change", "reject", req["id"]))["state"] == "rejected"
+    out = run(db, kek, "carol", "change", "approve", req["id"])
+    assert out.returncode != 0 and "already decided" in out.stderr
+
+    # A KEK rotation while a realm requires approval: a request too.
+    new_kek = os.path.join(os.path.dirname(kek), "kek2")
+    with open(os.open(new_kek, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+        f.write(base64.b64encode(os.urandom(32)).decode() + "\n")
+    req = ok(alice("kek", "rotate", "--new-kek", new_kek))["change_request"]
+    assert req["change"] == {"kind": "kek_rotate", "to": f"file:{new_kek}"}
+
+    # Lowering the guard is itself a request; raised again it is immediate.
+    req2 = ok(alice("realm", "set-approval", "staff", "--require-approval", "false"))["change_request"]
+    assert ok(bob("change", "approve", req2["id"]))["change"]["state"] == "applied"
+    out = ok(alice("client", "rotate-secret", "--realm", "staff", "--id", "svc"))
+    assert "change_request" in out, "still protected"
+
+    # Every step is in the audit log, and the chain is intact.
+    audit = sigil.cli("audit", "export")
+    for kind in ("change.requested", "change.approved", "change.applied", "change.rejected"):
+        assert kind in audit, kind
+    assert new_secret not in audit
+    assert "intact" in sigil.cli("audit", "verify")
+    listed = ok(alice("change", "list"))
+    assert {c["state"] for c in listed} >= {"applied", "expired", "rejected", "pending"}
+
+
+@needs_pg
+def test_concurrent_approvals_apply_once_on_postgresql(pg_role):
+    db = role_url(pg_role, pg_role["password"])
+    with tempfile.TemporaryDirectory() as d:
+        kek = f"{d}/kek"
+        ok(run(db, kek, "alice", "realm", "create", "staff"))
+        ok(run(db, kek, "alice", "client", "create", "--realm", "staff", "--id", "svc", "--scope", "a",
+               "--audience", "ledger"))
+        ok(run(db, kek, "alice", "realm", "set-approval", "staff", "--protected", "true"))
+        for _ in range(3):
+            req = ok(run(db, kek, "alice", "client", "rotate-secret", "--realm", "staff", "--id", "svc"))
+            outs = approve_at_once(db, kek, req["change_request"]["id"], ["bob", "carol", "erin", "alice"] * 2)
+            assert sum(o.returncode == 0 for o in outs) == 1, [o.stderr for o in outs]
+        audit = subprocess.run([SIGIL, "--database-url", db, "--kek-file", kek, "audit", "export"],
+                               capture_output=True, text=True, check=True).stdout
+        rotated = [json.loads(line) for line in audit.splitlines() if '"client.secret_rotated"' in line]
+        assert len(rotated) == 3
