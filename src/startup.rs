@@ -58,10 +58,16 @@ impl Application {
         let store = crate::secrets::database::open_store(&config).await?;
         let (kek, created) = open_configured(&config, store.as_ref()).await?;
         if created {
-            tracing::warn!(
-                path = %config.kek,
-                "created a new key-encryption key; production must provide its own KEK (kek_file) and back it up"
-            );
+            match &config.kek {
+                crate::config::KekSpec::AwsKms(_) => tracing::info!(
+                    kek = %config.kek,
+                    "generated the KEK: a KMS data key, stored wrapped in the database"
+                ),
+                _ => tracing::warn!(
+                    path = %config.kek,
+                    "created a new key-encryption key; production must provide its own KEK (kek_file) and back it up"
+                ),
+            }
         }
         let listener = listen(config.bind).map_err(|source| StartupError::Bind {
             addr: config.bind,

@@ -162,6 +162,38 @@ pub async fn needs_approval(
     })
 }
 
+/// Whether replacing a client's authentication (a new secret, a new certificate or key) needs a
+/// second admin's approval: as for rotating its secret.
+pub async fn credential_change_needs_approval(
+    store: &dyn Store,
+    admin_realm: Option<&str>,
+    realm: &str,
+    client_id: &str,
+) -> Result<bool, AdminError> {
+    let change = Change::ClientRotateSecret {
+        realm: realm.to_owned(),
+        client_id: client_id.to_owned(),
+    };
+    needs_approval(store, admin_realm, &change).await
+}
+
+/// In a realm that requires approval, a user who has any sign-in factor cannot be enrolled again
+/// through an invite (that would replace the factors without a second admin): their factors
+/// must first be removed through a request (`user remove-second-factors`).
+pub async fn reenrolment_refused(
+    store: &dyn Store,
+    admin_realm: Option<&str>,
+    realm: &str,
+    user: &crate::store::login::UserRecord,
+) -> Result<bool, AdminError> {
+    if !guard(store, admin_realm, realm).await?.require_approval {
+        return Ok(false);
+    }
+    Ok(user.password_hash.is_some()
+        || user.totp_sealed.is_some()
+        || !store.passkeys(realm, &user.id).await?.is_empty())
+}
+
 /// What an entry point does with a change: apply it now, or it became a request.
 pub enum Gate {
     Proceed,

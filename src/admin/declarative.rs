@@ -560,6 +560,22 @@ pub async fn plan(
                 ..w.clone()
             } != *h;
             let auth = w.auth != h.auth;
+            if auth
+                && super::changes::credential_change_needs_approval(
+                    store,
+                    admin_realm,
+                    &want.name,
+                    &c.client_id,
+                )
+                .await?
+            {
+                conflicts.push(format!(
+                    "client {}/{}: the file changes its authentication, but realm {} is protected \
+                     (a client's credentials change only through a four-eyes request)",
+                    want.name, c.client_id, want.name
+                ));
+                continue;
+            }
             let enabled = w.enabled != h.enabled;
             if description || auth || enabled {
                 steps.push(Step::UpdateClient {

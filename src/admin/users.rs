@@ -503,8 +503,10 @@ pub async fn remove_group(
 }
 
 /// A single-use, expiring enrolment link; only its hash is stored.
+#[allow(clippy::too_many_arguments)]
 pub async fn invite(
     store: &dyn Store,
+    admin_realm: Option<&str>,
     base_url: &str,
     realm: &str,
     username: &str,
@@ -516,6 +518,15 @@ pub async fn invite(
         return Err(invalid("ttl", "an invite lives 60 s to 7 days"));
     }
     let u = find(store, realm, username).await?;
+    if super::changes::reenrolment_refused(store, admin_realm, realm, &u).await? {
+        return Err(invalid(
+            "username",
+            format!(
+                "{username} already has sign-in factors, and realm {realm} requires approval: \
+                 remove them first with `sigil user remove-second-factors` (a four-eyes request)"
+            ),
+        ));
+    }
     let token = crate::identity::new_token();
     let audit = [AuditDraft::new(now, Some(realm), "user.invited", actor)
         .subject(&u.id)

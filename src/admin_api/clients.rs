@@ -313,6 +313,19 @@ pub async fn set_auth(
 ) -> Result<Response, ApiError> {
     caller.write(&realm)?;
     let expected = if_match(&headers)?;
+    if crate::admin::changes::credential_change_needs_approval(
+        state.store.as_ref(),
+        state.config.admin_realm.as_deref(),
+        &realm,
+        &id,
+    )
+    .await?
+    {
+        return Err(ApiError::Conflict(format!(
+            "realm {realm} is protected: a client's authentication is not replaced by one admin \
+             (POST .../secret files a four-eyes request)"
+        )));
+    }
     let auth: ClientAuth = serde_json::from_value(serde_json::Value::Object(body))
         .map_err(|e| ApiError::invalid("auth", e.to_string()))?;
     let made = ops::set_auth(

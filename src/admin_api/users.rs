@@ -331,6 +331,7 @@ pub async fn invite(
     }
     let mut url = ops::invite(
         store,
+        state.config.admin_realm.as_deref(),
         state.directory.base_url(),
         &realm,
         &username,

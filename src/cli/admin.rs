@@ -46,7 +46,7 @@ pub(super) async fn run(
             let base = base_url(&config);
             if store.realm(&realm).await?.is_none() {
                 let (kek, created) = open_configured(&config, store.as_ref()).await?;
-                if created {
+                if created && !matches!(config.kek, crate::config::KekSpec::AwsKms(_)) {
                     eprintln!(
                         "warning: created a new key-encryption key at {}; production must provide its own",
                         config.kek

@@ -38,6 +38,11 @@ pub(super) async fn run(
     now: UnixTime,
     actor: &str,
 ) -> Result<i32, CliError> {
+    if actor == "cli" && matches!(cmd, ChangeCommand::Approve { .. }) {
+        return Err(CliError::Other(
+            "name yourself with --operator NAME (or SIGIL_OPERATOR) to approve a change".into(),
+        ));
+    }
     let store = open_store(&config).await?;
     let s = store.as_ref();
     match cmd {
@@ -67,6 +72,15 @@ pub(super) async fn gate(
     actor: &str,
     now: UnixTime,
 ) -> Result<bool, CliError> {
+    let needed =
+        admin::changes::needs_approval(store, config.admin_realm.as_deref(), change).await?;
+    if needed && actor == "cli" {
+        return Err(CliError::Other(
+            "this change needs a second admin's approval: name yourself with --operator NAME \
+             (or SIGIL_OPERATOR) to file the request"
+                .into(),
+        ));
+    }
     match admin::changes::gate(store, config.admin_realm.as_deref(), change, actor, now).await? {
         Gate::Proceed => Ok(true),
         Gate::Requested(view) => {

@@ -192,6 +192,21 @@ pub(super) async fn run(
             }
         }
         ClientCommand::SetAuth { client, auth } => {
+            if admin::changes::credential_change_needs_approval(
+                s,
+                config.admin_realm.as_deref(),
+                &client.realm,
+                &client.id,
+            )
+            .await?
+            {
+                return Err(CliError::Other(format!(
+                    "realm {} is protected: a client's authentication is not replaced by one \
+                     admin (to rotate its secret, `sigil client rotate-secret` files a four-eyes \
+                     request; to change the method, lower the guard through a request first)",
+                    client.realm
+                )));
+            }
             if auth.method.is_none() {
                 return Err(CliError::Other(
                     "set-auth replaces the client's whole authentication setup: name the method with --auth (client_secret for either secret method)".into(),

@@ -45,10 +45,10 @@ pub enum KeyCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum KekCommand {
-    /// Re-encrypt every signing key and every user's TOTP secret under a new KEK, in one
-    /// transaction (values already under it are skipped: run it again to finish). Run it with the
+    /// Re-encrypt every signing key, every user's TOTP secret and every realm's PII key under a
+    /// new KEK, in one transaction (values already under it are skipped: run it again to finish). Run it with the
     /// node's ring configured (kek_file or kek_source, and the previous ones); then every node must
-    /// run with the new KEK as its kek_file or kek_source (README: "Rotating the KEK").
+    /// run with the new KEK as its kek_file or kek_source (README: "Keys and rotation").
     Rotate {
         /// The new KEK as a file (32 random bytes, base64, mode 0600).
         #[arg(
@@ -58,8 +58,9 @@ pub enum KekCommand {
             required_unless_present = "to"
         )]
         new_kek: Option<PathBuf>,
-        /// The new KEK as a source: file:PATH, aws-kms:KEY_ID_OR_ARN (a data key is generated
-        /// and stored wrapped) or aws-secretsmanager:SECRET_ID_OR_ARN.
+        /// The new KEK as a source: file:PATH (an existing file: 32 random bytes, base64, mode
+        /// 0600), aws-kms:KEY_ID_OR_ARN (a data key is generated and stored wrapped) or
+        /// aws-secretsmanager:SECRET_ID_OR_ARN.
         #[arg(long, value_name = "SOURCE")]
         to: Option<String>,
     },
@@ -140,6 +141,14 @@ pub(super) async fn run_kek(
         (Some(path), _) => crate::config::KekSpec::File(path),
         (None, Some(text)) => crate::config::KekSpec::parse("--to", &text)?,
         (None, None) => unreachable_target()?,
+    };
+    // A file KEK by its absolute path: a request may be approved from another directory.
+    let target = match target {
+        crate::config::KekSpec::File(p) => crate::config::KekSpec::File(
+            std::path::absolute(&p)
+                .map_err(|e| CliError::Other(format!("{}: {e}", p.display())))?,
+        ),
+        other => other,
     };
     let store = open_store(&config).await?;
     let change = crate::admin::changes::Change::KekRotate {

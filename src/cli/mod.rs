@@ -306,7 +306,8 @@ fn base_url(config: &Config) -> String {
 pub async fn run(cli: Cli, config: Config) -> Result<i32, CliError> {
     let now = SystemClock.now();
     let actor_name = match &cli.operator {
-        Some(name) if admin_name_ok(name) => format!("cli:{name}"),
+        // One admin, one name: case does not make a second one.
+        Some(name) if admin_name_ok(name) => format!("cli:{}", name.to_ascii_lowercase()),
         Some(_) => {
             return Err(CliError::Other(
                 "--operator: use 1-64 of A-Z a-z 0-9 . _ @ -".into(),

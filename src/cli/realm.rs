@@ -145,7 +145,7 @@ pub(super) async fn run(
             prepublish,
         } => {
             let (kek, created) = open_configured(&config, store.as_ref()).await?;
-            if created {
+            if created && !matches!(config.kek, crate::config::KekSpec::AwsKms(_)) {
                 eprintln!(
                     "warning: created a new key-encryption key at {}; production must provide its own",
                     config.kek
@@ -225,7 +225,7 @@ pub(super) async fn run(
         RealmCommand::SetAttributes { name, attrs } => {
             let mut declarations = Vec::new();
             for a in &attrs {
-                let (attr, class) = a.split_once(':').ok_or_else(|| {
+                let (attr, class) = a.rsplit_once(':').ok_or_else(|| {
                     CliError::Other(format!("--attr {a:?}: use NAME:internal or NAME:pii_high"))
                 })?;
                 let class =

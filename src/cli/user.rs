@@ -207,9 +207,17 @@ pub(super) async fn run(
             if let Some(id) = &client {
                 admin::clients::show(s, &user.realm, id).await?;
             }
-            let mut link =
-                admin::users::invite(s, &base, &user.realm, &user.username, ttl, now, actor)
-                    .await?;
+            let mut link = admin::users::invite(
+                s,
+                config.admin_realm.as_deref(),
+                &base,
+                &user.realm,
+                &user.username,
+                ttl,
+                now,
+                actor,
+            )
+            .await?;
             if let Some(id) = client {
                 link.push_str(&format!(
                     "?client_id={}",

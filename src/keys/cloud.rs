@@ -125,7 +125,7 @@ pub async fn load_secret_kek(id: &str) -> Result<FileKek, KekOpenError> {
         problem: "does not hold a 256-bit key (32 bytes, base64 or hex)".into(),
     };
     let bytes = match secrets::fetch(id, Stage::Current).await? {
-        Some(SecretValue::Binary(b)) if b.len() == 32 => b,
+        Some(SecretValue::Binary(b)) if b.len() == 32 && b.iter().any(|x| *x != b[0]) => b,
         Some(SecretValue::Binary(b)) => {
             let text = String::from_utf8(b).map_err(|_| bad())?;
             decode_text_key(&text).ok_or_else(bad)?
@@ -145,7 +145,8 @@ fn decode_text_key(text: &str) -> Option<Vec<u8>> {
     } else {
         STANDARD.decode(text).ok()?
     };
-    (bytes.len() == 32).then_some(bytes)
+    // 32 bytes, and not a placeholder (all one value).
+    (bytes.len() == 32 && bytes.iter().any(|b| *b != bytes[0])).then_some(bytes)
 }
 
 /// A KEK's public id: its kind and the first 8 bytes of the key's SHA-256, as for file KEKs.
@@ -160,9 +161,16 @@ mod tests {
 
     #[test]
     fn text_keys_in_base64_or_hex_of_exactly_32_bytes() {
-        let b64 = STANDARD.encode([7u8; 32]);
-        assert_eq!(decode_text_key(&format!(" {b64}\n")), Some(vec![7u8; 32]));
-        assert_eq!(decode_text_key(&"0a".repeat(32)), Some(vec![10u8; 32]));
+        let key: Vec<u8> = (0..32).collect();
+        let b64 = STANDARD.encode(&key);
+        assert_eq!(decode_text_key(&format!(" {b64}\n")), Some(key.clone()));
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(decode_text_key(&hex), Some(key));
+        assert_eq!(
+            decode_text_key(&STANDARD.encode([0u8; 32])),
+            None,
+            "a placeholder"
+        );
         assert_eq!(decode_text_key(&STANDARD.encode([7u8; 31])), None);
         assert_eq!(decode_text_key("not a key"), None);
         assert_ne!(kek_id("kms", &[1; 32]), kek_id("kms", &[2; 32]));

@@ -98,6 +98,9 @@ pub async fn enrol_form(
     let Some(user) = state.store.user_by_id(&name, &user_id).await.ok().flatten() else {
         return invite_gone(false);
     };
+    if refused_reenrolment(&state, &name, &user).await {
+        return invite_gone(false);
+    }
     let secret = totp::new_secret();
     let Ok(sealed) = state
         .kek
@@ -292,6 +295,9 @@ pub async fn enrol_submit(
     else {
         return gone();
     };
+    if refused_reenrolment(&state, &name, &user).await {
+        return gone();
+    }
     let pw = f.password.unwrap_or_default();
     let Ok(sealed) = STANDARD.decode(&flow.totp_sealed) else {
         return gone();
@@ -426,4 +432,21 @@ pub(crate) fn recovery_context(
             })
             .unwrap_or_default(),
     }}
+}
+
+/// Four-eyes: in a realm that requires approval an invite does not replace a user's existing
+/// sign-in factors (see `admin::changes::reenrolment_refused`). Fails closed.
+pub(crate) async fn refused_reenrolment(
+    state: &AppState,
+    realm: &str,
+    user: &crate::store::login::UserRecord,
+) -> bool {
+    crate::admin::changes::reenrolment_refused(
+        state.store.as_ref(),
+        state.config.admin_realm.as_deref(),
+        realm,
+        user,
+    )
+    .await
+    .unwrap_or(true)
 }

@@ -91,22 +91,72 @@ async fn refresh_on_refusal(store: Weak<dyn Store>, id: String, mut in_use: Stri
 async fn refresh_once(s: &dyn Store, id: &str, in_use: &str) -> Result<Option<String>, OpenError> {
     let mut last = None;
     for stage in [Stage::Current, Stage::Pending] {
-        let Some(value) = fetch(id, stage).await? else {
-            continue;
+        // A version that cannot be read or used does not stop the other one being tried.
+        let value = match fetch(id, stage).await {
+            Ok(Some(v)) => v,
+            Ok(None) => continue,
+            Err(e) => {
+                last = Some(OpenError::Secret(e));
+                continue;
+            }
         };
-        let url = url_from_secret(id, value)?;
+        let url = match url_from_secret(id, value) {
+            Ok(url) => url,
+            Err(e) => {
+                last = Some(OpenError::Secret(e));
+                continue;
+            }
+        };
+        // Only the password may change: a secret that now names another server, database or
+        // user is not followed by a running node (it could point the node at a database whose
+        // keys and clients are someone else's); a restart, with its checks, may follow it.
+        if !same_database(&url, in_use) {
+            last = Some(OpenError::Secret(SecretError::Format {
+                id: id.to_owned(),
+                problem: "now names another host, port, database or user than the node uses; \
+                          only a new password is followed without a restart"
+                    .into(),
+            }));
+            continue;
+        }
         match s.use_database_url(&url).await {
             Ok(()) if url == in_use => return Ok(None),
             Ok(()) => return Ok(Some(url)),
-            Err(e) => last = Some(e),
+            Err(e) => last = Some(OpenError::Store(e)),
         }
     }
-    Err(last.map(OpenError::Store).unwrap_or_else(|| {
+    Err(last.unwrap_or_else(|| {
         OpenError::Secret(SecretError::Format {
             id: id.to_owned(),
             problem: "has no current version".into(),
         })
     }))
+}
+
+/// Whether two database URLs name the same scheme, host, port, database, user and options
+/// (anything but the password).
+fn same_database(a: &str, b: &str) -> bool {
+    let strip = |u: &str| {
+        url::Url::parse(u).ok().map(|mut u| {
+            let _ = u.set_password(None);
+            u.to_string()
+        })
+    };
+    match (strip(a), strip(b)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// A user or password as it must stand in a URL that sqlx percent-decodes once: every byte but
+/// the unreserved ones encoded, so a password holding `%41` stays `%41`.
+fn userinfo(text: &str) -> String {
+    const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(text, SET).to_string()
 }
 
 /// The database URL a secret's value stands for: a URL as plain text, or the JSON form (where a
@@ -135,13 +185,13 @@ pub fn url_from_secret(id: &str, value: SecretValue) -> Result<String, SecretErr
         if url.username().is_empty()
             && let Some(user) = &s.username
         {
-            url.set_username(user)
+            url.set_username(&userinfo(user))
                 .map_err(|_| bad("has a username that cannot be put in a URL"))?;
         }
         if url.password().is_none()
             && let Some(password) = &s.password
         {
-            url.set_password(Some(password))
+            url.set_password(Some(&userinfo(password)))
                 .map_err(|_| bad("has a password that cannot be put in a URL"))?;
         }
         return check_url(url.as_str()).map_err(&bad);
@@ -172,9 +222,9 @@ pub fn url_from_secret(id: &str, value: SecretValue) -> Result<String, SecretErr
         .map_err(|_| bad("has a host that is not a host name"))?;
     url.set_port(Some(port))
         .map_err(|_| bad("has a bad port"))?;
-    url.set_username(&user)
+    url.set_username(&userinfo(&user))
         .map_err(|_| bad("has a username that cannot be put in a URL"))?;
-    url.set_password(s.password.as_deref())
+    url.set_password(s.password.as_deref().map(userinfo).as_deref())
         .map_err(|_| bad("has a password that cannot be put in a URL"))?;
     if let Some(db) = s.database.filter(|d| !d.is_empty()) {
         url.set_path(&format!(
@@ -222,6 +272,37 @@ mod tests {
             url(" postgres://u:p@h/d\n").expect("plain"),
             "postgres://u:p@h/d"
         );
+    }
+
+    #[test]
+    fn passwords_survive_the_url_exactly_and_only_the_password_may_change() {
+        for password in ["a%25b", "p%41q", "Pa@ss/wo#rd?x=1&y%20Z", "a+b c:d;e'f"] {
+            let secret = serde_json::json!({"host": "h", "username": "u%41", "password": password});
+            let u = url(&secret.to_string()).expect("url");
+            let opts: sqlx::postgres::PgConnectOptions = u.parse().expect("sqlx parses it");
+            assert_eq!(opts.get_username(), "u%41");
+            let parsed = url::Url::parse(&u).expect("url");
+            let decoded = percent_encoding::percent_decode_str(parsed.password().expect("pw"))
+                .decode_utf8()
+                .expect("utf8");
+            assert_eq!(decoded, password);
+        }
+        assert!(same_database(
+            "postgres://u:a@h:5432/d",
+            "postgres://u:b@h:5432/d"
+        ));
+        assert!(!same_database(
+            "postgres://u:a@h:5432/d",
+            "postgres://u:a@h:5432/other"
+        ));
+        assert!(!same_database(
+            "postgres://u:a@h:5432/d",
+            "postgres://v:a@h:5432/d"
+        ));
+        assert!(!same_database(
+            "postgres://u:a@h:5432/d",
+            "postgres://u:a@evil:5432/d"
+        ));
     }
 
     #[test]

@@ -482,6 +482,7 @@ async fn one_invite_enrols_once_under_concurrency() {
             .expect("user");
             let invite = sigil::admin::users::invite(
                 s,
+                None,
                 &f.app.base,
                 "customers",
                 &name,

@@ -135,9 +135,10 @@ pub(crate) async fn setup_with(
     )
     .await
     .expect("user");
-    let invite = sigil::admin::users::invite(s, &app.base, "customers", "alice", 3600, now, "t")
-        .await
-        .expect("invite");
+    let invite =
+        sigil::admin::users::invite(s, None, &app.base, "customers", "alice", 3600, now, "t")
+            .await
+            .expect("invite");
 
     // Enrol through the invite link: password + TOTP, then the recovery codes.
     let b = browser();

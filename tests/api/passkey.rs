@@ -57,6 +57,7 @@ pub(crate) fn origin(app: &TestApp) -> String {
 pub(crate) async fn enrol(app: &TestApp, clock: &MockClock, username: &str) -> SoftPasskey {
     let invite = sigil::admin::users::invite(
         app.store.as_ref(),
+        None,
         &app.base,
         "customers",
         username,

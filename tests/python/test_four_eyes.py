@@ -6,12 +6,14 @@ cannot be approved; lowering the guard is itself a request."""
 import base64
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import tempfile
 import threading
 import time
 
+import pyotp
 import pytest
 import requests
 
@@ -102,6 +104,32 @@ def test_four_eyes_on_the_cli(sigil):
     out = bob("change", "approve", req["id"])
     assert out.returncode != 0 and "expired" in out.stderr
     assert token(sigil, "svc", new_secret).status_code == 200
+
+    # Another admin cannot replace the client's credentials alone either (set-auth).
+    out = alice("client", "set-auth", "--realm", "staff", "--id", "svc", "--auth", "client_secret")
+    assert out.returncode != 0 and "protected" in out.stderr
+    # Without --operator, four-eyes changes are refused (no anonymous requests or approvals).
+    out = subprocess.run([SIGIL, "--database-url", db, "--kek-file", kek, "client", "delete", "--realm", "staff",
+                          "--id", "svc"], capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and "--operator" in out.stderr
+    # Operator names do not differ by case.
+    req_case = ok(alice("client", "delete", "--realm", "staff", "--id", "svc"))["change_request"]
+    out = run(db, kek, "ALICE", "change", "approve", req_case["id"])
+    assert out.returncode != 0 and "another admin must" in out.stderr
+    ok(alice("change", "reject", req_case["id"]))
+
+    # A user with sign-in factors is not enrolled again through an invite (that would replace
+    # them without a second admin): dave enrols once, then a second invite is refused.
+    invite = sigil.cli("--public-url", sigil.base, "user", "invite", "--realm", "staff", "--username", "dave").strip()
+    browser = requests.Session()
+    page = browser.get(invite, timeout=10).text
+    secret = re.search(r'data-secret="([A-Z2-7]+)"', page).group(1)
+    res = browser.post(f"{sigil.issuer('staff')}/enrol", timeout=10, data={
+        "csrf": re.search(r'name="csrf" value="([^"]*)"', page).group(1),
+        "password": "correct horse battery staple", "code": pyotp.TOTP(secret).now()})
+    assert res.status_code == 200
+    out = alice("--public-url", sigil.base, "user", "invite", "--realm", "staff", "--username", "dave")
+    assert out.returncode != 0 and "remove-second-factors" in out.stderr
 
     # A rejected request cannot be approved.
     req = ok(alice("user", "remove-second-factors", "--realm", "staff", "--username", "dave"))["change_request"]

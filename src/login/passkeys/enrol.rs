@@ -78,6 +78,19 @@ pub async fn enrol_finish(
     let Ok(axum::Json(body)) = body else {
         return json_error(StatusCode::BAD_REQUEST, "malformed credential");
     };
+    let user = state
+        .store
+        .user_by_id(&name, &flow.user_id)
+        .await
+        .ok()
+        .flatten();
+    let refused = match &user {
+        Some(u) => crate::login::enrol::refused_reenrolment(&state, &name, u).await,
+        None => true,
+    };
+    if refused {
+        return json_error(StatusCode::FORBIDDEN, "already enrolled");
+    }
     if !csrf_ok(&flow.csrf, Some(&body.csrf)) {
         return json_error(StatusCode::FORBIDDEN, "csrf");
     }
