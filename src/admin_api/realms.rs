@@ -426,6 +426,7 @@ pub async fn set_client_cas(
     ApiJson(body): ApiJson<ClientCasBody>,
 ) -> Result<Response, ApiError> {
     caller.write(&realm)?;
+    protected_cas(&state, &realm).await?;
     let view = ops::set_mtls(
         state.store.as_ref(),
         &realm,
@@ -450,6 +451,7 @@ pub async fn clear_client_cas(
     ApiPath(realm): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     caller.write(&realm)?;
+    protected_cas(&state, &realm).await?;
     ops::set_mtls(
         state.store.as_ref(),
         &realm,
@@ -460,4 +462,22 @@ pub async fn clear_client_cas(
     .await?;
     super::changed(&state, &realm);
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A protected realm's client CAs are credentials: not replaced or removed by one admin.
+async fn protected_cas(state: &AppState, realm: &str) -> Result<(), ApiError> {
+    if crate::admin::changes::credential_change_needs_approval(
+        state.store.as_ref(),
+        state.config.admin_realm.as_deref(),
+        realm,
+        "",
+    )
+    .await?
+    {
+        return Err(ApiError::Conflict(format!(
+            "realm {realm} is protected: its client CAs are not replaced by one admin (lower the \
+             guard through a four-eyes request first)"
+        )));
+    }
+    Ok(())
 }

@@ -205,7 +205,9 @@ pub enum CliError {
 }
 
 fn admin_name_ok(name: &str) -> bool {
-    !name.is_empty()
+    // "cli" is the anonymous default: no operator may take its name.
+    !name.eq_ignore_ascii_case("cli")
+        && !name.is_empty()
         && name.len() <= 64
         && name
             .bytes()

@@ -179,6 +179,20 @@ pub(super) async fn run(
             ca_files,
             clear,
         } => {
+            if admin::changes::credential_change_needs_approval(
+                store.as_ref(),
+                config.admin_realm.as_deref(),
+                &name,
+                "",
+            )
+            .await?
+            {
+                return Err(CliError::Other(format!(
+                    "realm {name} is protected: the CAs its clients' certificates chain to are \
+                     credentials, not replaced by one admin (lower the guard through a four-eyes \
+                     request first)"
+                )));
+            }
             let pem = if clear {
                 None
             } else {

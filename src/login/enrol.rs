@@ -350,7 +350,9 @@ pub async fn enrol_submit(
             .detail(serde_json::json!({"methods": ["password", "totp"]})),
     ];
     // Spending the invite and storing the credentials are one transaction: of two concurrent
-    // enrolments through one invite exactly one stores anything.
+    // enrolments through one invite exactly one stores anything; in a realm that requires
+    // approval, of enrolments through several invites only the first (`first_only`).
+    let first_only = first_enrolment_only(&state, &name).await;
     match state
         .store
         .enrol(
@@ -358,6 +360,7 @@ pub async fn enrol_submit(
             &name,
             &user.id,
             &enrolment,
+            first_only,
             now,
             &audit_rows,
         )
@@ -448,5 +451,18 @@ pub(crate) async fn refused_reenrolment(
         user,
     )
     .await
+    .unwrap_or(true)
+}
+
+/// Whether the realm requires approval, so that an enrolment stores factors only for a user who
+/// has none (checked again inside the enrolment's transaction). Fails closed.
+pub(crate) async fn first_enrolment_only(state: &AppState, realm: &str) -> bool {
+    crate::admin::changes::guard(
+        state.store.as_ref(),
+        state.config.admin_realm.as_deref(),
+        realm,
+    )
+    .await
+    .map(|g| g.require_approval)
     .unwrap_or(true)
 }

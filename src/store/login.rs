@@ -293,12 +293,14 @@ pub trait LoginStore: Send + Sync {
     ) -> Result<Option<String>, StoreError>;
     /// Spends a live invite and stores what the user enrolled, in one transaction; false (nothing
     /// written) if the invite is gone, expired, or not this user's.
+    #[allow(clippy::too_many_arguments)]
     async fn enrol(
         &self,
         invite_hash: &str,
         realm: &str,
         user_id: &str,
         enrolment: &Enrolment,
+        first_only: bool,
         now: i64,
         audit: Audited<'_>,
     ) -> Result<bool, StoreError>;

@@ -322,7 +322,8 @@ macro_rules! impl_login_store {
                 Ok(Some(json))
             }
 
-            async fn enrol(&self, invite_hash: &str, realm: &str, user_id: &str, enrolment: &$crate::store::login::Enrolment, now: i64, audit: $crate::store::Audited<'_>) -> Result<bool, $crate::store::StoreError> {
+            #[allow(clippy::too_many_arguments)]
+            async fn enrol(&self, invite_hash: &str, realm: &str, user_id: &str, enrolment: &$crate::store::login::Enrolment, first_only: bool, now: i64, audit: $crate::store::Audited<'_>) -> Result<bool, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
                 Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 let spent = sqlx::query(
@@ -331,6 +332,20 @@ macro_rules! impl_login_store {
                 .execute(&mut *tx).await?.rows_affected() == 1;
                 if !spent {
                     return Ok(false); // rolled back: another enrolment spent it first
+                }
+                if first_only {
+                    // The user's row locked first (concurrent enrolments through other invites
+                    // wait here), then read afresh: only a user with no factor yet is enrolled.
+                    sqlx::query("UPDATE users SET updated_at = $1 WHERE realm = $2 AND id = $3")
+                        .bind(now).bind(realm).bind(user_id).execute(&mut *tx).await?;
+                    let (factors,): (i64,) = sqlx::query_as(
+                        "SELECT (SELECT COUNT(*) FROM passkeys WHERE realm = $1 AND user_id = $2) \
+                         + (SELECT COUNT(*) FROM users WHERE realm = $1 AND id = $2 \
+                            AND (password_hash IS NOT NULL OR totp_sealed IS NOT NULL))",
+                    ).bind(realm).bind(user_id).fetch_one(&mut *tx).await?;
+                    if factors > 0 {
+                        return Ok(false); // rolled back: enrolled meanwhile through another invite
+                    }
                 }
                 match enrolment {
                     $crate::store::login::Enrolment::Passkey(p) => Self::insert_passkey(&mut tx, p).await?,

@@ -131,6 +131,37 @@ def test_four_eyes_on_the_cli(sigil):
     out = alice("--public-url", sigil.base, "user", "invite", "--realm", "staff", "--username", "dave")
     assert out.returncode != 0 and "remove-second-factors" in out.stderr
 
+    # Three invites out for one new user, used at the same moment: exactly one enrols.
+    ok(alice("user", "create", "--realm", "staff", "--username", "erin"))
+    pages = []
+    for _ in range(3):
+        link = sigil.cli("--public-url", sigil.base, "user", "invite", "--realm", "staff", "--username", "erin").strip()
+        session = requests.Session()
+        page = session.get(link, timeout=10).text
+        pages.append((session, page))
+    barrier = threading.Barrier(3)
+    answers = [None] * 3
+
+    def enrol(i):
+        session, page = pages[i]
+        secret = re.search(r'data-secret="([A-Z2-7]+)"', page).group(1)
+        data = {"csrf": re.search(r'name="csrf" value="([^"]*)"', page).group(1),
+                "password": f"correct horse battery staple {i}", "code": pyotp.TOTP(secret).now()}
+        barrier.wait()
+        answers[i] = session.post(f"{sigil.issuer('staff')}/enrol", data=data, timeout=30)
+
+    threads = [threading.Thread(target=enrol, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    enrolled = [a for a in answers if a.status_code == 200 and "recovery codes" in a.text.lower()]
+    assert len(enrolled) == 1, [a.status_code for a in answers]
+
+    # A protected realm's client CAs are credentials too: not replaced by one admin.
+    out = alice("realm", "set-mtls", "staff", "--clear")
+    assert out.returncode != 0 and "protected" in out.stderr
+
     # A rejected request cannot be approved.
     req = ok(alice("user", "remove-second-factors", "--realm", "staff", "--username", "dave"))["change_request"]
     assert ok(bob("change", "reject", req["id"]))["state"] == "rejected"

@@ -115,6 +115,7 @@ pub async fn enrol_finish(
             .subject(&flow.user_id)
             .detail(json!({"methods": ["passkey"]})),
     ];
+    let first_only = crate::login::enrol::first_enrolment_only(&state, &name).await;
     match state
         .store
         .enrol(
@@ -122,6 +123,7 @@ pub async fn enrol_finish(
             &name,
             &flow.user_id,
             &Enrolment::Passkey(record),
+            first_only,
             now,
             &rows,
         )
