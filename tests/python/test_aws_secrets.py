@@ -27,18 +27,7 @@ needs_pg = pytest.mark.skipif(not ADMIN_DB, reason="TEST_DATABASE_URL (PostgreSQ
 
 @pytest.fixture(scope="module")
 def aws():
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            requests.get(f"{url}/moto-api/", timeout=1)
-            break
-        except requests.ConnectionError:
-            time.sleep(0.1)
+    proc, url = start_moto()
     kw = dict(endpoint_url=url, region_name="eu-west-2", aws_access_key_id="test", aws_secret_access_key="test")
     env = {
         # What a node on AWS gets from its role; here moto answers every call.
