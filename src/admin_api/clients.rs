@@ -302,7 +302,8 @@ pub async fn update(
         (status = 200, description = "Switched; a client moved to a secret method gets a new \
             secret, shown this once", body = WithSecret, headers(("ETag" = String))),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 404, body = Problem), (status = 412, body = Problem), (status = 428, body = Problem)
+        (status = 404, body = Problem), (status = 412, body = Problem), (status = 428, body = Problem),
+        (status = 409, description = "The realm is protected (four-eyes): a client's authentication is not replaced by one admin", body = Problem)
     ))]
 pub async fn set_auth(
     State(state): State<AppState>,

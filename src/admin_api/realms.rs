@@ -417,7 +417,8 @@ pub async fn client_cas(
     responses(
         (status = 200, body = ops::MtlsView),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 404, body = Problem)
+        (status = 404, body = Problem),
+        (status = 409, description = "The realm is protected (four-eyes): its CAs are not replaced by one admin", body = Problem)
     ))]
 pub async fn set_client_cas(
     State(state): State<AppState>,
@@ -443,7 +444,8 @@ pub async fn set_client_cas(
     params(("realm" = String, Path)),
     responses(
         (status = 204, description = "No CAs: the realm's tls_client_auth clients are refused until some are set"),
-        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 409, description = "The realm is protected (four-eyes): its CAs are not removed by one admin", body = Problem)
     ))]
 pub async fn clear_client_cas(
     State(state): State<AppState>,
