@@ -63,7 +63,8 @@ def test_four_eyes_on_the_cli(sigil):
 
     # A key revocation is only a request: the key is still there.
     kid = ok(alice("key", "list", "--realm", "staff", "--json"))[0]["kid"]
-    out = alice("key", "revoke", "--realm", "staff", "--kid", kid)
+    # --kid=K: a kid may begin with "-", which would otherwise read as an option.
+    out = alice("key", "revoke", "--realm", "staff", f"--kid={kid}")
     req = ok(out)["change_request"]
     assert req["state"] == "pending" and req["requested_by"] == "cli:alice"
     assert "second admin" in out.stderr
