@@ -377,7 +377,18 @@ async fn apply(
         Change::KeyRevoke { realm, kid } => {
             crate::keys::rotation::revoke(store, kek, realm, kid, actor, now)
                 .await
-                .map_err(|e| AdminError::Conflict(format!("revoking {kid}: {e}")))?;
+                .map_err(|e| {
+                    use crate::keys::rotation::RotationError as R;
+                    match e {
+                        R::Store(e) => e.into(),
+                        R::Key(e) => AdminError::Key(e),
+                        R::NoRealm(r) => AdminError::NotFound(format!("realm {r}")),
+                        R::NoKey { realm, kid } => {
+                            AdminError::NotFound(format!("key {kid} in realm {realm}"))
+                        }
+                        R::Raced(r) => AdminError::Stale(format!("realm {r}'s keys")),
+                    }
+                })?;
             done(json!({"revoked": kid}))
         }
         Change::ClientRotateSecret { realm, client_id } => {

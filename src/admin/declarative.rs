@@ -425,6 +425,19 @@ impl std::fmt::Display for Step {
     }
 }
 
+/// The realm a file's `[[realm]]` creates (checked first, then created, from the same value).
+fn new_realm(r: &RealmSpec, alg: crate::keys::Alg, jwks_max_age_secs: i64) -> realms::NewRealm {
+    realms::NewRealm {
+        name: r.name.clone(),
+        alg,
+        access_token_ttl: r.access_token_ttl,
+        display_name: r.display_name.clone(),
+        rotation_period_secs: r.rotation_period_secs,
+        prepublish_secs: r.prepublish_secs,
+        jwks_max_age_secs,
+    }
+}
+
 /// What applying `doc` would do, or every difference it cannot apply (nothing is written then).
 /// `admin_realm` is this node's configuration, which the file's must match if it names one.
 pub async fn plan(
@@ -800,17 +813,9 @@ pub fn check(steps: &[Step], jwks_max_age_secs: i64, now: UnixTime) -> Vec<Strin
     let mut problems = Vec::new();
     for step in steps {
         let result = match step {
-            Step::CreateRealm(r) => alg(&r.alg).and_then(|alg| {
-                realms::check_new(&realms::NewRealm {
-                    name: r.name.clone(),
-                    alg,
-                    access_token_ttl: r.access_token_ttl,
-                    display_name: r.display_name.clone(),
-                    rotation_period_secs: r.rotation_period_secs,
-                    prepublish_secs: r.prepublish_secs,
-                    jwks_max_age_secs,
-                })
-            }),
+            Step::CreateRealm(r) => {
+                alg(&r.alg).and_then(|alg| realms::check_new(&new_realm(r, alg, jwks_max_age_secs)))
+            }
             Step::UpdateRealm { settings, .. } => {
                 realms::check_settings(settings, jwks_max_age_secs)
             }
@@ -915,15 +920,7 @@ async fn apply_step(
                 store,
                 kek,
                 base_url,
-                realms::NewRealm {
-                    name: r.name.clone(),
-                    alg,
-                    access_token_ttl: r.access_token_ttl,
-                    display_name: r.display_name.clone(),
-                    rotation_period_secs: r.rotation_period_secs,
-                    prepublish_secs: r.prepublish_secs,
-                    jwks_max_age_secs,
-                },
+                new_realm(r, alg, jwks_max_age_secs),
                 now,
                 actor,
             )

@@ -3,7 +3,9 @@ administered through its own CLI, and the example ledger built from the validato
 
 import json
 import os
+import socket
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -89,3 +91,29 @@ def ledger_for():
     for p in procs:
         p.terminate()
         p.wait(timeout=10)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def start_moto():
+    """moto's server on a free loopback port, answering: (process, URL)."""
+    import requests
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            requests.get(f"{url}/moto-api/", timeout=1)
+            break
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    return proc, url

@@ -17,35 +17,17 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from conftest import SIGIL, LEDGER, _wait_for_listening
+from conftest import SIGIL, LEDGER, _wait_for_listening, free_port, start_moto  # noqa: F401
 
 BODY = "Action=GetCallerIdentity&Version=2011-06-15"
 SERVER_ID = "sigil-ledger-test"
 ACCOUNT = "123456789012"  # moto's default account
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 @pytest.fixture(scope="module")
 def moto():
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            requests.get(f"{url}/moto-api/", timeout=1)
-            break
-        except requests.ConnectionError:
-            time.sleep(0.1)
+    proc, url = start_moto()
+    port = int(url.rsplit(':', 1)[1])
     kw = dict(endpoint_url=url, region_name="us-east-1", aws_access_key_id="seed", aws_secret_access_key="seed")
     iam = boto3.client("iam", **kw)
     admin_policy = iam.create_policy(

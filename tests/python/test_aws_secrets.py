@@ -18,8 +18,7 @@ import jwt
 import pytest
 import requests
 
-from conftest import SIGIL, _wait_for_listening
-from test_aws_exchange import free_port
+from conftest import SIGIL, _wait_for_listening, free_port, start_moto
 
 ADMIN_DB = os.environ.get("TEST_DATABASE_URL")
 needs_pg = pytest.mark.skipif(not ADMIN_DB, reason="TEST_DATABASE_URL (PostgreSQL) not set")
@@ -174,22 +173,6 @@ def test_a_node_on_secrets_manager_and_kms_alone(aws, pg_role):
         for needle in (pg_role["password"], base64.b64encode(plain).decode(), plain.hex()):
             assert needle not in log
         assert len(log) > 1000, "the log at trace level is not empty"
-
-
-def start_moto():
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            requests.get(f"{url}/moto-api/", timeout=1)
-            break
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    return proc, url
 
 
 @needs_pg
