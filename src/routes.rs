@@ -64,6 +64,10 @@ fn service_routes() -> Router<AppState> {
             get(crate::oauth::revocation_feed::feed),
         )
         .route(
+            &format!("/realms/{{realm}}{}", oidc::POLICIES_PATH),
+            get(crate::oauth::policy_bundle::bundle),
+        )
+        .route(
             &format!("/realms/{{realm}}{}", oidc::AWS_EXCHANGE_PATH),
             post(crate::aws::exchange::endpoint),
         )

@@ -7,6 +7,7 @@ pub mod changes;
 pub mod clients;
 pub mod declarative;
 pub mod keys;
+pub mod policies;
 pub mod realms;
 pub mod users;
 

@@ -16,6 +16,7 @@ mod aws;
 mod changes;
 mod clients;
 mod keys;
+mod policies;
 mod problem;
 mod realms;
 mod users;
@@ -53,7 +54,7 @@ use crate::state::AppState;
     components(schemas(Problem)),
     tags(
         (name = "realms"), (name = "clients"), (name = "keys"), (name = "groups"), (name = "users"),
-        (name = "aws"), (name = "audit"), (name = "changes")
+        (name = "aws"), (name = "policies"), (name = "audit"), (name = "changes")
     )
 )]
 struct ApiDoc;
@@ -145,6 +146,8 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(aws::show, aws::set, aws::disable))
         .routes(routes!(aws::bindings))
         .routes(routes!(aws::put_binding, aws::delete_binding))
+        .routes(routes!(policies::list))
+        .routes(routes!(policies::show, policies::put, policies::delete))
         .routes(routes!(audit::list))
         .routes(routes!(audit::verify))
         .routes(routes!(changes::list))

@@ -24,6 +24,7 @@ mod change;
 mod client;
 mod group;
 mod keys;
+mod policy;
 mod realm;
 mod user;
 
@@ -34,6 +35,7 @@ pub use change::ChangeCommand;
 pub use client::{ClientCommand, ClientRef};
 pub use group::GroupCommand;
 pub use keys::{KekCommand, KeyCommand};
+pub use policy::PolicyCommand;
 pub use realm::RealmCommand;
 pub use user::{UserCommand, UserRef};
 
@@ -133,6 +135,9 @@ pub enum Command {
     /// Groups of a realm and the scopes they grant.
     #[command(subcommand)]
     Group(GroupCommand),
+    /// Principal policies for resource servers (ALLOW/DENY, actions, resources, CEL assertions).
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// The admin REST API: its first client, its OpenAPI document.
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -360,6 +365,7 @@ pub async fn run(cli: Cli, config: Config) -> Result<i32, CliError> {
         Command::Token(cmd) => aws::token(cmd, now).await,
         Command::User(cmd) => user::run(cmd, config, now, actor).await,
         Command::Group(cmd) => group::run(cmd, config, now, actor).await,
+        Command::Policy(cmd) => policy::run(cmd, config, now, actor).await,
         Command::Change(cmd) => change::run(cmd, config, now, actor).await,
         Command::Admin(cmd) => admin::run(cmd, config, now, actor).await,
         Command::Export => apply::export(config).await,

@@ -79,6 +79,11 @@ pub const RESERVED_CLAIMS: &[&str] = &[
     "nonce",
     "at_hash",
     "cnf",
+    // The AWS exchange's: a mapped attribute must never pass a user off as an IAM principal
+    // (principal policies recognise AWS tokens by them).
+    "aws_arn",
+    "aws_account",
+    "aws_user_id",
 ];
 
 impl LoginSettings {

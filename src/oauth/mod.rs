@@ -13,6 +13,7 @@ pub mod feed_snapshot;
 pub mod form;
 pub mod introspection;
 pub mod outcome;
+pub mod policy_bundle;
 pub mod refresh_token;
 pub mod revocation;
 pub mod revocation_feed;

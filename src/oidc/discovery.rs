@@ -30,6 +30,7 @@ pub fn metadata(
         "revocation_endpoint": format!("{iss}{REVOCATION_PATH}"),
         "introspection_endpoint": format!("{iss}{INTROSPECTION_PATH}"),
         "revocation_feed_endpoint": format!("{iss}{}", super::REVOCATION_FEED_PATH),
+        "policy_bundle_endpoint": format!("{iss}{}", super::POLICIES_PATH),
         "end_session_endpoint": format!("{iss}{}", super::END_SESSION_PATH),
         // Back-Channel Logout 1.0: logout tokens always carry `sid` (and `sub`).
         "backchannel_logout_supported": true,

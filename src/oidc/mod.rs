@@ -10,6 +10,7 @@ pub const TOKEN_PATH: &str = "/oauth2/token";
 pub const REVOCATION_PATH: &str = "/oauth2/revoke";
 pub const INTROSPECTION_PATH: &str = "/oauth2/introspect";
 pub const REVOCATION_FEED_PATH: &str = "/revocations";
+pub const POLICIES_PATH: &str = "/policies";
 pub const END_SESSION_PATH: &str = "/oauth2/logout";
 pub const AUTHORIZE_PATH: &str = "/oauth2/authorize";
 pub const JWKS_PATH: &str = "/jwks";

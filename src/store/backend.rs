@@ -32,6 +32,23 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            /// Raises a realm's policy version inside `tx` (the row lock orders concurrent changes).
+            async fn bump_policy_version(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                realm: &str,
+            ) -> Result<i64, $crate::store::StoreError> {
+                use sqlx::Row;
+                let row = sqlx::query(
+                    "INSERT INTO policy_versions (realm, version) VALUES ($1, 1) \
+                     ON CONFLICT (realm) DO UPDATE SET version = policy_versions.version + 1 \
+                     RETURNING version",
+                )
+                .bind(realm)
+                .fetch_one(&mut **tx)
+                .await?;
+                Ok(row.try_get("version")?)
+            }
+
             /// A disabled or deleted client: its tokens issued until `now` go into the revocation
             /// feed, and introspection refuses them even if the client comes back.
             async fn revoke_client_tokens_in_tx(
@@ -441,6 +458,91 @@ macro_rules! impl_store {
                     .rows_affected()
                     == 1;
                 if done {
+                    tx.commit().await?;
+                }
+                Ok(done)
+            }
+
+            async fn put_policy(
+                &self,
+                p: &$crate::store::PolicyRecord,
+                replace: bool,
+                audit: $crate::store::Audited<'_>,
+            ) -> Result<i64, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
+                if replace {
+                    sqlx::query("DELETE FROM policies WHERE realm = $1 AND name = $2")
+                        .bind(&p.realm)
+                        .bind(&p.name)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                sqlx::query(
+                    "INSERT INTO policies (realm, name, principal_kind, principal, effect, spec, \
+                     created_at, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(&p.realm)
+                .bind(&p.name)
+                .bind(&p.principal_kind)
+                .bind(&p.principal)
+                .bind(&p.effect)
+                .bind(&p.spec)
+                .bind(p.created_at)
+                .bind(&p.created_by)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| {
+                    $crate::store::map_unique(e, || format!("policy {} in realm {}", p.name, p.realm))
+                })?;
+                let version = Self::bump_policy_version(&mut tx, &p.realm).await?;
+                tx.commit().await?;
+                Ok(version)
+            }
+
+            async fn policies(
+                &self,
+                realm: &str,
+            ) -> Result<(i64, Vec<$crate::store::PolicyRecord>), $crate::store::StoreError> {
+                use sqlx::Row;
+                // One statement, one snapshot: the version and the rows it describes.
+                let rows = sqlx::query(
+                    "SELECT v.version, p.realm, p.name, p.principal_kind, p.principal, p.effect, \
+                     p.spec, p.created_at, p.created_by FROM policy_versions v \
+                     LEFT JOIN policies p ON p.realm = v.realm WHERE v.realm = $1 ORDER BY p.name",
+                )
+                .bind(realm)
+                .fetch_all(&self.pool)
+                .await?;
+                let mut version = 0i64;
+                let mut out = Vec::new();
+                for row in rows {
+                    version = row.try_get("version")?;
+                    let name: Option<String> = row.try_get("name")?;
+                    if name.is_some() {
+                        out.push(<$crate::store::PolicyRecord as sqlx::FromRow<_>>::from_row(&row)?);
+                    }
+                }
+                Ok((version, out))
+            }
+
+            async fn delete_policy(
+                &self,
+                realm: &str,
+                name: &str,
+                audit: $crate::store::Audited<'_>,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
+                let done = sqlx::query("DELETE FROM policies WHERE realm = $1 AND name = $2")
+                    .bind(realm)
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                    == 1;
+                if done {
+                    Self::bump_policy_version(&mut tx, realm).await?;
                     tx.commit().await?;
                 }
                 Ok(done)

@@ -321,6 +321,20 @@ pub struct AwsBindingRecord {
     pub created_at: i64,
 }
 
+/// A principal policy (see `sigil_validator::policy`): `spec` is its JSON as published.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct PolicyRecord {
+    pub realm: String,
+    pub name: String,
+    pub principal_kind: String,
+    pub principal: String,
+    /// `ALLOW` or `DENY`.
+    pub effect: String,
+    pub spec: String,
+    pub created_at: i64,
+    pub created_by: String,
+}
+
 /// A write plus the audit records that describe it, committed together or not at all.
 pub type Audited<'a> = &'a [AuditDraft];
 
@@ -522,6 +536,25 @@ pub trait Store: login::LoginStore + Send + Sync + 'static {
         &self,
         realm: &str,
         id: &str,
+        audit: Audited<'_>,
+    ) -> Result<bool, StoreError>;
+    /// Stores a policy and raises the realm's policy version in one transaction with its audit
+    /// records; with `replace` one of the same name is replaced, otherwise it is a conflict.
+    /// Returns the new version.
+    async fn put_policy(
+        &self,
+        p: &PolicyRecord,
+        replace: bool,
+        audit: Audited<'_>,
+    ) -> Result<i64, StoreError>;
+    /// A realm's policy version and policies (by name), read in one statement: the version
+    /// always describes exactly these policies.
+    async fn policies(&self, realm: &str) -> Result<(i64, Vec<PolicyRecord>), StoreError>;
+    /// Deletes a policy and raises the version; false (nothing written) if there was none.
+    async fn delete_policy(
+        &self,
+        realm: &str,
+        name: &str,
         audit: Audited<'_>,
     ) -> Result<bool, StoreError>;
     /// Prunes expired challenges, then stores this one (by hash) unless the realm already holds

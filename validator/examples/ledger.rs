@@ -16,6 +16,21 @@
 //! client created with `--introspect`): revoked tokens, ended sessions and disabled clients are
 //! refused within the interval (default 5 000 ms), with no call to the issuer per request.
 //!
+//! Principal policies (the realm's bundle, read as that same kind of resource server):
+//! `--policy-client-id ID --policy-secret-file FILE [--policy-interval-ms N]`. Ledger documents
+//! (transactions, kept in memory) are then guarded per action and record:
+//! - `POST /documents` (body: the document) is `db:Insert` on `financial.ledger.document.transaction`
+//!   with the document as `context.document`;
+//! - `GET /documents/{id}` is `db:Select` on `financial.ledger.document.transaction`;
+//! - `PATCH /documents/{id}/{field}` (body `{"value": ...}`) is `db:Update` on
+//!   `financial.ledger.document.{field}`, with the document as it would be after the change;
+//! - `DELETE /documents/{id}` is `db:Delete` on `financial.ledger.document.transaction`;
+//! - `GET /documents` is `db:Select` on `financial.ledger.document.*`, checked by the
+//!   `require_policy` layer (no single document).
+//!
+//! A denied request is 403 `POLICY_DENIED`; this example names the deciding policy in its answers
+//! (`policy`), which a production service may prefer not to.
+//!
 //! Other options: `--require-sender-constrained` (refuse bearer tokens without `cnf`),
 //! `--public-url https://ledger.bank.example` (the URL DPoP proofs must name), and behind a
 //! TLS-terminating proxy `--trusted-proxy CIDR[,CIDR...] --client-cert-header NAME
@@ -25,8 +40,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ConnectInfo;
-use axum::routing::{get, post};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::pem::PemObject;
@@ -71,6 +91,119 @@ async fn post_high_value(claims: Claims) -> Json<Value> {
         "acr": claims.extra.get("acr"),
         "status": "accepted",
     }))
+}
+
+/// The ledger's documents, in memory.
+#[derive(Clone)]
+struct Ledger {
+    validator: Validator,
+    documents: Arc<Mutex<HashMap<u64, Value>>>,
+    next_id: Arc<std::sync::atomic::AtomicU64>,
+}
+
+const RECORD: &str = "financial.ledger.document.transaction";
+
+impl Ledger {
+    /// The policy decision for this request, as a 403 when denied.
+    fn authorize(
+        &self,
+        claims: &Claims,
+        action: &str,
+        resource: &str,
+        doc: &Value,
+    ) -> Result<String, Response> {
+        let decision = self.validator.authorize(claims, action, resource, doc);
+        if decision.is_allowed() {
+            Ok(decision.policy().unwrap_or_default().to_owned())
+        } else {
+            Err(sigil_validator::axum::policy_denied(&decision, true))
+        }
+    }
+
+    fn get(&self, id: u64) -> Result<Value, Response> {
+        self.documents
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| {
+                (StatusCode::NOT_FOUND, Json(json!({"error": "not_found"}))).into_response()
+            })
+    }
+}
+
+async fn insert_document(
+    State(ledger): State<Ledger>,
+    claims: Claims,
+    Json(doc): Json<Value>,
+) -> Result<Response, Response> {
+    let policy = ledger.authorize(&claims, "db:Insert", RECORD, &doc)?;
+    let id = ledger
+        .next_id
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    ledger
+        .documents
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(id, doc);
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": id, "policy": policy})),
+    )
+        .into_response())
+}
+
+async fn select_document(
+    State(ledger): State<Ledger>,
+    claims: Claims,
+    Path(id): Path<u64>,
+) -> Result<Response, Response> {
+    let doc = ledger.get(id)?;
+    let policy = ledger.authorize(&claims, "db:Select", RECORD, &doc)?;
+    Ok(Json(json!({"id": id, "document": doc, "policy": policy})).into_response())
+}
+
+async fn update_field(
+    State(ledger): State<Ledger>,
+    claims: Claims,
+    Path((id, field)): Path<(u64, String)>,
+    Json(body): Json<Value>,
+) -> Result<Response, Response> {
+    let mut doc = ledger.get(id)?;
+    let value = body.get("value").cloned().unwrap_or(Value::Null);
+    if let Some(o) = doc.as_object_mut() {
+        o.insert(field.clone(), value);
+    }
+    let resource = format!("financial.ledger.document.{field}");
+    let policy = ledger.authorize(&claims, "db:Update", &resource, &doc)?;
+    ledger
+        .documents
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(id, doc.clone());
+    Ok(Json(json!({"id": id, "document": doc, "policy": policy})).into_response())
+}
+
+async fn delete_document(
+    State(ledger): State<Ledger>,
+    claims: Claims,
+    Path(id): Path<u64>,
+) -> Result<Response, Response> {
+    let doc = ledger.get(id)?;
+    let policy = ledger.authorize(&claims, "db:Delete", RECORD, &doc)?;
+    ledger
+        .documents
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&id);
+    Ok(Json(json!({"id": id, "deleted": true, "policy": policy})).into_response())
+}
+
+async fn list_documents(State(ledger): State<Ledger>) -> Json<Value> {
+    let docs = ledger.documents.lock().unwrap_or_else(|p| p.into_inner());
+    let mut ids: Vec<u64> = docs.keys().copied().collect();
+    ids.sort_unstable();
+    Json(json!({"ids": ids}))
 }
 
 /// The sign-in class a high-value transfer demands.
@@ -168,7 +301,8 @@ async fn main() {
              [--tls-cert FILE --tls-key FILE [--client-ca FILE]] [--require-sender-constrained] \
              [--public-url URL] [--trusted-proxy CIDR[,CIDR...] --client-cert-header NAME \
              --client-cert-format envoy|nginx] [--revocation-client-id ID \
-             --revocation-secret-file FILE [--revocation-interval-ms N]]"
+             --revocation-secret-file FILE [--revocation-interval-ms N]] \
+             [--policy-client-id ID --policy-secret-file FILE [--policy-interval-ms N]]"
         );
         std::process::exit(2);
     };
@@ -213,7 +347,44 @@ async fn main() {
             builder = builder.revocation_poll_interval(Duration::from_millis(ms));
         }
     }
+    if let Some(id) = arg(&args, "--policy-client-id") {
+        let file = arg(&args, "--policy-secret-file")
+            .unwrap_or_else(|| fail("--policy-client-id needs --policy-secret-file"));
+        let secret = std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| fail(format!("cannot read {file}: {e}")));
+        builder = builder.policy_bundle(id, secret.trim());
+        if let Some(ms) = arg(&args, "--policy-interval-ms") {
+            let ms: u64 = ms.parse().unwrap_or_else(|e| fail(e));
+            builder = builder.policy_poll_interval(Duration::from_millis(ms));
+        }
+    }
     let validator = builder.build().await.unwrap_or_else(|e| fail(e));
+    let ledger = Ledger {
+        validator: validator.clone(),
+        documents: Arc::default(),
+        next_id: Arc::new(std::sync::atomic::AtomicU64::new(1)),
+    };
+    let auth = validator.layer();
+    let documents = Router::new()
+        .route(
+            "/documents",
+            post(insert_document).route_layer(auth.clone()).merge(
+                get(list_documents).route_layer(
+                    validator.require_policy("db:Select", "financial.ledger.document.*"),
+                ),
+            ),
+        )
+        .route(
+            "/documents/{id}",
+            get(select_document)
+                .delete(delete_document)
+                .route_layer(auth.clone()),
+        )
+        .route(
+            "/documents/{id}/{field}",
+            patch(update_field).route_layer(auth),
+        )
+        .with_state(ledger);
     let app = Router::new()
         .route(
             "/balances",
@@ -231,7 +402,8 @@ async fn main() {
                     .require_acr([ACR_PASSKEY])
                     .max_age(Duration::from_secs(300)),
             ),
-        );
+        )
+        .merge(documents);
     let listener = tokio::net::TcpListener::bind(&bind)
         .await
         .unwrap_or_else(|e| fail(format!("cannot bind {bind}: {e}")));

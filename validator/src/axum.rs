@@ -50,7 +50,17 @@ impl Validator {
             validator: self.clone(),
             scopes: Arc::from(Vec::new()),
             step_up: None,
+            policy: None,
         }
+    }
+
+    /// A layer that also requires the realm's policies to allow `action` on `resource` for the
+    /// token's principal (see [`crate::policy`]; the bundle comes from
+    /// [`crate::ValidatorBuilder::policy_bundle`]), with no document: for routes that act on no
+    /// single record, or where the record is checked in the handler with
+    /// [`Validator::authorize`]. A denied request gets 403 `error_code: POLICY_DENIED`.
+    pub fn require_policy(&self, action: &str, resource: &str) -> AuthLayer {
+        self.layer().require_policy(action, resource)
     }
 
     /// A layer that requires a user's sign-in of one of the authentication context classes
@@ -77,6 +87,7 @@ impl Validator {
                 .collect::<Vec<_>>()
                 .into(),
             step_up: None,
+            policy: None,
         }
     }
 
@@ -90,9 +101,16 @@ pub struct AuthLayer {
     validator: Validator,
     scopes: Arc<[String]>,
     step_up: Option<Arc<StepUp>>,
+    policy: Option<Arc<(String, String)>>,
 }
 
 impl AuthLayer {
+    /// Also requires the realm's policies to allow `action` on `resource` (no document).
+    pub fn require_policy(mut self, action: &str, resource: &str) -> Self {
+        self.policy = Some(Arc::new((action.to_owned(), resource.to_owned())));
+        self
+    }
+
     /// Also requires a sign-in of one of `acr_values` (RFC 9470).
     pub fn require_acr<I: IntoIterator<Item = S>, S: Into<String>>(
         mut self,
@@ -128,6 +146,7 @@ impl<S> Layer<S> for AuthLayer {
             validator: self.validator.clone(),
             scopes: self.scopes.clone(),
             step_up: self.step_up.clone(),
+            policy: self.policy.clone(),
         }
     }
 }
@@ -138,6 +157,7 @@ pub struct AuthService<S> {
     validator: Validator,
     scopes: Arc<[String]>,
     step_up: Option<Arc<StepUp>>,
+    policy: Option<Arc<(String, String)>>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -162,6 +182,7 @@ where
         let validator = self.validator.clone();
         let scopes = self.scopes.clone();
         let step_up = self.step_up.clone();
+        let policy = self.policy.clone();
         Box::pin(async move {
             let scheme = match presented(req.headers()) {
                 Presented::Nothing => return Ok(token_required(&validator)),
@@ -184,6 +205,17 @@ where
             {
                 crate::observe::refusal(&e);
                 return Ok(rejection_for(scheme, &e));
+            }
+            if let Some(rule) = &policy {
+                let (action, resource) = &**rule;
+                let decision =
+                    validator.authorize(&claims, action, resource, &serde_json::Value::Null);
+                if !decision.is_allowed() {
+                    crate::observe::refusal(&ErrorKind::PolicyDenied.into());
+                    tracing::info!(action = %action, resource = %resource, sub = %claims.sub,
+                        policy = ?decision.policy(), "denied by policy");
+                    return Ok(policy_denied(&decision, false));
+                }
             }
             parts.extensions.insert(claims);
             inner.call(Request::from_parts(parts, body)).await
@@ -407,6 +439,27 @@ pub fn dpop_rejection(e: &Error) -> Response {
         ),
     };
     with_challenge((status, axum::Json(body)).into_response(), &challenge)
+}
+
+/// 403 for a request the realm's policies do not allow: `error: access_denied`,
+/// `error_code: POLICY_DENIED` and a fixed description of why (no policy allows it, a policy
+/// denies it, an assertion could not be evaluated, the document is too large, or the policies
+/// are unavailable). With `name_policy` the deciding policy's name is added as `policy` (an
+/// administrative label; leave it out where callers should not learn the policy set).
+pub fn policy_denied(decision: &crate::policy::Decision, name_policy: bool) -> Response {
+    let description = match decision {
+        crate::policy::Decision::Deny { reason, .. } => reason.as_str(),
+        crate::policy::Decision::Allow { .. } => "allowed",
+    };
+    let mut body = serde_json::json!({
+        "error": "access_denied",
+        "error_code": "POLICY_DENIED",
+        "error_description": description,
+    });
+    if name_policy && let Some(p) = decision.policy() {
+        body["policy"] = serde_json::json!(p);
+    }
+    (StatusCode::FORBIDDEN, axum::Json(body)).into_response()
 }
 
 /// 401 `invalid_token` with a fixed description (never text derived from the token).

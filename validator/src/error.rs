@@ -53,6 +53,10 @@ pub enum ErrorKind {
     RevocationsUnavailable,
     /// The revocation feed could not be read or a page did not verify.
     Feed(String),
+    /// The policy bundle could not be read, did not verify or did not compile.
+    Policies(String),
+    /// A valid token whose request the realm's policies do not allow (403 `POLICY_DENIED`).
+    PolicyDenied,
     /// RFC 9470: the user's sign-in is not of a demanded class or not recent enough; the route's
     /// own demands, for the challenge.
     InsufficientUserAuthentication {
@@ -75,6 +79,7 @@ impl Error {
     pub fn rfc6750_code(&self) -> &'static str {
         match &*self.0 {
             ErrorKind::InsufficientScope(_) => "insufficient_scope",
+            ErrorKind::PolicyDenied => "access_denied",
             ErrorKind::DpopProof(e) => e.error_code(),
             ErrorKind::DpopKeyMismatch => "invalid_dpop_proof",
             ErrorKind::InsufficientUserAuthentication { .. } => "insufficient_user_authentication",
@@ -117,6 +122,8 @@ impl Error {
             }
             ErrorKind::Revoked => "token revoked",
             ErrorKind::RevocationsUnavailable | ErrorKind::Feed(_) => "revocation list unavailable",
+            ErrorKind::Policies(_) => "policies unavailable",
+            ErrorKind::PolicyDenied => "denied by policy",
         }
     }
 }
@@ -149,6 +156,7 @@ impl fmt::Display for Error {
             ErrorKind::Jwks(m) => write!(f, "JWKS unavailable: {m}"),
             ErrorKind::DpopProof(e) => write!(f, "invalid DPoP proof: {e}"),
             ErrorKind::Feed(m) => write!(f, "revocation feed: {m}"),
+            ErrorKind::Policies(m) => write!(f, "policy bundle: {m}"),
             _ => f.write_str(self.description()),
         }
     }

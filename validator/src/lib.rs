@@ -44,6 +44,7 @@ pub mod forwarded_cert;
 pub mod jwk;
 mod jwks;
 pub mod observe;
+pub mod policy;
 mod revocations;
 mod step_up;
 mod validator;

@@ -5,7 +5,8 @@
 //! - `sigil_validator_unknown_kid_refetches_total`: fetches caused by an unknown `kid`;
 //! - `sigil_validator_stale_keys_used_total`: tokens verified with keys past their `max-age`
 //!   because the last refresh failed (inside the stale period);
-//! - `sigil_validator_refusals_total{reason}`: refused requests, by a fixed reason word.
+//! - `sigil_validator_refusals_total{reason}`: refused requests, by a fixed reason word;
+//! - `sigil_validator_authorizations_total{outcome="allow"|"deny"}`: policy decisions.
 
 use crate::error::{Error, ErrorKind};
 
@@ -25,6 +26,15 @@ pub(crate) fn unknown_kid_refetch() {
 
 #[cfg(not(feature = "metrics"))]
 pub(crate) fn unknown_kid_refetch() {}
+
+#[cfg(feature = "metrics")]
+pub(crate) fn authorization(d: &crate::policy::Decision) {
+    let outcome = if d.is_allowed() { "allow" } else { "deny" };
+    metrics::counter!("sigil_validator_authorizations_total", "outcome" => outcome).increment(1);
+}
+
+#[cfg(not(feature = "metrics"))]
+pub(crate) fn authorization(_d: &crate::policy::Decision) {}
 
 #[cfg(feature = "metrics")]
 pub(crate) fn stale_keys_used() {
@@ -72,6 +82,8 @@ pub fn reason(kind: &ErrorKind) -> &'static str {
         ErrorKind::Revoked => "revoked",
         ErrorKind::RevocationsUnavailable => "revocations_unavailable",
         ErrorKind::Feed(_) => "feed",
+        ErrorKind::Policies(_) => "policies_unavailable",
+        ErrorKind::PolicyDenied => "policy_denied",
         ErrorKind::InsufficientUserAuthentication { .. } => "insufficient_user_authentication",
     }
 }

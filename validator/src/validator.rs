@@ -18,6 +18,7 @@ use crate::dpop::{self, DpopError, DpopExpectations, IatWindow, ReplayCache};
 use crate::error::{Error, ErrorKind};
 use crate::forwarded_cert::{Cidr, Format};
 use crate::jwks::{VerifyingKey, max_age, parse_jwks};
+use crate::policy::{self, BundlePayload, Decision, DenyReason, PolicySet};
 use crate::revocations::{self, FeedConfig, Page, RevocationSet};
 
 /// Seconds since the Unix epoch, from an injectable source.
@@ -61,6 +62,8 @@ struct Policy {
     forwarded_cert: Option<(String, Format)>,
     /// The issuer's revocation feed, when this resource server reads it.
     feed: Option<FeedConfig>,
+    /// The realm's policy bundle, when this resource server authorizes with it.
+    bundle: Option<FeedConfig>,
 }
 
 /// What a key-set fetch yields: the JWKS document and its `max-age` in seconds, if any.
@@ -80,6 +83,9 @@ pub struct ValidatorBuilder {
     feed_url: Option<String>,
     feed_interval: Duration,
     feed_stale: Duration,
+    bundle_url: Option<String>,
+    bundle_interval: Duration,
+    bundle_stale: Duration,
     jwks_uri: Option<String>,
     http: Option<reqwest::Client>,
     clock: Option<ClockFn>,
@@ -199,6 +205,45 @@ impl ValidatorBuilder {
         self.feed_stale = period;
         self
     }
+    /// Read the realm's principal policies (Sigil's `{issuer}/policies`) as this resource server
+    /// (a client registered with `--introspect`, authenticated with HTTP Basic), for
+    /// [`Validator::authorize`] and [`crate::axum::AuthLayer::require_policy`]. The bundle is a
+    /// JWS (`typ: policies+jwt`) verified with the issuer's keys, addressed to this client, fresh,
+    /// and never older than the version held; its policies are compiled once per version. It is
+    /// polled in the background with `If-None-Match` (an unchanged bundle costs a 304); while
+    /// the issuer does not answer the last bundle is used for the stale period, after which
+    /// every request is denied. The first read happens in [`ValidatorBuilder::build`], which
+    /// fails if it does not answer.
+    pub fn policy_bundle(
+        mut self,
+        client_id: impl Into<String>,
+        client_secret: impl Into<String>,
+    ) -> Self {
+        self.policy.bundle = Some(FeedConfig {
+            url: String::new(), // set in build()
+            client_id: client_id.into(),
+            client_secret: client_secret.into(),
+            interval: Duration::from_secs(5),
+            stale_period: 120,
+        });
+        self
+    }
+    /// The bundle's URL, if not `{issuer}/policies`.
+    pub fn policy_bundle_url(mut self, url: impl Into<String>) -> Self {
+        self.bundle_url = Some(url.into());
+        self
+    }
+    /// How often the bundle is polled (default 5 s, at least 100 ms).
+    pub fn policy_poll_interval(mut self, interval: Duration) -> Self {
+        self.bundle_interval = interval.max(Duration::from_millis(100));
+        self
+    }
+    /// How long the last bundle is used while the issuer does not answer (default 120 s past
+    /// the last answer); after that every authorization is denied until it answers again.
+    pub fn policy_stale_period(mut self, period: Duration) -> Self {
+        self.bundle_stale = period;
+        self
+    }
     /// Skip discovery and fetch keys from this URL.
     pub fn jwks_uri(mut self, uri: impl Into<String>) -> Self {
         self.jwks_uri = Some(uri.into());
@@ -243,6 +288,13 @@ impl ValidatorBuilder {
             feed.interval = self.feed_interval;
             feed.stale_period = self.feed_stale.as_secs() as i64;
         }
+        if let Some(bundle) = &mut policy.bundle {
+            bundle.url = self
+                .bundle_url
+                .unwrap_or_else(|| format!("{}/policies", policy.issuer));
+            bundle.interval = self.bundle_interval;
+            bundle.stale_period = self.bundle_stale.as_secs() as i64;
+        }
         let jwks_uri = match (self.jwks_uri, &self.source) {
             (Some(u), _) => u,
             (None, Some(_)) => "(in-process key set)".to_owned(),
@@ -263,6 +315,7 @@ impl ValidatorBuilder {
             fetches: AtomicU64::new(0),
             unknown_kid_fetches: AtomicU64::new(0),
             revocations: ArcSwap::from_pointee(RevocationSet::new()),
+            policies: ArcSwap::from_pointee(HeldBundle::default()),
         });
         inner.fetch_and_swap().await?;
         let validator = Validator { inner };
@@ -280,8 +333,35 @@ impl ValidatorBuilder {
                 }
             });
         }
+        if let Some(bundle) = validator.inner.policy.bundle.clone() {
+            validator.poll_policies().await?;
+            let weak = Arc::downgrade(&validator.inner);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(bundle.interval).await;
+                    let Some(inner) = weak.upgrade() else { return };
+                    let v = Validator { inner };
+                    if let Err(e) = v.poll_policies().await {
+                        tracing::warn!(url = %bundle.url, error = %e, "policy bundle unavailable; keeping the last one");
+                    }
+                }
+            });
+        }
         Ok(validator)
     }
+}
+
+/// The policy bundle as last read.
+#[derive(Default)]
+struct HeldBundle {
+    /// The compiled policies (`None` before the first read).
+    set: Option<Arc<PolicySet>>,
+    /// The issuer's `ETag` for it.
+    etag: Option<String>,
+    /// The signed `iat` of the bundle held.
+    signed_iat: i64,
+    /// When the issuer last answered (200 or 304).
+    confirmed_at: i64,
 }
 
 #[derive(Default)]
@@ -311,6 +391,8 @@ struct Inner {
     replay: ReplayCache,
     /// The revocation feed as last read (empty without a feed).
     revocations: ArcSwap<RevocationSet>,
+    /// The policy bundle as last read.
+    policies: ArcSwap<HeldBundle>,
 }
 
 /// Verifies access tokens for one issuer and audience. Cheap to clone.
@@ -486,6 +568,7 @@ impl Validator {
                 public_base_url: None,
                 trusted_proxies: Vec::new(),
                 forwarded_cert: None,
+                bundle: None,
             },
             jwks_uri: None,
             source: None,
@@ -495,6 +578,9 @@ impl Validator {
             feed_url: None,
             feed_interval: Duration::from_secs(5),
             feed_stale: Duration::from_secs(120),
+            bundle_url: None,
+            bundle_interval: Duration::from_secs(5),
+            bundle_stale: Duration::from_secs(120),
         }
     }
 
@@ -845,6 +931,127 @@ impl Validator {
             }
         }
         self.inner.revocations.store(Arc::new(set));
+        Ok(())
+    }
+
+    /// Decides whether the token with `claims` may do `action` (`db:Insert`) to `resource`
+    /// (`financial.ledger.document.tx`), a record whose content is `document` (`Value::Null`
+    /// when the route has none), under the realm's policy bundle (see [`crate::policy`]). Without
+    /// a bundle young enough (none configured, or past its stale period) every request is denied.
+    /// Synchronous: it never waits for the issuer.
+    pub fn authorize(
+        &self,
+        claims: &Claims,
+        action: &str,
+        resource: &str,
+        document: &serde_json::Value,
+    ) -> Decision {
+        let held = self.inner.policies.load();
+        let fresh =
+            self.inner.policy.bundle.as_ref().is_some_and(|b| {
+                self.inner.now().saturating_sub(held.confirmed_at) <= b.stale_period
+            });
+        let decision = match &held.set {
+            Some(set) if fresh => set.evaluate(claims, action, resource, document),
+            _ => Decision::deny(DenyReason::BundleUnavailable),
+        };
+        crate::observe::authorization(&decision);
+        decision
+    }
+
+    /// The version of the policy bundle held (for metrics and tests), if any.
+    pub fn policy_version(&self) -> Option<i64> {
+        self.inner.policies.load().set.as_ref().map(|s| s.version())
+    }
+
+    /// Reads the policy bundle (conditionally, with the `ETag` held, while the signed bundle is
+    /// younger than half the stale period), verifies and compiles a new one, and swaps it in. A
+    /// failure keeps the bundle held.
+    pub async fn poll_policies(&self) -> Result<(), Error> {
+        let Some(cfg) = &self.inner.policy.bundle else {
+            return Ok(());
+        };
+        let unavailable = |m: String| Error::from(ErrorKind::Policies(m));
+        let held = self.inner.policies.load_full();
+        let now = self.inner.now();
+        let mut req = self
+            .inner
+            .http
+            .get(&cfg.url)
+            .basic_auth(&cfg.client_id, Some(&cfg.client_secret));
+        let conditional = held.set.is_some() && now - held.signed_iat < cfg.stale_period / 2;
+        if let (Some(etag), true) = (&held.etag, conditional) {
+            req = req.header(reqwest::header::IF_NONE_MATCH, etag);
+        }
+        let mut res = req.send().await.map_err(|e| unavailable(e.to_string()))?;
+        if res.status() == reqwest::StatusCode::NOT_MODIFIED && conditional {
+            self.inner.policies.store(Arc::new(HeldBundle {
+                set: held.set.clone(),
+                etag: held.etag.clone(),
+                signed_iat: held.signed_iat,
+                confirmed_at: self.inner.now(),
+            }));
+            return Ok(());
+        }
+        if !res.status().is_success() {
+            return Err(unavailable(format!(
+                "{} answered {}",
+                cfg.url,
+                res.status()
+            )));
+        }
+        let etag = res
+            .headers()
+            .get(reqwest::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let mut body = Vec::new();
+        while let Some(chunk) = res.chunk().await.map_err(|e| unavailable(e.to_string()))? {
+            if body.len() + chunk.len() > MAX_FEED_PAGE_BYTES {
+                return Err(unavailable("the bundle is too large".into()));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let jws = std::str::from_utf8(&body).map_err(|_| unavailable("not text".into()))?;
+        let payload = self
+            .verify_signed(jws.trim(), policy::TYP)
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        let bundle: BundlePayload = serde_json::from_slice(&payload)
+            .map_err(|e| unavailable(format!("bad bundle: {e}")))?;
+        let now = self.inner.now();
+        let p = &self.inner.policy;
+        if bundle.iss != p.issuer || bundle.aud != cfg.client_id {
+            return Err(unavailable(
+                "a bundle for another issuer or resource server".into(),
+            ));
+        }
+        if (now - bundle.iat).abs() > p.leeway {
+            return Err(unavailable("a stale or future bundle".into()));
+        }
+        let set = match &held.set {
+            Some(s) if bundle.version < s.version() => {
+                return Err(unavailable(format!(
+                    "bundle version {} is older than the {} held",
+                    bundle.version,
+                    s.version()
+                )));
+            }
+            // Compiled once per version.
+            Some(s) if bundle.version == s.version() && bundle.groups_claim == s.groups_claim() => {
+                s.clone()
+            }
+            _ => Arc::new(
+                PolicySet::new(bundle.version, bundle.groups_claim, bundle.policies)
+                    .map_err(|e| unavailable(format!("bundle refused: {e}")))?,
+            ),
+        };
+        self.inner.policies.store(Arc::new(HeldBundle {
+            set: Some(set),
+            etag,
+            signed_iat: bundle.iat,
+            confirmed_at: now,
+        }));
         Ok(())
     }
 

@@ -1,0 +1,187 @@
+//! Principal policies for resource servers (the model is `sigil_validator::policy`): written
+//! only after every field is checked and every CEL assertion compiles, attached only to a
+//! principal of the same realm, audited in the write's transaction, and published by
+//! `oauth::policy_bundle`.
+
+use serde::Serialize;
+use serde_json::json;
+use sigil_validator::policy::{Effect, PolicySpec, Principal};
+
+use super::{AdminError, invalid};
+use crate::audit::AuditDraft;
+use crate::clock::UnixTime;
+use crate::store::{PolicyRecord, Store};
+
+/// A policy as the CLI and the admin API show it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PolicyView {
+    pub name: String,
+    /// `client`, `user`, `group`, `aws` or `issuer`.
+    pub principal_kind: String,
+    pub principal: String,
+    /// `ALLOW` or `DENY`.
+    pub effect: String,
+    pub actions: Vec<String>,
+    pub resources: Vec<String>,
+    pub assertions: Vec<String>,
+    pub description: Option<String>,
+    pub created_at: i64,
+    pub created_by: String,
+}
+
+fn view(r: &PolicyRecord) -> Result<PolicyView, AdminError> {
+    let spec: PolicySpec = serde_json::from_str(&r.spec).map_err(|e| {
+        AdminError::Store(crate::store::StoreError::Database(sqlx::Error::Decode(
+            format!("policy {} of realm {}: {e}", r.name, r.realm).into(),
+        )))
+    })?;
+    Ok(PolicyView {
+        name: spec.name,
+        principal_kind: r.principal_kind.clone(),
+        principal: r.principal.clone(),
+        effect: spec.effect.as_str().to_owned(),
+        actions: spec.actions,
+        resources: spec.resources,
+        assertions: spec.assertions,
+        description: spec.description,
+        created_at: r.created_at,
+        created_by: r.created_by.clone(),
+    })
+}
+
+/// The parts of a policy as given on the command line or in a request.
+#[derive(Debug, Clone)]
+pub struct NewPolicy {
+    pub realm: String,
+    pub name: String,
+    pub principal_kind: String,
+    pub principal: String,
+    pub effect: String,
+    pub actions: Vec<String>,
+    pub resources: Vec<String>,
+    pub assertions: Vec<String>,
+    pub description: Option<String>,
+}
+
+/// The checks a policy's write makes before it touches the database: its spec, well-formed,
+/// with every assertion compiled.
+pub fn check(req: &NewPolicy) -> Result<PolicySpec, AdminError> {
+    let principal = Principal::parse(&req.principal_kind, &req.principal)
+        .map_err(|e| invalid("principal-kind", e))?;
+    let effect = match req.effect.to_ascii_uppercase().as_str() {
+        "ALLOW" => Effect::Allow,
+        "DENY" => Effect::Deny,
+        _ => return Err(invalid("effect", "ALLOW or DENY")),
+    };
+    let spec = PolicySpec {
+        name: req.name.clone(),
+        principal,
+        effect,
+        actions: req.actions.clone(),
+        resources: req.resources.clone(),
+        assertions: req.assertions.clone(),
+        description: req.description.clone().filter(|d| !d.is_empty()),
+    };
+    spec.check().map_err(|e| invalid(e.field, e.message))?;
+    Ok(spec)
+}
+
+/// The principal must be one of this realm's: a client, a user (by `sub`) or a group that
+/// exists in it. AWS principals and issuers are patterns and URLs, not records.
+async fn check_principal(store: &dyn Store, realm: &str, p: &Principal) -> Result<(), AdminError> {
+    let known = match p {
+        Principal::Client(id) => store.client(realm, id).await?.is_some(),
+        Principal::User(sub) => store.user_by_id(realm, sub).await?.is_some(),
+        Principal::Group(name) => store.groups(realm).await?.iter().any(|g| g.name == *name),
+        Principal::Aws(_) | Principal::Issuer(_) => true,
+    };
+    if known {
+        Ok(())
+    } else {
+        Err(invalid(
+            "principal",
+            format!("realm {realm} has no {} {:?}", p.kind(), p.id()),
+        ))
+    }
+}
+
+/// Creates a policy (`replace`: or replaces the one of that name, in one transaction).
+pub async fn create(
+    store: &dyn Store,
+    req: NewPolicy,
+    replace: bool,
+    now: UnixTime,
+    actor: &str,
+) -> Result<PolicyView, AdminError> {
+    let spec = check(&req)?;
+    if store.realm(&req.realm).await?.is_none() {
+        return Err(AdminError::NotFound(format!("realm {}", req.realm)));
+    }
+    check_principal(store, &req.realm, &spec.principal).await?;
+    let record = PolicyRecord {
+        realm: req.realm.clone(),
+        name: spec.name.clone(),
+        principal_kind: spec.principal.kind().to_owned(),
+        principal: spec.principal.id().to_owned(),
+        effect: spec.effect.as_str().to_owned(),
+        spec: serde_json::to_string(&spec).map_err(|e| invalid("policy", e.to_string()))?,
+        created_at: now,
+        created_by: actor.to_owned(),
+    };
+    let kind = if replace {
+        "policy.replaced"
+    } else {
+        "policy.created"
+    };
+    let audit = [
+        AuditDraft::new(now, Some(&req.realm), kind, actor).detail(json!({
+            "name": spec.name,
+            "principal_kind": record.principal_kind,
+            "principal": record.principal,
+            "effect": record.effect,
+            "actions": spec.actions,
+            "resources": spec.resources,
+            "assertions": spec.assertions,
+        })),
+    ];
+    store.put_policy(&record, replace, &audit).await?;
+    view(&record)
+}
+
+/// A realm's policies, by name.
+pub async fn list(store: &dyn Store, realm: &str) -> Result<(i64, Vec<PolicyView>), AdminError> {
+    if store.realm(realm).await?.is_none() {
+        return Err(AdminError::NotFound(format!("realm {realm}")));
+    }
+    let (version, records) = store.policies(realm).await?;
+    Ok((
+        version,
+        records.iter().map(view).collect::<Result<Vec<_>, _>>()?,
+    ))
+}
+
+pub async fn show(store: &dyn Store, realm: &str, name: &str) -> Result<PolicyView, AdminError> {
+    let (_, all) = list(store, realm).await?;
+    all.into_iter()
+        .find(|p| p.name == name)
+        .ok_or_else(|| AdminError::NotFound(format!("policy {name} in realm {realm}")))
+}
+
+pub async fn delete(
+    store: &dyn Store,
+    realm: &str,
+    name: &str,
+    now: UnixTime,
+    actor: &str,
+) -> Result<(), AdminError> {
+    let audit = [
+        AuditDraft::new(now, Some(realm), "policy.deleted", actor).detail(json!({"name": name}))
+    ];
+    if store.delete_policy(realm, name, &audit).await? {
+        Ok(())
+    } else {
+        Err(AdminError::NotFound(format!(
+            "policy {name} in realm {realm}"
+        )))
+    }
+}
