@@ -10,56 +10,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use ring::rand::SystemRandom;
-use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use serde_json::{Value, json};
 use sigil_validator::{ErrorKind, Validator};
 
+mod common;
+use common::Key;
+
 const ISS: &str = "https://issuer.test/realms/ledger";
 const NOW: i64 = 1_800_000_000;
-
-struct Key {
-    kid: String,
-    pair: EcdsaKeyPair,
-}
-
-impl Key {
-    fn new(kid: &str) -> Key {
-        let rng = SystemRandom::new();
-        let doc =
-            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).expect("gen");
-        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, doc.as_ref(), &rng)
-            .expect("parse");
-        Key {
-            kid: kid.into(),
-            pair,
-        }
-    }
-    fn jwk(&self) -> Value {
-        let p = self.pair.public_key().as_ref();
-        json!({"kty":"EC","crv":"P-256","kid":self.kid,"alg":"ES256","use":"sig",
-               "x":B64.encode(&p[1..33]),"y":B64.encode(&p[33..65])})
-    }
-    fn sign(&self, header: Value, claims: Value) -> String {
-        let input = format!(
-            "{}.{}",
-            B64.encode(header.to_string()),
-            B64.encode(claims.to_string())
-        );
-        let mut sig = self
-            .pair
-            .sign(&SystemRandom::new(), input.as_bytes())
-            .expect("sign")
-            .as_ref()
-            .to_vec();
-        // The validator takes only the low-s form, the one Sigil signs.
-        sigil_validator::es256::to_low_s(&mut sig);
-        format!("{input}.{}", B64.encode(&sig))
-    }
-    fn token(&self, claims: Value) -> String {
-        self.sign(json!({"alg":"ES256","kid":self.kid,"typ":"at+jwt"}), claims)
-    }
-}
 
 fn claims() -> Value {
     json!({"iss":ISS,"sub":"ach-processor","aud":"ledger","client_id":"ach-processor",
