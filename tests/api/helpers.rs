@@ -374,6 +374,30 @@ impl TestApp {
         }
     }
 
+    /// A confidential client registered with `--introspect`: a resource server that may read the
+    /// revocation feed and the policy bundle.
+    pub async fn create_resource_server(&self, realm: &str, id: &str) -> Client {
+        let made = admin::clients::create(
+            self.store.as_ref(),
+            admin::clients::NewClient {
+                realm: realm.into(),
+                client_id: id.into(),
+                scopes: "balances:read".into(),
+                audience: "ledger".into(),
+                introspect: true,
+                ..Default::default()
+            },
+            self.now(),
+            "test",
+        )
+        .await
+        .expect("resource server created");
+        Client {
+            id: made.client.client_id,
+            secret: made.client_secret.expect("confidential client"),
+        }
+    }
+
     /// POSTs a form to the token endpoint with optional Basic credentials.
     pub async fn token_request(
         &self,

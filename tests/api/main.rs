@@ -28,6 +28,7 @@ mod login;
 mod logout;
 mod memory;
 mod passkey;
+mod policies;
 mod revocation;
 mod revocation_feed;
 mod rotation;

@@ -25,25 +25,7 @@ use crate::login::{browser, location, pkce, query_param, setup};
 const POLL: Duration = Duration::from_millis(250);
 
 async fn resource_server(app: &TestApp) -> Client {
-    let made = sigil::admin::clients::create(
-        app.store.as_ref(),
-        sigil::admin::clients::NewClient {
-            realm: "customers".into(),
-            client_id: "ledger-rs".into(),
-            scopes: "balances:read".into(),
-            audience: "ledger".into(),
-            introspect: true,
-            ..Default::default()
-        },
-        app.now(),
-        "t",
-    )
-    .await
-    .expect("rs");
-    Client {
-        id: made.client.client_id,
-        secret: made.client_secret.expect("secret"),
-    }
+    app.create_resource_server("customers", "ledger-rs").await
 }
 
 async fn validator(
