@@ -1,6 +1,8 @@
 //! In-process verification rate of `Validator::validate` against the raw `ring` signature check
 //! of the same key and token, in the same run; and of a validator holding a revocation feed of
-//! 100,000 entries against one without a feed. Prints each pair and its ratio.
+//! 100,000 entries against one without a feed; and of `validate` followed by `authorize` under a
+//! bundle of 20 policies (one CEL assertion on the deciding one, a document) against `validate`
+//! alone. Prints each pair and its ratio.
 //! `cargo bench -p sigil-validator --bench verify`
 
 use std::sync::Arc;
@@ -87,17 +89,63 @@ fn main() {
             B64.encode(json!({"alg":"ES256","kid":"k","typ":"revocations+jwt"}).to_string()),
             B64.encode(payload.to_string())
         );
-        let sig = pair.sign(&rng, input.as_bytes()).expect("sign");
-        format!("{input}.{}", B64.encode(sig.as_ref()))
+        let mut sig = pair
+            .sign(&rng, input.as_bytes())
+            .expect("sign")
+            .as_ref()
+            .to_vec();
+        sigil_validator::es256::to_low_s(&mut sig);
+        format!("{input}.{}", B64.encode(&sig))
     };
-    let (validator, with_feed) = rt.block_on(async {
+    // A bundle of 20 policies over several principals; for the benchmark's token (the client
+    // ach-processor) 4 match by principal, one of them decides with an assertion.
+    let mut policies = vec![
+        json!({"name": "ach-insert", "principal": {"kind": "client", "id": "ach-processor"}, "effect": "ALLOW",
+               "actions": ["db:Insert"], "resources": ["financial.ledger.document.*"],
+               "assertions": ["context.document.amount <= 10000", "context.document.currency in ['USD', 'EUR']"]}),
+        json!({"name": "ach-select", "principal": {"kind": "client", "id": "ach-processor"}, "effect": "ALLOW",
+               "actions": ["db:Select"], "resources": ["financial.ledger.*"]}),
+        json!({"name": "ach-no-delete", "principal": {"kind": "client", "id": "ach-processor"}, "effect": "DENY",
+               "actions": ["db:Delete"], "resources": ["*"]}),
+        json!({"name": "no-night-batch", "principal": {"kind": "issuer", "id": iss}, "effect": "DENY",
+               "actions": ["db:Truncate"], "resources": ["*"]}),
+    ];
+    for i in 0..16 {
+        let principal = match i % 4 {
+            0 => json!({"kind": "client", "id": format!("svc-{i}")}),
+            1 => json!({"kind": "group", "id": format!("team-{i}")}),
+            2 => json!({"kind": "aws", "id": format!("arn:aws:iam::123456789012:role/job-{i}-*")}),
+            _ => json!({"kind": "user", "id": format!("user-{i}")}),
+        };
+        policies.push(json!({"name": format!("p{i}"), "principal": principal, "effect": "ALLOW",
+            "actions": ["db:Select", "db:Update"], "resources": [format!("financial.ledger.document.f{i}")],
+            "assertions": ["context.auth.claims.sub == context.document.owner"]}));
+    }
+    let bundle = {
+        let payload = json!({"iss": iss, "aud": "rs", "iat": t, "version": 1, "groups_claim": "groups",
+            "policies": policies});
+        let input = format!(
+            "{}.{}",
+            B64.encode(json!({"alg":"ES256","kid":"k","typ":"policies+jwt"}).to_string()),
+            B64.encode(payload.to_string())
+        );
+        let mut sig = pair
+            .sign(&rng, input.as_bytes())
+            .expect("sign")
+            .as_ref()
+            .to_vec();
+        sigil_validator::es256::to_low_s(&mut sig);
+        format!("{input}.{}", B64.encode(&sig))
+    };
+    let (validator, with_feed, with_policies) = rt.block_on(async {
         let body = json!({ "keys": [jwk] }).to_string();
         let app = Router::new()
             .route("/jwks", get(move || async move { body.clone() }))
             .route(
                 "/revocations",
                 get(move || async move { feed_page.clone() }),
-            );
+            )
+            .route("/policies", get(move || async move { bundle.clone() }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -117,7 +165,16 @@ fn main() {
             .await
             .expect("validator with feed");
         assert_eq!(with_feed.revocations().0, 100_000);
-        (plain, with_feed)
+        let with_policies = Validator::builder(iss, "ledger")
+            .jwks_uri(format!("http://{addr}/jwks"))
+            .policy_bundle("rs", "secret")
+            .policy_bundle_url(format!("http://{addr}/policies"))
+            .policy_poll_interval(Duration::from_secs(3600))
+            .build()
+            .await
+            .expect("validator with policies");
+        assert_eq!(with_policies.policy_version(), Some(1));
+        (plain, with_feed, with_policies)
     });
 
     let key = UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point);
@@ -142,6 +199,41 @@ fn main() {
         let ok = rt.block_on(async { v.validate(&token).await.is_ok() });
         assert!(ok);
     });
+    let with_policies = Arc::new(with_policies);
+    let document =
+        json!({"amount": 5000, "currency": "USD", "owner": "ach-processor", "memo": "payroll"});
+    let plain_again = rate(|| {
+        let v = with_policies.clone();
+        let ok = rt.block_on(async { v.validate(&token).await.is_ok() });
+        assert!(ok);
+    });
+    let authorized = rate(|| {
+        let v = with_policies.clone();
+        let ok = rt.block_on(async {
+            let claims = v.validate(&token).await.expect("valid");
+            v.authorize(
+                &claims,
+                "db:Insert",
+                "financial.ledger.document.tx",
+                &document,
+            )
+            .is_allowed()
+        });
+        assert!(ok);
+    });
+    let claims = rt.block_on(with_policies.validate(&token)).expect("valid");
+    let authorize_only = rate(|| {
+        assert!(
+            with_policies
+                .authorize(
+                    &claims,
+                    "db:Insert",
+                    "financial.ledger.document.tx",
+                    &document
+                )
+                .is_allowed()
+        );
+    });
     println!("raw_verify_per_sec {raw:.0}");
     println!("validator_verify_per_sec {full:.0}");
     println!("validator_vs_raw_ratio {:.3}", full / raw);
@@ -150,5 +242,13 @@ fn main() {
     println!(
         "with_feed_vs_without_ratio {:.3}",
         fed / ((full + full_again) / 2.0)
+    );
+    println!("validate_per_sec {plain_again:.0}");
+    println!("validate_and_authorize_20_policies_per_sec {authorized:.0}");
+    println!("authorize_alone_per_sec {authorize_only:.0}");
+    // Time per request with authorization over time without: the target is at most 1.10.
+    println!(
+        "authorize_added_time_ratio {:.3} (target <= 1.100)",
+        plain_again / authorized
     );
 }

@@ -74,6 +74,8 @@ pub struct Assertion {
     program: Program,
     /// Whether it reads `context.document` (else the document is never converted for it).
     pub uses_document: bool,
+    /// Whether it reads `context.auth.claims`.
+    pub uses_claims: bool,
 }
 
 /// Compiles `source` and checks it against the rules above; the error says what is wrong.
@@ -110,6 +112,7 @@ pub fn compile(source: &str) -> Result<Assertion, String> {
     Ok(Assertion {
         program,
         uses_document: walk.uses_document,
+        uses_claims: walk.uses_claims,
     })
 }
 
@@ -121,6 +124,7 @@ fn first_line(s: &str) -> String {
 struct Walk {
     nodes: usize,
     uses_document: bool,
+    uses_claims: bool,
 }
 
 impl Walk {
@@ -207,7 +211,10 @@ impl Walk {
         }
         fields.reverse();
         match fields.as_slice() {
-            ["context", "auth", "claims", ..] => Ok(()),
+            ["context", "auth", "claims", ..] => {
+                self.uses_claims = true;
+                Ok(())
+            }
             ["context", "document", ..] => {
                 self.uses_document = true;
                 Ok(())
@@ -308,12 +315,29 @@ pub enum Outcome {
     Error(String),
 }
 
+/// The variables assertions run with: `context`, holding `auth.claims` and `document` (each
+/// only when some assertion reads it, so a request pays for converting what is read).
+pub fn context(claims: Option<Value>, document: Option<Value>) -> Context<'static, 'static> {
+    let mut entries = Vec::with_capacity(2);
+    if let Some(c) = claims {
+        let auth = object([(&"claims".to_owned(), c)].into_iter());
+        entries.push(("auth".to_owned(), Value::Map(auth)));
+    }
+    if let Some(d) = document {
+        entries.push(("document".to_owned(), d));
+    }
+    let mut ctx = Context::with_env(ENV.clone());
+    ctx.add_variable_from_value(
+        "context",
+        Value::Map(object(entries.iter().map(|(k, v)| (k, v.clone())))),
+    );
+    ctx
+}
+
 impl Assertion {
-    /// Evaluates against `context` (the `{auth: {claims}, document}` map).
-    pub fn evaluate(&self, context: &Value) -> Outcome {
-        let mut ctx = Context::with_env(ENV.clone());
-        ctx.add_variable_from_value("context", context.clone());
-        match self.program.execute(&ctx) {
+    /// Evaluates in `ctx` (made by [`context`] with what this assertion reads).
+    pub fn evaluate(&self, ctx: &Context<'_, '_>) -> Outcome {
+        match self.program.execute(ctx) {
             Ok(Value::Bool(true)) => Outcome::Holds,
             Ok(Value::Bool(false)) => Outcome::Fails,
             Ok(other) => Outcome::Error(format!("not a boolean: {:?}", other.type_of())),
@@ -327,8 +351,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn context(claims: serde_json::Value, doc: serde_json::Value) -> Value {
-        to_cel(&json!({"auth": {"claims": claims}, "document": doc}))
+    fn context(claims: serde_json::Value, doc: serde_json::Value) -> Context<'static, 'static> {
+        super::context(Some(to_cel(&claims)), Some(to_cel(&doc)))
     }
 
     #[test]

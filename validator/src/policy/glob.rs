@@ -23,23 +23,34 @@ pub fn principal_match(pattern: &str, arn: &str) -> bool {
 }
 
 /// The matcher: characters of `text` at index `fold_from` (in chars) and after compare
-/// ASCII-case-insensitively, those before exactly.
+/// ASCII-case-insensitively, those before exactly. ASCII input (the usual case) is matched on its
+/// bytes without allocating.
 fn glob_match_from(pattern: &str, text: &str, fold_from: usize) -> bool {
+    if pattern.is_ascii() && text.is_ascii() {
+        return run(pattern.as_bytes(), text.as_bytes(), fold_from, |b| {
+            b as char
+        });
+    }
     let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    run(&p, &t, fold_from, |c| c)
+}
+
+fn run<T: Copy>(p: &[T], t: &[T], fold_from: usize, ch: impl Fn(T) -> char) -> bool {
     let same = |pc: char, ti: usize| {
+        let tc = ch(t[ti]);
         if ti >= fold_from {
-            pc.eq_ignore_ascii_case(&t[ti])
+            pc.eq_ignore_ascii_case(&tc)
         } else {
-            pc == t[ti]
+            pc == tc
         }
     };
     let (mut pi, mut ti) = (0usize, 0usize);
     let (mut star, mut mark) = (None::<usize>, 0usize);
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || same(p[pi], ti)) {
+        if pi < p.len() && (ch(p[pi]) == '?' || same(ch(p[pi]), ti)) {
             pi += 1;
             ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        } else if pi < p.len() && ch(p[pi]) == '*' {
             star = Some(pi);
             mark = ti;
             pi += 1;
@@ -51,7 +62,7 @@ fn glob_match_from(pattern: &str, text: &str, fold_from: usize) -> bool {
             return false;
         }
     }
-    while pi < p.len() && p[pi] == '*' {
+    while pi < p.len() && ch(p[pi]) == '*' {
         pi += 1;
     }
     pi == p.len()
@@ -93,6 +104,9 @@ mod tests {
                 false,
             ),
             ("DB:INSERT", "db:Insert", false),
+            ("ré?ume.*", "résume.pdf", true),
+            ("r?sum?", "résumé", true),
+            ("r?sum", "résumé", false),
         ];
         for (p, t, want) in cases {
             assert_eq!(glob_match(p, t), want, "{p} ~ {t}");

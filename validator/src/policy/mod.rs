@@ -430,7 +430,8 @@ impl PolicySet {
         if assertion::check_document(document).is_err() {
             return Decision::deny(DenyReason::DocumentTooLarge);
         }
-        let mut context: Option<cel::Value> = None;
+        // Built on the first assertion, again only if a later one reads what it lacks.
+        let mut context: Option<(cel::Context<'static, 'static>, bool, bool)> = None;
         let mut allowed: Option<&str> = None;
         for p in &self.policies {
             let spec = &p.spec;
@@ -442,19 +443,22 @@ impl PolicySet {
             }
             let mut holds = true;
             for a in &p.assertions {
-                let ctx = context.get_or_insert_with(|| {
-                    let auth = assertion::object(
-                        [(&"claims".to_owned(), claims_value(claims))].into_iter(),
+                let (has_claims, has_doc) = context.as_ref().map_or((false, false), |c| (c.1, c.2));
+                if context.is_none()
+                    || (a.uses_claims && !has_claims)
+                    || (a.uses_document && !has_doc)
+                {
+                    let (want_claims, want_doc) =
+                        (has_claims || a.uses_claims, has_doc || a.uses_document);
+                    let ctx = assertion::context(
+                        want_claims.then(|| claims_value(claims)),
+                        want_doc.then(|| assertion::to_cel(document)),
                     );
-                    let document = assertion::to_cel(document);
-                    let entries = [
-                        ("auth".to_owned(), cel::Value::Map(auth)),
-                        ("document".to_owned(), document),
-                    ];
-                    cel::Value::Map(assertion::object(
-                        entries.iter().map(|(k, v)| (k, v.clone())),
-                    ))
-                });
+                    context = Some((ctx, want_claims, want_doc));
+                }
+                let Some((ctx, _, _)) = &context else {
+                    continue;
+                };
                 match a.evaluate(ctx) {
                     Outcome::Holds => {}
                     Outcome::Fails => {
