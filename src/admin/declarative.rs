@@ -1,7 +1,8 @@
 //! Declarative configuration: `sigil export` writes realms (with their sign-in policy), groups,
-//! clients and AWS settings and bindings as TOML, without secrets or keys; `sigil apply -f FILE`
-//! makes the database match it. In every realm the file names, it creates what is missing,
-//! changes what differs in place and deletes groups, clients and bindings the file does not
+//! clients, AWS settings and bindings and principal policies as TOML, without secrets or keys;
+//! `sigil apply -f FILE` makes the database match it. In every realm the file names, it creates
+//! what is missing, changes what differs in place and deletes groups, clients, bindings and
+//! policies the file does not
 //! have; realms the file does not name are left alone (apply never deletes a realm). What cannot
 //! change in place (a realm's algorithm, a client between public and confidential, the admin
 //! realm, which is configuration) is a conflict, refused before anything is written. Applying
@@ -12,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{AdminError, aws, clients, invalid, realms, users};
+use super::{AdminError, aws, clients, invalid, policies, realms, users};
 use crate::clients::auth::ClientAuth;
 use crate::clock::UnixTime;
 use crate::identity::settings::LoginSettings;
@@ -57,6 +58,43 @@ pub struct RealmSpec {
     pub aws: Option<AwsSpec>,
     #[serde(default, rename = "aws_binding", skip_serializing_if = "Vec::is_empty")]
     pub aws_bindings: Vec<BindingSpec>,
+    /// Principal policies for resource servers, by name.
+    #[serde(default, rename = "policy", skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<PolicyFileSpec>,
+}
+
+/// A principal policy (see `sigil policy create`), named by its name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFileSpec {
+    pub name: String,
+    /// `client`, `user`, `group`, `aws` or `issuer`.
+    pub principal_kind: String,
+    pub principal: String,
+    /// `ALLOW` or `DENY`.
+    pub effect: String,
+    pub actions: Vec<String>,
+    pub resources: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub assertions: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+impl PolicyFileSpec {
+    fn new_policy(&self, realm: &str) -> policies::NewPolicy {
+        policies::NewPolicy {
+            realm: realm.to_owned(),
+            name: self.name.clone(),
+            principal_kind: self.principal_kind.clone(),
+            principal: self.principal.clone(),
+            effect: self.effect.clone(),
+            actions: self.actions.clone(),
+            resources: self.resources.clone(),
+            assertions: self.assertions.clone(),
+            description: self.description.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -255,6 +293,21 @@ pub async fn export(store: &dyn Store, admin_realm: Option<&str>) -> Result<Docu
             })
             .collect();
         aws_bindings.sort_by(|a, b| a.id.cmp(&b.id));
+        let policies = policies::list(store, &r.name)
+            .await?
+            .1
+            .into_iter()
+            .map(|p| PolicyFileSpec {
+                name: p.name,
+                principal_kind: p.principal_kind,
+                principal: p.principal,
+                effect: p.effect,
+                actions: p.actions,
+                resources: p.resources,
+                assertions: p.assertions,
+                description: p.description,
+            })
+            .collect();
         out.realms.push(RealmSpec {
             name: r.name,
             alg: r.alg,
@@ -267,6 +320,7 @@ pub async fn export(store: &dyn Store, admin_realm: Option<&str>) -> Result<Docu
             clients: specs,
             aws,
             aws_bindings,
+            policies,
         });
     }
     out.realms.sort_by(|a, b| a.name.cmp(&b.name));
@@ -355,6 +409,16 @@ pub enum Step {
         realm: String,
         id: String,
     },
+    PutPolicy {
+        realm: String,
+        policy: PolicyFileSpec,
+        /// No policy of that name yet.
+        new: bool,
+    },
+    DeletePolicy {
+        realm: String,
+        name: String,
+    },
 }
 
 impl std::fmt::Display for Step {
@@ -421,6 +485,16 @@ impl std::fmt::Display for Step {
                     .unwrap_or("")
             ),
             Step::DeleteBinding { realm, id } => write!(f, "- AWS binding {realm}/{id}"),
+            Step::PutPolicy { realm, policy, new } => write!(
+                f,
+                "{} policy {realm}/{} ({} {} {})",
+                if *new { "+" } else { "~" },
+                policy.name,
+                policy.effect,
+                policy.principal_kind,
+                policy.principal
+            ),
+            Step::DeletePolicy { realm, name } => write!(f, "- policy {realm}/{name}"),
         }
     }
 }
@@ -479,6 +553,10 @@ pub async fn plan(
                 "AWS binding",
                 want.aws_bindings.iter().map(|b| b.id.as_str()).collect(),
             ),
+            (
+                "policy",
+                want.policies.iter().map(|p| p.name.as_str()).collect(),
+            ),
         ] {
             let mut names = names;
             names.sort_unstable();
@@ -494,6 +572,7 @@ pub async fn plan(
             clients: Vec::new(),
             aws: None,
             aws_bindings: Vec::new(),
+            policies: Vec::new(),
             login: LoginSettings::default(),
             ..want.clone()
         };
@@ -673,6 +752,43 @@ pub async fn plan(
                 });
             }
         }
+        for p in &want.policies {
+            // The principal must be the realm's once the file is applied (checked before any
+            // write, so a file naming another realm's client changes nothing).
+            let known = match p.principal_kind.as_str() {
+                "client" => want.clients.iter().any(|c| c.client_id == p.principal),
+                "group" => want.groups.iter().any(|g| g.name == p.principal),
+                "user" => store.user_by_id(&want.name, &p.principal).await?.is_some(),
+                _ => true,
+            };
+            if !known {
+                conflicts.push(format!(
+                    "policy {}/{} names {} {:?}, which the realm will not have",
+                    want.name, p.name, p.principal_kind, p.principal
+                ));
+            }
+            // Compared as stored: the effect in capitals, an empty description as none.
+            let as_stored = PolicyFileSpec {
+                effect: p.effect.to_ascii_uppercase(),
+                description: p.description.clone().filter(|d| !d.is_empty()),
+                ..p.clone()
+            };
+            if !have.policies.contains(&as_stored) {
+                steps.push(Step::PutPolicy {
+                    realm: realm(),
+                    policy: p.clone(),
+                    new: !have.policies.iter().any(|h| h.name == p.name),
+                });
+            }
+        }
+        for h in &have.policies {
+            if !want.policies.iter().any(|p| p.name == h.name) {
+                steps.push(Step::DeletePolicy {
+                    realm: realm(),
+                    name: h.name.clone(),
+                });
+            }
+        }
     }
     Ok(if conflicts.is_empty() {
         Ok(steps)
@@ -840,7 +956,11 @@ pub fn check(steps: &[Step], jwks_max_age_secs: i64, now: UnixTime) -> Vec<Strin
             Step::PutBinding {
                 realm, binding: b, ..
             } => binding(realm, b).and_then(|b| aws::check_binding(&b).map(|_| ())),
+            Step::PutPolicy { realm, policy, .. } => {
+                policies::check(&policy.new_policy(realm)).map(|_| ())
+            }
             Step::DeleteGroup { .. }
+            | Step::DeletePolicy { .. }
             | Step::DeleteClient { .. }
             | Step::DisableAws { .. }
             | Step::DeleteBinding { .. } => Ok(()),
@@ -1016,6 +1136,12 @@ async fn apply_step(
             aws::put_binding(store, binding(realm, b)?, now, actor).await?;
         }
         Step::DeleteBinding { realm, id } => aws::unbind(store, realm, id, now, actor).await?,
+        Step::PutPolicy { realm, policy, new } => {
+            policies::create(store, policy.new_policy(realm), !new, now, actor).await?;
+        }
+        Step::DeletePolicy { realm, name } => {
+            policies::delete(store, realm, name, now, actor).await?;
+        }
     }
     Ok(())
 }

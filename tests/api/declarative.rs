@@ -182,8 +182,69 @@ async fn export_apply_export_is_the_same_file_and_applying_twice_writes_nothing(
         ] {
             ok(&db_a.url, &a, args);
         }
+        // Principal policies: a client's with an assertion, a group's, an AWS pattern's DENY.
+        for args in [
+            &[
+                "policy",
+                "create",
+                "--realm",
+                "staff",
+                "--name",
+                "ach-small",
+                "--client",
+                "ach",
+                "--effect",
+                "ALLOW",
+                "--action",
+                "db:Insert",
+                "--resource",
+                "financial.ledger.document.*",
+                "--assert",
+                "context.document.amount <= 10000",
+                "--description",
+                "ACH inserts up to 10 000",
+            ][..],
+            &[
+                "policy",
+                "create",
+                "--realm",
+                "customers",
+                "--name",
+                "retail-read",
+                "--group",
+                "retail",
+                "--effect",
+                "allow",
+                "--action",
+                "db:Select",
+                "--resource",
+                "*",
+            ],
+            &[
+                "policy",
+                "create",
+                "--realm",
+                "staff",
+                "--name",
+                "no-temp",
+                "--aws-principal",
+                "arn:aws:iam::123456789012:role/temp-*",
+                "--effect",
+                "DENY",
+                "--action",
+                "db:*",
+                "--resource",
+                "*",
+            ],
+        ] {
+            ok(&db_a.url, &a, args);
+        }
 
         let exported = ok(&db_a.url, &a, &["export"]);
+        assert!(
+            exported.contains("[[realm.policy]]") && exported.contains("name = \"ach-small\""),
+            "{exported}"
+        );
         assert!(
             !exported.contains("secret") && !exported.contains("sealed"),
             "{exported}"
@@ -243,6 +304,21 @@ async fn export_apply_export_is_the_same_file_and_applying_twice_writes_nothing(
         assert_eq!(code, 1, "{err}");
         assert!(
             err.contains("realm staff: alg is EdDSA in the database, ES256 in the file"),
+            "{err}"
+        );
+        assert_eq!(rows(&db_b.url).await, before, "nothing applied");
+
+        // A policy naming a client the realm will not have (another realm's): refused, nothing
+        // written.
+        let foreign = exported
+            .replace("principal = \"retail\"", "principal = \"ach\"")
+            .replace("principal_kind = \"group\"", "principal_kind = \"client\"");
+        assert_ne!(foreign, exported);
+        std::fs::write(&file, &foreign).expect("write");
+        let (code, _, err) = sigil(&db_b.url, &b, &["apply", "-f", file_s]);
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.contains("policy customers/retail-read names client \"ach\""),
             "{err}"
         );
         assert_eq!(rows(&db_b.url).await, before, "nothing applied");
