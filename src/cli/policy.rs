@@ -9,6 +9,7 @@ use crate::config::Config;
 use super::{CliError, open_store, print_json};
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 pub enum PolicyCommand {
     /// Attach a policy to a principal of the realm: ALLOW or DENY `--action`s on `--resource`s
     /// (both with * and ? wildcards), when every `--assert` (CEL over context.auth.claims and

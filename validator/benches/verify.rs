@@ -43,6 +43,7 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
+#[allow(clippy::disallowed_methods)] // a benchmark measures wall time
 fn main() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -202,25 +203,38 @@ fn main() {
     let with_policies = Arc::new(with_policies);
     let document =
         json!({"amount": 5000, "currency": "USD", "owner": "ach-processor", "memo": "payroll"});
-    let plain_again = rate(|| {
-        let v = with_policies.clone();
-        let ok = rt.block_on(async { v.validate(&token).await.is_ok() });
-        assert!(ok);
-    });
-    let authorized = rate(|| {
-        let v = with_policies.clone();
-        let ok = rt.block_on(async {
-            let claims = v.validate(&token).await.expect("valid");
-            v.authorize(
-                &claims,
-                "db:Insert",
-                "financial.ledger.document.tx",
-                &document,
-            )
-            .is_allowed()
-        });
-        assert!(ok);
-    });
+    // Interleaved rounds of the two (validate alone, validate + authorize), so that drift of a
+    // shared machine hits both alike; the ratio is of the summed times.
+    let (mut t_plain, mut t_authorized, mut n) = (Duration::ZERO, Duration::ZERO, 0u64);
+    let round = 2_000;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(2 * SECONDS) {
+        let t = Instant::now();
+        for _ in 0..round {
+            let v = with_policies.clone();
+            assert!(rt.block_on(async { v.validate(&token).await.is_ok() }));
+        }
+        t_plain += t.elapsed();
+        let t = Instant::now();
+        for _ in 0..round {
+            let v = with_policies.clone();
+            let ok = rt.block_on(async {
+                let claims = v.validate(&token).await.expect("valid");
+                v.authorize(
+                    &claims,
+                    "db:Insert",
+                    "financial.ledger.document.tx",
+                    &document,
+                )
+                .is_allowed()
+            });
+            assert!(ok);
+        }
+        t_authorized += t.elapsed();
+        n += round;
+    }
+    let plain_again = n as f64 / t_plain.as_secs_f64();
+    let authorized = n as f64 / t_authorized.as_secs_f64();
     let claims = rt.block_on(with_policies.validate(&token)).expect("valid");
     let authorize_only = rate(|| {
         assert!(
@@ -248,7 +262,11 @@ fn main() {
     println!("authorize_alone_per_sec {authorize_only:.0}");
     // Time per request with authorization over time without: the target is at most 1.10.
     println!(
-        "authorize_added_time_ratio {:.3} (target <= 1.100)",
-        plain_again / authorized
+        "authorize_added_time_ratio {:.3} (target <= 1.100; interleaved rounds)",
+        t_authorized.as_secs_f64() / t_plain.as_secs_f64()
+    );
+    println!(
+        "authorize_alone_over_validate {:.3}",
+        plain_again / authorize_only
     );
 }

@@ -111,23 +111,27 @@ impl Ledger {
         action: &str,
         resource: &str,
         doc: &Value,
-    ) -> Result<String, Response> {
+    ) -> Result<String, Box<Response>> {
         let decision = self.validator.authorize(claims, action, resource, doc);
         if decision.is_allowed() {
             Ok(decision.policy().unwrap_or_default().to_owned())
         } else {
-            Err(sigil_validator::axum::policy_denied(&decision, true))
+            Err(Box::new(sigil_validator::axum::policy_denied(
+                &decision, true,
+            )))
         }
     }
 
-    fn get(&self, id: u64) -> Result<Value, Response> {
+    fn get(&self, id: u64) -> Result<Value, Box<Response>> {
         self.documents
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&id)
             .cloned()
             .ok_or_else(|| {
-                (StatusCode::NOT_FOUND, Json(json!({"error": "not_found"}))).into_response()
+                Box::new(
+                    (StatusCode::NOT_FOUND, Json(json!({"error": "not_found"}))).into_response(),
+                )
             })
     }
 }
@@ -137,7 +141,9 @@ async fn insert_document(
     claims: Claims,
     Json(doc): Json<Value>,
 ) -> Result<Response, Response> {
-    let policy = ledger.authorize(&claims, "db:Insert", RECORD, &doc)?;
+    let policy = ledger
+        .authorize(&claims, "db:Insert", RECORD, &doc)
+        .map_err(|e| *e)?;
     let id = ledger
         .next_id
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -158,8 +164,10 @@ async fn select_document(
     claims: Claims,
     Path(id): Path<u64>,
 ) -> Result<Response, Response> {
-    let doc = ledger.get(id)?;
-    let policy = ledger.authorize(&claims, "db:Select", RECORD, &doc)?;
+    let doc = ledger.get(id).map_err(|e| *e)?;
+    let policy = ledger
+        .authorize(&claims, "db:Select", RECORD, &doc)
+        .map_err(|e| *e)?;
     Ok(Json(json!({"id": id, "document": doc, "policy": policy})).into_response())
 }
 
@@ -169,13 +177,15 @@ async fn update_field(
     Path((id, field)): Path<(u64, String)>,
     Json(body): Json<Value>,
 ) -> Result<Response, Response> {
-    let mut doc = ledger.get(id)?;
+    let mut doc = ledger.get(id).map_err(|e| *e)?;
     let value = body.get("value").cloned().unwrap_or(Value::Null);
     if let Some(o) = doc.as_object_mut() {
         o.insert(field.clone(), value);
     }
     let resource = format!("financial.ledger.document.{field}");
-    let policy = ledger.authorize(&claims, "db:Update", &resource, &doc)?;
+    let policy = ledger
+        .authorize(&claims, "db:Update", &resource, &doc)
+        .map_err(|e| *e)?;
     ledger
         .documents
         .lock()
@@ -189,8 +199,10 @@ async fn delete_document(
     claims: Claims,
     Path(id): Path<u64>,
 ) -> Result<Response, Response> {
-    let doc = ledger.get(id)?;
-    let policy = ledger.authorize(&claims, "db:Delete", RECORD, &doc)?;
+    let doc = ledger.get(id).map_err(|e| *e)?;
+    let policy = ledger
+        .authorize(&claims, "db:Delete", RECORD, &doc)
+        .map_err(|e| *e)?;
     ledger
         .documents
         .lock()
