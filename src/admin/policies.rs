@@ -144,7 +144,10 @@ pub async fn create(
             "assertions": spec.assertions,
         })),
     ];
-    store.put_policy(&record, replace, &audit).await?;
+    match store.put_policy(&record, replace, &audit).await {
+        Err(crate::store::StoreError::Full(message)) => return Err(invalid("policies", message)),
+        other => other?,
+    };
     view(&record)
 }
 

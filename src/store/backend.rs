@@ -470,6 +470,37 @@ macro_rules! impl_store {
                 audit: $crate::store::Audited<'_>,
             ) -> Result<i64, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
+                // First: the version row's lock orders this realm's policy writers, so the
+                // limits below are checked against a settled count.
+                let version = Self::bump_policy_version(&mut tx, &p.realm).await?;
+                {
+                    use sqlx::Row;
+                    let row = sqlx::query(
+                        "SELECT COUNT(*) AS n, COALESCE(SUM(LENGTH(spec)), 0) AS chars \
+                         FROM policies WHERE realm = $1 AND name <> $2",
+                    )
+                    .bind(&p.realm)
+                    .bind(&p.name)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    let n: i64 = row.try_get("n")?;
+                    let chars: i64 = row.try_get("chars")?;
+                    let max = sigil_validator::policy::MAX_POLICIES as i64;
+                    let max_chars = sigil_validator::policy::MAX_BUNDLE_SPEC_CHARS as i64;
+                    if n + 1 > max {
+                        return Err($crate::store::StoreError::Full(format!(
+                            "realm {} holds {n} policies, the most a bundle may hold is {max}",
+                            p.realm
+                        )));
+                    }
+                    if chars + p.spec.chars().count() as i64 > max_chars {
+                        return Err($crate::store::StoreError::Full(format!(
+                            "realm {}'s policies would pass {max_chars} characters, the most a \
+                             bundle may hold",
+                            p.realm
+                        )));
+                    }
+                }
                 Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 if replace {
                     sqlx::query("DELETE FROM policies WHERE realm = $1 AND name = $2")
@@ -495,7 +526,6 @@ macro_rules! impl_store {
                 .map_err(|e| {
                     $crate::store::map_unique(e, || format!("policy {} in realm {}", p.name, p.realm))
                 })?;
-                let version = Self::bump_policy_version(&mut tx, &p.realm).await?;
                 tx.commit().await?;
                 Ok(version)
             }

@@ -21,6 +21,9 @@ pub enum StoreError {
     Conflict(String),
     #[error("{0} not found")]
     NotFound(String),
+    /// A write refused because it would pass a limit (the message says which).
+    #[error("{0}")]
+    Full(String),
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
     #[error("migration failed: {0}")]

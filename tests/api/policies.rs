@@ -266,3 +266,99 @@ crate::on_every_backend_with!(
     concurrent_writers_scenario,
     app_with_admin
 );
+
+async fn the_issuer_refuses_what_a_validator_would_not_load_scenario(app: &TestApp) {
+    app.create_client("customers", "svc", "balances:read", "ledger")
+        .await;
+    let store = app.store.clone();
+    // 9,999 policies written straight into the table, then the 10,000th through the normal path.
+    crate::helpers::exec_raw(
+        app,
+        "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 9999) \
+         INSERT INTO policies (realm, name, principal_kind, principal, effect, spec, created_at, created_by) \
+         SELECT 'customers', 'bulk-' || i, 'client', 'svc', 'ALLOW', '{}', 0, 't' FROM c",
+    )
+    .await
+    .expect("bulk insert");
+    policies::create(
+        store.as_ref(),
+        new_policy("last", "svc"),
+        false,
+        1_800_000_000,
+        "t",
+    )
+    .await
+    .expect("the 10,000th");
+    let refused = policies::create(
+        store.as_ref(),
+        new_policy("one-more", "svc"),
+        false,
+        1_800_000_000,
+        "t",
+    )
+    .await;
+    match refused {
+        Err(AdminError::Invalid {
+            field: "policies",
+            message,
+        }) => assert!(message.contains("10000"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    // Replacing one of them is no new policy: allowed.
+    policies::create(
+        store.as_ref(),
+        new_policy("last", "svc"),
+        true,
+        1_800_000_000,
+        "t",
+    )
+    .await
+    .expect("replace at the limit");
+    // The size: one policy as large as the realm's budget leaves no room.
+    crate::helpers::exec_raw(app, "DELETE FROM policies WHERE name LIKE 'bulk-%'")
+        .await
+        .expect("delete");
+    let big = match app.backend {
+        Backend::Sqlite => "printf('%.*c', 8388600, 'x')",
+        Backend::Postgres => "repeat('x', 8388600)",
+    };
+    crate::helpers::exec_raw(
+        app,
+        &format!(
+            "INSERT INTO policies (realm, name, principal_kind, principal, effect, spec, created_at, created_by) \
+             VALUES ('customers', 'huge', 'client', 'svc', 'ALLOW', {big}, 0, 't')"
+        ),
+    )
+    .await
+    .expect("huge");
+    match policies::create(
+        store.as_ref(),
+        new_policy("small", "svc"),
+        false,
+        1_800_000_000,
+        "t",
+    )
+    .await
+    {
+        Err(AdminError::Invalid {
+            field: "policies",
+            message,
+        }) => assert!(message.contains("characters"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        count_rows(
+            app,
+            "SELECT COUNT(*) FROM audit_log WHERE kind LIKE 'policy.%'"
+        )
+        .await,
+        2,
+        "refused writes leave no audit record"
+    );
+}
+
+crate::on_every_backend_with!(
+    the_issuer_refuses_what_a_validator_would_not_load,
+    the_issuer_refuses_what_a_validator_would_not_load_scenario,
+    app_with_admin
+);

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import pytest
@@ -85,7 +86,11 @@ def ledger_for():
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         procs.append(p)
-        return _wait_for_listening(p, "ledger")
+        url = _wait_for_listening(p, "ledger")
+        # Its log (warnings when a feed or bundle stops answering) is drained, so a full pipe
+        # never blocks it.
+        threading.Thread(target=lambda: [None for _ in p.stderr], daemon=True).start()
+        return url
 
     yield start
     for p in procs:

@@ -220,6 +220,16 @@ def test_a_change_reaches_the_ledger_within_its_poll_interval(sigil, world):
     print(f"ledger applied the new bundle after {1000 * (time.monotonic() - started):.0f} ms")
 
 
+def test_deeply_nested_assertions_crash_neither_sigil_nor_the_ledger(sigil, world):
+    w = world
+    deep = "(" * 16 + "context.document.amount < 5" + ")" * 16
+    policy(sigil, "deep", ["--client", "ach-processor"], "ALLOW", ["db:Insert"], [f"{DOC}.deep"], [deep])
+    # The ledger compiles the new bundle on its next poll (every 200 ms here) and goes on.
+    time.sleep(1)
+    assert call(w, w["service"], "POST", "/documents", {"amount": 1})[0] == 201
+    assert w["meta"]["issuer"] and requests.get(f"{sigil.base}/healthz", timeout=10).status_code == 200
+
+
 def test_the_bundle_is_signed_addressed_and_served_only_to_resource_servers(sigil, world):
     w = world
     url = w["meta"]["policy_bundle_endpoint"]

@@ -1,4 +1,4 @@
-"""The README's quick start and sign-in blocks, run as written against a fresh server, so the
+"""The README's quick start, principal-policy and sign-in blocks, run as written against a fresh server, so the
 README cannot drift from what the binary does. Two substitutions only: the test's own binary for
 `cargo run -q --release --`, and the server's random loopback address for `localhost:8080`."""
 
@@ -51,6 +51,15 @@ def test_the_readme_blocks_run_as_written():
             assert '"access_token":"eyJ' in out and '"token_type":"Bearer"' in out, out
             assert "audit chain intact" in out, out
             assert os.path.exists(os.path.join(d, "data", "sigil.db"))
+
+            # The principal-policy block, after the quick start's, in the same directory.
+            policies = sh_blocks("## Principal policies")[0]
+            assert SIGIL_FN in policies
+            out = run(policies, d, base)
+            assert '"version": 7' in out and "deleted policy scratch" in out, out
+            jws = out.strip().splitlines()[-1]
+            assert jws.startswith("eyJ") and jws.count(".") == 2, out
+            assert open(os.path.join(d, "ledger-rs.secret")).read().strip()
 
             out = run(SIGIL_FN + "\n" + signin[0] + "\n" + try_it, d, base)
             invite = next(line for line in out.splitlines() if "/enrol/" in line)

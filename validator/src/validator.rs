@@ -1007,7 +1007,7 @@ impl Validator {
             .map(str::to_owned);
         let mut body = Vec::new();
         while let Some(chunk) = res.chunk().await.map_err(|e| unavailable(e.to_string()))? {
-            if body.len() + chunk.len() > MAX_FEED_PAGE_BYTES {
+            if body.len() + chunk.len() > policy::MAX_BUNDLE_BYTES {
                 return Err(unavailable("the bundle is too large".into()));
             }
             body.extend_from_slice(&chunk);
@@ -1016,7 +1016,10 @@ impl Validator {
         let payload = self
             .verify_signed(jws.trim(), policy::TYP)
             .await
-            .map_err(|e| unavailable(e.to_string()))?;
+            .map_err(|e| match e.kind() {
+                ErrorKind::Feed(m) => unavailable(m.clone()),
+                _ => unavailable(e.to_string()),
+            })?;
         let bundle: BundlePayload = serde_json::from_slice(&payload)
             .map_err(|e| unavailable(format!("bad bundle: {e}")))?;
         let now = self.inner.now();

@@ -25,6 +25,11 @@ use cel::{Context, Env, Program, Value};
 pub const MAX_SOURCE_BYTES: usize = 1024;
 pub const MAX_NESTING: usize = 16;
 pub const MAX_NODES: usize = 64;
+/// The deepest a compiled assertion may be (its evaluation recurses this deep at most).
+pub const MAX_DEPTH: usize = 24;
+/// The longest `matches` pattern, and the most its compiled program may take.
+pub const MAX_PATTERN_BYTES: usize = 256;
+const MAX_REGEX_SIZE: usize = 256 * 1024;
 pub const MAX_DOCUMENT_DEPTH: usize = 32;
 pub const MAX_DOCUMENT_NODES: usize = 10_000;
 pub const MAX_DOCUMENT_STRING_BYTES: usize = 64 * 1024;
@@ -101,20 +106,35 @@ pub fn compile(source: &str) -> Result<Assertion, String> {
             _ => {}
         }
     }
-    let program = ENV
-        .compile(source)
-        .map_err(|e| format!("does not compile: {}", first_line(&e.to_string())))?;
-    let mut walk = Walk::default();
-    walk.expr(program.expression(), 0)?;
-    if walk.nodes > MAX_NODES {
-        return Err(format!("an assertion has more than {MAX_NODES} operations"));
-    }
-    Ok(Assertion {
-        program,
-        uses_document: walk.uses_document,
-        uses_claims: walk.uses_claims,
-    })
+    // The parser (ANTLR-generated, recursive descent) needs far more stack per bracket than a
+    // runtime worker thread has: a dozen levels overflow 2 MiB in a debug build, which aborts the
+    // process. Parsing and the checks run on a thread of their own with a large stack; a panic
+    // there is a refusal, never a crash. Only a checked program (at most `MAX_DEPTH` deep) comes
+    // back, and only such a program is ever evaluated, on whatever thread asks.
+    let source = source.to_owned();
+    std::thread::Builder::new()
+        .name("cel-compile".into())
+        .stack_size(PARSER_STACK_BYTES)
+        .spawn(move || {
+            let program = std::panic::catch_unwind(|| ENV.compile(&source))
+                .map_err(|_| "does not compile (the parser failed)".to_owned())?
+                .map_err(|e| format!("does not compile: {}", first_line(&e.to_string())))?;
+            let mut walk = Walk::default();
+            walk.expr(program.expression(), 0)?;
+            Ok(Assertion {
+                program,
+                uses_document: walk.uses_document,
+                uses_claims: walk.uses_claims,
+            })
+        })
+        .map_err(|e| format!("cannot compile now: {e}"))?
+        .join()
+        .unwrap_or_else(|_| Err("does not compile (the parser failed)".into()))
 }
+
+/// The stack of the thread assertions are parsed on (address space; only what is used is
+/// committed).
+const PARSER_STACK_BYTES: usize = 64 * 1024 * 1024;
 
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or("").chars().take(200).collect()
@@ -149,12 +169,24 @@ impl Walk {
                     } else {
                         call.args.get(1)
                     };
-                    if !matches!(
-                        pattern.map(|p| &p.expr),
-                        Some(Expr::Literal(LiteralValue::String(_)))
-                    ) {
+                    let Some(Expr::Literal(LiteralValue::String(p))) = pattern.map(|p| &p.expr)
+                    else {
                         return Err("matches() takes a literal pattern".into());
+                    };
+                    // Compiled now, with tighter limits than at evaluation: a pattern that
+                    // would fail or cost there is refused here.
+                    let p: &str = p.inner();
+                    if p.len() > MAX_PATTERN_BYTES {
+                        return Err(format!(
+                            "a matches() pattern is longer than {MAX_PATTERN_BYTES} bytes"
+                        ));
                     }
+                    regex::RegexBuilder::new(p)
+                        .size_limit(MAX_REGEX_SIZE)
+                        .build()
+                        .map_err(|e| {
+                            format!("matches() pattern: {}", first_line(&e.to_string()))
+                        })?;
                 }
                 if let Some(t) = &call.target {
                     self.expr(t, depth + 1)?;
@@ -200,6 +232,11 @@ impl Walk {
                     fields.push(s.field.as_str());
                     cur = &s.operand;
                     self.nodes += 1;
+                    if fields.len() > MAX_DEPTH {
+                        return Err(format!(
+                            "an assertion nests deeper than {MAX_DEPTH} operations"
+                        ));
+                    }
                 }
                 Expr::Ident(name) => {
                     fields.push(name.as_str());
@@ -337,7 +374,13 @@ pub fn context(claims: Option<Value>, document: Option<Value>) -> Context<'stati
 impl Assertion {
     /// Evaluates in `ctx` (made by [`context`] with what this assertion reads).
     pub fn evaluate(&self, ctx: &Context<'_, '_>) -> Outcome {
-        match self.program.execute(ctx) {
+        // A panic in the interpreter is an error like any other: the request is denied.
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.program.execute(ctx)));
+        let Ok(result) = result else {
+            return Outcome::Error("the interpreter failed".into());
+        };
+        match result {
             Ok(Value::Bool(true)) => Outcome::Holds,
             Ok(Value::Bool(false)) => Outcome::Fails,
             Ok(other) => Outcome::Error(format!("not a boolean: {:?}", other.type_of())),
@@ -425,6 +468,46 @@ mod tests {
             many.as_str(),
         ] {
             assert!(compile(src).is_err(), "{src:?} compiled");
+        }
+    }
+
+    #[test]
+    fn nesting_at_the_limits_crashes_neither_the_parser_nor_the_evaluation() {
+        // Parsed on the compile thread (a dozen levels overflowed a 2 MiB worker stack in a
+        // debug build); whatever compiles is evaluated here, on a test thread's 2 MiB stack.
+        let ctx = context(json!({"sub": "u"}), json!({"a": 1, "l": [1]}));
+        let mut compiled = 0;
+        for n in 1..=MAX_NESTING {
+            let (open, close) = ("(".repeat(n), ")".repeat(n));
+            let (lo, lc) = ("[".repeat(n), "]".repeat(n));
+            for src in [
+                format!("{open}context.document.a{close} == 1"),
+                format!("{lo}1{lc} == context.document.l"),
+                format!("{open}context.document.a + {open}1{close}{close} > 0"),
+            ] {
+                if let Ok(a) = compile(&src) {
+                    compiled += 1;
+                    let _ = a.evaluate(&ctx);
+                }
+            }
+        }
+        assert!(compiled > 0);
+        // The deepest chains within the node limit.
+        let sum = vec!["context.document.a"; 30].join(" + ");
+        let and = vec!["context.document.a == 1"; 20].join(" && ");
+        for src in [format!("{sum} > 0"), and, "!".repeat(500) + "true"] {
+            if let Ok(a) = compile(&src) {
+                let _ = a.evaluate(&ctx);
+            }
+        }
+    }
+
+    #[test]
+    fn patterns_are_compiled_when_written() {
+        assert!(compile("context.document.s.matches('^[A-Z]{3}$')").is_ok());
+        for bad in ["(", "a{100000}", "(\\w{100}){100}", &"a".repeat(300)] {
+            let src = format!("context.document.s.matches('{bad}')");
+            assert!(compile(&src).is_err(), "{src}");
         }
     }
 

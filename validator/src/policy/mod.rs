@@ -138,8 +138,13 @@ pub struct PolicySpec {
 pub const MAX_ACTIONS: usize = 32;
 pub const MAX_RESOURCES: usize = 32;
 pub const MAX_ASSERTIONS: usize = 8;
-/// The most policies a bundle may hold.
+/// The most policies a bundle may hold (the issuer refuses more in a realm).
 pub const MAX_POLICIES: usize = 10_000;
+/// The most characters of policy JSON a realm's bundle may hold (the issuer refuses more).
+pub const MAX_BUNDLE_SPEC_CHARS: usize = 8 * 1024 * 1024;
+/// The largest signed bundle a validator reads: the characters above, up to 4 bytes each in
+/// UTF-8 and base64url-encoded, with room for the rest of the payload.
+pub const MAX_BUNDLE_BYTES: usize = 48 * 1024 * 1024;
 
 /// What is wrong with a policy: the field and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -366,6 +371,22 @@ fn claims_value(c: &Claims) -> cel::Value {
         if let Some(v) = v {
             entries.push((k.into(), Value::Int(v)));
         }
+    }
+    if let Some(cnf) = &c.cnf {
+        let mut m: Vec<(String, Value)> = Vec::new();
+        if let Some(x) = &cnf.x5t_s256 {
+            m.push(("x5t#S256".into(), s(x)));
+        }
+        if let Some(j) = &cnf.jkt {
+            m.push(("jkt".into(), s(j)));
+        }
+        for (k, v) in &cnf.extra {
+            m.push((k.clone(), assertion::to_cel(v)));
+        }
+        entries.push((
+            "cnf".into(),
+            Value::Map(assertion::object(m.iter().map(|(k, v)| (k, v.clone())))),
+        ));
     }
     for (k, v) in &c.extra {
         entries.push((k.clone(), assertion::to_cel(v)));
