@@ -321,34 +321,46 @@ impl ValidatorBuilder {
         let validator = Validator { inner };
         if let Some(feed) = validator.inner.policy.feed.clone() {
             validator.poll_revocations().await?;
-            let weak = Arc::downgrade(&validator.inner);
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(feed.interval).await;
-                    let Some(inner) = weak.upgrade() else { return };
-                    let v = Validator { inner };
-                    if let Err(e) = v.poll_revocations().await {
-                        tracing::warn!(url = %feed.url, error = %e, "revocation feed unavailable; keeping the last list");
-                    }
-                }
-            });
+            poll_in_background(
+                &validator,
+                feed,
+                "revocation feed unavailable; keeping the last list",
+                |v| Box::pin(async move { v.poll_revocations().await }),
+            );
         }
         if let Some(bundle) = validator.inner.policy.bundle.clone() {
             validator.poll_policies().await?;
-            let weak = Arc::downgrade(&validator.inner);
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(bundle.interval).await;
-                    let Some(inner) = weak.upgrade() else { return };
-                    let v = Validator { inner };
-                    if let Err(e) = v.poll_policies().await {
-                        tracing::warn!(url = %bundle.url, error = %e, "policy bundle unavailable; keeping the last one");
-                    }
-                }
-            });
+            poll_in_background(
+                &validator,
+                bundle,
+                "policy bundle unavailable; keeping the last one",
+                |v| Box::pin(async move { v.poll_policies().await }),
+            );
         }
         Ok(validator)
     }
+}
+
+type PollFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Error>> + Send>>;
+
+/// Runs `poll` every `cfg.interval` for as long as the validator lives, logging failures (the
+/// last answer is kept by the poll itself).
+fn poll_in_background(
+    validator: &Validator,
+    cfg: FeedConfig,
+    failed: &'static str,
+    poll: fn(Validator) -> PollFuture,
+) {
+    let weak = Arc::downgrade(&validator.inner);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(cfg.interval).await;
+            let Some(inner) = weak.upgrade() else { return };
+            if let Err(e) = poll(Validator { inner }).await {
+                tracing::warn!(url = %cfg.url, error = %e, "{failed}");
+            }
+        }
+    });
 }
 
 /// The policy bundle as last read.
