@@ -515,7 +515,10 @@ pub async fn delete(
     now: UnixTime,
     actor: &str,
 ) -> Result<(), AdminError> {
-    let audit = [AuditDraft::new(now, Some(realm), "client.deleted", actor).subject(id)];
+    let policies = super::policies::names_for(store, realm, "client", id).await?;
+    let audit = [AuditDraft::new(now, Some(realm), "client.deleted", actor)
+        .subject(id)
+        .detail(serde_json::json!({"policies_removed": policies}))];
     if store
         .delete_client(realm, id, expected, now, &audit)
         .await?

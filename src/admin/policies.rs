@@ -163,6 +163,22 @@ pub async fn list(store: &dyn Store, realm: &str) -> Result<(i64, Vec<PolicyView
     ))
 }
 
+/// The names of the policies attached to one principal (for the audit record of its deletion,
+/// which takes them along).
+pub async fn names_for(
+    store: &dyn Store,
+    realm: &str,
+    kind: &str,
+    id: &str,
+) -> Result<Vec<String>, AdminError> {
+    let (_, records) = store.policies(realm).await?;
+    Ok(records
+        .into_iter()
+        .filter(|r| r.principal_kind == kind && r.principal == id)
+        .map(|r| r.name)
+        .collect())
+}
+
 pub async fn show(store: &dyn Store, realm: &str, name: &str) -> Result<PolicyView, AdminError> {
     let (_, all) = list(store, realm).await?;
     all.into_iter()

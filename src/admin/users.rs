@@ -118,7 +118,10 @@ pub async fn delete_group(
     now: UnixTime,
     actor: &str,
 ) -> Result<(), AdminError> {
-    let audit = [AuditDraft::new(now, Some(realm), "group.deleted", actor).subject(name)];
+    let policies = super::policies::names_for(store, realm, "group", name).await?;
+    let audit = [AuditDraft::new(now, Some(realm), "group.deleted", actor)
+        .subject(name)
+        .detail(serde_json::json!({"policies_removed": policies}))];
     if store.delete_group(realm, name, &audit).await? {
         Ok(())
     } else {

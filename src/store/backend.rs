@@ -32,6 +32,30 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            /// Deletes the policies of a principal that is going away (a client or group deleted:
+            /// one created later under the same id must not inherit them), raising the version
+            /// if there were any.
+            async fn drop_principal_policies(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                realm: &str,
+                kind: &str,
+                id: &str,
+            ) -> Result<(), $crate::store::StoreError> {
+                let gone = sqlx::query(
+                    "DELETE FROM policies WHERE realm = $1 AND principal_kind = $2 AND principal = $3",
+                )
+                .bind(realm)
+                .bind(kind)
+                .bind(id)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected();
+                if gone > 0 {
+                    Self::bump_policy_version(tx, realm).await?;
+                }
+                Ok(())
+            }
+
             /// Raises a realm's policy version inside `tx` (the row lock orders concurrent changes).
             async fn bump_policy_version(
                 tx: &mut sqlx::Transaction<'_, $db>,
@@ -960,6 +984,7 @@ macro_rules! impl_store {
                     == 1;
                 if done {
                     Self::revoke_client_tokens_in_tx(&mut tx, realm, id, now).await?;
+                    Self::drop_principal_policies(&mut tx, realm, "client", id).await?;
                     tx.commit().await?;
                 }
                 Ok(done)

@@ -184,6 +184,7 @@ macro_rules! impl_login_store {
                     .bind(realm).bind(name)
                     .execute(&mut *tx).await?.rows_affected() == 1;
                 if done {
+                    Self::drop_principal_policies(&mut tx, realm, "group", name).await?;
                     tx.commit().await?;
                 }
                 Ok(done)

@@ -362,3 +362,75 @@ crate::on_every_backend_with!(
     the_issuer_refuses_what_a_validator_would_not_load_scenario,
     app_with_admin
 );
+
+async fn deleting_a_principal_takes_its_policies_along_scenario(app: &TestApp) {
+    use sigil::admin::{clients, users};
+    app.create_client("customers", "tmp-svc", "balances:read", "ledger")
+        .await;
+    app.create_client("customers", "keeper", "balances:read", "ledger")
+        .await;
+    let store = app.store.clone();
+    let s = store.as_ref();
+    users::create_group(
+        s,
+        "customers",
+        "auditors",
+        "balances:read",
+        1_800_000_000,
+        "t",
+    )
+    .await
+    .expect("group");
+    policies::create(
+        s,
+        new_policy("tmp-all", "tmp-svc"),
+        false,
+        1_800_000_000,
+        "t",
+    )
+    .await
+    .expect("p1");
+    policies::create(
+        s,
+        new_policy("keeper-read", "keeper"),
+        false,
+        1_800_000_000,
+        "t",
+    )
+    .await
+    .expect("p2");
+    let mut by_group = new_policy("auditors-read", "auditors");
+    by_group.principal_kind = "group".into();
+    policies::create(s, by_group, false, 1_800_000_000, "t")
+        .await
+        .expect("p3");
+    assert_eq!(s.policies("customers").await.expect("list").0, 3);
+
+    clients::delete(s, "customers", "tmp-svc", None, 1_800_000_000, "t")
+        .await
+        .expect("delete client");
+    users::delete_group(s, "customers", "auditors", 1_800_000_000, "t")
+        .await
+        .expect("delete group");
+    let (version, left) = s.policies("customers").await.expect("list");
+    assert_eq!(
+        left.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+        ["keeper-read"]
+    );
+    assert_eq!(version, 5, "each deletion raised the version once");
+    // A client created again under the same id starts with no policies.
+    app.create_client("customers", "tmp-svc", "balances:read", "ledger")
+        .await;
+    assert_eq!(s.policies("customers").await.expect("list").1.len(), 1);
+    assert_eq!(
+        count_rows(app, "SELECT COUNT(*) FROM audit_log WHERE kind = 'client.deleted' AND detail LIKE '%tmp-all%'").await,
+        1,
+        "the deletion's audit record names the policies it took along"
+    );
+}
+
+crate::on_every_backend_with!(
+    deleting_a_principal_takes_its_policies_along,
+    deleting_a_principal_takes_its_policies_along_scenario,
+    app_with_admin
+);

@@ -130,11 +130,15 @@ def world(sigil, moto, ledger_for, tmp_path):
     meta = requests.get(f"{sigil.issuer('ledger')}/.well-known/openid-configuration", timeout=10).json()
     ledger = ledger_for(meta["issuer"], extra=(
         "--policy-client-id", "ledger-rs", "--policy-secret-file", str(secret), "--policy-interval-ms", "200",
+        "--explain-denials",
     ))
     service = OAuth2Session(svc["client_id"], svc["client_secret"]).fetch_token(
         meta["token_endpoint"], grant_type="client_credentials")["access_token"]
-    return {"meta": meta, "ledger": ledger, "service": service, "rs": rs, "svc": svc, "web": web,
-            "carol": carol, "dave": dave}
+    quiet = ledger_for(meta["issuer"], extra=(
+        "--policy-client-id", "ledger-rs", "--policy-secret-file", str(secret), "--policy-interval-ms", "200",
+    ))
+    return {"meta": meta, "ledger": ledger, "quiet": quiet, "service": service, "rs": rs, "svc": svc,
+            "web": web, "carol": carol, "dave": dave}
 
 
 def call(world, token, method, path, body=None):
@@ -202,6 +206,27 @@ def test_the_ledger_enforces_policies_for_a_service_a_user_and_aws_roles(sigil, 
     denied(call(w, batch, "GET", f"/documents/{doc}"), "temp-batch-never")
     # Bad tokens stay 401, not 403.
     assert call(w, "garbage", "GET", f"/documents/{doc}")[0] == 401
+
+
+def test_without_explanations_every_denial_is_alike_and_missing_records_are_not_told_apart(sigil, world):
+    w = world
+    quiet = {**w, "ledger": w["quiet"]}
+    dave = user_token(sigil, w["meta"], w["web"], "dave")
+    svc = w["service"]
+    status, body = call(quiet, svc, "POST", "/documents", {"amount": 5, "owner": "someone-else"})
+    assert status == 201 and body["policy"] == "ach-insert-small"
+    theirs = body["id"]
+    answers = [
+        call(quiet, dave, "GET", f"/documents/{theirs}"),   # exists, not dave's: assertion false
+        call(quiet, dave, "GET", "/documents/999999"),      # missing: the assertion cannot evaluate
+        call(quiet, svc, "DELETE", f"/documents/{theirs}"),  # a DENY
+        call(quiet, svc, "POST", "/documents", {"amount": 10**6}),
+        call(quiet, svc, "PATCH", f"/documents/{theirs}/memo", {"value": "x"}),  # erroring assertion
+    ]
+    assert all(a == (403, {"error": "access_denied", "error_code": "POLICY_DENIED",
+                           "error_description": "denied by policy"}) for a in answers), answers
+    # The service may read every document: a missing one is a 404 for it.
+    assert call(quiet, svc, "GET", "/documents/999999")[0] == 404
 
 
 def test_a_change_reaches_the_ledger_within_its_poll_interval(sigil, world):

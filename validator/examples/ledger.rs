@@ -28,8 +28,9 @@
 //! - `GET /documents` is `db:Select` on `financial.ledger.document.*`, checked by the
 //!   `require_policy` layer (no single document).
 //!
-//! A denied request is 403 `POLICY_DENIED`; this example names the deciding policy in its answers
-//! (`policy`), which a production service may prefer not to.
+//! A denied request is 403 `POLICY_DENIED` with one fixed description; with `--explain-denials`
+//! the answer says why and names the deciding policy (`policy`), for development and tests.
+//! Allowed answers name the policy that allowed them.
 //!
 //! Other options: `--require-sender-constrained` (refuse bearer tokens without `cnf`),
 //! `--public-url https://ledger.bank.example` (the URL DPoP proofs must name), and behind a
@@ -97,6 +98,8 @@ async fn post_high_value(claims: Claims) -> Json<Value> {
 #[derive(Clone)]
 struct Ledger {
     validator: Validator,
+    /// `--explain-denials`: say why and which policy (development and tests).
+    explain: bool,
     documents: Arc<Mutex<HashMap<u64, Value>>>,
     next_id: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -117,14 +120,15 @@ impl Ledger {
             Ok(decision.policy().unwrap_or_default().to_owned())
         } else {
             Err(Box::new(sigil_validator::axum::policy_denied(
-                &decision, true,
+                &decision,
+                self.explain,
             )))
         }
     }
 
     /// The stored document `id`. A missing one is first checked as an empty document: a caller
-    /// that no policy lets near such records gets 403, not 404, and so learns nothing about
-    /// which exist.
+    /// that no policy lets near such records gets the same 403 as for one that exists (unless
+    /// denials are explained), not a 404, and so learns nothing about which exist.
     fn get(
         &self,
         claims: &Claims,
@@ -339,7 +343,8 @@ async fn main() {
              [--public-url URL] [--trusted-proxy CIDR[,CIDR...] --client-cert-header NAME \
              --client-cert-format envoy|nginx] [--revocation-client-id ID \
              --revocation-secret-file FILE [--revocation-interval-ms N]] \
-             [--policy-client-id ID --policy-secret-file FILE [--policy-interval-ms N]]"
+             [--policy-client-id ID --policy-secret-file FILE [--policy-interval-ms N] \
+             [--explain-denials]]"
         );
         std::process::exit(2);
     };
@@ -398,6 +403,7 @@ async fn main() {
     let validator = builder.build().await.unwrap_or_else(|e| fail(e));
     let ledger = Ledger {
         validator: validator.clone(),
+        explain: args.iter().any(|a| a == "--explain-denials"),
         documents: Arc::default(),
         next_id: Arc::new(std::sync::atomic::AtomicU64::new(1)),
     };

@@ -442,22 +442,25 @@ pub fn dpop_rejection(e: &Error) -> Response {
 }
 
 /// 403 for a request the realm's policies do not allow: `error: access_denied`,
-/// `error_code: POLICY_DENIED` and a fixed description of why (no policy allows it, a policy
-/// denies it, an assertion could not be evaluated, the document is too large, or the policies
-/// are unavailable). With `name_policy` the deciding policy's name is added as `policy` (an
-/// administrative label; leave it out where callers should not learn the policy set).
-pub fn policy_denied(decision: &crate::policy::Decision, name_policy: bool) -> Response {
-    let description = match decision {
-        crate::policy::Decision::Deny { reason, .. } => reason.as_str(),
-        crate::policy::Decision::Allow { .. } => "allowed",
-    };
+/// `error_code: POLICY_DENIED` and one fixed description, `denied by policy`, whatever the
+/// reason: a caller learns nothing about the policy set, nor (from a difference between denials)
+/// about the record. With `explain` the description says why instead (no policy allows it, a
+/// policy denies it, an assertion could not be evaluated, the document is too large, the
+/// policies are unavailable) and `policy` names the deciding policy: for development and tests,
+/// where that is worth more than the secrecy.
+pub fn policy_denied(decision: &crate::policy::Decision, explain: bool) -> Response {
     let mut body = serde_json::json!({
         "error": "access_denied",
         "error_code": "POLICY_DENIED",
-        "error_description": description,
+        "error_description": "denied by policy",
     });
-    if name_policy && let Some(p) = decision.policy() {
-        body["policy"] = serde_json::json!(p);
+    if explain {
+        if let crate::policy::Decision::Deny { reason, .. } = decision {
+            body["error_description"] = serde_json::json!(reason.as_str());
+        }
+        if let Some(p) = decision.policy() {
+            body["policy"] = serde_json::json!(p);
+        }
     }
     (StatusCode::FORBIDDEN, axum::Json(body)).into_response()
 }

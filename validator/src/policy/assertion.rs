@@ -29,10 +29,13 @@ pub const MAX_NODES: usize = 64;
 pub const MAX_DEPTH: usize = 24;
 /// The longest `matches` pattern, and the most its compiled program may take.
 pub const MAX_PATTERN_BYTES: usize = 256;
-const MAX_REGEX_SIZE: usize = 256 * 1024;
+/// Bounds the matcher's states, so a match costs at most a bounded multiple of its input.
+const MAX_REGEX_SIZE: usize = 64 * 1024;
 pub const MAX_DOCUMENT_DEPTH: usize = 32;
 pub const MAX_DOCUMENT_NODES: usize = 10_000;
 pub const MAX_DOCUMENT_STRING_BYTES: usize = 64 * 1024;
+/// The longest single string (or key) of a document.
+pub const MAX_DOCUMENT_STRING: usize = 8 * 1024;
 
 /// Operators and functions an assertion may call.
 pub const ALLOWED_FUNCTIONS: &[&str] = &[
@@ -93,6 +96,14 @@ pub fn compile(source: &str) -> Result<Assertion, String> {
             "an assertion is longer than {MAX_SOURCE_BYTES} bytes"
         ));
     }
+    // Brackets are counted wherever they are (string literals and comments too), so at most
+    // `2 * MAX_NESTING` in all: a closing bracket in a string cannot hide real nesting.
+    if source.bytes().filter(|b| b"([{".contains(b)).count() > 2 * MAX_NESTING {
+        return Err(format!(
+            "an assertion has more than {} opening brackets",
+            2 * MAX_NESTING
+        ));
+    }
     let mut depth = 0usize;
     for b in source.bytes() {
         match b {
@@ -150,7 +161,7 @@ struct Walk {
 impl Walk {
     fn expr(&mut self, e: &IdedExpr, depth: usize) -> Result<(), String> {
         self.nodes += 1;
-        if self.nodes > MAX_NODES || depth > 2 * MAX_NESTING {
+        if self.nodes > MAX_NODES || depth > MAX_DEPTH {
             return Err(format!("an assertion has more than {MAX_NODES} operations"));
         }
         match &e.expr {
@@ -284,6 +295,9 @@ struct Budget {
 
 impl Budget {
     fn take(&mut self, bytes: usize) -> Result<(), DocumentError> {
+        if bytes > MAX_DOCUMENT_STRING {
+            return Err(DocumentError::TooLarge);
+        }
         self.nodes += 1;
         self.bytes += bytes;
         if self.nodes > MAX_DOCUMENT_NODES || self.bytes > MAX_DOCUMENT_STRING_BYTES {
@@ -445,6 +459,13 @@ mod tests {
     #[test]
     fn refused_when_written() {
         let deep = format!("{}1{}", "(".repeat(40), ")".repeat(40));
+        let hidden = format!(
+            "{}'{}' + {}1{} == ''",
+            "(".repeat(15),
+            ")".repeat(15),
+            "(".repeat(20),
+            ")".repeat(20)
+        );
         let long = format!("context.document.a == '{}'", "x".repeat(2000));
         let many = (0..70)
             .map(|i| format!("context.document.a == {i}"))
@@ -464,6 +485,7 @@ mod tests {
             "timestamp('2024-01-01T00:00:00Z') < now",
             "context.document.amount <= ",
             deep.as_str(),
+            hidden.as_str(),
             long.as_str(),
             many.as_str(),
         ] {
@@ -505,7 +527,17 @@ mod tests {
     #[test]
     fn patterns_are_compiled_when_written() {
         assert!(compile("context.document.s.matches('^[A-Z]{3}$')").is_ok());
-        for bad in ["(", "a{100000}", "(\\w{100}){100}", &"a".repeat(300)] {
+        assert!(
+            compile("context.document.iban.matches('^[A-Z]{2}[0-9]{2}[A-Z0-9]{11,30}$')").is_ok()
+        );
+        assert!(compile("context.document.memo.matches('^[A-Za-z0-9 .,-]{0,140}$')").is_ok());
+        for bad in [
+            "(",
+            "a{100000}",
+            "(\\w{100}){100}",
+            &"a".repeat(300),
+            "(?:[ab]*a[ab]{12}c|(?:[ab]?){1500}c)",
+        ] {
             let src = format!("context.document.s.matches('{bad}')");
             assert!(compile(&src).is_err(), "{src}");
         }
@@ -521,7 +553,11 @@ mod tests {
             deep = json!([deep]);
         }
         assert_eq!(check_document(&deep), Err(DocumentError::TooLarge));
-        let long = json!({"s": "x".repeat(MAX_DOCUMENT_STRING_BYTES + 1)});
+        let long = json!({"s": "x".repeat(MAX_DOCUMENT_STRING + 1)});
         assert_eq!(check_document(&long), Err(DocumentError::TooLarge));
+        let many: serde_json::Map<String, serde_json::Value> = (0..9)
+            .map(|i| (format!("k{i}"), json!("x".repeat(MAX_DOCUMENT_STRING))))
+            .collect();
+        assert_eq!(check_document(&many.into()), Err(DocumentError::TooLarge));
     }
 }
