@@ -103,7 +103,8 @@ fn main() {
     let mut policies = vec![
         json!({"name": "ach-insert", "principal": {"kind": "client", "id": "ach-processor"}, "effect": "ALLOW",
                "actions": ["db:Insert"], "resources": ["financial.ledger.document.*"],
-               "assertions": ["context.document.amount <= 10000", "context.document.currency in ['USD', 'EUR']"]}),
+               "assertions": ["context.document.amount <= 10000", "context.document.currency in ['USD', 'EUR']",
+                              "context.document.memo.matches('^[A-Za-z0-9 .,-]{0,140}$')"]}),
         json!({"name": "ach-select", "principal": {"kind": "client", "id": "ach-processor"}, "effect": "ALLOW",
                "actions": ["db:Select"], "resources": ["financial.ledger.*"]}),
         json!({"name": "ach-no-delete", "principal": {"kind": "client", "id": "ach-processor"}, "effect": "DENY",
