@@ -86,25 +86,6 @@ pub fn check(req: &NewPolicy) -> Result<PolicySpec, AdminError> {
     Ok(spec)
 }
 
-/// The principal must be one of this realm's: a client, a user (by `sub`) or a group that
-/// exists in it. AWS principals and issuers are patterns and URLs, not records.
-async fn check_principal(store: &dyn Store, realm: &str, p: &Principal) -> Result<(), AdminError> {
-    let known = match p {
-        Principal::Client(id) => store.client(realm, id).await?.is_some(),
-        Principal::User(sub) => store.user_by_id(realm, sub).await?.is_some(),
-        Principal::Group(name) => store.groups(realm).await?.iter().any(|g| g.name == *name),
-        Principal::Aws(_) | Principal::Issuer(_) => true,
-    };
-    if known {
-        Ok(())
-    } else {
-        Err(invalid(
-            "principal",
-            format!("realm {realm} has no {} {:?}", p.kind(), p.id()),
-        ))
-    }
-}
-
 /// Creates a policy (`replace`: or replaces the one of that name, in one transaction).
 pub async fn create(
     store: &dyn Store,
@@ -117,7 +98,6 @@ pub async fn create(
     if store.realm(&req.realm).await?.is_none() {
         return Err(AdminError::NotFound(format!("realm {}", req.realm)));
     }
-    check_principal(store, &req.realm, &spec.principal).await?;
     let record = PolicyRecord {
         realm: req.realm.clone(),
         name: spec.name.clone(),
@@ -146,6 +126,11 @@ pub async fn create(
     ];
     match store.put_policy(&record, replace, &audit).await {
         Err(crate::store::StoreError::Full(message)) => return Err(invalid("policies", message)),
+        // The principal (a client, group or user) is not one of this realm's: checked by the
+        // store under the lock that orders it against the principal's deletion.
+        Err(crate::store::StoreError::NotFound(message)) => {
+            return Err(invalid("principal", message));
+        }
         other => other?,
     };
     view(&record)
@@ -171,19 +156,19 @@ pub async fn names_for(
     kind: &str,
     id: &str,
 ) -> Result<Vec<String>, AdminError> {
-    let (_, records) = store.policies(realm).await?;
-    Ok(records
-        .into_iter()
-        .filter(|r| r.principal_kind == kind && r.principal == id)
-        .map(|r| r.name)
-        .collect())
+    Ok(store.policy_names_of(realm, kind, id).await?)
 }
 
 pub async fn show(store: &dyn Store, realm: &str, name: &str) -> Result<PolicyView, AdminError> {
-    let (_, all) = list(store, realm).await?;
-    all.into_iter()
-        .find(|p| p.name == name)
-        .ok_or_else(|| AdminError::NotFound(format!("policy {name} in realm {realm}")))
+    if store.realm(realm).await?.is_none() {
+        return Err(AdminError::NotFound(format!("realm {realm}")));
+    }
+    match store.policy(realm, name).await? {
+        Some(r) => view(&r),
+        None => Err(AdminError::NotFound(format!(
+            "policy {name} in realm {realm}"
+        ))),
+    }
 }
 
 pub async fn delete(

@@ -60,6 +60,33 @@ impl Caller {
     }
 }
 
+/// [`authenticate`] for a `GET` whose parameters are in the query string, then
+/// [`Caller::require_resource_server`]: the revocation feed and the policy bundle.
+#[allow(clippy::too_many_arguments)] // the request's parts and the endpoint's refusal words
+pub async fn resource_server(
+    state: &AppState,
+    realm_name: &str,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    conn: Option<Extension<ConnTls>>,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    kind: &'static str,
+    (what, reason): (&'static str, &'static str),
+) -> Result<Caller, Response> {
+    let c = authenticate(
+        state,
+        realm_name,
+        peer,
+        conn,
+        headers,
+        Input::Query(query),
+        kind,
+    )
+    .await?;
+    c.require_resource_server(state, what, reason).await?;
+    Ok(c)
+}
+
 /// Where the request's parameters are: a form body (`POST`) or the query string (`GET`).
 pub enum Input<'a> {
     Body(Body),

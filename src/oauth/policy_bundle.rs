@@ -12,9 +12,9 @@ use axum::Extension;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use sigil_validator::policy::{BundlePayload, PolicySpec};
+use serde_json::value::RawValue;
 
-use super::caller::{self, Input};
+use super::caller;
 use super::{ErrorCode, OAuthError};
 use crate::state::AppState;
 use crate::tls::ConnTls;
@@ -29,68 +29,67 @@ pub async fn bundle(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let c = match caller::authenticate(
+    let c = match caller::resource_server(
         &state,
         &realm_name,
         peer,
         conn,
         &headers,
-        Input::Query(uri.query()),
+        uri.query(),
         REFUSED,
+        (
+            "this client may not read the policy bundle",
+            "policies_not_allowed",
+        ),
     )
     .await
     {
         Ok(c) => c,
         Err(res) => return res,
     };
-    if let Err(res) = c
-        .require_resource_server(
-            &state,
-            "this client may not read the policy bundle",
-            "policies_not_allowed",
-        )
-        .await
-    {
-        return res;
-    }
     let realm = &c.realm;
+    let name = &realm.record.name;
     let unavailable = |e: &dyn std::fmt::Display| {
         tracing::error!(error = %e, "policy bundle unavailable");
         OAuthError::store_unavailable().into_response()
     };
-    let (version, records) = match state.store.policies(&realm.record.name).await {
-        Ok(p) => p,
+    // A realm whose sign-in settings are unusable still has a groups claim name to publish.
+    let groups_claim = realm.login().map_or("groups", |l| l.groups_claim.as_str());
+    let etag = |version: i64| format!("\"v{version}:{groups_claim}\"");
+    // An unchanged bundle (the usual poll) costs one small read: the version.
+    let current = match state.store.policy_version(name).await {
+        Ok(v) => etag(v),
         Err(e) => return unavailable(&e),
     };
-    // A realm whose sign-in settings are unusable still has a groups claim name to publish.
-    let groups_claim = realm
-        .login()
-        .map(|l| l.groups_claim.clone())
-        .unwrap_or_else(|| "groups".into());
-    let etag = format!("\"v{version}:{groups_claim}\"");
     let matches_etag = headers
         .get_all(header::IF_NONE_MATCH)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|t| t.trim() == etag);
+        .any(|t| t.trim() == current);
     if matches_etag {
         let mut res = StatusCode::NOT_MODIFIED.into_response();
-        if let Ok(v) = HeaderValue::from_str(&etag) {
+        if let Ok(v) = HeaderValue::from_str(&current) {
             res.headers_mut().insert(header::ETAG, v);
         }
         return res;
     }
+    // The version and the policies of one statement (a change may have landed since).
+    let (version, records) = match state.store.policies(name).await {
+        Ok(p) => p,
+        Err(e) => return unavailable(&e),
+    };
+    // Stored policies were checked when written: published as stored, not parsed again.
     let mut policies = Vec::with_capacity(records.len());
     for r in &records {
-        match serde_json::from_str::<PolicySpec>(&r.spec) {
+        match serde_json::from_str::<&RawValue>(&r.spec) {
             Ok(p) => policies.push(p),
             Err(e) => return unavailable(&format!("policy {}: {e}", r.name)),
         }
     }
-    let payload = BundlePayload {
-        iss: realm.issuer.clone(),
-        aud: c.client.client.client_id.clone(),
+    let payload = Payload {
+        iss: &realm.issuer,
+        aud: &c.client.client.client_id,
         iat: c.now,
         version,
         groups_claim,
@@ -119,8 +118,19 @@ pub async fn bundle(
         HeaderValue::from_static("application/policies+jwt"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    if let Ok(v) = HeaderValue::from_str(&etag) {
+    if let Ok(v) = HeaderValue::from_str(&etag(version)) {
         h.insert(header::ETAG, v);
     }
     res
+}
+
+/// The signed payload: `sigil_validator::policy::BundlePayload`, with the policies as stored.
+#[derive(serde::Serialize)]
+struct Payload<'a> {
+    iss: &'a str,
+    aud: &'a str,
+    iat: i64,
+    version: i64,
+    groups_claim: &'a str,
+    policies: Vec<&'a RawValue>,
 }

@@ -21,7 +21,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 
-use super::caller::{self, Input};
+use super::caller;
 use super::outcome::Refusal;
 use super::{ErrorCode, OAuthError};
 use crate::state::AppState;
@@ -43,30 +43,24 @@ pub async fn feed(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let c = match caller::authenticate(
+    let c = match caller::resource_server(
         &state,
         &realm_name,
         peer,
         conn,
         &headers,
-        Input::Query(uri.query()),
+        uri.query(),
         REFUSED,
+        (
+            "this client may not read the revocation feed",
+            "feed_not_allowed",
+        ),
     )
     .await
     {
         Ok(c) => c,
         Err(res) => return res,
     };
-    if let Err(res) = c
-        .require_resource_server(
-            &state,
-            "this client may not read the revocation feed",
-            "feed_not_allowed",
-        )
-        .await
-    {
-        return res;
-    }
     let after = match c.params.get("after").map(str::parse::<i64>) {
         None => 0,
         Some(Ok(n)) if n >= 0 => n,

@@ -34,25 +34,23 @@ macro_rules! impl_store {
 
             /// Deletes the policies of a principal that is going away (a client or group deleted:
             /// one created later under the same id must not inherit them), raising the version
-            /// if there were any.
+            /// first: its row lock orders this against a policy being written for the principal
+            /// (`put_policy` checks the principal under the same lock), so no policy outlives it.
             async fn drop_principal_policies(
                 tx: &mut sqlx::Transaction<'_, $db>,
                 realm: &str,
                 kind: &str,
                 id: &str,
             ) -> Result<(), $crate::store::StoreError> {
-                let gone = sqlx::query(
+                Self::bump_policy_version(tx, realm).await?;
+                sqlx::query(
                     "DELETE FROM policies WHERE realm = $1 AND principal_kind = $2 AND principal = $3",
                 )
                 .bind(realm)
                 .bind(kind)
                 .bind(id)
                 .execute(&mut **tx)
-                .await?
-                .rows_affected();
-                if gone > 0 {
-                    Self::bump_policy_version(tx, realm).await?;
-                }
+                .await?;
                 Ok(())
             }
 
@@ -494,9 +492,34 @@ macro_rules! impl_store {
                 audit: $crate::store::Audited<'_>,
             ) -> Result<i64, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
-                // First: the version row's lock orders this realm's policy writers, so the
-                // limits below are checked against a settled count.
+                // The audit chain's head first, then the version row, in the order a client's or
+                // group's deletion takes them (the other order deadlocks on PostgreSQL).
+                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
+                // The version row's lock orders this realm's policy writers, so the limits
+                // below are checked against a settled count.
                 let version = Self::bump_policy_version(&mut tx, &p.realm).await?;
+                // The principal is one of the realm's, checked under that lock: a client or group
+                // deleted meanwhile (which takes the lock too) is either seen gone here or takes
+                // this policy along.
+                let exists = match p.principal_kind.as_str() {
+                    "client" => Some("SELECT COUNT(*) FROM clients WHERE realm = $1 AND client_id = $2"),
+                    "group" => Some("SELECT COUNT(*) FROM groups WHERE realm = $1 AND name = $2"),
+                    "user" => Some("SELECT COUNT(*) FROM users WHERE realm = $1 AND id = $2"),
+                    _ => None,
+                };
+                if let Some(sql) = exists {
+                    let n: i64 = sqlx::query_scalar(sql)
+                        .bind(&p.realm)
+                        .bind(&p.principal)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    if n == 0 {
+                        return Err($crate::store::StoreError::NotFound(format!(
+                            "realm {} has no {} {:?}",
+                            p.realm, p.principal_kind, p.principal
+                        )));
+                    }
+                }
                 {
                     use sqlx::Row;
                     let row = sqlx::query(
@@ -525,7 +548,6 @@ macro_rules! impl_store {
                         )));
                     }
                 }
-                Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 if replace {
                     sqlx::query("DELETE FROM policies WHERE realm = $1 AND name = $2")
                         .bind(&p.realm)
@@ -578,6 +600,47 @@ macro_rules! impl_store {
                     }
                 }
                 Ok((version, out))
+            }
+
+            async fn policy_version(&self, realm: &str) -> Result<i64, $crate::store::StoreError> {
+                let v: Option<i64> =
+                    sqlx::query_scalar("SELECT version FROM policy_versions WHERE realm = $1")
+                        .bind(realm)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(v.unwrap_or(0))
+            }
+
+            async fn policy(
+                &self,
+                realm: &str,
+                name: &str,
+            ) -> Result<Option<$crate::store::PolicyRecord>, $crate::store::StoreError> {
+                Ok(sqlx::query_as(
+                    "SELECT realm, name, principal_kind, principal, effect, spec, created_at, \
+                     created_by FROM policies WHERE realm = $1 AND name = $2",
+                )
+                .bind(realm)
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn policy_names_of(
+                &self,
+                realm: &str,
+                kind: &str,
+                id: &str,
+            ) -> Result<Vec<String>, $crate::store::StoreError> {
+                Ok(sqlx::query_scalar(
+                    "SELECT name FROM policies WHERE realm = $1 AND principal_kind = $2 \
+                     AND principal = $3 ORDER BY name",
+                )
+                .bind(realm)
+                .bind(kind)
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?)
             }
 
             async fn delete_policy(

@@ -543,7 +543,8 @@ pub trait Store: login::LoginStore + Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
     /// Stores a policy and raises the realm's policy version in one transaction with its audit
     /// records; with `replace` one of the same name is replaced, otherwise it is a conflict.
-    /// Returns the new version.
+    /// A client, group or user principal must exist in the realm (`NotFound` naming it), and the
+    /// realm's policies stay within what a validator loads (`Full`). Returns the new version.
     async fn put_policy(
         &self,
         p: &PolicyRecord,
@@ -553,6 +554,18 @@ pub trait Store: login::LoginStore + Send + Sync + 'static {
     /// A realm's policy version and policies (by name), read in one statement: the version
     /// always describes exactly these policies.
     async fn policies(&self, realm: &str) -> Result<(i64, Vec<PolicyRecord>), StoreError>;
+    /// A realm's policy version alone (0 before its first policy): all a conditional bundle read
+    /// needs when nothing changed.
+    async fn policy_version(&self, realm: &str) -> Result<i64, StoreError>;
+    /// One policy by name.
+    async fn policy(&self, realm: &str, name: &str) -> Result<Option<PolicyRecord>, StoreError>;
+    /// The names of the policies attached to one principal (`kind`, `id`).
+    async fn policy_names_of(
+        &self,
+        realm: &str,
+        kind: &str,
+        id: &str,
+    ) -> Result<Vec<String>, StoreError>;
     /// Deletes a policy and raises the version; false (nothing written) if there was none.
     async fn delete_policy(
         &self,

@@ -26,7 +26,7 @@ async fn admin_client(app: &TestApp, id: &str, scopes: &str) -> Client {
     app.create_client("admin", id, scopes, "sigil-admin").await
 }
 
-async fn call(
+pub(crate) async fn call(
     app: &TestApp,
     method: reqwest::Method,
     path: &str,

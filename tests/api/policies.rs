@@ -21,6 +21,7 @@ async fn app_with_admin(backend: Backend) -> TestApp {
     app
 }
 
+/// The admin API's request helper (which also checks problem details), without the headers.
 async fn call(
     app: &TestApp,
     method: Method,
@@ -28,17 +29,8 @@ async fn call(
     token: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut req = app
-        .http
-        .request(method, format!("{}{path}", app.base))
-        .bearer_auth(token);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let res = req.send().await.expect("request");
-    let status = res.status().as_u16();
-    let text = res.text().await.expect("body");
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    let (status, _, body) = crate::admin_api::call(app, method, path, token, body, None).await;
+    (status, body)
 }
 
 fn new_policy(name: &str, client: &str) -> NewPolicy {
@@ -432,5 +424,65 @@ async fn deleting_a_principal_takes_its_policies_along_scenario(app: &TestApp) {
 crate::on_every_backend_with!(
     deleting_a_principal_takes_its_policies_along,
     deleting_a_principal_takes_its_policies_along_scenario,
+    app_with_admin
+);
+
+async fn a_policy_never_outlives_a_principal_deleted_at_the_same_time_scenario(app: &TestApp) {
+    use sigil::admin::clients;
+    let store = app.store.clone();
+    for round in 0..6 {
+        let id = format!("racer-{round}");
+        app.create_client("customers", &id, "balances:read", "ledger")
+            .await;
+        // Policies for the client written while it is deleted: each write lands before the
+        // deletion (which takes it along) or is refused; none is left behind.
+        let mut tasks: Vec<tokio::task::JoinHandle<Result<(), String>>> = (0..8)
+            .map(|i| {
+                let (store, id) = (store.clone(), id.clone());
+                tokio::spawn(async move {
+                    match policies::create(
+                        store.as_ref(),
+                        new_policy(&format!("{id}-p{i}"), &id),
+                        false,
+                        1_800_000_000,
+                        "t",
+                    )
+                    .await
+                    {
+                        Ok(_) => Ok(()),
+                        Err(AdminError::Invalid {
+                            field: "principal", ..
+                        }) => Ok(()),
+                        Err(e) => Err(e.to_string()),
+                    }
+                })
+            })
+            .collect();
+        let (store2, id2) = (store.clone(), id.clone());
+        tasks.insert(
+            4,
+            tokio::spawn(async move {
+                clients::delete(store2.as_ref(), "customers", &id2, None, 1_800_000_000, "t")
+                    .await
+                    .map_err(|e| e.to_string())
+            }),
+        );
+        for t in tasks {
+            t.await.expect("join").expect("no error but a refusal");
+        }
+        assert_eq!(
+            store
+                .policy_names_of("customers", "client", &id)
+                .await
+                .expect("names"),
+            Vec::<String>::new(),
+            "round {round}: a policy outlived its deleted client"
+        );
+    }
+}
+
+crate::on_every_backend_with!(
+    a_policy_never_outlives_a_principal_deleted_at_the_same_time,
+    a_policy_never_outlives_a_principal_deleted_at_the_same_time_scenario,
     app_with_admin
 );

@@ -252,7 +252,7 @@ def test_deeply_nested_assertions_crash_neither_sigil_nor_the_ledger(sigil, worl
     # The ledger compiles the new bundle on its next poll (every 200 ms here) and goes on.
     time.sleep(1)
     assert call(w, w["service"], "POST", "/documents", {"amount": 1})[0] == 201
-    assert w["meta"]["issuer"] and requests.get(f"{sigil.base}/healthz", timeout=10).status_code == 200
+    assert requests.get(f"{sigil.base}/healthz", timeout=10).status_code == 200
 
 
 def test_the_bundle_is_signed_addressed_and_served_only_to_resource_servers(sigil, world):

@@ -61,18 +61,27 @@ fn main() {
     let claims = json!({"iss":iss,"sub":"ach-processor","aud":"ledger","client_id":"ach-processor",
         "azp":"ach-processor","scope":"tx:post:ach","token_use":"access","iat":t,"nbf":t,
         "exp":t+3600,"jti":"bench"});
-    let input = format!(
-        "{}.{}",
-        B64.encode(json!({"alg":"ES256","kid":"k","typ":"at+jwt"}).to_string()),
-        B64.encode(claims.to_string())
-    );
-    let mut sig_bytes = pair
-        .sign(&rng, input.as_bytes())
-        .expect("sign")
-        .as_ref()
-        .to_vec();
-    // The validator accepts only low-s ES256 signatures (as Sigil signs them).
-    sigil_validator::es256::to_low_s(&mut sig_bytes);
+    // A JWS of media type `typ` over `payload`, signed by the issuer key in the low-s form the
+    // validator accepts (as Sigil signs): its signing input and signature.
+    let sign = |typ: &str, payload: &serde_json::Value| {
+        let input = format!(
+            "{}.{}",
+            B64.encode(json!({"alg":"ES256","kid":"k","typ":typ}).to_string()),
+            B64.encode(payload.to_string())
+        );
+        let mut sig = pair
+            .sign(&rng, input.as_bytes())
+            .expect("sign")
+            .as_ref()
+            .to_vec();
+        sigil_validator::es256::to_low_s(&mut sig);
+        (input, sig)
+    };
+    let jws = |typ: &str, payload: &serde_json::Value| {
+        let (input, sig) = sign(typ, payload);
+        format!("{input}.{}", B64.encode(&sig))
+    };
+    let (input, sig_bytes) = sign("at+jwt", &claims);
     let token = format!("{input}.{}", B64.encode(&sig_bytes));
 
     // A feed page of 100,000 entries (jtis, sessions, users, clients), signed by the same key.
@@ -82,22 +91,11 @@ fn main() {
             json!({"seq": i + 1, "kind": kind, "value": format!("{kind}-{i}"), "not_before": t, "exp": t + 3600})
         })
         .collect();
-    let feed_page = {
-        let payload = json!({"iss": iss, "aud": "rs", "iat": t, "after": 0, "next": 100_000,
-            "more": false, "entries": entries});
-        let input = format!(
-            "{}.{}",
-            B64.encode(json!({"alg":"ES256","kid":"k","typ":"revocations+jwt"}).to_string()),
-            B64.encode(payload.to_string())
-        );
-        let mut sig = pair
-            .sign(&rng, input.as_bytes())
-            .expect("sign")
-            .as_ref()
-            .to_vec();
-        sigil_validator::es256::to_low_s(&mut sig);
-        format!("{input}.{}", B64.encode(&sig))
-    };
+    let feed_page = jws(
+        "revocations+jwt",
+        &json!({"iss": iss, "aud": "rs", "iat": t, "after": 0, "next": 100_000,
+            "more": false, "entries": entries}),
+    );
     // A bundle of 20 policies over several principals; for the benchmark's token (the client
     // ach-processor) 4 match by principal, one of them decides with an assertion.
     let mut policies = vec![
@@ -123,22 +121,11 @@ fn main() {
             "actions": ["db:Select", "db:Update"], "resources": [format!("financial.ledger.document.f{i}")],
             "assertions": ["context.auth.claims.sub == context.document.owner"]}));
     }
-    let bundle = {
-        let payload = json!({"iss": iss, "aud": "rs", "iat": t, "version": 1, "groups_claim": "groups",
-            "policies": policies});
-        let input = format!(
-            "{}.{}",
-            B64.encode(json!({"alg":"ES256","kid":"k","typ":"policies+jwt"}).to_string()),
-            B64.encode(payload.to_string())
-        );
-        let mut sig = pair
-            .sign(&rng, input.as_bytes())
-            .expect("sign")
-            .as_ref()
-            .to_vec();
-        sigil_validator::es256::to_low_s(&mut sig);
-        format!("{input}.{}", B64.encode(&sig))
-    };
+    let bundle = jws(
+        "policies+jwt",
+        &json!({"iss": iss, "aud": "rs", "iat": t, "version": 1, "groups_claim": "groups",
+            "policies": policies}),
+    );
     let (validator, with_feed, with_policies) = rt.block_on(async {
         let body = json!({ "keys": [jwk] }).to_string();
         let app = Router::new()

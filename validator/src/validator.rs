@@ -445,7 +445,7 @@ async fn read_limited(
     url: &str,
     limit: usize,
 ) -> Result<(Vec<u8>, Option<u64>), String> {
-    let mut res = req.send().await.map_err(|e| e.to_string())?;
+    let res = req.send().await.map_err(|e| e.to_string())?;
     if !res.status().is_success() {
         return Err(format!("{url} answered {}", res.status()));
     }
@@ -454,6 +454,12 @@ async fn read_limited(
         .get(reqwest::header::CACHE_CONTROL)
         .and_then(|v| v.to_str().ok())
         .and_then(max_age);
+    Ok((read_body(res, url, limit).await?, max_age))
+}
+
+/// A response's body, at most `limit` bytes (read chunk by chunk: a larger one is refused before
+/// it is all in memory).
+async fn read_body(mut res: reqwest::Response, url: &str, limit: usize) -> Result<Vec<u8>, String> {
     let mut body = Vec::new();
     while let Some(chunk) = res.chunk().await.map_err(|e| e.to_string())? {
         if body.len() + chunk.len() > limit {
@@ -461,7 +467,7 @@ async fn read_limited(
         }
         body.extend_from_slice(&chunk);
     }
-    Ok((body, max_age))
+    Ok(body)
 }
 
 async fn discover(http: &reqwest::Client, issuer: &str) -> Result<String, Error> {
@@ -995,7 +1001,7 @@ impl Validator {
         if let (Some(etag), true) = (&held.etag, conditional) {
             req = req.header(reqwest::header::IF_NONE_MATCH, etag);
         }
-        let mut res = req.send().await.map_err(|e| unavailable(e.to_string()))?;
+        let res = req.send().await.map_err(|e| unavailable(e.to_string()))?;
         if res.status() == reqwest::StatusCode::NOT_MODIFIED && conditional {
             self.inner.policies.store(Arc::new(HeldBundle {
                 set: held.set.clone(),
@@ -1017,13 +1023,9 @@ impl Validator {
             .get(reqwest::header::ETAG)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let mut body = Vec::new();
-        while let Some(chunk) = res.chunk().await.map_err(|e| unavailable(e.to_string()))? {
-            if body.len() + chunk.len() > policy::MAX_BUNDLE_BYTES {
-                return Err(unavailable("the bundle is too large".into()));
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let body = read_body(res, &cfg.url, policy::MAX_BUNDLE_BYTES)
+            .await
+            .map_err(unavailable)?;
         let jws = std::str::from_utf8(&body).map_err(|_| unavailable("not text".into()))?;
         let payload = self
             .verify_signed(jws.trim(), policy::TYP)

@@ -654,7 +654,7 @@ async fn an_in_process_key_set_source_is_cached_and_refetched_like_a_fetched_one
 }
 
 /// With the `metrics` feature the validator reports through the `metrics` facade: fetches by
-/// outcome, unknown-`kid` refetches, stale keys used, refusals by reason.
+/// outcome, unknown-`kid` refetches, stale keys used, refusals by reason, policy decisions.
 #[cfg(feature = "metrics")]
 #[test]
 fn counters_reach_the_metrics_facade() {
@@ -669,7 +669,13 @@ fn counters_reach_the_metrics_facade() {
             .block_on(async {
                 let k = Key::new("k1");
                 let h = harness(&[&k]).await;
-                h.validator.validate(&k.token(claims())).await.expect("ok");
+                let valid = h.validator.validate(&k.token(claims())).await.expect("ok");
+                // No policy bundle configured: every authorization is a deny, and counted.
+                assert!(
+                    !h.validator
+                        .authorize(&valid, "db:Select", "x", &Value::Null)
+                        .is_allowed()
+                );
                 let mut expired = claims();
                 expired["exp"] = json!(NOW - 3600);
                 assert!(h.validator.validate(&k.token(expired)).await.is_err());
@@ -728,4 +734,8 @@ fn counters_reach_the_metrics_facade() {
         1
     );
     assert_eq!(get("sigil_validator_stale_keys_used_total[]"), 1);
+    assert_eq!(
+        get(r#"sigil_validator_authorizations_total["outcome=deny"]"#),
+        1
+    );
 }
