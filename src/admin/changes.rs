@@ -2,13 +2,15 @@
 //! setting, on by default for the admin realm), revoking a signing key and removing a user's
 //! second factors become *requests*; in a realm marked protected, so do rotating a client's
 //! secret and deleting a client; the KEK rotation is a request when any realm requires approval;
-//! lowering a realm's own guard is a request when the guard is up. A second, different admin
+//! lowering a realm's own guard is a request when the guard is up; in a protected realm, writing
+//! or deleting a principal policy (it grants a principal rights at resource servers) is one too. A second, different admin
 //! approves a request within [`APPROVAL_WINDOW_SECS`]; the approval is one conditional UPDATE, so
 //! two approvals at once apply it exactly once. Every step is audited.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::declarative::PolicyFileSpec;
 use super::{AdminError, invalid};
 use crate::audit::AuditDraft;
 use crate::clock::UnixTime;
@@ -43,6 +45,17 @@ pub enum Change {
         realm: String,
         username: String,
     },
+    /// Create (or, with `replace`, replace) a principal policy: the whole policy is in the request,
+    /// so the approver sees exactly what will be written.
+    PolicyPut {
+        realm: String,
+        policy: PolicyFileSpec,
+        replace: bool,
+    },
+    PolicyDelete {
+        realm: String,
+        name: String,
+    },
     /// Set a realm's guard (only lowering it is ever a request).
     RealmGuard {
         realm: String,
@@ -59,6 +72,8 @@ impl Change {
             | Change::ClientRotateSecret { realm, .. }
             | Change::ClientDelete { realm, .. }
             | Change::UserRemoveSecondFactors { realm, .. }
+            | Change::PolicyPut { realm, .. }
+            | Change::PolicyDelete { realm, .. }
             | Change::RealmGuard { realm, .. } => Some(realm),
         }
     }
@@ -70,6 +85,8 @@ impl Change {
             Change::ClientRotateSecret { .. } => "client_rotate_secret",
             Change::ClientDelete { .. } => "client_delete",
             Change::UserRemoveSecondFactors { .. } => "user_remove_second_factors",
+            Change::PolicyPut { .. } => "policy_put",
+            Change::PolicyDelete { .. } => "policy_delete",
             Change::RealmGuard { .. } => "realm_guard",
         }
     }
@@ -146,7 +163,10 @@ pub async fn needs_approval(
         Change::KeyRevoke { realm, .. } | Change::UserRemoveSecondFactors { realm, .. } => {
             guard(store, admin_realm, realm).await?.require_approval
         }
-        Change::ClientRotateSecret { realm, .. } | Change::ClientDelete { realm, .. } => {
+        Change::ClientRotateSecret { realm, .. }
+        | Change::ClientDelete { realm, .. }
+        | Change::PolicyPut { realm, .. }
+        | Change::PolicyDelete { realm, .. } => {
             let g = guard(store, admin_realm, realm).await?;
             g.protected || g.require_approval && admin_realm == Some(realm.as_str())
         }
@@ -225,6 +245,10 @@ pub async fn request(
         && store.realm(realm).await?.is_none()
     {
         return Err(AdminError::NotFound(format!("realm {realm}")));
+    }
+    if let Change::PolicyPut { realm, policy, .. } = change {
+        super::policies::principal_known(store, realm, &policy.principal_kind, &policy.principal)
+            .await?;
     }
     let id_bytes: [u8; 12] = crate::random::random_bytes();
     let record = ChangeRecord {
@@ -407,6 +431,18 @@ async fn apply(
         Change::UserRemoveSecondFactors { realm, username } => {
             super::users::remove_second_factors(store, realm, username, now, actor).await?;
             done(json!({"second_factors_removed": username}))
+        }
+        Change::PolicyPut {
+            realm,
+            policy,
+            replace,
+        } => {
+            super::policies::create(store, policy.new_policy(realm), *replace, now, actor).await?;
+            done(json!({"policy": policy.name, "replace": replace}))
+        }
+        Change::PolicyDelete { realm, name } => {
+            super::policies::delete(store, realm, name, now, actor).await?;
+            done(json!({"deleted_policy": name}))
         }
         Change::RealmGuard {
             realm,

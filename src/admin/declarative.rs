@@ -63,8 +63,9 @@ pub struct RealmSpec {
     pub policies: Vec<PolicyFileSpec>,
 }
 
-/// A principal policy (see `sigil policy create`), named by its name.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A principal policy (see `sigil policy create`), named by its name. Also what a four-eyes
+/// request to write one holds (`changes::Change::PolicyPut`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyFileSpec {
     pub name: String,
@@ -82,7 +83,7 @@ pub struct PolicyFileSpec {
 }
 
 impl PolicyFileSpec {
-    fn new_policy(&self, realm: &str) -> policies::NewPolicy {
+    pub fn new_policy(&self, realm: &str) -> policies::NewPolicy {
         policies::NewPolicy {
             realm: realm.to_owned(),
             name: self.name.clone(),
@@ -752,6 +753,24 @@ pub async fn plan(
                 });
             }
         }
+        // Four-eyes: in a realm where a policy changes only through a second admin's approval,
+        // a file cannot write or delete one (`sigil policy create|delete` files the request).
+        let policies_guarded = super::changes::needs_approval(
+            store,
+            admin_realm,
+            &super::changes::Change::PolicyDelete {
+                realm: realm(),
+                name: String::new(),
+            },
+        )
+        .await?;
+        let guarded = |what: &str, name: &str| {
+            format!(
+                "realm {}: the file {what} policy {name}, but a policy changes there only through a \
+                 second admin's approval: `sigil policy create|delete` files the request",
+                want.name
+            )
+        };
         for p in &want.policies {
             // The principal must be the realm's once the file is applied (checked before any
             // write, so a file naming another realm's client changes nothing).
@@ -774,6 +793,10 @@ pub async fn plan(
                 ..p.clone()
             };
             if !have.policies.contains(&as_stored) {
+                if policies_guarded {
+                    conflicts.push(guarded("writes", &p.name));
+                    continue;
+                }
                 steps.push(Step::PutPolicy {
                     realm: realm(),
                     policy: p.clone(),
@@ -783,6 +806,10 @@ pub async fn plan(
         }
         for h in &have.policies {
             if !want.policies.iter().any(|p| p.name == h.name) {
+                if policies_guarded {
+                    conflicts.push(guarded("leaves out", &h.name));
+                    continue;
+                }
                 steps.push(Step::DeletePolicy {
                     realm: realm(),
                     name: h.name.clone(),

@@ -189,3 +189,77 @@ pub async fn delete(
         )))
     }
 }
+
+/// The change that writes `req` (see `changes::Change::PolicyPut`; a four-eyes request where the
+/// realm needs one), made only from a policy that would be written now: checked and compiled, in
+/// an existing realm, and (without `replace`) under a name not taken yet. A request is also filed
+/// only for a principal the realm has ([`principal_known`]); the store checks it again when the
+/// policy is written.
+pub async fn put_change(
+    store: &dyn Store,
+    req: &NewPolicy,
+    replace: bool,
+) -> Result<super::changes::Change, AdminError> {
+    let spec = check(req)?;
+    if store.realm(&req.realm).await?.is_none() {
+        return Err(AdminError::NotFound(format!("realm {}", req.realm)));
+    }
+    if !replace && store.policy(&req.realm, &spec.name).await?.is_some() {
+        return Err(AdminError::Conflict(format!(
+            "policy {} already exists in realm {}",
+            spec.name, req.realm
+        )));
+    }
+    Ok(super::changes::Change::PolicyPut {
+        realm: req.realm.clone(),
+        policy: super::declarative::PolicyFileSpec {
+            name: spec.name.clone(),
+            principal_kind: spec.principal.kind().to_owned(),
+            principal: spec.principal.id().to_owned(),
+            effect: spec.effect.as_str().to_owned(),
+            actions: spec.actions,
+            resources: spec.resources,
+            assertions: spec.assertions,
+            description: spec.description,
+        },
+        replace,
+    })
+}
+
+/// The four-eyes request to delete a policy, made only for one that exists.
+pub async fn delete_change(
+    store: &dyn Store,
+    realm: &str,
+    name: &str,
+) -> Result<super::changes::Change, AdminError> {
+    show(store, realm, name).await?;
+    Ok(super::changes::Change::PolicyDelete {
+        realm: realm.to_owned(),
+        name: name.to_owned(),
+    })
+}
+
+/// Whether the realm has the policy's principal (a client, group or user; other kinds name no
+/// record). Before a request is filed; the write itself checks under the store's lock.
+pub async fn principal_known(
+    store: &dyn Store,
+    realm: &str,
+    kind: &str,
+    id: &str,
+) -> Result<(), AdminError> {
+    let known = match kind {
+        "client" => store.client(realm, id).await?.is_some(),
+        "group" => store.groups(realm).await?.iter().any(|g| g.name == id),
+        "user" => store.user_by_id(realm, id).await?.is_some(),
+        _ => true,
+    };
+    if known {
+        Ok(())
+    } else {
+        // The words the store's own check uses.
+        Err(invalid(
+            "principal",
+            format!("realm {realm} has no {kind} {id:?}"),
+        ))
+    }
+}

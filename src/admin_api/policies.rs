@@ -4,7 +4,7 @@
 use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
@@ -94,6 +94,7 @@ pub async fn show(
     request_body = PolicyBody,
     responses(
         (status = 200, description = "Created, or replaced in one step", body = PolicyView),
+        (status = 202, description = "Filed for a second admin's approval (four-eyes; a protected realm)", body = crate::admin::changes::ChangeView),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 409, body = Problem)
     ))]
@@ -115,19 +116,24 @@ pub async fn put(
         PolicyEffect::Allow => "ALLOW",
         PolicyEffect::Deny => "DENY",
     };
+    let req = ops::NewPolicy {
+        realm: realm.clone(),
+        name,
+        principal_kind: kind.into(),
+        principal: b.principal,
+        effect: effect.into(),
+        actions: b.actions,
+        resources: b.resources,
+        assertions: b.assertions,
+        description: b.description,
+    };
+    let change = ops::put_change(state.store.as_ref(), &req, true).await?;
+    if let Some(filed) = super::changes::gated(&state, &caller, &change).await? {
+        return Ok(filed);
+    }
     let view = ops::create(
         state.store.as_ref(),
-        ops::NewPolicy {
-            realm: realm.clone(),
-            name,
-            principal_kind: kind.into(),
-            principal: b.principal,
-            effect: effect.into(),
-            actions: b.actions,
-            resources: b.resources,
-            assertions: b.assertions,
-            description: b.description,
-        },
+        req,
         true,
         state.clock.now(),
         &caller.actor,
@@ -140,14 +146,19 @@ pub async fn put(
     params(("realm" = String, Path), ("name" = String, Path)),
     responses(
         (status = 204, description = "Deleted"),
+        (status = 202, description = "Filed for a second admin's approval (four-eyes; a protected realm)", body = crate::admin::changes::ChangeView),
         (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)
     ))]
 pub async fn delete(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     ApiPath((realm, name)): ApiPath<(String, String)>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     caller.write(&realm)?;
+    let change = ops::delete_change(state.store.as_ref(), &realm, &name).await?;
+    if let Some(filed) = super::changes::gated(&state, &caller, &change).await? {
+        return Ok(filed);
+    }
     ops::delete(
         state.store.as_ref(),
         &realm,
@@ -156,5 +167,5 @@ pub async fn delete(
         &caller.actor,
     )
     .await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

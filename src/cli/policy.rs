@@ -120,25 +120,22 @@ pub(super) async fn run(
                         .into(),
                 )
             })?;
-            let view = admin::policies::create(
-                s,
-                admin::policies::NewPolicy {
-                    realm,
-                    name,
-                    principal_kind: kind.into(),
-                    principal,
-                    effect,
-                    actions,
-                    resources,
-                    assertions,
-                    description,
-                },
-                replace,
-                now,
-                actor,
-            )
-            .await?;
-            print_json(&view);
+            let req = admin::policies::NewPolicy {
+                realm,
+                name,
+                principal_kind: kind.into(),
+                principal,
+                effect,
+                actions,
+                resources,
+                assertions,
+                description,
+            };
+            let change = admin::policies::put_change(s, &req, replace).await?;
+            if !super::change::gate(s, &config, &change, actor, now).await? {
+                return Ok(0);
+            }
+            print_json(&admin::policies::create(s, req, replace, now, actor).await?);
         }
         PolicyCommand::List { realm } => {
             let (version, policies) = admin::policies::list(s, &realm).await?;
@@ -148,6 +145,10 @@ pub(super) async fn run(
             print_json(&admin::policies::show(s, &realm, &name).await?);
         }
         PolicyCommand::Delete { realm, name } => {
+            let change = admin::policies::delete_change(s, &realm, &name).await?;
+            if !super::change::gate(s, &config, &change, actor, now).await? {
+                return Ok(0);
+            }
             admin::policies::delete(s, &realm, &name, now, actor).await?;
             println!("deleted policy {name}");
         }

@@ -323,6 +323,58 @@ async fn export_apply_export_is_the_same_file_and_applying_twice_writes_nothing(
         );
         assert_eq!(rows(&db_b.url).await, before, "nothing applied");
 
+        // Four-eyes: once staff is protected, a file cannot write or delete its policies (the
+        // unchanged file still applies as nothing to do); `sigil policy` files requests instead.
+        ok(
+            &db_b.url,
+            &b,
+            &["realm", "set-approval", "staff", "--protected", "true"],
+        );
+        let before = rows(&db_b.url).await;
+        for (file_text, says) in [
+            (
+                exported.replace("amount <= 10000", "amount <= 99999"),
+                "the file writes policy ach-small",
+            ),
+            (
+                exported.replace("name = \"no-temp\"", "name = \"no-temp-2\""),
+                "the file leaves out policy no-temp",
+            ),
+        ] {
+            assert_ne!(file_text, exported);
+            std::fs::write(&file, &file_text).expect("write");
+            let (code, _, err) = sigil(&db_b.url, &b, &["apply", "-f", file_s]);
+            assert_eq!(code, 1, "{err}");
+            assert!(err.contains(says), "{err}");
+            assert_eq!(rows(&db_b.url).await, before, "nothing applied");
+        }
+        std::fs::write(&file, &exported).expect("write");
+        assert!(ok(&db_b.url, &b, &["apply", "-f", file_s]).contains("no changes"));
+        let filed = ok(
+            &db_b.url,
+            &b,
+            &[
+                "--operator",
+                "alice",
+                "policy",
+                "delete",
+                "--realm",
+                "staff",
+                "--name",
+                "no-temp",
+            ],
+        );
+        let filed: serde_json::Value = serde_json::from_str(&filed).expect("json");
+        let id = filed["change_request"]["id"].as_str().expect("id");
+        let show = ["policy", "show", "--realm", "staff", "--name", "no-temp"];
+        ok(&db_b.url, &b, &show);
+        ok(
+            &db_b.url,
+            &b,
+            &["--operator", "bob", "change", "approve", id],
+        );
+        assert_ne!(sigil(&db_b.url, &b, &show).0, 0, "deleted once approved");
+
         // Unknown keys and bad TOML are errors naming the file.
         std::fs::write(&file, "[[realm]]\nname = \"x\"\nsurprise = 1\n").expect("write");
         let (code, _, err) = sigil(&db_b.url, &b, &["apply", "-f", file_s]);

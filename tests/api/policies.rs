@@ -486,3 +486,162 @@ crate::on_every_backend_with!(
     a_policy_never_outlives_a_principal_deleted_at_the_same_time_scenario,
     app_with_admin
 );
+
+/// Four-eyes: in a protected realm a policy's write and deletion through the API are requests
+/// (202, nothing written, the bundle's version unchanged) holding the whole policy; a policy that
+/// would be refused now, or a deletion of no policy, files nothing; the requester cannot approve;
+/// of six approvals at once exactly one applies; a realm that is not protected is not held.
+async fn policies_under_four_eyes_scenario(app: &TestApp) {
+    let alice = app
+        .create_client("admin", "alice", "sigil:admin", "sigil-admin")
+        .await;
+    let bob = app
+        .create_client("admin", "bob", "sigil:admin", "sigil-admin")
+        .await;
+    let alice_t = app.token("admin", &alice, None).await;
+    let bob_t = app.token("admin", &bob, None).await;
+    app.create_client("customers", "svc", "balances:read", "ledger")
+        .await;
+    let store = app.store.clone();
+    let s = store.as_ref();
+    let guard = sigil::store::RealmGuard {
+        require_approval: false,
+        protected: true,
+    };
+    sigil::admin::changes::set_guard(s, "customers", guard, app.now(), "t")
+        .await
+        .expect("guard");
+    let version = s.policy_version("customers").await.expect("version");
+    let changes = "SELECT COUNT(*) FROM change_requests";
+    let filed = count_rows(app, changes).await;
+
+    let body = json!({"principal_kind": "client", "principal": "svc", "effect": "ALLOW",
+        "actions": ["db:Insert"], "resources": ["financial.ledger.document.*"],
+        "assertions": ["context.document.amount <= 10000"]});
+    let path = "/admin/realms/customers/policies/ach-insert";
+    let (status, req) = call(app, Method::PUT, path, &alice_t, Some(body.clone())).await;
+    assert_eq!(status, 202, "{req}");
+    assert_eq!(req["state"], "pending");
+    assert_eq!(req["change"]["kind"], "policy_put");
+    assert_eq!(req["change"]["policy"]["principal"], "svc");
+    assert_eq!(
+        req["change"]["policy"]["assertions"][0], "context.document.amount <= 10000",
+        "the approver sees the whole policy"
+    );
+    let id = req["id"].as_str().expect("id").to_owned();
+    assert_eq!(call(app, Method::GET, path, &alice_t, None).await.0, 404);
+    assert_eq!(
+        s.policy_version("customers").await.expect("version"),
+        version,
+        "nothing published"
+    );
+    assert_eq!(count_rows(app, changes).await, filed + 1);
+
+    // Refused now, so not filed: a bad assertion, a principal the realm does not have, the
+    // deletion of a policy that does not exist.
+    let mut bad = body.clone();
+    bad["assertions"] = json!(["[1].all(x, x > 0)"]);
+    assert_eq!(
+        call(app, Method::PUT, path, &alice_t, Some(bad)).await.0,
+        400
+    );
+    let mut bad = body.clone();
+    bad["principal"] = json!("nobody");
+    assert_eq!(
+        call(app, Method::PUT, path, &alice_t, Some(bad)).await.0,
+        400
+    );
+    let (status, _) = call(
+        app,
+        Method::DELETE,
+        "/admin/realms/customers/policies/none",
+        &alice_t,
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert_eq!(count_rows(app, changes).await, filed + 1, "nothing filed");
+
+    let approve = format!("/admin/changes/{id}/approve");
+    let (status, body_) = call(app, Method::POST, &approve, &alice_t, None).await;
+    assert_eq!(status, 400, "the requester cannot approve: {body_}");
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let (http, base, token, path) = (
+            app.http.clone(),
+            app.base.clone(),
+            bob_t.clone(),
+            approve.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            http.post(format!("{base}{path}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("approve")
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.expect("task"));
+    }
+    statuses.sort();
+    assert_eq!(statuses, [200, 400, 400, 400, 400, 400], "applied once");
+    let (status, view) = call(app, Method::GET, path, &alice_t, None).await;
+    assert_eq!(status, 200);
+    assert!(
+        view["created_by"]
+            .as_str()
+            .expect("by")
+            .starts_with(&format!(
+                "client:bob@admin (approving {id} of client:alice@admin)"
+            )),
+        "{view}"
+    );
+    assert_eq!(
+        s.policy_version("customers").await.expect("version"),
+        version + 1
+    );
+    assert_eq!(
+        count_rows(
+            app,
+            "SELECT COUNT(*) FROM audit_log WHERE kind IN ('policy.created', 'policy.replaced')"
+        )
+        .await,
+        1
+    );
+
+    // The deletion is a request too; applied once approved.
+    let (status, req) = call(app, Method::DELETE, path, &alice_t, None).await;
+    assert_eq!(status, 202, "{req}");
+    assert_eq!(req["change"]["kind"], "policy_delete");
+    assert_eq!(call(app, Method::GET, path, &alice_t, None).await.0, 200);
+    let approve = format!("/admin/changes/{}/approve", req["id"].as_str().expect("id"));
+    let (status, done) = call(app, Method::POST, &approve, &bob_t, None).await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["change"]["state"], "applied");
+    assert_eq!(call(app, Method::GET, path, &alice_t, None).await.0, 404);
+
+    // The staff realm is not protected: a write is applied at once.
+    app.create_client("staff", "teller", "balances:read", "ledger")
+        .await;
+    let mut staff = body.clone();
+    staff["principal"] = json!("teller");
+    let (status, view) = call(
+        app,
+        Method::PUT,
+        "/admin/realms/staff/policies/teller-insert",
+        &alice_t,
+        Some(staff),
+    )
+    .await;
+    assert_eq!(status, 200, "{view}");
+}
+
+crate::on_every_backend_with!(
+    policies_under_four_eyes,
+    policies_under_four_eyes_scenario,
+    app_with_admin
+);
