@@ -52,9 +52,11 @@ pub enum Change {
         policy: PolicyFileSpec,
         replace: bool,
     },
+    /// Delete a principal policy, only if it is still `policy` (as it was when filed).
     PolicyDelete {
         realm: String,
         name: String,
+        policy: PolicyFileSpec,
     },
     /// Set a realm's guard (only lowering it is ever a request).
     RealmGuard {
@@ -163,13 +165,12 @@ pub async fn needs_approval(
         Change::KeyRevoke { realm, .. } | Change::UserRemoveSecondFactors { realm, .. } => {
             guard(store, admin_realm, realm).await?.require_approval
         }
+        // Credentials and rights: held where the realm is protected (and in the admin realm
+        // while it requires approval).
         Change::ClientRotateSecret { realm, .. }
         | Change::ClientDelete { realm, .. }
         | Change::PolicyPut { realm, .. }
-        | Change::PolicyDelete { realm, .. } => {
-            let g = guard(store, admin_realm, realm).await?;
-            g.protected || g.require_approval && admin_realm == Some(realm.as_str())
-        }
+        | Change::PolicyDelete { realm, .. } => policies_guarded(store, admin_realm, realm).await?,
         Change::RealmGuard {
             realm,
             require_approval,
@@ -180,6 +181,18 @@ pub async fn needs_approval(
             lowers && (g.require_approval || g.protected)
         }
     })
+}
+
+/// Whether a realm's principal policies change only through a request (writing, replacing or
+/// deleting one, and deleting a group that has some): where the realm is protected, and in the
+/// admin realm while it requires approval; the same rule holds a client's credentials.
+pub async fn policies_guarded(
+    store: &dyn Store,
+    admin_realm: Option<&str>,
+    realm: &str,
+) -> Result<bool, AdminError> {
+    let g = guard(store, admin_realm, realm).await?;
+    Ok(g.protected || g.require_approval && admin_realm == Some(realm))
 }
 
 /// Whether replacing a client's authentication (a new secret, a new certificate or key) needs a
@@ -440,8 +453,12 @@ async fn apply(
             super::policies::create(store, policy.new_policy(realm), *replace, now, actor).await?;
             done(json!({"policy": policy.name, "replace": replace}))
         }
-        Change::PolicyDelete { realm, name } => {
-            super::policies::delete(store, realm, name, now, actor).await?;
+        Change::PolicyDelete {
+            realm,
+            name,
+            policy,
+        } => {
+            super::policies::delete_as_filed(store, realm, policy, now, actor).await?;
             done(json!({"deleted_policy": name}))
         }
         Change::RealmGuard {

@@ -374,6 +374,8 @@ pub enum Step {
     DeleteGroup {
         realm: String,
         name: String,
+        /// The realm's policies change only through four-eyes: refuse if the group has any.
+        keep_policies: bool,
     },
     CreateClient {
         realm: String,
@@ -445,7 +447,7 @@ impl std::fmt::Display for Step {
             Step::UpdateGroup { realm, group } => {
                 write!(f, "~ group {realm}/{} ({})", group.name, group.scopes)
             }
-            Step::DeleteGroup { realm, name } => write!(f, "- group {realm}/{name}"),
+            Step::DeleteGroup { realm, name, .. } => write!(f, "- group {realm}/{name}"),
             Step::CreateClient { realm, client } => {
                 write!(
                     f,
@@ -627,6 +629,8 @@ pub async fn plan(
                 steps.push(Step::DeleteGroup {
                     realm: realm(),
                     name: h.name.clone(),
+                    keep_policies: super::changes::policies_guarded(store, admin_realm, &want.name)
+                        .await?,
                 });
             }
         }
@@ -755,15 +759,8 @@ pub async fn plan(
         }
         // Four-eyes: in a realm where a policy changes only through a second admin's approval,
         // a file cannot write or delete one (`sigil policy create|delete` files the request).
-        let policies_guarded = super::changes::needs_approval(
-            store,
-            admin_realm,
-            &super::changes::Change::PolicyDelete {
-                realm: realm(),
-                name: String::new(),
-            },
-        )
-        .await?;
+        let policies_guarded =
+            super::changes::policies_guarded(store, admin_realm, &want.name).await?;
         let guarded = |what: &str, name: &str| {
             format!(
                 "realm {}: the file {what} policy {name}, but a policy changes there only through a \
@@ -1094,8 +1091,12 @@ async fn apply_step(
         Step::UpdateGroup { realm, group } => {
             users::set_group_scopes(store, realm, &group.name, &group.scopes, now, actor).await?;
         }
-        Step::DeleteGroup { realm, name } => {
-            users::delete_group(store, realm, name, now, actor).await?;
+        Step::DeleteGroup {
+            realm,
+            name,
+            keep_policies,
+        } => {
+            users::delete_group(store, realm, name, *keep_policies, now, actor).await?;
         }
         Step::CreateClient { realm, client: c } => {
             let secret = read_secret(c)?;

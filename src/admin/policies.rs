@@ -181,7 +181,7 @@ pub async fn delete(
     let audit = [
         AuditDraft::new(now, Some(realm), "policy.deleted", actor).detail(json!({"name": name}))
     ];
-    if store.delete_policy(realm, name, &audit).await? {
+    if store.delete_policy(realm, name, None, &audit).await? {
         Ok(())
     } else {
         Err(AdminError::NotFound(format!(
@@ -226,17 +226,77 @@ pub async fn put_change(
     })
 }
 
-/// The four-eyes request to delete a policy, made only for one that exists.
+/// The change that deletes a policy (a four-eyes request where the realm needs one), made only
+/// for one that exists, and holding it as it is now: the approver sees what goes, and
+/// [`delete_as_filed`] deletes only that.
 pub async fn delete_change(
     store: &dyn Store,
     realm: &str,
     name: &str,
 ) -> Result<super::changes::Change, AdminError> {
-    show(store, realm, name).await?;
+    let (_, policy) = as_filed(store, realm, name).await?;
     Ok(super::changes::Change::PolicyDelete {
         realm: realm.to_owned(),
         name: name.to_owned(),
+        policy,
     })
+}
+
+/// A stored policy: its spec as stored, and as a request holds it.
+async fn as_filed(
+    store: &dyn Store,
+    realm: &str,
+    name: &str,
+) -> Result<(String, super::declarative::PolicyFileSpec), AdminError> {
+    let record = store
+        .policy(realm, name)
+        .await?
+        .ok_or_else(|| AdminError::NotFound(format!("policy {name} in realm {realm}")))?;
+    let v = view(&record)?;
+    Ok((
+        record.spec,
+        super::declarative::PolicyFileSpec {
+            name: v.name,
+            principal_kind: v.principal_kind,
+            principal: v.principal,
+            effect: v.effect,
+            actions: v.actions,
+            resources: v.resources,
+            assertions: v.assertions,
+            description: v.description,
+        },
+    ))
+}
+
+/// Deletes a policy through an approved request: only if it is still the one the request holds
+/// (a policy replaced since is not deleted by a request its approver read before).
+pub async fn delete_as_filed(
+    store: &dyn Store,
+    realm: &str,
+    filed: &super::declarative::PolicyFileSpec,
+    now: UnixTime,
+    actor: &str,
+) -> Result<(), AdminError> {
+    let changed = || {
+        AdminError::Conflict(format!(
+            "policy {} in realm {realm} changed since the request was filed",
+            filed.name
+        ))
+    };
+    let (spec, now_is) = as_filed(store, realm, &filed.name).await?;
+    if now_is != *filed {
+        return Err(changed());
+    }
+    let audit = [AuditDraft::new(now, Some(realm), "policy.deleted", actor)
+        .detail(json!({"name": filed.name}))];
+    if store
+        .delete_policy(realm, &filed.name, Some(&spec), &audit)
+        .await?
+    {
+        Ok(())
+    } else {
+        Err(changed())
+    }
 }
 
 /// Whether the realm has the policy's principal (a client, group or user; other kinds name no

@@ -110,11 +110,15 @@ pub async fn set_group_scopes(
     }
 }
 
-/// Deletes a group; its members leave it.
+/// Deletes a group; its members leave it, and its policies go with it, unless the realm's
+/// policies change only through four-eyes (`keep_policies`, see
+/// [`super::changes::policies_guarded`]): then a group that still has policies is refused, as
+/// deleting it would delete them without a second admin.
 pub async fn delete_group(
     store: &dyn Store,
     realm: &str,
     name: &str,
+    keep_policies: bool,
     now: UnixTime,
     actor: &str,
 ) -> Result<(), AdminError> {
@@ -122,7 +126,16 @@ pub async fn delete_group(
     let audit = [AuditDraft::new(now, Some(realm), "group.deleted", actor)
         .subject(name)
         .detail(serde_json::json!({"policies_removed": policies}))];
-    if store.delete_group(realm, name, &audit).await? {
+    let deleted = match store.delete_group(realm, name, keep_policies, &audit).await {
+        Err(crate::store::StoreError::Conflict(held)) => {
+            return Err(AdminError::Conflict(format!(
+                "{held}, and a policy there is deleted only through a second admin's approval: \
+                 `sigil policy delete` files the request; delete the group once it has none"
+            )));
+        }
+        other => other?,
+    };
+    if deleted {
         Ok(())
     } else {
         Err(AdminError::NotFound(format!(

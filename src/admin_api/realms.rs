@@ -367,7 +367,8 @@ pub async fn set_group(
     params(("realm" = String, Path), ("name" = String, Path)),
     responses(
         (status = 204, description = "Deleted; its members left it"),
-        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 409, description = "The group has policies, and the realm's policies change only through four-eyes", body = Problem)
     ))]
 pub async fn delete_group(
     State(state): State<AppState>,
@@ -375,10 +376,14 @@ pub async fn delete_group(
     ApiPath((realm, name)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     caller.write(&realm)?;
+    let store = state.store.as_ref();
+    let admin_realm = state.config.admin_realm.as_deref();
+    let keep_policies = crate::admin::changes::policies_guarded(store, admin_realm, &realm).await?;
     users::delete_group(
-        state.store.as_ref(),
+        store,
         &realm,
         &name,
+        keep_policies,
         state.clock.now(),
         &caller.actor,
     )

@@ -647,13 +647,18 @@ macro_rules! impl_store {
                 &self,
                 realm: &str,
                 name: &str,
+                expected: Option<&str>,
                 audit: $crate::store::Audited<'_>,
             ) -> Result<bool, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
                 Self::append_in_tx(&self.chain, &mut tx, audit).await?;
-                let done = sqlx::query("DELETE FROM policies WHERE realm = $1 AND name = $2")
+                let done = sqlx::query(
+                    "DELETE FROM policies WHERE realm = $1 AND name = $2 \
+                     AND spec = COALESCE($3, spec)",
+                )
                     .bind(realm)
                     .bind(name)
+                    .bind(expected)
                     .execute(&mut *tx)
                     .await?
                     .rows_affected()

@@ -236,11 +236,14 @@ pub trait LoginStore: Send + Sync {
         scopes: &str,
         audit: Audited<'_>,
     ) -> Result<bool, StoreError>;
-    /// Deletes a group and its memberships; false if there is no such group.
+    /// Deletes a group and its memberships; false if there is no such group. Its policies go with
+    /// it, unless `keep_policies`: then a group that has any is not deleted (`Conflict`), checked
+    /// under the lock policy writes take, so none is written for it meanwhile.
     async fn delete_group(
         &self,
         realm: &str,
         name: &str,
+        keep_policies: bool,
         audit: Audited<'_>,
     ) -> Result<bool, StoreError>;
 

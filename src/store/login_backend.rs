@@ -175,7 +175,7 @@ macro_rules! impl_login_store {
                 Ok(done)
             }
 
-            async fn delete_group(&self, realm: &str, name: &str, audit: $crate::store::Audited<'_>) -> Result<bool, $crate::store::StoreError> {
+            async fn delete_group(&self, realm: &str, name: &str, keep_policies: bool, audit: $crate::store::Audited<'_>) -> Result<bool, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
                 Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 sqlx::query("DELETE FROM user_groups WHERE realm = $1 AND grp = $2")
@@ -183,7 +183,20 @@ macro_rules! impl_login_store {
                 let done = sqlx::query("DELETE FROM groups WHERE realm = $1 AND name = $2")
                     .bind(realm).bind(name)
                     .execute(&mut *tx).await?.rows_affected() == 1;
-                if done {
+                if done && keep_policies {
+                    // The version row's lock first, as a policy's write takes it.
+                    Self::bump_policy_version(&mut tx, realm).await?;
+                    let held: i64 = sqlx::query_scalar(
+                        "SELECT COUNT(*) FROM policies WHERE realm = $1 AND principal_kind = 'group' AND principal = $2",
+                    )
+                    .bind(realm).bind(name).fetch_one(&mut *tx).await?;
+                    if held > 0 {
+                        return Err($crate::store::StoreError::Conflict(format!(
+                            "group {name} of realm {realm} has {held} policies"
+                        )));
+                    }
+                    tx.commit().await?;
+                } else if done {
                     Self::drop_principal_policies(&mut tx, realm, "group", name).await?;
                     tx.commit().await?;
                 }

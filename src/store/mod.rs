@@ -566,11 +566,13 @@ pub trait Store: login::LoginStore + Send + Sync + 'static {
         kind: &str,
         id: &str,
     ) -> Result<Vec<String>, StoreError>;
-    /// Deletes a policy and raises the version; false (nothing written) if there was none.
+    /// Deletes a policy and raises the version; false (nothing written) if there was none, or
+    /// (with `expected`) if its stored spec is not that one.
     async fn delete_policy(
         &self,
         realm: &str,
         name: &str,
+        expected: Option<&str>,
         audit: Audited<'_>,
     ) -> Result<bool, StoreError>;
     /// Prunes expired challenges, then stores this one (by hash) unless the realm already holds

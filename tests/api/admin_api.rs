@@ -26,6 +26,33 @@ async fn admin_client(app: &TestApp, id: &str, scopes: &str) -> Client {
     app.create_client("admin", id, scopes, "sigil-admin").await
 }
 
+/// `n` POSTs of `path` at once with `token`; their statuses, sorted.
+pub(crate) async fn post_at_once(app: &TestApp, path: &str, token: &str, n: usize) -> Vec<u16> {
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let (http, url, token) = (
+            app.http.clone(),
+            format!("{}{path}", app.base),
+            token.to_owned(),
+        );
+        tasks.push(tokio::spawn(async move {
+            http.post(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("post")
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.expect("task"));
+    }
+    statuses.sort();
+    statuses
+}
+
 pub(crate) async fn call(
     app: &TestApp,
     method: reqwest::Method,
@@ -1923,29 +1950,7 @@ async fn four_eyes_through_the_api_scenario(app: &TestApp) {
     let (status, _, body) = call(app, Method::POST, &approve, &other_t, None, None).await;
     assert_eq!(status, 403, "{body}");
 
-    let mut tasks = Vec::new();
-    for _ in 0..6 {
-        let (http, base, token, path) = (
-            app.http.clone(),
-            app.base.clone(),
-            bob_t.clone(),
-            approve.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            http.post(format!("{base}{path}"))
-                .bearer_auth(token)
-                .send()
-                .await
-                .expect("approve")
-                .status()
-                .as_u16()
-        }));
-    }
-    let mut statuses = Vec::new();
-    for t in tasks {
-        statuses.push(t.await.expect("task"));
-    }
-    statuses.sort();
+    let statuses = post_at_once(app, &approve, &bob_t, 6).await;
     assert_eq!(
         statuses,
         [200, 400, 400, 400, 400, 400],

@@ -401,7 +401,7 @@ async fn deleting_a_principal_takes_its_policies_along_scenario(app: &TestApp) {
     clients::delete(s, "customers", "tmp-svc", None, 1_800_000_000, "t")
         .await
         .expect("delete client");
-    users::delete_group(s, "customers", "auditors", 1_800_000_000, "t")
+    users::delete_group(s, "customers", "auditors", false, 1_800_000_000, "t")
         .await
         .expect("delete group");
     let (version, left) = s.policies("customers").await.expect("list");
@@ -565,29 +565,7 @@ async fn policies_under_four_eyes_scenario(app: &TestApp) {
     let approve = format!("/admin/changes/{id}/approve");
     let (status, body_) = call(app, Method::POST, &approve, &alice_t, None).await;
     assert_eq!(status, 400, "the requester cannot approve: {body_}");
-    let mut tasks = Vec::new();
-    for _ in 0..6 {
-        let (http, base, token, path) = (
-            app.http.clone(),
-            app.base.clone(),
-            bob_t.clone(),
-            approve.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            http.post(format!("{base}{path}"))
-                .bearer_auth(token)
-                .send()
-                .await
-                .expect("approve")
-                .status()
-                .as_u16()
-        }));
-    }
-    let mut statuses = Vec::new();
-    for t in tasks {
-        statuses.push(t.await.expect("task"));
-    }
-    statuses.sort();
+    let statuses = crate::admin_api::post_at_once(app, &approve, &bob_t, 6).await;
     assert_eq!(statuses, [200, 400, 400, 400, 400, 400], "applied once");
     let (status, view) = call(app, Method::GET, path, &alice_t, None).await;
     assert_eq!(status, 200);
@@ -624,6 +602,67 @@ async fn policies_under_four_eyes_scenario(app: &TestApp) {
     assert_eq!(done["change"]["state"], "applied");
     assert_eq!(call(app, Method::GET, path, &alice_t, None).await.0, 404);
 
+    // A group's deletion would take its policies along: refused while it has any, so one admin
+    // cannot remove a DENY by deleting (and re-creating) its group.
+    sigil::admin::users::create_group(s, "customers", "tellers", "balances:read", app.now(), "t")
+        .await
+        .expect("group");
+    let deny = json!({"principal_kind": "group", "principal": "tellers", "effect": "DENY",
+        "actions": ["db:Delete"], "resources": ["*"]});
+    let deny_path = "/admin/realms/customers/policies/tellers-deny";
+    let (status, req) = call(app, Method::PUT, deny_path, &alice_t, Some(deny.clone())).await;
+    assert_eq!(status, 202, "{req}");
+    let approve = format!("/admin/changes/{}/approve", req["id"].as_str().expect("id"));
+    assert_eq!(call(app, Method::POST, &approve, &bob_t, None).await.0, 200);
+    let group_path = "/admin/realms/customers/groups/tellers";
+    let (status, problem) = call(app, Method::DELETE, group_path, &alice_t, None).await;
+    assert_eq!(status, 409, "{problem}");
+    assert_eq!(
+        call(app, Method::GET, deny_path, &alice_t, None).await.0,
+        200
+    );
+    let (_, groups) = call(
+        app,
+        Method::GET,
+        "/admin/realms/customers/groups",
+        &alice_t,
+        None,
+    )
+    .await;
+    assert!(groups.to_string().contains("\"tellers\""), "{groups}");
+
+    // A deletion holds the policy as it was when filed: once the policy is replaced (through
+    // another request), approving the old deletion deletes nothing.
+    let (status, stale) = call(app, Method::DELETE, deny_path, &alice_t, None).await;
+    assert_eq!(status, 202, "{stale}");
+    assert_eq!(stale["change"]["policy"]["effect"], "DENY");
+    let mut wider = deny.clone();
+    wider["actions"] = json!(["db:Delete", "db:Update"]);
+    let (status, req) = call(app, Method::PUT, deny_path, &alice_t, Some(wider)).await;
+    assert_eq!(status, 202, "{req}");
+    let approve = format!("/admin/changes/{}/approve", req["id"].as_str().expect("id"));
+    assert_eq!(call(app, Method::POST, &approve, &bob_t, None).await.0, 200);
+    let approve = format!(
+        "/admin/changes/{}/approve",
+        stale["id"].as_str().expect("id")
+    );
+    let (status, done) = call(app, Method::POST, &approve, &bob_t, None).await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["change"]["state"], "failed", "{done}");
+    let (_, view) = call(app, Method::GET, deny_path, &alice_t, None).await;
+    assert_eq!(view["actions"], json!(["db:Delete", "db:Update"]));
+    // Deleted through a request filed now; then the group may go.
+    let (_, req) = call(app, Method::DELETE, deny_path, &alice_t, None).await;
+    let approve = format!("/admin/changes/{}/approve", req["id"].as_str().expect("id"));
+    let (_, done) = call(app, Method::POST, &approve, &bob_t, None).await;
+    assert_eq!(done["change"]["state"], "applied", "{done}");
+    assert_eq!(
+        call(app, Method::DELETE, group_path, &alice_t, None)
+            .await
+            .0,
+        204
+    );
+
     // The staff realm is not protected: a write is applied at once.
     app.create_client("staff", "teller", "balances:read", "ledger")
         .await;
@@ -643,5 +682,91 @@ async fn policies_under_four_eyes_scenario(app: &TestApp) {
 crate::on_every_backend_with!(
     policies_under_four_eyes,
     policies_under_four_eyes_scenario,
+    app_with_admin
+);
+
+/// In a realm whose policies change only through four-eyes, a group deleted while policies are
+/// written for it: each write lands first (and the deletion is refused) or is refused (no
+/// group); never a group gone with its policies, and never a policy left for a missing group.
+async fn a_guarded_group_keeps_its_policies_under_races_scenario(app: &TestApp) {
+    use sigil::admin::users;
+    let store = app.store.clone();
+    for round in 0..6 {
+        let group = format!("crew-{round}");
+        users::create_group(
+            store.as_ref(),
+            "customers",
+            &group,
+            "a:b",
+            1_800_000_000,
+            "t",
+        )
+        .await
+        .expect("group");
+        let mut tasks: Vec<tokio::task::JoinHandle<Result<bool, String>>> = (0..8)
+            .map(|i| {
+                let (store, group) = (store.clone(), group.clone());
+                tokio::spawn(async move {
+                    let mut p = new_policy(&format!("{group}-p{i}"), &group);
+                    p.principal_kind = "group".into();
+                    match policies::create(store.as_ref(), p, false, 1_800_000_000, "t").await {
+                        Ok(_) => Ok(true),
+                        Err(AdminError::Invalid {
+                            field: "principal", ..
+                        }) => Ok(false),
+                        Err(e) => Err(e.to_string()),
+                    }
+                })
+            })
+            .collect();
+        let (store2, group2) = (store.clone(), group.clone());
+        tasks.insert(
+            4,
+            tokio::spawn(async move {
+                match users::delete_group(
+                    store2.as_ref(),
+                    "customers",
+                    &group2,
+                    true,
+                    1_800_000_000,
+                    "t",
+                )
+                .await
+                {
+                    Ok(()) => Ok(true),
+                    Err(AdminError::Conflict(_)) => Ok(false),
+                    Err(e) => Err(e.to_string()),
+                }
+            }),
+        );
+        let mut outcomes = Vec::new();
+        for t in tasks {
+            outcomes.push(t.await.expect("join").expect("no error but a refusal"));
+        }
+        let deleted = outcomes[4];
+        let written = outcomes
+            .iter()
+            .enumerate()
+            .filter(|(i, w)| *i != 4 && **w)
+            .count();
+        let left = store
+            .policy_names_of("customers", "group", &group)
+            .await
+            .expect("names");
+        assert_eq!(
+            left.len(),
+            written,
+            "round {round}: every written policy stays"
+        );
+        assert!(
+            !(deleted && written > 0),
+            "round {round}: the group went although {written} policies were written for it"
+        );
+    }
+}
+
+crate::on_every_backend_with!(
+    a_guarded_group_keeps_its_policies_under_races,
+    a_guarded_group_keeps_its_policies_under_races_scenario,
     app_with_admin
 );
