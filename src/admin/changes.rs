@@ -3,9 +3,9 @@
 //! second factors become *requests*; in a realm marked protected, so do rotating a client's
 //! secret and deleting a client; the KEK rotation is a request when any realm requires approval;
 //! lowering a realm's own guard is a request when the guard is up; in a protected realm, writing
-//! or deleting a principal policy (it grants a principal rights at resource servers) is one too. A second, different admin
-//! approves a request within [`APPROVAL_WINDOW_SECS`]; the approval is one conditional UPDATE, so
-//! two approvals at once apply it exactly once. Every step is audited.
+//! or deleting a principal policy (it grants a principal rights at resource servers) is one too.
+//! A second, different admin approves a request within [`APPROVAL_WINDOW_SECS`]; the approval is
+//! one conditional UPDATE, so two approvals at once apply it exactly once. Every step is audited.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};

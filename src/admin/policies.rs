@@ -29,12 +29,17 @@ pub struct PolicyView {
     pub created_by: String,
 }
 
-fn view(r: &PolicyRecord) -> Result<PolicyView, AdminError> {
-    let spec: PolicySpec = serde_json::from_str(&r.spec).map_err(|e| {
+/// A stored policy's spec.
+fn parse(r: &PolicyRecord) -> Result<PolicySpec, AdminError> {
+    serde_json::from_str(&r.spec).map_err(|e| {
         AdminError::Store(crate::store::StoreError::Database(sqlx::Error::Decode(
             format!("policy {} of realm {}: {e}", r.name, r.realm).into(),
         )))
-    })?;
+    })
+}
+
+fn view(r: &PolicyRecord) -> Result<PolicyView, AdminError> {
+    let spec = parse(r)?;
     Ok(PolicyView {
         name: spec.name,
         principal_kind: r.principal_kind.clone(),
@@ -212,18 +217,23 @@ pub async fn put_change(
     }
     Ok(super::changes::Change::PolicyPut {
         realm: req.realm.clone(),
-        policy: super::declarative::PolicyFileSpec {
-            name: spec.name.clone(),
-            principal_kind: spec.principal.kind().to_owned(),
-            principal: spec.principal.id().to_owned(),
-            effect: spec.effect.as_str().to_owned(),
-            actions: spec.actions,
-            resources: spec.resources,
-            assertions: spec.assertions,
-            description: spec.description,
-        },
+        policy: file_spec(spec),
         replace,
     })
+}
+
+/// A policy as a file (and a change request) holds it.
+fn file_spec(spec: PolicySpec) -> super::declarative::PolicyFileSpec {
+    super::declarative::PolicyFileSpec {
+        principal_kind: spec.principal.kind().to_owned(),
+        principal: spec.principal.id().to_owned(),
+        effect: spec.effect.as_str().to_owned(),
+        name: spec.name,
+        actions: spec.actions,
+        resources: spec.resources,
+        assertions: spec.assertions,
+        description: spec.description,
+    }
 }
 
 /// The change that deletes a policy (a four-eyes request where the realm needs one), made only
@@ -252,20 +262,8 @@ async fn as_filed(
         .policy(realm, name)
         .await?
         .ok_or_else(|| AdminError::NotFound(format!("policy {name} in realm {realm}")))?;
-    let v = view(&record)?;
-    Ok((
-        record.spec,
-        super::declarative::PolicyFileSpec {
-            name: v.name,
-            principal_kind: v.principal_kind,
-            principal: v.principal,
-            effect: v.effect,
-            actions: v.actions,
-            resources: v.resources,
-            assertions: v.assertions,
-            description: v.description,
-        },
-    ))
+    let spec = parse(&record)?;
+    Ok((record.spec, file_spec(spec)))
 }
 
 /// Deletes a policy through an approved request: only if it is still the one the request holds
