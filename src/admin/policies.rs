@@ -305,13 +305,7 @@ pub async fn principal_known(
     kind: &str,
     id: &str,
 ) -> Result<(), AdminError> {
-    let known = match kind {
-        "client" => store.client(realm, id).await?.is_some(),
-        "group" => store.groups(realm).await?.iter().any(|g| g.name == id),
-        "user" => store.user_by_id(realm, id).await?.is_some(),
-        _ => true,
-    };
-    if known {
+    if store.policy_principal_exists(realm, kind, id).await? {
         Ok(())
     } else {
         // The words the store's own check uses.

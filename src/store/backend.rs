@@ -36,13 +36,32 @@ macro_rules! impl_store {
             /// one created later under the same id must not inherit them), raising the version
             /// first: its row lock orders this against a policy being written for the principal
             /// (`put_policy` checks the principal under the same lock), so no policy outlives it.
+            /// With `keep`, refuses instead (`Conflict`) if the principal has any.
             async fn drop_principal_policies(
                 tx: &mut sqlx::Transaction<'_, $db>,
                 realm: &str,
                 kind: &str,
                 id: &str,
+                keep: bool,
             ) -> Result<(), $crate::store::StoreError> {
                 Self::bump_policy_version(tx, realm).await?;
+                if keep {
+                    let held: i64 = sqlx::query_scalar(
+                        "SELECT COUNT(*) FROM policies WHERE realm = $1 AND principal_kind = $2 \
+                         AND principal = $3",
+                    )
+                    .bind(realm)
+                    .bind(kind)
+                    .bind(id)
+                    .fetch_one(&mut **tx)
+                    .await?;
+                    if held > 0 {
+                        return Err($crate::store::StoreError::Conflict(format!(
+                            "{kind} {id} of realm {realm} has {held} policies"
+                        )));
+                    }
+                    return Ok(());
+                }
                 sqlx::query(
                     "DELETE FROM policies WHERE realm = $1 AND principal_kind = $2 AND principal = $3",
                 )
@@ -501,13 +520,7 @@ macro_rules! impl_store {
                 // The principal is one of the realm's, checked under that lock: a client or group
                 // deleted meanwhile (which takes the lock too) is either seen gone here or takes
                 // this policy along.
-                let exists = match p.principal_kind.as_str() {
-                    "client" => Some("SELECT COUNT(*) FROM clients WHERE realm = $1 AND client_id = $2"),
-                    "group" => Some("SELECT COUNT(*) FROM groups WHERE realm = $1 AND name = $2"),
-                    "user" => Some("SELECT COUNT(*) FROM users WHERE realm = $1 AND id = $2"),
-                    _ => None,
-                };
-                if let Some(sql) = exists {
+                if let Some(sql) = $crate::store::principal_count_sql(&p.principal_kind) {
                     let n: i64 = sqlx::query_scalar(sql)
                         .bind(&p.realm)
                         .bind(&p.principal)
@@ -624,6 +637,23 @@ macro_rules! impl_store {
                 .bind(name)
                 .fetch_optional(&self.pool)
                 .await?)
+            }
+
+            async fn policy_principal_exists(
+                &self,
+                realm: &str,
+                kind: &str,
+                id: &str,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let Some(sql) = $crate::store::principal_count_sql(kind) else {
+                    return Ok(true);
+                };
+                let n: i64 = sqlx::query_scalar(sql)
+                    .bind(realm)
+                    .bind(id)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(n > 0)
             }
 
             async fn policy_names_of(
@@ -1052,7 +1082,7 @@ macro_rules! impl_store {
                     == 1;
                 if done {
                     Self::revoke_client_tokens_in_tx(&mut tx, realm, id, now).await?;
-                    Self::drop_principal_policies(&mut tx, realm, "client", id).await?;
+                    Self::drop_principal_policies(&mut tx, realm, "client", id, false).await?;
                     tx.commit().await?;
                 }
                 Ok(done)

@@ -183,21 +183,8 @@ macro_rules! impl_login_store {
                 let done = sqlx::query("DELETE FROM groups WHERE realm = $1 AND name = $2")
                     .bind(realm).bind(name)
                     .execute(&mut *tx).await?.rows_affected() == 1;
-                if done && keep_policies {
-                    // The version row's lock first, as a policy's write takes it.
-                    Self::bump_policy_version(&mut tx, realm).await?;
-                    let held: i64 = sqlx::query_scalar(
-                        "SELECT COUNT(*) FROM policies WHERE realm = $1 AND principal_kind = 'group' AND principal = $2",
-                    )
-                    .bind(realm).bind(name).fetch_one(&mut *tx).await?;
-                    if held > 0 {
-                        return Err($crate::store::StoreError::Conflict(format!(
-                            "group {name} of realm {realm} has {held} policies"
-                        )));
-                    }
-                    tx.commit().await?;
-                } else if done {
-                    Self::drop_principal_policies(&mut tx, realm, "group", name).await?;
+                if done {
+                    Self::drop_principal_policies(&mut tx, realm, "group", name, keep_policies).await?;
                     tx.commit().await?;
                 }
                 Ok(done)

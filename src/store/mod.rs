@@ -559,6 +559,14 @@ pub trait Store: login::LoginStore + Send + Sync + 'static {
     async fn policy_version(&self, realm: &str) -> Result<i64, StoreError>;
     /// One policy by name.
     async fn policy(&self, realm: &str, name: &str) -> Result<Option<PolicyRecord>, StoreError>;
+    /// Whether the realm has a policy's principal: a client, group or user by id (other kinds
+    /// name no record: true). `put_policy` checks the same under its lock.
+    async fn policy_principal_exists(
+        &self,
+        realm: &str,
+        kind: &str,
+        id: &str,
+    ) -> Result<bool, StoreError>;
     /// The names of the policies attached to one principal (`kind`, `id`).
     async fn policy_names_of(
         &self,
@@ -739,6 +747,16 @@ pub async fn open(database_url: &str, options: &DbOptions) -> Result<Arc<dyn Sto
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// The count of a policy principal's record (`$1` realm, `$2` id), for the kinds that have one.
+pub(crate) fn principal_count_sql(kind: &str) -> Option<&'static str> {
+    match kind {
+        "client" => Some("SELECT COUNT(*) FROM clients WHERE realm = $1 AND client_id = $2"),
+        "group" => Some("SELECT COUNT(*) FROM groups WHERE realm = $1 AND name = $2"),
+        "user" => Some("SELECT COUNT(*) FROM users WHERE realm = $1 AND id = $2"),
+        _ => None,
     }
 }
 
