@@ -26,6 +26,8 @@ pub enum StartupError {
     Kek(#[from] KekOpenError),
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    #[error("recording admin_realm: {0}")]
+    AdminRealm(#[from] crate::admin::AdminError),
     #[error("apply_on_start: {0}")]
     Apply(String),
     #[error("cannot bind {addr}: {source}")]
@@ -85,6 +87,15 @@ impl Application {
             Some(url) => base_url_string(url),
             None => crate::config::default_base_url_with(addr, tls.is_some()),
         };
+        if let Some(admin_realm) = &config.admin_realm {
+            crate::admin::changes::record_admin_realm(
+                store.as_ref(),
+                admin_realm,
+                clock.now(),
+                "system",
+            )
+            .await?;
+        }
         if let Some(file) = &config.apply_on_start {
             apply_on_start(
                 file,

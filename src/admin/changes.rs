@@ -133,6 +133,24 @@ fn view(c: ChangeRecord, now: UnixTime) -> ChangeView {
     }
 }
 
+/// Records `realm` as the admin realm (by `sigil serve` at start and by `sigil admin bootstrap`),
+/// audited as `server.admin_realm_recorded` when the record changes. The CLI falls back to this
+/// record when its own configuration has no `admin_realm` (see `cli::open_admin_store`), so an
+/// operator who runs it without that setting is held by the admin realm's four-eyes all the same.
+pub async fn record_admin_realm(
+    store: &dyn Store,
+    realm: &str,
+    now: UnixTime,
+    actor: &str,
+) -> Result<bool, AdminError> {
+    let audit = [
+        AuditDraft::new(now, None, "server.admin_realm_recorded", actor)
+            .subject(realm)
+            .detail(json!({ "admin_realm": realm })),
+    ];
+    Ok(store.record_admin_realm(realm, now, &audit).await?)
+}
+
 /// A realm's guard: as set, or (never set) approval required for the admin realm only.
 pub async fn guard(
     store: &dyn Store,

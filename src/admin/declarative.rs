@@ -25,7 +25,8 @@ use crate::store::{ClientRecord, Store};
 #[serde(deny_unknown_fields)]
 pub struct Document {
     /// The realm whose tokens reach the admin API. This is the nodes' configuration
-    /// (`admin_realm`), not the database's: apply only checks that they agree.
+    /// (`admin_realm`; for the CLI without one, the admin realm the server recorded at its
+    /// start): apply only checks that they agree.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_realm: Option<String>,
     #[serde(default, rename = "realm")]
@@ -529,8 +530,9 @@ pub async fn plan(
         && admin_realm != Some(want.as_str())
     {
         conflicts.push(format!(
-            "admin_realm is {want:?} in the file and {} in this node's configuration: \
-             set admin_realm in the configuration (it is not kept in the database)",
+            "admin_realm is {want:?} in the file and {} for this node: set admin_realm in \
+             the configuration (the database only records the one a server last started with, \
+             which the CLI takes when its configuration has none)",
             admin_realm.map_or("unset".to_owned(), |a| format!("{a:?}"))
         ));
     }

@@ -3,15 +3,15 @@
 
 use std::path::PathBuf;
 
-use super::{CliError, base_url, open_store};
+use super::{CliError, base_url, open_admin_store};
 use crate::admin::declarative::{self, Document};
 use crate::clock::UnixTime;
 use crate::config::Config;
 use crate::keys::open_configured;
 
 /// Prints the database as the file `apply` reads.
-pub(super) async fn export(config: Config) -> Result<i32, CliError> {
-    let store = open_store(&config).await?;
+pub(super) async fn export(mut config: Config) -> Result<i32, CliError> {
+    let store = open_admin_store(&mut config).await?;
     let doc = declarative::export(store.as_ref(), config.admin_realm.as_deref()).await?;
     print!("{}", to_toml(&doc)?);
     Ok(0)
@@ -38,13 +38,13 @@ pub fn to_toml(doc: &Document) -> Result<String, CliError> {
 }
 
 pub(super) async fn apply(
-    config: Config,
+    mut config: Config,
     file: PathBuf,
     dry_run: bool,
     now: UnixTime,
 ) -> Result<i32, CliError> {
     let doc = declarative::read_file(&file).map_err(CliError::Other)?;
-    let store = open_store(&config).await?;
+    let store = open_admin_store(&mut config).await?;
     // Opened only to write (a dry run must not create a KEK file).
     let mut kek = None;
     // Every created client's secret, across rounds: each is shown once, here.

@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::keys::open_configured;
 use crate::store::Store;
 
-use super::{CliError, open_store, print_json};
+use super::{CliError, open_admin_store, print_json};
 
 #[derive(Debug, Subcommand)]
 pub enum ChangeCommand {
@@ -34,7 +34,7 @@ pub enum ChangeCommand {
 
 pub(super) async fn run(
     cmd: ChangeCommand,
-    config: Config,
+    mut config: Config,
     now: UnixTime,
     actor: &str,
 ) -> Result<i32, CliError> {
@@ -43,7 +43,7 @@ pub(super) async fn run(
             "name yourself with --operator NAME (or SIGIL_OPERATOR) to approve a change".into(),
         ));
     }
-    let store = open_store(&config).await?;
+    let store = open_admin_store(&mut config).await?;
     let s = store.as_ref();
     match cmd {
         ChangeCommand::List => print_json(&admin::changes::list(s, now).await?),

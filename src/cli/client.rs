@@ -6,7 +6,7 @@ use crate::admin;
 use crate::clock::UnixTime;
 use crate::config::Config;
 
-use super::{CliError, open_store, print_json};
+use super::{CliError, open_admin_store, print_json};
 
 #[derive(Debug, Args)]
 pub struct ClientRef {
@@ -115,11 +115,11 @@ pub enum ClientCommand {
 
 pub(super) async fn run(
     cmd: ClientCommand,
-    config: Config,
+    mut config: Config,
     now: UnixTime,
     actor: &str,
 ) -> Result<i32, CliError> {
-    let store = open_store(&config).await?;
+    let store = open_admin_store(&mut config).await?;
     let s = store.as_ref();
     match cmd {
         ClientCommand::Create {

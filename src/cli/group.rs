@@ -6,7 +6,7 @@ use crate::admin;
 use crate::clock::UnixTime;
 use crate::config::Config;
 
-use super::{CliError, open_store};
+use super::{CliError, open_admin_store};
 
 #[derive(Debug, Subcommand)]
 pub enum GroupCommand {
@@ -30,11 +30,11 @@ pub enum GroupCommand {
 
 pub(super) async fn run(
     cmd: GroupCommand,
-    config: Config,
+    mut config: Config,
     now: UnixTime,
     actor: &str,
 ) -> Result<i32, CliError> {
-    let store = open_store(&config).await?;
+    let store = open_admin_store(&mut config).await?;
     match cmd {
         GroupCommand::Create { realm, name, scope } => {
             admin::users::create_group(store.as_ref(), &realm, &name, &scope, now, actor).await?;

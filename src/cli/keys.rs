@@ -10,7 +10,7 @@ use crate::clock::UnixTime;
 use crate::config::Config;
 use crate::keys::{Alg, open_configured};
 
-use super::{CliError, base_url, open_store, print_json};
+use super::{CliError, base_url, open_admin_store, print_json};
 
 #[derive(Debug, Subcommand)]
 pub enum KeyCommand {
@@ -68,11 +68,11 @@ pub enum KekCommand {
 
 pub(super) async fn run(
     cmd: KeyCommand,
-    config: Config,
+    mut config: Config,
     now: UnixTime,
     actor: &str,
 ) -> Result<i32, CliError> {
-    let store = open_store(&config).await?;
+    let store = open_admin_store(&mut config).await?;
     let base = base_url(&config);
     match cmd {
         KeyCommand::List { realm, json } => {
@@ -132,7 +132,7 @@ pub(super) async fn run(
 
 pub(super) async fn run_kek(
     cmd: KekCommand,
-    config: Config,
+    mut config: Config,
     now: UnixTime,
     actor: &str,
 ) -> Result<i32, CliError> {
@@ -150,7 +150,7 @@ pub(super) async fn run_kek(
         ),
         other => other,
     };
-    let store = open_store(&config).await?;
+    let store = open_admin_store(&mut config).await?;
     let change = crate::admin::changes::Change::KekRotate {
         to: target.to_string(),
     };

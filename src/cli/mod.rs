@@ -250,6 +250,19 @@ async fn open_store(config: &Config) -> Result<Arc<dyn Store>, CliError> {
     Ok(crate::secrets::database::open_store(config).await?)
 }
 
+/// Opens the store for a command that may change the deployment. Without `admin_realm` in this
+/// run's configuration, the admin realm is the one the server last recorded (at its start, or
+/// `sigil admin bootstrap`): four-eyes then holds the admin realm's changes as the server would,
+/// instead of letting through what an operator's shell without `SIGIL_ADMIN_REALM` would not see.
+/// A configured `admin_realm` is taken as given.
+async fn open_admin_store(config: &mut Config) -> Result<Arc<dyn Store>, CliError> {
+    let store = open_store(config).await?;
+    if config.admin_realm.is_none() {
+        config.admin_realm = store.recorded_admin_realm().await?;
+    }
+    Ok(store)
+}
+
 /// `sigil probe`: GET the node's `/readyz`.
 async fn probe(config: &Config, url: Option<String>) -> Result<i32, CliError> {
     let url = url.unwrap_or_else(|| {

@@ -7,7 +7,7 @@ use crate::clock::UnixTime;
 use crate::config::Config;
 use crate::keys::{Alg, open_configured};
 
-use super::{CliError, base_url, open_store, print_json};
+use super::{CliError, base_url, open_admin_store, print_json};
 
 #[derive(Debug, Subcommand)]
 pub enum RealmCommand {
@@ -129,11 +129,11 @@ pub enum RealmCommand {
 
 pub(super) async fn run(
     cmd: RealmCommand,
-    config: Config,
+    mut config: Config,
     now: UnixTime,
     actor: &str,
 ) -> Result<i32, CliError> {
-    let store = open_store(&config).await?;
+    let store = open_admin_store(&mut config).await?;
     let base = base_url(&config);
     match cmd {
         RealmCommand::Create {

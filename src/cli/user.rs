@@ -7,7 +7,7 @@ use crate::clock::UnixTime;
 use crate::config::Config;
 use crate::keys::open_configured;
 
-use super::{CliError, base_url, open_store, print_json};
+use super::{CliError, base_url, open_admin_store, print_json};
 
 #[derive(Debug, Args)]
 pub struct UserRef {
@@ -104,11 +104,11 @@ pub enum UserCommand {
 
 pub(super) async fn run(
     cmd: UserCommand,
-    config: Config,
+    mut config: Config,
     now: UnixTime,
     actor: &str,
 ) -> Result<i32, CliError> {
-    let store = open_store(&config).await?;
+    let store = open_admin_store(&mut config).await?;
     let s = store.as_ref();
     let base = base_url(&config);
     let attrs = |v: Vec<String>| -> Result<Vec<(String, String)>, CliError> {

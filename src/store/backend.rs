@@ -760,6 +760,44 @@ macro_rules! impl_store {
                 Ok(rows.into_iter().map(|r| r.0).collect())
             }
 
+            async fn recorded_admin_realm(
+                &self,
+            ) -> Result<Option<String>, $crate::store::StoreError> {
+                Ok(sqlx::query_scalar(
+                    "SELECT value FROM server_settings WHERE name = 'admin_realm'",
+                )
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn record_admin_realm(
+                &self,
+                realm: &str,
+                now: i64,
+                audit: $crate::store::Audited<'_>,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                // Written only when it differs: of nodes starting at once with the same setting,
+                // one records it (the others' conditional update finds nothing to change).
+                let changed = sqlx::query(
+                    "INSERT INTO server_settings (name, value, updated_at) \
+                     VALUES ('admin_realm', $1, $2) ON CONFLICT (name) DO UPDATE SET \
+                     value = excluded.value, updated_at = excluded.updated_at \
+                     WHERE server_settings.value <> excluded.value",
+                )
+                .bind(realm)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    > 0;
+                if changed {
+                    Self::append_in_tx(&self.chain, &mut tx, audit).await?;
+                }
+                tx.commit().await?;
+                Ok(changed)
+            }
+
             async fn realm_guard(
                 &self,
                 realm: &str,

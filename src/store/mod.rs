@@ -389,6 +389,18 @@ pub trait Store: login::LoginStore + Send + Sync + 'static {
     async fn totp_secrets(&self) -> Result<Vec<(String, String, Vec<u8>)>, StoreError>;
     /// The KEK ids any stored private key is sealed under (to refuse a wrong or missing KEK).
     async fn kek_ids_in_use(&self) -> Result<Vec<String>, StoreError>;
+    /// The admin realm recorded by the last `sigil serve` or `sigil admin bootstrap`; `None` if
+    /// none was (see `record_admin_realm`).
+    async fn recorded_admin_realm(&self) -> Result<Option<String>, StoreError>;
+    /// Records the admin realm this node runs with, so that a CLI run without `admin_realm`
+    /// judges four-eyes as the server does. `Ok(true)` when the record changed; the audit records
+    /// are appended, in the same transaction, only then.
+    async fn record_admin_realm(
+        &self,
+        realm: &str,
+        now: i64,
+        audit: Audited<'_>,
+    ) -> Result<bool, StoreError>;
     /// A realm's four-eyes settings; `None` if never set.
     async fn realm_guard(&self, realm: &str) -> Result<Option<RealmGuard>, StoreError>;
     async fn set_realm_guard(

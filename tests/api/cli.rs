@@ -22,6 +22,7 @@ impl Cli {
             .args(args)
             .current_dir(self.dir.path())
             .env_remove("SIGIL_BIND")
+            .env_remove("SIGIL_ADMIN_REALM")
             .env("SIGIL_LOG", "warn")
             .output()
             .expect("run sigil")
@@ -549,4 +550,150 @@ async fn cli_registers_each_authentication_method_and_switches_a_client() {
         assert!(kinds.iter().any(|k| k.0 == kind), "{kind}");
     }
     assert!(cli.ok(&["audit", "verify"]).contains("intact"));
+}
+
+/// The CLI judges four-eyes as the server does when its own configuration names no admin realm: a
+/// node records its `admin_realm` at start (audited when it changes, not on every start) and the
+/// CLI takes that record. The admin realm here is made with `realm create`, its guard never set,
+/// so only the admin-realm rule holds its changes; before any node ran, nothing held them.
+#[tokio::test]
+async fn the_cli_without_admin_realm_holds_the_realm_the_server_recorded() {
+    for backend in backends() {
+        let cli = cli_for(backend).await;
+        for realm in ["admin", "ledger"] {
+            cli.json(&["realm", "create", realm, "--alg", "ES256"]);
+            cli.json(&[
+                "client",
+                "create",
+                "--realm",
+                realm,
+                "--id",
+                "ops",
+                "--scope",
+                "sigil:admin",
+                "--audience",
+                "sigil-admin",
+            ]);
+        }
+        let rotate = |realm: &str| {
+            cli.json(&[
+                "--operator",
+                "alice",
+                "client",
+                "rotate-secret",
+                "--realm",
+                realm,
+                "--id",
+                "ops",
+            ])
+        };
+        // Nothing recorded yet: a CLI without admin_realm cannot know the realm is special.
+        assert!(rotate("admin")["client_secret"].is_string());
+
+        // Two starts with the same setting record it once.
+        for _ in 0..2 {
+            drop(crate::helpers::spawn_node(
+                &cli.db,
+                &cli.kek,
+                &[("SIGIL_ADMIN_REALM", "admin")],
+            ));
+        }
+        let recorded = || -> Vec<Value> {
+            cli.ok(&["audit", "export"])
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).expect("json line"))
+                .filter(|r| r["kind"] == "server.admin_realm_recorded")
+                .collect()
+        };
+        let rows = recorded();
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!(rows[0]["detail"]["admin_realm"], "admin");
+        assert_eq!(rows[0]["actor"], "system");
+
+        // Now the same CLI, still without admin_realm, files requests in the admin realm: a
+        // secret rotation, a principal policy, a key revocation.
+        let held = rotate("admin");
+        assert!(held["change_request"]["id"].is_string(), "{held}");
+        assert!(held.get("client_secret").is_none(), "{held}");
+        let policy = cli.json(&[
+            "--operator",
+            "alice",
+            "policy",
+            "create",
+            "--realm",
+            "admin",
+            "--name",
+            "ops-all",
+            "--client",
+            "ops",
+            "--effect",
+            "ALLOW",
+            "--action",
+            "db:Select",
+            "--resource",
+            "*",
+        ]);
+        assert!(policy["change_request"]["id"].is_string(), "{policy}");
+        let keys = cli.json(&["key", "list", "--realm", "admin", "--json"]);
+        let kid = keys[0]["kid"].as_str().expect("a kid").to_owned();
+        let revoke = cli.json(&[
+            "--operator",
+            "alice",
+            "key",
+            "revoke",
+            "--realm",
+            "admin",
+            &format!("--kid={kid}"),
+        ]);
+        assert!(revoke["change_request"]["id"].is_string(), "{revoke}");
+        assert_eq!(
+            cli.json(&["change", "list"]).as_array().map(Vec::len),
+            Some(3)
+        );
+        // Another realm is not held.
+        assert!(rotate("ledger")["client_secret"].is_string());
+
+        // Bootstrapping another realm does not move a node's record.
+        cli.json(&["admin", "bootstrap", "--realm", "ops2"]);
+        assert!(rotate("admin")["change_request"]["id"].is_string());
+        assert_eq!(recorded().len(), 1);
+    }
+}
+
+/// Nodes starting at once with the same `admin_realm`: one records it, one audit row.
+#[tokio::test]
+async fn nodes_recording_the_admin_realm_at_once_record_it_once() {
+    for backend in backends() {
+        let app = crate::helpers::spawn_app(backend).await;
+        for round in ["admin", "ops"] {
+            let mut attempts = tokio::task::JoinSet::new();
+            for _ in 0..8 {
+                let (store, now) = (app.store.clone(), app.now());
+                attempts.spawn(async move {
+                    sigil::admin::changes::record_admin_realm(store.as_ref(), round, now, "system")
+                        .await
+                        .map_err(|e| e.to_string())
+                });
+            }
+            let changed = attempts.join_all().await;
+            let won = changed.iter().filter(|c| matches!(c, Ok(true))).count();
+            assert_eq!(won, 1, "{backend:?} {round}: {changed:?}");
+            assert!(changed.iter().all(Result::is_ok), "{changed:?}");
+            assert_eq!(
+                app.store
+                    .recorded_admin_realm()
+                    .await
+                    .expect("read")
+                    .as_deref(),
+                Some(round)
+            );
+        }
+        let rows: Vec<_> = app
+            .audit()
+            .await
+            .into_iter()
+            .filter(|r| r.kind == "server.admin_realm_recorded")
+            .collect();
+        assert_eq!(rows.len(), 2, "{backend:?}");
+    }
 }
