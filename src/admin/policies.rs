@@ -91,7 +91,8 @@ pub fn check(req: &NewPolicy) -> Result<PolicySpec, AdminError> {
     Ok(spec)
 }
 
-/// Creates a policy (`replace`: or replaces the one of that name, in one transaction).
+/// Creates a policy (`replace`: or replaces the one of that name, in one transaction), audited
+/// as `policy.created` or `policy.replaced` by what the transaction found.
 pub async fn create(
     store: &dyn Store,
     req: NewPolicy,
@@ -103,6 +104,28 @@ pub async fn create(
     if store.realm(&req.realm).await?.is_none() {
         return Err(AdminError::NotFound(format!("realm {}", req.realm)));
     }
+    // Whether it replaces one is read first and held to by the store (a policy created or deleted
+    // in between makes the write a conflict): then read and written again. Each lost attempt is
+    // another admin's change of this name that went through, so this ends; past the budget the
+    // conflict is the answer (409).
+    let mut attempts = 0;
+    loop {
+        let replaces = replace && store.policy(&req.realm, &spec.name).await?.is_some();
+        match write(store, &req, &spec, replaces, now, actor).await {
+            Err(AdminError::Conflict(_)) if replace && attempts < 32 => attempts += 1,
+            other => return other,
+        }
+    }
+}
+
+async fn write(
+    store: &dyn Store,
+    req: &NewPolicy,
+    spec: &PolicySpec,
+    replace: bool,
+    now: UnixTime,
+    actor: &str,
+) -> Result<PolicyView, AdminError> {
     let record = PolicyRecord {
         realm: req.realm.clone(),
         name: spec.name.clone(),

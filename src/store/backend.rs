@@ -562,11 +562,19 @@ macro_rules! impl_store {
                     }
                 }
                 if replace {
-                    sqlx::query("DELETE FROM policies WHERE realm = $1 AND name = $2")
+                    let gone = sqlx::query("DELETE FROM policies WHERE realm = $1 AND name = $2")
                         .bind(&p.realm)
                         .bind(&p.name)
                         .execute(&mut *tx)
-                        .await?;
+                        .await?
+                        .rows_affected();
+                    // Audited as a replacement: there must have been one to replace.
+                    if gone == 0 {
+                        return Err($crate::store::StoreError::Conflict(format!(
+                            "policy {} in realm {} was deleted meanwhile",
+                            p.name, p.realm
+                        )));
+                    }
                 }
                 sqlx::query(
                     "INSERT INTO policies (realm, name, principal_kind, principal, effect, spec, \

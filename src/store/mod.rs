@@ -554,7 +554,8 @@ pub trait Store: login::LoginStore + Send + Sync + 'static {
         audit: Audited<'_>,
     ) -> Result<bool, StoreError>;
     /// Stores a policy and raises the realm's policy version in one transaction with its audit
-    /// records; with `replace` one of the same name is replaced, otherwise it is a conflict.
+    /// records; with `replace` the one of the same name is replaced (`Conflict` if there is none
+    /// any more), otherwise one of that name is a `Conflict`.
     /// A client, group or user principal must exist in the realm (`NotFound` naming it), and the
     /// realm's policies stay within what a validator loads (`Full`). Returns the new version.
     async fn put_policy(
