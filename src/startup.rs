@@ -138,8 +138,8 @@ impl Application {
             )),
             aws_challenges,
             templates: crate::login::pages_support::environment(),
-            // Two argon2 computations per core at most (~19 MiB each); more are shed.
-            // One argon2 computation per core (each ~19 MiB): more would only queue on the CPU.
+            // One argon2 computation per core (each ~19 MiB; at least 2, at most 8): more would
+            // only queue on the CPU.
             passwords: crate::identity::password::Passwords::new(
                 std::thread::available_parallelism()
                     .map(|n| n.get())
