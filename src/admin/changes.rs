@@ -15,7 +15,7 @@ use super::{AdminError, invalid};
 use crate::audit::AuditDraft;
 use crate::clock::UnixTime;
 use crate::keys::KekSource;
-use crate::store::{ChangeRecord, RealmGuard, Store};
+use crate::store::{ChangeRecord, GuardBits, RealmGuard, Store};
 
 /// How long a request waits for its approval.
 pub const APPROVAL_WINDOW_SECS: i64 = 4 * 3600;
@@ -58,11 +58,14 @@ pub enum Change {
         name: String,
         policy: PolicyFileSpec,
     },
-    /// Set a realm's guard (only lowering it is ever a request).
+    /// Set bits of a realm's guard (only lowering one is ever a request). A bit left out is not
+    /// touched; requests filed before bits were optional hold both, as `Some`.
     RealmGuard {
         realm: String,
-        require_approval: bool,
-        protected: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        require_approval: Option<bool>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        protected: Option<bool>,
     },
 }
 
@@ -195,8 +198,11 @@ pub async fn needs_approval(
             protected,
         } => {
             let g = guard(store, admin_realm, realm).await?;
-            let lowers = (g.require_approval && !require_approval) || (g.protected && !protected);
-            lowers && (g.require_approval || g.protected)
+            GuardBits {
+                require_approval: *require_approval,
+                protected: *protected,
+            }
+            .lowers(g)
         }
     })
 }
@@ -484,19 +490,25 @@ async fn apply(
             require_approval,
             protected,
         } => {
-            let g = RealmGuard {
+            let bits = GuardBits {
                 require_approval: *require_approval,
                 protected: *protected,
             };
-            set_guard(store, realm, g, now, actor).await?;
+            // A realm without a guard row whose bit is lowered is the admin realm (approval
+            // required, not protected), and a bit left out keeps that.
+            let defaults = RealmGuard {
+                require_approval: true,
+                protected: false,
+            };
+            let g = change_guard(store, realm, bits, defaults, now, actor).await?;
             done(
-                json!({"realm": realm, "require_approval": require_approval, "protected": protected}),
+                json!({"realm": realm, "require_approval": g.require_approval, "protected": g.protected}),
             )
         }
     }
 }
 
-/// Sets a realm's guard (callers gate lowering it through [`gate`]).
+/// Sets both bits of a realm's guard (callers gate lowering it through [`gate`]).
 pub async fn set_guard(
     store: &dyn Store,
     realm: &str,
@@ -504,10 +516,78 @@ pub async fn set_guard(
     now: UnixTime,
     actor: &str,
 ) -> Result<(), AdminError> {
+    change_guard(store, realm, GuardBits::all(g), g, now, actor)
+        .await
+        .map(drop)
+}
+
+/// Sets the given bits of a realm's guard, each over the row as it is when written (callers
+/// gate lowering one through [`gate`]; raising one, checked against a guard read earlier, can
+/// then never undo a concurrent change). `defaults` is the realm's guard while it has no row
+/// (see [`guard`]). Returns the guard as written; audited as `realm.guard_set`.
+pub async fn change_guard(
+    store: &dyn Store,
+    realm: &str,
+    bits: GuardBits,
+    defaults: RealmGuard,
+    now: UnixTime,
+    actor: &str,
+) -> Result<RealmGuard, AdminError> {
     if store.realm(realm).await?.is_none() {
         return Err(AdminError::NotFound(format!("realm {realm}")));
     }
     let audit = [AuditDraft::new(now, Some(realm), "realm.guard_set", actor)
-        .detail(json!({"require_approval": g.require_approval, "protected": g.protected}))];
-    Ok(store.set_realm_guard(realm, g, now, &audit).await?)
+        .detail(serde_json::to_value(bits).unwrap_or(Value::Null))];
+    Ok(store
+        .set_realm_guard(realm, bits, defaults, now, &audit)
+        .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_guard_request_filed_with_both_bits_still_reads_and_a_new_one_holds_only_its_own() {
+        // As requests were stored before a bit could be left out.
+        let old: Change = serde_json::from_str(
+            r#"{"kind":"realm_guard","realm":"staff","require_approval":false,"protected":true}"#,
+        )
+        .expect("old form");
+        assert_eq!(
+            old,
+            Change::RealmGuard {
+                realm: "staff".into(),
+                require_approval: Some(false),
+                protected: Some(true),
+            }
+        );
+        let new = Change::RealmGuard {
+            realm: "staff".into(),
+            require_approval: None,
+            protected: Some(false),
+        };
+        assert_eq!(
+            serde_json::to_value(&new).expect("json"),
+            json!({"kind": "realm_guard", "realm": "staff", "protected": false})
+        );
+        let on = RealmGuard {
+            require_approval: true,
+            protected: false,
+        };
+        assert!(
+            !GuardBits {
+                require_approval: None,
+                protected: Some(false)
+            }
+            .lowers(on)
+        );
+        assert!(
+            GuardBits {
+                require_approval: Some(false),
+                protected: None
+            }
+            .lowers(on)
+        );
+    }
 }

@@ -62,6 +62,20 @@ pub struct RealmSpec {
     /// Principal policies for resource servers, by name.
     #[serde(default, rename = "policy", skip_serializing_if = "Vec::is_empty")]
     pub policies: Vec<PolicyFileSpec>,
+    /// Four-eyes (see `sigil realm set-approval`); absent: as the database has it. A file raises
+    /// the guard; lowering it is a conflict (only an approved request lowers it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalSpec>,
+}
+
+/// A realm's four-eyes guard as a file states it: every bit, as `sigil realm set-approval` sets
+/// it. Exported where the realm's guard was set (a never-set guard is the default: approval
+/// required in the admin realm only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalSpec {
+    pub require_approval: bool,
+    pub protected: bool,
 }
 
 /// A principal policy (see `sigil policy create`), named by its name. Also what a four-eyes
@@ -310,6 +324,10 @@ pub async fn export(store: &dyn Store, admin_realm: Option<&str>) -> Result<Docu
                 description: p.description,
             })
             .collect();
+        let approval = store.realm_guard(&r.name).await?.map(|g| ApprovalSpec {
+            require_approval: g.require_approval,
+            protected: g.protected,
+        });
         out.realms.push(RealmSpec {
             name: r.name,
             alg: r.alg,
@@ -323,6 +341,7 @@ pub async fn export(store: &dyn Store, admin_realm: Option<&str>) -> Result<Docu
             aws,
             aws_bindings,
             policies,
+            approval,
         });
     }
     out.realms.sort_by(|a, b| a.name.cmp(&b.name));
@@ -423,6 +442,13 @@ pub enum Step {
         realm: String,
         name: String,
     },
+    /// Raises bits of the realm's guard (never lowers one), after the realm's other steps.
+    RaiseGuard {
+        realm: String,
+        bits: crate::store::GuardBits,
+        /// The realm's guard when planned, for a realm without a guard row yet.
+        was: crate::store::RealmGuard,
+    },
 }
 
 impl std::fmt::Display for Step {
@@ -499,6 +525,20 @@ impl std::fmt::Display for Step {
                 policy.principal
             ),
             Step::DeletePolicy { realm, name } => write!(f, "- policy {realm}/{name}"),
+            Step::RaiseGuard { realm, bits, .. } => {
+                let on: Vec<&str> = [
+                    (bits.require_approval, "require_approval"),
+                    (bits.protected, "protected"),
+                ]
+                .into_iter()
+                .filter_map(|(b, name)| (b == Some(true)).then_some(name))
+                .collect();
+                if on.is_empty() {
+                    write!(f, "~ realm {realm}: four-eyes guard recorded as it is")
+                } else {
+                    write!(f, "~ realm {realm}: four-eyes {} on", on.join(", "))
+                }
+            }
         }
     }
 }
@@ -815,6 +855,31 @@ pub async fn plan(
                 });
             }
         }
+        // Four-eyes last: the realm's other steps were planned under its guard as it is now.
+        if let Some(a) = want.approval {
+            let was = super::changes::guard(store, admin_realm, &want.name).await?;
+            let bits = crate::store::GuardBits {
+                require_approval: (a.require_approval != was.require_approval)
+                    .then_some(a.require_approval),
+                protected: (a.protected != was.protected).then_some(a.protected),
+            };
+            if bits.lowers(was) {
+                conflicts.push(format!(
+                    "realm {}: the file lowers its four-eyes guard (require_approval {} → {}, \
+                     protected {} → {}), which only a second admin's approval does: `sigil realm \
+                     set-approval` files the request",
+                    want.name, was.require_approval, a.require_approval, was.protected, a.protected
+                ));
+            } else if !bits.is_empty() || store.realm_guard(&want.name).await?.is_none() {
+                // Also a guard never set that the file states as it is: then recorded, so the
+                // database exports what the file says.
+                steps.push(Step::RaiseGuard {
+                    realm: realm(),
+                    bits,
+                    was,
+                });
+            }
+        }
     }
     Ok(if conflicts.is_empty() {
         Ok(steps)
@@ -986,6 +1051,7 @@ pub fn check(steps: &[Step], jwks_max_age_secs: i64, now: UnixTime) -> Vec<Strin
                 policies::check(&policy.new_policy(realm)).map(|_| ())
             }
             Step::DeleteGroup { .. }
+            | Step::RaiseGuard { .. }
             | Step::DeletePolicy { .. }
             | Step::DeleteClient { .. }
             | Step::DisableAws { .. }
@@ -1171,6 +1237,9 @@ async fn apply_step(
         }
         Step::DeletePolicy { realm, name } => {
             policies::delete(store, realm, name, now, actor).await?;
+        }
+        Step::RaiseGuard { realm, bits, was } => {
+            super::changes::change_guard(store, realm, *bits, *was, now, actor).await?;
         }
     }
     Ok(())

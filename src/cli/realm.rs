@@ -217,23 +217,33 @@ pub(super) async fn run(
         } => {
             let current =
                 admin::changes::guard(store.as_ref(), config.admin_realm.as_deref(), &name).await?;
-            let wanted = crate::store::RealmGuard {
-                require_approval: require_approval.unwrap_or(current.require_approval),
-                protected: protected.unwrap_or(current.protected),
+            // Only the bits this changes: one already at the value asked for is left out, so
+            // writing it cannot undo another admin's change made meanwhile.
+            let bits = crate::store::GuardBits {
+                require_approval: require_approval.filter(|v| *v != current.require_approval),
+                protected: protected.filter(|v| *v != current.protected),
             };
-            let change = admin::changes::Change::RealmGuard {
-                realm: name.clone(),
-                require_approval: wanted.require_approval,
-                protected: wanted.protected,
+            let now_guard = if bits.is_empty() {
+                if store.realm(&name).await?.is_none() {
+                    return Err(admin::AdminError::NotFound(format!("realm {name}")).into());
+                }
+                current
+            } else {
+                let change = admin::changes::Change::RealmGuard {
+                    realm: name.clone(),
+                    require_approval: bits.require_approval,
+                    protected: bits.protected,
+                };
+                if !super::change::gate(store.as_ref(), &config, &change, actor, now).await? {
+                    return Ok(0);
+                }
+                admin::changes::change_guard(store.as_ref(), &name, bits, current, now, actor)
+                    .await?
             };
-            if !super::change::gate(store.as_ref(), &config, &change, actor, now).await? {
-                return Ok(0);
-            }
-            admin::changes::set_guard(store.as_ref(), &name, wanted, now, actor).await?;
             print_json(&serde_json::json!({
                 "realm": name,
-                "require_approval": wanted.require_approval,
-                "protected": wanted.protected,
+                "require_approval": now_guard.require_approval,
+                "protected": now_guard.protected,
             }));
         }
         RealmCommand::SetAttributes { name, attrs } => {

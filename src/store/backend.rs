@@ -825,27 +825,36 @@ macro_rules! impl_store {
             async fn set_realm_guard(
                 &self,
                 realm: &str,
-                guard: $crate::store::RealmGuard,
+                bits: $crate::store::GuardBits,
+                defaults: $crate::store::RealmGuard,
                 now: i64,
                 audit: $crate::store::Audited<'_>,
-            ) -> Result<(), $crate::store::StoreError> {
+            ) -> Result<$crate::store::RealmGuard, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
                 Self::append_in_tx(&self.chain, &mut tx, audit).await?;
-                sqlx::query(
+                // One statement: a bit not given keeps the value the row has as it is written,
+                // never one read earlier (which could undo another admin's raise).
+                let (require_approval, protected): (bool, bool) = sqlx::query_as(
                     "INSERT INTO realm_guards (realm, require_approval, protected, updated_at) \
-                     VALUES ($1, $2, $3, $4) ON CONFLICT (realm) DO UPDATE SET \
-                     require_approval = excluded.require_approval, protected = excluded.protected, \
-                     updated_at = excluded.updated_at",
+                     VALUES ($1, COALESCE($2, $4), COALESCE($3, $5), $6) ON CONFLICT (realm) DO \
+                     UPDATE SET require_approval = COALESCE($2, realm_guards.require_approval), \
+                     protected = COALESCE($3, realm_guards.protected), updated_at = $6 \
+                     RETURNING require_approval, protected",
                 )
                 .bind(realm)
-                .bind(guard.require_approval)
-                .bind(guard.protected)
+                .bind(bits.require_approval)
+                .bind(bits.protected)
+                .bind(defaults.require_approval)
+                .bind(defaults.protected)
                 .bind(now)
-                .execute(&mut *tx)
+                .fetch_one(&mut *tx)
                 .await
                 .map_err(|e| $crate::store::map_unique(e, || format!("realm {realm}")))?;
                 tx.commit().await?;
-                Ok(())
+                Ok($crate::store::RealmGuard {
+                    require_approval,
+                    protected,
+                })
             }
 
             async fn create_change(

@@ -85,6 +85,35 @@ pub struct RealmGuard {
     pub protected: bool,
 }
 
+/// The bits of a realm's guard one change sets; `None` leaves that bit as it is at the moment
+/// the change is written (so two admins changing different bits at once both take effect).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct GuardBits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_approval: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protected: Option<bool>,
+}
+
+impl GuardBits {
+    pub fn all(g: RealmGuard) -> Self {
+        GuardBits {
+            require_approval: Some(g.require_approval),
+            protected: Some(g.protected),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.require_approval.is_none() && self.protected.is_none()
+    }
+
+    /// Whether it turns off a bit that is on in `g`.
+    pub fn lowers(&self, g: RealmGuard) -> bool {
+        (g.require_approval && self.require_approval == Some(false))
+            || (g.protected && self.protected == Some(false))
+    }
+}
+
 /// A change request (see `admin::changes`).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ChangeRecord {
@@ -403,13 +432,17 @@ pub trait Store: login::LoginStore + Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
     /// A realm's four-eyes settings; `None` if never set.
     async fn realm_guard(&self, realm: &str) -> Result<Option<RealmGuard>, StoreError>;
+    /// Sets the given bits of a realm's guard in one statement, each over the value the row has
+    /// when it is written; a realm without a row gets `defaults` for the bits not given (its
+    /// guard until now, which the caller knows). Returns the guard as written.
     async fn set_realm_guard(
         &self,
         realm: &str,
-        guard: RealmGuard,
+        bits: GuardBits,
+        defaults: RealmGuard,
         now: i64,
         audit: Audited<'_>,
-    ) -> Result<(), StoreError>;
+    ) -> Result<RealmGuard, StoreError>;
     async fn create_change(&self, c: &ChangeRecord, audit: Audited<'_>) -> Result<(), StoreError>;
     async fn change(&self, id: &str) -> Result<Option<ChangeRecord>, StoreError>;
     /// Newest first, at most `limit`.

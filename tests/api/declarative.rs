@@ -778,3 +778,185 @@ async fn a_bad_entry_applies_nothing_and_concurrent_applies_settle() {
         assert!(err.contains("lock the admin API out"), "{err}");
     }
 }
+
+/// A realm's four-eyes guard travels in the file: exported where it was set, applied to an empty
+/// database as it was, raised by a file at once, never lowered by one (a conflict, nothing
+/// written); a guard never set that a file states as it is gets recorded, so the round trip holds.
+#[tokio::test]
+async fn the_four_eyes_guard_travels_in_the_file_and_a_file_only_raises_it() {
+    use sigil::admin::declarative::{ApprovalSpec, Document};
+    for backend in backends() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::create_dir_all(&a).expect("a");
+        std::fs::create_dir_all(&b).expect("b");
+        let db_a = fresh_database(backend, &a).await;
+        let db_b = fresh_database(backend, &b).await;
+        let ok = |db: &str, d: &std::path::Path, args: &[&str]| {
+            let (code, out, err) = sigil(db, d, args);
+            assert_eq!(code, 0, "{args:?}: {out}{err}");
+            out
+        };
+        let file = dir.path().join("realms.toml");
+        let file_s = file.to_str().expect("path");
+        let write = |doc: &Document| {
+            std::fs::write(&file, toml::to_string(doc).expect("toml")).expect("write")
+        };
+        let approval = |doc: &Document, realm: &str| {
+            doc.realms
+                .iter()
+                .find(|r| r.name == realm)
+                .expect("realm")
+                .approval
+        };
+        let set = |doc: &mut Document, realm: &str, a: Option<ApprovalSpec>| {
+            doc.realms
+                .iter_mut()
+                .find(|r| r.name == realm)
+                .expect("realm")
+                .approval = a;
+        };
+        let guard = |require_approval, protected| {
+            Some(ApprovalSpec {
+                require_approval,
+                protected,
+            })
+        };
+        for realm in ["ops", "staff"] {
+            ok(&db_a.url, &a, &["realm", "create", realm]);
+        }
+        ok(
+            &db_a.url,
+            &a,
+            &[
+                "realm",
+                "set-approval",
+                "staff",
+                "--require-approval",
+                "true",
+            ],
+        );
+        let exported = ok(&db_a.url, &a, &["export"]);
+        let doc: Document = toml::from_str(&exported).expect("parse");
+        assert_eq!(approval(&doc, "staff"), guard(true, false));
+        assert_eq!(approval(&doc, "ops"), None, "never set: not exported");
+        std::fs::write(&file, &exported).expect("write");
+        let applied = ok(&db_b.url, &b, &["apply", "-f", file_s]);
+        assert!(
+            applied.contains("~ realm staff: four-eyes require_approval on"),
+            "{applied}"
+        );
+        assert_eq!(ok(&db_b.url, &b, &["export"]), exported);
+        assert!(ok(&db_b.url, &b, &["apply", "-f", file_s]).contains("no changes"));
+
+        // Raised by a file at once.
+        let mut raised = doc.clone();
+        set(&mut raised, "staff", guard(true, true));
+        write(&raised);
+        let applied = ok(&db_b.url, &b, &["apply", "-f", file_s]);
+        assert!(
+            applied.contains("~ realm staff: four-eyes protected on"),
+            "{applied}"
+        );
+        let now: serde_json::Value =
+            serde_json::from_str(&ok(&db_b.url, &b, &["realm", "set-approval", "staff"]))
+                .expect("json");
+        assert_eq!(
+            (&now["require_approval"], &now["protected"]),
+            (&true.into(), &true.into())
+        );
+
+        // Never lowered by one: a conflict, nothing written.
+        let audit_rows = count_rows_at(backend, &db_b.url, "SELECT COUNT(*) FROM audit_log").await;
+        for lower in [guard(true, false), guard(false, true), guard(false, false)] {
+            let mut lowered = raised.clone();
+            set(&mut lowered, "staff", lower);
+            write(&lowered);
+            let (code, _, err) = sigil(&db_b.url, &b, &["apply", "-f", file_s]);
+            assert_eq!(code, 1, "{err}");
+            assert!(
+                err.contains("realm staff: the file lowers its four-eyes guard"),
+                "{err}"
+            );
+            assert_eq!(
+                count_rows_at(backend, &db_b.url, "SELECT COUNT(*) FROM audit_log").await,
+                audit_rows,
+                "nothing applied"
+            );
+        }
+        // A file without the guard leaves it as it is.
+        let mut silent = raised.clone();
+        set(&mut silent, "staff", None);
+        write(&silent);
+        assert!(ok(&db_b.url, &b, &["apply", "-f", file_s]).contains("no changes"));
+
+        // A never-set guard stated as it is (ops: off) is recorded, then exported.
+        let mut stated = raised.clone();
+        set(&mut stated, "ops", guard(false, false));
+        write(&stated);
+        let applied = ok(&db_b.url, &b, &["apply", "-f", file_s]);
+        assert!(
+            applied.contains("~ realm ops: four-eyes guard recorded as it is"),
+            "{applied}"
+        );
+        let after: Document = toml::from_str(&ok(&db_b.url, &b, &["export"])).expect("parse");
+        assert_eq!(approval(&after, "ops"), guard(false, false));
+        assert!(ok(&db_b.url, &b, &["apply", "-f", file_s]).contains("no changes"));
+    }
+}
+
+/// Admins raising different bits of one guard at once, each deciding from the guard it read:
+/// both bits end up on, every time (a write of the whole guard from an earlier read would undo
+/// the other's raise, lowering it without a second admin).
+#[tokio::test]
+async fn concurrent_raises_of_a_guard_never_undo_each_other() {
+    use sigil::admin::changes;
+    use sigil::store::{GuardBits, RealmGuard};
+    for backend in backends() {
+        let app = crate::helpers::spawn_app(backend).await;
+        app.create_realm("staff", sigil::keys::Alg::ES256).await;
+        for round in 0..6 {
+            let off = RealmGuard::default();
+            changes::set_guard(app.store.as_ref(), "staff", off, app.now(), "t")
+                .await
+                .expect("reset");
+            let mut tasks = tokio::task::JoinSet::new();
+            for i in 0..8 {
+                let store = app.store.clone();
+                let now = app.now();
+                tasks.spawn(async move {
+                    let was = changes::guard(store.as_ref(), None, "staff").await?;
+                    let bits = if i % 2 == 0 {
+                        GuardBits {
+                            require_approval: (!was.require_approval).then_some(true),
+                            protected: None,
+                        }
+                    } else {
+                        GuardBits {
+                            require_approval: None,
+                            protected: (!was.protected).then_some(true),
+                        }
+                    };
+                    if bits.is_empty() {
+                        return Ok(was);
+                    }
+                    changes::change_guard(store.as_ref(), "staff", bits, was, now, "t").await
+                });
+            }
+            for r in tasks.join_all().await {
+                r.expect("raise");
+            }
+            let g = changes::guard(app.store.as_ref(), None, "staff")
+                .await
+                .expect("guard");
+            assert_eq!(
+                g,
+                RealmGuard {
+                    require_approval: true,
+                    protected: true
+                },
+                "{backend:?} round {round}"
+            );
+        }
+    }
+}
