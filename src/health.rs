@@ -1,6 +1,7 @@
 //! `/healthz`: the process answers. `/readyz`: it can do its job: the database answers, the audit
-//! writer runs and is not backed up, and every realm has an active signing key this node can open
-//! (which also shows the KEK is the right one). The body (JSON) says which check failed, in fixed
+//! writer runs and is not backed up, every realm has an active signing key this node can open
+//! (which also shows the KEK is the right one), and no signing key in the database is sealed under
+//! a KEK this node does not hold. The body (JSON) says which check failed, in fixed
 //! words (the detail goes to the log, not to an anonymous caller); 503 when one did. The answer is
 //! computed at most once per clock second, so polling it costs the database nothing more.
 
@@ -112,9 +113,22 @@ async fn check(state: &AppState, now: UnixTime) -> (bool, Value) {
             checks.insert("audit_writer".into(), json!(why));
         }
     }
-    // Informational: a node without its KEK does not start; the realm checks above show it opens
-    // their keys.
-    checks.insert("kek".into(), json!(format!("loaded ({})", state.kek.id())));
+    // A node without its KEK does not start, but another node may re-seal the keys under a KEK
+    // this one lacks (a rotation that skipped the rolling steps): the keys it holds in memory
+    // still sign, the next one it loads would not. Read from the database, not the realm cache.
+    let kek = match tokio::time::timeout(DATABASE_DEADLINE, state.store.kek_ids_in_use()).await {
+        Ok(Ok(ids)) => match ids.iter().find(|id| !state.kek.can_open(id)) {
+            None => json!(format!("loaded ({})", state.kek.id())),
+            Some(missing) => {
+                tracing::warn!(kek = %missing, "readiness: signing keys are sealed under a KEK this node does not hold");
+                ready = false;
+                json!("signing keys are sealed under a KEK this node does not hold")
+            }
+        },
+        // The database check above already says it did not answer.
+        _ => json!(format!("loaded ({})", state.kek.id())),
+    };
+    checks.insert("kek".into(), kek);
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },
         "checks": checks,

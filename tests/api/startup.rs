@@ -207,8 +207,9 @@ async fn processes_started_together_on_a_fresh_database_all_succeed() {
     }
 }
 
-/// `/readyz` checks what a node needs to serve: the database, the audit writer, the KEK and an
-/// active signing key it can open for every realm; a realm without one makes it 503, named.
+/// `/readyz` checks what a node needs to serve: the database, the audit writer, the KEK (no
+/// signing key sealed under one it lacks) and an active signing key it can open for every realm;
+/// a realm without one makes it 503, named.
 async fn readiness_names_what_is_wrong(app: &crate::helpers::TestApp) {
     app.create_realm("payments", sigil::keys::Alg::ES256).await;
     let get = || async {
@@ -233,6 +234,31 @@ async fn readiness_names_what_is_wrong(app: &crate::helpers::TestApp) {
             .as_str()
             .is_some_and(|k| k.starts_with("loaded"))
     );
+
+    // Keys re-sealed elsewhere under a KEK this node lacks (a rotation that skipped the rolling
+    // steps): the keys it holds still sign, but it is not ready, and says why.
+    let kek_of =
+        |id: &str| format!("UPDATE signing_keys SET kek_id = '{id}' WHERE realm = 'payments'");
+    let own: String = {
+        let ids = app.store.kek_ids_in_use().await.expect("ids");
+        ids.into_iter().next().expect("one kek")
+    };
+    crate::helpers::exec_raw(app, &kek_of("file:elsewhere"))
+        .await
+        .expect("re-seal");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (status, body) = get().await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        body["checks"]["kek"],
+        "signing keys are sealed under a KEK this node does not hold"
+    );
+    assert_eq!(body["checks"]["realms"]["payments"], "ok", "{body}");
+    crate::helpers::exec_raw(app, &kek_of(&own))
+        .await
+        .expect("back");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(get().await.0, 200);
 
     crate::helpers::exec_raw(
         app,
