@@ -245,6 +245,21 @@ pub async fn put_change(
     })
 }
 
+/// The stored policy, when writing `req` over it would change nothing: a replacing write of an
+/// identical policy answers with it, writing nothing (no new version, no audit record, no change
+/// request where the realm's policies need approval).
+pub async fn unchanged(
+    store: &dyn Store,
+    req: &NewPolicy,
+) -> Result<Option<PolicyView>, AdminError> {
+    let spec = check(req)?;
+    let Some(stored) = store.policy(&req.realm, &spec.name).await? else {
+        return Ok(None);
+    };
+    let same = serde_json::to_string(&spec).is_ok_and(|s| s == stored.spec);
+    Ok(if same { Some(view(&stored)?) } else { None })
+}
+
 /// A policy as a file (and a change request) holds it.
 fn file_spec(spec: PolicySpec) -> super::declarative::PolicyFileSpec {
     super::declarative::PolicyFileSpec {

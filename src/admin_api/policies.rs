@@ -93,7 +93,7 @@ pub async fn show(
     params(("realm" = String, Path), ("name" = String, Path)),
     request_body = PolicyBody,
     responses(
-        (status = 200, description = "Created, or replaced in one step", body = PolicyView),
+        (status = 200, description = "Created, or replaced in one step; or already so (an identical policy: nothing written, nothing filed)", body = PolicyView),
         (status = 202, description = "Filed for a second admin's approval (four-eyes; a protected realm)", body = crate::admin::changes::ChangeView),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 409, body = Problem)
@@ -127,6 +127,9 @@ pub async fn put(
         assertions: b.assertions,
         description: b.description,
     };
+    if let Some(same) = ops::unchanged(state.store.as_ref(), &req).await? {
+        return Ok(no_store(StatusCode::OK, same));
+    }
     let change = ops::put_change(state.store.as_ref(), &req, true).await?;
     if let Some(filed) = super::changes::gated(&state, &caller, &change).await? {
         return Ok(filed);

@@ -131,6 +131,10 @@ pub(super) async fn run(
                 assertions,
                 description,
             };
+            if replace && let Some(same) = admin::policies::unchanged(s, &req).await? {
+                print_json(&same);
+                return Ok(0);
+            }
             let change = admin::policies::put_change(s, &req, replace).await?;
             if !super::change::gate(s, &config, &change, actor, now).await? {
                 return Ok(0);

@@ -652,6 +652,31 @@ async fn policies_under_four_eyes_scenario(app: &TestApp) {
         1
     );
 
+    // The same policy PUT again is already so: 200 with it, nothing filed or written.
+    let filed_now = count_rows(app, changes).await;
+    let audit_rows = count_rows(app, "SELECT COUNT(*) FROM audit_log").await;
+    let mut same = body.clone();
+    same["description"] = json!("");
+    let (status, again) = call(app, Method::PUT, path, &alice_t, Some(same)).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["effect"], "ALLOW");
+    assert_eq!(count_rows(app, changes).await, filed_now, "nothing filed");
+    assert_eq!(
+        count_rows(app, "SELECT COUNT(*) FROM audit_log").await,
+        audit_rows
+    );
+    assert_eq!(
+        s.policy_version("customers").await.expect("version"),
+        version + 1
+    );
+    // A different one is still a request.
+    let mut other = body.clone();
+    other["assertions"] = json!(["context.document.amount <= 20000"]);
+    assert_eq!(
+        call(app, Method::PUT, path, &alice_t, Some(other)).await.0,
+        202
+    );
+
     // The deletion is a request too; applied once approved.
     let (status, req) = call(app, Method::DELETE, path, &alice_t, None).await;
     assert_eq!(status, 202, "{req}");
