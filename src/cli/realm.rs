@@ -69,8 +69,9 @@ pub enum RealmCommand {
     },
     /// Four-eyes: --require-approval makes key revocation and removing a user's second factors
     /// (and a KEK rotation) wait for a second admin's approval (on by default for the admin
-    /// realm); --protected does the same for rotating a client's secret and deleting a client.
-    /// Lowering either is itself a request while it is up.
+    /// realm); --protected does the same for a client's credentials, deleting a client and
+    /// writing or deleting a principal policy. Only the flags given change; lowering one is itself
+    /// a request while it is up. With no flag, prints the guard.
     SetApproval {
         /// The realm's name (1-64 of a-z 0-9 - _).
         name: String,
