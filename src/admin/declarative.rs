@@ -62,6 +62,10 @@ pub struct RealmSpec {
     /// Principal policies for resource servers, by name.
     #[serde(default, rename = "policy", skip_serializing_if = "Vec::is_empty")]
     pub policies: Vec<PolicyFileSpec>,
+    /// Attribute declarations, name → `internal` or `pii_high` (see `sigil realm
+    /// set-attributes`); absent: as the database has them, present: exactly these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attributes: Option<BTreeMap<String, String>>,
     /// Four-eyes (see `sigil realm set-approval`); absent: as the database has it. A file raises
     /// the guard; lowering it is a conflict (only an approved request lowers it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -324,6 +328,9 @@ pub async fn export(store: &dyn Store, admin_realm: Option<&str>) -> Result<Docu
                 description: p.description,
             })
             .collect();
+        let declared: BTreeMap<String, String> =
+            store.realm_attributes(&r.name).await?.into_iter().collect();
+        let attributes = (!declared.is_empty()).then_some(declared);
         let approval = store.realm_guard(&r.name).await?.map(|g| ApprovalSpec {
             require_approval: g.require_approval,
             protected: g.protected,
@@ -341,6 +348,7 @@ pub async fn export(store: &dyn Store, admin_realm: Option<&str>) -> Result<Docu
             aws,
             aws_bindings,
             policies,
+            attributes,
             approval,
         });
     }
@@ -442,6 +450,12 @@ pub enum Step {
         realm: String,
         name: String,
     },
+    /// Replaces the realm's attribute declarations (values of attributes now `pii_high` are
+    /// encrypted in the same transaction).
+    DeclareAttributes {
+        realm: String,
+        attributes: BTreeMap<String, String>,
+    },
     /// Raises bits of the realm's guard (never lowers one), after the realm's other steps.
     RaiseGuard {
         realm: String,
@@ -468,6 +482,15 @@ impl std::fmt::Display for Step {
                 settings.prepublish_secs
             ),
             Step::SetLogin { realm, .. } => write!(f, "~ realm {realm}: sign-in policy"),
+            Step::DeclareAttributes { realm, attributes } => write!(
+                f,
+                "~ realm {realm}: attributes {}",
+                attributes
+                    .iter()
+                    .map(|(n, c)| format!("{n}:{c}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
             Step::CreateGroup { realm, group } => {
                 write!(f, "+ group {realm}/{} ({})", group.name, group.scopes)
             }
@@ -645,6 +668,40 @@ pub async fn plan(
                 realm: want.name.clone(),
                 settings: settings(want),
             });
+        }
+        // Declarations before the sign-in policy, whose claims may name them.
+        if let Some(attributes) = &want.attributes {
+            let declared: BTreeMap<String, String> =
+                if current.realms.iter().any(|r| r.name == want.name) {
+                    store
+                        .realm_attributes(&want.name)
+                        .await?
+                        .into_iter()
+                        .collect()
+                } else {
+                    BTreeMap::new()
+                };
+            let held = if declared.is_empty() {
+                Vec::new()
+            } else {
+                store.attributes_holding_pii(&want.name).await?
+            };
+            if let Some(n) = held
+                .iter()
+                .find(|n| attributes.get(*n).map(String::as_str) != Some("pii_high"))
+            {
+                conflicts.push(format!(
+                    "realm {}: attribute {n} holds encrypted values, so it stays pii_high (the \
+                     file makes it {})",
+                    want.name,
+                    attributes.get(n).map_or("undeclared", String::as_str)
+                ));
+            } else if *attributes != declared {
+                steps.push(Step::DeclareAttributes {
+                    realm: want.name.clone(),
+                    attributes: attributes.clone(),
+                });
+            }
         }
         if want.login != have.login {
             steps.push(Step::SetLogin {
@@ -888,6 +945,32 @@ pub async fn plan(
     })
 }
 
+/// A file's attribute declarations as `declare_attributes` takes them: each class known, each
+/// name well-formed.
+fn declarations(
+    attributes: &BTreeMap<String, String>,
+) -> Result<Vec<(String, crate::identity::pii::Classification)>, AdminError> {
+    attributes
+        .iter()
+        .map(|(name, class)| {
+            if !users::is_valid_name(name) {
+                return Err(super::invalid(
+                    "attributes",
+                    format!("bad attribute name {name:?}"),
+                ));
+            }
+            crate::identity::pii::Classification::parse(class)
+                .map(|c| (name.clone(), c))
+                .ok_or_else(|| {
+                    super::invalid(
+                        "attributes",
+                        format!("{name}: the class is internal or pii_high, not {class:?}"),
+                    )
+                })
+        })
+        .collect()
+}
+
 /// `field: old → new` for every field that differs between two clients as the file writes them.
 fn changes(was: &ClientSpec, now: &ClientSpec) -> Vec<String> {
     let as_map = |c: &ClientSpec| match serde_json::to_value(c) {
@@ -1050,6 +1133,7 @@ pub fn check(steps: &[Step], jwks_max_age_secs: i64, now: UnixTime) -> Vec<Strin
             Step::PutPolicy { realm, policy, .. } => {
                 policies::check(&policy.new_policy(realm)).map(|_| ())
             }
+            Step::DeclareAttributes { attributes, .. } => declarations(attributes).map(|_| ()),
             Step::DeleteGroup { .. }
             | Step::RaiseGuard { .. }
             | Step::DeletePolicy { .. }
@@ -1149,6 +1233,10 @@ async fn apply_step(
                 actor,
             )
             .await?;
+        }
+        Step::DeclareAttributes { realm, attributes } => {
+            users::declare_attributes(store, kek, realm, &declarations(attributes)?, now, actor)
+                .await?;
         }
         Step::SetLogin { realm, login } => {
             users::set_login_settings(store, realm, login, now, actor).await?;

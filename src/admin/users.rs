@@ -26,7 +26,7 @@ pub fn is_valid_username(u: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._@+-".contains(&b))
 }
 
-fn is_valid_name(n: &str) -> bool {
+pub(crate) fn is_valid_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 64
         && n.bytes()

@@ -185,6 +185,8 @@ pub enum Enrolment {
 pub trait LoginStore: Send + Sync {
     /// A realm's declared attributes: (name, classification), by name.
     async fn realm_attributes(&self, realm: &str) -> Result<Vec<(String, String)>, StoreError>;
+    /// The realm's attributes that hold encrypted values (they stay `pii_high`).
+    async fn attributes_holding_pii(&self, realm: &str) -> Result<Vec<String>, StoreError>;
     /// Replaces a realm's declarations and, in the same transaction, moves every value of an
     /// attribute now `pii_high` out of the users' attribute JSON into `user_pii`, sealed by
     /// `pii`. Refuses (`Conflict`) to make an attribute that holds encrypted values anything

@@ -95,6 +95,11 @@ macro_rules! impl_login_store {
                     .bind(realm).fetch_all(&self.pool).await?)
             }
 
+            async fn attributes_holding_pii(&self, realm: &str) -> Result<Vec<String>, $crate::store::StoreError> {
+                Ok(sqlx::query_scalar("SELECT DISTINCT name FROM user_pii WHERE realm = $1 ORDER BY name")
+                    .bind(realm).fetch_all(&self.pool).await?)
+            }
+
             async fn set_realm_attributes(&self, realm: &str, declarations: &[(String, String)], pii: Option<&dyn $crate::store::PiiSealer>, audit: $crate::store::Audited<'_>) -> Result<usize, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
                 Self::append_in_tx(&self.chain, &mut tx, audit).await?;

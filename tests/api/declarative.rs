@@ -960,3 +960,122 @@ async fn concurrent_raises_of_a_guard_never_undo_each_other() {
         }
     }
 }
+
+/// Attribute declarations travel in the file: exported when a realm has some, applied to an
+/// empty database (a `pii_high` one encrypted there too), left alone where a file has none,
+/// replaced where it has them; an attribute holding encrypted values stays `pii_high` (a file
+/// saying otherwise is a conflict, nothing written).
+#[tokio::test]
+async fn attribute_declarations_travel_in_the_file() {
+    use sigil::admin::declarative::Document;
+    for backend in backends() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::create_dir_all(&a).expect("a");
+        std::fs::create_dir_all(&b).expect("b");
+        let db_a = fresh_database(backend, &a).await;
+        let db_b = fresh_database(backend, &b).await;
+        let ok = |db: &str, d: &std::path::Path, args: &[&str]| {
+            let (code, out, err) = sigil(db, d, args);
+            assert_eq!(code, 0, "{args:?}: {out}{err}");
+            out
+        };
+        let file = dir.path().join("realms.toml");
+        let file_s = file.to_str().expect("path");
+        ok(&db_a.url, &a, &["realm", "create", "customers"]);
+        ok(
+            &db_a.url,
+            &a,
+            &[
+                "realm",
+                "set-attributes",
+                "customers",
+                "--attr",
+                "party_id:pii_high",
+                "--attr",
+                "segment:internal",
+            ],
+        );
+        let exported = ok(&db_a.url, &a, &["export"]);
+        let doc: Document = toml::from_str(&exported).expect("parse");
+        let declared = doc.realms[0].attributes.clone().expect("exported");
+        assert_eq!(declared["party_id"], "pii_high");
+        assert_eq!(declared["segment"], "internal");
+        std::fs::write(&file, &exported).expect("write");
+        let applied = ok(&db_b.url, &b, &["apply", "-f", file_s]);
+        assert!(
+            applied.contains("~ realm customers: attributes party_id:pii_high segment:internal"),
+            "{applied}"
+        );
+        assert_eq!(ok(&db_b.url, &b, &["export"]), exported);
+        assert!(ok(&db_b.url, &b, &["apply", "-f", file_s]).contains("no changes"));
+
+        // A user's pii_high value is encrypted; a file without declarations leaves them.
+        ok(
+            &db_b.url,
+            &b,
+            &[
+                "user",
+                "create",
+                "--realm",
+                "customers",
+                "--username",
+                "dave",
+                "--attr",
+                "party_id=P-991",
+            ],
+        );
+        let pii = "SELECT COUNT(*) FROM user_pii";
+        assert_eq!(count_rows_at(backend, &db_b.url, pii).await, 1);
+        let mut none = doc.clone();
+        none.realms[0].attributes = None;
+        std::fs::write(&file, toml::to_string(&none).expect("toml")).expect("write");
+        assert!(ok(&db_b.url, &b, &["apply", "-f", file_s]).contains("no changes"));
+
+        // It stays pii_high: a file making it internal, or dropping it, is a conflict.
+        let audit = "SELECT COUNT(*) FROM audit_log";
+        let rows = count_rows_at(backend, &db_b.url, audit).await;
+        for class in [Some("internal"), None] {
+            let mut lowered = doc.clone();
+            let attrs = lowered.realms[0].attributes.as_mut().expect("attrs");
+            match class {
+                Some(c) => {
+                    attrs.insert("party_id".into(), c.into());
+                }
+                None => {
+                    attrs.remove("party_id");
+                }
+            }
+            std::fs::write(&file, toml::to_string(&lowered).expect("toml")).expect("write");
+            let (code, _, err) = sigil(&db_b.url, &b, &["apply", "-f", file_s]);
+            assert_eq!(code, 1, "{err}");
+            assert!(
+                err.contains("attribute party_id holds encrypted values, so it stays pii_high"),
+                "{err}"
+            );
+            assert_eq!(count_rows_at(backend, &db_b.url, audit).await, rows);
+        }
+        // Replaced where the file has them: segment goes, tier comes.
+        let mut changed = doc.clone();
+        let attrs = changed.realms[0].attributes.as_mut().expect("attrs");
+        attrs.remove("segment");
+        attrs.insert("tier".into(), "internal".into());
+        std::fs::write(&file, toml::to_string(&changed).expect("toml")).expect("write");
+        ok(&db_b.url, &b, &["apply", "-f", file_s]);
+        let after: Document = toml::from_str(&ok(&db_b.url, &b, &["export"])).expect("parse");
+        assert_eq!(after.realms[0].attributes, changed.realms[0].attributes);
+        assert_eq!(count_rows_at(backend, &db_b.url, pii).await, 1);
+
+        // A bad class is refused before anything is written.
+        let mut bad = changed.clone();
+        bad.realms[0]
+            .attributes
+            .as_mut()
+            .expect("attrs")
+            .insert("tier".into(), "secret".into());
+        std::fs::write(&file, toml::to_string(&bad).expect("toml")).expect("write");
+        let (code, _, err) = sigil(&db_b.url, &b, &["apply", "-f", file_s]);
+        assert_ne!(code, 0);
+        assert!(err.contains("internal or pii_high"), "{err}");
+    }
+}
