@@ -6,9 +6,7 @@
 //!   the first byte, so a connection that sends nothing would otherwise stay open for ever.
 //! - **Connection cap**: at most `max_connections` are open. At the cap the oldest idle
 //!   connections are closed to make room (a new client is served at once, a flood of silent
-//!   connections only evicts itself): first those that never carried a request, then those that
-//!   did, so a keep-alive client between two requests is not cut off while silent connections are
-//!   left to close (its next request would meet a closed connection); when every connection is busy, accepting pauses and new
+//!   connections only evicts itself); when every connection is busy, accepting pauses and new
 //!   connections wait in the kernel's listen backlog. The cap is below the open-file limit, so
 //!   the process never runs out of descriptors for its database and files.
 //! - **Accept errors** (out of descriptors and the like) back off exponentially, and are logged at
@@ -369,28 +367,14 @@ struct Registry {
 struct Conns {
     next_id: u64,
     open: HashMap<u64, Open>,
-    /// (idle since, id) of every open connection with no request in progress that has never
-    /// carried one (evicted first) ...
-    idle_unused: BTreeSet<(Instant, u64)>,
-    /// ... and of those that have.
-    idle_used: BTreeSet<(Instant, u64)>,
+    /// (idle since, id) of every open connection with no request in progress.
+    idle: BTreeSet<(Instant, u64)>,
 }
 
 struct Open {
     in_flight: u32,
     idle_since: Instant,
-    used: bool,
     close: Arc<Notify>,
-}
-
-impl Conns {
-    fn idle_set(&mut self, used: bool) -> &mut BTreeSet<(Instant, u64)> {
-        if used {
-            &mut self.idle_used
-        } else {
-            &mut self.idle_unused
-        }
-    }
 }
 
 impl Registry {
@@ -408,50 +392,40 @@ impl Registry {
             Open {
                 in_flight: 0,
                 idle_since: now,
-                used: false,
                 close: close.clone(),
             },
         );
-        c.idle_unused.insert((now, id));
+        c.idle.insert((now, id));
         (id, close)
     }
 
     fn remove(&self, id: u64) {
         let mut c = self.lock();
         if let Some(o) = c.open.remove(&id) {
-            c.idle_set(o.used).remove(&(o.idle_since, id));
+            c.idle.remove(&(o.idle_since, id));
         }
     }
 
     fn request_started(&self, id: u64) {
         let mut c = self.lock();
-        let Some(&Open {
-            in_flight,
-            idle_since,
-            used,
-            ..
-        }) = c.open.get(&id)
-        else {
-            return;
-        };
-        if in_flight == 0 {
-            c.idle_set(used).remove(&(idle_since, id));
-        }
-        if let Some(o) = c.open.get_mut(&id) {
+        let Conns { open, idle, .. } = &mut *c;
+        if let Some(o) = open.get_mut(&id) {
+            if o.in_flight == 0 {
+                idle.remove(&(o.idle_since, id));
+            }
             o.in_flight += 1;
-            o.used = true;
         }
     }
 
     fn request_ended(&self, id: u64, now: Instant) {
         let mut c = self.lock();
-        let Some(o) = c.open.get_mut(&id) else {
-            return;
-        };
-        o.in_flight = o.in_flight.saturating_sub(1);
-        if o.in_flight == 0 {
-            o.idle_since = now;
-            c.idle_used.insert((now, id));
+        let Conns { open, idle, .. } = &mut *c;
+        if let Some(o) = open.get_mut(&id) {
+            o.in_flight = o.in_flight.saturating_sub(1);
+            if o.in_flight == 0 {
+                o.idle_since = now;
+                idle.insert((now, id));
+            }
         }
     }
 
@@ -463,17 +437,12 @@ impl Registry {
             .and_then(|o| (o.in_flight == 0).then_some(o.idle_since))
     }
 
-    /// Tells up to `n` of the longest-idle connections to close, those that never carried a
-    /// request first; returns how many.
+    /// Tells up to `n` of the longest-idle connections to close; returns how many.
     fn close_oldest_idle(&self, n: usize) -> usize {
         let mut c = self.lock();
         let mut shed = 0;
         while shed < n {
-            let Some((_, id)) = c
-                .idle_unused
-                .pop_first()
-                .or_else(|| c.idle_used.pop_first())
-            else {
+            let Some((_, id)) = c.idle.pop_first() else {
                 break;
             };
             if let Some(o) = c.open.get(&id) {
@@ -625,38 +594,6 @@ mod tests {
         r.remove(b);
         r.request_ended(a, t0 + Duration::from_millis(4));
         assert_eq!(r.idle_since(a), Some(t0 + Duration::from_millis(4)));
-    }
-
-    #[test]
-    fn connections_that_never_carried_a_request_are_closed_before_keep_alive_ones() {
-        let r = Registry::default();
-        let t0 = Instant::now();
-        let (kept, close_kept) = r.open(t0);
-        r.request_started(kept);
-        r.request_ended(kept, t0 + Duration::from_millis(1));
-        // Silent connections accepted after the keep-alive one went idle: newer, closed first.
-        let silent: Vec<_> = (2..5)
-            .map(|ms| r.open(t0 + Duration::from_millis(ms)))
-            .collect();
-        assert_eq!(r.close_oldest_idle(3), 3);
-        let waker = futures_noop_waker();
-        let mut cx = std::task::Context::from_waker(&waker);
-        for (_, close) in &silent {
-            assert!(Box::pin(close.notified()).as_mut().poll(&mut cx).is_ready());
-        }
-        assert!(
-            Box::pin(close_kept.notified())
-                .as_mut()
-                .poll(&mut cx)
-                .is_pending()
-        );
-        for (id, _) in silent {
-            r.remove(id);
-        }
-        // With no silent one left, the keep-alive one goes too.
-        assert_eq!(r.close_oldest_idle(3), 1);
-        r.remove(kept);
-        assert_eq!(r.close_oldest_idle(3), 0);
     }
 
     fn futures_noop_waker() -> std::task::Waker {
