@@ -690,6 +690,11 @@ macro_rules! impl_store {
             ) -> Result<bool, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
                 Self::append_in_tx(&self.chain, &mut tx, audit).await?;
+                // The version row before the policy's, in the order every policy writer takes
+                // them (the other order deadlocks with `put_policy` on PostgreSQL when the two
+                // write different audit chains, so the chain's head does not order them).
+                // Nothing deleted: the transaction, raise included, is rolled back.
+                Self::bump_policy_version(&mut tx, realm).await?;
                 let done = sqlx::query(
                     "DELETE FROM policies WHERE realm = $1 AND name = $2 \
                      AND spec = COALESCE($3, spec)",
@@ -702,7 +707,6 @@ macro_rules! impl_store {
                     .rows_affected()
                     == 1;
                 if done {
-                    Self::bump_policy_version(&mut tx, realm).await?;
                     tx.commit().await?;
                 }
                 Ok(done)
