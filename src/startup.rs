@@ -91,6 +91,7 @@ impl Application {
             crate::admin::changes::record_admin_realm(
                 store.as_ref(),
                 admin_realm,
+                true,
                 clock.now(),
                 "system",
             )

@@ -136,13 +136,14 @@ fn view(c: ChangeRecord, now: UnixTime) -> ChangeView {
     }
 }
 
-/// Records `realm` as the admin realm (by `sigil serve` at start and by `sigil admin bootstrap`),
-/// audited as `server.admin_realm_recorded` when the record changes. The CLI falls back to this
+/// Records `realm` as the admin realm (by `sigil serve` at start, `replace`; by `sigil admin
+/// bootstrap` only where none is recorded), audited as `server.admin_realm_recorded` when the record changes. The CLI falls back to this
 /// record when its own configuration has no `admin_realm` (see `cli::open_admin_store`), so an
 /// operator who runs it without that setting is held by the admin realm's four-eyes all the same.
 pub async fn record_admin_realm(
     store: &dyn Store,
     realm: &str,
+    replace: bool,
     now: UnixTime,
     actor: &str,
 ) -> Result<bool, AdminError> {
@@ -151,7 +152,9 @@ pub async fn record_admin_realm(
             .subject(realm)
             .detail(json!({ "admin_realm": realm })),
     ];
-    Ok(store.record_admin_realm(realm, now, &audit).await?)
+    Ok(store
+        .record_admin_realm(realm, replace, now, &audit)
+        .await?)
 }
 
 /// A realm's guard: as set, or (never set) approval required for the admin realm only.

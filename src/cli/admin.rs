@@ -73,9 +73,7 @@ pub(super) async fn run(
             // Until a node records its configured admin realm (at its start), the CLI holds this
             // realm's changes as the admin realm's (see `open_admin_store`); a node's record is
             // not replaced from here.
-            if store.recorded_admin_realm().await?.is_none() {
-                admin::changes::record_admin_realm(store.as_ref(), &realm, now, actor).await?;
-            }
+            admin::changes::record_admin_realm(store.as_ref(), &realm, false, now, actor).await?;
             let req = admin::clients::NewClient {
                 realm: realm.clone(),
                 client_id: client_id.clone(),

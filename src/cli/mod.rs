@@ -254,11 +254,20 @@ async fn open_store(config: &Config) -> Result<Arc<dyn Store>, CliError> {
 /// run's configuration, the admin realm is the one the server last recorded (at its start, or
 /// `sigil admin bootstrap`): four-eyes then holds the admin realm's changes as the server would,
 /// instead of letting through what an operator's shell without `SIGIL_ADMIN_REALM` would not see.
-/// A configured `admin_realm` is taken as given.
+/// A configured `admin_realm` that differs from the record is refused: this run would judge
+/// four-eyes otherwise than the server (a decoy setting would let the admin realm's changes
+/// through).
 async fn open_admin_store(config: &mut Config) -> Result<Arc<dyn Store>, CliError> {
     let store = open_store(config).await?;
-    if config.admin_realm.is_none() {
-        config.admin_realm = store.recorded_admin_realm().await?;
+    let recorded = store.recorded_admin_realm().await?;
+    match (&config.admin_realm, recorded) {
+        (None, recorded) => config.admin_realm = recorded,
+        (Some(mine), Some(theirs)) if *mine != theirs => {
+            return Err(CliError::Other(format!(
+                "admin_realm is {mine:?} here, but the server recorded {theirs:?} at its start:                  run this with admin_realm = {theirs:?} (or unset), or restart the server with the                  new setting first"
+            )));
+        }
+        _ => {}
     }
     Ok(store)
 }

@@ -785,20 +785,23 @@ macro_rules! impl_store {
             async fn record_admin_realm(
                 &self,
                 realm: &str,
+                replace: bool,
                 now: i64,
                 audit: $crate::store::Audited<'_>,
             ) -> Result<bool, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
-                // Written only when it differs: of nodes starting at once with the same setting,
-                // one records it (the others' conditional update finds nothing to change).
+                // Written only when it differs (and, without `replace`, only when there is none):
+                // of nodes starting at once with the same setting, one records it (the others'
+                // conditional update finds nothing to change).
                 let changed = sqlx::query(
                     "INSERT INTO server_settings (name, value, updated_at) \
                      VALUES ('admin_realm', $1, $2) ON CONFLICT (name) DO UPDATE SET \
                      value = excluded.value, updated_at = excluded.updated_at \
-                     WHERE server_settings.value <> excluded.value",
+                     WHERE server_settings.value <> excluded.value AND $3",
                 )
                 .bind(realm)
                 .bind(now)
+                .bind(replace)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected()

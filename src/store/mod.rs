@@ -422,11 +422,13 @@ pub trait Store: login::LoginStore + Send + Sync + 'static {
     /// none was (see `record_admin_realm`).
     async fn recorded_admin_realm(&self) -> Result<Option<String>, StoreError>;
     /// Records the admin realm this node runs with, so that a CLI run without `admin_realm`
-    /// judges four-eyes as the server does. `Ok(true)` when the record changed; the audit records
-    /// are appended, in the same transaction, only then.
+    /// judges four-eyes as the server does; with `replace` false, only if none is recorded.
+    /// `Ok(true)` when the record changed; the audit records are appended, in the same
+    /// transaction, only then.
     async fn record_admin_realm(
         &self,
         realm: &str,
+        replace: bool,
         now: i64,
         audit: Audited<'_>,
     ) -> Result<bool, StoreError>;

@@ -653,6 +653,29 @@ async fn the_cli_without_admin_realm_holds_the_realm_the_server_recorded() {
         // Another realm is not held.
         assert!(rotate("ledger")["client_secret"].is_string());
 
+        // A run whose own admin_realm differs from the record is refused, not judged otherwise.
+        let (code, out, err) = crate::helpers::run_cli(
+            &cli.db,
+            &cli.kek,
+            &[("SIGIL_ADMIN_REALM", "decoy")],
+            &[
+                "--operator",
+                "alice",
+                "client",
+                "rotate-secret",
+                "--realm",
+                "admin",
+                "--id",
+                "ops",
+            ],
+        );
+        assert_ne!(code, 0, "{out}");
+        assert!(
+            err.contains("admin_realm is \"decoy\" here, but the server recorded \"admin\""),
+            "{err}"
+        );
+        assert!(!out.contains("client_secret"), "{out}");
+
         // Bootstrapping another realm does not move a node's record.
         cli.json(&["admin", "bootstrap", "--realm", "ops2"]);
         assert!(rotate("admin")["change_request"]["id"].is_string());
@@ -670,9 +693,15 @@ async fn nodes_recording_the_admin_realm_at_once_record_it_once() {
             for _ in 0..8 {
                 let (store, now) = (app.store.clone(), app.now());
                 attempts.spawn(async move {
-                    sigil::admin::changes::record_admin_realm(store.as_ref(), round, now, "system")
-                        .await
-                        .map_err(|e| e.to_string())
+                    sigil::admin::changes::record_admin_realm(
+                        store.as_ref(),
+                        round,
+                        true,
+                        now,
+                        "system",
+                    )
+                    .await
+                    .map_err(|e| e.to_string())
                 });
             }
             let changed = attempts.join_all().await;
@@ -688,6 +717,20 @@ async fn nodes_recording_the_admin_realm_at_once_record_it_once() {
                 Some(round)
             );
         }
+        // Bootstrap's record does not replace one.
+        let replaced =
+            sigil::admin::changes::record_admin_realm(app.store.as_ref(), "x", false, 0, "cli")
+                .await
+                .expect("record");
+        assert!(!replaced);
+        assert_eq!(
+            app.store
+                .recorded_admin_realm()
+                .await
+                .expect("read")
+                .as_deref(),
+            Some("ops")
+        );
         let rows: Vec<_> = app
             .audit()
             .await
