@@ -48,6 +48,7 @@ impl From<StoreError> for AdminError {
         match e {
             StoreError::Conflict(what) => AdminError::Conflict(what),
             StoreError::NotFound(what) => AdminError::NotFound(what),
+            StoreError::Changed(what) => AdminError::Conflict(format!("{what} changed meanwhile")),
             other => AdminError::Store(other),
         }
     }

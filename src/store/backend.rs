@@ -36,13 +36,17 @@ macro_rules! impl_store {
             /// one created later under the same id must not inherit them), raising the version
             /// first: its row lock orders this against a policy being written for the principal
             /// (`put_policy` checks the principal under the same lock), so no policy outlives it.
-            /// With `keep`, refuses instead (`Conflict`) if the principal has any.
+            /// With `keep`, refuses instead (`Conflict`) if the principal has any; without, the
+            /// policies deleted must be exactly `removing` (the names the deletion's audit record
+            /// gives, read before this transaction): otherwise `Changed`, and the caller's
+            /// transaction is not committed.
             async fn drop_principal_policies(
                 tx: &mut sqlx::Transaction<'_, $db>,
                 realm: &str,
                 kind: &str,
                 id: &str,
                 keep: bool,
+                removing: &[String],
             ) -> Result<(), $crate::store::StoreError> {
                 Self::bump_policy_version(tx, realm).await?;
                 if keep {
@@ -62,14 +66,23 @@ macro_rules! impl_store {
                     }
                     return Ok(());
                 }
-                sqlx::query(
-                    "DELETE FROM policies WHERE realm = $1 AND principal_kind = $2 AND principal = $3",
+                let mut gone: Vec<String> = sqlx::query_scalar(
+                    "DELETE FROM policies WHERE realm = $1 AND principal_kind = $2 AND principal = $3 \
+                     RETURNING name",
                 )
                 .bind(realm)
                 .bind(kind)
                 .bind(id)
-                .execute(&mut **tx)
+                .fetch_all(&mut **tx)
                 .await?;
+                gone.sort_unstable();
+                let mut told = removing.to_vec();
+                told.sort_unstable();
+                if gone != told {
+                    return Err($crate::store::StoreError::Changed(format!(
+                        "the policies of {kind} {id} in realm {realm}"
+                    )));
+                }
                 Ok(())
             }
 
@@ -1125,6 +1138,7 @@ macro_rules! impl_store {
                 realm: &str,
                 id: &str,
                 expected: Option<i64>,
+                removing: &[String],
                 now: i64,
                 audit: $crate::store::Audited<'_>,
             ) -> Result<bool, $crate::store::StoreError> {
@@ -1144,7 +1158,8 @@ macro_rules! impl_store {
                     == 1;
                 if done {
                     Self::revoke_client_tokens_in_tx(&mut tx, realm, id, now).await?;
-                    Self::drop_principal_policies(&mut tx, realm, "client", id, false).await?;
+                    Self::drop_principal_policies(&mut tx, realm, "client", id, false, removing)
+                        .await?;
                     tx.commit().await?;
                 }
                 Ok(done)

@@ -180,7 +180,7 @@ macro_rules! impl_login_store {
                 Ok(done)
             }
 
-            async fn delete_group(&self, realm: &str, name: &str, keep_policies: bool, audit: $crate::store::Audited<'_>) -> Result<bool, $crate::store::StoreError> {
+            async fn delete_group(&self, realm: &str, name: &str, keep_policies: bool, removing: &[String], audit: $crate::store::Audited<'_>) -> Result<bool, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
                 Self::append_in_tx(&self.chain, &mut tx, audit).await?;
                 sqlx::query("DELETE FROM user_groups WHERE realm = $1 AND grp = $2")
@@ -189,7 +189,7 @@ macro_rules! impl_login_store {
                     .bind(realm).bind(name)
                     .execute(&mut *tx).await?.rows_affected() == 1;
                 if done {
-                    Self::drop_principal_policies(&mut tx, realm, "group", name, keep_policies).await?;
+                    Self::drop_principal_policies(&mut tx, realm, "group", name, keep_policies, removing).await?;
                     tx.commit().await?;
                 }
                 Ok(done)

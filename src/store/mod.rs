@@ -21,6 +21,10 @@ pub enum StoreError {
     Conflict(String),
     #[error("{0} not found")]
     NotFound(String),
+    /// What the write was told it would change (and audited as such) changed meanwhile: nothing
+    /// was written; read again and retry.
+    #[error("{0} changed meanwhile")]
+    Changed(String),
     /// A write refused because it would pass a limit (the message says which).
     #[error("{0}")]
     Full(String),
@@ -497,11 +501,14 @@ pub trait Store: login::LoginStore + Send + Sync + 'static {
     /// `expected`, only while the client's `version` is that one (the admin API's `If-Match`):
     /// the check and the change are one statement, so of two writers holding the same version
     /// one wins. `false` if no row matched (no such client, or another version).
+    /// Deletes a client, its policies with it: exactly `removing` (the names its audit record
+    /// gives), else `Changed` and nothing is written.
     async fn delete_client(
         &self,
         realm: &str,
         id: &str,
         expected: Option<i64>,
+        removing: &[String],
         now: i64,
         audit: Audited<'_>,
     ) -> Result<bool, StoreError>;

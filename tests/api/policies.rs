@@ -539,6 +539,28 @@ async fn a_policy_never_outlives_a_principal_deleted_at_the_same_time_scenario(a
             Vec::<String>::new(),
             "round {round}: a policy outlived its deleted client"
         );
+        // The deletion's audit record names exactly the policies written before it.
+        let mut written = Vec::new();
+        let mut deleted = false;
+        for r in app.audit().await {
+            let detail: Value = serde_json::from_str(&r.detail).expect("detail");
+            match r.kind.as_str() {
+                "policy.created" if detail["principal"] == id.as_str() => {
+                    assert!(!deleted, "round {round}: written after the deletion");
+                    written.push(detail["name"].as_str().expect("name").to_owned());
+                }
+                "client.deleted" if r.subject.as_deref() == Some(id.as_str()) => {
+                    let mut named: Vec<String> =
+                        serde_json::from_value(detail["policies_removed"].clone()).expect("names");
+                    named.sort();
+                    written.sort();
+                    assert_eq!(named, written, "round {round}");
+                    deleted = true;
+                }
+                _ => {}
+            }
+        }
+        assert!(deleted);
     }
 }
 
