@@ -224,23 +224,46 @@ pub(super) async fn run(
                 require_approval: require_approval.filter(|v| *v != current.require_approval),
                 protected: protected.filter(|v| *v != current.protected),
             };
-            let now_guard = if bits.is_empty() {
-                if store.realm(&name).await?.is_none() {
-                    return Err(admin::AdminError::NotFound(format!("realm {name}")).into());
-                }
-                current
-            } else {
+            if store.realm(&name).await?.is_none() {
+                return Err(admin::AdminError::NotFound(format!("realm {name}")).into());
+            }
+            // A raise takes effect at once, also beside a lowering, which is filed on its own.
+            let part = |on: bool| crate::store::GuardBits {
+                require_approval: bits.require_approval.filter(|v| *v == on),
+                protected: bits.protected.filter(|v| *v == on),
+            };
+            let (raise, lower) = (part(true), part(false));
+            let mut now_guard = current;
+            if !raise.is_empty() {
+                now_guard =
+                    admin::changes::change_guard(store.as_ref(), &name, raise, current, now, actor)
+                        .await?;
+            }
+            if !lower.is_empty() {
                 let change = admin::changes::Change::RealmGuard {
                     realm: name.clone(),
-                    require_approval: bits.require_approval,
-                    protected: bits.protected,
+                    require_approval: lower.require_approval,
+                    protected: lower.protected,
                 };
                 if !super::change::gate(store.as_ref(), &config, &change, actor, now).await? {
+                    if !raise.is_empty() {
+                        eprintln!(
+                            "raised at once: {}",
+                            serde_json::to_string(&raise).unwrap_or_default()
+                        );
+                    }
                     return Ok(0);
                 }
-                admin::changes::change_guard(store.as_ref(), &name, bits, current, now, actor)
-                    .await?
-            };
+                now_guard = admin::changes::change_guard(
+                    store.as_ref(),
+                    &name,
+                    lower,
+                    now_guard,
+                    now,
+                    actor,
+                )
+                .await?;
+            }
             print_json(&serde_json::json!({
                 "realm": name,
                 "require_approval": now_guard.require_approval,

@@ -740,3 +740,46 @@ async fn nodes_recording_the_admin_realm_at_once_record_it_once() {
         assert_eq!(rows.len(), 2, "{backend:?}");
     }
 }
+
+/// `realm set-approval` with a raise and a lowering at once: the raise takes effect now, the
+/// lowering is a request of its own (approved by another operator, it lowers only its bit).
+#[tokio::test]
+async fn a_raise_beside_a_lowering_takes_effect_at_once() {
+    for backend in backends() {
+        let cli = cli_for(backend).await;
+        cli.json(&["realm", "create", "st", "--alg", "ES256"]);
+        let guard = |cli: &Cli| {
+            let g = cli.json(&["realm", "set-approval", "st"]);
+            (g["require_approval"].clone(), g["protected"].clone())
+        };
+        cli.json(&[
+            "--operator",
+            "alice",
+            "realm",
+            "set-approval",
+            "st",
+            "--require-approval",
+            "true",
+        ]);
+        let filed = cli.json(&[
+            "--operator",
+            "alice",
+            "realm",
+            "set-approval",
+            "st",
+            "--require-approval",
+            "false",
+            "--protected",
+            "true",
+        ]);
+        let id = filed["change_request"]["id"].as_str().expect("filed");
+        assert_eq!(
+            filed["change_request"]["change"],
+            serde_json::json!({"kind": "realm_guard", "realm": "st", "require_approval": false})
+        );
+        assert_eq!(guard(&cli), (true.into(), true.into()), "raised at once");
+        let done = cli.json(&["--operator", "bob", "change", "approve", id]);
+        assert_eq!(done["change"]["state"], "applied", "{done}");
+        assert_eq!(guard(&cli), (false.into(), true.into()));
+    }
+}
