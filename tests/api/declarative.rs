@@ -10,20 +10,51 @@ fn sigil(db: &str, dir: &std::path::Path, args: &[&str]) -> (i32, String, String
     crate::helpers::run_cli(db, &dir.join("kek"), &[], args)
 }
 
-#[tokio::test]
-async fn export_apply_export_is_the_same_file_and_applying_twice_writes_nothing() {
-    for backend in backends() {
+/// `sigil` that must succeed: its stdout.
+fn ok(db: &str, dir: &std::path::Path, args: &[&str]) -> String {
+    let (code, out, err) = sigil(db, dir, args);
+    assert_eq!(code, 0, "{args:?}: {out}{err}");
+    out
+}
+
+/// Two fresh databases of one backend, a source (`a`) and a target (`b`), each with a directory
+/// of its own (for its KEK).
+struct Pair {
+    dir: tempfile::TempDir,
+    a: std::path::PathBuf,
+    b: std::path::PathBuf,
+    db_a: crate::helpers::TestDb,
+    db_b: crate::helpers::TestDb,
+}
+
+impl Pair {
+    async fn new(backend: crate::helpers::Backend) -> Pair {
         let dir = tempfile::tempdir().expect("tmp");
         let (a, b) = (dir.path().join("a"), dir.path().join("b"));
         std::fs::create_dir_all(&a).expect("a");
         std::fs::create_dir_all(&b).expect("b");
         let db_a = fresh_database(backend, &a).await;
         let db_b = fresh_database(backend, &b).await;
-        let ok = |db: &str, d: &std::path::Path, args: &[&str]| {
-            let (code, out, err) = sigil(db, d, args);
-            assert_eq!(code, 0, "{args:?}: {out}{err}");
-            out
-        };
+        Pair {
+            dir,
+            a,
+            b,
+            db_a,
+            db_b,
+        }
+    }
+}
+
+#[tokio::test]
+async fn export_apply_export_is_the_same_file_and_applying_twice_writes_nothing() {
+    for backend in backends() {
+        let Pair {
+            dir,
+            a,
+            b,
+            db_a,
+            db_b,
+        } = Pair::new(backend).await;
         // A realistic source: two realms, a sign-in policy, groups, clients of several kinds.
         ok(
             &db_a.url,
@@ -786,17 +817,13 @@ async fn a_bad_entry_applies_nothing_and_concurrent_applies_settle() {
 async fn the_four_eyes_guard_travels_in_the_file_and_a_file_only_raises_it() {
     use sigil::admin::declarative::{ApprovalSpec, Document};
     for backend in backends() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-        std::fs::create_dir_all(&a).expect("a");
-        std::fs::create_dir_all(&b).expect("b");
-        let db_a = fresh_database(backend, &a).await;
-        let db_b = fresh_database(backend, &b).await;
-        let ok = |db: &str, d: &std::path::Path, args: &[&str]| {
-            let (code, out, err) = sigil(db, d, args);
-            assert_eq!(code, 0, "{args:?}: {out}{err}");
-            out
-        };
+        let Pair {
+            dir,
+            a,
+            b,
+            db_a,
+            db_b,
+        } = Pair::new(backend).await;
         let file = dir.path().join("realms.toml");
         let file_s = file.to_str().expect("path");
         let write = |doc: &Document| {
@@ -969,17 +996,13 @@ async fn concurrent_raises_of_a_guard_never_undo_each_other() {
 async fn attribute_declarations_travel_in_the_file() {
     use sigil::admin::declarative::Document;
     for backend in backends() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-        std::fs::create_dir_all(&a).expect("a");
-        std::fs::create_dir_all(&b).expect("b");
-        let db_a = fresh_database(backend, &a).await;
-        let db_b = fresh_database(backend, &b).await;
-        let ok = |db: &str, d: &std::path::Path, args: &[&str]| {
-            let (code, out, err) = sigil(db, d, args);
-            assert_eq!(code, 0, "{args:?}: {out}{err}");
-            out
-        };
+        let Pair {
+            dir,
+            a,
+            b,
+            db_a,
+            db_b,
+        } = Pair::new(backend).await;
         let file = dir.path().join("realms.toml");
         let file_s = file.to_str().expect("path");
         ok(&db_a.url, &a, &["realm", "create", "customers"]);

@@ -47,6 +47,26 @@ fn new_policy(name: &str, client: &str) -> NewPolicy {
     }
 }
 
+/// One side of a policy race in realm customers: deletes `name` (finding none is fine) or writes
+/// it for client svc over whatever is there.
+async fn put_or_delete(
+    store: std::sync::Arc<dyn sigil::store::Store>,
+    name: &'static str,
+    delete: bool,
+) -> Result<(), AdminError> {
+    if delete {
+        match policies::delete(store.as_ref(), "customers", name, 1_800_000_000, "t").await {
+            Ok(()) | Err(AdminError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    } else {
+        let policy = new_policy(name, "svc");
+        policies::create(store.as_ref(), policy, true, 1_800_000_000, "t")
+            .await
+            .map(drop)
+    }
+}
+
 async fn bundle_version(app: &TestApp, rs: &crate::helpers::Client) -> (i64, usize) {
     let res = app
         .http
@@ -262,27 +282,7 @@ async fn concurrent_writers_scenario(app: &TestApp) {
         // 16 tasks: a write can lose its read to at most 15 others' changes, within the
         // attempts `create` makes.
         for i in 0..16 {
-            let store = store.clone();
-            tasks.spawn(async move {
-                if i % 2 == 1 {
-                    match policies::delete(store.as_ref(), "customers", name, 1_800_000_000, "t")
-                        .await
-                    {
-                        Ok(()) | Err(AdminError::NotFound(_)) => Ok(()),
-                        Err(e) => Err(e),
-                    }
-                } else {
-                    policies::create(
-                        store.as_ref(),
-                        new_policy(name, "svc"),
-                        true,
-                        1_800_000_000,
-                        "t",
-                    )
-                    .await
-                    .map(drop)
-                }
-            });
+            tasks.spawn(put_or_delete(store.clone(), name, i % 2 == 1));
         }
         for r in tasks.join_all().await {
             r.expect("every write and deletion goes through");
@@ -894,27 +894,7 @@ async fn writers_on_two_chains_never_deadlock_scenario(app: &TestApp) {
         let name: &'static str = ["d0", "d1", "d2", "d3", "d4", "d5"][round];
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..16 {
-            let store = stores[i % 2].clone();
-            tasks.spawn(async move {
-                if i % 4 >= 2 {
-                    match policies::delete(store.as_ref(), "customers", name, 1_800_000_000, "t")
-                        .await
-                    {
-                        Ok(()) | Err(AdminError::NotFound(_)) => Ok(()),
-                        Err(e) => Err(e),
-                    }
-                } else {
-                    policies::create(
-                        store.as_ref(),
-                        new_policy(name, "svc"),
-                        true,
-                        1_800_000_000,
-                        "t",
-                    )
-                    .await
-                    .map(drop)
-                }
-            });
+            tasks.spawn(put_or_delete(stores[i % 2].clone(), name, i % 4 >= 2));
         }
         for r in tasks.join_all().await {
             r.unwrap_or_else(|e| panic!("{:?} round {round}: {e}", app.backend));
