@@ -137,9 +137,10 @@ fn view(c: ChangeRecord, now: UnixTime) -> ChangeView {
 }
 
 /// Records `realm` as the admin realm (by `sigil serve` at start, `replace`; by `sigil admin
-/// bootstrap` only where none is recorded), audited as `server.admin_realm_recorded` when the record changes. The CLI falls back to this
-/// record when its own configuration has no `admin_realm` (see `cli::open_admin_store`), so an
-/// operator who runs it without that setting is held by the admin realm's four-eyes all the same.
+/// bootstrap` only where none is recorded), audited as `server.admin_realm_recorded` when the
+/// record changes. The CLI falls back to this record when its own configuration has no
+/// `admin_realm` (see `cli::open_admin_store`), so an operator who runs it without that setting
+/// is held by the admin realm's four-eyes all the same.
 pub async fn record_admin_realm(
     store: &dyn Store,
     realm: &str,
@@ -163,12 +164,18 @@ pub async fn guard(
     admin_realm: Option<&str>,
     realm: &str,
 ) -> Result<RealmGuard, AdminError> {
-    Ok(match store.realm_guard(realm).await? {
-        Some(g) => g,
-        None => RealmGuard {
-            require_approval: admin_realm == Some(realm),
-            protected: false,
-        },
+    Ok(guard_of(
+        store.realm_guard(realm).await?,
+        admin_realm,
+        realm,
+    ))
+}
+
+/// [`guard`] from a guard row already read (`None`: never set).
+pub fn guard_of(row: Option<RealmGuard>, admin_realm: Option<&str>, realm: &str) -> RealmGuard {
+    row.unwrap_or(RealmGuard {
+        require_approval: admin_realm == Some(realm),
+        protected: false,
     })
 }
 
@@ -218,8 +225,16 @@ pub async fn policies_guarded(
     admin_realm: Option<&str>,
     realm: &str,
 ) -> Result<bool, AdminError> {
-    let g = guard(store, admin_realm, realm).await?;
-    Ok(g.protected || g.require_approval && admin_realm == Some(realm))
+    Ok(guards_policies(
+        guard(store, admin_realm, realm).await?,
+        admin_realm,
+        realm,
+    ))
+}
+
+/// [`policies_guarded`] for a guard already read.
+pub fn guards_policies(g: RealmGuard, admin_realm: Option<&str>, realm: &str) -> bool {
+    g.protected || g.require_approval && admin_realm == Some(realm)
 }
 
 /// Whether replacing a client's authentication (a new secret, a new certificate or key) needs a

@@ -517,20 +517,19 @@ pub async fn delete(
 ) -> Result<(), AdminError> {
     // The policies it takes along are named in its audit record: read first, held to by the
     // store (a policy written or deleted for it in between: read again).
-    let mut attempts = 0;
-    let deleted = loop {
-        let policies = super::policies::names_for(store, realm, "client", id).await?;
-        let audit = [AuditDraft::new(now, Some(realm), "client.deleted", actor)
-            .subject(id)
-            .detail(serde_json::json!({"policies_removed": policies}))];
-        match store
-            .delete_client(realm, id, expected, &policies, now, &audit)
-            .await
-        {
-            Err(crate::store::StoreError::Changed(_)) if attempts < 32 => attempts += 1,
-            other => break other?,
-        }
-    };
+    let deleted = super::settled(
+        move || async move {
+            let policies = store.policy_names_of(realm, "client", id).await?;
+            let audit = [AuditDraft::new(now, Some(realm), "client.deleted", actor)
+                .subject(id)
+                .detail(serde_json::json!({"policies_removed": policies}))];
+            store
+                .delete_client(realm, id, expected, &policies, now, &audit)
+                .await
+        },
+        |e| matches!(e, crate::store::StoreError::Changed(_)),
+    )
+    .await?;
     if deleted {
         Ok(())
     } else {

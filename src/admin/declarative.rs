@@ -642,6 +642,8 @@ pub async fn plan(
             aws_bindings: Vec::new(),
             policies: Vec::new(),
             login: LoginSettings::default(),
+            attributes: None,
+            approval: None,
             ..want.clone()
         };
         let have = match current.realms.iter().find(|r| r.name == want.name) {
@@ -669,18 +671,17 @@ pub async fn plan(
                 settings: settings(want),
             });
         }
+        // The realm's guard as it is (exported where a row exists; never set for a new realm):
+        // the realm's steps are planned under it.
+        let guard_row = have.approval.map(|a| crate::store::RealmGuard {
+            require_approval: a.require_approval,
+            protected: a.protected,
+        });
+        let was = super::changes::guard_of(guard_row, admin_realm, &want.name);
+        let policies_guarded = super::changes::guards_policies(was, admin_realm, &want.name);
         // Declarations before the sign-in policy, whose claims may name them.
         if let Some(attributes) = &want.attributes {
-            let declared: BTreeMap<String, String> =
-                if current.realms.iter().any(|r| r.name == want.name) {
-                    store
-                        .realm_attributes(&want.name)
-                        .await?
-                        .into_iter()
-                        .collect()
-                } else {
-                    BTreeMap::new()
-                };
+            let declared = have.attributes.clone().unwrap_or_default();
             let held = if declared.is_empty() {
                 Vec::new()
             } else {
@@ -728,8 +729,7 @@ pub async fn plan(
                 steps.push(Step::DeleteGroup {
                     realm: realm(),
                     name: h.name.clone(),
-                    keep_policies: super::changes::policies_guarded(store, admin_realm, &want.name)
-                        .await?,
+                    keep_policies: policies_guarded,
                 });
             }
         }
@@ -858,8 +858,6 @@ pub async fn plan(
         }
         // Four-eyes: in a realm where a policy changes only through a second admin's approval,
         // a file cannot write or delete one (`sigil policy create|delete` files the request).
-        let policies_guarded =
-            super::changes::policies_guarded(store, admin_realm, &want.name).await?;
         let guarded = |what: &str, name: &str| {
             format!(
                 "realm {}: the file {what} policy {name}, but a policy changes there only through a \
@@ -914,7 +912,6 @@ pub async fn plan(
         }
         // Four-eyes last: the realm's other steps were planned under its guard as it is now.
         if let Some(a) = want.approval {
-            let was = super::changes::guard(store, admin_realm, &want.name).await?;
             let bits = crate::store::GuardBits {
                 require_approval: (a.require_approval != was.require_approval)
                     .then_some(a.require_approval),
@@ -927,7 +924,7 @@ pub async fn plan(
                      set-approval` files the request",
                     want.name, was.require_approval, a.require_approval, was.protected, a.protected
                 ));
-            } else if !bits.is_empty() || store.realm_guard(&want.name).await?.is_none() {
+            } else if !bits.is_empty() || guard_row.is_none() {
                 // Also a guard never set that the file states as it is: then recorded, so the
                 // database exports what the file says.
                 steps.push(Step::RaiseGuard {

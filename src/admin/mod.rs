@@ -34,6 +34,29 @@ pub enum AdminError {
     Key(#[from] KeyError),
 }
 
+/// How many times [`settled`] tries a write again.
+const SETTLE_ATTEMPTS: usize = 32;
+
+/// Runs `attempt`, which reads and then writes (the store holding the write to what was read),
+/// again while it fails because what it read changed meanwhile (`lost`). Each lost attempt is
+/// another admin's change that went through, so this ends; past the budget the error is the
+/// answer.
+pub(crate) async fn settled<T, E, F>(
+    mut attempt: impl FnMut() -> F,
+    lost: impl Fn(&E) -> bool,
+) -> Result<T, E>
+where
+    F: std::future::Future<Output = Result<T, E>>,
+{
+    for _ in 0..SETTLE_ATTEMPTS {
+        match attempt().await {
+            Err(e) if lost(&e) => {}
+            other => return other,
+        }
+    }
+    attempt().await
+}
+
 impl From<crate::identity::pii::PiiError> for AdminError {
     fn from(e: crate::identity::pii::PiiError) -> Self {
         match e {

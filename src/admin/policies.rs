@@ -105,17 +105,16 @@ pub async fn create(
         return Err(AdminError::NotFound(format!("realm {}", req.realm)));
     }
     // Whether it replaces one is read first and held to by the store (a policy created or deleted
-    // in between makes the write a conflict): then read and written again. Each lost attempt is
-    // another admin's change of this name that went through, so this ends; past the budget the
-    // conflict is the answer (409).
-    let mut attempts = 0;
-    loop {
-        let replaces = replace && store.policy(&req.realm, &spec.name).await?.is_some();
-        match write(store, &req, &spec, replaces, now, actor).await {
-            Err(AdminError::Conflict(_)) if replace && attempts < 32 => attempts += 1,
-            other => return other,
-        }
-    }
+    // in between makes the write a conflict): then read and written again (409 past the budget).
+    let (req, spec) = (&req, &spec);
+    super::settled(
+        move || async move {
+            let replaces = replace && store.policy(&req.realm, &spec.name).await?.is_some();
+            write(store, req, spec, replaces, now, actor).await
+        },
+        |e| replace && matches!(e, AdminError::Conflict(_)),
+    )
+    .await
 }
 
 async fn write(
@@ -178,15 +177,6 @@ pub async fn list(store: &dyn Store, realm: &str) -> Result<(i64, Vec<PolicyView
 
 /// The names of the policies attached to one principal (for the audit record of its deletion,
 /// which takes them along).
-pub async fn names_for(
-    store: &dyn Store,
-    realm: &str,
-    kind: &str,
-    id: &str,
-) -> Result<Vec<String>, AdminError> {
-    Ok(store.policy_names_of(realm, kind, id).await?)
-}
-
 pub async fn show(store: &dyn Store, realm: &str, name: &str) -> Result<PolicyView, AdminError> {
     if store.realm(realm).await?.is_none() {
         return Err(AdminError::NotFound(format!("realm {realm}")));
@@ -218,6 +208,15 @@ pub async fn delete(
     }
 }
 
+/// What writing a policy comes to, before any write.
+pub enum Put {
+    /// The stored policy is already the one asked for (`replace`): the answer is that policy,
+    /// with nothing written (no new version, no audit record) and nothing filed.
+    Unchanged(PolicyView),
+    /// The change to apply now or to file as a four-eyes request.
+    Change(super::changes::Change),
+}
+
 /// The change that writes `req` (see `changes::Change::PolicyPut`; a four-eyes request where the
 /// realm needs one), made only from a policy that would be written now: checked and compiled, in
 /// an existing realm, and (without `replace`) under a name not taken yet. A request is also filed
@@ -227,37 +226,28 @@ pub async fn put_change(
     store: &dyn Store,
     req: &NewPolicy,
     replace: bool,
-) -> Result<super::changes::Change, AdminError> {
+) -> Result<Put, AdminError> {
     let spec = check(req)?;
     if store.realm(&req.realm).await?.is_none() {
         return Err(AdminError::NotFound(format!("realm {}", req.realm)));
     }
-    if !replace && store.policy(&req.realm, &spec.name).await?.is_some() {
-        return Err(AdminError::Conflict(format!(
-            "policy {} already exists in realm {}",
-            spec.name, req.realm
-        )));
+    if let Some(stored) = store.policy(&req.realm, &spec.name).await? {
+        if !replace {
+            return Err(AdminError::Conflict(format!(
+                "policy {} already exists in realm {}",
+                spec.name, req.realm
+            )));
+        }
+        // Stored as `create` writes it: the same spec serialises to the same text.
+        if serde_json::to_string(&spec).is_ok_and(|s| s == stored.spec) {
+            return Ok(Put::Unchanged(view(&stored)?));
+        }
     }
-    Ok(super::changes::Change::PolicyPut {
+    Ok(Put::Change(super::changes::Change::PolicyPut {
         realm: req.realm.clone(),
         policy: file_spec(spec),
         replace,
-    })
-}
-
-/// The stored policy, when writing `req` over it would change nothing: a replacing write of an
-/// identical policy answers with it, writing nothing (no new version, no audit record, no change
-/// request where the realm's policies need approval).
-pub async fn unchanged(
-    store: &dyn Store,
-    req: &NewPolicy,
-) -> Result<Option<PolicyView>, AdminError> {
-    let spec = check(req)?;
-    let Some(stored) = store.policy(&req.realm, &spec.name).await? else {
-        return Ok(None);
-    };
-    let same = serde_json::to_string(&spec).is_ok_and(|s| s == stored.spec);
-    Ok(if same { Some(view(&stored)?) } else { None })
+    }))
 }
 
 /// A policy as a file (and a change request) holds it.

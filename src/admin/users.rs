@@ -124,27 +124,26 @@ pub async fn delete_group(
 ) -> Result<(), AdminError> {
     // The policies it takes along are named in its audit record: read first, held to by the
     // store (a policy written or deleted for it in between: read again).
-    let mut attempts = 0;
-    let deleted = loop {
-        let policies = super::policies::names_for(store, realm, "group", name).await?;
-        let audit = [AuditDraft::new(now, Some(realm), "group.deleted", actor)
-            .subject(name)
-            .detail(serde_json::json!({"policies_removed": policies}))];
-        match store
-            .delete_group(realm, name, keep_policies, &policies, &audit)
-            .await
-        {
-            Err(crate::store::StoreError::Conflict(held)) => {
-                return Err(AdminError::Conflict(format!(
-                    "{held}, and a policy there is deleted only through a second admin's \
-                     approval: `sigil policy delete` files the request; delete the group once it \
-                     has none"
-                )));
-            }
-            Err(crate::store::StoreError::Changed(_)) if attempts < 32 => attempts += 1,
-            other => break other?,
-        }
-    };
+    let deleted = super::settled(
+        move || async move {
+            let policies = store.policy_names_of(realm, "group", name).await?;
+            let audit = [AuditDraft::new(now, Some(realm), "group.deleted", actor)
+                .subject(name)
+                .detail(serde_json::json!({"policies_removed": policies}))];
+            store
+                .delete_group(realm, name, keep_policies, &policies, &audit)
+                .await
+        },
+        |e| matches!(e, crate::store::StoreError::Changed(_)),
+    )
+    .await
+    .map_err(|e| match e {
+        crate::store::StoreError::Conflict(held) => AdminError::Conflict(format!(
+            "{held}, and a policy there is deleted only through a second admin's approval: \
+             `sigil policy delete` files the request; delete the group once it has none"
+        )),
+        other => other.into(),
+    })?;
     if deleted {
         Ok(())
     } else {

@@ -127,10 +127,10 @@ pub async fn put(
         assertions: b.assertions,
         description: b.description,
     };
-    if let Some(same) = ops::unchanged(state.store.as_ref(), &req).await? {
-        return Ok(no_store(StatusCode::OK, same));
-    }
-    let change = ops::put_change(state.store.as_ref(), &req, true).await?;
+    let change = match ops::put_change(state.store.as_ref(), &req, true).await? {
+        ops::Put::Unchanged(same) => return Ok(no_store(StatusCode::OK, same)),
+        ops::Put::Change(change) => change,
+    };
     if let Some(filed) = super::changes::gated(&state, &caller, &change).await? {
         return Ok(filed);
     }

@@ -264,7 +264,9 @@ async fn open_admin_store(config: &mut Config) -> Result<Arc<dyn Store>, CliErro
         (None, recorded) => config.admin_realm = recorded,
         (Some(mine), Some(theirs)) if *mine != theirs => {
             return Err(CliError::Other(format!(
-                "admin_realm is {mine:?} here, but the server recorded {theirs:?} at its start:                  run this with admin_realm = {theirs:?} (or unset), or restart the server with the                  new setting first"
+                "admin_realm is {mine:?} here, but the server recorded {theirs:?} at its start: \
+                 run this with admin_realm = {theirs:?} (or unset), or restart the server with \
+                 the new setting first"
             )));
         }
         _ => {}

@@ -131,11 +131,13 @@ pub(super) async fn run(
                 assertions,
                 description,
             };
-            if replace && let Some(same) = admin::policies::unchanged(s, &req).await? {
-                print_json(&same);
-                return Ok(0);
-            }
-            let change = admin::policies::put_change(s, &req, replace).await?;
+            let change = match admin::policies::put_change(s, &req, replace).await? {
+                admin::policies::Put::Unchanged(same) => {
+                    print_json(&same);
+                    return Ok(0);
+                }
+                admin::policies::Put::Change(change) => change,
+            };
             if !super::change::gate(s, &config, &change, actor, now).await? {
                 return Ok(0);
             }

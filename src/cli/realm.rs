@@ -216,6 +216,9 @@ pub(super) async fn run(
             require_approval,
             protected,
         } => {
+            if store.realm(&name).await?.is_none() {
+                return Err(admin::AdminError::NotFound(format!("realm {name}")).into());
+            }
             let current =
                 admin::changes::guard(store.as_ref(), config.admin_realm.as_deref(), &name).await?;
             // Only the bits this changes: one already at the value asked for is left out, so
@@ -224,9 +227,6 @@ pub(super) async fn run(
                 require_approval: require_approval.filter(|v| *v != current.require_approval),
                 protected: protected.filter(|v| *v != current.protected),
             };
-            if store.realm(&name).await?.is_none() {
-                return Err(admin::AdminError::NotFound(format!("realm {name}")).into());
-            }
             // A raise takes effect at once, also beside a lowering, which is filed on its own.
             let part = |on: bool| crate::store::GuardBits {
                 require_approval: bits.require_approval.filter(|v| *v == on),

@@ -239,11 +239,9 @@ pub trait LoginStore: Send + Sync {
         audit: Audited<'_>,
     ) -> Result<bool, StoreError>;
     /// Deletes a group and its memberships; false if there is no such group. Its policies go with
-    /// it, unless `keep_policies`: then a group that has any is not deleted (`Conflict`), checked
-    /// under the lock policy writes take, so none is written for it meanwhile.
-    /// Deletes a group and its memberships; its policies go with it (exactly `removing`, the
-    /// names its audit record gives, else `Changed` and nothing is written), or with
-    /// `keep_policies` a group that has any is refused (`Conflict`).
+    /// it (exactly `removing`, the names its audit record gives, else `Changed` and nothing is
+    /// written), unless `keep_policies`: then a group that has any is not deleted (`Conflict`),
+    /// checked under the lock policy writes take, so none is written for it meanwhile.
     async fn delete_group(
         &self,
         realm: &str,

@@ -688,6 +688,7 @@ async fn the_cli_without_admin_realm_holds_the_realm_the_server_recorded() {
 async fn nodes_recording_the_admin_realm_at_once_record_it_once() {
     for backend in backends() {
         let app = crate::helpers::spawn_app(backend).await;
+        let recorded = async || app.store.recorded_admin_realm().await.expect("read");
         for round in ["admin", "ops"] {
             let mut attempts = tokio::task::JoinSet::new();
             for _ in 0..8 {
@@ -708,14 +709,7 @@ async fn nodes_recording_the_admin_realm_at_once_record_it_once() {
             let won = changed.iter().filter(|c| matches!(c, Ok(true))).count();
             assert_eq!(won, 1, "{backend:?} {round}: {changed:?}");
             assert!(changed.iter().all(Result::is_ok), "{changed:?}");
-            assert_eq!(
-                app.store
-                    .recorded_admin_realm()
-                    .await
-                    .expect("read")
-                    .as_deref(),
-                Some(round)
-            );
+            assert_eq!(recorded().await.as_deref(), Some(round));
         }
         // Bootstrap's record does not replace one.
         let replaced =
@@ -723,14 +717,7 @@ async fn nodes_recording_the_admin_realm_at_once_record_it_once() {
                 .await
                 .expect("record");
         assert!(!replaced);
-        assert_eq!(
-            app.store
-                .recorded_admin_realm()
-                .await
-                .expect("read")
-                .as_deref(),
-            Some("ops")
-        );
+        assert_eq!(recorded().await.as_deref(), Some("ops"));
         let rows: Vec<_> = app
             .audit()
             .await
@@ -781,5 +768,62 @@ async fn a_raise_beside_a_lowering_takes_effect_at_once() {
         let done = cli.json(&["--operator", "bob", "change", "approve", id]);
         assert_eq!(done["change"]["state"], "applied", "{done}");
         assert_eq!(guard(&cli), (false.into(), true.into()));
+    }
+}
+
+/// `policy create --replace` of the policy as stored answers with it and writes nothing: no
+/// audit record, no new bundle version.
+#[tokio::test]
+async fn writing_a_policy_as_it_is_writes_nothing() {
+    for backend in backends() {
+        let cli = cli_for(backend).await;
+        cli.json(&["realm", "create", "ledger", "--alg", "ES256"]);
+        cli.json(&[
+            "client",
+            "create",
+            "--realm",
+            "ledger",
+            "--id",
+            "svc",
+            "--scope",
+            "a",
+            "--audience",
+            "ledger",
+        ]);
+        let policy = [
+            "policy",
+            "create",
+            "--realm",
+            "ledger",
+            "--name",
+            "p",
+            "--client",
+            "svc",
+            "--effect",
+            "ALLOW",
+            "--action",
+            "db:Select",
+            "--resource",
+            "*",
+        ];
+        let created = cli.json(&policy);
+        let audit_rows = || cli.ok(&["audit", "export"]).lines().count();
+        let (rows, version) = (
+            audit_rows(),
+            cli.json(&["policy", "list", "--realm", "ledger"])["version"].clone(),
+        );
+        let again = cli.json(&[&policy[..], &["--replace"]].concat());
+        assert_eq!(again, created);
+        assert_eq!(audit_rows(), rows);
+        assert_eq!(
+            cli.json(&["policy", "list", "--realm", "ledger"])["version"],
+            version
+        );
+        // Another effect is a write.
+        let mut deny = policy.to_vec();
+        deny[9] = "DENY";
+        deny.push("--replace");
+        assert_eq!(cli.json(&deny)["effect"], "DENY");
+        assert_eq!(audit_rows(), rows + 1);
     }
 }
